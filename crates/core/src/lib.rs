@@ -1,0 +1,23 @@
+//! Bursar's core: the deterministic double-entry state machine.
+//!
+//! No I/O, no clock, no randomness that affects output: everything here is a
+//! pure function of the log entries applied, so every replica and every
+//! replay reaches the same state.
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("records are stored as little-endian bytes; big-endian targets are not supported");
+
+pub mod arena;
+pub mod codes;
+pub mod command;
+pub mod index;
+pub mod records;
+pub mod state;
+pub mod wide;
+
+pub use codes::{CreateAccountResult, CreateLedgerResult, CreateTransferResult};
+pub use command::{Command, Operation};
+pub use records::{
+    Account, AccountFilter, BalanceRecord, Balances, FailedTransfer, Ledger, LedgerFilter, Transfer,
+};
+pub use state::{EventResult, LedgerTotals, Limits, PendingState, StateMachine};

@@ -1,0 +1,34 @@
+//! Expiry of pending transfers by log time.
+
+use super::{EXPIRIES_PER_ENTRY_MAX, PendingState, StateMachine};
+
+impl StateMachine {
+    /// Expires pending transfers due at or before `now`, oldest first, at most
+    /// `EXPIRIES_PER_ENTRY_MAX` per entry. Each expiry takes its own timestamp.
+    pub(super) fn sweep_expired(&mut self, now: u64) {
+        for _ in 0..EXPIRIES_PER_ENTRY_MAX {
+            match self.expiries.first() {
+                Some(&(at, position)) if at <= now => self.expire(position),
+                _ => break,
+            }
+        }
+    }
+
+    fn expire(&mut self, position: u32) {
+        let p = *self.transfers.get(position as usize);
+        let dr_pos = self
+            .find_account(p.debit_account_id)
+            .expect("invariant: a pending transfer's debit account exists");
+        let cr_pos = self
+            .find_account(p.credit_account_id)
+            .expect("invariant: a pending transfer's credit account exists");
+        let mut dr = *self.accounts.get(dr_pos as usize);
+        let mut cr = *self.accounts.get(cr_pos as usize);
+        self.release_pending(position, &p, &mut dr, &mut cr, PendingState::Expired);
+        self.write_account(dr_pos, dr);
+        self.write_account(cr_pos, cr);
+        let timestamp = self.tick();
+        self.record_history(dr_pos, timestamp);
+        self.record_history(cr_pos, timestamp);
+    }
+}

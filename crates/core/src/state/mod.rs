@@ -1,0 +1,487 @@
+//! The deterministic state machine: ledgers, accounts, transfers.
+//!
+//! The engine feeds it log entries in order: `begin_entry`, then `execute`
+//! for each command, then `end_entry`. It reads no clock, does no I/O, draws
+//! no random numbers, and nothing it outputs depends on the order of a hash
+//! table, so identical logs give identical states and results everywhere.
+//! Time comes from the entry: every event gets a unique, strictly increasing
+//! timestamp derived from the entry's timestamp.
+
+mod accounts;
+mod expiry;
+mod invariants;
+mod ledgers;
+mod queries;
+mod snapshot;
+mod transfers;
+mod undo;
+
+pub use queries::{QueryError, QueryErrorKind};
+pub use snapshot::{SnapshotChunks, StateSnapshot};
+
+use crate::arena::CowArena;
+use crate::codes::{CreateAccountResult, CreateTransferResult};
+use crate::command::{Command, Operation};
+use crate::index::IdIndex;
+use crate::records::{Account, BalanceRecord, FailedTransfer, Ledger, Transfer, decode_at};
+use crate::wide::Sum256;
+use bytemuck::{Pod, Zeroable};
+use std::collections::{BTreeMap, BTreeSet};
+use undo::Undo;
+
+/// Arena chunk sizes (log2 of elements per chunk): transfers 8 MiB chunks,
+/// accounts 512 KiB, so copy-on-write after a snapshot copies little.
+pub(crate) type Accounts = CowArena<Account, 12>;
+pub(crate) type Transfers = CowArena<Transfer, 16>;
+pub(crate) type TransferStates = CowArena<u8, 16>;
+pub(crate) type History = CowArena<BalanceRecord, 14>;
+pub(crate) type Failed = CowArena<FailedTransfer, 14>;
+
+/// The outcome of one event that was not `ok` (results are sparse: events
+/// that succeeded are not listed).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct EventResult {
+    /// Index of the event within its command.
+    pub index: u32,
+    /// The result code of the command's operation.
+    pub code: u32,
+}
+
+impl EventResult {
+    pub const SIZE: usize = 8;
+}
+
+/// Where a pending transfer stands. Stored as one byte per transfer.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PendingState {
+    /// Not a pending transfer.
+    None = 0,
+    Pending = 1,
+    Posted = 2,
+    Voided = 3,
+    Expired = 4,
+}
+
+impl PendingState {
+    pub fn from_byte(b: u8) -> Option<PendingState> {
+        Some(match b {
+            0 => PendingState::None,
+            1 => PendingState::Pending,
+            2 => PendingState::Posted,
+            3 => PendingState::Voided,
+            4 => PendingState::Expired,
+            _ => return None,
+        })
+    }
+}
+
+/// Sums over a ledger's accounts, kept up to date by every change.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LedgerTotals {
+    pub debits_pending: Sum256,
+    pub debits_posted: Sum256,
+    pub credits_pending: Sum256,
+    pub credits_posted: Sum256,
+    pub accounts: u64,
+}
+
+/// Capacity limits; a create beyond them gets a `*_limit_reached` result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub ledgers: usize,
+    pub accounts: usize,
+    pub transfers: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        // Positions are u32; one slot is kept free.
+        Limits {
+            ledgers: 1 << 16,
+            accounts: u32::MAX as usize - 1,
+            transfers: u32::MAX as usize - 1,
+        }
+    }
+}
+
+/// Pending expiries swept at the start of one entry; the rest wait for the
+/// next entry, so one entry's work stays bounded.
+pub const EXPIRIES_PER_ENTRY_MAX: usize = 8190;
+
+pub struct StateMachine {
+    limits: Limits,
+    /// Position of the last applied log entry.
+    position: u64,
+    /// The last timestamp handed out; strictly increasing.
+    last_timestamp: u64,
+    in_entry: bool,
+    ledgers: BTreeMap<u32, Ledger>,
+    totals: BTreeMap<u32, LedgerTotals>,
+    accounts: Accounts,
+    account_index: IdIndex,
+    /// Per account (by position): its transfers' positions, oldest first.
+    account_transfers: Vec<Vec<u32>>,
+    /// Per account (by position): its balance records' positions, oldest first.
+    account_history: Vec<Vec<u32>>,
+    transfers: Transfers,
+    transfer_index: IdIndex,
+    transfer_states: TransferStates,
+    /// Live pending transfers with a timeout, by (expires_at, position).
+    expiries: BTreeSet<(u64, u32)>,
+    /// Every live pending transfer, by position.
+    live_pending: BTreeSet<u32>,
+    history: History,
+    failed: Failed,
+    failed_index: IdIndex,
+    /// Undo records of the open linked chain; empty outside chains.
+    undo: Vec<Undo>,
+    journaling: bool,
+}
+
+impl Default for StateMachine {
+    fn default() -> Self {
+        Self::new(Limits::default())
+    }
+}
+
+impl StateMachine {
+    pub fn new(limits: Limits) -> Self {
+        StateMachine {
+            limits,
+            position: 0,
+            last_timestamp: 0,
+            in_entry: false,
+            ledgers: BTreeMap::new(),
+            totals: BTreeMap::new(),
+            accounts: Accounts::new(),
+            account_index: IdIndex::default(),
+            account_transfers: Vec::new(),
+            account_history: Vec::new(),
+            transfers: Transfers::new(),
+            transfer_index: IdIndex::default(),
+            transfer_states: TransferStates::new(),
+            expiries: BTreeSet::new(),
+            live_pending: BTreeSet::new(),
+            history: History::new(),
+            failed: Failed::new(),
+            failed_index: IdIndex::default(),
+            undo: Vec::new(),
+            journaling: false,
+        }
+    }
+
+    /// Position of the last applied entry (0 before the first).
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    pub fn last_timestamp(&self) -> u64 {
+        self.last_timestamp
+    }
+
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
+    pub fn transfer_count(&self) -> usize {
+        self.transfers.len()
+    }
+
+    pub fn ledger_count(&self) -> usize {
+        self.ledgers.len()
+    }
+
+    pub fn ledger_totals(&self) -> impl Iterator<Item = (&Ledger, &LedgerTotals)> + '_ {
+        self.ledgers.values().map(|l| (l, &self.totals[&l.id]))
+    }
+
+    /// The earliest expiry of a live pending transfer, so the engine knows
+    /// when to log an entry that lets it expire.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.expiries.first().map(|(t, _)| *t)
+    }
+
+    /// Starts applying the entry at `position`, logged at `timestamp`
+    /// (nanoseconds). Sweeps pending transfers that expired by then.
+    pub fn begin_entry(&mut self, position: u64, timestamp: u64) {
+        assert!(
+            !self.in_entry,
+            "begin_entry while entry {} is open",
+            self.position + 1
+        );
+        assert_eq!(
+            position,
+            self.position + 1,
+            "entries must be applied in order without gaps"
+        );
+        self.in_entry = true;
+        // Strictly monotonic even if the log's clock stepped back.
+        let now = timestamp.max(self.last_timestamp + 1);
+        self.last_timestamp = now - 1;
+        self.sweep_expired(now);
+    }
+
+    /// Applies one write command, appending a result for every event that was
+    /// not `ok`. The command must be valid (`Command::validate`).
+    pub fn execute(&mut self, command: &Command<'_>, results: &mut Vec<EventResult>) {
+        assert!(self.in_entry, "execute outside an entry");
+        let count = command.count();
+        match command.operation {
+            Operation::CreateLedgers => {
+                for i in 0..count {
+                    let ledger: Ledger = decode_at(command.events, i);
+                    let timestamp = self.tick();
+                    let code = self.create_ledger(&ledger, timestamp);
+                    if code != crate::codes::CreateLedgerResult::Ok {
+                        results.push(EventResult {
+                            index: i as u32,
+                            code: code.code(),
+                        });
+                    }
+                }
+            }
+            Operation::CreateAccounts => self.execute_chained(
+                command,
+                results,
+                |a: &Account| a.flags & crate::records::account_flags::LINKED != 0,
+                |sm, a, ts| sm.create_account(a, ts).code(),
+                CreateAccountResult::LinkedEventFailed.code(),
+                CreateAccountResult::LinkedEventChainOpen.code(),
+                |_, _, _, _| {},
+            ),
+            Operation::CreateTransfers => self.execute_chained(
+                command,
+                results,
+                |t: &Transfer| t.flags & crate::records::transfer_flags::LINKED != 0,
+                |sm, t, ts| sm.create_transfer(t, ts).code(),
+                CreateTransferResult::LinkedEventFailed.code(),
+                CreateTransferResult::LinkedEventChainOpen.code(),
+                |sm, t, ts, code| sm.record_failed_transfer(t, ts, code),
+            ),
+            other => panic!(
+                "{} is not a write operation; the engine validates commands",
+                other.name()
+            ),
+        }
+    }
+
+    /// Runs events with linked-chain semantics: a chain is all-or-nothing, and
+    /// when one event fails every other event of its chain reports
+    /// `linked_failed`. `after_failure` runs once the chain is rolled back.
+    #[allow(clippy::too_many_arguments)]
+    fn execute_chained<T: Pod>(
+        &mut self,
+        command: &Command<'_>,
+        results: &mut Vec<EventResult>,
+        is_linked: impl Fn(&T) -> bool,
+        create: impl Fn(&mut Self, &T, u64) -> u32,
+        linked_failed: u32,
+        chain_open: u32,
+        after_failure: impl Fn(&mut Self, &T, u64, u32),
+    ) {
+        let count = command.count();
+        let mut chain_start: Option<usize> = None;
+        let mut chain_failed = false;
+        for i in 0..count {
+            let event: T = decode_at(command.events, i);
+            let timestamp = self.tick();
+            let linked = is_linked(&event);
+            if linked && chain_start.is_none() {
+                chain_start = Some(i);
+                self.begin_chain();
+            }
+            let code = if chain_failed {
+                linked_failed
+            } else if linked && i + 1 == count {
+                chain_open
+            } else {
+                create(self, &event, timestamp)
+            };
+            if code != 0 {
+                if let Some(start) = chain_start {
+                    if !chain_failed {
+                        chain_failed = true;
+                        self.rollback_chain();
+                        results.extend((start..i).map(|j| EventResult {
+                            index: j as u32,
+                            code: linked_failed,
+                        }));
+                    }
+                }
+                results.push(EventResult {
+                    index: i as u32,
+                    code,
+                });
+                if code != linked_failed && code != chain_open {
+                    after_failure(self, &event, timestamp, code);
+                }
+            }
+            if chain_start.is_some() && !linked {
+                if !chain_failed {
+                    self.commit_chain();
+                }
+                chain_start = None;
+                chain_failed = false;
+            }
+        }
+        if chain_start.is_some() && !chain_failed {
+            // Only reachable if the last event was linked, which failed above.
+            unreachable!("an open chain at the end of a batch always fails");
+        }
+    }
+
+    /// Ends the entry: checks the invariants that are cheap in every build
+    /// and all of them in debug builds.
+    pub fn end_entry(&mut self) {
+        assert!(self.in_entry, "end_entry without begin_entry");
+        assert!(
+            self.undo.is_empty() && !self.journaling,
+            "a linked chain was left open"
+        );
+        self.in_entry = false;
+        self.position += 1;
+        self.assert_totals_balance();
+        if cfg!(debug_assertions) {
+            if let Err(e) = self.check_invariants() {
+                panic!("invariant broken after entry {}: {e}", self.position);
+            }
+        }
+    }
+
+    /// Applies a whole entry: the convenience path for replay and tests.
+    pub fn apply_entry(
+        &mut self,
+        position: u64,
+        timestamp: u64,
+        commands: &[Command<'_>],
+    ) -> Vec<Vec<EventResult>> {
+        self.begin_entry(position, timestamp);
+        let out = commands
+            .iter()
+            .map(|c| {
+                let mut results = Vec::new();
+                self.execute(c, &mut results);
+                results
+            })
+            .collect();
+        self.end_entry();
+        out
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.last_timestamp = self
+            .last_timestamp
+            .checked_add(1)
+            .expect("invariant: nanosecond timestamps last until 2554");
+        self.last_timestamp
+    }
+
+    #[inline]
+    fn find_account(&self, id: u128) -> Option<u32> {
+        self.account_index
+            .find(id, |p| self.accounts.get(p as usize).id)
+    }
+
+    #[inline]
+    fn find_transfer(&self, id: u128) -> Option<u32> {
+        self.transfer_index
+            .find(id, |p| self.transfers.get(p as usize).id)
+    }
+
+    fn find_failed(&self, id: u128) -> Option<u32> {
+        self.failed_index
+            .find(id, |p| self.failed.get(p as usize).id)
+    }
+
+    pub fn account(&self, id: u128) -> Option<&Account> {
+        self.find_account(id).map(|p| self.accounts.get(p as usize))
+    }
+
+    pub fn transfer(&self, id: u128) -> Option<&Transfer> {
+        self.find_transfer(id)
+            .map(|p| self.transfers.get(p as usize))
+    }
+
+    /// Where a pending transfer stands; `None` if no transfer has this id.
+    pub fn pending_state(&self, id: u128) -> Option<PendingState> {
+        self.find_transfer(id).map(|p| self.state_of(p))
+    }
+
+    /// The original rejection of a transfer id that can no longer be used.
+    pub fn failed_transfer(&self, id: u128) -> Option<&FailedTransfer> {
+        self.find_failed(id).map(|p| self.failed.get(p as usize))
+    }
+
+    pub fn ledger(&self, id: u32) -> Option<&Ledger> {
+        self.ledgers.get(&id)
+    }
+
+    fn state_of(&self, position: u32) -> PendingState {
+        PendingState::from_byte(*self.transfer_states.get(position as usize))
+            .expect("invariant: stored pending states are valid")
+    }
+
+    /// Replaces an account, recording the old value for rollback.
+    fn write_account(&mut self, position: u32, account: Account) {
+        let slot = self.accounts.get_mut(position as usize);
+        if self.journaling {
+            self.undo.push(Undo::Account {
+                position,
+                before: *slot,
+            });
+        }
+        *slot = account;
+    }
+
+    fn set_transfer_state(&mut self, position: u32, state: PendingState) {
+        let slot = self.transfer_states.get_mut(position as usize);
+        if self.journaling {
+            self.undo.push(Undo::TransferState {
+                position,
+                before: *slot,
+            });
+        }
+        *slot = state as u8;
+    }
+
+    fn totals_mut(&mut self, ledger: u32) -> &mut LedgerTotals {
+        let totals = self
+            .totals
+            .get_mut(&ledger)
+            .expect("invariant: every account's ledger has totals");
+        if self.journaling {
+            self.undo.push(Undo::Totals {
+                ledger,
+                before: *totals,
+            });
+        }
+        totals
+    }
+
+    /// Records the balances of a history account after a change.
+    fn record_history(&mut self, account_position: u32, timestamp: u64) {
+        let a = self.accounts.get(account_position as usize);
+        if !a.has(crate::records::account_flags::HISTORY) {
+            return;
+        }
+        let record = BalanceRecord {
+            account_id: a.id,
+            debits_pending: a.debits_pending,
+            debits_posted: a.debits_posted,
+            credits_pending: a.credits_pending,
+            credits_posted: a.credits_posted,
+            timestamp,
+            reserved: 0,
+        };
+        let position = self.history.push(record) as u32;
+        self.account_history[account_position as usize].push(position);
+        if self.journaling {
+            self.undo.push(Undo::HistoryAdded { account_position });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
