@@ -26,10 +26,7 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
     const MASK: usize = Self::CHUNK - 1;
 
     pub fn new() -> Self {
-        CowArena {
-            chunks: Vec::new(),
-            len: 0,
-        }
+        CowArena { chunks: Vec::new(), len: 0 }
     }
 
     /// Rebuilds an arena from chunks as a snapshot stored them. Every chunk but
@@ -39,10 +36,7 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
         let count = chunks.len();
         let mut out = Vec::with_capacity(count);
         for (i, chunk) in chunks.into_iter().enumerate() {
-            if chunk.len() > Self::CHUNK
-                || (i + 1 < count && chunk.len() != Self::CHUNK)
-                || chunk.is_empty()
-            {
+            if chunk.len() > Self::CHUNK || (i + 1 < count && chunk.len() != Self::CHUNK) || chunk.is_empty() {
                 return Err(format!(
                     "chunk {i} holds {} elements; chunks hold {} and only the last may be short",
                     chunk.len(),
@@ -71,22 +65,14 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
 
     #[inline]
     pub fn get(&self, index: usize) -> &T {
-        assert!(
-            index < self.len,
-            "arena index {index} out of bounds (len {})",
-            self.len
-        );
+        assert!(index < self.len, "arena index {index} out of bounds (len {})", self.len);
         &self.chunks[index >> SHIFT][index & Self::MASK]
     }
 
     /// A mutable element; copies its chunk first if a snapshot still holds it.
     #[inline]
     pub fn get_mut(&mut self, index: usize) -> &mut T {
-        assert!(
-            index < self.len,
-            "arena index {index} out of bounds (len {})",
-            self.len
-        );
+        assert!(index < self.len, "arena index {index} out of bounds (len {})", self.len);
         let chunk = Self::unshare(&mut self.chunks[index >> SHIFT]);
         &mut chunk[index & Self::MASK]
     }
@@ -98,10 +84,7 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
         if index & Self::MASK == 0 {
             self.chunks.push(Arc::new(Vec::with_capacity(Self::CHUNK)));
         }
-        let last = self
-            .chunks
-            .last_mut()
-            .expect("invariant: a chunk exists for every index below len + 1");
+        let last = self.chunks.last_mut().expect("invariant: a chunk exists for every index below len + 1");
         Self::unshare(last).push(value);
         self.len += 1;
         index
@@ -112,13 +95,8 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
         if self.len == 0 {
             return None;
         }
-        let last = self
-            .chunks
-            .last_mut()
-            .expect("invariant: len > 0 means a chunk exists");
-        let value = Self::unshare(last)
-            .pop()
-            .expect("invariant: the last chunk holds the last element");
+        let last = self.chunks.last_mut().expect("invariant: len > 0 means a chunk exists");
+        let value = Self::unshare(last).pop().expect("invariant: the last chunk holds the last element");
         self.len -= 1;
         if self.len & Self::MASK == 0 {
             self.chunks.pop();
@@ -135,10 +113,7 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
 
     /// A consistent, immutable view of the current contents. O(chunks).
     pub fn view(&self) -> ArenaView<T> {
-        ArenaView {
-            chunks: self.chunks.clone(),
-            len: self.len,
-        }
+        ArenaView { chunks: self.chunks.clone(), len: self.len }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &T> + '_ {
@@ -174,10 +149,7 @@ mod tests {
         assert_eq!(a.len(), 10);
         assert_eq!(*a.get(9), 90);
         *a.get_mut(5) = 55;
-        assert_eq!(
-            a.iter().copied().collect::<Vec<_>>(),
-            vec![0, 10, 20, 30, 40, 55, 60, 70, 80, 90]
-        );
+        assert_eq!(a.iter().copied().collect::<Vec<_>>(), vec![0, 10, 20, 30, 40, 55, 60, 70, 80, 90]);
         assert_eq!(a.pop(), Some(90));
         assert_eq!(a.pop(), Some(80));
         assert_eq!(a.len(), 8);
@@ -197,17 +169,11 @@ mod tests {
         a.push(6);
         a.pop();
         a.pop();
-        assert_eq!(
-            view.iter().copied().collect::<Vec<_>>(),
-            vec![0, 1, 2, 3, 4, 5]
-        );
+        assert_eq!(view.iter().copied().collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5]);
         assert_eq!(view.len, 6);
         assert_eq!(a.iter().copied().collect::<Vec<_>>(), vec![100, 1, 2, 3, 4]);
         let rebuilt = Small::from_chunks(view.chunks.iter().map(|c| c.to_vec()).collect()).unwrap();
-        assert_eq!(
-            rebuilt.iter().copied().collect::<Vec<_>>(),
-            vec![0, 1, 2, 3, 4, 5]
-        );
+        assert_eq!(rebuilt.iter().copied().collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5]);
     }
 
     #[test]

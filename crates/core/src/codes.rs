@@ -215,9 +215,7 @@ impl CreateTransferResult {
     /// `IdAlreadyFailed` instead of succeeding later when the state changed.
     pub fn burns_id(self) -> bool {
         let code = self.code();
-        (CreateTransferResult::DebitAccountNotFound.code()
-            ..=CreateTransferResult::ExceedsDebits.code())
-            .contains(&code)
+        (CreateTransferResult::DebitAccountNotFound.code()..=CreateTransferResult::ExceedsDebits.code()).contains(&code)
     }
 }
 
@@ -227,15 +225,9 @@ mod tests {
 
     #[test]
     fn names_are_snake_case_and_codes_round_trip() {
-        assert_eq!(
-            CreateTransferResult::ExistsWithDifferentUserData128.name(),
-            "exists_with_different_user_data_128"
-        );
+        assert_eq!(CreateTransferResult::ExistsWithDifferentUserData128.name(), "exists_with_different_user_data_128");
         assert_eq!(CreateTransferResult::Ok.name(), "ok");
-        assert_eq!(
-            CreateAccountResult::LinkedEventChainOpen.name(),
-            "linked_event_chain_open"
-        );
+        assert_eq!(CreateAccountResult::LinkedEventChainOpen.name(), "linked_event_chain_open");
         for (i, c) in CreateTransferResult::ALL.iter().enumerate() {
             assert_eq!(c.code() as usize, i, "codes are dense and in check order");
             assert_eq!(CreateTransferResult::from_code(c.code()), Some(*c));

@@ -40,10 +40,7 @@ impl Operation {
 
     /// Writes go through the log; reads are answered from the applied state.
     pub fn is_write(self) -> bool {
-        matches!(
-            self,
-            Operation::CreateLedgers | Operation::CreateAccounts | Operation::CreateTransfers
-        )
+        matches!(self, Operation::CreateLedgers | Operation::CreateAccounts | Operation::CreateTransfers)
     }
 
     /// Size of one event in a request body.
@@ -61,9 +58,7 @@ impl Operation {
     /// Largest number of events in one request.
     pub fn events_max(self) -> usize {
         match self {
-            Operation::ListLedgers
-            | Operation::GetAccountTransfers
-            | Operation::GetAccountBalances => 1,
+            Operation::ListLedgers | Operation::GetAccountTransfers | Operation::GetAccountBalances => 1,
             _ => BATCH_EVENTS_MAX,
         }
     }
@@ -109,23 +104,13 @@ impl<'a> Command<'a> {
     pub fn validate(&self) -> Result<(), String> {
         let size = self.operation.event_size();
         if !self.operation.is_write() {
-            return Err(format!(
-                "{} is not a write operation",
-                self.operation.name()
-            ));
+            return Err(format!("{} is not a write operation", self.operation.name()));
         }
         if self.events.len() % size != 0 {
-            return Err(format!(
-                "{} bytes is not a whole number of {}-byte events",
-                self.events.len(),
-                size
-            ));
+            return Err(format!("{} bytes is not a whole number of {}-byte events", self.events.len(), size));
         }
         if self.count() > BATCH_EVENTS_MAX {
-            return Err(format!(
-                "{} events exceed the batch limit of {BATCH_EVENTS_MAX}",
-                self.count()
-            ));
+            return Err(format!("{} events exceed the batch limit of {BATCH_EVENTS_MAX}", self.count()));
         }
         Ok(())
     }
@@ -143,13 +128,9 @@ pub fn decode_body(body: &[u8]) -> Result<Vec<Command<'_>>, String> {
     let mut rest = body;
     while !rest.is_empty() {
         if rest.len() < Command::HEADER_SIZE {
-            return Err(format!(
-                "{} trailing bytes are shorter than a command header",
-                rest.len()
-            ));
+            return Err(format!("{} trailing bytes are shorter than a command header", rest.len()));
         }
-        let operation = Operation::from_code(rest[0])
-            .ok_or_else(|| format!("unknown operation code {}", rest[0]))?;
+        let operation = Operation::from_code(rest[0]).ok_or_else(|| format!("unknown operation code {}", rest[0]))?;
         if rest[1..4] != [0, 0, 0] {
             return Err("reserved command header bytes are not zero".into());
         }
@@ -176,35 +157,11 @@ mod tests {
 
     #[test]
     fn body_round_trip_and_rejects_damage() {
-        let transfers = vec![
-            Transfer {
-                id: 1,
-                ..Default::default()
-            },
-            Transfer {
-                id: 2,
-                ..Default::default()
-            },
-        ];
-        let accounts = vec![Account {
-            id: 3,
-            ..Default::default()
-        }];
+        let transfers = vec![Transfer { id: 1, ..Default::default() }, Transfer { id: 2, ..Default::default() }];
+        let accounts = vec![Account { id: 3, ..Default::default() }];
         let mut body = Vec::new();
-        encode_command(
-            &mut body,
-            &Command {
-                operation: Operation::CreateAccounts,
-                events: encode_all(&accounts),
-            },
-        );
-        encode_command(
-            &mut body,
-            &Command {
-                operation: Operation::CreateTransfers,
-                events: encode_all(&transfers),
-            },
-        );
+        encode_command(&mut body, &Command { operation: Operation::CreateAccounts, events: encode_all(&accounts) });
+        encode_command(&mut body, &Command { operation: Operation::CreateTransfers, events: encode_all(&transfers) });
         let commands = decode_body(&body).unwrap();
         assert_eq!(commands.len(), 2);
         assert_eq!(commands[0].operation, Operation::CreateAccounts);

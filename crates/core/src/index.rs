@@ -30,10 +30,7 @@ impl IdIndex {
     pub fn with_capacity(capacity: usize) -> Self {
         // Random seed: ids are chosen by clients, so a fixed hash would let one
         // craft collisions. Nothing observable depends on the table's order.
-        IdIndex {
-            table: HashTable::with_capacity(capacity),
-            hasher: foldhash::fast::RandomState::default(),
-        }
+        IdIndex { table: HashTable::with_capacity(capacity), hasher: foldhash::fast::RandomState::default() }
     }
 
     #[inline]
@@ -60,30 +57,20 @@ impl IdIndex {
     #[inline]
     pub fn find(&self, id: u128, id_at: impl Fn(u32) -> u128) -> Option<u32> {
         let tag = self.tag(id);
-        self.table
-            .find(Self::table_hash(tag), |s| {
-                s.tag == tag && id_at(s.position) == id
-            })
-            .map(|s| s.position)
+        self.table.find(Self::table_hash(tag), |s| s.tag == tag && id_at(s.position) == id).map(|s| s.position)
     }
 
     /// Adds `id` at `position`. The caller has checked that `id` is absent.
     #[inline]
     pub fn insert(&mut self, id: u128, position: u32) {
         let tag = self.tag(id);
-        self.table
-            .insert_unique(Self::table_hash(tag), Slot { position, tag }, |s| {
-                Self::table_hash(s.tag)
-            });
+        self.table.insert_unique(Self::table_hash(tag), Slot { position, tag }, |s| Self::table_hash(s.tag));
     }
 
     /// Removes `id`, which must be at `position` (undo of an insert).
     pub fn remove(&mut self, id: u128, position: u32) {
         let tag = self.tag(id);
-        match self
-            .table
-            .find_entry(Self::table_hash(tag), |s| s.position == position)
-        {
+        match self.table.find_entry(Self::table_hash(tag), |s| s.position == position) {
             Ok(entry) => {
                 entry.remove();
             }

@@ -17,7 +17,5 @@ pub mod wide;
 
 pub use codes::{CreateAccountResult, CreateLedgerResult, CreateTransferResult};
 pub use command::{Command, Operation};
-pub use records::{
-    Account, AccountFilter, BalanceRecord, Balances, FailedTransfer, Ledger, LedgerFilter, Transfer,
-};
+pub use records::{Account, AccountFilter, BalanceRecord, Balances, FailedTransfer, Ledger, LedgerFilter, Transfer};
 pub use state::{EventResult, LedgerTotals, Limits, PendingState, StateMachine};

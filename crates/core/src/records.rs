@@ -37,11 +37,7 @@ impl Ledger {
 
     /// The asset code as text, or `None` if it is not a valid code.
     pub fn asset_str(&self) -> Option<&str> {
-        let len = self
-            .asset
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(ASSET_CODE_MAX);
+        let len = self.asset.iter().position(|&b| b == 0).unwrap_or(ASSET_CODE_MAX);
         let code = &self.asset[..len];
         if !asset_code_is_valid(code) || self.asset[len..].iter().any(|&b| b != 0) {
             return None;
@@ -65,9 +61,7 @@ fn asset_code_is_valid(code: &[u8]) -> bool {
     !code.is_empty()
         && code.len() <= ASSET_CODE_MAX
         && code[0].is_ascii_uppercase()
-        && code.iter().all(|&b| {
-            b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')
-        })
+        && code.iter().all(|&b| b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// Flags of an account.
@@ -82,8 +76,7 @@ pub mod account_flags {
     pub const HISTORY: u16 = 1 << 3;
     /// No new transfers may touch the account.
     pub const CLOSED: u16 = 1 << 4;
-    pub const ALL: u16 =
-        LINKED | DEBITS_MUST_NOT_EXCEED_CREDITS | CREDITS_MUST_NOT_EXCEED_DEBITS | HISTORY | CLOSED;
+    pub const ALL: u16 = LINKED | DEBITS_MUST_NOT_EXCEED_CREDITS | CREDITS_MUST_NOT_EXCEED_DEBITS | HISTORY | CLOSED;
 }
 
 /// Flags of a transfer.
@@ -302,12 +295,7 @@ pub fn decode_all<T: Pod>(bytes: &[u8]) -> Option<Vec<T>> {
     if bytes.len() % size != 0 {
         return None;
     }
-    Some(
-        bytes
-            .chunks_exact(size)
-            .map(bytemuck::pod_read_unaligned)
-            .collect(),
-    )
+    Some(bytes.chunks_exact(size).map(bytemuck::pod_read_unaligned).collect())
 }
 
 /// Reads record `index` from a slice of records; the caller checked the length.
@@ -334,29 +322,17 @@ mod tests {
         assert!(Ledger::pack_asset("usd").is_none());
         assert!(Ledger::pack_asset("1USD").is_none());
         assert!(Ledger::pack_asset("ABCDEFGHIJKLMNOPQ").is_none());
-        let ledger = Ledger {
-            asset: Ledger::pack_asset("EUR").unwrap(),
-            ..Default::default()
-        };
+        let ledger = Ledger { asset: Ledger::pack_asset("EUR").unwrap(), ..Default::default() };
         assert_eq!(ledger.asset_str(), Some("EUR"));
         let mut bad = ledger;
         bad.asset[5] = b'X';
-        assert_eq!(
-            bad.asset_str(),
-            None,
-            "bytes after the terminator must be zero"
-        );
+        assert_eq!(bad.asset_str(), None, "bytes after the terminator must be zero");
     }
 
     #[test]
     fn records_round_trip_through_bytes() {
-        let t = Transfer {
-            id: 7,
-            amount: u128::MAX - 1,
-            flags: transfer_flags::PENDING,
-            timeout: 9,
-            ..Default::default()
-        };
+        let t =
+            Transfer { id: 7, amount: u128::MAX - 1, flags: transfer_flags::PENDING, timeout: 9, ..Default::default() };
         let bytes = encode_all(std::slice::from_ref(&t)).to_vec();
         assert_eq!(bytes.len(), Transfer::SIZE);
         assert_eq!(decode_all::<Transfer>(&bytes).unwrap(), vec![t]);

@@ -18,19 +18,14 @@ impl Sum256 {
 
     pub fn add(self, v: u128) -> Self {
         let (lo, carry) = self.lo.overflowing_add(v);
-        let hi = self
-            .hi
-            .checked_add(u128::from(carry))
-            .expect("invariant: a 256-bit sum of u128 balances never overflows");
+        let hi =
+            self.hi.checked_add(u128::from(carry)).expect("invariant: a 256-bit sum of u128 balances never overflows");
         Sum256 { hi, lo }
     }
 
     pub fn sub(self, v: u128) -> Self {
         let (lo, borrow) = self.lo.overflowing_sub(v);
-        let hi = self
-            .hi
-            .checked_sub(u128::from(borrow))
-            .expect("invariant: a ledger total never goes below zero");
+        let hi = self.hi.checked_sub(u128::from(borrow)).expect("invariant: a ledger total never goes below zero");
         Sum256 { hi, lo }
     }
 
@@ -44,12 +39,7 @@ impl Sum256 {
     /// Divides by a small divisor, returning quotient and remainder.
     fn div_rem_small(self, d: u64) -> (Sum256, u64) {
         // Long division over four 64-bit limbs, most significant first.
-        let limbs = [
-            (self.hi >> 64) as u64,
-            self.hi as u64,
-            (self.lo >> 64) as u64,
-            self.lo as u64,
-        ];
+        let limbs = [(self.hi >> 64) as u64, self.hi as u64, (self.lo >> 64) as u64, self.lo as u64];
         let mut q = [0u64; 4];
         let mut rem: u128 = 0;
         for (i, limb) in limbs.iter().enumerate() {
@@ -76,10 +66,7 @@ impl fmt::Display for Sum256 {
             parts.push(r);
             v = q;
         }
-        let mut s = format!(
-            "{}",
-            parts.pop().expect("a nonzero value has a leading part")
-        );
+        let mut s = format!("{}", parts.pop().expect("a nonzero value has a leading part"));
         for p in parts.iter().rev() {
             s.push_str(&format!("{p:019}"));
         }

@@ -11,14 +11,8 @@ impl StateMachine {
     /// posted separately. O(ledgers).
     pub(super) fn assert_totals_balance(&self) {
         for (ledger, t) in &self.totals {
-            assert_eq!(
-                t.debits_pending, t.credits_pending,
-                "ledger {ledger}: pending debits and credits differ"
-            );
-            assert_eq!(
-                t.debits_posted, t.credits_posted,
-                "ledger {ledger}: posted debits and credits differ"
-            );
+            assert_eq!(t.debits_pending, t.credits_pending, "ledger {ledger}: pending debits and credits differ");
+            assert_eq!(t.debits_posted, t.credits_posted, "ledger {ledger}: posted debits and credits differ");
         }
     }
 
@@ -37,15 +31,11 @@ impl StateMachine {
     }
 
     fn check_totals(&self) -> Result<(), String> {
-        let mut sums: BTreeMap<u32, LedgerTotals> = self
-            .ledgers
-            .keys()
-            .map(|id| (*id, LedgerTotals::default()))
-            .collect();
+        let mut sums: BTreeMap<u32, LedgerTotals> =
+            self.ledgers.keys().map(|id| (*id, LedgerTotals::default())).collect();
         for a in self.accounts.iter() {
-            let s = sums
-                .get_mut(&a.ledger)
-                .ok_or_else(|| format!("account {} is on unknown ledger {}", a.id, a.ledger))?;
+            let s =
+                sums.get_mut(&a.ledger).ok_or_else(|| format!("account {} is on unknown ledger {}", a.id, a.ledger))?;
             s.debits_pending = s.debits_pending.add(a.debits_pending);
             s.debits_posted = s.debits_posted.add(a.debits_posted);
             s.credits_pending = s.credits_pending.add(a.credits_pending);
@@ -53,10 +43,7 @@ impl StateMachine {
             s.accounts += 1;
         }
         for (id, s) in &sums {
-            let kept = self
-                .totals
-                .get(id)
-                .ok_or_else(|| format!("ledger {id} has no totals"))?;
+            let kept = self.totals.get(id).ok_or_else(|| format!("ledger {id} has no totals"))?;
             if s != kept {
                 return Err(format!(
                     "ledger {id}: totals recomputed from accounts {s:?} differ from the running totals {kept:?}"
@@ -80,21 +67,13 @@ impl StateMachine {
                 return Err(format!("account {}: pending plus posted overflows", a.id));
             };
             if a.has(AF::DEBITS_MUST_NOT_EXCEED_CREDITS) && debits > a.credits_posted {
-                return Err(format!(
-                    "account {}: debits {debits} exceed posted credits {}",
-                    a.id, a.credits_posted
-                ));
+                return Err(format!("account {}: debits {debits} exceed posted credits {}", a.id, a.credits_posted));
             }
             if a.has(AF::CREDITS_MUST_NOT_EXCEED_DEBITS) && credits > a.debits_posted {
-                return Err(format!(
-                    "account {}: credits {credits} exceed posted debits {}",
-                    a.id, a.debits_posted
-                ));
+                return Err(format!("account {}: credits {credits} exceed posted debits {}", a.id, a.debits_posted));
             }
         }
-        if self.account_transfers.len() != self.accounts.len()
-            || self.account_history.len() != self.accounts.len()
-        {
+        if self.account_transfers.len() != self.accounts.len() || self.account_history.len() != self.accounts.len() {
             return Err("per-account indexes do not cover every account".into());
         }
         Ok(())
@@ -109,32 +88,18 @@ impl StateMachine {
         for &p in &self.live_pending {
             let t = self.transfers.get(p as usize);
             if self.state_of(p) != PendingState::Pending || !t.has(F::PENDING) {
-                return Err(format!(
-                    "transfer {} is listed as live pending but is not",
-                    t.id
-                ));
+                return Err(format!("transfer {} is listed as live pending but is not", t.id));
             }
             if t.timeout != 0 {
                 scheduled += 1;
                 if !self.expiries.contains(&(super::transfers::expiry_of(t), p)) {
-                    return Err(format!(
-                        "pending transfer {} is not scheduled to expire",
-                        t.id
-                    ));
+                    return Err(format!("pending transfer {} is not scheduled to expire", t.id));
                 }
             }
-            let dr = self
-                .find_account(t.debit_account_id)
-                .ok_or("pending transfer with unknown debit account")?;
-            let cr = self
-                .find_account(t.credit_account_id)
-                .ok_or("pending transfer with unknown credit account")?;
-            debits[dr as usize] = debits[dr as usize]
-                .checked_add(t.amount)
-                .ok_or("pending sum overflows")?;
-            credits[cr as usize] = credits[cr as usize]
-                .checked_add(t.amount)
-                .ok_or("pending sum overflows")?;
+            let dr = self.find_account(t.debit_account_id).ok_or("pending transfer with unknown debit account")?;
+            let cr = self.find_account(t.credit_account_id).ok_or("pending transfer with unknown credit account")?;
+            debits[dr as usize] = debits[dr as usize].checked_add(t.amount).ok_or("pending sum overflows")?;
+            credits[cr as usize] = credits[cr as usize].checked_add(t.amount).ok_or("pending sum overflows")?;
         }
         if scheduled != self.expiries.len() {
             return Err(format!(
@@ -161,28 +126,19 @@ impl StateMachine {
         let mut last = 0u64;
         for (i, t) in self.transfers.iter().enumerate() {
             if t.timestamp <= last {
-                return Err(format!(
-                    "transfer {} has timestamp {} not after {last}",
-                    t.id, t.timestamp
-                ));
+                return Err(format!("transfer {} has timestamp {} not after {last}", t.id, t.timestamp));
             }
             last = t.timestamp;
             let state = self.state_of(i as u32);
             if (state == PendingState::None) == t.has(F::PENDING) {
-                return Err(format!(
-                    "transfer {}: pending flag and state {state:?} disagree",
-                    t.id
-                ));
+                return Err(format!("transfer {}: pending flag and state {state:?} disagree", t.id));
             }
             if state == PendingState::Pending {
                 live += 1;
             }
         }
         if live != self.live_pending.len() {
-            return Err(format!(
-                "{live} transfers are pending but {} are listed live",
-                self.live_pending.len()
-            ));
+            return Err(format!("{live} transfers are pending but {} are listed live", self.live_pending.len()));
         }
         Ok(())
     }

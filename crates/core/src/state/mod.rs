@@ -98,11 +98,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         // Positions are u32; one slot is kept free.
-        Limits {
-            ledgers: 1 << 16,
-            accounts: u32::MAX as usize - 1,
-            transfers: u32::MAX as usize - 1,
-        }
+        Limits { ledgers: 1 << 16, accounts: u32::MAX as usize - 1, transfers: u32::MAX as usize - 1 }
     }
 }
 
@@ -206,16 +202,8 @@ impl StateMachine {
     /// Starts applying the entry at `position`, logged at `timestamp`
     /// (nanoseconds). Sweeps pending transfers that expired by then.
     pub fn begin_entry(&mut self, position: u64, timestamp: u64) {
-        assert!(
-            !self.in_entry,
-            "begin_entry while entry {} is open",
-            self.position + 1
-        );
-        assert_eq!(
-            position,
-            self.position + 1,
-            "entries must be applied in order without gaps"
-        );
+        assert!(!self.in_entry, "begin_entry while entry {} is open", self.position + 1);
+        assert_eq!(position, self.position + 1, "entries must be applied in order without gaps");
         self.in_entry = true;
         // Strictly monotonic even if the log's clock stepped back.
         let now = timestamp.max(self.last_timestamp + 1);
@@ -235,10 +223,7 @@ impl StateMachine {
                     let timestamp = self.tick();
                     let code = self.create_ledger(&ledger, timestamp);
                     if code != crate::codes::CreateLedgerResult::Ok {
-                        results.push(EventResult {
-                            index: i as u32,
-                            code: code.code(),
-                        });
+                        results.push(EventResult { index: i as u32, code: code.code() });
                     }
                 }
             }
@@ -260,10 +245,7 @@ impl StateMachine {
                 CreateTransferResult::LinkedEventChainOpen.code(),
                 |sm, t, ts, code| sm.record_failed_transfer(t, ts, code),
             ),
-            other => panic!(
-                "{} is not a write operation; the engine validates commands",
-                other.name()
-            ),
+            other => panic!("{} is not a write operation; the engine validates commands", other.name()),
         }
     }
 
@@ -304,16 +286,10 @@ impl StateMachine {
                     if !chain_failed {
                         chain_failed = true;
                         self.rollback_chain();
-                        results.extend((start..i).map(|j| EventResult {
-                            index: j as u32,
-                            code: linked_failed,
-                        }));
+                        results.extend((start..i).map(|j| EventResult { index: j as u32, code: linked_failed }));
                     }
                 }
-                results.push(EventResult {
-                    index: i as u32,
-                    code,
-                });
+                results.push(EventResult { index: i as u32, code });
                 if code != linked_failed && code != chain_open {
                     after_failure(self, &event, timestamp, code);
                 }
@@ -336,10 +312,7 @@ impl StateMachine {
     /// and all of them in debug builds.
     pub fn end_entry(&mut self) {
         assert!(self.in_entry, "end_entry without begin_entry");
-        assert!(
-            self.undo.is_empty() && !self.journaling,
-            "a linked chain was left open"
-        );
+        assert!(self.undo.is_empty() && !self.journaling, "a linked chain was left open");
         self.in_entry = false;
         self.position += 1;
         self.assert_totals_balance();
@@ -351,12 +324,7 @@ impl StateMachine {
     }
 
     /// Applies a whole entry: the convenience path for replay and tests.
-    pub fn apply_entry(
-        &mut self,
-        position: u64,
-        timestamp: u64,
-        commands: &[Command<'_>],
-    ) -> Vec<Vec<EventResult>> {
+    pub fn apply_entry(&mut self, position: u64, timestamp: u64, commands: &[Command<'_>]) -> Vec<Vec<EventResult>> {
         self.begin_entry(position, timestamp);
         let out = commands
             .iter()
@@ -371,28 +339,23 @@ impl StateMachine {
     }
 
     fn tick(&mut self) -> u64 {
-        self.last_timestamp = self
-            .last_timestamp
-            .checked_add(1)
-            .expect("invariant: nanosecond timestamps last until 2554");
+        self.last_timestamp =
+            self.last_timestamp.checked_add(1).expect("invariant: nanosecond timestamps last until 2554");
         self.last_timestamp
     }
 
     #[inline]
     fn find_account(&self, id: u128) -> Option<u32> {
-        self.account_index
-            .find(id, |p| self.accounts.get(p as usize).id)
+        self.account_index.find(id, |p| self.accounts.get(p as usize).id)
     }
 
     #[inline]
     fn find_transfer(&self, id: u128) -> Option<u32> {
-        self.transfer_index
-            .find(id, |p| self.transfers.get(p as usize).id)
+        self.transfer_index.find(id, |p| self.transfers.get(p as usize).id)
     }
 
     fn find_failed(&self, id: u128) -> Option<u32> {
-        self.failed_index
-            .find(id, |p| self.failed.get(p as usize).id)
+        self.failed_index.find(id, |p| self.failed.get(p as usize).id)
     }
 
     pub fn account(&self, id: u128) -> Option<&Account> {
@@ -400,8 +363,7 @@ impl StateMachine {
     }
 
     pub fn transfer(&self, id: u128) -> Option<&Transfer> {
-        self.find_transfer(id)
-            .map(|p| self.transfers.get(p as usize))
+        self.find_transfer(id).map(|p| self.transfers.get(p as usize))
     }
 
     /// Where a pending transfer stands; `None` if no transfer has this id.
@@ -427,10 +389,7 @@ impl StateMachine {
     fn write_account(&mut self, position: u32, account: Account) {
         let slot = self.accounts.get_mut(position as usize);
         if self.journaling {
-            self.undo.push(Undo::Account {
-                position,
-                before: *slot,
-            });
+            self.undo.push(Undo::Account { position, before: *slot });
         }
         *slot = account;
     }
@@ -438,24 +397,15 @@ impl StateMachine {
     fn set_transfer_state(&mut self, position: u32, state: PendingState) {
         let slot = self.transfer_states.get_mut(position as usize);
         if self.journaling {
-            self.undo.push(Undo::TransferState {
-                position,
-                before: *slot,
-            });
+            self.undo.push(Undo::TransferState { position, before: *slot });
         }
         *slot = state as u8;
     }
 
     fn totals_mut(&mut self, ledger: u32) -> &mut LedgerTotals {
-        let totals = self
-            .totals
-            .get_mut(&ledger)
-            .expect("invariant: every account's ledger has totals");
+        let totals = self.totals.get_mut(&ledger).expect("invariant: every account's ledger has totals");
         if self.journaling {
-            self.undo.push(Undo::Totals {
-                ledger,
-                before: *totals,
-            });
+            self.undo.push(Undo::Totals { ledger, before: *totals });
         }
         totals
     }

@@ -2,8 +2,7 @@
 
 use super::StateMachine;
 use crate::records::{
-    Account, AccountFilter, BATCH_EVENTS_MAX, BalanceRecord, Ledger, LedgerFilter, Transfer,
-    filter_flags as FF,
+    Account, AccountFilter, BATCH_EVENTS_MAX, BalanceRecord, Ledger, LedgerFilter, Transfer, filter_flags as FF,
 };
 
 /// Why a query was refused. The kinds are stable.
@@ -28,40 +27,25 @@ impl QueryErrorKind {
 }
 
 fn invalid(detail: &str) -> QueryError {
-    QueryError {
-        kind: QueryErrorKind::InvalidFilter,
-        detail: detail.to_string(),
-    }
+    QueryError { kind: QueryErrorKind::InvalidFilter, detail: detail.to_string() }
 }
 
 impl StateMachine {
     /// The accounts that exist among `ids`, in the order asked.
     pub fn lookup_accounts(&self, ids: impl IntoIterator<Item = u128>) -> Vec<Account> {
-        ids.into_iter()
-            .filter_map(|id| self.account(id).copied())
-            .collect()
+        ids.into_iter().filter_map(|id| self.account(id).copied()).collect()
     }
 
     /// The transfers that exist among `ids`, in the order asked.
     pub fn lookup_transfers(&self, ids: impl IntoIterator<Item = u128>) -> Vec<Transfer> {
-        ids.into_iter()
-            .filter_map(|id| self.transfer(id).copied())
-            .collect()
+        ids.into_iter().filter_map(|id| self.transfer(id).copied()).collect()
     }
 
     /// Ledgers with ids after `filter.after_id`, ascending.
     pub fn list_ledgers(&self, filter: &LedgerFilter) -> Result<Vec<Ledger>, QueryError> {
         check_limit(filter.limit)?;
-        let after = (
-            std::ops::Bound::Excluded(filter.after_id),
-            std::ops::Bound::Unbounded,
-        );
-        Ok(self
-            .ledgers
-            .range(after)
-            .take(filter.limit as usize)
-            .map(|(_, l)| *l)
-            .collect())
+        let after = (std::ops::Bound::Excluded(filter.after_id), std::ops::Bound::Unbounded);
+        Ok(self.ledgers.range(after).take(filter.limit as usize).map(|(_, l)| *l).collect())
     }
 
     /// An account's transfers within a time range, oldest first unless the
@@ -91,10 +75,7 @@ impl StateMachine {
 
     /// An account's balances after each change within a time range, for
     /// accounts with the history flag (others have none).
-    pub fn account_balances(
-        &self,
-        filter: &AccountFilter,
-    ) -> Result<Vec<BalanceRecord>, QueryError> {
+    pub fn account_balances(&self, filter: &AccountFilter) -> Result<Vec<BalanceRecord>, QueryError> {
         check_filter(filter, false)?;
         let Some(account) = self.find_account(filter.account_id) else {
             return Ok(Vec::new());
@@ -142,16 +123,8 @@ fn check_filter(f: &AccountFilter, sides_required: bool) -> Result<(), QueryErro
 }
 
 /// The part of a timestamp-ordered list within the filter's time range.
-fn select_range<'a>(
-    list: &'a [u32],
-    f: &AccountFilter,
-    timestamp: impl Fn(&u32) -> u64,
-) -> &'a [u32] {
-    let max = if f.timestamp_max == 0 {
-        u64::MAX
-    } else {
-        f.timestamp_max
-    };
+fn select_range<'a>(list: &'a [u32], f: &AccountFilter, timestamp: impl Fn(&u32) -> u64) -> &'a [u32] {
+    let max = if f.timestamp_max == 0 { u64::MAX } else { f.timestamp_max };
     let start = list.partition_point(|p| timestamp(p) < f.timestamp_min);
     let end = list.partition_point(|p| timestamp(p) <= max);
     &list[start..end.max(start)]

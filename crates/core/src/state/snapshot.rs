@@ -4,14 +4,11 @@
 //! Only the records are stored (ledgers, accounts, transfers, pending states,
 //! balance records, failed ids); every index is rebuilt on load.
 
-use super::{
-    Accounts, Failed, History, LedgerTotals, PendingState, StateMachine, TransferStates, Transfers,
-};
+use super::{Accounts, Failed, History, LedgerTotals, PendingState, StateMachine, TransferStates, Transfers};
 use crate::arena::ArenaView;
 use crate::index::IdIndex;
 use crate::records::{
-    Account, BalanceRecord, FailedTransfer, Ledger, Transfer, account_flags as AF,
-    transfer_flags as F,
+    Account, BalanceRecord, FailedTransfer, Ledger, Transfer, account_flags as AF, transfer_flags as F,
 };
 use bytemuck::Pod;
 use std::sync::Arc;
@@ -48,13 +45,7 @@ pub struct StateSnapshot {
 }
 
 /// Section names, in the order they are stored and hashed.
-pub const SECTIONS: [&str; 5] = [
-    "accounts",
-    "transfers",
-    "transfer_states",
-    "history",
-    "failed",
-];
+pub const SECTIONS: [&str; 5] = ["accounts", "transfers", "transfer_states", "history", "failed"];
 
 /// The stored form of a snapshot, as read back: the header and, per section
 /// in `SECTIONS` order, the chunks' bytes.
@@ -64,14 +55,7 @@ pub struct SnapshotChunks {
 }
 
 fn section<T: Pod + Send + Sync>(name: &'static str, view: &ArenaView<T>) -> SnapshotSection {
-    SnapshotSection {
-        name,
-        chunks: view
-            .chunks
-            .iter()
-            .map(|c| c.clone() as Arc<dyn ChunkBytes>)
-            .collect(),
-    }
+    SnapshotSection { name, chunks: view.chunks.iter().map(|c| c.clone() as Arc<dyn ChunkBytes>).collect() }
 }
 
 impl StateSnapshot {
@@ -138,10 +122,10 @@ impl StateMachine {
     /// checking every invariant. Errors describe what is inconsistent.
     pub fn restore(limits: super::Limits, stored: SnapshotChunks) -> Result<StateMachine, String> {
         let (position, last_timestamp, ledgers) = decode_header(&stored.header)?;
-        let [accounts, transfers, states, history, failed]: [Vec<Vec<u8>>; 5] =
-            stored.sections.try_into().map_err(|s: Vec<_>| {
-                format!("expected {} sections, found {}", SECTIONS.len(), s.len())
-            })?;
+        let [accounts, transfers, states, history, failed]: [Vec<Vec<u8>>; 5] = stored
+            .sections
+            .try_into()
+            .map_err(|s: Vec<_>| format!("expected {} sections, found {}", SECTIONS.len(), s.len()))?;
         let mut sm = StateMachine::new(limits);
         sm.position = position;
         sm.last_timestamp = last_timestamp;
@@ -170,11 +154,7 @@ impl StateMachine {
             if a.id == 0 || a.id == u128::MAX {
                 return Err(format!("account at position {p} has invalid id {}", a.id));
             }
-            if self
-                .account_index
-                .find(a.id, |q| self.accounts.get(q as usize).id)
-                .is_some()
-            {
+            if self.account_index.find(a.id, |q| self.accounts.get(q as usize).id).is_some() {
                 return Err(format!("account {} is stored twice", a.id));
             }
             self.account_index.insert(a.id, p as u32);
@@ -209,9 +189,7 @@ impl StateMachine {
             }
             self.transfer_index.insert(t.id, p as u32);
             for id in [t.debit_account_id, t.credit_account_id] {
-                let a = self
-                    .find_account(id)
-                    .ok_or_else(|| format!("transfer {} names unknown account {id}", t.id))?;
+                let a = self.find_account(id).ok_or_else(|| format!("transfer {} names unknown account {id}", t.id))?;
                 self.account_transfers[a as usize].push(p as u32);
             }
             let state = PendingState::from_byte(*self.transfer_states.get(p))
@@ -219,8 +197,7 @@ impl StateMachine {
             if state == PendingState::Pending {
                 self.live_pending.insert(p as u32);
                 if t.timeout != 0 && t.has(F::PENDING) {
-                    self.expiries
-                        .insert((super::transfers::expiry_of(&t), p as u32));
+                    self.expiries.insert((super::transfers::expiry_of(&t), p as u32));
                 }
             }
         }
@@ -234,10 +211,7 @@ impl StateMachine {
                 .find_account(r.account_id)
                 .ok_or_else(|| format!("balance record for unknown account {}", r.account_id))?;
             if !self.accounts.get(a as usize).has(AF::HISTORY) {
-                return Err(format!(
-                    "balance record for account {} without the history flag",
-                    r.account_id
-                ));
+                return Err(format!("balance record for account {} without the history flag", r.account_id));
             }
             self.account_history[a as usize].push(p as u32);
         }
@@ -267,10 +241,7 @@ fn decode_header(header: &[u8]) -> Result<(u64, u64, Vec<Ledger>), String> {
     let (position, last_timestamp, count) = (word(0)?, word(1)?, word(2)?);
     let rest = &header[24..];
     if rest.len() as u64 != count.saturating_mul(Ledger::SIZE as u64) {
-        return Err(format!(
-            "snapshot header declares {count} ledgers but holds {} bytes",
-            rest.len()
-        ));
+        return Err(format!("snapshot header declares {count} ledgers but holds {} bytes", rest.len()));
     }
     let ledgers = crate::records::decode_all(rest).ok_or("ledger records are misaligned")?;
     Ok((position, last_timestamp, ledgers))
@@ -281,15 +252,9 @@ fn decode_chunks<T: Pod>(chunks: Vec<Vec<u8>>, name: &str) -> Result<Vec<Vec<T>>
         .into_iter()
         .map(|bytes| {
             if bytes.len() % std::mem::size_of::<T>() != 0 {
-                return Err(format!(
-                    "a {name} chunk of {} bytes is not a whole number of records",
-                    bytes.len()
-                ));
+                return Err(format!("a {name} chunk of {} bytes is not a whole number of records", bytes.len()));
             }
-            Ok(bytes
-                .chunks_exact(std::mem::size_of::<T>())
-                .map(bytemuck::pod_read_unaligned)
-                .collect())
+            Ok(bytes.chunks_exact(std::mem::size_of::<T>()).map(bytemuck::pod_read_unaligned).collect())
         })
         .collect()
 }

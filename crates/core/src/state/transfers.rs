@@ -3,9 +3,7 @@
 use super::undo::Undo;
 use super::{PendingState, StateMachine};
 use crate::codes::CreateTransferResult as R;
-use crate::records::{
-    Account, FailedTransfer, NANOS_PER_SECOND, Transfer, account_flags as AF, transfer_flags as F,
-};
+use crate::records::{Account, FailedTransfer, NANOS_PER_SECOND, Transfer, account_flags as AF, transfer_flags as F};
 
 impl StateMachine {
     /// Checks in the order of `CreateTransferResult`.
@@ -57,31 +55,18 @@ impl StateMachine {
             Ok(e) => e,
             Err(code) => return code,
         };
-        if dr.has(AF::DEBITS_MUST_NOT_EXCEED_CREDITS)
-            && total_debits(&dr) + amount > dr.credits_posted
-        {
+        if dr.has(AF::DEBITS_MUST_NOT_EXCEED_CREDITS) && total_debits(&dr) + amount > dr.credits_posted {
             return R::ExceedsCredits;
         }
-        if cr.has(AF::CREDITS_MUST_NOT_EXCEED_DEBITS)
-            && total_credits(&cr) + amount > cr.debits_posted
-        {
+        if cr.has(AF::CREDITS_MUST_NOT_EXCEED_DEBITS) && total_credits(&cr) + amount > cr.debits_posted {
             return R::ExceedsDebits;
         }
         if self.transfers.len() >= self.limits.transfers {
             return R::TransfersLimitReached;
         }
 
-        let stored = Transfer {
-            amount,
-            timestamp,
-            flags: t.flags & !F::LINKED,
-            ..*t
-        };
-        let state = if pending {
-            PendingState::Pending
-        } else {
-            PendingState::None
-        };
+        let stored = Transfer { amount, timestamp, flags: t.flags & !F::LINKED, ..*t };
+        let state = if pending { PendingState::Pending } else { PendingState::None };
         let position = self.push_transfer(stored, state, dr_pos, cr_pos);
         let (mut dr, mut cr) = (dr, cr);
         if pending {
@@ -131,25 +116,15 @@ impl StateMachine {
                 t.credit_account_id != 0 && t.credit_account_id != p.credit_account_id,
                 R::PendingTransferHasDifferentCreditAccountId,
             ),
-            (
-                t.ledger != 0 && t.ledger != p.ledger,
-                R::PendingTransferHasDifferentLedger,
-            ),
-            (
-                t.code != 0 && t.code != p.code,
-                R::PendingTransferHasDifferentCode,
-            ),
+            (t.ledger != 0 && t.ledger != p.ledger, R::PendingTransferHasDifferentLedger),
+            (t.code != 0 && t.code != p.code, R::PendingTransferHasDifferentCode),
         ];
         if let Some((_, code)) = mismatches.iter().find(|(m, _)| *m) {
             return *code;
         }
         let post = t.has(F::POST_PENDING);
         let amount = if post {
-            let amount = if t.amount == u128::MAX {
-                p.amount
-            } else {
-                t.amount
-            };
+            let amount = if t.amount == u128::MAX { p.amount } else { t.amount };
             if amount > p.amount {
                 return R::ExceedsPendingTransferAmount;
             }
@@ -173,12 +148,10 @@ impl StateMachine {
             // Due but not swept yet (sweeps are bounded per entry).
             return R::PendingTransferExpired;
         }
-        let dr_pos = self
-            .find_account(p.debit_account_id)
-            .expect("invariant: a pending transfer's debit account exists");
-        let cr_pos = self
-            .find_account(p.credit_account_id)
-            .expect("invariant: a pending transfer's credit account exists");
+        let dr_pos =
+            self.find_account(p.debit_account_id).expect("invariant: a pending transfer's debit account exists");
+        let cr_pos =
+            self.find_account(p.credit_account_id).expect("invariant: a pending transfer's credit account exists");
         let mut dr = *self.accounts.get(dr_pos as usize);
         let mut cr = *self.accounts.get(cr_pos as usize);
         if post {
@@ -199,21 +172,9 @@ impl StateMachine {
             credit_account_id: p.credit_account_id,
             amount,
             pending_id: t.pending_id,
-            user_data_128: if t.user_data_128 != 0 {
-                t.user_data_128
-            } else {
-                p.user_data_128
-            },
-            user_data_64: if t.user_data_64 != 0 {
-                t.user_data_64
-            } else {
-                p.user_data_64
-            },
-            user_data_32: if t.user_data_32 != 0 {
-                t.user_data_32
-            } else {
-                p.user_data_32
-            },
+            user_data_128: if t.user_data_128 != 0 { t.user_data_128 } else { p.user_data_128 },
+            user_data_64: if t.user_data_64 != 0 { t.user_data_64 } else { p.user_data_64 },
+            user_data_32: if t.user_data_32 != 0 { t.user_data_32 } else { p.user_data_32 },
             timeout: 0,
             ledger: p.ledger,
             code: p.code,
@@ -226,11 +187,7 @@ impl StateMachine {
             &p,
             &mut dr,
             &mut cr,
-            if post {
-                PendingState::Posted
-            } else {
-                PendingState::Voided
-            },
+            if post { PendingState::Posted } else { PendingState::Voided },
         );
         if post {
             dr.debits_posted += amount;
@@ -300,27 +257,19 @@ impl StateMachine {
         if let Some(at) = expires_at {
             self.expiries.insert((at, position));
             if self.journaling {
-                self.undo.push(Undo::ExpiryAdded {
-                    key: (at, position),
-                });
+                self.undo.push(Undo::ExpiryAdded { key: (at, position) });
             }
         }
     }
 
     fn remove_live_pending(&mut self, position: u32, p: &Transfer) {
-        assert!(
-            self.live_pending.remove(&position),
-            "invariant: a settled transfer was live"
-        );
+        assert!(self.live_pending.remove(&position), "invariant: a settled transfer was live");
         if self.journaling {
             self.undo.push(Undo::LivePendingRemoved { position });
         }
         if p.timeout != 0 {
             let key = (expiry_of(p), position);
-            assert!(
-                self.expiries.remove(&key),
-                "invariant: a live pending transfer with a timeout is scheduled"
-            );
+            assert!(self.expiries.remove(&key), "invariant: a live pending transfer with a timeout is scheduled");
             if self.journaling {
                 self.undo.push(Undo::ExpiryRemoved { key });
             }
@@ -333,16 +282,8 @@ impl StateMachine {
         if !result.burns_id() || self.find_failed(t.id).is_some() {
             return;
         }
-        debug_assert!(
-            !self.journaling,
-            "failures are recorded after the chain rolled back"
-        );
-        let position = self.failed.push(FailedTransfer {
-            id: t.id,
-            timestamp,
-            code,
-            reserved: 0,
-        }) as u32;
+        debug_assert!(!self.journaling, "failures are recorded after the chain rolled back");
+        let position = self.failed.push(FailedTransfer { id: t.id, timestamp, code, reserved: 0 }) as u32;
         self.failed_index.insert(t.id, position);
     }
 
@@ -360,11 +301,7 @@ impl StateMachine {
         }
         let settle = t.has(F::POST_PENDING) || t.has(F::VOID_PENDING);
         let differs = |given: u128, stored: u128| {
-            if settle {
-                given != 0 && given != stored
-            } else {
-                given != stored
-            }
+            if settle { given != 0 && given != stored } else { given != stored }
         };
         if differs(t.debit_account_id, e.debit_account_id) {
             return R::ExistsWithDifferentDebitAccountId;
@@ -376,31 +313,13 @@ impl StateMachine {
             return R::ExistsWithDifferentAmount;
         }
         let checks = [
-            (
-                differs(t.user_data_128, e.user_data_128),
-                R::ExistsWithDifferentUserData128,
-            ),
-            (
-                differs(t.user_data_64.into(), e.user_data_64.into()),
-                R::ExistsWithDifferentUserData64,
-            ),
-            (
-                differs(t.user_data_32.into(), e.user_data_32.into()),
-                R::ExistsWithDifferentUserData32,
-            ),
-            (
-                differs(t.ledger.into(), e.ledger.into()),
-                R::ExistsWithDifferentLedger,
-            ),
-            (
-                differs(t.code.into(), e.code.into()),
-                R::ExistsWithDifferentCode,
-            ),
+            (differs(t.user_data_128, e.user_data_128), R::ExistsWithDifferentUserData128),
+            (differs(t.user_data_64.into(), e.user_data_64.into()), R::ExistsWithDifferentUserData64),
+            (differs(t.user_data_32.into(), e.user_data_32.into()), R::ExistsWithDifferentUserData32),
+            (differs(t.ledger.into(), e.ledger.into()), R::ExistsWithDifferentLedger),
+            (differs(t.code.into(), e.code.into()), R::ExistsWithDifferentCode),
         ];
-        checks
-            .iter()
-            .find(|(d, _)| *d)
-            .map_or(R::Exists, |(_, code)| *code)
+        checks.iter().find(|(d, _)| *d).map_or(R::Exists, |(_, code)| *code)
     }
 
     /// The stored amount is what actually moved: the full pending amount for
@@ -408,9 +327,7 @@ impl StateMachine {
     fn amount_differs(&self, t: &Transfer, e: &Transfer) -> bool {
         if t.has(F::POST_PENDING) {
             if t.amount == u128::MAX {
-                let p = self
-                    .transfer(e.pending_id)
-                    .expect("invariant: a post's pending transfer exists");
+                let p = self.transfer(e.pending_id).expect("invariant: a post's pending transfer exists");
                 return e.amount != p.amount;
             }
             return t.amount != e.amount;
@@ -441,10 +358,7 @@ fn validate_transfer(t: &Transfer) -> Result<(), R> {
     if t.id == u128::MAX {
         return Err(R::IdMustNotBeIntMax);
     }
-    let kinds = [F::PENDING, F::POST_PENDING, F::VOID_PENDING]
-        .iter()
-        .filter(|f| t.has(**f))
-        .count();
+    let kinds = [F::PENDING, F::POST_PENDING, F::VOID_PENDING].iter().filter(|f| t.has(**f)).count();
     let settle = t.has(F::POST_PENDING) || t.has(F::VOID_PENDING);
     let modifiers = F::BALANCING_DEBIT | F::BALANCING_CREDIT | F::CLOSING_DEBIT | F::CLOSING_CREDIT;
     if kinds > 1 || (settle && t.flags & modifiers != 0) {
@@ -452,14 +366,8 @@ fn validate_transfer(t: &Transfer) -> Result<(), R> {
     }
     let checks: &[(bool, R)] = if settle {
         &[
-            (
-                t.debit_account_id == u128::MAX,
-                R::DebitAccountIdMustNotBeIntMax,
-            ),
-            (
-                t.credit_account_id == u128::MAX,
-                R::CreditAccountIdMustNotBeIntMax,
-            ),
+            (t.debit_account_id == u128::MAX, R::DebitAccountIdMustNotBeIntMax),
+            (t.credit_account_id == u128::MAX, R::CreditAccountIdMustNotBeIntMax),
             (t.pending_id == 0, R::PendingIdMustNotBeZero),
             (t.pending_id == u128::MAX, R::PendingIdMustNotBeIntMax),
             (t.pending_id == t.id, R::PendingIdMustBeDifferent),
@@ -468,24 +376,12 @@ fn validate_transfer(t: &Transfer) -> Result<(), R> {
     } else {
         &[
             (t.debit_account_id == 0, R::DebitAccountIdMustNotBeZero),
-            (
-                t.debit_account_id == u128::MAX,
-                R::DebitAccountIdMustNotBeIntMax,
-            ),
+            (t.debit_account_id == u128::MAX, R::DebitAccountIdMustNotBeIntMax),
             (t.credit_account_id == 0, R::CreditAccountIdMustNotBeZero),
-            (
-                t.credit_account_id == u128::MAX,
-                R::CreditAccountIdMustNotBeIntMax,
-            ),
-            (
-                t.debit_account_id == t.credit_account_id,
-                R::AccountsMustBeDifferent,
-            ),
+            (t.credit_account_id == u128::MAX, R::CreditAccountIdMustNotBeIntMax),
+            (t.debit_account_id == t.credit_account_id, R::AccountsMustBeDifferent),
             (t.pending_id != 0, R::PendingIdMustBeZero),
-            (
-                t.timeout != 0 && !t.has(F::PENDING),
-                R::TimeoutReservedForPendingTransfer,
-            ),
+            (t.timeout != 0 && !t.has(F::PENDING), R::TimeoutReservedForPendingTransfer),
             (
                 t.flags & (F::CLOSING_DEBIT | F::CLOSING_CREDIT) != 0 && !t.has(F::PENDING),
                 R::ClosingTransferMustBePending,
@@ -502,15 +398,11 @@ fn validate_transfer(t: &Transfer) -> Result<(), R> {
 
 /// Pending plus posted debits; never overflows (checked on every change).
 fn total_debits(a: &Account) -> u128 {
-    a.debits_pending
-        .checked_add(a.debits_posted)
-        .expect("invariant: debits_pending + debits_posted fits in u128")
+    a.debits_pending.checked_add(a.debits_posted).expect("invariant: debits_pending + debits_posted fits in u128")
 }
 
 fn total_credits(a: &Account) -> u128 {
-    a.credits_pending
-        .checked_add(a.credits_posted)
-        .expect("invariant: credits_pending + credits_posted fits in u128")
+    a.credits_pending.checked_add(a.credits_posted).expect("invariant: credits_pending + credits_posted fits in u128")
 }
 
 /// The amount after balancing caps: at most what the debit account can give
@@ -558,10 +450,7 @@ fn pending_expiry(timeout: u32, timestamp: u64, pending: bool) -> Result<Option<
         return Ok(None);
     }
     let span = u64::from(timeout) * NANOS_PER_SECOND;
-    timestamp
-        .checked_add(span)
-        .map(Some)
-        .ok_or(R::OverflowsTimeout)
+    timestamp.checked_add(span).map(Some).ok_or(R::OverflowsTimeout)
 }
 
 /// The expiry of a stored pending transfer with a timeout.

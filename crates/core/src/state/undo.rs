@@ -60,51 +60,30 @@ impl StateMachine {
     fn undo_one(&mut self, step: Undo) {
         match step {
             Undo::AccountCreated => {
-                let account = self
-                    .accounts
-                    .pop()
-                    .expect("invariant: undo of a created account");
+                let account = self.accounts.pop().expect("invariant: undo of a created account");
                 let position = self.accounts.len() as u32;
                 self.account_index.remove(account.id, position);
                 self.account_transfers.pop();
                 self.account_history.pop();
-                let totals = self
-                    .totals
-                    .get_mut(&account.ledger)
-                    .expect("invariant: ledger of a created account");
+                let totals = self.totals.get_mut(&account.ledger).expect("invariant: ledger of a created account");
                 totals.accounts -= 1;
             }
             Undo::TransferCreated => {
-                let transfer = self
-                    .transfers
-                    .pop()
-                    .expect("invariant: undo of a created transfer");
+                let transfer = self.transfers.pop().expect("invariant: undo of a created transfer");
                 self.transfer_states.pop();
                 let position = self.transfers.len() as u32;
                 self.transfer_index.remove(transfer.id, position);
                 for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
-                    let account = self
-                        .find_account(account_id)
-                        .expect("invariant: accounts of a created transfer exist");
+                    let account =
+                        self.find_account(account_id).expect("invariant: accounts of a created transfer exist");
                     let popped = self.account_transfers[account as usize].pop();
-                    assert_eq!(
-                        popped,
-                        Some(position),
-                        "undo: the account's last transfer is the one undone"
-                    );
+                    assert_eq!(popped, Some(position), "undo: the account's last transfer is the one undone");
                 }
             }
-            Undo::Account { position, before } => {
-                *self.accounts.get_mut(position as usize) = before
-            }
-            Undo::TransferState { position, before } => {
-                *self.transfer_states.get_mut(position as usize) = before
-            }
+            Undo::Account { position, before } => *self.accounts.get_mut(position as usize) = before,
+            Undo::TransferState { position, before } => *self.transfer_states.get_mut(position as usize) = before,
             Undo::Totals { ledger, before } => {
-                *self
-                    .totals
-                    .get_mut(&ledger)
-                    .expect("invariant: undo of existing totals") = before;
+                *self.totals.get_mut(&ledger).expect("invariant: undo of existing totals") = before;
             }
             Undo::ExpiryAdded { key } => {
                 assert!(self.expiries.remove(&key), "undo: expiry was added")
@@ -112,18 +91,14 @@ impl StateMachine {
             Undo::ExpiryRemoved { key } => {
                 assert!(self.expiries.insert(key), "undo: expiry was removed")
             }
-            Undo::LivePendingAdded { position } => assert!(
-                self.live_pending.remove(&position),
-                "undo: pending was added"
-            ),
-            Undo::LivePendingRemoved { position } => assert!(
-                self.live_pending.insert(position),
-                "undo: pending was removed"
-            ),
+            Undo::LivePendingAdded { position } => {
+                assert!(self.live_pending.remove(&position), "undo: pending was added")
+            }
+            Undo::LivePendingRemoved { position } => {
+                assert!(self.live_pending.insert(position), "undo: pending was removed")
+            }
             Undo::HistoryAdded { account_position } => {
-                self.history
-                    .pop()
-                    .expect("invariant: undo of a balance record");
+                self.history.pop().expect("invariant: undo of a balance record");
                 let popped = self.account_history[account_position as usize].pop();
                 assert_eq!(
                     popped,
