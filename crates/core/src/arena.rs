@@ -6,12 +6,17 @@
 //! the state machine keeps going, and the first write to a chunk that a
 //! snapshot still holds copies that chunk (copy-on-write).
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 /// Elements per chunk is `1 << SHIFT`.
-#[derive(Clone)]
 pub struct CowArena<T: Copy, const SHIFT: u32> {
     chunks: Vec<Arc<Vec<T>>>,
+    /// Per chunk: the number of views taken when it was last known to be
+    /// unique. Below `views`, a view may still hold it, and only then does a
+    /// write pay for the atomic uniqueness check (and maybe a copy).
+    unique_since: Vec<u64>,
+    views: Cell<u64>,
     len: usize,
 }
 
@@ -26,7 +31,7 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
     const MASK: usize = Self::CHUNK - 1;
 
     pub fn new() -> Self {
-        CowArena { chunks: Vec::new(), len: 0 }
+        CowArena { chunks: Vec::new(), unique_since: Vec::new(), views: Cell::new(0), len: 0 }
     }
 
     /// Rebuilds an arena from chunks as a snapshot stored them. Every chunk but
@@ -46,7 +51,7 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
             len += chunk.len();
             out.push(Arc::new(Self::with_full_capacity(&chunk)));
         }
-        Ok(CowArena { chunks: out, len })
+        Ok(CowArena { unique_since: vec![0; out.len()], chunks: out, views: Cell::new(0), len })
     }
 
     fn with_full_capacity(items: &[T]) -> Vec<T> {
@@ -73,7 +78,7 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
     #[inline]
     pub fn get_mut(&mut self, index: usize) -> &mut T {
         assert!(index < self.len, "arena index {index} out of bounds (len {})", self.len);
-        let chunk = Self::unshare(&mut self.chunks[index >> SHIFT]);
+        let chunk = self.unshare(index >> SHIFT);
         &mut chunk[index & Self::MASK]
     }
 
@@ -83,9 +88,9 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
         let index = self.len;
         if index & Self::MASK == 0 {
             self.chunks.push(Arc::new(Vec::with_capacity(Self::CHUNK)));
+            self.unique_since.push(self.views.get());
         }
-        let last = self.chunks.last_mut().expect("invariant: a chunk exists for every index below len + 1");
-        Self::unshare(last).push(value);
+        self.unshare(index >> SHIFT).push(value);
         self.len += 1;
         index
     }
@@ -95,24 +100,32 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
         if self.len == 0 {
             return None;
         }
-        let last = self.chunks.last_mut().expect("invariant: len > 0 means a chunk exists");
-        let value = Self::unshare(last).pop().expect("invariant: the last chunk holds the last element");
+        let last = self.chunks.len() - 1;
+        let value = self.unshare(last).pop().expect("invariant: the last chunk holds the last element");
         self.len -= 1;
         if self.len & Self::MASK == 0 {
             self.chunks.pop();
+            self.unique_since.pop();
         }
         Some(value)
     }
 
-    fn unshare(chunk: &mut Arc<Vec<T>>) -> &mut Vec<T> {
-        if Arc::get_mut(chunk).is_none() {
-            *chunk = Arc::new(Self::with_full_capacity(chunk));
+    #[inline]
+    fn unshare(&mut self, chunk: usize) -> &mut Vec<T> {
+        let arc = &mut self.chunks[chunk];
+        let views = self.views.get();
+        if self.unique_since[chunk] < views {
+            if Arc::get_mut(arc).is_none() {
+                *arc = Arc::new(Self::with_full_capacity(arc));
+            }
+            self.unique_since[chunk] = views;
         }
-        Arc::get_mut(chunk).expect("invariant: the chunk was just made unique")
+        Arc::get_mut(arc).expect("invariant: only views share chunks, and they are marked")
     }
 
     /// A consistent, immutable view of the current contents. O(chunks).
     pub fn view(&self) -> ArenaView<T> {
+        self.views.set(self.views.get() + 1);
         ArenaView { chunks: self.chunks.clone(), len: self.len }
     }
 

@@ -106,7 +106,7 @@ impl<'a> Command<'a> {
         if !self.operation.is_write() {
             return Err(format!("{} is not a write operation", self.operation.name()));
         }
-        if self.events.len() % size != 0 {
+        if !self.events.len().is_multiple_of(size) {
             return Err(format!("{} bytes is not a whole number of {}-byte events", self.events.len(), size));
         }
         if self.count() > BATCH_EVENTS_MAX {

@@ -292,7 +292,7 @@ const _: () = {
 /// size; `None` otherwise. Works for any alignment of `bytes`.
 pub fn decode_all<T: Pod>(bytes: &[u8]) -> Option<Vec<T>> {
     let size = std::mem::size_of::<T>();
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return None;
     }
     Some(bytes.chunks_exact(size).map(bytemuck::pod_read_unaligned).collect())

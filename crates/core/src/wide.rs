@@ -16,14 +16,14 @@ impl Sum256 {
         Sum256 { hi: 0, lo: v }
     }
 
-    pub fn add(self, v: u128) -> Self {
+    pub fn plus(self, v: u128) -> Self {
         let (lo, carry) = self.lo.overflowing_add(v);
         let hi =
             self.hi.checked_add(u128::from(carry)).expect("invariant: a 256-bit sum of u128 balances never overflows");
         Sum256 { hi, lo }
     }
 
-    pub fn sub(self, v: u128) -> Self {
+    pub fn minus(self, v: u128) -> Self {
         let (lo, borrow) = self.lo.overflowing_sub(v);
         let hi = self.hi.checked_sub(u128::from(borrow)).expect("invariant: a ledger total never goes below zero");
         Sum256 { hi, lo }
@@ -80,11 +80,11 @@ mod tests {
 
     #[test]
     fn carries_and_prints() {
-        let s = Sum256::from_u128(u128::MAX).add(1);
+        let s = Sum256::from_u128(u128::MAX).plus(1);
         assert_eq!(s.to_string(), "340282366920938463463374607431768211456");
-        assert_eq!(s.sub(1), Sum256::from_u128(u128::MAX));
+        assert_eq!(s.minus(1), Sum256::from_u128(u128::MAX));
         assert_eq!(Sum256::from_u128(42).to_string(), "42");
-        let big = Sum256::from_u128(u128::MAX).add(u128::MAX);
+        let big = Sum256::from_u128(u128::MAX).plus(u128::MAX);
         assert_eq!(big.to_string(), "680564733841876926926749214863536422910");
     }
 }

@@ -1,14 +1,305 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Bursar's fast client protocol: length-prefixed binary frames over TCP.
+//!
+//! Every frame is a 64-byte header and a body of at most [`BODY_MAX`] bytes.
+//!
+//! ```text
+//! 0..4   magic u32 = 0x5052_5542 ("BURP")
+//! 4..8   header_crc u32 = crc32c(header[8..64])
+//! 8..10  version u16 = 1
+//! 10     kind u8: 1 request, 2 reply
+//! 11     operation u8: 0 ping, else bursar_core::Operation
+//! 12..14 status u16: requests 0; replies 0 = ok, else a ProtocolError code
+//! 14..16 reserved u16 = 0
+//! 16..24 request_id u64, chosen by the client, echoed in the reply
+//! 24..28 body_len u32
+//! 28..32 count u32: records in the body
+//! 32..36 body_crc u32 = crc32c(body)
+//! 36..64 reserved, zero
+//! ```
+//!
+//! Request bodies are records (see `docs/ledger.md`). Reply bodies: for
+//! create operations the sparse results, `count` × (index u32, code u32); for
+//! queries the records found; for an error status a UTF-8 message.
+//! A client may send several requests before reading replies (pipelining);
+//! replies come back in request order.
+
+use bursar_core::records::BATCH_EVENTS_MAX;
+use bursar_core::{EventResult, Operation};
+
+pub const MAGIC: u32 = 0x5052_5542;
+pub const VERSION: u16 = 1;
+pub const HEADER_SIZE: usize = 64;
+/// Largest body: a 1 MiB frame minus the header (8190 transfers fit).
+pub const BODY_MAX: usize = (1 << 20) - HEADER_SIZE;
+/// Largest error message body.
+pub const MESSAGE_MAX: usize = 4096;
+/// The ping operation code: an empty request answered when the server is ready.
+pub const PING: u8 = 0;
+
+const _: () = assert!(BATCH_EVENTS_MAX * 128 <= BODY_MAX);
+
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Request = 1,
+    Reply = 2,
 }
+
+/// A decoded, checked frame header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub kind: Kind,
+    pub operation: u8,
+    pub status: u16,
+    pub request_id: u64,
+    pub body_len: u32,
+    pub count: u32,
+    pub body_crc: u32,
+}
+
+impl Header {
+    pub fn request(operation: u8, request_id: u64, body: &[u8], count: u32) -> Header {
+        Header::new(Kind::Request, operation, 0, request_id, body, count)
+    }
+
+    pub fn reply(operation: u8, status: u16, request_id: u64, body: &[u8], count: u32) -> Header {
+        Header::new(Kind::Reply, operation, status, request_id, body, count)
+    }
+
+    fn new(kind: Kind, operation: u8, status: u16, request_id: u64, body: &[u8], count: u32) -> Header {
+        assert!(body.len() <= BODY_MAX, "caller bounds bodies: {} > {BODY_MAX}", body.len());
+        Header {
+            kind,
+            operation,
+            status,
+            request_id,
+            body_len: body.len() as u32,
+            count,
+            body_crc: crc32c::crc32c(body),
+        }
+    }
+
+    pub fn encode(&self) -> [u8; HEADER_SIZE] {
+        let mut h = [0u8; HEADER_SIZE];
+        h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        h[8..10].copy_from_slice(&VERSION.to_le_bytes());
+        h[10] = self.kind as u8;
+        h[11] = self.operation;
+        h[12..14].copy_from_slice(&self.status.to_le_bytes());
+        h[16..24].copy_from_slice(&self.request_id.to_le_bytes());
+        h[24..28].copy_from_slice(&self.body_len.to_le_bytes());
+        h[28..32].copy_from_slice(&self.count.to_le_bytes());
+        h[32..36].copy_from_slice(&self.body_crc.to_le_bytes());
+        let crc = crc32c::crc32c(&h[8..]);
+        h[4..8].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    /// Decodes and checks a header. Errors that leave the framing intact
+    /// carry the request id so the reply can name it.
+    pub fn decode(h: &[u8; HEADER_SIZE]) -> Result<Header, ProtocolError> {
+        let u16_at = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
+        let u32_at = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().expect("4 bytes"));
+        if u32_at(0) != MAGIC || u32_at(4) != crc32c::crc32c(&h[8..]) {
+            return Err(ProtocolError::InvalidHeader);
+        }
+        if u16_at(8) != VERSION {
+            return Err(ProtocolError::UnsupportedVersion);
+        }
+        let kind = match h[10] {
+            1 => Kind::Request,
+            2 => Kind::Reply,
+            _ => return Err(ProtocolError::InvalidHeader),
+        };
+        if u16_at(14) != 0 || h[36..].iter().any(|&b| b != 0) {
+            return Err(ProtocolError::InvalidHeader);
+        }
+        let body_len = u32_at(24);
+        if body_len as usize > BODY_MAX {
+            return Err(ProtocolError::BodyTooLarge);
+        }
+        Ok(Header {
+            kind,
+            operation: h[11],
+            status: u16_at(12),
+            request_id: u64::from_le_bytes(h[16..24].try_into().expect("8 bytes")),
+            body_len,
+            count: u32_at(28),
+            body_crc: u32_at(32),
+        })
+    }
+
+    pub fn check_body(&self, body: &[u8]) -> Result<(), ProtocolError> {
+        if body.len() != self.body_len as usize || crc32c::crc32c(body) != self.body_crc {
+            return Err(ProtocolError::BodyChecksumMismatch);
+        }
+        Ok(())
+    }
+}
+
+/// What a request asks for, once its header and body are checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestOp {
+    Ping,
+    Op(Operation),
+}
+
+/// Checks a request's header against its body: kind, operation, sizes.
+pub fn check_request(h: &Header, body: &[u8]) -> Result<RequestOp, ProtocolError> {
+    if h.kind != Kind::Request || h.status != 0 {
+        return Err(ProtocolError::InvalidHeader);
+    }
+    h.check_body(body)?;
+    if h.operation == PING {
+        return if body.is_empty() && h.count == 0 { Ok(RequestOp::Ping) } else { Err(ProtocolError::InvalidBodySize) };
+    }
+    let op = Operation::from_code(h.operation).ok_or(ProtocolError::UnknownOperation)?;
+    let size = op.event_size();
+    if !body.len().is_multiple_of(size) || body.len() / size != h.count as usize {
+        return Err(ProtocolError::InvalidBodySize);
+    }
+    let count = h.count as usize;
+    if count > op.events_max() {
+        return Err(ProtocolError::TooManyEvents);
+    }
+    if op.events_max() == 1 && count != 1 {
+        // Filters: exactly one.
+        return Err(ProtocolError::InvalidBodySize);
+    }
+    Ok(RequestOp::Op(op))
+}
+
+/// Size of one record in a successful reply to `op`.
+pub fn reply_record_size(op: Operation) -> usize {
+    use bursar_core::records::{Account, BalanceRecord, Ledger, Transfer};
+    match op {
+        Operation::CreateLedgers | Operation::CreateAccounts | Operation::CreateTransfers => EventResult::SIZE,
+        Operation::ListLedgers => Ledger::SIZE,
+        Operation::LookupAccounts => Account::SIZE,
+        Operation::LookupTransfers | Operation::GetAccountTransfers => Transfer::SIZE,
+        Operation::GetAccountBalances => BalanceRecord::SIZE,
+    }
+}
+
+macro_rules! protocol_errors {
+    ($($variant:ident = $value:literal, $name:literal, $closes:literal => $doc:literal,)*) => {
+        /// Errors of a whole request (not of one event). Codes are stable.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(u16)]
+        pub enum ProtocolError {
+            $(#[doc = $doc] $variant = $value,)*
+        }
+
+        impl ProtocolError {
+            pub const ALL: &'static [ProtocolError] = &[$(ProtocolError::$variant,)*];
+
+            pub fn code(self) -> u16 { self as u16 }
+
+            pub fn from_code(code: u16) -> Option<ProtocolError> {
+                match code { $($value => Some(ProtocolError::$variant),)* _ => None }
+            }
+
+            pub fn name(self) -> &'static str {
+                match self { $(ProtocolError::$variant => $name,)* }
+            }
+
+            pub fn description(self) -> &'static str {
+                match self { $(ProtocolError::$variant => $doc,)* }
+            }
+
+            /// The server closes the connection after replying, because it
+            /// can no longer trust the framing (or is going away).
+            pub fn closes_connection(self) -> bool {
+                match self { $(ProtocolError::$variant => $closes,)* }
+            }
+        }
+    };
+}
+
+protocol_errors! {
+    InvalidHeader = 1, "invalid_header", true => "The frame header has a bad magic number, checksum, kind or reserved field.",
+    UnsupportedVersion = 2, "unsupported_version", true => "The protocol version is not supported.",
+    UnknownOperation = 3, "unknown_operation", false => "The operation code is unknown.",
+    BodyTooLarge = 4, "body_too_large", true => "The body exceeds 1 MiB minus the header.",
+    BodyChecksumMismatch = 5, "body_checksum_mismatch", false => "The body does not match its checksum.",
+    InvalidBodySize = 6, "invalid_body_size", false => "The body is not `count` whole records of the operation's size.",
+    TooManyEvents = 7, "too_many_events", false => "The request has more events than the operation allows (8190).",
+    InvalidFilter = 8, "invalid_filter", false => "The query filter is invalid; the message names the field.",
+    ServerBusy = 9, "server_busy", false => "The server's queues are full; retry later.",
+    ShuttingDown = 10, "shutting_down", true => "The server is shutting down.",
+    Internal = 11, "internal_error", true => "The server failed; the request may or may not have been applied.",
+}
+
+impl std::fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.name(), self.code(), self.description())
+    }
+}
+
+impl std::error::Error for ProtocolError {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bursar_core::Transfer;
+
+    fn transfers_body(n: usize) -> Vec<u8> {
+        bursar_core::records::encode_all(&vec![Transfer::default(); n]).to_vec()
+    }
 
     #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+    fn header_round_trip() {
+        let body = transfers_body(3);
+        let h = Header::request(Operation::CreateTransfers as u8, 42, &body, 3);
+        let decoded = Header::decode(&h.encode()).unwrap();
+        assert_eq!(decoded, h);
+        assert_eq!(check_request(&decoded, &body), Ok(RequestOp::Op(Operation::CreateTransfers)));
+    }
+
+    #[test]
+    fn every_single_bit_flip_in_a_header_is_rejected() {
+        let body = transfers_body(1);
+        let bytes = Header::request(3, 7, &body, 1).encode();
+        for bit in 0..HEADER_SIZE * 8 {
+            let mut b = bytes;
+            b[bit / 8] ^= 1 << (bit % 8);
+            assert!(Header::decode(&b).is_err(), "bit {bit}");
+        }
+    }
+
+    #[test]
+    fn bad_requests_get_specific_errors() {
+        let body = transfers_body(2);
+        let check = |op: u8, body: &[u8], count: u32| {
+            let h = Header::decode(&Header::request(op, 1, body, count).encode())?;
+            check_request(&h, body)
+        };
+        assert_eq!(check(99, &body, 2), Err(ProtocolError::UnknownOperation));
+        assert_eq!(check(3, &body, 3), Err(ProtocolError::InvalidBodySize));
+        assert_eq!(check(3, &body[..100], 1), Err(ProtocolError::InvalidBodySize));
+        assert_eq!(check(PING, &body, 2), Err(ProtocolError::InvalidBodySize));
+        assert_eq!(check(PING, &[], 0), Ok(RequestOp::Ping));
+        let filters = vec![0u8; 128];
+        assert_eq!(check(Operation::GetAccountTransfers as u8, &filters, 2), Err(ProtocolError::TooManyEvents));
+        let too_many = vec![0u8; 16 * 8191];
+        assert_eq!(check(Operation::LookupAccounts as u8, &too_many, 8191), Err(ProtocolError::TooManyEvents));
+        let h = Header::request(3, 1, &body, 2);
+        let mut damaged = body.clone();
+        damaged[5] ^= 1;
+        assert_eq!(check_request(&h, &damaged), Err(ProtocolError::BodyChecksumMismatch));
+        let mut big = Header::request(3, 1, &body, 2).encode();
+        big[24..28].copy_from_slice(&(BODY_MAX as u32 + 1).to_le_bytes());
+        let crc = crc32c::crc32c(&big[8..]);
+        big[4..8].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(Header::decode(&big), Err(ProtocolError::BodyTooLarge));
+    }
+
+    #[test]
+    fn error_codes_are_dense_and_named() {
+        for (i, e) in ProtocolError::ALL.iter().enumerate() {
+            assert_eq!(e.code() as usize, i + 1);
+            assert_eq!(ProtocolError::from_code(e.code()), Some(*e));
+            assert!(!e.name().is_empty());
+        }
     }
 }

@@ -36,10 +36,10 @@ impl StateMachine {
         for a in self.accounts.iter() {
             let s =
                 sums.get_mut(&a.ledger).ok_or_else(|| format!("account {} is on unknown ledger {}", a.id, a.ledger))?;
-            s.debits_pending = s.debits_pending.add(a.debits_pending);
-            s.debits_posted = s.debits_posted.add(a.debits_posted);
-            s.credits_pending = s.credits_pending.add(a.credits_pending);
-            s.credits_posted = s.credits_posted.add(a.credits_posted);
+            s.debits_pending = s.debits_pending.plus(a.debits_pending);
+            s.debits_posted = s.debits_posted.plus(a.debits_posted);
+            s.credits_pending = s.credits_pending.plus(a.credits_pending);
+            s.credits_posted = s.credits_posted.plus(a.credits_posted);
             s.accounts += 1;
         }
         for (id, s) in &sums {

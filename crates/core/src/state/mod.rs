@@ -17,7 +17,7 @@ mod transfers;
 mod undo;
 
 pub use queries::{QueryError, QueryErrorKind};
-pub use snapshot::{SnapshotChunks, StateSnapshot};
+pub use snapshot::{ChunkBytes, SECTIONS, SnapshotChunks, SnapshotSection, StateSnapshot, digest_from_chunk_hashes};
 
 use crate::arena::CowArena;
 use crate::codes::{CreateAccountResult, CreateTransferResult};
@@ -282,12 +282,12 @@ impl StateMachine {
                 create(self, &event, timestamp)
             };
             if code != 0 {
-                if let Some(start) = chain_start {
-                    if !chain_failed {
-                        chain_failed = true;
-                        self.rollback_chain();
-                        results.extend((start..i).map(|j| EventResult { index: j as u32, code: linked_failed }));
-                    }
+                if let Some(start) = chain_start
+                    && !chain_failed
+                {
+                    chain_failed = true;
+                    self.rollback_chain();
+                    results.extend((start..i).map(|j| EventResult { index: j as u32, code: linked_failed }));
                 }
                 results.push(EventResult { index: i as u32, code });
                 if code != linked_failed && code != chain_open {
@@ -316,10 +316,10 @@ impl StateMachine {
         self.in_entry = false;
         self.position += 1;
         self.assert_totals_balance();
-        if cfg!(debug_assertions) {
-            if let Err(e) = self.check_invariants() {
-                panic!("invariant broken after entry {}: {e}", self.position);
-            }
+        if cfg!(debug_assertions)
+            && let Err(e) = self.check_invariants()
+        {
+            panic!("invariant broken after entry {}: {e}", self.position);
         }
     }
 

@@ -79,22 +79,36 @@ impl StateSnapshot {
         ]
     }
 
-    /// A hash of the whole state: equal states have equal digests.
+    /// A hash of the whole state: equal states have equal digests. Built
+    /// from per-chunk hashes (see [`digest_from_chunk_hashes`]), so a store
+    /// that already knows its chunks' hashes need not hash them again.
     pub fn digest(&self) -> [u8; 32] {
-        let mut h = blake3::Hasher::new();
-        let header = self.header();
-        h.update(&(header.len() as u64).to_le_bytes());
-        h.update(&header);
-        for s in self.sections() {
-            h.update(s.name.as_bytes());
-            let len: usize = s.chunks.iter().map(|c| c.bytes().len()).sum();
-            h.update(&(len as u64).to_le_bytes());
-            for c in &s.chunks {
-                h.update(c.bytes());
-            }
-        }
-        *h.finalize().as_bytes()
+        let sections: Vec<(&str, Vec<[u8; 32]>)> = self
+            .sections()
+            .iter()
+            .map(|s| (s.name, s.chunks.iter().map(|c| *blake3::hash(c.bytes()).as_bytes()).collect()))
+            .collect();
+        let refs: Vec<(&str, &[[u8; 32]])> = sections.iter().map(|(n, h)| (*n, h.as_slice())).collect();
+        digest_from_chunk_hashes(&self.header(), &refs)
     }
+}
+
+/// The state digest from the snapshot header and each section's chunk
+/// hashes (blake3 of each chunk's bytes), in `SECTIONS` order.
+pub fn digest_from_chunk_hashes(header: &[u8], sections: &[(&str, &[[u8; 32]])]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"bursar-state-digest-v1");
+    h.update(&(header.len() as u64).to_le_bytes());
+    h.update(header);
+    for (name, chunks) in sections {
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(&(chunks.len() as u64).to_le_bytes());
+        for c in *chunks {
+            h.update(c);
+        }
+    }
+    *h.finalize().as_bytes()
 }
 
 impl StateMachine {
@@ -162,10 +176,10 @@ impl StateMachine {
                 .totals
                 .get_mut(&a.ledger)
                 .ok_or_else(|| format!("account {} is on unknown ledger {}", a.id, a.ledger))?;
-            totals.debits_pending = totals.debits_pending.add(a.debits_pending);
-            totals.debits_posted = totals.debits_posted.add(a.debits_posted);
-            totals.credits_pending = totals.credits_pending.add(a.credits_pending);
-            totals.credits_posted = totals.credits_posted.add(a.credits_posted);
+            totals.debits_pending = totals.debits_pending.plus(a.debits_pending);
+            totals.debits_posted = totals.debits_posted.plus(a.debits_posted);
+            totals.credits_pending = totals.credits_pending.plus(a.credits_pending);
+            totals.credits_posted = totals.credits_posted.plus(a.credits_posted);
             totals.accounts += 1;
         }
         self.account_transfers = vec![Vec::new(); self.accounts.len()];

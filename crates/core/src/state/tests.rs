@@ -263,7 +263,7 @@ fn pending_post_partial_and_void() {
 fn pending_transfers_expire_by_log_time() {
     let mut h = setup();
     assert_eq!(h.one(Transfer { flags: TF::PENDING, timeout: 2, ..transfer(1, 1, 2, 40) }), TR::Ok);
-    assert_eq!(h.sm.next_expiry().is_some(), true);
+    assert!(h.sm.next_expiry().is_some());
     h.pass(1);
     assert_eq!(h.balances(1), (40, 0, 0, 0));
     h.pass(2);

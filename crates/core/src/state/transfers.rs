@@ -87,11 +87,11 @@ impl StateMachine {
         self.write_account(cr_pos, cr);
         let totals = self.totals_mut(dr.ledger);
         if pending {
-            totals.debits_pending = totals.debits_pending.add(amount);
-            totals.credits_pending = totals.credits_pending.add(amount);
+            totals.debits_pending = totals.debits_pending.plus(amount);
+            totals.credits_pending = totals.credits_pending.plus(amount);
         } else {
-            totals.debits_posted = totals.debits_posted.add(amount);
-            totals.credits_posted = totals.credits_posted.add(amount);
+            totals.debits_posted = totals.debits_posted.plus(amount);
+            totals.credits_posted = totals.credits_posted.plus(amount);
         }
         self.record_history(dr_pos, timestamp);
         self.record_history(cr_pos, timestamp);
@@ -193,8 +193,8 @@ impl StateMachine {
             dr.debits_posted += amount;
             cr.credits_posted += amount;
             let totals = self.totals_mut(p.ledger);
-            totals.debits_posted = totals.debits_posted.add(amount);
-            totals.credits_posted = totals.credits_posted.add(amount);
+            totals.debits_posted = totals.debits_posted.plus(amount);
+            totals.credits_posted = totals.credits_posted.plus(amount);
         }
         self.write_account(dr_pos, dr);
         self.write_account(cr_pos, cr);
@@ -231,8 +231,8 @@ impl StateMachine {
             }
         }
         let totals = self.totals_mut(p.ledger);
-        totals.debits_pending = totals.debits_pending.sub(p.amount);
-        totals.credits_pending = totals.credits_pending.sub(p.amount);
+        totals.debits_pending = totals.debits_pending.minus(p.amount);
+        totals.credits_pending = totals.credits_pending.minus(p.amount);
         self.set_transfer_state(p_pos, outcome);
         self.remove_live_pending(p_pos, p);
     }

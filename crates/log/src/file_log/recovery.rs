@@ -1,0 +1,187 @@
+//! Opening a log: find the segments, verify every entry of every segment,
+//! and tell a torn tail (an unacknowledged write cut short by a crash, which
+//! is removed) from corruption (damage to anything that may have been
+//! acknowledged, which stops the open).
+//!
+//! The rules:
+//! - Every segment but the last was fdatasynced before the next one was
+//!   created, so it must hold valid entries exactly to its end; anything
+//!   else is corruption. Its name must be its first entry's position, and
+//!   positions and chain links must continue across segment boundaries.
+//! - In the last segment, the first entry that is incomplete or fails a
+//!   check would have had position `p` = last valid + 1. If `p` is at or
+//!   below the durable marker, that entry was acknowledged: corruption. If
+//!   not, it was never acknowledged: the file is truncated there (the torn
+//!   tail) and the bytes are counted in the report.
+//! - After that, the log must reach the durable marker, or acknowledged
+//!   entries are missing: corruption.
+//!
+//! Nothing is modified before every check has passed, so an open that fails
+//! leaves the files exactly as it found them.
+
+use super::reader::{Damage, Segment, SegmentReader, Step};
+use crate::LogError;
+use crate::fsutil::{list_files, parse_numbered};
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+
+const SEGMENT_PREFIX: &str = "segment-";
+const SEGMENT_SUFFIX: &str = ".log";
+
+pub(crate) fn segment_name(first: u64) -> String {
+    format!("{SEGMENT_PREFIX}{first:020}{SEGMENT_SUFFIX}")
+}
+
+/// The segment files of `log_dir` by first position. A file that looks like
+/// a segment but whose name does not parse is corruption: ignoring it could
+/// hide entries.
+pub(crate) fn list_segments(log_dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
+    let mut out = Vec::new();
+    for (name, path) in list_files(log_dir)? {
+        if !(name.starts_with(SEGMENT_PREFIX) && name.ends_with(SEGMENT_SUFFIX)) {
+            continue;
+        }
+        match parse_numbered(&name, SEGMENT_PREFIX, SEGMENT_SUFFIX) {
+            Some(first) => out.push((first, path)),
+            None => return Err(LogError::corrupt(&path, 0, "malformed segment file name")),
+        }
+    }
+    out.sort_unstable_by_key(|(first, _)| *first);
+    Ok(out)
+}
+
+/// What recovery found.
+pub(crate) struct Recovered {
+    pub segments: Vec<Segment>,
+    pub last_position: u64,
+    pub last_chain: [u8; 32],
+    /// Torn-tail bytes removed (or, read-only, ignored).
+    pub truncated_bytes: u64,
+}
+
+/// Verifies `found` (sorted by first position) against the durable marker.
+/// With `repair`, a torn tail is truncated; without, it is only skipped.
+pub(crate) fn recover(found: &[(u64, PathBuf)], marker: u64, repair: bool) -> Result<Recovered, LogError> {
+    let mut scan = Scan {
+        marker,
+        repair,
+        segments: Vec::with_capacity(found.len()),
+        last_position: 0,
+        last_chain: [0; 32],
+        truncated_bytes: 0,
+        body: Vec::new(),
+    };
+    let mut end = None;
+    for (i, (first, path)) in found.iter().enumerate() {
+        end = Some(scan.segment(*first, path, i + 1 == found.len())?);
+    }
+    if scan.last_position < marker {
+        let (file, offset) = end.unwrap_or_default();
+        let reason = format!(
+            "log ends at position {} but position {marker} was acknowledged as durable: entries are missing",
+            scan.last_position
+        );
+        return Err(LogError::Corrupt { file, offset, reason });
+    }
+    let Scan { segments, last_position, last_chain, truncated_bytes, .. } = scan;
+    Ok(Recovered { segments, last_position, last_chain, truncated_bytes })
+}
+
+struct Scan {
+    marker: u64,
+    repair: bool,
+    segments: Vec<Segment>,
+    last_position: u64,
+    last_chain: [u8; 32],
+    truncated_bytes: u64,
+    /// Reused body buffer.
+    body: Vec<u8>,
+}
+
+impl Scan {
+    /// Verifies one segment; returns its path and the offset where its valid
+    /// entries end.
+    fn segment(&mut self, first: u64, path: &Path, is_last: bool) -> Result<(PathBuf, u64), LogError> {
+        let prev = self.check_start(first, path)?;
+        let mut reader = SegmentReader::open(path, first, prev)?;
+        let mut start_chain = prev;
+        loop {
+            match reader.step(Some(&mut self.body))? {
+                Step::End => break,
+                Step::Entry(v) => {
+                    start_chain.get_or_insert(v.header.prev_chain);
+                    self.last_position = v.header.position;
+                    self.last_chain = v.chain;
+                }
+                Step::Damaged(d) if is_last => {
+                    self.torn_tail(&reader, d)?;
+                    break;
+                }
+                Step::Damaged(d) => {
+                    let reason = format!("sealed segment (not the last) is damaged: {}", d.reason);
+                    return Err(LogError::corrupt(path, d.offset, reason));
+                }
+            }
+        }
+        if !is_last && reader.offset() == 0 {
+            return Err(LogError::corrupt(path, 0, "sealed segment (not the last) holds no entries"));
+        }
+        let Some(start_chain) = start_chain else {
+            let reason = format!("the log holds no entries but its first segment starts at position {first}");
+            return Err(LogError::corrupt(path, 0, reason));
+        };
+        self.segments.push(Segment { first, path: path.to_path_buf(), start_chain });
+        Ok((path.to_path_buf(), reader.offset()))
+    }
+
+    /// Checks that a segment starts where the log so far ends; returns the
+    /// chain its first entry must link to (`None`: a first segment after
+    /// removed older ones, whose link cannot be checked).
+    fn check_start(&mut self, first: u64, path: &Path) -> Result<Option<[u8; 32]>, LogError> {
+        if self.segments.is_empty() {
+            if first == 0 {
+                return Err(LogError::corrupt(path, 0, "segment named for position 0 (positions start at 1)"));
+            }
+            self.last_position = first - 1;
+            return Ok((first == 1).then_some([0; 32]));
+        }
+        if first != self.last_position + 1 {
+            let reason =
+                format!("segment starts at position {first} but the log before it ends at {}", self.last_position);
+            return Err(LogError::corrupt(path, 0, reason));
+        }
+        Ok(Some(self.last_chain))
+    }
+
+    /// Damage in the last segment: a torn tail if the entry was never
+    /// acknowledged, corruption if it was.
+    fn torn_tail(&mut self, reader: &SegmentReader, d: Damage) -> Result<(), LogError> {
+        let position = self.last_position + 1;
+        if position <= self.marker {
+            let reason = format!(
+                "entry {position} was acknowledged as durable (durable marker {}) but is damaged: {}",
+                self.marker, d.reason
+            );
+            return Err(LogError::corrupt(reader.path(), d.offset, reason));
+        }
+        let bytes = reader.len() - d.offset;
+        tracing::warn!(
+            file = %reader.path().display(),
+            offset = d.offset,
+            bytes,
+            position,
+            reason = d.reason,
+            "removing the torn tail of the log (entries never acknowledged)"
+        );
+        if self.repair {
+            truncate(reader.path(), d.offset)?;
+        }
+        self.truncated_bytes += bytes;
+        Ok(())
+    }
+}
+
+fn truncate(path: &Path, len: u64) -> Result<(), LogError> {
+    let file = OpenOptions::new().write(true).open(path).map_err(|e| LogError::io(path, e))?;
+    file.set_len(len).and_then(|()| file.sync_all()).map_err(|e| LogError::io(path, e))
+}

@@ -1,0 +1,136 @@
+//! File-system helpers whose point is durability: a new file or rename is
+//! only durable once its directory is fsynced, so every helper that creates
+//! names says which directory to sync, and temp files left by a crash are
+//! recognizable (`.tmp`) and removed on open.
+
+use crate::LogError;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, IoSlice, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Suffix of files that are written and then renamed into place.
+pub(crate) const TEMP_SUFFIX: &str = ".tmp";
+
+/// fsyncs a directory, making the names created or removed in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LogError::io(dir, e))
+}
+
+/// Creates `dir` and any missing parents, fsyncing each parent whose listing
+/// gained a new directory, so the new directories survive a crash.
+pub(crate) fn create_dir_durable(dir: &Path) -> Result<(), LogError> {
+    let mut missing: Vec<&Path> = Vec::new();
+    let mut cursor = Some(dir);
+    while let Some(d) = cursor {
+        if d.as_os_str().is_empty() || d.is_dir() {
+            break;
+        }
+        missing.push(d);
+        cursor = d.parent();
+    }
+    for d in missing.iter().rev() {
+        match fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => continue,
+            Err(e) => return Err(LogError::io(d, e)),
+        }
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes an advisory `flock` on `path` for as long as the returned file is
+/// open: exclusive for a writer, shared for a reader. Two writers on one log
+/// would interleave entries; this turns that into an error.
+pub(crate) fn lock_file(path: &Path, exclusive: bool) -> Result<File, LogError> {
+    let file = if exclusive {
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
+    } else {
+        File::open(path)
+    }
+    .map_err(|e| LogError::io(path, e))?;
+    let mode = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
+    // SAFETY: flock on a file descriptor we own and keep open; no memory is shared.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(file);
+    }
+    let err = io::Error::last_os_error();
+    if err.kind() == io::ErrorKind::WouldBlock {
+        return Err(LogError::Locked { path: path.to_path_buf() });
+    }
+    Err(LogError::io(path, err))
+}
+
+/// Writes all of `bufs` with vectored writes, continuing after partial
+/// writes and interrupts. On error some prefix may have been written.
+pub(crate) fn write_all_vectored(mut out: &File, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match out.write_vectored(bufs) {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "write returned 0 bytes")),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes `parts` to `<dir>/<name>.tmp`, fsyncs it and renames it to
+/// `<dir>/<name>`. The caller fsyncs `dir` (once for many files) to make the
+/// rename durable. Returns the bytes written.
+pub(crate) fn write_file_atomic(dir: &Path, name: &str, parts: &[&[u8]]) -> Result<u64, LogError> {
+    let temp = dir.join(format!("{name}{TEMP_SUFFIX}"));
+    let target = dir.join(name);
+    let file = File::create(&temp).map_err(|e| LogError::io(&temp, e))?;
+    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    write_all_vectored(&file, &mut slices).map_err(|e| LogError::io(&temp, e))?;
+    file.sync_all().map_err(|e| LogError::io(&temp, e))?;
+    drop(file);
+    fs::rename(&temp, &target).map_err(|e| LogError::io(&target, e))?;
+    Ok(parts.iter().map(|p| p.len() as u64).sum())
+}
+
+/// Regular files in `dir` with their names, as (name, path). Names that are
+/// not UTF-8 are returned lossily converted (they match no pattern of ours).
+pub(crate) fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, LogError> {
+    let mut out = Vec::new();
+    for item in fs::read_dir(dir).map_err(|e| LogError::io(dir, e))? {
+        let item = item.map_err(|e| LogError::io(dir, e))?;
+        let kind = item.file_type().map_err(|e| LogError::io(&item.path(), e))?;
+        if kind.is_file() {
+            out.push((item.file_name().to_string_lossy().into_owned(), item.path()));
+        }
+    }
+    Ok(out)
+}
+
+/// Removes temp files a crash left in `dir`, then fsyncs `dir` if any went.
+pub(crate) fn remove_temp_files(dir: &Path) -> Result<(), LogError> {
+    let mut removed = false;
+    for (name, path) in list_files(dir)? {
+        if name.ends_with(TEMP_SUFFIX) {
+            tracing::warn!(file = %path.display(), "removing a temp file left by an interrupted write");
+            fs::remove_file(&path).map_err(|e| LogError::io(&path, e))?;
+            removed = true;
+        }
+    }
+    if removed {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// Parses `<prefix><20 digits><suffix>` into the number; `None` if `name`
+/// has a different shape.
+pub(crate) fn parse_numbered(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_prefix(prefix)?.strip_suffix(suffix)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
