@@ -1,14 +1,227 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! A blocking client for Bursar's binary protocol.
+//!
+//! One `Client` is one TCP connection. The typed methods send one request
+//! and wait for its reply. For throughput, `send` several requests and then
+//! `receive` their replies in the same order (pipelining).
+//!
+//! Results of create operations are sparse: only the events that were not
+//! `ok` are listed, as (index, code).
+
+use bursar_core::records::{Account, AccountFilter, BATCH_EVENTS_MAX, BalanceRecord, Ledger, LedgerFilter, Transfer};
+use bursar_core::{EventResult, Operation};
+use bursar_proto::{HEADER_SIZE, Header, Kind, PING, ProtocolError};
+use std::collections::VecDeque;
+use std::io::{IoSlice, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("server refused the request: {name} ({code}): {message}")]
+    Server { code: u16, name: &'static str, message: String },
+    #[error("invalid reply from server: {0}")]
+    InvalidReply(String),
+    #[error("{count} events exceed the limit of {max} for {operation}")]
+    TooManyEvents { operation: &'static str, count: usize, max: usize },
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl ClientError {
+    /// The protocol error the server reported, if that is what this is.
+    pub fn protocol_error(&self) -> Option<ProtocolError> {
+        match self {
+            ClientError::Server { code, .. } => ProtocolError::from_code(*code),
+            _ => None,
+        }
     }
+
+    /// Whether the request may have been applied even though no reply came:
+    /// the caller must look the ids up (or simply retry: ids are idempotent).
+    pub fn is_indefinite(&self) -> bool {
+        matches!(self, ClientError::Io(_)) || self.protocol_error() == Some(ProtocolError::Internal)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Bound on connecting and on each read or write.
+    pub timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions { timeout: Duration::from_secs(30) }
+    }
+}
+
+/// A reply as received: header fields and the raw body.
+#[derive(Debug)]
+pub struct Reply {
+    pub operation: u8,
+    pub request_id: u64,
+    pub count: u32,
+    pub body: Vec<u8>,
+}
+
+pub struct Client {
+    stream: TcpStream,
+    next_request_id: u64,
+    /// Requests sent and not yet answered: (request id, operation).
+    in_flight: VecDeque<(u64, u8)>,
+}
+
+impl Client {
+    pub fn connect(addr: impl ToSocketAddrs, options: &ClientOptions) -> Result<Client> {
+        let mut last = None;
+        for a in addr.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&a, options.timeout) {
+                Ok(stream) => {
+                    stream.set_nodelay(true)?;
+                    stream.set_read_timeout(Some(options.timeout))?;
+                    stream.set_write_timeout(Some(options.timeout))?;
+                    return Ok(Client { stream, next_request_id: 1, in_flight: VecDeque::new() });
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("address resolved to nothing")).into())
+    }
+
+    /// Requests sent whose replies have not been received.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Sends a request without waiting; returns its request id.
+    pub fn send(&mut self, operation: u8, body: &[u8], count: u32) -> Result<u64> {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        let header = Header::request(operation, id, body, count).encode();
+        write_all_vectored(&mut self.stream, &mut [IoSlice::new(&header), IoSlice::new(body)])?;
+        self.in_flight.push_back((id, operation));
+        Ok(id)
+    }
+
+    /// Receives the reply to the oldest request in flight. A server error
+    /// status becomes `ClientError::Server`.
+    pub fn receive(&mut self) -> Result<Reply> {
+        let (id, operation) =
+            self.in_flight.pop_front().ok_or_else(|| ClientError::InvalidReply("no request in flight".into()))?;
+        let mut raw = [0u8; HEADER_SIZE];
+        self.stream.read_exact(&mut raw)?;
+        let header = Header::decode(&raw).map_err(|e| ClientError::InvalidReply(e.to_string()))?;
+        if header.kind != Kind::Reply || header.request_id != id || header.operation != operation {
+            return Err(ClientError::InvalidReply(format!(
+                "expected the reply to request {id} (operation {operation}), got request {} (operation {})",
+                header.request_id, header.operation
+            )));
+        }
+        let mut body = vec![0u8; header.body_len as usize];
+        self.stream.read_exact(&mut body)?;
+        header.check_body(&body).map_err(|e| ClientError::InvalidReply(e.to_string()))?;
+        if header.status != 0 {
+            let error = ProtocolError::from_code(header.status);
+            return Err(ClientError::Server {
+                code: header.status,
+                name: error.map_or("unknown_error", |e| e.name()),
+                message: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+        Ok(Reply { operation, request_id: id, count: header.count, body })
+    }
+
+    fn call(&mut self, operation: u8, body: &[u8], count: usize) -> Result<Reply> {
+        if !self.in_flight.is_empty() {
+            return Err(ClientError::InvalidReply("receive pipelined replies before a blocking call".into()));
+        }
+        self.send(operation, body, count as u32)?;
+        self.receive()
+    }
+
+    /// Succeeds once the server is ready to serve.
+    pub fn ping(&mut self) -> Result<()> {
+        self.call(PING, &[], 0).map(|_| ())
+    }
+
+    pub fn create_ledgers(&mut self, ledgers: &[Ledger]) -> Result<Vec<EventResult>> {
+        self.create(Operation::CreateLedgers, bytemuck::cast_slice(ledgers), ledgers.len())
+    }
+
+    pub fn create_accounts(&mut self, accounts: &[Account]) -> Result<Vec<EventResult>> {
+        self.create(Operation::CreateAccounts, bytemuck::cast_slice(accounts), accounts.len())
+    }
+
+    pub fn create_transfers(&mut self, transfers: &[Transfer]) -> Result<Vec<EventResult>> {
+        self.create(Operation::CreateTransfers, bytemuck::cast_slice(transfers), transfers.len())
+    }
+
+    fn create(&mut self, op: Operation, body: &[u8], count: usize) -> Result<Vec<EventResult>> {
+        check_count(op, count)?;
+        let reply = self.call(op as u8, body, count)?;
+        decode_records(&reply)
+    }
+
+    pub fn list_ledgers(&mut self, after_id: u32, limit: u32) -> Result<Vec<Ledger>> {
+        let filter = LedgerFilter { after_id, limit };
+        self.query(Operation::ListLedgers, bytemuck::bytes_of(&filter), 1)
+    }
+
+    pub fn lookup_accounts(&mut self, ids: &[u128]) -> Result<Vec<Account>> {
+        check_count(Operation::LookupAccounts, ids.len())?;
+        self.query(Operation::LookupAccounts, bytemuck::cast_slice(ids), ids.len())
+    }
+
+    pub fn lookup_transfers(&mut self, ids: &[u128]) -> Result<Vec<Transfer>> {
+        check_count(Operation::LookupTransfers, ids.len())?;
+        self.query(Operation::LookupTransfers, bytemuck::cast_slice(ids), ids.len())
+    }
+
+    pub fn get_account_transfers(&mut self, filter: &AccountFilter) -> Result<Vec<Transfer>> {
+        self.query(Operation::GetAccountTransfers, bytemuck::bytes_of(filter), 1)
+    }
+
+    pub fn get_account_balances(&mut self, filter: &AccountFilter) -> Result<Vec<BalanceRecord>> {
+        self.query(Operation::GetAccountBalances, bytemuck::bytes_of(filter), 1)
+    }
+
+    fn query<T: bytemuck::Pod>(&mut self, op: Operation, body: &[u8], count: usize) -> Result<Vec<T>> {
+        let reply = self.call(op as u8, body, count)?;
+        decode_records(&reply)
+    }
+}
+
+fn check_count(op: Operation, count: usize) -> Result<()> {
+    if count > op.events_max() {
+        return Err(ClientError::TooManyEvents { operation: op.name(), count, max: BATCH_EVENTS_MAX });
+    }
+    Ok(())
+}
+
+/// Decodes a reply body of `count` fixed-size records.
+pub fn decode_records<T: bytemuck::Pod>(reply: &Reply) -> Result<Vec<T>> {
+    let size = std::mem::size_of::<T>();
+    if reply.body.len() != reply.count as usize * size {
+        return Err(ClientError::InvalidReply(format!(
+            "{} bytes do not hold {} records of {size} bytes",
+            reply.body.len(),
+            reply.count
+        )));
+    }
+    Ok(reply.body.chunks_exact(size).map(bytemuck::pod_read_unaligned).collect())
+}
+
+/// `write_all` over several buffers without joining them.
+fn write_all_vectored(stream: &mut TcpStream, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    while !bufs.is_empty() {
+        match stream.write_vectored(bufs) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

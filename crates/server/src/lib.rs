@@ -1,14 +1,12 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Bursar's server: recovery, the engine pipeline, background snapshots and
+//! the binary protocol listener, for one embedded node.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod engine;
+pub mod gate;
+pub mod net;
+pub mod node;
+pub mod recovery;
+pub mod snapshotter;
+pub mod verify;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use node::{Node, NodeConfig, NodeError, StartReport};

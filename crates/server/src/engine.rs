@@ -1,0 +1,232 @@
+//! The engine: the single thread that owns the state machine and the log.
+//!
+//! It drains whatever requests are queued (up to a bound), writes all the
+//! writes as ONE log entry (group commit), applies that entry right away
+//! while the log's syncer fsyncs it in parallel, and hands the replies to the
+//! gate, which releases them once the entry is durable. Reads are answered
+//! from the applied state and gated the same way, so no client ever sees
+//! state that a crash could take back.
+
+use crate::gate::{Gate, ReplyTo, Response};
+use crate::snapshotter::SnapshotTrigger;
+use bursar_core::records::{AccountFilter, LedgerFilter, decode_at};
+use bursar_core::{Command, EventResult, Operation, StateMachine};
+use bursar_proto::{PING, ProtocolError, RequestOp};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Most requests folded into one log entry.
+pub const GROUP_REQUESTS_MAX: usize = 64;
+/// Most body bytes folded into one log entry (the log allows 64 MiB).
+pub const GROUP_BYTES_MAX: usize = 16 << 20;
+
+/// What the engine needs from a log; implemented by every log backend.
+pub trait EngineLog: Send {
+    /// Appends an entry whose body is the concatenation of `parts`; returns
+    /// its position. Durability is reported separately (to the gate).
+    fn append(&mut self, timestamp: u64, parts: &[&[u8]]) -> Result<u64, String>;
+    /// The chain hash of the last appended entry.
+    fn last_chain(&self) -> [u8; 32];
+    /// Stops after everything appended is durable.
+    fn close(self: Box<Self>) -> Result<(), String>;
+}
+
+/// A checked request from a client connection.
+pub struct Request {
+    pub op: RequestOp,
+    pub request_id: u64,
+    pub body: Vec<u8>,
+    pub reply: ReplyTo,
+}
+
+pub enum EngineMsg {
+    Request(Request),
+    /// Wakes the engine so due pending transfers expire without traffic.
+    Tick,
+    /// Finish queued work, snapshot, close the log, then acknowledge.
+    Shutdown(std::sync::mpsc::Sender<()>),
+}
+
+impl EngineMsg {
+    fn body_len(&self) -> usize {
+        match self {
+            EngineMsg::Request(r) => r.body.len(),
+            _ => 0,
+        }
+    }
+}
+
+pub struct Engine {
+    sm: StateMachine,
+    log: Box<dyn EngineLog>,
+    gate: Arc<Gate>,
+    snapshots: SnapshotTrigger,
+    results: Vec<EventResult>,
+}
+
+impl Engine {
+    pub fn new(sm: StateMachine, log: Box<dyn EngineLog>, gate: Arc<Gate>, snapshots: SnapshotTrigger) -> Engine {
+        Engine { sm, log, gate, snapshots, results: Vec::with_capacity(bursar_core::records::BATCH_EVENTS_MAX) }
+    }
+
+    /// Runs until a shutdown message or until every sender is gone.
+    pub fn run(mut self, mut rx: mpsc::Receiver<EngineMsg>) {
+        let mut msgs = Vec::with_capacity(GROUP_REQUESTS_MAX);
+        let mut shutdown_ack = None;
+        while shutdown_ack.is_none() {
+            let Some(first) = rx.blocking_recv() else { break };
+            let mut bytes = first.body_len();
+            msgs.push(first);
+            while msgs.len() < GROUP_REQUESTS_MAX && bytes < GROUP_BYTES_MAX {
+                match rx.try_recv() {
+                    Ok(m) => {
+                        bytes += m.body_len();
+                        msgs.push(m);
+                    }
+                    Err(_) => break,
+                }
+            }
+            shutdown_ack = self.process(&mut msgs);
+        }
+        rx.close();
+        self.finish(shutdown_ack);
+    }
+
+    fn process(&mut self, msgs: &mut Vec<EngineMsg>) -> Option<std::sync::mpsc::Sender<()>> {
+        let mut writes = Vec::new();
+        let mut reads = Vec::new();
+        let mut shutdown = None;
+        for m in msgs.drain(..) {
+            match m {
+                EngineMsg::Request(r) if matches!(r.op, RequestOp::Op(op) if op.is_write()) => writes.push(r),
+                EngineMsg::Request(r) => reads.push(r),
+                EngineMsg::Tick => {}
+                EngineMsg::Shutdown(ack) => shutdown = Some(ack),
+            }
+        }
+        let now = now_nanos();
+        let expiry_due = self.sm.next_expiry().is_some_and(|at| at <= now);
+        if !writes.is_empty() || expiry_due {
+            self.apply_writes(writes, now);
+        }
+        if !reads.is_empty() {
+            let replies = reads.into_iter().map(|r| (self.answer_read(&r), r.reply)).map(|(resp, to)| (to, resp));
+            self.gate.release_after(self.sm.position(), replies.collect());
+        }
+        self.snapshots.maybe_take(&self.sm, || self.log.last_chain());
+        shutdown
+    }
+
+    /// Logs the writes as one entry and applies it. An entry with no writes
+    /// still advances log time, which lets due pending transfers expire.
+    fn apply_writes(&mut self, writes: Vec<Request>, timestamp: u64) {
+        let commands: Vec<Command<'_>> = writes
+            .iter()
+            .map(|w| {
+                let RequestOp::Op(operation) = w.op else { unreachable!("writes are operations") };
+                let command = Command { operation, events: &w.body };
+                command.validate().expect("invariant: the protocol layer checked the request size");
+                command
+            })
+            .collect();
+        let headers: Vec<[u8; Command::HEADER_SIZE]> = commands.iter().map(|c| c.header()).collect();
+        let parts: Vec<&[u8]> = commands.iter().zip(&headers).flat_map(|(c, h)| [&h[..], c.events]).collect();
+        let position = match self.log.append(timestamp, &parts) {
+            Ok(p) => p,
+            Err(e) => fatal_storage_error(&self.gate, &format!("log append failed: {e}")),
+        };
+        let bytes: usize = parts.iter().map(|p| p.len()).sum();
+        self.sm.begin_entry(position, timestamp);
+        let mut replies = Vec::with_capacity(writes.len());
+        for (command, w) in commands.iter().zip(&writes) {
+            self.results.clear();
+            self.sm.execute(command, &mut self.results);
+            let body = bytemuck::cast_slice(&self.results).to_vec();
+            replies.push(ok_response(command.operation as u8, w.request_id, self.results.len(), body));
+        }
+        self.sm.end_entry();
+        self.snapshots.logged(bytes as u64);
+        drop(commands);
+        let replies = writes.into_iter().zip(replies).map(|(w, r)| (w.reply, r)).collect();
+        self.gate.release_after(position, replies);
+    }
+
+    fn answer_read(&self, r: &Request) -> Response {
+        let op = match r.op {
+            RequestOp::Ping => return ok_response(PING, r.request_id, 0, Vec::new()),
+            RequestOp::Op(op) => op,
+        };
+        let code = op as u8;
+        let records = |bytes: Vec<u8>, count: usize| ok_response(code, r.request_id, count, bytes);
+        let ids = || r.body.chunks_exact(16).map(|b| u128::from_le_bytes(b.try_into().expect("16-byte chunk")));
+        let result = match op {
+            Operation::ListLedgers => {
+                let filter: LedgerFilter = decode_at(&r.body, 0);
+                self.sm.list_ledgers(&filter).map(|v| records(bytemuck::cast_slice(&v).to_vec(), v.len()))
+            }
+            Operation::LookupAccounts => {
+                let v = self.sm.lookup_accounts(ids());
+                Ok(records(bytemuck::cast_slice(&v).to_vec(), v.len()))
+            }
+            Operation::LookupTransfers => {
+                let v = self.sm.lookup_transfers(ids());
+                Ok(records(bytemuck::cast_slice(&v).to_vec(), v.len()))
+            }
+            Operation::GetAccountTransfers => {
+                let filter: AccountFilter = decode_at(&r.body, 0);
+                self.sm.account_transfers(&filter).map(|v| records(bytemuck::cast_slice(&v).to_vec(), v.len()))
+            }
+            Operation::GetAccountBalances => {
+                let filter: AccountFilter = decode_at(&r.body, 0);
+                self.sm.account_balances(&filter).map(|v| records(bytemuck::cast_slice(&v).to_vec(), v.len()))
+            }
+            Operation::CreateLedgers | Operation::CreateAccounts | Operation::CreateTransfers => {
+                unreachable!("writes are applied through the log")
+            }
+        };
+        result.unwrap_or_else(|e| error_response(code, r.request_id, ProtocolError::InvalidFilter, &e.detail))
+    }
+
+    fn finish(mut self, ack: Option<std::sync::mpsc::Sender<()>>) {
+        self.snapshots.take_final(&self.sm, self.log.last_chain());
+        if let Err(e) = self.log.close() {
+            fatal_storage_error(&self.gate, &format!("closing the log failed: {e}"));
+        }
+        self.snapshots.join();
+        tracing::info!(position = self.sm.position(), "engine stopped");
+        if let Some(ack) = ack {
+            let _ = ack.send(());
+        }
+    }
+}
+
+pub fn ok_response(operation: u8, request_id: u64, count: usize, body: Vec<u8>) -> Response {
+    Response { operation, status: 0, request_id, count: count as u32, body }
+}
+
+pub fn error_response(operation: u8, request_id: u64, error: ProtocolError, message: &str) -> Response {
+    let mut body = message.as_bytes().to_vec();
+    body.truncate(bursar_proto::MESSAGE_MAX);
+    while std::str::from_utf8(&body).is_err() {
+        body.pop();
+    }
+    Response { operation, status: error.code(), request_id, count: 0, body }
+}
+
+/// Wall-clock nanoseconds for entry timestamps. Only the engine reads the
+/// clock; the state machine takes time from the log.
+pub fn now_nanos() -> u64 {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).expect("invariant: the clock is after 1970");
+    u64::try_from(d.as_nanos()).expect("invariant: nanoseconds since 1970 fit in u64 until 2554")
+}
+
+/// A write or fsync failed: the state of the file is unknown, so retrying is
+/// unsafe. Fail every waiting request and exit; a restart recovers from the
+/// log (crash-only design).
+pub fn fatal_storage_error(gate: &Gate, message: &str) -> ! {
+    tracing::error!("{message}; exiting so that recovery can run from the durable log");
+    gate.fail(message.to_string());
+    eprintln!("bursar: fatal: {message}");
+    std::process::exit(74);
+}

@@ -1,0 +1,201 @@
+//! A single node: recovery from disk, then the engine, snapshotter, syncer
+//! and listener threads. `Node::start` returns once the node serves.
+
+use crate::engine::{Engine, EngineLog, EngineMsg, fatal_storage_error};
+use crate::gate::Gate;
+use crate::net::{NetLimits, serve};
+use crate::recovery::recover;
+use crate::snapshotter::SnapshotTrigger;
+use bursar_log::{FileLog, FileLogOptions, SnapshotStore};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Roll to a new log segment after this many bytes.
+    pub segment_bytes: u64,
+    /// Take a snapshot after this many bytes of log.
+    pub snapshot_every_bytes: u64,
+    /// Requests queued for the engine before connections wait.
+    pub queue_depth: usize,
+    pub net: NetLimits,
+    /// Worker threads for connection handling.
+    pub io_threads: usize,
+}
+
+impl NodeConfig {
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> NodeConfig {
+        NodeConfig {
+            data_dir,
+            listen,
+            segment_bytes: 256 << 20,
+            snapshot_every_bytes: 256 << 20,
+            queue_depth: 256,
+            net: NetLimits::default(),
+            io_threads: 2,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{0}")]
+    Log(#[from] bursar_log::LogError),
+    #[error("recovery failed: {0}")]
+    Recovery(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What recovery found, for the start-up message.
+#[derive(Clone, Debug)]
+pub struct StartReport {
+    pub position: u64,
+    pub snapshot_position: Option<u64>,
+    pub replayed_entries: u64,
+    pub truncated_bytes: u64,
+    pub accounts: usize,
+    pub transfers: usize,
+    pub recovery: Duration,
+}
+
+pub struct Node {
+    addr: SocketAddr,
+    engine_tx: mpsc::Sender<EngineMsg>,
+    stop_tx: watch::Sender<bool>,
+    runtime: tokio::runtime::Runtime,
+    engine_thread: Option<std::thread::JoinHandle<()>>,
+    report: StartReport,
+}
+
+struct FileEngineLog(FileLog);
+
+impl EngineLog for FileEngineLog {
+    fn append(&mut self, timestamp: u64, parts: &[&[u8]]) -> Result<u64, String> {
+        self.0.append(timestamp, parts).map_err(|e| e.to_string())
+    }
+    fn last_chain(&self) -> [u8; 32] {
+        self.0.last_chain()
+    }
+    fn close(self: Box<Self>) -> Result<(), String> {
+        self.0.close().map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
+impl Node {
+    pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let started = std::time::Instant::now();
+        std::fs::create_dir_all(&config.data_dir)?;
+        let options = FileLogOptions { dir: config.data_dir.clone(), segment_bytes: config.segment_bytes };
+        let (mut log, open) = FileLog::open(options)?;
+        let store = SnapshotStore::open(&config.data_dir)?;
+        let recovered = recover(&log, &open, &store).map_err(NodeError::Recovery)?;
+        let sm = recovered.state;
+        let report = StartReport {
+            position: sm.position(),
+            snapshot_position: recovered.snapshot_position,
+            replayed_entries: recovered.replayed_entries,
+            truncated_bytes: open.truncated_bytes,
+            accounts: sm.account_count(),
+            transfers: sm.transfer_count(),
+            recovery: started.elapsed(),
+        };
+
+        let gate = Arc::new(Gate::new(open.last_position));
+        let g = gate.clone();
+        log.start(Box::new(move |r| match r {
+            Ok(p) => g.durable(p),
+            Err(e) => fatal_storage_error(&g, &format!("fsync failed: {e}")),
+        }));
+        let snapshots = SnapshotTrigger::start(
+            store,
+            gate.clone(),
+            Some(config.snapshot_every_bytes),
+            recovered.snapshot_position.unwrap_or(0),
+        );
+        let engine = Engine::new(sm, Box::new(FileEngineLog(log)), gate, snapshots);
+        let (engine_tx, engine_rx) = mpsc::channel(config.queue_depth);
+        let engine_thread =
+            std::thread::Builder::new().name("bursar-engine".into()).spawn(move || engine.run(engine_rx))?;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.io_threads.max(1))
+            .thread_name("bursar-io")
+            .enable_all()
+            .build()?;
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(config.listen))
+            .map_err(|source| NodeError::Listen { addr: config.listen, source })?;
+        let addr = listener.local_addr()?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        runtime.spawn(serve(listener, engine_tx.clone(), config.net.clone(), stop_rx.clone()));
+        runtime.spawn(tick(engine_tx.clone(), stop_rx));
+        Ok(Node { addr, engine_tx, stop_tx, runtime, engine_thread: Some(engine_thread), report })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn report(&self) -> &StartReport {
+        &self.report
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down cleanly.
+    pub fn run_until_signal(self) {
+        self.runtime.block_on(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let terminated = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminated => {}
+            }
+        });
+        tracing::info!("signal received; shutting down");
+        self.shutdown();
+    }
+
+    /// Stops accepting, lets the engine finish queued work, snapshots, and
+    /// waits until everything is durable.
+    pub fn shutdown(mut self) {
+        let _ = self.stop_tx.send(true);
+        let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+        if self.engine_tx.blocking_send(EngineMsg::Shutdown(ack_tx)).is_ok() {
+            let _ = ack_rx.recv();
+        }
+        if let Some(t) = self.engine_thread.take() {
+            let _ = t.join();
+        }
+        self.runtime.shutdown_timeout(Duration::from_secs(5));
+    }
+}
+
+/// Wakes the engine regularly so that due pending transfers expire even
+/// when no client writes.
+async fn tick(engine: mpsc::Sender<EngineMsg>, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                if engine.try_send(EngineMsg::Tick).is_err() && engine.is_closed() {
+                    return;
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! Recovery: the newest valid snapshot plus a replay of the log after it.
+//! Every check that fails stops the start with a message naming what is
+//! wrong; nothing is skipped.
+
+use bursar_core::command::decode_body;
+use bursar_core::{Limits, StateMachine};
+use bursar_log::{FileLog, OpenReport, SnapshotStore};
+
+pub struct Recovered {
+    pub state: StateMachine,
+    pub snapshot_position: Option<u64>,
+    pub replayed_entries: u64,
+}
+
+pub fn recover(log: &FileLog, open: &OpenReport, store: &SnapshotStore) -> Result<Recovered, String> {
+    let (mut sm, snapshot_position) = match store.load_latest().map_err(|e| e.to_string())? {
+        Some(snapshot) => {
+            let position = snapshot.position;
+            if position > open.last_position {
+                return Err(format!(
+                    "snapshot at position {position} is ahead of the log, which ends at {}: log entries are missing",
+                    open.last_position
+                ));
+            }
+            if position >= open.first_position {
+                let chain = log.chain_at(position).map_err(|e| e.to_string())?;
+                if chain != snapshot.chain {
+                    return Err(format!("snapshot at position {position} does not match the log's hash chain there"));
+                }
+            }
+            let digest = snapshot.digest;
+            let sm = StateMachine::restore(Limits::default(), snapshot.chunks)
+                .map_err(|e| format!("snapshot at position {position} is inconsistent: {e}"))?;
+            if sm.digest() != digest {
+                return Err(format!("snapshot at position {position} restores to a state with a different digest"));
+            }
+            (sm, Some(position))
+        }
+        None => {
+            if open.last_position > 0 && open.first_position > 1 {
+                return Err(format!(
+                    "the log starts at position {} and there is no snapshot to start from",
+                    open.first_position
+                ));
+            }
+            (StateMachine::default(), None)
+        }
+    };
+    let replayed = replay(log, &mut sm, open.last_position, |_| Ok(()))?;
+    Ok(Recovered { state: sm, snapshot_position, replayed_entries: replayed })
+}
+
+/// Applies log entries after the state's position up to `until`. `after`
+/// runs after each entry (verify uses it to compare snapshot digests).
+pub fn replay(
+    log: &FileLog,
+    sm: &mut StateMachine,
+    until: u64,
+    mut after: impl FnMut(&StateMachine) -> Result<(), String>,
+) -> Result<u64, String> {
+    let mut count = 0;
+    if sm.position() >= until {
+        return Ok(0);
+    }
+    for entry in log.entries_from(sm.position() + 1) {
+        let entry = entry.map_err(|e| e.to_string())?;
+        if entry.position > until {
+            break;
+        }
+        let commands = decode_body(&entry.body)
+            .map_err(|e| format!("log entry {} has a valid checksum but an invalid body: {e}", entry.position))?;
+        sm.apply_entry(entry.position, entry.timestamp, &commands);
+        after(sm)?;
+        count += 1;
+    }
+    if sm.position() != until {
+        return Err(format!("replay stopped at position {} before the log's end at {until}", sm.position()));
+    }
+    Ok(count)
+}

@@ -1,0 +1,118 @@
+//! Background snapshots. The engine hands over a frozen view (O(chunks) to
+//! take) every `every_bytes` of log; this thread waits until the log is
+//! durable up to the snapshot's position (a snapshot must never get ahead of
+//! the log), writes it, and prunes old ones. A failed snapshot is logged,
+//! not fatal: the log stays the source of truth.
+
+use crate::gate::Gate;
+use bursar_core::StateMachine;
+use bursar_core::state::StateSnapshot;
+use bursar_log::SnapshotStore;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+/// Snapshots kept on disk (the newest ones).
+pub const SNAPSHOTS_KEPT: usize = 2;
+
+struct Job {
+    snapshot: StateSnapshot,
+    chain: [u8; 32],
+}
+
+pub struct SnapshotTrigger {
+    every_bytes: Option<u64>,
+    since_last: u64,
+    last_position: u64,
+    busy: Arc<AtomicBool>,
+    tx: Option<SyncSender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SnapshotTrigger {
+    /// `every_bytes`: log bytes between snapshots; `None` only on shutdown.
+    pub fn start(
+        store: SnapshotStore,
+        gate: Arc<Gate>,
+        every_bytes: Option<u64>,
+        last_position: u64,
+    ) -> SnapshotTrigger {
+        let (tx, rx) = sync_channel(1);
+        let busy = Arc::new(AtomicBool::new(false));
+        let flag = busy.clone();
+        let thread = std::thread::Builder::new()
+            .name("bursar-snapshot".into())
+            .spawn(move || write_loop(store, gate, rx, flag))
+            .expect("spawning the snapshot thread");
+        SnapshotTrigger { every_bytes, since_last: 0, last_position, busy, tx: Some(tx), thread: Some(thread) }
+    }
+
+    /// Counts log bytes written since the last snapshot.
+    pub fn logged(&mut self, bytes: u64) {
+        self.since_last += bytes;
+    }
+
+    /// Takes a snapshot if enough was logged and no snapshot is being written.
+    pub fn maybe_take(&mut self, sm: &StateMachine, chain: impl FnOnce() -> [u8; 32]) {
+        let due = self.every_bytes.is_some_and(|every| self.since_last >= every);
+        if !due || self.busy.load(Ordering::Acquire) || sm.position() == self.last_position {
+            return;
+        }
+        self.busy.store(true, Ordering::Release);
+        self.send(Job { snapshot: sm.snapshot(), chain: chain() });
+    }
+
+    /// On shutdown: snapshot whatever is newer than the last snapshot.
+    pub fn take_final(&mut self, sm: &StateMachine, chain: [u8; 32]) {
+        if sm.position() > self.last_position {
+            self.send(Job { snapshot: sm.snapshot(), chain });
+        }
+    }
+
+    fn send(&mut self, job: Job) {
+        self.last_position = job.snapshot.position;
+        self.since_last = 0;
+        if let Some(tx) = &self.tx {
+            // Blocks only if a final snapshot queues behind a running one.
+            let _ = tx.send(job);
+        }
+    }
+
+    /// Waits for queued snapshots to be written.
+    pub fn join(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn write_loop(mut store: SnapshotStore, gate: Arc<Gate>, rx: Receiver<Job>, busy: Arc<AtomicBool>) {
+    for job in rx {
+        let position = job.snapshot.position;
+        if !gate.wait_durable(position) {
+            tracing::error!(position, "log failed; snapshot not written");
+            return;
+        }
+        let started = std::time::Instant::now();
+        match store.write(&job.snapshot, job.chain) {
+            Ok(info) => {
+                tracing::info!(
+                    position,
+                    chunks_written = info.chunks_written,
+                    chunks_reused = info.chunks_reused,
+                    bytes_written = info.bytes_written,
+                    ms = started.elapsed().as_millis() as u64,
+                    "snapshot written"
+                );
+                if let Err(e) = store.prune(SNAPSHOTS_KEPT) {
+                    tracing::warn!("pruning old snapshots failed: {e}");
+                }
+            }
+            Err(e) => tracing::error!(position, "writing a snapshot failed (the log still has everything): {e}"),
+        }
+        drop(job);
+        busy.store(false, Ordering::Release);
+    }
+}
