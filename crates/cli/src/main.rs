@@ -1,3 +1,55 @@
-fn main() {
-    println!("Hello, world!");
+//! `bursar`: the one binary. Runs the server, the benchmark, the offline
+//! verifier and small client commands.
+
+mod bench;
+mod client_cmds;
+mod start;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "bursar", version, about = "Bursar: a fault-tolerant double-entry ledger and money-movement system")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an embedded single node (no outside service needed).
+    Start(start::StartArgs),
+    /// Check a data directory offline: every entry, a full replay, every invariant.
+    Verify(start::VerifyArgs),
+    /// Benchmark: load a server with transfers and check the balances.
+    Bench(bench::BenchArgs),
+    /// Check that a server is up and ready.
+    Ping(client_cmds::PingArgs),
+    /// Look up accounts or transfers by id.
+    Lookup(client_cmds::LookupArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BURSAR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Start(args) => start::start(args),
+        Command::Verify(args) => start::verify(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Ping(args) => client_cmds::ping(args),
+        Command::Lookup(args) => client_cmds::lookup(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bursar: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,138 @@
+//! `bursar bench`: throughput and latency of durable transfers through the
+//! client protocol, checked against the benchmark's own tally; and
+//! `bursar bench recovery`: time to serve again after `kill -9`.
+
+mod load;
+mod recovery;
+mod workload;
+
+use anyhow::{Context, bail};
+use bursar_server::{Node, NodeConfig};
+use load::LoadParams;
+use std::path::PathBuf;
+use workload::{Distribution, Ids};
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: Option<BenchCommand>,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum BenchCommand {
+    /// Load a server process, kill -9 it, and time the restart until it serves.
+    Recovery(recovery::RecoveryArgs),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct LoadArgs {
+    /// Target a running server instead of starting an embedded one.
+    #[arg(long)]
+    addr: Option<String>,
+    /// Data directory of the embedded server (default: a temporary one).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(2..=100_000_000))]
+    accounts: u64,
+    #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    transfers: u64,
+    /// Transfers per request (at most 8190).
+    #[arg(long, default_value_t = 8190, value_parser = clap::value_parser!(u64).range(1..=8190))]
+    batch: u64,
+    #[arg(long, value_enum, default_value_t = Distribution::Uniform)]
+    distribution: Distribution,
+    /// Concurrent client connections.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    clients: u64,
+    /// Requests each client keeps in flight (pipelining).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    inflight: u64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Embedded server: take a snapshot after this many MiB of log.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    snapshot_every_mib: u64,
+}
+
+impl LoadArgs {
+    fn params(&self) -> LoadParams {
+        // A per-run id prefix: runs against one server never collide.
+        let run = (bursar_server::engine::now_nanos() >> 10) ^ self.seed;
+        LoadParams {
+            accounts: self.accounts,
+            transfers: self.transfers,
+            batch: self.batch as usize,
+            distribution: self.distribution,
+            clients: self.clients as usize,
+            inflight: self.inflight as usize,
+            seed: self.seed,
+            ids: Ids { run },
+        }
+    }
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.command {
+        Some(BenchCommand::Recovery(r)) => recovery::run(r),
+        None => throughput(args.load),
+    }
+}
+
+fn throughput(args: LoadArgs) -> anyhow::Result<()> {
+    let temp;
+    let (addr, node) = match &args.addr {
+        Some(addr) => (addr.clone(), None),
+        None => {
+            let dir = match &args.data_dir {
+                Some(d) => d.clone(),
+                None => {
+                    temp = tempfile::Builder::new().prefix("bursar-bench-").tempdir()?;
+                    temp.path().to_path_buf()
+                }
+            };
+            let mut config = NodeConfig::new(dir.clone(), "127.0.0.1:0".parse()?);
+            config.snapshot_every_bytes = args.snapshot_every_mib << 20;
+            let node =
+                Node::start(config).with_context(|| format!("starting an embedded server in {}", dir.display()))?;
+            eprintln!("bench: embedded server on {} (data dir {})", node.local_addr(), dir.display());
+            (node.local_addr().to_string(), Some(node))
+        }
+    };
+    let p = args.params();
+    load::setup(&addr, &p)?;
+    let outcome = load::run(&addr, &p, true)?;
+    let check = load::check_balances(&addr, &p, &outcome.tally);
+    let rss_mb = peak_rss_mb();
+    if let Some(node) = node {
+        node.shutdown();
+    }
+    let h = &outcome.latency_us;
+    println!(
+        "bench: transfers={} seconds={:.2} tps={} batch_p50_ms={:.1} batch_p99_ms={:.1} batch_max_ms={:.1} rss_mb={}",
+        outcome.tally.applied + outcome.tally.rejected,
+        outcome.seconds,
+        ((outcome.tally.applied + outcome.tally.rejected) as f64 / outcome.seconds) as u64,
+        h.value_at_quantile(0.50) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.max() as f64 / 1000.0,
+        rss_mb
+    );
+    if outcome.tally.rejected > 0 {
+        bail!("{} transfers were rejected (first: {:?})", outcome.tally.rejected, outcome.tally.first_rejection);
+    }
+    check?;
+    Ok(())
+}
+
+/// Peak resident memory of this process (the embedded server included).
+pub fn peak_rss_mb() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024)
+}

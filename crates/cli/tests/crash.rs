@@ -1,0 +1,224 @@
+//! Crash test with the real `bursar` binary: clients load a server process,
+//! it is killed with SIGKILL at random moments and restarted, again and
+//! again. After every restart: every acknowledged transfer is present
+//! exactly once, every request whose reply was lost is all-or-nothing, the
+//! balances equal the sum of what is present, re-submitting acknowledged
+//! transfers applies nothing, and at the end `bursar verify` passes.
+
+use bursar_client::{Client, ClientOptions};
+use bursar_core::{Account, CreateTransferResult, Ledger, Transfer};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const ACCOUNTS: u128 = 40;
+const CYCLES: usize = 6;
+const CLIENTS: usize = 3;
+
+/// A small deterministic generator (the seed is printed on failure).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+enum Outcome {
+    Acked,
+    InDoubt,
+}
+
+/// Every batch sent, with what the client learned of it.
+type Record = Arc<Mutex<Vec<(Vec<Transfer>, Outcome)>>>;
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+fn start_server(dir: &Path, port: u16, log: &Path) -> Server {
+    let bin = env!("CARGO_BIN_EXE_bursar");
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(bin)
+        .args(["start", "--snapshot-every-mib", "1", "--segment-mib", "1", "--data-dir"])
+        .arg(dir)
+        .args(["--addr", &addr])
+        .stdout(Stdio::null())
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
+        .spawn()
+        .expect("the bursar binary starts");
+    let mut server = Server { child, addr };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            panic!("server exited with {status}; its log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        if connect(&server.addr).and_then(|mut c| c.ping().ok()).is_some() {
+            return server;
+        }
+        assert!(Instant::now() < deadline, "server not ready in 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn connect(addr: &str) -> Option<Client> {
+    Client::connect(addr, &ClientOptions { timeout: Duration::from_secs(10) }).ok()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Sends random batches until `stop`; records every batch and its outcome.
+fn load(addr: String, seed: u64, next_id: Arc<AtomicU64>, stop: Arc<AtomicBool>, log: Record) {
+    let mut rng = Rng(seed | 1);
+    let Some(mut c) = connect(&addr) else { return };
+    while !stop.load(Ordering::Relaxed) {
+        let n = 1 + rng.below(300) as usize;
+        let batch: Vec<Transfer> = (0..n)
+            .map(|_| {
+                let dr = 1 + rng.below(ACCOUNTS as u64) as u128;
+                let cr = 1 + (dr + u128::from(rng.below(ACCOUNTS as u64 - 1))) % ACCOUNTS;
+                Transfer {
+                    id: u128::from(next_id.fetch_add(1, Ordering::Relaxed)),
+                    debit_account_id: dr,
+                    credit_account_id: cr,
+                    amount: u128::from(1 + rng.below(1000)),
+                    ledger: 1,
+                    code: 1,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        match c.create_transfers(&batch) {
+            Ok(results) => {
+                assert!(results.is_empty(), "valid transfers were rejected: {results:?}");
+                log.lock().unwrap().push((batch, Outcome::Acked));
+            }
+            Err(e) => {
+                assert!(e.is_indefinite(), "unexpected error {e}");
+                log.lock().unwrap().push((batch, Outcome::InDoubt));
+                return;
+            }
+        }
+    }
+}
+
+/// Checks the restarted server against the record; returns the transfers
+/// now known to be applied.
+fn check(addr: &str, record: Vec<(Vec<Transfer>, Outcome)>, applied: &mut Vec<Transfer>, rng: &mut Rng) {
+    let mut c = connect(addr).unwrap();
+    for (batch, outcome) in record {
+        let ids: Vec<u128> = batch.iter().map(|t| t.id).collect();
+        let found = c.lookup_transfers(&ids).unwrap();
+        match outcome {
+            Outcome::Acked => {
+                assert_eq!(found.len(), batch.len(), "an acknowledged batch lost transfers");
+            }
+            Outcome::InDoubt => {
+                assert!(
+                    found.is_empty() || found.len() == batch.len(),
+                    "a batch was half applied: {} of {}",
+                    found.len(),
+                    batch.len()
+                );
+            }
+        }
+        for (t, f) in batch.iter().zip(found.iter()) {
+            assert_eq!(
+                (t.id, t.debit_account_id, t.credit_account_id, t.amount),
+                (f.id, f.debit_account_id, f.credit_account_id, f.amount)
+            );
+        }
+        if !found.is_empty() {
+            applied.extend(batch.iter().copied());
+            if rng.below(4) == 0 {
+                let again = c.create_transfers(&batch).unwrap();
+                assert_eq!(again.len(), batch.len());
+                assert!(
+                    again.iter().all(|r| r.code == CreateTransferResult::Exists.code()),
+                    "re-submission applied something"
+                );
+            }
+        }
+    }
+    let ids: Vec<u128> = (1..=ACCOUNTS).collect();
+    let accounts = c.lookup_accounts(&ids).unwrap();
+    let mut debits = vec![0u128; ACCOUNTS as usize + 1];
+    let mut credits = vec![0u128; ACCOUNTS as usize + 1];
+    for t in applied.iter() {
+        debits[t.debit_account_id as usize] += t.amount;
+        credits[t.credit_account_id as usize] += t.amount;
+    }
+    for a in &accounts {
+        assert_eq!(
+            (a.debits_posted, a.credits_posted),
+            (debits[a.id as usize], credits[a.id as usize]),
+            "account {}",
+            a.id
+        );
+    }
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_nothing_acknowledged() {
+    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5EED_1234u64);
+    eprintln!("crash test seed {seed} (set CRASH_SEED to reproduce)");
+    let mut rng = Rng(seed);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let log = tmp.path().join("server.log");
+    let port = free_port();
+    let mut server = start_server(&dir, port, &log);
+    {
+        let mut c = connect(&server.addr).unwrap();
+        let usd = Ledger { id: 1, scale: 2, asset: Ledger::pack_asset("USD").unwrap(), ..Default::default() };
+        assert!(c.create_ledgers(&[usd]).unwrap().is_empty());
+        let accounts: Vec<Account> =
+            (1..=ACCOUNTS).map(|id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();
+        assert!(c.create_accounts(&accounts).unwrap().is_empty());
+    }
+    let next_id = Arc::new(AtomicU64::new(1));
+    let mut applied = Vec::new();
+    for cycle in 0..CYCLES {
+        let stop = Arc::new(AtomicBool::new(false));
+        let record = Arc::new(Mutex::new(Vec::new()));
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let (addr, ids, stop, record) = (server.addr.clone(), next_id.clone(), stop.clone(), record.clone());
+                let s = rng.next() ^ i as u64;
+                std::thread::spawn(move || load(addr, s, ids, stop, record))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100 + rng.below(700)));
+        server.child.kill().unwrap(); // SIGKILL
+        server.child.wait().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.join().expect("client thread");
+        }
+        server = start_server(&dir, port, &log);
+        let record = std::mem::take(&mut *record.lock().unwrap());
+        let batches = record.len();
+        check(&server.addr, record, &mut applied, &mut rng);
+        eprintln!("cycle {cycle}: {batches} batches, {} transfers applied in total", applied.len());
+        assert!(batches > 0, "the clients sent nothing before the kill");
+    }
+    unsafe {
+        libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    assert!(server.child.wait().unwrap().success(), "graceful stop");
+    let out = Command::new(env!("CARGO_BIN_EXE_bursar")).args(["verify", "--data-dir"]).arg(&dir).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "verify failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("transfers={}", applied.len())), "{stdout}");
+}
