@@ -55,8 +55,14 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
     }
 
     fn with_full_capacity(items: &[T]) -> Vec<T> {
-        let mut v = Vec::with_capacity(Self::CHUNK);
+        let mut v = Self::new_chunk();
         v.extend_from_slice(items);
+        v
+    }
+
+    fn new_chunk() -> Vec<T> {
+        let v = Vec::with_capacity(Self::CHUNK);
+        crate::mem::advise_huge_pages(v.as_ptr() as *const u8, Self::CHUNK * std::mem::size_of::<T>());
         v
     }
 
@@ -87,7 +93,7 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
     pub fn push(&mut self, value: T) -> usize {
         let index = self.len;
         if index & Self::MASK == 0 {
-            self.chunks.push(Arc::new(Vec::with_capacity(Self::CHUNK)));
+            self.chunks.push(Arc::new(Self::new_chunk()));
             self.unique_since.push(self.views.get());
         }
         self.unshare(index >> SHIFT).push(value);

@@ -11,6 +11,7 @@ pub mod arena;
 pub mod codes;
 pub mod command;
 pub mod index;
+pub mod mem;
 pub mod records;
 pub mod state;
 pub mod wide;

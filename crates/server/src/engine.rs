@@ -21,6 +21,9 @@ pub const GROUP_REQUESTS_MAX: usize = 64;
 /// Most body bytes folded into one log entry (the log allows 64 MiB).
 pub const GROUP_BYTES_MAX: usize = 16 << 20;
 
+/// Applying one entry slower than this is logged.
+const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// What the engine needs from a log; implemented by every log backend.
 pub trait EngineLog: Send {
     /// Appends an entry whose body is the concatenation of `parts`; returns
@@ -137,6 +140,7 @@ impl Engine {
             Err(e) => fatal_storage_error(&self.gate, &format!("log append failed: {e}")),
         };
         let bytes: usize = parts.iter().map(|p| p.len()).sum();
+        let started = std::time::Instant::now();
         self.sm.begin_entry(position, timestamp);
         let mut replies = Vec::with_capacity(writes.len());
         for (command, w) in commands.iter().zip(&writes) {
@@ -146,6 +150,10 @@ impl Engine {
             replies.push(ok_response(command.operation as u8, w.request_id, self.results.len(), body));
         }
         self.sm.end_entry();
+        let took = started.elapsed();
+        if took > SLOW_APPLY {
+            tracing::warn!(position, ms = took.as_millis() as u64, requests = writes.len(), bytes, "slow apply");
+        }
         self.snapshots.logged(bytes as u64);
         drop(commands);
         let replies = writes.into_iter().zip(replies).map(|(w, r)| (w.reply, r)).collect();

@@ -102,6 +102,9 @@ impl Default for Limits {
     }
 }
 
+/// How many events ahead of the one being applied the index is prefetched.
+const PREFETCH_AHEAD: usize = 8;
+
 /// Pending expiries swept at the start of one entry; the rest wait for the
 /// next entry, so one entry's work stays bounded.
 pub const EXPIRIES_PER_ENTRY_MAX: usize = 8190;
@@ -232,6 +235,7 @@ impl StateMachine {
                 results,
                 |a: &Account| a.flags & crate::records::account_flags::LINKED != 0,
                 |sm, a, ts| sm.create_account(a, ts).code(),
+                |sm, id| sm.account_index.prefetch(id),
                 CreateAccountResult::LinkedEventFailed.code(),
                 CreateAccountResult::LinkedEventChainOpen.code(),
                 |_, _, _, _| {},
@@ -241,6 +245,7 @@ impl StateMachine {
                 results,
                 |t: &Transfer| t.flags & crate::records::transfer_flags::LINKED != 0,
                 |sm, t, ts| sm.create_transfer(t, ts).code(),
+                |sm, id| sm.transfer_index.prefetch(id),
                 CreateTransferResult::LinkedEventFailed.code(),
                 CreateTransferResult::LinkedEventChainOpen.code(),
                 |sm, t, ts, code| sm.record_failed_transfer(t, ts, code),
@@ -259,6 +264,7 @@ impl StateMachine {
         results: &mut Vec<EventResult>,
         is_linked: impl Fn(&T) -> bool,
         create: impl Fn(&mut Self, &T, u64) -> u32,
+        prefetch: impl Fn(&Self, u128),
         linked_failed: u32,
         chain_open: u32,
         after_failure: impl Fn(&mut Self, &T, u64, u32),
@@ -266,7 +272,15 @@ impl StateMachine {
         let count = command.count();
         let mut chain_start: Option<usize> = None;
         let mut chain_failed = false;
+        let size = command.operation.event_size();
         for i in 0..count {
+            if i + PREFETCH_AHEAD < count {
+                // Every record starts with its id: load its index bucket now
+                // so the lookup PREFETCH_AHEAD events later hits the cache.
+                let at = (i + PREFETCH_AHEAD) * size;
+                let id = u128::from_le_bytes(command.events[at..at + 16].try_into().expect("16-byte id"));
+                prefetch(self, id);
+            }
             let event: T = decode_at(command.events, i);
             let timestamp = self.tick();
             let linked = is_linked(&event);

@@ -20,6 +20,9 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
+/// An fdatasync slower than this is logged: it delays every reply.
+const SLOW_SYNC: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Called after each successful fdatasync with the highest durable position
 /// (monotonic), or once with the error that stopped the log.
 pub type DurableCallback = Box<dyn Fn(Result<u64, LogError>) + Send + Sync>;
@@ -155,11 +158,17 @@ impl Shared {
     }
 
     fn sync_file(&self, segment: &ActiveFile) -> Result<(), LogError> {
+        let started = std::time::Instant::now();
         segment.file.sync_data().map_err(|e| {
             let err = LogError::io(&segment.path, e);
             self.fail(format!("fdatasync failed: {err}"));
             err
-        })
+        })?;
+        let took = started.elapsed();
+        if took > SLOW_SYNC {
+            tracing::warn!(ms = took.as_millis() as u64, file = %segment.path.display(), "slow fdatasync");
+        }
+        Ok(())
     }
 }
 
