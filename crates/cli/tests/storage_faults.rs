@@ -92,7 +92,7 @@ fn a_torn_tail_beyond_the_durable_point_is_cut_off() {
     let seg = segment(tmp.path());
     let mut bytes = std::fs::read(&seg).unwrap();
     let whole = bytes.len();
-    bytes.extend_from_slice(&bytes[..150].to_vec());
+    bytes.extend_from_within(..150);
     std::fs::write(&seg, &bytes).unwrap();
 
     let out = bursar(&["verify"], tmp.path());
