@@ -16,12 +16,7 @@ impl StateMachine {
 
     fn expire(&mut self, position: u32) {
         let p = *self.transfers.get(position as usize);
-        let dr_pos =
-            self.find_account(p.debit_account_id).expect("invariant: a pending transfer's debit account exists");
-        let cr_pos =
-            self.find_account(p.credit_account_id).expect("invariant: a pending transfer's credit account exists");
-        let mut dr = *self.accounts.get(dr_pos as usize);
-        let mut cr = *self.accounts.get(cr_pos as usize);
+        let (dr_pos, mut dr, cr_pos, mut cr) = self.accounts_of(&p);
         self.release_pending(position, &p, &mut dr, &mut cr, PendingState::Expired);
         self.write_account(dr_pos, dr);
         self.write_account(cr_pos, cr);

@@ -148,12 +148,7 @@ impl StateMachine {
             // Due but not swept yet (sweeps are bounded per entry).
             return R::PendingTransferExpired;
         }
-        let dr_pos =
-            self.find_account(p.debit_account_id).expect("invariant: a pending transfer's debit account exists");
-        let cr_pos =
-            self.find_account(p.credit_account_id).expect("invariant: a pending transfer's credit account exists");
-        let mut dr = *self.accounts.get(dr_pos as usize);
-        let mut cr = *self.accounts.get(cr_pos as usize);
+        let (dr_pos, mut dr, cr_pos, mut cr) = self.accounts_of(&p);
         if post {
             if dr.debits_posted.checked_add(amount).is_none() {
                 return R::OverflowsDebitsPosted;
@@ -201,6 +196,13 @@ impl StateMachine {
         self.record_history(dr_pos, timestamp);
         self.record_history(cr_pos, timestamp);
         R::Ok
+    }
+
+    /// The positions and current records of a stored transfer's accounts.
+    pub(super) fn accounts_of(&self, t: &Transfer) -> (u32, Account, u32, Account) {
+        let dr = self.find_account(t.debit_account_id).expect("invariant: a stored transfer's debit account exists");
+        let cr = self.find_account(t.credit_account_id).expect("invariant: a stored transfer's credit account exists");
+        (dr, *self.accounts.get(dr as usize), cr, *self.accounts.get(cr as usize))
     }
 
     /// Takes a live pending transfer's amount out of the pending balances and
