@@ -59,7 +59,7 @@ fn verify_passes_on_a_healthy_directory() {
     let out = bursar(&["verify"], tmp.path());
     assert!(out.status.success(), "{}", text(&out));
     let line = String::from_utf8_lossy(&out.stdout);
-    assert!(line.starts_with("verify: ok entries=22 accounts=4 transfers=20"), "{line}");
+    assert!(line.starts_with("verify: ok entries=23 accounts=4 transfers=20 audit_records=23"), "{line}");
     assert!(line.contains("1:USD:debits_posted=200:credits_posted=200"), "{line}");
 }
 

@@ -30,7 +30,7 @@ macro_rules! result_codes {
             /// The stable snake_case name used in APIs and logs.
             pub fn name(self) -> &'static str {
                 match self {
-                    $($name::$variant => result_codes!(@snake $variant),)*
+                    $($name::$variant => $crate::codes::result_codes!(@snake $variant),)*
                 }
             }
 
@@ -57,6 +57,8 @@ macro_rules! result_codes {
         }
     }};
 }
+
+pub(crate) use result_codes;
 
 /// Length of the snake_case form of a CamelCase identifier.
 pub(crate) const fn snake_len(name: &str) -> usize {

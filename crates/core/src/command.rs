@@ -2,11 +2,29 @@
 //! machine applies, in order.
 //!
 //! ```text
-//! body    := command*
-//! command := operation u8 | reserved [u8; 3] | count u32 (LE) | count × event
+//! body     := (command | envelope)*
+//! command  := operation u8 | reserved [u8; 3] | count u32 (LE) | count × event
+//! envelope := 32 u8 | reserved [u8; 3] | length u32 | envelope fields | command
 //! ```
+//!
+//! An envelope wraps one command of an HTTP request with who sent it, its
+//! idempotency scope and fingerprint, and what the audit trail records.
 
 use crate::records::{Account, AccountFilter, BATCH_EVENTS_MAX, Ledger, LedgerFilter, Transfer};
+use bytemuck::{Pod, Zeroable};
+
+/// A page of the audit trail: records with seq after `after_seq`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct AuditFilter {
+    pub after_seq: u64,
+    pub limit: u32,
+    pub reserved: u32,
+}
+
+impl AuditFilter {
+    pub const SIZE: usize = 16;
+}
 
 /// Every operation a client can ask for. Codes are stable.
 #[repr(u8)]
@@ -15,11 +33,14 @@ pub enum Operation {
     CreateLedgers = 1,
     CreateAccounts = 2,
     CreateTransfers = 3,
+    CreateKeys = 4,
+    RevokeKeys = 5,
     ListLedgers = 16,
     LookupAccounts = 17,
     LookupTransfers = 18,
     GetAccountTransfers = 19,
     GetAccountBalances = 20,
+    ListAudit = 21,
 }
 
 impl Operation {
@@ -27,11 +48,14 @@ impl Operation {
         Operation::CreateLedgers,
         Operation::CreateAccounts,
         Operation::CreateTransfers,
+        Operation::CreateKeys,
+        Operation::RevokeKeys,
         Operation::ListLedgers,
         Operation::LookupAccounts,
         Operation::LookupTransfers,
         Operation::GetAccountTransfers,
         Operation::GetAccountBalances,
+        Operation::ListAudit,
     ];
 
     pub fn from_code(code: u8) -> Option<Operation> {
@@ -40,7 +64,20 @@ impl Operation {
 
     /// Writes go through the log; reads are answered from the applied state.
     pub fn is_write(self) -> bool {
-        matches!(self, Operation::CreateLedgers | Operation::CreateAccounts | Operation::CreateTransfers)
+        matches!(
+            self,
+            Operation::CreateLedgers
+                | Operation::CreateAccounts
+                | Operation::CreateTransfers
+                | Operation::CreateKeys
+                | Operation::RevokeKeys
+        )
+    }
+
+    /// Key management and the audit trail are only reachable through the
+    /// authenticated HTTP API, never the binary protocol.
+    pub fn binary_allowed(self) -> bool {
+        !matches!(self, Operation::CreateKeys | Operation::RevokeKeys | Operation::ListAudit)
     }
 
     /// Size of one event in a request body.
@@ -49,16 +86,24 @@ impl Operation {
             Operation::CreateLedgers => Ledger::SIZE,
             Operation::CreateAccounts => Account::SIZE,
             Operation::CreateTransfers => Transfer::SIZE,
+            Operation::CreateKeys => crate::service::keys::KeyEvent::SIZE,
+            Operation::RevokeKeys => crate::service::keys::RevokeEvent::SIZE,
             Operation::ListLedgers => LedgerFilter::SIZE,
             Operation::LookupAccounts | Operation::LookupTransfers => 16,
             Operation::GetAccountTransfers | Operation::GetAccountBalances => AccountFilter::SIZE,
+            Operation::ListAudit => AuditFilter::SIZE,
         }
     }
 
     /// Largest number of events in one request.
     pub fn events_max(self) -> usize {
         match self {
-            Operation::ListLedgers | Operation::GetAccountTransfers | Operation::GetAccountBalances => 1,
+            Operation::ListLedgers
+            | Operation::GetAccountTransfers
+            | Operation::GetAccountBalances
+            | Operation::ListAudit
+            | Operation::CreateKeys
+            | Operation::RevokeKeys => 1,
             _ => BATCH_EVENTS_MAX,
         }
     }
@@ -68,11 +113,14 @@ impl Operation {
             Operation::CreateLedgers => "create_ledgers",
             Operation::CreateAccounts => "create_accounts",
             Operation::CreateTransfers => "create_transfers",
+            Operation::CreateKeys => "create_keys",
+            Operation::RevokeKeys => "revoke_keys",
             Operation::ListLedgers => "list_ledgers",
             Operation::LookupAccounts => "lookup_accounts",
             Operation::LookupTransfers => "lookup_transfers",
             Operation::GetAccountTransfers => "get_account_transfers",
             Operation::GetAccountBalances => "get_account_balances",
+            Operation::ListAudit => "list_audit",
         }
     }
 }
@@ -122,32 +170,165 @@ pub fn encode_command(body: &mut Vec<u8>, command: &Command<'_>) {
     body.extend_from_slice(command.events);
 }
 
+/// The envelope's operation code in a log entry body.
+pub const ENVELOPE: u8 = 32;
+/// Largest envelope (fields plus the wrapped command).
+pub const ENVELOPE_MAX: usize = 2 << 20;
+
+/// Who sent a command over HTTP, and what its idempotency record and audit
+/// record need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    pub key_id: u64,
+    /// Idempotency scope (a hash of the key id and the Idempotency-Key) and
+    /// the request's fingerprint; `None` when the request carried no key.
+    pub idempotency: Option<([u8; 16], [u8; 16])>,
+    /// How long the idempotency record is kept, in seconds.
+    pub retention_seconds: u32,
+    /// Most idempotency records kept; a new one beyond it is refused.
+    pub idempotency_limit: u32,
+    pub request_id: &'a str,
+    pub route: &'a str,
+    pub idempotency_key: &'a str,
+}
+
+/// One item of a log entry body.
+#[derive(Clone, Copy, Debug)]
+pub enum LogCommand<'a> {
+    /// From the binary protocol.
+    Plain(Command<'a>),
+    /// From the HTTP API.
+    Enveloped(Envelope<'a>, Command<'a>),
+}
+
+impl<'a> LogCommand<'a> {
+    pub fn command(&self) -> &Command<'a> {
+        match self {
+            LogCommand::Plain(c) | LogCommand::Enveloped(_, c) => c,
+        }
+    }
+}
+
+/// The bytes that precede an enveloped command's header and events in a
+/// body (the envelope header and fields). Errors if a field is too long.
+pub fn envelope_prefix(env: &Envelope<'_>, command: &Command<'_>) -> Result<Vec<u8>, String> {
+    let check = |s: &str, max: usize, what: &str| {
+        if s.len() > max { Err(format!("{what} is longer than {max} bytes")) } else { Ok(()) }
+    };
+    check(env.request_id, crate::service::audit::REQUEST_ID_MAX, "request id")?;
+    check(env.route, crate::service::audit::ROUTE_MAX, "route")?;
+    check(env.idempotency_key, crate::service::audit::IDEMPOTENCY_KEY_MAX, "idempotency key")?;
+    let mut fields = Vec::with_capacity(96);
+    fields.push(1); // version
+    fields.push(u8::from(env.idempotency.is_some()));
+    fields.extend_from_slice(&[0, 0]);
+    fields.extend_from_slice(&env.retention_seconds.to_le_bytes());
+    fields.extend_from_slice(&env.key_id.to_le_bytes());
+    fields.extend_from_slice(&env.idempotency_limit.to_le_bytes());
+    fields.extend_from_slice(&[0; 4]);
+    let (scope, fingerprint) = env.idempotency.unwrap_or(([0; 16], [0; 16]));
+    fields.extend_from_slice(&scope);
+    fields.extend_from_slice(&fingerprint);
+    fields.push(env.request_id.len() as u8);
+    fields.extend_from_slice(env.request_id.as_bytes());
+    fields.push(env.route.len() as u8);
+    fields.extend_from_slice(env.route.as_bytes());
+    fields.extend_from_slice(&(env.idempotency_key.len() as u16).to_le_bytes());
+    fields.extend_from_slice(env.idempotency_key.as_bytes());
+    let len = fields.len() + Command::HEADER_SIZE + command.events.len();
+    if len > ENVELOPE_MAX {
+        return Err(format!("envelope of {len} bytes exceeds {ENVELOPE_MAX}"));
+    }
+    let mut out = Vec::with_capacity(8 + fields.len());
+    out.push(ENVELOPE);
+    out.extend_from_slice(&[0; 3]);
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(&fields);
+    Ok(out)
+}
+
 /// Decodes a log entry body into its commands.
-pub fn decode_body(body: &[u8]) -> Result<Vec<Command<'_>>, String> {
-    let mut commands = Vec::new();
+pub fn decode_body(body: &[u8]) -> Result<Vec<LogCommand<'_>>, String> {
+    let mut out = Vec::new();
     let mut rest = body;
     while !rest.is_empty() {
         if rest.len() < Command::HEADER_SIZE {
             return Err(format!("{} trailing bytes are shorter than a command header", rest.len()));
         }
-        let operation = Operation::from_code(rest[0]).ok_or_else(|| format!("unknown operation code {}", rest[0]))?;
-        if rest[1..4] != [0, 0, 0] {
-            return Err("reserved command header bytes are not zero".into());
+        if rest[0] == ENVELOPE {
+            if rest[1..4] != [0, 0, 0] {
+                return Err("reserved envelope header bytes are not zero".into());
+            }
+            let len = u32::from_le_bytes(rest[4..8].try_into().expect("4-byte slice")) as usize;
+            let payload = rest[8..].get(..len).ok_or("envelope declares more bytes than the body holds")?;
+            out.push(decode_envelope(payload)?);
+            rest = &rest[8 + len..];
+        } else {
+            let (command, used) = decode_command(rest)?;
+            out.push(LogCommand::Plain(command));
+            rest = &rest[used..];
         }
-        let count = u32::from_le_bytes(rest[4..8].try_into().expect("4-byte slice")) as usize;
-        if count > BATCH_EVENTS_MAX {
-            return Err(format!("command of {count} events exceeds the batch limit"));
-        }
-        let len = count * operation.event_size();
-        let events = rest[Command::HEADER_SIZE..]
-            .get(..len)
-            .ok_or_else(|| format!("command declares {count} events but the body ends early"))?;
-        let command = Command { operation, events };
-        command.validate()?;
-        commands.push(command);
-        rest = &rest[Command::HEADER_SIZE + len..];
     }
-    Ok(commands)
+    Ok(out)
+}
+
+/// Decodes one command at the start of `bytes`; returns it and its length.
+fn decode_command(bytes: &[u8]) -> Result<(Command<'_>, usize), String> {
+    if bytes.len() < Command::HEADER_SIZE {
+        return Err("a command header is cut short".into());
+    }
+    let operation = Operation::from_code(bytes[0]).ok_or_else(|| format!("unknown operation code {}", bytes[0]))?;
+    if bytes[1..4] != [0, 0, 0] {
+        return Err("reserved command header bytes are not zero".into());
+    }
+    let count = u32::from_le_bytes(bytes[4..8].try_into().expect("4-byte slice")) as usize;
+    if count > BATCH_EVENTS_MAX {
+        return Err(format!("command of {count} events exceeds the batch limit"));
+    }
+    let len = count * operation.event_size();
+    let events = bytes[Command::HEADER_SIZE..]
+        .get(..len)
+        .ok_or_else(|| format!("command declares {count} events but the body ends early"))?;
+    let command = Command { operation, events };
+    command.validate()?;
+    Ok((command, Command::HEADER_SIZE + len))
+}
+
+fn decode_envelope(payload: &[u8]) -> Result<LogCommand<'_>, String> {
+    let mut c = crate::service::Cursor::new(payload);
+    if c.u8()? != 1 {
+        return Err("unknown envelope version".into());
+    }
+    let has_idempotency = match c.u8()? {
+        0 => false,
+        1 => true,
+        _ => return Err("invalid envelope flags".into()),
+    };
+    c.skip(2)?;
+    let retention_seconds = c.u32()?;
+    let key_id = c.u64()?;
+    let idempotency_limit = c.u32()?;
+    c.skip(4)?;
+    let scope = c.array::<16>()?;
+    let fingerprint = c.array::<16>()?;
+    let request_id = c.str_u8_ref()?;
+    let route = c.str_u8_ref()?;
+    let idempotency_key = c.str_u16_ref()?;
+    let rest = c.rest();
+    let (command, used) = decode_command(rest)?;
+    if used != rest.len() {
+        return Err("an envelope holds bytes after its command".into());
+    }
+    let envelope = Envelope {
+        key_id,
+        idempotency: has_idempotency.then_some((scope, fingerprint)),
+        retention_seconds,
+        idempotency_limit,
+        request_id,
+        route,
+        idempotency_key,
+    };
+    Ok(LogCommand::Enveloped(envelope, command))
 }
 
 #[cfg(test)]
@@ -164,8 +345,8 @@ mod tests {
         encode_command(&mut body, &Command { operation: Operation::CreateTransfers, events: encode_all(&transfers) });
         let commands = decode_body(&body).unwrap();
         assert_eq!(commands.len(), 2);
-        assert_eq!(commands[0].operation, Operation::CreateAccounts);
-        assert_eq!(commands[1].count(), 2);
+        assert_eq!(commands[0].command().operation, Operation::CreateAccounts);
+        assert_eq!(commands[1].command().count(), 2);
         assert!(decode_body(&body[..body.len() - 1]).is_err());
         let mut bad = body.clone();
         bad[0] = Operation::LookupAccounts as u8;
@@ -173,5 +354,38 @@ mod tests {
         bad[0] = 99;
         assert!(decode_body(&bad).is_err());
         assert!(decode_body(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn envelopes_round_trip_and_reject_damage() {
+        let transfers = vec![Transfer { id: 9, ..Default::default() }];
+        let command = Command { operation: Operation::CreateTransfers, events: encode_all(&transfers) };
+        let env = Envelope {
+            key_id: 42,
+            idempotency: Some(([1; 16], [2; 16])),
+            retention_seconds: 86400,
+            idempotency_limit: 1000,
+            request_id: "req-7",
+            route: "POST /v1/transfers",
+            idempotency_key: "k-1",
+        };
+        let mut body = envelope_prefix(&env, &command).unwrap();
+        encode_command(&mut body, &command);
+        encode_command(&mut body, &command);
+        let decoded = decode_body(&body).unwrap();
+        assert_eq!(decoded.len(), 2);
+        match decoded[0] {
+            LogCommand::Enveloped(e, c) => {
+                assert_eq!(e, env);
+                assert_eq!(c.count(), 1);
+            }
+            _ => panic!("expected an envelope"),
+        }
+        assert!(matches!(decoded[1], LogCommand::Plain(_)));
+        for cut in 1..body.len() - 136 {
+            assert!(decode_body(&body[..cut]).is_err(), "cut at {cut}");
+        }
+        let long = "x".repeat(300);
+        assert!(envelope_prefix(&Envelope { idempotency_key: &long, ..env }, &command).is_err());
     }
 }

@@ -11,8 +11,10 @@ pub mod arena;
 pub mod codes;
 pub mod command;
 pub mod index;
+pub mod machine;
 pub mod mem;
 pub mod records;
+pub mod service;
 pub mod state;
 pub mod wide;
 

@@ -28,6 +28,7 @@ mod strategies;
 use bursar_core::codes::{CreateAccountResult as AR, CreateLedgerResult as LR, CreateTransferResult as TR};
 use bursar_core::command::{Command, Operation};
 use bursar_core::records::{account_flags as AF, encode_all, filter_flags as FF, transfer_flags as TF};
+use bursar_core::state::Snapshot;
 use bursar_core::state::{SnapshotChunks, StateSnapshot};
 use bursar_core::{
     Account, AccountFilter, EventResult, Ledger, LedgerFilter, Limits, PendingState, StateMachine, Transfer,

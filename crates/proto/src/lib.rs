@@ -153,7 +153,8 @@ pub fn check_request(h: &Header, body: &[u8]) -> Result<RequestOp, ProtocolError
     if h.operation == PING {
         return if body.is_empty() && h.count == 0 { Ok(RequestOp::Ping) } else { Err(ProtocolError::InvalidBodySize) };
     }
-    let op = Operation::from_code(h.operation).ok_or(ProtocolError::UnknownOperation)?;
+    let op =
+        Operation::from_code(h.operation).filter(|op| op.binary_allowed()).ok_or(ProtocolError::UnknownOperation)?;
     let size = op.event_size();
     if !body.len().is_multiple_of(size) || body.len() / size != h.count as usize {
         return Err(ProtocolError::InvalidBodySize);
@@ -178,6 +179,8 @@ pub fn reply_record_size(op: Operation) -> usize {
         Operation::LookupAccounts => Account::SIZE,
         Operation::LookupTransfers | Operation::GetAccountTransfers => Transfer::SIZE,
         Operation::GetAccountBalances => BalanceRecord::SIZE,
+        Operation::CreateKeys | Operation::RevokeKeys => EventResult::SIZE,
+        Operation::ListAudit => 1,
     }
 }
 

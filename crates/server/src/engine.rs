@@ -9,8 +9,11 @@
 
 use crate::gate::{Gate, ReplyTo, Response};
 use crate::snapshotter::SnapshotTrigger;
+use bursar_core::command::{AuditFilter, Envelope, LogCommand, envelope_prefix};
+use bursar_core::machine::{Machine, Outcome};
 use bursar_core::records::{AccountFilter, LedgerFilter, decode_at};
-use bursar_core::{Command, EventResult, Operation, StateMachine};
+use bursar_core::service::keys::Keys;
+use bursar_core::{Command, EventResult, Operation};
 use bursar_proto::{PING, ProtocolError, RequestOp};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -40,8 +43,41 @@ pub struct Request {
     pub op: RequestOp,
     pub request_id: u64,
     pub body: Vec<u8>,
+    /// Set for HTTP writes: logged around the command.
+    pub envelope: Option<OwnedEnvelope>,
     pub reply: ReplyTo,
 }
+
+/// An envelope that owns its strings, for the trip to the engine.
+#[derive(Clone, Debug, Default)]
+pub struct OwnedEnvelope {
+    pub key_id: u64,
+    pub idempotency: Option<([u8; 16], [u8; 16])>,
+    pub retention_seconds: u32,
+    pub idempotency_limit: u32,
+    pub request_id: String,
+    pub route: String,
+    pub idempotency_key: String,
+}
+
+impl OwnedEnvelope {
+    pub fn borrow(&self) -> Envelope<'_> {
+        Envelope {
+            key_id: self.key_id,
+            idempotency: self.idempotency,
+            retention_seconds: self.retention_seconds,
+            idempotency_limit: self.idempotency_limit,
+            request_id: &self.request_id,
+            route: &self.route,
+            idempotency_key: &self.idempotency_key,
+        }
+    }
+}
+
+/// The API keys as of the last applied entry, shared with the HTTP layer.
+/// The engine replaces the `Arc` after any key change, before the reply to
+/// that change is released.
+pub type KeyTable = Arc<std::sync::RwLock<Arc<Keys>>>;
 
 pub enum EngineMsg {
     Request(Request),
@@ -61,16 +97,24 @@ impl EngineMsg {
 }
 
 pub struct Engine {
-    sm: StateMachine,
+    sm: Machine,
     log: Box<dyn EngineLog>,
     gate: Arc<Gate>,
     snapshots: SnapshotTrigger,
+    keys: KeyTable,
     results: Vec<EventResult>,
 }
 
 impl Engine {
-    pub fn new(sm: StateMachine, log: Box<dyn EngineLog>, gate: Arc<Gate>, snapshots: SnapshotTrigger) -> Engine {
-        Engine { sm, log, gate, snapshots, results: Vec::with_capacity(bursar_core::records::BATCH_EVENTS_MAX) }
+    pub fn new(
+        sm: Machine,
+        log: Box<dyn EngineLog>,
+        gate: Arc<Gate>,
+        snapshots: SnapshotTrigger,
+        keys: KeyTable,
+    ) -> Engine {
+        publish_keys(&keys, &sm);
+        Engine { sm, log, gate, snapshots, keys, results: Vec::with_capacity(bursar_core::records::BATCH_EVENTS_MAX) }
     }
 
     /// Runs until a shutdown message or until every sender is gone.
@@ -133,8 +177,24 @@ impl Engine {
                 command
             })
             .collect();
+        let prefixes: Vec<Vec<u8>> = commands
+            .iter()
+            .zip(&writes)
+            .map(|(c, w)| match &w.envelope {
+                Some(env) => {
+                    envelope_prefix(&env.borrow(), c).expect("invariant: the HTTP layer bounds envelope fields")
+                }
+                None => Vec::new(),
+            })
+            .collect();
         let headers: Vec<[u8; Command::HEADER_SIZE]> = commands.iter().map(|c| c.header()).collect();
-        let parts: Vec<&[u8]> = commands.iter().zip(&headers).flat_map(|(c, h)| [&h[..], c.events]).collect();
+        let parts: Vec<&[u8]> = commands
+            .iter()
+            .zip(&headers)
+            .zip(&prefixes)
+            .flat_map(|((c, h), p)| [&p[..], &h[..], c.events])
+            .filter(|p| !p.is_empty())
+            .collect();
         let position = match self.log.append(timestamp, &parts) {
             Ok(p) => p,
             Err(e) => fatal_storage_error(&self.gate, &format!("log append failed: {e}")),
@@ -143,16 +203,27 @@ impl Engine {
         let started = std::time::Instant::now();
         self.sm.begin_entry(position, timestamp);
         let mut replies = Vec::with_capacity(writes.len());
+        let mut keys_changed = false;
         for (command, w) in commands.iter().zip(&writes) {
             self.results.clear();
-            self.sm.execute(command, &mut self.results);
+            let log_command = match &w.envelope {
+                Some(env) => LogCommand::Enveloped(env.borrow(), *command),
+                None => LogCommand::Plain(*command),
+            };
+            let outcome = self.sm.execute(&log_command, &mut self.results);
+            keys_changed |= matches!(command.operation, Operation::CreateKeys | Operation::RevokeKeys);
             let body = bytemuck::cast_slice(&self.results).to_vec();
-            replies.push(ok_response(command.operation as u8, w.request_id, self.results.len(), body));
+            let mut response = ok_response(command.operation as u8, w.request_id, self.results.len(), body);
+            response.outcome = outcome;
+            replies.push(response);
         }
         self.sm.end_entry();
         let took = started.elapsed();
         if took > SLOW_APPLY {
             tracing::warn!(position, ms = took.as_millis() as u64, requests = writes.len(), bytes, "slow apply");
+        }
+        if keys_changed {
+            publish_keys(&self.keys, &self.sm);
         }
         self.snapshots.logged(bytes as u64);
         drop(commands);
@@ -168,30 +239,44 @@ impl Engine {
         let code = op as u8;
         let records = |bytes: Vec<u8>, count: usize| ok_response(code, r.request_id, count, bytes);
         let ids = || r.body.chunks_exact(16).map(|b| u128::from_le_bytes(b.try_into().expect("16-byte chunk")));
+        let ledger = self.sm.ledger();
         let result = match op {
             Operation::ListLedgers => {
                 let filter: LedgerFilter = decode_at(&r.body, 0);
-                self.sm.list_ledgers(&filter).map(|v| records(bytemuck::cast_slice(&v).to_vec(), v.len()))
+                ledger.list_ledgers(&filter).map(|v| records(bytemuck::cast_slice(&v).to_vec(), v.len()))
             }
             Operation::LookupAccounts => {
-                let v = self.sm.lookup_accounts(ids());
+                let v = ledger.lookup_accounts(ids());
                 Ok(records(bytemuck::cast_slice(&v).to_vec(), v.len()))
             }
             Operation::LookupTransfers => {
-                let v = self.sm.lookup_transfers(ids());
+                let v = ledger.lookup_transfers(ids());
                 Ok(records(bytemuck::cast_slice(&v).to_vec(), v.len()))
             }
             Operation::GetAccountTransfers => {
                 let filter: AccountFilter = decode_at(&r.body, 0);
-                self.sm.account_transfers(&filter).map(|v| records(bytemuck::cast_slice(&v).to_vec(), v.len()))
+                ledger.account_transfers(&filter).map(|v| records(bytemuck::cast_slice(&v).to_vec(), v.len()))
             }
             Operation::GetAccountBalances => {
                 let filter: AccountFilter = decode_at(&r.body, 0);
-                self.sm.account_balances(&filter).map(|v| records(bytemuck::cast_slice(&v).to_vec(), v.len()))
+                ledger.account_balances(&filter).map(|v| records(bytemuck::cast_slice(&v).to_vec(), v.len()))
             }
-            Operation::CreateLedgers | Operation::CreateAccounts | Operation::CreateTransfers => {
-                unreachable!("writes are applied through the log")
+            Operation::ListAudit => {
+                let filter: AuditFilter = decode_at(&r.body, 0);
+                let page = self.sm.audit().page(filter.after_seq, filter.limit.min(1000) as usize);
+                let mut body = Vec::new();
+                for rec in &page {
+                    let bytes = rec.encode();
+                    body.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                    body.extend_from_slice(&bytes);
+                }
+                Ok(records(body, page.len()))
             }
+            Operation::CreateLedgers
+            | Operation::CreateAccounts
+            | Operation::CreateTransfers
+            | Operation::CreateKeys
+            | Operation::RevokeKeys => unreachable!("writes are applied through the log"),
         };
         result.unwrap_or_else(|e| error_response(code, r.request_id, ProtocolError::InvalidFilter, &e.detail))
     }
@@ -210,7 +295,12 @@ impl Engine {
 }
 
 pub fn ok_response(operation: u8, request_id: u64, count: usize, body: Vec<u8>) -> Response {
-    Response { operation, status: 0, request_id, count: count as u32, body }
+    Response { operation, status: 0, request_id, count: count as u32, body, outcome: Outcome::Executed }
+}
+
+fn publish_keys(table: &KeyTable, sm: &Machine) {
+    let keys = Arc::new(sm.keys().clone());
+    *table.write().unwrap_or_else(|e| e.into_inner()) = keys;
 }
 
 pub fn error_response(operation: u8, request_id: u64, error: ProtocolError, message: &str) -> Response {
@@ -219,7 +309,7 @@ pub fn error_response(operation: u8, request_id: u64, error: ProtocolError, mess
     while std::str::from_utf8(&body).is_err() {
         body.pop();
     }
-    Response { operation, status: error.code(), request_id, count: 0, body }
+    Response { operation, status: error.code(), request_id, count: 0, body, outcome: Outcome::Executed }
 }
 
 /// Wall-clock nanoseconds for entry timestamps. Only the engine reads the

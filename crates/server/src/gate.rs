@@ -15,6 +15,9 @@ pub struct Response {
     pub request_id: u64,
     pub count: u32,
     pub body: Vec<u8>,
+    /// For writes: whether the command ran or an idempotency record
+    /// answered (always `Executed` for the binary protocol).
+    pub outcome: bursar_core::machine::Outcome,
 }
 
 pub type ReplyTo = oneshot::Sender<Response>;
@@ -149,7 +152,14 @@ mod tests {
     use super::*;
 
     fn response(id: u64) -> Response {
-        Response { operation: 3, status: 0, request_id: id, count: 0, body: Vec::new() }
+        Response {
+            operation: 3,
+            status: 0,
+            request_id: id,
+            count: 0,
+            body: Vec::new(),
+            outcome: bursar_core::machine::Outcome::Executed,
+        }
     }
 
     #[test]

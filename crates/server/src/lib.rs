@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod gate;
+pub mod keys;
 pub mod net;
 pub mod node;
 pub mod recovery;

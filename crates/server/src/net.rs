@@ -136,7 +136,7 @@ async fn read_requests(
         if slots.send(Slot::Pending(header.operation, header.request_id, rx)).await.is_err() {
             return Ok(()); // the writer is gone: the peer closed
         }
-        let request = Request { op, request_id: header.request_id, body, reply: tx };
+        let request = Request { op, request_id: header.request_id, body, envelope: None, reply: tx };
         match engine.send_timeout(EngineMsg::Request(request), limits.queue_timeout).await {
             Ok(()) => {}
             Err(mpsc::error::SendTimeoutError::Timeout(EngineMsg::Request(r))) => {

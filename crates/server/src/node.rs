@@ -1,7 +1,7 @@
 //! A single node: recovery from disk, then the engine, snapshotter, syncer
 //! and listener threads. `Node::start` returns once the node serves.
 
-use crate::engine::{Engine, EngineLog, EngineMsg, fatal_storage_error};
+use crate::engine::{Engine, EngineLog, EngineMsg, KeyTable, OwnedEnvelope, Request, fatal_storage_error};
 use crate::gate::Gate;
 use crate::net::{NetLimits, serve};
 use crate::recovery::recover;
@@ -26,6 +26,9 @@ pub struct NodeConfig {
     pub net: NetLimits,
     /// Worker threads for connection handling.
     pub io_threads: usize,
+    /// On a first start with no keys: the admin key to create (from
+    /// `BURSAR_ADMIN_KEY`); `None` generates one and reports it once.
+    pub admin_key: Option<String>,
 }
 
 impl NodeConfig {
@@ -38,6 +41,7 @@ impl NodeConfig {
             queue_depth: 256,
             net: NetLimits::default(),
             io_threads: 2,
+            admin_key: None,
         }
     }
 }
@@ -64,10 +68,23 @@ pub struct StartReport {
     pub accounts: usize,
     pub transfers: usize,
     pub recovery: Duration,
+    /// Set on a first start: the admin key created, and whether it was
+    /// generated (then it is shown only this once).
+    pub admin_key: Option<(String, bool)>,
+}
+
+/// What other front ends (the HTTP API) need to talk to the engine.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub engine: mpsc::Sender<EngineMsg>,
+    pub keys: KeyTable,
+    pub runtime: tokio::runtime::Handle,
+    pub stop: watch::Receiver<bool>,
 }
 
 pub struct Node {
     addr: SocketAddr,
+    keys: KeyTable,
     engine_tx: mpsc::Sender<EngineMsg>,
     stop_tx: watch::Sender<bool>,
     runtime: tokio::runtime::Runtime,
@@ -98,14 +115,16 @@ impl Node {
         let store = SnapshotStore::open(&config.data_dir)?;
         let recovered = recover(&log, &open, &store).map_err(NodeError::Recovery)?;
         let sm = recovered.state;
-        let report = StartReport {
+        let needs_admin = sm.keys().is_empty();
+        let mut report = StartReport {
             position: sm.position(),
             snapshot_position: recovered.snapshot_position,
             replayed_entries: recovered.replayed_entries,
             truncated_bytes: open.truncated_bytes,
-            accounts: sm.account_count(),
-            transfers: sm.transfer_count(),
+            accounts: sm.ledger().account_count(),
+            transfers: sm.ledger().transfer_count(),
             recovery: started.elapsed(),
+            admin_key: None,
         };
 
         let gate = Arc::new(Gate::new(open.last_position));
@@ -120,7 +139,8 @@ impl Node {
             Some(config.snapshot_every_bytes),
             recovered.snapshot_position.unwrap_or(0),
         );
-        let engine = Engine::new(sm, Box::new(FileEngineLog(log)), gate, snapshots);
+        let keys: KeyTable = Arc::new(std::sync::RwLock::new(Arc::new(Default::default())));
+        let engine = Engine::new(sm, Box::new(FileEngineLog(log)), gate, snapshots, keys.clone());
         let (engine_tx, engine_rx) = mpsc::channel(config.queue_depth);
         let engine_thread =
             std::thread::Builder::new().name("bursar-engine".into()).spawn(move || engine.run(engine_rx))?;
@@ -137,7 +157,20 @@ impl Node {
         let (stop_tx, stop_rx) = watch::channel(false);
         runtime.spawn(serve(listener, engine_tx.clone(), config.net.clone(), stop_rx.clone()));
         runtime.spawn(tick(engine_tx.clone(), stop_rx));
-        Ok(Node { addr, engine_tx, stop_tx, runtime, engine_thread: Some(engine_thread), report })
+        if needs_admin {
+            report.admin_key = Some(bootstrap_admin_key(&engine_tx, config.admin_key.clone())?);
+        }
+        Ok(Node { addr, keys, engine_tx, stop_tx, runtime, engine_thread: Some(engine_thread), report })
+    }
+
+    /// Handles for the HTTP API to run on this node's runtime.
+    pub fn handle(&self) -> NodeHandle {
+        NodeHandle {
+            engine: self.engine_tx.clone(),
+            keys: self.keys.clone(),
+            runtime: self.runtime.handle().clone(),
+            stop: self.stop_tx.subscribe(),
+        }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -182,6 +215,41 @@ impl Node {
         }
         self.runtime.shutdown_timeout(Duration::from_secs(5));
     }
+}
+
+/// Creates the first admin key through the log, like any other key.
+fn bootstrap_admin_key(
+    engine: &mpsc::Sender<EngineMsg>,
+    supplied: Option<String>,
+) -> Result<(String, bool), NodeError> {
+    let (token, generated) = match supplied {
+        Some(t) if crate::keys::token_is_plausible(&t) => (t, false),
+        Some(_) => {
+            return Err(NodeError::Recovery(format!(
+                "BURSAR_ADMIN_KEY must be {} to {} printable characters without spaces",
+                crate::keys::SUPPLIED_TOKEN_MIN,
+                crate::keys::TOKEN_MAX
+            )));
+        }
+        None => (crate::keys::generate_token(), true),
+    };
+    let event = crate::keys::admin_key_event(crate::keys::generate_key_id(), &token);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let envelope = OwnedEnvelope { route: "BOOTSTRAP admin key".into(), ..Default::default() };
+    let request = Request {
+        op: bursar_proto::RequestOp::Op(bursar_core::Operation::CreateKeys),
+        request_id: 0,
+        body: bytemuck::bytes_of(&event).to_vec(),
+        envelope: Some(envelope),
+        reply: tx,
+    };
+    let failed = |why: String| NodeError::Recovery(format!("creating the first admin key failed: {why}"));
+    engine.blocking_send(EngineMsg::Request(request)).map_err(|e| failed(e.to_string()))?;
+    let response = rx.blocking_recv().map_err(|e| failed(e.to_string()))?;
+    if response.status != 0 || response.count != 0 {
+        return Err(failed(format!("status {} with {} results", response.status, response.count)));
+    }
+    Ok((token, generated))
 }
 
 /// Wakes the engine regularly so that due pending transfers expire even

@@ -2,12 +2,13 @@
 //! Every check that fails stops the start with a message naming what is
 //! wrong; nothing is skipped.
 
+use bursar_core::Limits;
 use bursar_core::command::decode_body;
-use bursar_core::{Limits, StateMachine};
+use bursar_core::machine::Machine;
 use bursar_log::{FileLog, OpenReport, SnapshotStore};
 
 pub struct Recovered {
-    pub state: StateMachine,
+    pub state: Machine,
     pub snapshot_position: Option<u64>,
     pub replayed_entries: u64,
 }
@@ -29,7 +30,7 @@ pub fn recover(log: &FileLog, open: &OpenReport, store: &SnapshotStore) -> Resul
                 }
             }
             let digest = snapshot.digest;
-            let sm = StateMachine::restore(Limits::default(), snapshot.chunks)
+            let sm = Machine::restore(Limits::default(), snapshot.chunks)
                 .map_err(|e| format!("snapshot at position {position} is inconsistent: {e}"))?;
             if sm.digest() != digest {
                 return Err(format!("snapshot at position {position} restores to a state with a different digest"));
@@ -43,7 +44,7 @@ pub fn recover(log: &FileLog, open: &OpenReport, store: &SnapshotStore) -> Resul
                     open.first_position
                 ));
             }
-            (StateMachine::default(), None)
+            (Machine::default(), None)
         }
     };
     let replayed = replay(log, &mut sm, open.last_position, |_| Ok(()))?;
@@ -54,9 +55,9 @@ pub fn recover(log: &FileLog, open: &OpenReport, store: &SnapshotStore) -> Resul
 /// runs after each entry (verify uses it to compare snapshot digests).
 pub fn replay(
     log: &FileLog,
-    sm: &mut StateMachine,
+    sm: &mut Machine,
     until: u64,
-    mut after: impl FnMut(&StateMachine) -> Result<(), String>,
+    mut after: impl FnMut(&Machine) -> Result<(), String>,
 ) -> Result<u64, String> {
     let mut count = 0;
     if sm.position() >= until {

@@ -5,8 +5,7 @@
 //! not fatal: the log stays the source of truth.
 
 use crate::gate::Gate;
-use bursar_core::StateMachine;
-use bursar_core::state::StateSnapshot;
+use bursar_core::machine::{Machine, MachineSnapshot};
 use bursar_log::SnapshotStore;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +16,7 @@ use std::thread::JoinHandle;
 pub const SNAPSHOTS_KEPT: usize = 2;
 
 struct Job {
-    snapshot: StateSnapshot,
+    snapshot: MachineSnapshot,
     chain: [u8; 32],
 }
 
@@ -54,7 +53,7 @@ impl SnapshotTrigger {
     }
 
     /// Takes a snapshot if enough was logged and no snapshot is being written.
-    pub fn maybe_take(&mut self, sm: &StateMachine, chain: impl FnOnce() -> [u8; 32]) {
+    pub fn maybe_take(&mut self, sm: &Machine, chain: impl FnOnce() -> [u8; 32]) {
         let due = self.every_bytes.is_some_and(|every| self.since_last >= every);
         if !due || self.busy.load(Ordering::Acquire) || sm.position() == self.last_position {
             return;
@@ -64,14 +63,14 @@ impl SnapshotTrigger {
     }
 
     /// On shutdown: snapshot whatever is newer than the last snapshot.
-    pub fn take_final(&mut self, sm: &StateMachine, chain: [u8; 32]) {
+    pub fn take_final(&mut self, sm: &Machine, chain: [u8; 32]) {
         if sm.position() > self.last_position {
             self.send(Job { snapshot: sm.snapshot(), chain });
         }
     }
 
     fn send(&mut self, job: Job) {
-        self.last_position = job.snapshot.position;
+        self.last_position = bursar_core::state::Snapshot::position(&job.snapshot);
         self.since_last = 0;
         if let Some(tx) = &self.tx {
             // Blocks only if a final snapshot queues behind a running one.
@@ -90,7 +89,7 @@ impl SnapshotTrigger {
 
 fn write_loop(mut store: SnapshotStore, gate: Arc<Gate>, rx: Receiver<Job>, busy: Arc<AtomicBool>) {
     for job in rx {
-        let position = job.snapshot.position;
+        let position = bursar_core::state::Snapshot::position(&job.snapshot);
         if !gate.wait_durable(position) {
             tracing::error!(position, "log failed; snapshot not written");
             return;

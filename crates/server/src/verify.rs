@@ -4,7 +4,8 @@
 //! with the snapshot at the same position, and checks every invariant.
 
 use crate::recovery::replay;
-use bursar_core::{Ledger, LedgerTotals, StateMachine};
+use bursar_core::machine::Machine;
+use bursar_core::{Ledger, LedgerTotals};
 use bursar_log::{FileLog, FileLogOptions, SnapshotStore};
 use std::path::Path;
 
@@ -15,6 +16,7 @@ pub struct VerifyReport {
     pub ledgers: Vec<(Ledger, LedgerTotals)>,
     pub snapshots_checked: usize,
     pub torn_tail_bytes: u64,
+    pub audit_records: u64,
 }
 
 impl VerifyReport {
@@ -36,10 +38,11 @@ impl VerifyReport {
             })
             .collect();
         format!(
-            "verify: ok entries={} accounts={} transfers={} snapshots_checked={} torn_tail_bytes={} ledgers=[{}]",
+            "verify: ok entries={} accounts={} transfers={} audit_records={} snapshots_checked={} torn_tail_bytes={} ledgers=[{}]",
             self.entries,
             self.accounts,
             self.transfers,
+            self.audit_records,
             self.snapshots_checked,
             self.torn_tail_bytes,
             ledgers.join(",")
@@ -57,12 +60,12 @@ pub fn verify(data_dir: &Path) -> Result<VerifyReport, String> {
     let snapshots = store.list().map_err(|e| e.to_string())?;
     let mut checked = 0;
     let mut sm = if open.first_position <= 1 {
-        StateMachine::default()
+        Machine::default()
     } else {
         let oldest = snapshots.first().ok_or("older log segments are gone and there is no snapshot")?;
         let s = store.load(*oldest).map_err(|e| e.to_string())?;
         checked += 1;
-        StateMachine::restore(bursar_core::Limits::default(), s.chunks)?
+        Machine::restore(bursar_core::Limits::default(), s.chunks)?
     };
     let mut pending_checks: Vec<u64> = snapshots.iter().copied().filter(|p| *p > sm.position()).collect();
     pending_checks.reverse();
@@ -80,9 +83,10 @@ pub fn verify(data_dir: &Path) -> Result<VerifyReport, String> {
     sm.check_invariants_deep().map_err(|e| format!("invariant broken after replay: {e}"))?;
     Ok(VerifyReport {
         entries: open.last_position,
-        accounts: sm.account_count(),
-        transfers: sm.transfer_count(),
-        ledgers: sm.ledger_totals().map(|(l, t)| (*l, *t)).collect(),
+        accounts: sm.ledger().account_count(),
+        transfers: sm.ledger().transfer_count(),
+        ledgers: sm.ledger().ledger_totals().map(|(l, t)| (*l, *t)).collect(),
+        audit_records: sm.audit().len(),
         snapshots_checked: checked,
         torn_tail_bytes: open.truncated_bytes,
     })

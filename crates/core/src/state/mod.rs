@@ -12,12 +12,14 @@ mod expiry;
 mod invariants;
 mod ledgers;
 mod queries;
-mod snapshot;
+pub(crate) mod snapshot;
 mod transfers;
 mod undo;
 
 pub use queries::{QueryError, QueryErrorKind};
-pub use snapshot::{ChunkBytes, SECTIONS, SnapshotChunks, SnapshotSection, StateSnapshot, digest_from_chunk_hashes};
+pub use snapshot::{
+    ChunkBytes, SECTIONS, Snapshot, SnapshotChunks, SnapshotSection, StateSnapshot, digest_from_chunk_hashes,
+};
 
 use crate::arena::CowArena;
 use crate::codes::{CreateAccountResult, CreateTransferResult};
@@ -116,6 +118,8 @@ pub struct StateMachine {
     /// The last timestamp handed out; strictly increasing.
     last_timestamp: u64,
     in_entry: bool,
+    /// The open entry's time (`now` of docs/ledger.md).
+    entry_time: u64,
     ledgers: BTreeMap<u32, Ledger>,
     totals: BTreeMap<u32, LedgerTotals>,
     accounts: Accounts,
@@ -152,6 +156,7 @@ impl StateMachine {
             position: 0,
             last_timestamp: 0,
             in_entry: false,
+            entry_time: 0,
             ledgers: BTreeMap::new(),
             totals: BTreeMap::new(),
             accounts: Accounts::new(),
@@ -169,6 +174,19 @@ impl StateMachine {
             undo: Vec::new(),
             journaling: false,
         }
+    }
+
+    /// The current entry's time: every event of the entry is at or after it.
+    pub fn entry_time(&self) -> u64 {
+        assert!(self.in_entry, "entry_time outside an entry");
+        self.entry_time
+    }
+
+    /// The next unique timestamp, for events applied outside the ledger
+    /// (API keys).
+    pub fn next_timestamp(&mut self) -> u64 {
+        assert!(self.in_entry, "timestamps are handed out inside an entry");
+        self.tick()
     }
 
     /// Position of the last applied entry (0 before the first).
@@ -211,6 +229,7 @@ impl StateMachine {
         // Strictly monotonic even if the log's clock stepped back.
         let now = timestamp.max(self.last_timestamp + 1);
         self.last_timestamp = now - 1;
+        self.entry_time = now;
         self.sweep_expired(now);
     }
 

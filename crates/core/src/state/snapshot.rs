@@ -31,6 +31,27 @@ pub struct SnapshotSection {
     pub chunks: Vec<Arc<dyn ChunkBytes>>,
 }
 
+/// Anything a snapshot store can write: a header and named sections of
+/// chunks. The digest covers the header and every chunk's hash.
+pub trait Snapshot: Send {
+    fn position(&self) -> u64;
+    fn header(&self) -> Vec<u8>;
+    fn sections(&self) -> Vec<SnapshotSection>;
+
+    /// A hash of the whole state: equal states have equal digests. Built
+    /// from per-chunk hashes (see [`digest_from_chunk_hashes`]), so a store
+    /// that already knows its chunks' hashes need not hash them again.
+    fn digest(&self) -> [u8; 32] {
+        let sections: Vec<(&str, Vec<[u8; 32]>)> = self
+            .sections()
+            .iter()
+            .map(|s| (s.name, s.chunks.iter().map(|c| *blake3::hash(c.bytes()).as_bytes()).collect()))
+            .collect();
+        let refs: Vec<(&str, &[[u8; 32]])> = sections.iter().map(|(n, h)| (*n, h.as_slice())).collect();
+        digest_from_chunk_hashes(&self.header(), &refs)
+    }
+}
+
 /// A frozen, consistent view of the state after `position`. Taking it costs
 /// O(chunks); it shares memory with the live state until the state writes.
 pub struct StateSnapshot {
@@ -78,18 +99,19 @@ impl StateSnapshot {
             section(SECTIONS[4], &self.failed),
         ]
     }
+}
 
-    /// A hash of the whole state: equal states have equal digests. Built
-    /// from per-chunk hashes (see [`digest_from_chunk_hashes`]), so a store
-    /// that already knows its chunks' hashes need not hash them again.
-    pub fn digest(&self) -> [u8; 32] {
-        let sections: Vec<(&str, Vec<[u8; 32]>)> = self
-            .sections()
-            .iter()
-            .map(|s| (s.name, s.chunks.iter().map(|c| *blake3::hash(c.bytes()).as_bytes()).collect()))
-            .collect();
-        let refs: Vec<(&str, &[[u8; 32]])> = sections.iter().map(|(n, h)| (*n, h.as_slice())).collect();
-        digest_from_chunk_hashes(&self.header(), &refs)
+impl Snapshot for StateSnapshot {
+    fn position(&self) -> u64 {
+        self.position
+    }
+
+    fn header(&self) -> Vec<u8> {
+        StateSnapshot::header(self)
+    }
+
+    fn sections(&self) -> Vec<SnapshotSection> {
+        StateSnapshot::sections(self)
     }
 }
 
@@ -129,7 +151,7 @@ impl StateMachine {
 
     /// Shorthand for `snapshot().digest()`.
     pub fn digest(&self) -> [u8; 32] {
-        self.snapshot().digest()
+        Snapshot::digest(&self.snapshot())
     }
 
     /// Rebuilds a state from stored chunks, rebuilding every index and

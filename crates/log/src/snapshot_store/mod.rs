@@ -26,7 +26,7 @@ pub use manifest::{MANIFEST_BYTES_MAX, MANIFEST_MAGIC, MANIFEST_VERSION};
 
 use crate::LogError;
 use crate::fsutil::{create_dir_durable, list_files, parse_numbered, remove_temp_files, sync_dir, write_file_atomic};
-use bursar_core::state::{SnapshotChunks, StateSnapshot};
+use bursar_core::state::{Snapshot, SnapshotChunks};
 use manifest::{ChunkRef, Manifest, SectionRefs};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
@@ -192,10 +192,10 @@ impl SnapshotStore {
     /// Writes a snapshot atomically (see the module docs). `chain` is the
     /// log's chain hash at `snap.position`. The log must be durable up to
     /// that position before this is called.
-    pub fn write(&mut self, snap: &StateSnapshot, chain: [u8; 32]) -> Result<SnapshotInfo, LogError> {
+    pub fn write(&mut self, snap: &dyn Snapshot, chain: [u8; 32]) -> Result<SnapshotInfo, LogError> {
         self.check_writable()?;
         let mut info = SnapshotInfo {
-            position: snap.position,
+            position: snap.position(),
             chain,
             digest: [0; 32],
             chunks_written: 0,
@@ -224,9 +224,9 @@ impl SnapshotStore {
         let parts: Vec<(&str, &[[u8; 32]])> =
             sections.iter().zip(&hashes).map(|(s, h)| (s.name.as_str(), h.as_slice())).collect();
         info.digest = bursar_core::state::digest_from_chunk_hashes(&header, &parts);
-        let manifest = Manifest { position: snap.position, chain, digest: info.digest, header, sections };
+        let manifest = Manifest { position: snap.position(), chain, digest: info.digest, header, sections };
         let bytes = manifest::encode(&manifest)?;
-        info.bytes_written += write_file_atomic(&self.root, &manifest_name(snap.position), &[&bytes])?;
+        info.bytes_written += write_file_atomic(&self.root, &manifest_name(snap.position()), &[&bytes])?;
         sync_dir(&self.root)?;
         self.previous = known;
         Ok(info)

@@ -1,0 +1,437 @@
+//! The whole deterministic state: the ledger plus the service state (API
+//! keys, idempotency records, audit trail). The engine applies log entries
+//! to a `Machine`; everything here is a pure function of the log.
+//!
+//! For an enveloped (HTTP) command the order is: idempotency check (replay,
+//! conflict or refusal execute nothing), the command itself, the idempotency
+//! record, then the audit record. A plain (binary protocol) command executes
+//! and gets an audit record with key id 0.
+
+use crate::command::{Command, Envelope, LogCommand, Operation};
+use crate::records::{NANOS_PER_SECOND, decode_at};
+use crate::service::audit::{AuditFacts, AuditOutcome, AuditTrail};
+use crate::service::idempotency::{Check, IdempotencyRecord, IdempotencyStore};
+use crate::service::keys::{ApiKey, KeyEvent, Keys, RevokeEvent};
+use crate::state::{
+    ChunkBytes, EventResult, Limits, Snapshot, SnapshotChunks, SnapshotSection, StateMachine, StateSnapshot,
+};
+use std::sync::Arc;
+
+/// What applying one log command did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The command ran; its sparse results were appended.
+    Executed,
+    /// The idempotency record answered; its original results were appended.
+    Replayed { created_at: u64 },
+    /// The idempotency key was used for a different request.
+    Conflict,
+    /// The idempotency store is full; nothing ran.
+    Refused,
+}
+
+#[derive(Default)]
+pub struct Machine {
+    ledger: StateMachine,
+    keys: Keys,
+    idempotency: IdempotencyStore,
+    audit: AuditTrail,
+}
+
+impl Machine {
+    pub fn new(limits: Limits) -> Machine {
+        Machine { ledger: StateMachine::new(limits), ..Default::default() }
+    }
+
+    pub fn ledger(&self) -> &StateMachine {
+        &self.ledger
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub fn idempotency(&self) -> &IdempotencyStore {
+        &self.idempotency
+    }
+
+    pub fn audit(&self) -> &AuditTrail {
+        &self.audit
+    }
+
+    pub fn position(&self) -> u64 {
+        self.ledger.position()
+    }
+
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.ledger.next_expiry()
+    }
+
+    pub fn begin_entry(&mut self, position: u64, timestamp: u64) {
+        self.ledger.begin_entry(position, timestamp);
+        self.idempotency.expire(self.ledger.entry_time());
+    }
+
+    /// Applies one command, appending its sparse results (or the replayed
+    /// ones) to `results`.
+    pub fn execute(&mut self, command: &LogCommand<'_>, results: &mut Vec<EventResult>) -> Outcome {
+        let start = results.len();
+        let (outcome, facts) = match command {
+            LogCommand::Plain(c) => {
+                self.execute_inner(c, results);
+                (Outcome::Executed, AuditFacts { route: binary_route(c.operation), ..Default::default() })
+            }
+            LogCommand::Enveloped(env, c) => (self.execute_enveloped(env, c, results), facts(env)),
+        };
+        let c = command.command();
+        let audit_outcome = match outcome {
+            Outcome::Executed => AuditOutcome::Executed,
+            Outcome::Replayed { .. } => AuditOutcome::Replayed,
+            Outcome::Conflict => AuditOutcome::Conflict,
+            Outcome::Refused => AuditOutcome::Refused,
+        };
+        let mine = &results[start..];
+        let events = c.count() as u32;
+        let ok = if matches!(outcome, Outcome::Executed | Outcome::Replayed { .. }) {
+            events - mine.len() as u32
+        } else {
+            0
+        };
+        let time = self.ledger.entry_time();
+        let position = self.ledger.position() + 1;
+        self.audit.append(
+            &facts,
+            time,
+            position,
+            c.operation as u8,
+            audit_outcome,
+            events,
+            ok,
+            mine.first().map(|r| r.code),
+        );
+        outcome
+    }
+
+    fn execute_enveloped(&mut self, env: &Envelope<'_>, c: &Command<'_>, results: &mut Vec<EventResult>) -> Outcome {
+        let Some((scope, fingerprint)) = env.idempotency else {
+            self.execute_inner(c, results);
+            return Outcome::Executed;
+        };
+        match self.idempotency.check(&scope, &fingerprint, env.idempotency_limit as usize) {
+            Check::Replay(record) => {
+                results.extend_from_slice(&record.results);
+                return Outcome::Replayed { created_at: record.created_at };
+            }
+            Check::Conflict => return Outcome::Conflict,
+            Check::Full => return Outcome::Refused,
+            Check::Execute => {}
+        }
+        let start = results.len();
+        self.execute_inner(c, results);
+        let now = self.ledger.entry_time();
+        let retention = u64::from(env.retention_seconds).saturating_mul(NANOS_PER_SECOND);
+        self.idempotency.record(
+            scope,
+            IdempotencyRecord {
+                fingerprint,
+                operation: c.operation as u8,
+                created_at: now,
+                expires_at: now.saturating_add(retention),
+                results: Arc::from(&results[start..]),
+            },
+        );
+        Outcome::Executed
+    }
+
+    fn execute_inner(&mut self, c: &Command<'_>, results: &mut Vec<EventResult>) {
+        match c.operation {
+            Operation::CreateKeys => {
+                for i in 0..c.count() {
+                    let e: KeyEvent = decode_at(c.events, i);
+                    let ts = self.ledger.next_timestamp();
+                    let ledger = &self.ledger;
+                    let code = self.keys.create(&e, ts, |l| ledger.ledger(l).is_some());
+                    if code.code() != 0 {
+                        results.push(EventResult { index: i as u32, code: code.code() });
+                    }
+                }
+            }
+            Operation::RevokeKeys => {
+                for i in 0..c.count() {
+                    let e: RevokeEvent = decode_at(c.events, i);
+                    let ts = self.ledger.next_timestamp();
+                    let code = self.keys.revoke(&e, ts);
+                    if code.code() != 0 {
+                        results.push(EventResult { index: i as u32, code: code.code() });
+                    }
+                }
+            }
+            _ => self.ledger.execute(c, results),
+        }
+    }
+
+    pub fn end_entry(&mut self) {
+        self.ledger.end_entry();
+    }
+
+    /// Applies a whole entry (replay and tests).
+    pub fn apply_entry(
+        &mut self,
+        position: u64,
+        timestamp: u64,
+        commands: &[LogCommand<'_>],
+    ) -> Vec<(Outcome, Vec<EventResult>)> {
+        self.begin_entry(position, timestamp);
+        let out = commands
+            .iter()
+            .map(|c| {
+                let mut results = Vec::new();
+                let outcome = self.execute(c, &mut results);
+                (outcome, results)
+            })
+            .collect();
+        self.end_entry();
+        out
+    }
+
+    /// A frozen view for a background snapshot writer. O(chunks).
+    pub fn snapshot(&self) -> MachineSnapshot {
+        let (audit_bytes, audit_offsets) = self.audit.views();
+        MachineSnapshot {
+            ledger: self.ledger.snapshot(),
+            keys: self.keys.iter().cloned().collect(),
+            idempotency: self.idempotency.clone(),
+            audit_bytes: audit_bytes.chunks.iter().map(|c| c.clone() as Arc<dyn ChunkBytes>).collect(),
+            audit_offsets: audit_offsets.chunks.iter().map(|c| c.clone() as Arc<dyn ChunkBytes>).collect(),
+        }
+    }
+
+    pub fn digest(&self) -> [u8; 32] {
+        self.snapshot().digest()
+    }
+
+    pub fn check_invariants_deep(&self) -> Result<(), String> {
+        self.ledger.check_invariants_deep()?;
+        self.audit.verify().map_err(|(seq, why)| format!("audit record {seq} {why}"))
+    }
+
+    /// Rebuilds a machine from a stored snapshot, checking everything.
+    pub fn restore(limits: Limits, stored: SnapshotChunks) -> Result<Machine, String> {
+        let ledger_sections = crate::state::SECTIONS.len();
+        if stored.sections.len() != ledger_sections + SERVICE_SECTIONS.len() {
+            return Err(format!(
+                "expected {} sections, found {}",
+                ledger_sections + SERVICE_SECTIONS.len(),
+                stored.sections.len()
+            ));
+        }
+        let mut sections = stored.sections;
+        let service = sections.split_off(ledger_sections);
+        let [keys, idempotency, audit_bytes, audit_offsets]: [Vec<Vec<u8>>; 4] =
+            service.try_into().map_err(|_| "service sections are missing")?;
+        let ledger = StateMachine::restore(limits, SnapshotChunks { header: stored.header, sections })?;
+        let mut machine = Machine { ledger, ..Default::default() };
+        for key in decode_keys(&keys.concat())? {
+            machine.keys.insert_restored(key)?;
+        }
+        machine.idempotency = IdempotencyStore::decode(&idempotency.concat())?;
+        let offsets = audit_offsets.into_iter().map(|c| decode_u64s(&c)).collect::<Result<Vec<_>, _>>()?;
+        machine.audit = AuditTrail::restore(audit_bytes, offsets)?;
+        Ok(machine)
+    }
+}
+
+/// Section names after the ledger's, in stored order.
+pub const SERVICE_SECTIONS: [&str; 4] = ["keys", "idempotency", "audit_bytes", "audit_offsets"];
+
+/// Largest piece an encoded section is split into.
+const SECTION_CHUNK: usize = 8 << 20;
+
+fn facts<'a>(env: &Envelope<'a>) -> AuditFacts<'a> {
+    AuditFacts {
+        key_id: env.key_id,
+        request_id: env.request_id,
+        route: env.route,
+        idempotency_key: env.idempotency_key,
+    }
+}
+
+fn binary_route(op: Operation) -> &'static str {
+    match op {
+        Operation::CreateLedgers => "BINARY create_ledgers",
+        Operation::CreateAccounts => "BINARY create_accounts",
+        Operation::CreateTransfers => "BINARY create_transfers",
+        Operation::CreateKeys => "BINARY create_keys",
+        Operation::RevokeKeys => "BINARY revoke_keys",
+        _ => "BINARY",
+    }
+}
+
+/// A frozen view of a `Machine`.
+pub struct MachineSnapshot {
+    ledger: StateSnapshot,
+    keys: Vec<ApiKey>,
+    idempotency: IdempotencyStore,
+    audit_bytes: Vec<Arc<dyn ChunkBytes>>,
+    audit_offsets: Vec<Arc<dyn ChunkBytes>>,
+}
+
+impl Snapshot for MachineSnapshot {
+    fn position(&self) -> u64 {
+        self.ledger.position
+    }
+
+    fn header(&self) -> Vec<u8> {
+        self.ledger.header()
+    }
+
+    fn sections(&self) -> Vec<SnapshotSection> {
+        let mut out = self.ledger.sections();
+        out.push(encoded_section(SERVICE_SECTIONS[0], encode_keys(&self.keys)));
+        out.push(encoded_section(SERVICE_SECTIONS[1], self.idempotency.encode()));
+        out.push(SnapshotSection { name: SERVICE_SECTIONS[2], chunks: self.audit_bytes.clone() });
+        out.push(SnapshotSection { name: SERVICE_SECTIONS[3], chunks: self.audit_offsets.clone() });
+        out
+    }
+}
+
+/// A section made of encoded bytes, split into pieces of at most 8 MiB.
+fn encoded_section(name: &'static str, bytes: Vec<u8>) -> SnapshotSection {
+    let chunks = bytes.chunks(SECTION_CHUNK).map(|c| Arc::new(c.to_vec()) as Arc<dyn ChunkBytes>).collect();
+    SnapshotSection { name, chunks }
+}
+
+fn encode_keys(keys: &[ApiKey]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(keys.len() as u64).to_le_bytes());
+    for k in keys {
+        out.extend_from_slice(&k.id.to_le_bytes());
+        out.extend_from_slice(&k.hash);
+        out.push(k.role as u8);
+        out.push(k.ledgers.len() as u8);
+        out.push(k.name.len() as u8);
+        out.push(0);
+        for l in &k.ledgers {
+            out.extend_from_slice(&l.to_le_bytes());
+        }
+        out.extend_from_slice(k.name.as_bytes());
+        out.extend_from_slice(&k.created_at.to_le_bytes());
+        out.extend_from_slice(&k.revoked_at.to_le_bytes());
+    }
+    out
+}
+
+fn decode_keys(bytes: &[u8]) -> Result<Vec<ApiKey>, String> {
+    use crate::service::keys::Role;
+    let mut c = crate::service::Cursor::new(bytes);
+    let count = c.u64()?;
+    let mut keys = Vec::new();
+    for _ in 0..count {
+        let id = c.u64()?;
+        let hash = c.array::<32>()?;
+        let role = Role::from_code(c.u8()?).ok_or("stored key has an invalid role")?;
+        let ledger_count = c.u8()? as usize;
+        let name_len = c.u8()? as usize;
+        c.skip(1)?;
+        let ledgers = (0..ledger_count).map(|_| c.u32()).collect::<Result<Vec<_>, _>>()?;
+        let name = std::str::from_utf8(c.take(name_len)?).map_err(|_| "stored key name is not UTF-8")?.to_string();
+        let (created_at, revoked_at) = (c.u64()?, c.u64()?);
+        keys.push(ApiKey { id, hash, role, ledgers, name, created_at, revoked_at });
+    }
+    c.finish()?;
+    Ok(keys)
+}
+
+fn decode_u64s(bytes: &[u8]) -> Result<Vec<u64>, String> {
+    if !bytes.len().is_multiple_of(8) {
+        return Err("an offsets chunk is not a whole number of u64".into());
+    }
+    Ok(bytes.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codes::CreateTransferResult;
+    use crate::command::encode_command;
+    use crate::records::{Account, Ledger, Transfer, encode_all};
+    use crate::service::keys::Role;
+
+    fn env<'a>(scope: u8, fp: u8) -> Envelope<'a> {
+        Envelope {
+            key_id: 5,
+            idempotency: Some(([scope; 16], [fp; 16])),
+            retention_seconds: 10,
+            idempotency_limit: 100,
+            request_id: "r",
+            route: "POST /v1/transfers",
+            idempotency_key: "k",
+        }
+    }
+
+    fn setup() -> Machine {
+        let mut m = Machine::default();
+        let ledger = [Ledger { id: 1, scale: 2, asset: Ledger::pack_asset("USD").unwrap(), ..Default::default() }];
+        let accounts: Vec<Account> =
+            (1..=2).map(|id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();
+        let c1 = Command { operation: Operation::CreateLedgers, events: encode_all(&ledger) };
+        let c2 = Command { operation: Operation::CreateAccounts, events: encode_all(&accounts) };
+        m.apply_entry(1, 1000, &[LogCommand::Plain(c1), LogCommand::Plain(c2)]);
+        m
+    }
+
+    #[test]
+    fn idempotent_envelopes_execute_once_and_replay() {
+        let mut m = setup();
+        let t = [Transfer {
+            id: 9,
+            debit_account_id: 1,
+            credit_account_id: 2,
+            amount: 5,
+            ledger: 1,
+            code: 1,
+            ..Default::default()
+        }];
+        let c = Command { operation: Operation::CreateTransfers, events: encode_all(&t) };
+        let out = m.apply_entry(2, 2000, &[LogCommand::Enveloped(env(1, 1), c), LogCommand::Enveloped(env(1, 1), c)]);
+        assert_eq!(out[0], (Outcome::Executed, vec![]));
+        assert!(matches!(out[1].0, Outcome::Replayed { .. }), "same key and request in the same entry replays");
+        assert_eq!(m.ledger().account(1).unwrap().debits_posted, 5, "executed once");
+        let out = m.apply_entry(3, 3000, &[LogCommand::Enveloped(env(1, 2), c)]);
+        assert_eq!(out[0].0, Outcome::Conflict);
+        // Without idempotency the id itself still protects: `exists`.
+        let out = m.apply_entry(4, 4000, &[LogCommand::Enveloped(Envelope { idempotency: None, ..env(2, 2) }, c)]);
+        assert_eq!(out[0].1[0].code, CreateTransferResult::Exists.code());
+        // After the retention (10 s) the record is gone.
+        m.apply_entry(5, 4000 + 11 * NANOS_PER_SECOND, &[]);
+        assert!(m.idempotency().is_empty());
+        assert_eq!(m.audit().len(), 6, "two plain setup commands and four enveloped requests");
+        assert_eq!(m.audit().get(4).unwrap().outcome, AuditOutcome::Replayed);
+        assert_eq!(m.audit().get(5).unwrap().outcome, AuditOutcome::Conflict);
+        m.check_invariants_deep().unwrap();
+    }
+
+    #[test]
+    fn keys_and_snapshot_round_trip() {
+        let mut m = setup();
+        let key = [KeyEvent::new(77, [3; 32], Role::Operator, &[1], "ops").unwrap()];
+        let c = Command { operation: Operation::CreateKeys, events: encode_all(&key) };
+        let out = m.apply_entry(2, 2000, &[LogCommand::Enveloped(env(3, 3), c)]);
+        assert_eq!(out[0], (Outcome::Executed, vec![]));
+        assert_eq!(m.keys().by_hash(&[3; 32]).unwrap().ledgers, vec![1]);
+        let snap = m.snapshot();
+        let digest = snap.digest();
+        let stored = SnapshotChunks {
+            header: snap.header(),
+            sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec()).collect()).collect(),
+        };
+        let restored = Machine::restore(Limits::default(), stored).unwrap();
+        assert_eq!(restored.digest(), digest);
+        assert_eq!(restored.keys().get(77).unwrap().name, "ops");
+        assert_eq!(restored.audit().len(), m.audit().len());
+        assert!(matches!(restored.idempotency().check(&[3; 16], &[3; 16], 10), Check::Replay(_)));
+        let mut body = Vec::new();
+        encode_command(&mut body, &c);
+        assert!(crate::command::decode_body(&body).is_ok());
+    }
+}
