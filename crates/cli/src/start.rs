@@ -22,6 +22,27 @@ pub struct StartArgs {
     /// Most concurrent client connections.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub max_connections: u64,
+    /// Address of the HTTP/JSON API.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "BURSAR_HTTP")]
+    pub http: SocketAddr,
+    /// Do not serve the HTTP API.
+    #[arg(long)]
+    pub no_http: bool,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Keep idempotency records this many hours.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=8760))]
+    pub idempotency_retention_hours: u64,
+    /// Most idempotency records kept; new keys beyond it get 503.
+    #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub idempotency_max_records: u32,
+    /// The first admin key, used only when the data directory has no keys.
+    #[arg(long, env = "BURSAR_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
 }
 
 impl StartArgs {
@@ -30,13 +51,34 @@ impl StartArgs {
         config.snapshot_every_bytes = self.snapshot_every_mib << 20;
         config.segment_bytes = self.segment_mib << 20;
         config.net.max_connections = self.max_connections as usize;
+        config.admin_key = self.admin_key.clone();
         config
+    }
+
+    pub fn http_config(&self) -> bursar_http::HttpConfig {
+        bursar_http::HttpConfig {
+            idempotency_retention: std::time::Duration::from_secs(self.idempotency_retention_hours * 3600),
+            idempotency_max_records: self.idempotency_max_records,
+            ..Default::default()
+        }
+    }
+
+    pub fn tls(&self) -> Option<bursar_http::TlsFiles> {
+        Some(bursar_http::TlsFiles { cert: self.tls_cert.clone()?, key: self.tls_key.clone()? })
     }
 }
 
 pub fn start(args: StartArgs) -> anyhow::Result<()> {
     let node = Node::start(args.node_config())
         .with_context(|| format!("starting with data directory {}", args.data_dir.display()))?;
+    let http = if args.no_http {
+        None
+    } else {
+        let tls = args.tls();
+        let server = bursar_http::start(&node.handle(), args.http, args.http_config(), tls.as_ref())
+            .map_err(|e| anyhow::anyhow!("starting the HTTP API: {e}"))?;
+        Some((server.local_addr(), tls.is_some()))
+    };
     let r = node.report();
     println!(
         "bursar: serving on {} (data dir {}, position {}, {} accounts, {} transfers, snapshot {}, replayed {} entries, recovered in {} ms)",
@@ -49,6 +91,19 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         r.replayed_entries,
         r.recovery.as_millis()
     );
+    if let Some((addr, tls)) = http {
+        println!(
+            "bursar: HTTP API on {}://{addr}/v1 (OpenAPI at /v1/openapi.json)",
+            if tls { "https" } else { "http" }
+        );
+    }
+    match &r.admin_key {
+        Some((key, true)) => {
+            println!("bursar: created the first admin key; it is shown only now, store it safely:\n{key}")
+        }
+        Some((_, false)) => println!("bursar: created the first admin key from BURSAR_ADMIN_KEY"),
+        None => {}
+    }
     node.run_until_signal();
     println!("bursar: stopped cleanly");
     Ok(())

@@ -215,6 +215,9 @@ impl Engine {
             let body = bytemuck::cast_slice(&self.results).to_vec();
             let mut response = ok_response(command.operation as u8, w.request_id, self.results.len(), body);
             response.outcome = outcome;
+            if w.envelope.is_some() && command.count() == 1 {
+                response.record = self.stored_record(command);
+            }
             replies.push(response);
         }
         self.sm.end_entry();
@@ -229,6 +232,26 @@ impl Engine {
         drop(commands);
         let replies = writes.into_iter().zip(replies).map(|(w, r)| (w.reply, r)).collect();
         self.gate.release_after(position, replies);
+    }
+
+    /// The stored record named by a single-event create, as bytes.
+    fn stored_record(&self, command: &Command<'_>) -> Vec<u8> {
+        let ledger = self.sm.ledger();
+        match command.operation {
+            Operation::CreateLedgers => {
+                let l: bursar_core::Ledger = decode_at(command.events, 0);
+                ledger.ledger(l.id).map(|r| bytemuck::bytes_of(r).to_vec()).unwrap_or_default()
+            }
+            Operation::CreateAccounts => {
+                let a: bursar_core::Account = decode_at(command.events, 0);
+                ledger.account(a.id).map(|r| bytemuck::bytes_of(r).to_vec()).unwrap_or_default()
+            }
+            Operation::CreateTransfers => {
+                let t: bursar_core::Transfer = decode_at(command.events, 0);
+                ledger.transfer(t.id).map(|r| bytemuck::bytes_of(r).to_vec()).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        }
     }
 
     fn answer_read(&self, r: &Request) -> Response {
@@ -295,7 +318,15 @@ impl Engine {
 }
 
 pub fn ok_response(operation: u8, request_id: u64, count: usize, body: Vec<u8>) -> Response {
-    Response { operation, status: 0, request_id, count: count as u32, body, outcome: Outcome::Executed }
+    Response {
+        operation,
+        status: 0,
+        request_id,
+        count: count as u32,
+        body,
+        outcome: Outcome::Executed,
+        record: Vec::new(),
+    }
 }
 
 fn publish_keys(table: &KeyTable, sm: &Machine) {
@@ -309,7 +340,15 @@ pub fn error_response(operation: u8, request_id: u64, error: ProtocolError, mess
     while std::str::from_utf8(&body).is_err() {
         body.pop();
     }
-    Response { operation, status: error.code(), request_id, count: 0, body, outcome: Outcome::Executed }
+    Response {
+        operation,
+        status: error.code(),
+        request_id,
+        count: 0,
+        body,
+        outcome: Outcome::Executed,
+        record: Vec::new(),
+    }
 }
 
 /// Wall-clock nanoseconds for entry timestamps. Only the engine reads the

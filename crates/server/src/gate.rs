@@ -18,6 +18,9 @@ pub struct Response {
     /// For writes: whether the command ran or an idempotency record
     /// answered (always `Executed` for the binary protocol).
     pub outcome: bursar_core::machine::Outcome,
+    /// For a single-event HTTP create: the stored record's bytes (empty if
+    /// it does not exist), so the response needs no second round trip.
+    pub record: Vec<u8>,
 }
 
 pub type ReplyTo = oneshot::Sender<Response>;
@@ -159,6 +162,7 @@ mod tests {
             count: 0,
             body: Vec::new(),
             outcome: bursar_core::machine::Outcome::Executed,
+            record: Vec::new(),
         }
     }
 

@@ -1,0 +1,56 @@
+//! Shared state of the HTTP front end, and its configuration.
+
+use bursar_server::engine::{EngineMsg, KeyTable};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// How long idempotency records are kept.
+    pub idempotency_retention: Duration,
+    /// Most idempotency records kept.
+    pub idempotency_max_records: u32,
+    /// Largest request body.
+    pub body_limit: usize,
+    /// Requests handled at once; more get 503 with Retry-After.
+    pub max_in_progress: usize,
+    /// How long a request may take end to end.
+    pub request_timeout: Duration,
+    /// How long a request may wait for room in the engine's queue.
+    pub queue_timeout: Duration,
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers).
+    pub max_header_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            idempotency_retention: Duration::from_secs(24 * 3600),
+            idempotency_max_records: 10_000_000,
+            body_limit: 4 << 20,
+            max_in_progress: 4096,
+            request_timeout: Duration::from_secs(30),
+            queue_timeout: Duration::from_secs(5),
+            max_connections: 4096,
+            max_header_bytes: 64 << 10,
+        }
+    }
+}
+
+pub struct AppState {
+    pub engine: mpsc::Sender<EngineMsg>,
+    pub keys: KeyTable,
+    pub config: HttpConfig,
+    /// Idempotency scopes of requests currently being executed.
+    pub in_flight: Mutex<HashSet<[u8; 16]>>,
+    /// Renders the Prometheus text for `/metrics`.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Permits for requests in progress.
+    pub in_progress: tokio::sync::Semaphore,
+}
+
+pub type App = Arc<AppState>;

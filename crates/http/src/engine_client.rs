@@ -1,0 +1,181 @@
+//! Talking to the engine: reads, and writes wrapped in an envelope with the
+//! idempotency scope and the audit facts. An in-flight set refuses a second
+//! request with the same idempotency scope while the first is running.
+
+use crate::app::AppState;
+use crate::extract::{IdempotencyKey, Principal};
+use crate::problem::Problem;
+use axum::http::StatusCode;
+use bursar_core::machine::Outcome;
+use bursar_core::{EventResult, Operation};
+use bursar_proto::RequestOp;
+use bursar_server::engine::{EngineMsg, OwnedEnvelope, Request};
+use bursar_server::gate::Response;
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+/// What a write produced.
+pub struct Written {
+    pub results: Vec<EventResult>,
+    /// The stored record of a single-event create (empty if none).
+    pub record: Vec<u8>,
+    pub replayed: bool,
+}
+
+/// The identity of one HTTP write, for its envelope.
+pub struct WriteContext<'a> {
+    pub principal: &'a Principal,
+    pub request_id: &'a str,
+    /// For example `POST /v1/transfers`.
+    pub route: &'a str,
+    pub idempotency_key: Option<&'a IdempotencyKey>,
+}
+
+impl AppState {
+    /// A read, answered once everything it reflects is durable.
+    pub async fn read(&self, op: Operation, body: Vec<u8>) -> Result<Response, Problem> {
+        let response = self.call(RequestOp::Op(op), body, None).await?;
+        if response.status == bursar_proto::ProtocolError::InvalidFilter.code() {
+            let detail = String::from_utf8_lossy(&response.body).into_owned();
+            return Err(Problem::bad_request("invalid_query", detail));
+        }
+        check_status(&response)?;
+        Ok(response)
+    }
+
+    /// Succeeds once the engine answers (it is ready and durable).
+    pub async fn ping(&self) -> Result<(), Problem> {
+        let response = self.call(RequestOp::Ping, Vec::new(), None).await?;
+        check_status(&response)
+    }
+
+    /// A write. `request` is the parsed request, hashed into the fingerprint
+    /// (so formatting does not matter, and generated values such as a new
+    /// key's secret do not either).
+    pub async fn write(
+        &self,
+        ctx: &WriteContext<'_>,
+        op: Operation,
+        body: Vec<u8>,
+        request: &impl Serialize,
+    ) -> Result<Written, Problem> {
+        let idempotency = ctx.idempotency_key.map(|k| {
+            let scope = scope(ctx.principal.key.id, &k.0);
+            let canonical = serde_json::to_vec(request).expect("request types always serialize");
+            (scope, fingerprint(ctx.route, &canonical))
+        });
+        let _guard = match idempotency {
+            Some((scope, _)) => Some(InFlight::enter(self, scope)?),
+            None => None,
+        };
+        let envelope = OwnedEnvelope {
+            key_id: ctx.principal.key.id,
+            idempotency,
+            retention_seconds: u32::try_from(self.config.idempotency_retention.as_secs()).unwrap_or(u32::MAX),
+            idempotency_limit: self.config.idempotency_max_records,
+            request_id: ctx.request_id.to_string(),
+            route: ctx.route.to_string(),
+            idempotency_key: ctx.idempotency_key.map(|k| k.0.clone()).unwrap_or_default(),
+        };
+        let response = self.call(RequestOp::Op(op), body, Some(envelope)).await?;
+        check_status(&response)?;
+        let replayed = match response.outcome {
+            Outcome::Executed => false,
+            Outcome::Replayed { .. } => true,
+            Outcome::Conflict => {
+                return Err(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used for a different request",
+                ));
+            }
+            Outcome::Refused => {
+                return Err(Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "idempotency_store_full",
+                    "the idempotency store is full until old records expire",
+                )
+                .retry_after(60));
+            }
+        };
+        let results = response.body.chunks_exact(EventResult::SIZE).map(bytemuck::pod_read_unaligned).collect();
+        Ok(Written { results, record: response.record, replayed })
+    }
+
+    async fn call(&self, op: RequestOp, body: Vec<u8>, envelope: Option<OwnedEnvelope>) -> Result<Response, Problem> {
+        let (tx, rx) = oneshot::channel();
+        let request = Request { op, request_id: 0, body, envelope, reply: tx };
+        match self.engine.send_timeout(EngineMsg::Request(request), self.config.queue_timeout).await {
+            Ok(()) => {}
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                return Err(Problem::overloaded("the engine's queue is full; retry later"));
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => {
+                return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping")
+                    .retry_after(1));
+            }
+        }
+        rx.await.map_err(|_| Problem::internal("the engine stopped before answering; the outcome is unknown"))
+    }
+}
+
+fn check_status(r: &Response) -> Result<(), Problem> {
+    if r.status == 0 {
+        return Ok(());
+    }
+    let detail = String::from_utf8_lossy(&r.body).into_owned();
+    Err(match bursar_proto::ProtocolError::from_code(r.status) {
+        Some(bursar_proto::ProtocolError::ServerBusy) => Problem::overloaded(detail),
+        Some(bursar_proto::ProtocolError::ShuttingDown) => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", detail).retry_after(1)
+        }
+        _ => Problem::internal(detail),
+    })
+}
+
+/// The idempotency scope: the API key and the client's key.
+pub fn scope(key_id: u64, idempotency_key: &str) -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"bursar-idempotency-scope");
+    h.update(&key_id.to_le_bytes());
+    h.update(idempotency_key.as_bytes());
+    h.finalize().as_bytes()[..16].try_into().expect("16 bytes")
+}
+
+/// The request fingerprint: route and canonical parsed body.
+pub fn fingerprint(route: &str, canonical: &[u8]) -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    h.update(b"bursar-idempotency-fingerprint");
+    h.update(&(route.len() as u64).to_le_bytes());
+    h.update(route.as_bytes());
+    h.update(canonical);
+    h.finalize().as_bytes()[..16].try_into().expect("16 bytes")
+}
+
+/// Marks an idempotency scope as in flight until dropped.
+struct InFlight<'a> {
+    app: &'a AppState,
+    scope: [u8; 16],
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(app: &'a AppState, scope: [u8; 16]) -> Result<InFlight<'a>, Problem> {
+        let mut set = app.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if !set.insert(scope) {
+            metrics::counter!("bursar_idempotency_total", "outcome" => "in_flight").increment(1);
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "idempotency_request_in_flight",
+                "a request with this Idempotency-Key is still being processed; retry after it finishes",
+            )
+            .retry_after(1));
+        }
+        Ok(InFlight { app, scope })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.app.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.scope);
+    }
+}

@@ -1,0 +1,92 @@
+//! Bursar's HTTP/JSON API (see docs/api.md): API keys and roles,
+//! Stripe-style idempotency keys recorded in the same log entry as the
+//! effect, problem+json errors, an audit trail, OpenAPI, Prometheus metrics
+//! and optional TLS. It runs on a node's runtime and talks to its engine.
+
+pub mod app;
+pub mod dto;
+pub mod engine_client;
+pub mod extract;
+pub mod middleware;
+pub mod openapi;
+pub mod problem;
+pub mod results;
+pub mod routes;
+pub mod serve;
+
+pub use app::HttpConfig;
+pub use serve::TlsFiles;
+
+use app::{App, AppState};
+use bursar_server::node::NodeHandle;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+/// A running HTTP front end.
+pub struct HttpServer {
+    addr: SocketAddr,
+}
+
+impl HttpServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// The process-wide Prometheus recorder (one per process: several nodes in
+/// one test process share it).
+pub fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let seconds =
+                [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+            let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 512.0, 2048.0, 8190.0, 65536.0];
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()), &seconds)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Suffix("_size".into()), &sizes)
+                })
+                .ok()
+                .and_then(|b| b.install_recorder().ok())
+        })
+        .clone()
+}
+
+/// Binds `listen` and serves the API on the node's runtime.
+pub fn start(
+    node: &NodeHandle,
+    listen: SocketAddr,
+    config: HttpConfig,
+    tls: Option<&TlsFiles>,
+) -> Result<HttpServer, String> {
+    let acceptor = tls.map(serve::tls_acceptor).transpose()?;
+    let listener = node
+        .runtime
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let app: App = Arc::new(AppState {
+        engine: node.engine.clone(),
+        keys: node.keys.clone(),
+        in_flight: Default::default(),
+        metrics: metrics_handle(),
+        in_progress: tokio::sync::Semaphore::new(config.max_in_progress),
+        config: config.clone(),
+    });
+    let router = routes::router(app);
+    node.runtime.spawn(serve::accept_loop(listener, router, acceptor, config, node.stop.clone()));
+    Ok(HttpServer { addr })
+}
+
+impl AppState {
+    /// Gauges sampled when metrics are scraped.
+    pub fn record_gauges(&self) {
+        let queued = self.engine.max_capacity() - self.engine.capacity();
+        metrics::gauge!("bursar_engine_queue_depth").set(queued as f64);
+        let in_flight = self.in_flight.lock().map(|s| s.len()).unwrap_or(0);
+        metrics::gauge!("bursar_idempotency_in_flight").set(in_flight as f64);
+        let busy = self.config.max_in_progress - self.in_progress.available_permits();
+        metrics::gauge!("bursar_http_requests_in_progress").set(busy as f64);
+    }
+}

@@ -1,0 +1,71 @@
+//! Around every request: a request id (echoed in `X-Request-Id` and error
+//! bodies), a bound on requests in progress (503 + Retry-After beyond it),
+//! a bound on time, and metrics by route and status.
+
+use crate::app::App;
+use crate::problem::{Problem, REQUEST_ID};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::time::Instant;
+
+/// The request's id, in request extensions.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+fn valid_request_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    ok.then(|| s.to_string())
+}
+
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system's random source works");
+    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+}
+
+/// Request id, load shedding and the time bound.
+pub async fn outer(State(app): State<App>, mut req: Request, next: Next) -> Response {
+    let id = req.headers().get("x-request-id").and_then(valid_request_id).unwrap_or_else(new_request_id);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = REQUEST_ID
+        .scope(id.clone(), async {
+            let Ok(_permit) = app.in_progress.try_acquire() else {
+                return Problem::overloaded("too many requests in progress; retry later").into_response();
+            };
+            match tokio::time::timeout(app.config.request_timeout, next.run(req)).await {
+                Ok(r) => r,
+                Err(_) => Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "timeout",
+                    "the request took too long; a write's outcome is unknown: retry with the same Idempotency-Key",
+                )
+                .retry_after(1)
+                .into_response(),
+            }
+        })
+        .await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+/// Metrics for matched routes (the route template, never raw ids).
+pub async fn metrics(req: Request, next: Next) -> Response {
+    let route =
+        req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("bursar_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("bursar_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

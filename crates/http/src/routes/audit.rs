@@ -1,0 +1,66 @@
+//! The audit trail (admin, and auditors not restricted to ledgers).
+
+use super::page_limit;
+use crate::app::App;
+use crate::dto::{AuditBody, Page};
+use crate::extract::{Principal, QueryParams};
+use crate::problem::{ApiResult, Problem, ProblemBody};
+use axum::extract::State;
+use bursar_core::Operation;
+use bursar_core::command::AuditFilter;
+use bursar_core::service::audit::AuditRecord;
+use bursar_core::service::keys::Role;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+    /// From `next_cursor` of the previous page (the last seq seen).
+    pub cursor: Option<String>,
+}
+
+/// Audit records in order, each chained to the one before by its hash.
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, body = Page<AuditBody>),
+        (status = "4XX", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(app): State<App>,
+    principal: Principal,
+    QueryParams(q): QueryParams<AuditQuery>,
+) -> ApiResult<axum::Json<Page<AuditBody>>> {
+    principal.require(&[Role::Admin, Role::Auditor])?;
+    if principal.is_scoped() {
+        return Err(Problem::forbidden("the audit trail spans every ledger; this key is restricted to some"));
+    }
+    let limit = page_limit(q.limit)?;
+    let after_seq = match q.cursor.as_deref() {
+        None => 0,
+        Some(c) => {
+            c.parse::<u64>().map_err(|_| Problem::bad_request("invalid_query", "invalid cursor").field("cursor"))?
+        }
+    };
+    let filter = AuditFilter { after_seq, limit, reserved: 0 };
+    let response = app.read(Operation::ListAudit, bytemuck::bytes_of(&filter).to_vec()).await?;
+    let records = decode_records(&response.body).map_err(Problem::internal)?;
+    let next_cursor = (records.len() == limit as usize).then(|| records.last().map(|r| r.seq.to_string())).flatten();
+    Ok(axum::Json(Page { data: records.iter().map(AuditBody::from).collect(), next_cursor }))
+}
+
+/// Length-prefixed encoded records, as the engine sends them.
+fn decode_records(mut body: &[u8]) -> Result<Vec<AuditRecord>, String> {
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let len = body
+            .get(..4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+            .ok_or("short audit reply")?;
+        let record = body.get(4..4 + len).ok_or("short audit reply")?;
+        out.push(AuditRecord::decode(record)?);
+        body = &body[4 + len..];
+    }
+    Ok(out)
+}

@@ -1,0 +1,73 @@
+//! Ledgers: created by admins, listed by every role (scoped keys see their
+//! own ledgers only).
+
+use super::{page_limit, record, single_response};
+use crate::app::App;
+use crate::dto::{LedgerBody, LedgerRequest, Page};
+use crate::engine_client::WriteContext;
+use crate::extract::{IdempotencyKey, JsonBody, Principal, QueryParams, RequestContext};
+use crate::problem::{ApiResult, Problem, ProblemBody};
+use axum::extract::State;
+use axum::response::Response;
+use bursar_core::service::keys::Role;
+use bursar_core::{Ledger, LedgerFilter, Operation};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+/// Create a ledger (admin).
+#[utoipa::path(post, path = "/v1/ledgers", tag = "ledgers", request_body = LedgerRequest,
+    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
+    responses((status = 201, body = LedgerBody), (status = 200, description = "exists", body = LedgerBody),
+        (status = "4XX", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(app): State<App>,
+    principal: Principal,
+    ctx: RequestContext,
+    key: IdempotencyKey,
+    JsonBody(req): JsonBody<LedgerRequest>,
+) -> ApiResult<Response> {
+    principal.require(&[Role::Admin])?;
+    let ledger = req.to_record()?;
+    let w = WriteContext {
+        principal: &principal,
+        request_id: &ctx.request_id,
+        route: "POST /v1/ledgers",
+        idempotency_key: Some(&key),
+    };
+    let written = app.write(&w, Operation::CreateLedgers, bytemuck::bytes_of(&ledger).to_vec(), &req).await?;
+    Ok(single_response(Operation::CreateLedgers, &written, |r| LedgerBody::from(&record::<Ledger>(r))))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerQuery {
+    /// 1 to 1000, default 100.
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// List ledgers by id.
+#[utoipa::path(get, path = "/v1/ledgers", tag = "ledgers", params(LedgerQuery),
+    responses((status = 200, body = Page<LedgerBody>),
+        (status = "4XX", body = ProblemBody, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(app): State<App>,
+    principal: Principal,
+    QueryParams(q): QueryParams<LedgerQuery>,
+) -> ApiResult<axum::Json<Page<LedgerBody>>> {
+    let limit = page_limit(q.limit)?;
+    let after_id = match q.cursor.as_deref() {
+        None => 0,
+        Some(c) => {
+            c.parse::<u32>().map_err(|_| Problem::bad_request("invalid_query", "invalid cursor").field("cursor"))?
+        }
+    };
+    let filter = LedgerFilter { after_id, limit };
+    let response = app.read(Operation::ListLedgers, bytemuck::bytes_of(&filter).to_vec()).await?;
+    let ledgers: Vec<Ledger> = response.body.chunks_exact(Ledger::SIZE).map(bytemuck::pod_read_unaligned).collect();
+    let next_cursor = (ledgers.len() == limit as usize).then(|| ledgers.last().map(|l| l.id.to_string())).flatten();
+    let data = ledgers.iter().filter(|l| principal.key.allows_ledger(l.id)).map(LedgerBody::from).collect();
+    Ok(axum::Json(Page { data, next_cursor }))
+}

@@ -1,0 +1,103 @@
+//! The routes of `/v1` and the operational endpoints.
+
+pub mod accounts;
+pub mod audit;
+pub mod keys;
+pub mod ledgers;
+pub mod ops;
+pub mod transfers;
+
+use crate::app::App;
+use crate::engine_client::Written;
+use crate::problem::Problem;
+use crate::results::{Single, single};
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use bursar_core::Operation;
+use serde::Serialize;
+
+pub fn router(app: App) -> Router {
+    let api = Router::new()
+        .route("/v1/ledgers", post(ledgers::create).get(ledgers::list))
+        .route("/v1/accounts", post(accounts::create))
+        .route("/v1/accounts/batch", post(accounts::create_batch))
+        .route("/v1/accounts/{id}", get(accounts::get_one))
+        .route("/v1/accounts/{id}/transfers", get(accounts::transfers))
+        .route("/v1/accounts/{id}/balances", get(accounts::balances))
+        .route("/v1/transfers", post(transfers::create))
+        .route("/v1/transfers/batch", post(transfers::create_batch))
+        .route("/v1/transfers/{id}", get(transfers::get_one))
+        .route("/v1/keys", post(keys::create).get(keys::list))
+        .route("/v1/keys/{id}", delete(keys::revoke))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/openapi.json", get(ops::openapi))
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route_layer(axum::middleware::from_fn(crate::middleware::metrics))
+        .fallback(|| async { Problem::not_found("no such route") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(app.config.body_limit))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::middleware::outer));
+    api.with_state(app)
+}
+
+/// Marks replayed responses.
+fn mark_replayed(mut response: Response, replayed: bool) -> Response {
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// The response to a single-event create: 201 created, 200 exists (both
+/// with the stored record), or the result's problem.
+fn single_response<T: Serialize>(op: Operation, written: &Written, render: impl FnOnce(&[u8]) -> T) -> Response {
+    let response = match single(op, &written.results) {
+        Single::Created => (StatusCode::CREATED, axum::Json(render(&written.record))).into_response(),
+        Single::Exists => (StatusCode::OK, axum::Json(render(&written.record))).into_response(),
+        Single::Failed(problem) => problem.into_response(),
+    };
+    mark_replayed(response, written.replayed)
+}
+
+/// The response to a batch: 200 with the events that were not ok.
+fn batch_response(op: Operation, events: usize, written: &Written) -> Response {
+    let body = crate::results::batch(op, events, &written.results);
+    mark_replayed((StatusCode::OK, axum::Json(body)).into_response(), written.replayed)
+}
+
+/// A record from its stored bytes (the engine sent exactly one).
+fn record<T: bytemuck::Pod + Default>(bytes: &[u8]) -> T {
+    if bytes.len() == std::mem::size_of::<T>() { bytemuck::pod_read_unaligned(bytes) } else { T::default() }
+}
+
+/// Largest page of a list.
+pub const PAGE_MAX: u32 = 1000;
+pub const PAGE_DEFAULT: u32 = 100;
+
+fn page_limit(limit: Option<u32>) -> Result<u32, Problem> {
+    match limit.unwrap_or(PAGE_DEFAULT) {
+        l @ 1..=PAGE_MAX => Ok(l),
+        _ => {
+            Err(Problem::bad_request("invalid_query", format!("limit must be between 1 and {PAGE_MAX}")).field("limit"))
+        }
+    }
+}
+
+fn check_batch_size(n: usize, field: &str) -> Result<(), Problem> {
+    let max = bursar_core::records::BATCH_EVENTS_MAX;
+    if n == 0 || n > max {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too_many_events",
+            format!("a batch holds 1 to {max} events, not {n}"),
+        )
+        .field(field));
+    }
+    Ok(())
+}

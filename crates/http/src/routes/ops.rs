@@ -1,0 +1,43 @@
+//! Operational endpoints, no key needed: health, readiness, metrics and the
+//! OpenAPI document.
+
+use crate::app::App;
+use crate::dto::Status;
+use crate::problem::{ApiResult, Problem};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::sync::OnceLock;
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Status)))]
+pub async fn healthz() -> axum::Json<Status> {
+    axum::Json(Status { status: "ok".into() })
+}
+
+/// The engine answers and everything it applied is durable.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Status), (status = 503)))]
+pub async fn readyz(State(app): State<App>) -> ApiResult<axum::Json<Status>> {
+    app.ping().await?;
+    Ok(axum::Json(Status { status: "ready".into() }))
+}
+
+/// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain")))]
+pub async fn metrics(State(app): State<App>) -> Response {
+    app.record_gauges();
+    let text = app.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    let mut r = (StatusCode::OK, text).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    r
+}
+
+/// This API's OpenAPI 3 document, generated from the code.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations", responses((status = 200, content_type = "application/json")))]
+pub async fn openapi() -> Result<Response, Problem> {
+    static DOC: OnceLock<String> = OnceLock::new();
+    let json = DOC.get_or_init(crate::openapi::document);
+    let mut r = (StatusCode::OK, json.clone()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(r)
+}
