@@ -27,6 +27,15 @@ enum Command {
     Ping(client_cmds::PingArgs),
     /// Look up accounts or transfers by id.
     Lookup(client_cmds::LookupArgs),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the audit trail's hash chain from the log; name the first broken record.
+    Verify(start::VerifyArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +53,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Ping(args) => client_cmds::ping(args),
         Command::Lookup(args) => client_cmds::lookup(args),
+        Command::Audit(AuditCommand::Verify(args)) => start::audit_verify(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -127,3 +127,16 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         }
     }
 }
+
+pub fn audit_verify(args: VerifyArgs) -> anyhow::Result<()> {
+    match bursar_server::verify::verify_audit(&args.data_dir) {
+        Ok(report) => {
+            println!("{}", report.summary());
+            Ok(())
+        }
+        Err(e) => {
+            println!("audit: FAILED {e}");
+            bail!("the audit trail in {} does not verify", args.data_dir.display())
+        }
+    }
+}

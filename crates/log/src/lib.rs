@@ -17,7 +17,7 @@ mod fsutil;
 pub mod snapshot_store;
 
 pub use error::LogError;
-pub use file_log::{DurableCallback, Entry, EntryIter, FileLog, FileLogOptions, OpenReport};
+pub use file_log::{DurableCallback, Entry, EntryIter, FileLog, FileLogOptions, OpenReport, ScanStop, scan};
 pub use snapshot_store::{LoadedSnapshot, SnapshotInfo, SnapshotStore};
 
 #[cfg(test)]

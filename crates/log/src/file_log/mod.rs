@@ -66,10 +66,12 @@ mod format;
 mod marker;
 mod reader;
 mod recovery;
+mod scan;
 mod syncer;
 
 pub use format::{ENTRY_BODY_MAX, ENTRY_HEADER_SIZE, ENTRY_MAGIC, ENTRY_VERSION};
 pub use reader::{Entry, EntryIter};
+pub use scan::{ScanStop, scan};
 pub use syncer::DurableCallback;
 
 use crate::LogError;
