@@ -101,6 +101,22 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
         index
     }
 
+    /// Appends every element of `items`.
+    pub fn extend_from_slice(&mut self, mut items: &[T]) {
+        while !items.is_empty() {
+            if self.len & Self::MASK == 0 {
+                self.chunks.push(Arc::new(Self::new_chunk()));
+                self.unique_since.push(self.views.get());
+            }
+            let room = Self::CHUNK - (self.len & Self::MASK);
+            let (now, later) = items.split_at(room.min(items.len()));
+            let last = self.chunks.len() - 1;
+            self.unshare(last).extend_from_slice(now);
+            self.len += now.len();
+            items = later;
+        }
+    }
+
     /// Removes the last element (undo of a push within a batch).
     pub fn pop(&mut self) -> Option<T> {
         if self.len == 0 {
@@ -175,6 +191,17 @@ mod tests {
         assert_eq!(a.view().chunks.len(), 2, "an emptied chunk is released");
         a.push(1);
         assert_eq!(*a.get(8), 1);
+    }
+
+    #[test]
+    fn extend_fills_chunks_like_pushes() {
+        let mut a = Small::new();
+        a.push(0);
+        a.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        a.extend_from_slice(&[]);
+        assert_eq!(a.iter().copied().collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+        assert_eq!(a.view().chunks.len(), 3);
+        assert_eq!(*a.get(9), 9);
     }
 
     #[test]

@@ -195,11 +195,18 @@ impl Engine {
             .flat_map(|((c, h), p)| [&p[..], &h[..], c.events])
             .filter(|p| !p.is_empty())
             .collect();
+        let append_started = std::time::Instant::now();
         let position = match self.log.append(timestamp, &parts) {
             Ok(p) => p,
             Err(e) => fatal_storage_error(&self.gate, &format!("log append failed: {e}")),
         };
         let bytes: usize = parts.iter().map(|p| p.len()).sum();
+        metrics::histogram!("bursar_log_append_seconds").record(append_started.elapsed().as_secs_f64());
+        metrics::counter!("bursar_log_entries_total").increment(1);
+        metrics::counter!("bursar_log_bytes_total").increment(bytes as u64);
+        metrics::histogram!("bursar_engine_entry_requests_size").record(writes.len() as f64);
+        metrics::histogram!("bursar_engine_entry_events_size")
+            .record(commands.iter().map(|c| c.count()).sum::<usize>() as f64);
         let started = std::time::Instant::now();
         self.sm.begin_entry(position, timestamp);
         let mut replies = Vec::with_capacity(writes.len());
@@ -222,6 +229,7 @@ impl Engine {
         }
         self.sm.end_entry();
         let took = started.elapsed();
+        metrics::histogram!("bursar_engine_apply_seconds").record(took.as_secs_f64());
         if took > SLOW_APPLY {
             tracing::warn!(position, ms = took.as_millis() as u64, requests = writes.len(), bytes, "slow apply");
         }

@@ -125,6 +125,7 @@ async fn read_requests(
         let op = match check_request(&header, &body) {
             Ok(op) => op,
             Err(e) => {
+                metrics::counter!("bursar_binary_errors_total", "code" => e.name()).increment(1);
                 let reply = error_response(header.operation, header.request_id, e, e.description());
                 if slots.send(Slot::Ready(reply)).await.is_err() || e.closes_connection() {
                     return Ok(());
@@ -132,6 +133,11 @@ async fn read_requests(
                 continue;
             }
         };
+        let name = match op {
+            bursar_proto::RequestOp::Ping => "ping",
+            bursar_proto::RequestOp::Op(o) => o.name(),
+        };
+        metrics::counter!("bursar_binary_requests_total", "operation" => name).increment(1);
         let (tx, rx) = oneshot::channel();
         if slots.send(Slot::Pending(header.operation, header.request_id, rx)).await.is_err() {
             return Ok(()); // the writer is gone: the peer closed

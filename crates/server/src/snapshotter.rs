@@ -97,6 +97,9 @@ fn write_loop(mut store: SnapshotStore, gate: Arc<Gate>, rx: Receiver<Job>, busy
         let started = std::time::Instant::now();
         match store.write(&job.snapshot, job.chain) {
             Ok(info) => {
+                metrics::histogram!("bursar_snapshot_seconds").record(started.elapsed().as_secs_f64());
+                metrics::counter!("bursar_snapshot_bytes_total").increment(info.bytes_written);
+                metrics::gauge!("bursar_snapshot_position").set(position as f64);
                 tracing::info!(
                     position,
                     chunks_written = info.chunks_written,

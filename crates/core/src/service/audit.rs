@@ -201,9 +201,7 @@ impl AuditTrail {
         };
         r.hash = r.compute_hash();
         self.offsets.push(self.bytes.len() as u64);
-        for b in r.encode() {
-            self.bytes.push(b);
-        }
+        self.bytes.extend_from_slice(&r.encode());
         self.head = r.hash;
     }
 

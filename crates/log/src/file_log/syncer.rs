@@ -165,6 +165,7 @@ impl Shared {
             err
         })?;
         let took = started.elapsed();
+        metrics::histogram!("bursar_log_fsync_seconds").record(took.as_secs_f64());
         if took > SLOW_SYNC {
             tracing::warn!(ms = took.as_millis() as u64, file = %segment.path.display(), "slow fdatasync");
         }
