@@ -6,7 +6,9 @@ use crate::problem::{ApiResult, Problem};
 use bursar_core::records::{account_flags as AF, transfer_flags as TF};
 use bursar_core::{Account, BalanceRecord, Ledger, Transfer};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::{IntoParams, ToSchema};
 
 /// A u128 id from a decimal string or a UUID.
 pub fn parse_id(field: &str, s: &str) -> ApiResult<u128> {
@@ -67,15 +69,133 @@ fn flag_names(flags: u16, table: &[(&'static str, u16)]) -> Vec<String> {
     table.iter().filter(|(_, b)| flags & b != 0).map(|(n, _)| n.to_string()).collect()
 }
 
+// ---------------------------------------------------------------- schemas
+
+// Schemas of the strings that carry numbers and of the named values, for
+// the OpenAPI document only: the fields that hold them say so with
+// `#[schema(value_type = ...)]`. Parsing stays with the functions above.
+
+fn string_schema(description: &str, pattern: &str, example: &str) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .pattern(Some(pattern))
+        .examples([example])
+        .into()
+}
+
+fn names_schema<'a>(description: &str, names: impl IntoIterator<Item = &'a str>) -> RefOr<Schema> {
+    ObjectBuilder::new().schema_type(Type::String).description(Some(description)).enum_values(Some(names)).into()
+}
+
+/// A 128-bit id in a request: decimal, or a UUID read as a big-endian u128.
+pub struct Id;
+
+impl utoipa::PartialSchema for Id {
+    fn schema() -> RefOr<Schema> {
+        string_schema(
+            "A 128-bit id: decimal digits (at most 2^128 - 1), or a UUID read as a big-endian u128.",
+            "^([0-9]{1,39}|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})$",
+            "1",
+        )
+    }
+}
+
+impl utoipa::ToSchema for Id {}
+
+/// An unsigned 128-bit number as decimal digits: ids in responses, amounts,
+/// balances, user_data_128.
+pub struct U128;
+
+impl utoipa::PartialSchema for U128 {
+    fn schema() -> RefOr<Schema> {
+        string_schema("Decimal digits of an unsigned 128-bit number (at most 2^128 - 1).", "^[0-9]{1,39}$", "1050")
+    }
+}
+
+impl utoipa::ToSchema for U128 {}
+
+/// An unsigned 64-bit number as decimal digits: timestamps, user_data_64.
+pub struct U64;
+
+impl utoipa::PartialSchema for U64 {
+    fn schema() -> RefOr<Schema> {
+        string_schema("Decimal digits of an unsigned 64-bit number (at most 2^64 - 1).", "^[0-9]{1,20}$", "7")
+    }
+}
+
+impl utoipa::ToSchema for U64 {}
+
+/// The name of an account flag.
+pub struct AccountFlag;
+
+impl utoipa::PartialSchema for AccountFlag {
+    fn schema() -> RefOr<Schema> {
+        names_schema("An account flag.", ACCOUNT_FLAGS.iter().map(|(n, _)| *n))
+    }
+}
+
+impl utoipa::ToSchema for AccountFlag {}
+
+/// The name of a transfer flag.
+pub struct TransferFlag;
+
+impl utoipa::PartialSchema for TransferFlag {
+    fn schema() -> RefOr<Schema> {
+        names_schema("A transfer flag.", TRANSFER_FLAGS.iter().map(|(n, _)| *n))
+    }
+}
+
+impl utoipa::ToSchema for TransferFlag {}
+
+/// The role of an API key.
+pub struct RoleName;
+
+impl utoipa::PartialSchema for RoleName {
+    fn schema() -> RefOr<Schema> {
+        names_schema("The role of an API key.", bursar_core::service::keys::Role::ALL.map(|r| r.name()))
+    }
+}
+
+impl utoipa::ToSchema for RoleName {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Role".into()
+    }
+}
+
+/// The `Idempotency-Key` header every POST needs.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKeyHeader {
+    /// 1 to 255 printable ASCII characters (HTTP drops spaces at either
+    /// end), scoped to the API key: the same key with the same request
+    /// replays the first response.
+    #[param(rename = "Idempotency-Key", min_length = 1, max_length = 255, pattern = "^[!-~]([ -~]*[!-~])?$")]
+    pub key: String,
+}
+
+/// The optional `Idempotency-Key` header of a DELETE.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct OptionalIdempotencyKeyHeader {
+    /// 1 to 255 printable ASCII characters, scoped to the API key: the same
+    /// key with the same request replays the first response.
+    #[param(rename = "Idempotency-Key", value_type = String, min_length = 1, max_length = 255, pattern = "^[!-~]([ -~]*[!-~])?$")]
+    pub key: Option<String>,
+}
+
 // ---------------------------------------------------------------- ledgers
 
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": 1, "asset": "USD", "scale": 2}))]
 pub struct LedgerRequest {
     pub id: u32,
     /// ISO 4217 or custom: 1–16 of A-Z 0-9 _ - . starting with a letter.
+    #[schema(pattern = "^[A-Z][A-Z0-9_.-]{0,15}$", example = "USD")]
     pub asset: String,
     /// Digits of one minor unit, 0–38.
+    #[schema(maximum = 38)]
     pub scale: u8,
 }
 
@@ -94,6 +214,7 @@ pub struct LedgerBody {
     pub id: u32,
     pub asset: String,
     pub scale: u8,
+    #[schema(value_type = U64)]
     pub timestamp: String,
 }
 
@@ -112,16 +233,21 @@ impl From<&Ledger> for LedgerBody {
 
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "1", "ledger": 1, "code": 1, "flags": ["history"]}))]
 pub struct AccountRequest {
-    /// Decimal or UUID.
+    #[schema(value_type = Id)]
     pub id: String,
     pub ledger: u32,
+    #[schema(maximum = 65535)]
     pub code: u16,
     #[serde(default)]
+    #[schema(value_type = Vec<AccountFlag>)]
     pub flags: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<U128>)]
     pub user_data_128: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<U64>)]
     pub user_data_64: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_data_32: Option<u32>,
@@ -151,13 +277,19 @@ impl AccountRequest {
 /// response is always identical to the original.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct AccountCreated {
+    #[schema(value_type = U128)]
     pub id: String,
     pub ledger: u32,
+    #[schema(maximum = 65535)]
     pub code: u16,
+    #[schema(value_type = Vec<AccountFlag>)]
     pub flags: Vec<String>,
+    #[schema(value_type = U128)]
     pub user_data_128: String,
+    #[schema(value_type = U64)]
     pub user_data_64: String,
     pub user_data_32: u32,
+    #[schema(value_type = U64)]
     pub timestamp: String,
 }
 
@@ -179,17 +311,27 @@ impl From<&Account> for AccountCreated {
 /// An account now, with its balances.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct AccountBody {
+    #[schema(value_type = U128)]
     pub id: String,
     pub ledger: u32,
+    #[schema(maximum = 65535)]
     pub code: u16,
+    #[schema(value_type = Vec<AccountFlag>)]
     pub flags: Vec<String>,
+    #[schema(value_type = U128)]
     pub user_data_128: String,
+    #[schema(value_type = U64)]
     pub user_data_64: String,
     pub user_data_32: u32,
+    #[schema(value_type = U128)]
     pub debits_pending: String,
+    #[schema(value_type = U128)]
     pub debits_posted: String,
+    #[schema(value_type = U128)]
     pub credits_pending: String,
+    #[schema(value_type = U128)]
     pub credits_posted: String,
+    #[schema(value_type = U64)]
     pub timestamp: String,
 }
 
@@ -214,7 +356,9 @@ impl From<&Account> for AccountBody {
 
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"accounts": [{"id": "5", "ledger": 1, "code": 1}, {"id": "6", "ledger": 1, "code": 1}]}))]
 pub struct AccountBatchRequest {
+    #[schema(min_items = 1, max_items = 8190)]
     pub accounts: Vec<AccountRequest>,
 }
 
@@ -222,31 +366,40 @@ pub struct AccountBatchRequest {
 
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"id": "1", "debit_account_id": "1", "credit_account_id": "2", "amount": "1050", "ledger": 1, "code": 1}))]
 pub struct TransferRequest {
-    /// Decimal or UUID.
+    #[schema(value_type = Id)]
     pub id: String,
     /// Required except for post_pending/void_pending.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Id>)]
     pub debit_account_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Id>)]
     pub credit_account_id: Option<String>,
     /// Minor units. Omit on post_pending to post the full pending amount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<U128>)]
     pub amount: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 65535)]
     pub code: Option<u16>,
     #[serde(default)]
+    #[schema(value_type = Vec<TransferFlag>)]
     pub flags: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Id>)]
     pub pending_id: Option<String>,
     /// Seconds until a pending transfer expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<U128>)]
     pub user_data_128: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<U64>)]
     pub user_data_64: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_data_32: Option<u32>,
@@ -287,18 +440,28 @@ impl TransferRequest {
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct TransferBody {
+    #[schema(value_type = U128)]
     pub id: String,
+    #[schema(value_type = U128)]
     pub debit_account_id: String,
+    #[schema(value_type = U128)]
     pub credit_account_id: String,
+    #[schema(value_type = U128)]
     pub amount: String,
+    #[schema(value_type = U128)]
     pub pending_id: String,
     pub ledger: u32,
+    #[schema(maximum = 65535)]
     pub code: u16,
+    #[schema(value_type = Vec<TransferFlag>)]
     pub flags: Vec<String>,
     pub timeout: u32,
+    #[schema(value_type = U128)]
     pub user_data_128: String,
+    #[schema(value_type = U64)]
     pub user_data_64: String,
     pub user_data_32: u32,
+    #[schema(value_type = U64)]
     pub timestamp: String,
 }
 
@@ -324,7 +487,9 @@ impl From<&Transfer> for TransferBody {
 
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"transfers": [{"id": "5", "debit_account_id": "1", "credit_account_id": "2", "amount": "10", "ledger": 1, "code": 1, "flags": ["linked"]}, {"id": "6", "debit_account_id": "2", "credit_account_id": "3", "amount": "10", "ledger": 1, "code": 1}]}))]
 pub struct TransferBatchRequest {
+    #[schema(min_items = 1, max_items = 8190)]
     pub transfers: Vec<TransferRequest>,
 }
 
@@ -351,10 +516,15 @@ pub struct EventError {
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct BalanceBody {
+    #[schema(value_type = U64)]
     pub timestamp: String,
+    #[schema(value_type = U128)]
     pub debits_pending: String,
+    #[schema(value_type = U128)]
     pub debits_posted: String,
+    #[schema(value_type = U128)]
     pub credits_pending: String,
+    #[schema(value_type = U128)]
     pub credits_posted: String,
 }
 
@@ -381,23 +551,30 @@ pub struct Page<T> {
 
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"role": "auditor", "ledgers": [1], "name": "reporting"}))]
 pub struct KeyRequest {
-    /// admin, operator or auditor.
+    #[schema(value_type = RoleName)]
     pub role: String,
     /// Restrict the key to these ledgers (operator and auditor only).
     #[serde(default)]
+    #[schema(max_items = 32)]
     pub ledgers: Vec<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// At most 64 bytes of printable text.
+    #[schema(max_length = 64)]
     pub name: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct KeyBody {
     pub id: u64,
+    #[schema(value_type = RoleName)]
     pub role: String,
     pub ledgers: Vec<u32>,
     pub name: String,
+    #[schema(value_type = U64)]
     pub created_at: String,
+    #[schema(value_type = Option<U64>)]
     pub revoked_at: Option<String>,
     pub active: bool,
     /// Only in the response that creates the key: shown once, never stored.
@@ -430,6 +607,7 @@ pub struct KeyList {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct AuditBody {
     pub seq: u64,
+    #[schema(value_type = U64)]
     pub timestamp: String,
     pub log_position: u64,
     /// 0 for the binary protocol and the bootstrap.

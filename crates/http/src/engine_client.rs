@@ -11,7 +11,6 @@ use bursar_core::{EventResult, Operation};
 use bursar_proto::RequestOp;
 use bursar_server::engine::{EngineMsg, OwnedEnvelope, Request};
 use bursar_server::gate::Response;
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 /// What a write produced.
@@ -49,21 +48,19 @@ impl AppState {
         check_status(&response)
     }
 
-    /// A write. `request` is the parsed request, hashed into the fingerprint
-    /// (so formatting does not matter, and generated values such as a new
-    /// key's secret do not either).
+    /// A write. The fingerprint hashes the request in a canonical form: the
+    /// binary records it became, or `canonical` when those hold generated
+    /// values (a new key's secret). So JSON formatting does not matter.
     pub async fn write(
         &self,
         ctx: &WriteContext<'_>,
         op: Operation,
         body: Vec<u8>,
-        request: &impl Serialize,
+        canonical: Option<&[u8]>,
     ) -> Result<Written, Problem> {
-        let idempotency = ctx.idempotency_key.map(|k| {
-            let scope = scope(ctx.principal.key.id, &k.0);
-            let canonical = serde_json::to_vec(request).expect("request types always serialize");
-            (scope, fingerprint(ctx.route, &canonical))
-        });
+        let idempotency = ctx
+            .idempotency_key
+            .map(|k| (scope(ctx.principal.key.id, &k.0), fingerprint(ctx.route, canonical.unwrap_or(&body))));
         let _guard = match idempotency {
             Some((scope, _)) => Some(InFlight::enter(self, scope)?),
             None => None,
@@ -79,6 +76,14 @@ impl AppState {
         };
         let response = self.call(RequestOp::Op(op), body, Some(envelope)).await?;
         check_status(&response)?;
+        let outcome = match (&response.outcome, idempotency.is_some()) {
+            (_, false) => "none",
+            (Outcome::Executed, true) => "executed",
+            (Outcome::Replayed { .. }, _) => "replayed",
+            (Outcome::Conflict, _) => "conflict",
+            (Outcome::Refused, _) => "refused",
+        };
+        metrics::counter!("bursar_idempotency_total", "outcome" => outcome).increment(1);
         let replayed = match response.outcome {
             Outcome::Executed => false,
             Outcome::Replayed { .. } => true,

@@ -142,6 +142,21 @@ fn query_problem(e: QueryRejection) -> Problem {
     Problem::bad_request("invalid_query", e.body_text())
 }
 
+/// The `{id}` of a route's path, whose rejections (such as invalid UTF-8
+/// after percent-decoding) are problems like any other bad id.
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(id)) => Ok(PathId(id)),
+            Err(e) => Err(Problem::invalid_field("id", e.body_text())),
+        }
+    }
+}
+
 /// The route and request id of the request, for envelopes and logs.
 #[derive(Clone, Debug)]
 pub struct RequestContext {

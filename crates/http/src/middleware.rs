@@ -22,10 +22,17 @@ fn valid_request_id(v: &HeaderValue) -> Option<String> {
     ok.then(|| s.to_string())
 }
 
+/// A unique id: a random prefix per process and a counter, so no request
+/// pays for a system call.
 fn new_request_id() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the operating system's random source works");
-    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).expect("the operating system's random source works");
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    });
+    format!("{prefix}-{:x}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 /// Request id, load shedding and the time bound.

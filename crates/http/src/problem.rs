@@ -3,7 +3,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{ToResponse, ToSchema};
 
 tokio::task_local! {
     /// The id of the request being handled, for error bodies and logs.
@@ -36,6 +36,80 @@ pub struct ProblemBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
 }
+
+// The problem responses, declared once and referenced by the routes'
+// annotations: `(status = 404, response = NotFound)`.
+
+/// Malformed request: invalid JSON or field (`invalid_json`,
+/// `invalid_field`), an invalid query (`invalid_query`), or a missing or
+/// invalid Idempotency-Key (`idempotency_key_missing`,
+/// `idempotency_key_invalid`).
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct BadRequest(pub ProblemBody);
+
+/// A missing, unknown or revoked API key (`unauthorized`).
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    headers(("WWW-Authenticate" = String, description = "Bearer"))
+)]
+pub struct Unauthorized(pub ProblemBody);
+
+/// The key's role or ledgers do not allow this (`forbidden`).
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct Forbidden(pub ProblemBody);
+
+/// No such record (`not_found`, `key_not_found`).
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct NotFound(pub ProblemBody);
+
+/// The record exists with different fields (`exists_with_different_*`,
+/// `id_already_failed`, `last_admin_key`), or a request with this
+/// Idempotency-Key is still in flight (`idempotency_request_in_flight`,
+/// with Retry-After).
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))
+)]
+pub struct Conflict(pub ProblemBody);
+
+/// The body exceeds the limit (`body_too_large`).
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct PayloadTooLarge(pub ProblemBody);
+
+/// The body is not JSON: send `Content-Type: application/json`
+/// (`unsupported_media_type`).
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct UnsupportedMediaType(pub ProblemBody);
+
+/// The ledger rejected the request (its result code, such as
+/// `exceeds_credits`), a batch is empty or too large (`too_many_events`), or
+/// the Idempotency-Key was used for a different request
+/// (`idempotency_key_reused`).
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct Unprocessable(pub ProblemBody);
+
+/// The engine failed before answering: a write's outcome is unknown; retry
+/// with the same Idempotency-Key (`internal_error`).
+#[derive(ToResponse)]
+#[response(content_type = "application/problem+json")]
+pub struct InternalError(pub ProblemBody);
+
+/// Try again later (`overloaded`, `timeout`, `idempotency_store_full`,
+/// `shutting_down`).
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))
+)]
+pub struct Unavailable(pub ProblemBody);
 
 impl Problem {
     pub fn new(status: StatusCode, code: impl Into<String>, detail: impl Into<String>) -> Problem {

@@ -5,13 +5,13 @@ use super::transfers::prefix_field;
 use super::{batch_response, check_batch_size, page_limit, record, single_response};
 use crate::app::App;
 use crate::dto::{
-    AccountBatchRequest, AccountBody, AccountCreated, AccountRequest, BalanceBody, BatchResult, Page, TransferBody,
-    parse_id,
+    AccountBatchRequest, AccountBody, AccountCreated, AccountRequest, BalanceBody, BatchResult, Id,
+    IdempotencyKeyHeader, Page, TransferBody, parse_id,
 };
 use crate::engine_client::WriteContext;
-use crate::extract::{IdempotencyKey, JsonBody, Principal, QueryParams, RequestContext};
-use crate::problem::{ApiResult, Problem, ProblemBody};
-use axum::extract::{Path, State};
+use crate::extract::{IdempotencyKey, JsonBody, PathId, Principal, QueryParams, RequestContext};
+use crate::problem::{self, ApiResult, Problem};
+use axum::extract::State;
 use axum::response::Response;
 use bursar_core::records::filter_flags as FF;
 use bursar_core::service::keys::Role;
@@ -20,10 +20,21 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 /// Create an account (operator).
-#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = AccountRequest,
-    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
-    responses((status = 201, body = AccountCreated), (status = 200, description = "exists", body = AccountCreated),
-        (status = "4XX", body = ProblemBody, content_type = "application/problem+json")),
+#[utoipa::path(post, path = "/v1/accounts", operation_id = "create_account", tag = "accounts", request_body = AccountRequest,
+    params(IdempotencyKeyHeader),
+    responses(
+        (status = 201, description = "Created", body = AccountCreated),
+        (status = 200, description = "The account exists with the same fields", body = AccountCreated),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden),
+        (status = 409, response = problem::Conflict),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 422, response = problem::Unprocessable),
+        (status = 500, response = problem::InternalError),
+        (status = 503, response = problem::Unavailable),
+    ),
     security(("bearer" = [])))]
 pub async fn create(
     State(app): State<App>,
@@ -41,15 +52,25 @@ pub async fn create(
         route: "POST /v1/accounts",
         idempotency_key: Some(&key),
     };
-    let written = app.write(&w, Operation::CreateAccounts, bytemuck::bytes_of(&a).to_vec(), &req).await?;
+    let written = app.write(&w, Operation::CreateAccounts, bytemuck::bytes_of(&a).to_vec(), None).await?;
     Ok(single_response(Operation::CreateAccounts, &written, |r| AccountCreated::from(&record::<Account>(r))))
 }
 
 /// Create up to 8190 accounts in one atomic log entry (operator).
-#[utoipa::path(post, path = "/v1/accounts/batch", tag = "accounts", request_body = AccountBatchRequest,
-    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
-    responses((status = 200, body = BatchResult),
-        (status = "4XX", body = ProblemBody, content_type = "application/problem+json")),
+#[utoipa::path(post, path = "/v1/accounts/batch", operation_id = "create_accounts", tag = "accounts", request_body = AccountBatchRequest,
+    params(IdempotencyKeyHeader),
+    responses(
+        (status = 200, description = "Applied; the events that were not ok", body = BatchResult),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden),
+        (status = 409, response = problem::Conflict),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 422, response = problem::Unprocessable),
+        (status = 500, response = problem::InternalError),
+        (status = 503, response = problem::Unavailable),
+    ),
     security(("bearer" = [])))]
 pub async fn create_batch(
     State(app): State<App>,
@@ -72,7 +93,7 @@ pub async fn create_batch(
         route: "POST /v1/accounts/batch",
         idempotency_key: Some(&key),
     };
-    let written = app.write(&w, Operation::CreateAccounts, bytemuck::cast_slice(&records).to_vec(), &req).await?;
+    let written = app.write(&w, Operation::CreateAccounts, bytemuck::cast_slice(&records).to_vec(), None).await?;
     Ok(batch_response(Operation::CreateAccounts, records.len(), &written))
 }
 
@@ -91,34 +112,70 @@ async fn account(app: &App, principal: &Principal, id: &str) -> ApiResult<Accoun
 }
 
 /// Look an account up, with its balances.
-#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts",
-    params(("id" = String, Path, description = "decimal or UUID")),
-    responses((status = 200, body = AccountBody),
-        (status = "4XX", body = ProblemBody, content_type = "application/problem+json")),
+#[utoipa::path(get, path = "/v1/accounts/{id}", operation_id = "get_account", tag = "accounts",
+    params(("id" = Id, Path, description = "Decimal or UUID", example = "1")),
+    responses(
+        (status = 200, description = "The account", body = AccountBody),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden),
+        (status = 404, response = problem::NotFound),
+        (status = 500, response = problem::InternalError),
+        (status = 503, response = problem::Unavailable),
+    ),
     security(("bearer" = [])))]
 pub async fn get_one(
     State(app): State<App>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<axum::Json<AccountBody>> {
     let a = account(&app, &principal, &id).await?;
     Ok(axum::Json(AccountBody::from(&a)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// 1 to 1000, default 100.
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// From `next_cursor` of the previous page.
+    #[param(value_type = String, required = false, pattern = "^[ad]:[0-9]{1,20}$")]
     pub cursor: Option<String>,
     /// Inclusive, nanoseconds.
+    #[param(value_type = u64, required = false)]
     pub timestamp_min: Option<u64>,
-    /// Inclusive, nanoseconds.
+    /// Inclusive, nanoseconds; 0 is no bound.
+    #[param(value_type = u64, required = false)]
     pub timestamp_max: Option<u64>,
-    /// debits, credits or both (default); transfers only.
+    /// debits, credits or both (default).
+    #[param(value_type = String, required = false, pattern = "^(debits|credits|both)$")]
     pub side: Option<String>,
     /// asc (default) or desc.
+    #[param(value_type = String, required = false, pattern = "^(asc|desc)$")]
+    pub order: Option<String>,
+}
+
+/// The query of an account's balances, for the OpenAPI document: a
+/// [`HistoryQuery`] without `side`, which balances reject.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BalancesQuery {
+    /// 1 to 1000, default 100.
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 1000)]
+    pub limit: Option<u32>,
+    /// From `next_cursor` of the previous page.
+    #[param(value_type = String, required = false, pattern = "^[ad]:[0-9]{1,20}$")]
+    pub cursor: Option<String>,
+    /// Inclusive, nanoseconds.
+    #[param(value_type = u64, required = false)]
+    pub timestamp_min: Option<u64>,
+    /// Inclusive, nanoseconds; 0 is no bound.
+    #[param(value_type = u64, required = false)]
+    pub timestamp_max: Option<u64>,
+    /// asc (default) or desc.
+    #[param(value_type = String, required = false, pattern = "^(asc|desc)$")]
     pub order: Option<String>,
 }
 
@@ -167,15 +224,22 @@ fn next_cursor(f: &AccountFilter, count: usize, last_timestamp: Option<u64>) -> 
 }
 
 /// An account's transfers, oldest first unless order=desc.
-#[utoipa::path(get, path = "/v1/accounts/{id}/transfers", tag = "accounts",
-    params(("id" = String, Path, description = "decimal or UUID"), HistoryQuery),
-    responses((status = 200, body = Page<TransferBody>),
-        (status = "4XX", body = ProblemBody, content_type = "application/problem+json")),
+#[utoipa::path(get, path = "/v1/accounts/{id}/transfers", operation_id = "get_account_transfers", tag = "accounts",
+    params(("id" = Id, Path, description = "Decimal or UUID", example = "1"), HistoryQuery),
+    responses(
+        (status = 200, description = "A page of the account's transfers", body = Page<TransferBody>),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden),
+        (status = 404, response = problem::NotFound),
+        (status = 500, response = problem::InternalError),
+        (status = 503, response = problem::Unavailable),
+    ),
     security(("bearer" = [])))]
 pub async fn transfers(
     State(app): State<App>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     QueryParams(q): QueryParams<HistoryQuery>,
 ) -> ApiResult<axum::Json<Page<TransferBody>>> {
     let a = account(&app, &principal, &id).await?;
@@ -187,15 +251,22 @@ pub async fn transfers(
 }
 
 /// An account's balances after each change (accounts with the history flag).
-#[utoipa::path(get, path = "/v1/accounts/{id}/balances", tag = "accounts",
-    params(("id" = String, Path, description = "decimal or UUID"), HistoryQuery),
-    responses((status = 200, body = Page<BalanceBody>),
-        (status = "4XX", body = ProblemBody, content_type = "application/problem+json")),
+#[utoipa::path(get, path = "/v1/accounts/{id}/balances", operation_id = "get_account_balances", tag = "accounts",
+    params(("id" = Id, Path, description = "Decimal or UUID", example = "1"), BalancesQuery),
+    responses(
+        (status = 200, description = "A page of the account's balances", body = Page<BalanceBody>),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden),
+        (status = 404, response = problem::NotFound),
+        (status = 500, response = problem::InternalError),
+        (status = 503, response = problem::Unavailable),
+    ),
     security(("bearer" = [])))]
 pub async fn balances(
     State(app): State<App>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
     QueryParams(q): QueryParams<HistoryQuery>,
 ) -> ApiResult<axum::Json<Page<BalanceBody>>> {
     let a = account(&app, &principal, &id).await?;

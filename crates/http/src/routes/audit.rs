@@ -4,7 +4,7 @@ use super::page_limit;
 use crate::app::App;
 use crate::dto::{AuditBody, Page};
 use crate::extract::{Principal, QueryParams};
-use crate::problem::{ApiResult, Problem, ProblemBody};
+use crate::problem::{self, ApiResult, Problem};
 use axum::extract::State;
 use bursar_core::Operation;
 use bursar_core::command::AuditFilter;
@@ -14,18 +14,28 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// 1 to 1000, default 100.
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// From `next_cursor` of the previous page (the last seq seen).
+    #[param(value_type = String, required = false, pattern = "^[0-9]{1,20}$")]
     pub cursor: Option<String>,
 }
 
 /// Audit records in order, each chained to the one before by its hash.
-#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
-    responses((status = 200, body = Page<AuditBody>),
-        (status = "4XX", body = ProblemBody, content_type = "application/problem+json")),
+#[utoipa::path(get, path = "/v1/audit", operation_id = "list_audit", tag = "audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of audit records", body = Page<AuditBody>),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden),
+        (status = 500, response = problem::InternalError),
+        (status = 503, response = problem::Unavailable),
+    ),
     security(("bearer" = [])))]
 pub async fn list(
     State(app): State<App>,

@@ -2,21 +2,38 @@
 
 use super::mark_replayed;
 use crate::app::App;
-use crate::dto::{KeyBody, KeyList, KeyRequest};
+use crate::dto::{IdempotencyKeyHeader, KeyBody, KeyList, KeyRequest, OptionalIdempotencyKeyHeader};
 use crate::engine_client::WriteContext;
-use crate::extract::{IdempotencyKey, JsonBody, MaybeIdempotencyKey, Principal, RequestContext};
-use crate::problem::{ApiResult, Problem, ProblemBody};
+use crate::extract::{IdempotencyKey, JsonBody, MaybeIdempotencyKey, PathId, Principal, RequestContext};
+use crate::problem::{self, ApiResult, Problem};
 use crate::results::{Single, single};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bursar_core::Operation;
 use bursar_core::service::keys::{KEY_LEDGERS_MAX, KEY_NAME_MAX, KeyEvent, RevokeEvent, RevokeKeyResult, Role};
 
-/// A nonzero key id below 2^53 derived from the idempotency scope.
-fn key_id_for(scope: &[u8; 16]) -> u64 {
-    let id = u64::from_le_bytes(scope[..8].try_into().expect("8 bytes")) >> 11;
-    id.max(1)
+/// The `n`th candidate key id of an idempotency scope: nonzero, below 2^53.
+/// Each execution under a scope takes the first candidate not yet used, so
+/// the scope can be reused once its idempotency record has expired, and a
+/// replay finds the key of the last execution as the last candidate used.
+fn key_id_for(scope: &[u8; 16], n: u32) -> u64 {
+    let bytes: [u8; 8] = if n == 0 {
+        scope[..8].try_into().expect("8 bytes")
+    } else {
+        let mut h = blake3::Hasher::new();
+        h.update(b"bursar-key-id");
+        h.update(scope);
+        h.update(&n.to_le_bytes());
+        h.finalize().as_bytes()[..8].try_into().expect("8 bytes")
+    };
+    (u64::from_le_bytes(bytes) >> 11).max(1)
+}
+
+/// How many candidate ids of the scope are taken (keys are never removed).
+fn candidates_used(app: &App, scope: &[u8; 16]) -> u32 {
+    let keys = app.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
+    (0u32..).take_while(|n| keys.get(key_id_for(scope, *n)).is_some()).count() as u32
 }
 
 fn current(app: &App, id: u64) -> Option<KeyBody> {
@@ -25,10 +42,20 @@ fn current(app: &App, id: u64) -> Option<KeyBody> {
 }
 
 /// Create an API key (admin). The secret is in this response only.
-#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = KeyRequest,
-    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
-    responses((status = 201, body = KeyBody),
-        (status = "4XX", body = ProblemBody, content_type = "application/problem+json")),
+#[utoipa::path(post, path = "/v1/keys", operation_id = "create_key", tag = "keys", request_body = KeyRequest,
+    params(IdempotencyKeyHeader),
+    responses(
+        (status = 201, description = "Created; the secret is shown only here (not on a replay)", body = KeyBody),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden),
+        (status = 409, response = problem::Conflict),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 422, response = problem::Unprocessable),
+        (status = 500, response = problem::InternalError),
+        (status = 503, response = problem::Unavailable),
+    ),
     security(("bearer" = [])))]
 pub async fn create(
     State(app): State<App>,
@@ -52,8 +79,9 @@ pub async fn create(
     }
     let token = bursar_server::keys::generate_token();
     // The id follows from the idempotency scope, so a replay can name the
-    // key the original request created.
-    let id = key_id_for(&crate::engine_client::scope(principal.key.id, &key.0));
+    // key the original request created: the last candidate in use.
+    let scope = crate::engine_client::scope(principal.key.id, &key.0);
+    let id = key_id_for(&scope, candidates_used(&app, &scope));
     let event = KeyEvent::new(id, bursar_server::keys::token_hash(&token), role, &req.ledgers, &name)
         .expect("invariant: bounds checked above");
     let w = WriteContext {
@@ -62,12 +90,19 @@ pub async fn create(
         route: "POST /v1/keys",
         idempotency_key: Some(&key),
     };
-    let written = app.write(&w, Operation::CreateKeys, bytemuck::bytes_of(&event).to_vec(), &req).await?;
+    let canonical = serde_json::to_vec(&req).expect("a key request serializes");
+    let written = app.write(&w, Operation::CreateKeys, bytemuck::bytes_of(&event).to_vec(), Some(&canonical)).await?;
     let response = match single(Operation::CreateKeys, &written.results) {
         Single::Created | Single::Exists => {
             // A replay answers with the key the original request created,
             // without the secret: it was shown once and never stored.
-            let Some(mut body) = current(&app, id) else {
+            // The key table is current as of this write's entry.
+            let created = if written.replayed {
+                candidates_used(&app, &scope).checked_sub(1).map(|n| key_id_for(&scope, n))
+            } else {
+                Some(id)
+            };
+            let Some(mut body) = created.and_then(|id| current(&app, id)) else {
                 return Err(Problem::internal("the created key is missing from the key table"));
             };
             if !written.replayed {
@@ -81,9 +116,13 @@ pub async fn create(
 }
 
 /// List API keys (admin); secrets are never shown.
-#[utoipa::path(get, path = "/v1/keys", tag = "keys",
-    responses((status = 200, body = KeyList),
-        (status = "4XX", body = ProblemBody, content_type = "application/problem+json")),
+#[utoipa::path(get, path = "/v1/keys", operation_id = "list_keys", tag = "keys",
+    responses(
+        (status = 200, description = "Every key", body = KeyList),
+        (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden),
+        (status = 503, response = problem::Unavailable),
+    ),
     security(("bearer" = [])))]
 pub async fn list(State(app): State<App>, principal: Principal) -> ApiResult<axum::Json<KeyList>> {
     principal.require(&[Role::Admin])?;
@@ -92,25 +131,33 @@ pub async fn list(State(app): State<App>, principal: Principal) -> ApiResult<axu
 }
 
 /// Revoke an API key (admin). Revoking a revoked key changes nothing.
-#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys",
-    params(("id" = u64, Path, description = "the key's id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "optional")),
-    responses((status = 200, body = KeyBody),
-        (status = "4XX", body = ProblemBody, content_type = "application/problem+json")),
+#[utoipa::path(delete, path = "/v1/keys/{id}", operation_id = "revoke_key", tag = "keys",
+    params(("id" = u64, Path, description = "The key's id", example = 1), OptionalIdempotencyKeyHeader),
+    responses(
+        (status = 200, description = "The revoked key", body = KeyBody),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden),
+        (status = 404, response = problem::NotFound),
+        (status = 409, response = problem::Conflict),
+        (status = 422, response = problem::Unprocessable),
+        (status = 500, response = problem::InternalError),
+        (status = 503, response = problem::Unavailable),
+    ),
     security(("bearer" = [])))]
 pub async fn revoke(
     State(app): State<App>,
     principal: Principal,
     ctx: RequestContext,
     MaybeIdempotencyKey(key): MaybeIdempotencyKey,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<Response> {
     principal.require(&[Role::Admin])?;
     let id: u64 = id.parse().map_err(|_| Problem::invalid_field("id", "a key id is a decimal number"))?;
     let event = RevokeEvent { id, reserved: 0 };
     let route = "DELETE /v1/keys/{id}";
     let w = WriteContext { principal: &principal, request_id: &ctx.request_id, route, idempotency_key: key.as_ref() };
-    let written = app.write(&w, Operation::RevokeKeys, bytemuck::bytes_of(&event).to_vec(), &id).await?;
+    let written = app.write(&w, Operation::RevokeKeys, bytemuck::bytes_of(&event).to_vec(), None).await?;
     let already = written.results.first().is_some_and(|r| r.code == RevokeKeyResult::AlreadyRevoked.code());
     let response = match single(Operation::RevokeKeys, &written.results) {
         _ if already || written.results.is_empty() => match current(&app, id) {

@@ -3,10 +3,10 @@
 
 use super::{page_limit, record, single_response};
 use crate::app::App;
-use crate::dto::{LedgerBody, LedgerRequest, Page};
+use crate::dto::{IdempotencyKeyHeader, LedgerBody, LedgerRequest, Page};
 use crate::engine_client::WriteContext;
 use crate::extract::{IdempotencyKey, JsonBody, Principal, QueryParams, RequestContext};
-use crate::problem::{ApiResult, Problem, ProblemBody};
+use crate::problem::{self, ApiResult, Problem};
 use axum::extract::State;
 use axum::response::Response;
 use bursar_core::service::keys::Role;
@@ -15,10 +15,21 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 /// Create a ledger (admin).
-#[utoipa::path(post, path = "/v1/ledgers", tag = "ledgers", request_body = LedgerRequest,
-    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
-    responses((status = 201, body = LedgerBody), (status = 200, description = "exists", body = LedgerBody),
-        (status = "4XX", body = ProblemBody, content_type = "application/problem+json")),
+#[utoipa::path(post, path = "/v1/ledgers", operation_id = "create_ledger", tag = "ledgers", request_body = LedgerRequest,
+    params(IdempotencyKeyHeader),
+    responses(
+        (status = 201, description = "Created", body = LedgerBody),
+        (status = 200, description = "The ledger exists with the same fields", body = LedgerBody),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden),
+        (status = 409, response = problem::Conflict),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 422, response = problem::Unprocessable),
+        (status = 500, response = problem::InternalError),
+        (status = 503, response = problem::Unavailable),
+    ),
     security(("bearer" = [])))]
 pub async fn create(
     State(app): State<App>,
@@ -35,22 +46,32 @@ pub async fn create(
         route: "POST /v1/ledgers",
         idempotency_key: Some(&key),
     };
-    let written = app.write(&w, Operation::CreateLedgers, bytemuck::bytes_of(&ledger).to_vec(), &req).await?;
+    let written = app.write(&w, Operation::CreateLedgers, bytemuck::bytes_of(&ledger).to_vec(), None).await?;
     Ok(single_response(Operation::CreateLedgers, &written, |r| LedgerBody::from(&record::<Ledger>(r))))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LedgerQuery {
     /// 1 to 1000, default 100.
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
+    /// From `next_cursor` of the previous page (the last ledger id seen).
+    #[param(value_type = String, required = false, pattern = "^[0-9]{1,10}$")]
     pub cursor: Option<String>,
 }
 
 /// List ledgers by id.
-#[utoipa::path(get, path = "/v1/ledgers", tag = "ledgers", params(LedgerQuery),
-    responses((status = 200, body = Page<LedgerBody>),
-        (status = "4XX", body = ProblemBody, content_type = "application/problem+json")),
+#[utoipa::path(get, path = "/v1/ledgers", operation_id = "list_ledgers", tag = "ledgers",
+    params(LedgerQuery),
+    responses(
+        (status = 200, description = "A page of ledgers", body = Page<LedgerBody>),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::Unauthorized),
+        (status = 500, response = problem::InternalError),
+        (status = 503, response = problem::Unavailable),
+    ),
     security(("bearer" = [])))]
 pub async fn list(
     State(app): State<App>,

@@ -3,27 +3,37 @@
 
 use crate::app::App;
 use crate::dto::Status;
-use crate::problem::{ApiResult, Problem};
+use crate::problem::{self, ApiResult, Problem};
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::OnceLock;
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Status)))]
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations", responses(
+    (status = 200, description = "Up", body = Status),
+    (status = 503, response = problem::Unavailable),
+))]
 pub async fn healthz() -> axum::Json<Status> {
     axum::Json(Status { status: "ok".into() })
 }
 
 /// The engine answers and everything it applied is durable.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, body = Status), (status = 503)))]
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations", responses(
+    (status = 200, description = "Ready", body = Status),
+    (status = 500, response = problem::InternalError),
+    (status = 503, response = problem::Unavailable),
+))]
 pub async fn readyz(State(app): State<App>) -> ApiResult<axum::Json<Status>> {
     app.ping().await?;
     Ok(axum::Json(Status { status: "ready".into() }))
 }
 
 /// Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations", responses(
+    (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
+    (status = 503, response = problem::Unavailable),
+))]
 pub async fn metrics(State(app): State<App>) -> Response {
     app.record_gauges();
     let text = app.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
@@ -33,7 +43,10 @@ pub async fn metrics(State(app): State<App>) -> Response {
 }
 
 /// This API's OpenAPI 3 document, generated from the code.
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "operations", responses((status = 200, content_type = "application/json")))]
+#[utoipa::path(get, path = "/v1/openapi.json", operation_id = "openapi", tag = "operations", responses(
+    (status = 200, description = "This document", body = Object, content_type = "application/json"),
+    (status = 503, response = problem::Unavailable),
+))]
 pub async fn openapi() -> Result<Response, Problem> {
     static DOC: OnceLock<String> = OnceLock::new();
     let json = DOC.get_or_init(crate::openapi::document);

@@ -3,11 +3,13 @@
 
 use super::{batch_response, check_batch_size, record, single_response};
 use crate::app::App;
-use crate::dto::{BatchResult, TransferBatchRequest, TransferBody, TransferRequest, parse_id};
+use crate::dto::{
+    BatchResult, Id, IdempotencyKeyHeader, TransferBatchRequest, TransferBody, TransferRequest, parse_id,
+};
 use crate::engine_client::WriteContext;
-use crate::extract::{IdempotencyKey, JsonBody, Principal, RequestContext};
-use crate::problem::{ApiResult, Problem, ProblemBody};
-use axum::extract::{Path, State};
+use crate::extract::{IdempotencyKey, JsonBody, PathId, Principal, RequestContext};
+use crate::problem::{self, ApiResult, Problem};
+use axum::extract::State;
 use axum::response::Response;
 use bursar_core::service::keys::Role;
 use bursar_core::{Operation, Transfer};
@@ -21,10 +23,21 @@ fn check_scope(principal: &Principal, t: &Transfer) -> Result<(), Problem> {
 }
 
 /// Create a transfer (operator).
-#[utoipa::path(post, path = "/v1/transfers", tag = "transfers", request_body = TransferRequest,
-    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
-    responses((status = 201, body = TransferBody), (status = 200, description = "exists", body = TransferBody),
-        (status = "4XX", body = ProblemBody, content_type = "application/problem+json")),
+#[utoipa::path(post, path = "/v1/transfers", operation_id = "create_transfer", tag = "transfers", request_body = TransferRequest,
+    params(IdempotencyKeyHeader),
+    responses(
+        (status = 201, description = "Created", body = TransferBody),
+        (status = 200, description = "The transfer exists with the same fields", body = TransferBody),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden),
+        (status = 409, response = problem::Conflict),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 422, response = problem::Unprocessable),
+        (status = 500, response = problem::InternalError),
+        (status = 503, response = problem::Unavailable),
+    ),
     security(("bearer" = [])))]
 pub async fn create(
     State(app): State<App>,
@@ -42,15 +55,25 @@ pub async fn create(
         route: "POST /v1/transfers",
         idempotency_key: Some(&key),
     };
-    let written = app.write(&w, Operation::CreateTransfers, bytemuck::bytes_of(&t).to_vec(), &req).await?;
+    let written = app.write(&w, Operation::CreateTransfers, bytemuck::bytes_of(&t).to_vec(), None).await?;
     Ok(single_response(Operation::CreateTransfers, &written, |r| TransferBody::from(&record::<Transfer>(r))))
 }
 
 /// Create up to 8190 transfers in one atomic log entry (operator).
-#[utoipa::path(post, path = "/v1/transfers/batch", tag = "transfers", request_body = TransferBatchRequest,
-    params(("Idempotency-Key" = String, Header, description = "1-255 printable ASCII characters")),
-    responses((status = 200, body = BatchResult),
-        (status = "4XX", body = ProblemBody, content_type = "application/problem+json")),
+#[utoipa::path(post, path = "/v1/transfers/batch", operation_id = "create_transfers", tag = "transfers", request_body = TransferBatchRequest,
+    params(IdempotencyKeyHeader),
+    responses(
+        (status = 200, description = "Applied; the events that were not ok", body = BatchResult),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden),
+        (status = 409, response = problem::Conflict),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 422, response = problem::Unprocessable),
+        (status = 500, response = problem::InternalError),
+        (status = 503, response = problem::Unavailable),
+    ),
     security(("bearer" = [])))]
 pub async fn create_batch(
     State(app): State<App>,
@@ -74,7 +97,7 @@ pub async fn create_batch(
         idempotency_key: Some(&key),
     };
     let body = bytemuck::cast_slice(&records).to_vec();
-    let written = app.write(&w, Operation::CreateTransfers, body, &req).await?;
+    let written = app.write(&w, Operation::CreateTransfers, body, None).await?;
     Ok(batch_response(Operation::CreateTransfers, records.len(), &written))
 }
 
@@ -88,15 +111,22 @@ pub(crate) fn prefix_field(mut p: Problem, list: &str, index: usize) -> Problem 
 }
 
 /// Look a transfer up.
-#[utoipa::path(get, path = "/v1/transfers/{id}", tag = "transfers",
-    params(("id" = String, Path, description = "decimal or UUID")),
-    responses((status = 200, body = TransferBody),
-        (status = "4XX", body = ProblemBody, content_type = "application/problem+json")),
+#[utoipa::path(get, path = "/v1/transfers/{id}", operation_id = "get_transfer", tag = "transfers",
+    params(("id" = Id, Path, description = "Decimal or UUID", example = "1")),
+    responses(
+        (status = 200, description = "The transfer", body = TransferBody),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden),
+        (status = 404, response = problem::NotFound),
+        (status = 500, response = problem::InternalError),
+        (status = 503, response = problem::Unavailable),
+    ),
     security(("bearer" = [])))]
 pub async fn get_one(
     State(app): State<App>,
     principal: Principal,
-    Path(id): Path<String>,
+    PathId(id): PathId,
 ) -> ApiResult<axum::Json<TransferBody>> {
     let id = parse_id("id", &id)?;
     let response = app.read(Operation::LookupTransfers, id.to_le_bytes().to_vec()).await?;
