@@ -3,6 +3,7 @@
 
 mod bench;
 mod client_cmds;
+mod http_cli;
 mod start;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,20 @@ enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Ledgers over the HTTP API: create, list.
+    #[command(subcommand)]
+    Ledger(http_cli::LedgerCommand),
+    /// Accounts over the HTTP API: create, get, transfers, balances.
+    #[command(subcommand)]
+    Account(http_cli::AccountCommand),
+    /// Transfers over the HTTP API: create, get.
+    #[command(subcommand)]
+    Transfer(http_cli::TransferCommand),
+    /// API keys over the HTTP API (admin): create, list, revoke.
+    #[command(subcommand)]
+    Keys(http_cli::KeysCommand),
+    /// Import transfers from a CSV file over the HTTP API: batched, resumable, idempotent.
+    Import(http_cli::import::ImportArgs),
 }
 
 #[derive(Subcommand)]
@@ -54,6 +69,11 @@ fn main() -> ExitCode {
         Command::Ping(args) => client_cmds::ping(args),
         Command::Lookup(args) => client_cmds::lookup(args),
         Command::Audit(AuditCommand::Verify(args)) => start::audit_verify(args),
+        Command::Ledger(c) => return http_cli::run(http_cli::Http::Ledger(c)),
+        Command::Account(c) => return http_cli::run(http_cli::Http::Account(c)),
+        Command::Transfer(c) => return http_cli::run(http_cli::Http::Transfer(c)),
+        Command::Keys(c) => return http_cli::run(http_cli::Http::Keys(c)),
+        Command::Import(args) => return http_cli::run(http_cli::Http::Import(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,195 @@
+//! The command-line client of the HTTP/JSON API (docs/api.md): ledgers,
+//! accounts, transfers, API keys, and a resumable, idempotent bulk import
+//! of transfers from CSV.
+//!
+//! Errors are printed as `error: <code>: <detail> (field <f>)` and every
+//! failure exits non-zero.
+
+pub mod account;
+pub mod client;
+pub mod import;
+pub mod keys;
+pub mod ledger;
+pub mod output;
+pub mod transfer;
+
+use clap::Subcommand;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How to reach the server; shared by every HTTP command.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Conn {
+    /// Base URL of the HTTP API.
+    #[arg(long, env = "BURSAR_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// API key, sent as `Authorization: Bearer <key>`.
+    #[arg(long, env = "BURSAR_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Trust this PEM certificate (a self-signed server's, or a private CA's)
+    /// instead of the built-in web roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Retries after connection errors, 503s and in-flight conflicts (each
+    /// with the same Idempotency-Key), with backoff.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub retries: u32,
+}
+
+/// [`Conn`] and the time bound of one HTTP request.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Global {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// Seconds one HTTP request may take (each try).
+    #[arg(long = "timeout", visible_alias = "request-timeout", default_value_t = 60, value_name = "SECONDS")]
+    pub timeout: u64,
+}
+
+impl Global {
+    pub fn api(&self) -> Result<client::Api, CliError> {
+        client::Api::new(&self.conn, Duration::from_secs(self.timeout))
+    }
+}
+
+/// A problem+json error of the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub status: u16,
+    pub code: String,
+    pub detail: String,
+    pub field: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.detail)?;
+        if let Some(field) = &self.field {
+            write!(f, " (field {field})")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a command failed.
+#[derive(Debug)]
+pub enum CliError {
+    /// The server answered with a problem.
+    Api(Problem),
+    /// The server could not be reached (after the retries).
+    Transport(String),
+    /// Bad arguments the parser could not catch.
+    Usage(String),
+    /// Anything else, already phrased for the user.
+    Other(String),
+    /// Already reported on stderr; just exit non-zero.
+    Reported,
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::Api(p) => p.fmt(f),
+            CliError::Transport(m) | CliError::Usage(m) | CliError::Other(m) => f.write_str(m),
+            CliError::Reported => f.write_str("failed"),
+        }
+    }
+}
+
+/// Ledgers (admin creates; every role lists).
+#[derive(Subcommand)]
+pub enum LedgerCommand {
+    /// Create a ledger: `bursar ledger create --id 1 --asset USD --scale 2`.
+    Create(ledger::CreateArgs),
+    /// List the ledgers the key may see.
+    List(ledger::ListArgs),
+}
+
+/// Accounts (operator creates; every role reads).
+#[derive(Subcommand)]
+pub enum AccountCommand {
+    /// Create an account.
+    Create(account::CreateArgs),
+    /// Show an account with its balances.
+    Get(account::GetArgs),
+    /// An account's transfers, a page at a time (or --all).
+    Transfers(account::HistoryArgs),
+    /// An account's balance after each change (accounts with the history flag).
+    Balances(account::HistoryArgs),
+}
+
+/// Transfers (operator creates; every role reads).
+#[derive(Subcommand)]
+pub enum TransferCommand {
+    /// Create a transfer (plain, pending, post or void).
+    Create(Box<transfer::CreateArgs>),
+    /// Show a transfer.
+    Get(transfer::GetArgs),
+}
+
+/// API keys (admin only).
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key; its secret is printed once.
+    Create(keys::CreateArgs),
+    /// List the API keys (never their secrets).
+    List(keys::ListArgs),
+    /// Revoke an API key.
+    Revoke(keys::RevokeArgs),
+}
+
+/// Every HTTP command.
+pub enum Http {
+    Ledger(LedgerCommand),
+    Account(AccountCommand),
+    Transfer(TransferCommand),
+    Keys(KeysCommand),
+    Import(import::ImportArgs),
+}
+
+/// Runs one command; prints its error and picks the exit code.
+pub fn run(command: Http) -> ExitCode {
+    let result = match command {
+        Http::Ledger(LedgerCommand::Create(a)) => ledger::create(a),
+        Http::Ledger(LedgerCommand::List(a)) => ledger::list(a),
+        Http::Account(AccountCommand::Create(a)) => account::create(a),
+        Http::Account(AccountCommand::Get(a)) => account::get(a),
+        Http::Account(AccountCommand::Transfers(a)) => account::transfers(a),
+        Http::Account(AccountCommand::Balances(a)) => account::balances(a),
+        Http::Transfer(TransferCommand::Create(a)) => transfer::create(*a),
+        Http::Transfer(TransferCommand::Get(a)) => transfer::get(a),
+        Http::Keys(KeysCommand::Create(a)) => keys::create(a),
+        Http::Keys(KeysCommand::List(a)) => keys::list(a),
+        Http::Keys(KeysCommand::Revoke(a)) => keys::revoke(a),
+        Http::Import(a) => import::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Reported) => ExitCode::FAILURE,
+        Err(e) => {
+            output::err_line(&format!("error: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The Idempotency-Key of a POST: the given one, or a fresh UUID v4.
+pub fn idempotency_key(given: &Option<String>) -> Result<String, CliError> {
+    match given {
+        Some(k) => {
+            client::check_idempotency_key(k)?;
+            Ok(k.clone())
+        }
+        None => client::new_idempotency_key(),
+    }
+}
+
+/// Serializes a request body.
+pub fn to_body<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, CliError> {
+    serde_json::to_vec(v).map_err(|e| CliError::Other(format!("encoding the request: {e}")))
+}
