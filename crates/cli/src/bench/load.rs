@@ -145,7 +145,7 @@ fn bytemuck_bytes(batch: &[Transfer]) -> &[u8] {
     bursar_core::records::encode_all(batch)
 }
 
-fn report_progress(acked: &AtomicU64, done: &AtomicBool) {
+pub(super) fn report_progress(acked: &AtomicU64, done: &AtomicBool) {
     let mut last = 0;
     let mut last_time = Instant::now();
     while !done.load(Ordering::Acquire) {

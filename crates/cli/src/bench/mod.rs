@@ -2,6 +2,7 @@
 //! client protocol, checked against the benchmark's own tally; and
 //! `bursar bench recovery`: time to serve again after `kill -9`.
 
+mod http;
 mod load;
 mod recovery;
 mod workload;
@@ -52,6 +53,13 @@ pub struct LoadArgs {
     inflight: u64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Drive the HTTP/JSON API instead of the binary protocol (one
+    /// Idempotency-Key per request); --addr is then the HTTP address.
+    #[arg(long)]
+    http: bool,
+    /// With --http --addr: an admin API key (creates the ledger and an operator key).
+    #[arg(long, env = "BURSAR_KEY", hide_env_values = true)]
+    key: Option<String>,
     /// Embedded server: take a snapshot after this many MiB of log.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     snapshot_every_mib: u64,
@@ -77,6 +85,7 @@ impl LoadArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         Some(BenchCommand::Recovery(r)) => recovery::run(r),
+        None if args.load.http => http::run(&args.load),
         None => throughput(args.load),
     }
 }
