@@ -5,6 +5,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== system packages"
+# Debian packages the tests run (installed only when missing).
+missing=()
+command -v openssl >/dev/null || missing+=(openssl)
+command -v python3 >/dev/null || missing+=(python3 python3-venv)
+if ((${#missing[@]})); then
+    SUDO=$([[ $(id -u) == 0 ]] && echo "" || echo sudo)
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
 echo "== python test tools"
 # Pinned (hypothesis too: it generates schemathesis's cases, so a fixed seed
 # means the same run); change a pin and the venv is rebuilt on the next run.

@@ -47,7 +47,9 @@ impl FromRequestParts<App> for Principal {
         let token = header
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token)
             .map(str::trim)
             .filter(|t| bursar_server::keys::token_is_plausible(t))
             .ok_or_else(Problem::unauthorized)?;

@@ -3,12 +3,13 @@
 //! a bound on time, and metrics by route and status.
 
 use crate::app::App;
-use crate::problem::{Problem, REQUEST_ID};
+use crate::problem::Problem;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::time::Instant;
+use tracing::Instrument;
 
 /// The request's id, in request extensions.
 #[derive(Clone, Debug)]
@@ -39,23 +40,32 @@ fn new_request_id() -> String {
 pub async fn outer(State(app): State<App>, mut req: Request, next: Next) -> Response {
     let id = req.headers().get("x-request-id").and_then(valid_request_id).unwrap_or_else(new_request_id);
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = REQUEST_ID
-        .scope(id.clone(), async {
-            let Ok(_permit) = app.in_progress.try_acquire() else {
-                return Problem::overloaded("too many requests in progress; retry later").into_response();
-            };
-            match tokio::time::timeout(app.config.request_timeout, next.run(req)).await {
-                Ok(r) => r,
-                Err(_) => Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "timeout",
-                    "the request took too long; a write's outcome is unknown: retry with the same Idempotency-Key",
-                )
-                .retry_after(1)
-                .into_response(),
-            }
-        })
-        .await;
+    // A debug span: with the default `info` filter it costs nothing per
+    // request; 5xx are logged with the id below either way.
+    let span = tracing::debug_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+    let mut response = async {
+        let Ok(_permit) = app.in_progress.try_acquire() else {
+            return Problem::overloaded("too many requests in progress; retry later").into_response();
+        };
+        let response = match tokio::time::timeout(app.config.request_timeout, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "the request took too long; a write's outcome is unknown: retry with the same Idempotency-Key",
+            )
+            .retry_after(1)
+            .into_response(),
+        };
+        if response.status().is_server_error() {
+            tracing::warn!(request_id = %id, status = response.status().as_u16(), "request failed on the server side");
+        } else {
+            tracing::debug!(status = response.status().as_u16(), "request done");
+        }
+        response
+    }
+    .instrument(span)
+    .await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }

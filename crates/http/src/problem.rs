@@ -5,11 +5,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::{ToResponse, ToSchema};
 
-tokio::task_local! {
-    /// The id of the request being handled, for error bodies and logs.
-    pub static REQUEST_ID: String;
-}
-
 /// An error response.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
@@ -33,8 +28,6 @@ pub struct ProblemBody {
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
 }
 
 // The problem responses, declared once and referenced by the routes'
@@ -167,7 +160,6 @@ impl Problem {
             code: self.code.clone(),
             detail: self.detail.clone(),
             field: self.field.clone(),
-            request_id: REQUEST_ID.try_with(|id| id.clone()).ok(),
         }
     }
 }

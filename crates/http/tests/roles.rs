@@ -557,3 +557,16 @@ fn unauthenticated_requests_see_nothing() {
         c.send(Req::new(Method::GET, path)).expect(200, None);
     }
 }
+
+#[test]
+fn the_bearer_scheme_is_case_insensitive() {
+    let node = TestNode::start();
+    let c = &node.client;
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let auth = format!("{scheme} {ADMIN_KEY}");
+        let r = c.send(Req::new(Method::GET, "/v1/keys").header("authorization", auth.as_bytes()));
+        r.expect(200, None);
+    }
+    let r = c.send(Req::new(Method::GET, "/v1/keys").header("authorization", format!("Basic {ADMIN_KEY}").as_bytes()));
+    r.expect(401, Some("unauthorized"));
+}
