@@ -17,7 +17,7 @@ use std::time::Duration;
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
 
 /// Keys of a problem body: nothing else may be in a 401 or 403.
-pub const PROBLEM_KEYS: [&str; 7] = ["type", "title", "status", "code", "detail", "field", "request_id"];
+pub const PROBLEM_KEYS: [&str; 6] = ["type", "title", "status", "code", "detail", "field"];
 
 /// A node with its HTTP API, shut down cleanly when dropped.
 pub struct TestNode {
