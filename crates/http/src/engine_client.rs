@@ -30,6 +30,17 @@ pub struct WriteContext<'a> {
     pub idempotency_key: Option<&'a IdempotencyKey>,
 }
 
+impl<'a> WriteContext<'a> {
+    pub fn new(
+        principal: &'a Principal,
+        ctx: &'a crate::extract::RequestContext,
+        route: &'a str,
+        idempotency_key: Option<&'a IdempotencyKey>,
+    ) -> WriteContext<'a> {
+        WriteContext { principal, request_id: &ctx.request_id, route, idempotency_key }
+    }
+}
+
 impl AppState {
     /// A read, answered once everything it reflects is durable.
     pub async fn read(&self, op: Operation, body: Vec<u8>) -> Result<Response, Problem> {

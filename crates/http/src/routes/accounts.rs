@@ -46,12 +46,7 @@ pub async fn create(
     principal.require(&[Role::Operator])?;
     let a = req.to_record()?;
     principal.require_ledger(a.ledger)?;
-    let w = WriteContext {
-        principal: &principal,
-        request_id: &ctx.request_id,
-        route: "POST /v1/accounts",
-        idempotency_key: Some(&key),
-    };
+    let w = WriteContext::new(&principal, &ctx, "POST /v1/accounts", Some(&key));
     let written = app.write(&w, Operation::CreateAccounts, bytemuck::bytes_of(&a).to_vec(), None).await?;
     Ok(single_response(Operation::CreateAccounts, &written, |r| AccountCreated::from(&record::<Account>(r))))
 }
@@ -87,12 +82,7 @@ pub async fn create_batch(
         principal.require_ledger(r.ledger)?;
         records.push(r);
     }
-    let w = WriteContext {
-        principal: &principal,
-        request_id: &ctx.request_id,
-        route: "POST /v1/accounts/batch",
-        idempotency_key: Some(&key),
-    };
+    let w = WriteContext::new(&principal, &ctx, "POST /v1/accounts/batch", Some(&key));
     let written = app.write(&w, Operation::CreateAccounts, bytemuck::cast_slice(&records).to_vec(), None).await?;
     Ok(batch_response(Operation::CreateAccounts, records.len(), &written))
 }

@@ -84,12 +84,7 @@ pub async fn create(
     let id = key_id_for(&scope, candidates_used(&app, &scope));
     let event = KeyEvent::new(id, bursar_server::keys::token_hash(&token), role, &req.ledgers, &name)
         .expect("invariant: bounds checked above");
-    let w = WriteContext {
-        principal: &principal,
-        request_id: &ctx.request_id,
-        route: "POST /v1/keys",
-        idempotency_key: Some(&key),
-    };
+    let w = WriteContext::new(&principal, &ctx, "POST /v1/keys", Some(&key));
     let canonical = serde_json::to_vec(&req).expect("a key request serializes");
     let written = app.write(&w, Operation::CreateKeys, bytemuck::bytes_of(&event).to_vec(), Some(&canonical)).await?;
     let response = match single(Operation::CreateKeys, &written.results) {
@@ -156,7 +151,7 @@ pub async fn revoke(
     let id: u64 = id.parse().map_err(|_| Problem::invalid_field("id", "a key id is a decimal number"))?;
     let event = RevokeEvent { id, reserved: 0 };
     let route = "DELETE /v1/keys/{id}";
-    let w = WriteContext { principal: &principal, request_id: &ctx.request_id, route, idempotency_key: key.as_ref() };
+    let w = WriteContext::new(&principal, &ctx, route, key.as_ref());
     let written = app.write(&w, Operation::RevokeKeys, bytemuck::bytes_of(&event).to_vec(), None).await?;
     let already = written.results.first().is_some_and(|r| r.code == RevokeKeyResult::AlreadyRevoked.code());
     let response = match single(Operation::RevokeKeys, &written.results) {

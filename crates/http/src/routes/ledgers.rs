@@ -40,12 +40,7 @@ pub async fn create(
 ) -> ApiResult<Response> {
     principal.require(&[Role::Admin])?;
     let ledger = req.to_record()?;
-    let w = WriteContext {
-        principal: &principal,
-        request_id: &ctx.request_id,
-        route: "POST /v1/ledgers",
-        idempotency_key: Some(&key),
-    };
+    let w = WriteContext::new(&principal, &ctx, "POST /v1/ledgers", Some(&key));
     let written = app.write(&w, Operation::CreateLedgers, bytemuck::bytes_of(&ledger).to_vec(), None).await?;
     Ok(single_response(Operation::CreateLedgers, &written, |r| LedgerBody::from(&record::<Ledger>(r))))
 }

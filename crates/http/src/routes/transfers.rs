@@ -49,12 +49,7 @@ pub async fn create(
     principal.require(&[Role::Operator])?;
     let t = req.to_record()?;
     check_scope(&principal, &t)?;
-    let w = WriteContext {
-        principal: &principal,
-        request_id: &ctx.request_id,
-        route: "POST /v1/transfers",
-        idempotency_key: Some(&key),
-    };
+    let w = WriteContext::new(&principal, &ctx, "POST /v1/transfers", Some(&key));
     let written = app.write(&w, Operation::CreateTransfers, bytemuck::bytes_of(&t).to_vec(), None).await?;
     Ok(single_response(Operation::CreateTransfers, &written, |r| TransferBody::from(&record::<Transfer>(r))))
 }
@@ -90,12 +85,7 @@ pub async fn create_batch(
         check_scope(&principal, &r)?;
         records.push(r);
     }
-    let w = WriteContext {
-        principal: &principal,
-        request_id: &ctx.request_id,
-        route: "POST /v1/transfers/batch",
-        idempotency_key: Some(&key),
-    };
+    let w = WriteContext::new(&principal, &ctx, "POST /v1/transfers/batch", Some(&key));
     let body = bytemuck::cast_slice(&records).to_vec();
     let written = app.write(&w, Operation::CreateTransfers, body, None).await?;
     Ok(batch_response(Operation::CreateTransfers, records.len(), &written))
