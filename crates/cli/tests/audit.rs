@@ -106,3 +106,50 @@ fn audit_verify_passes_and_names_a_tampered_entry() {
     assert!(text.starts_with("audit: FAILED audit record 5 "), "{text}");
     assert!(text.contains("segment-") && text.contains("offset"), "names the file and offset: {text}");
 }
+
+/// Starts the binary without BURSAR_ADMIN_KEY, stdout captured.
+fn start_without_admin_key(dir: &Path, http_port: u16) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_bursar"))
+        .args(["start", "--addr", &format!("127.0.0.1:{}", free_port()), "--http", &format!("127.0.0.1:{http_port}")])
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("BURSAR_ADMIN_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", http_port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Stops a server started with captured stdout; returns what it printed.
+fn stop_and_read(mut child: Child) -> String {
+    // SAFETY: kill(2) on our own child with a valid signal.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(child.wait().unwrap().success());
+    out
+}
+
+#[test]
+fn a_first_start_without_bursar_admin_key_prints_a_working_key_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let first = stop_and_read(start_without_admin_key(&dir, free_port()));
+    let key =
+        first.lines().find(|l| l.starts_with("bsk_")).unwrap_or_else(|| panic!("no key printed: {first}")).to_string();
+    assert_eq!(key.len(), 68);
+    // The key works after a restart, and is not printed again.
+    let port = free_port();
+    let server = start_without_admin_key(&dir, port);
+    assert_eq!(http(port, "GET", "/v1/keys", &key, None, "").0, 200);
+    let wrong = format!("bsk_{}", "0".repeat(64));
+    assert_eq!(http(port, "GET", "/v1/keys", &wrong, None, "").0, 401);
+    let out = stop_and_read(server);
+    assert!(!out.contains("bsk_"), "the key is printed only on the first start: {out}");
+}
