@@ -91,10 +91,8 @@ pub async fn create_batch(
 async fn account(app: &App, principal: &Principal, id: &str) -> ApiResult<Account> {
     let id = parse_id("id", id)?;
     let response = app.read(Operation::LookupAccounts, id.to_le_bytes().to_vec()).await?;
-    let a: Account = response
-        .body
-        .chunks_exact(Account::SIZE)
-        .map(bytemuck::pod_read_unaligned)
+    let a: Account = super::records::<Account>(&response.body)
+        .into_iter()
         .next()
         .ok_or_else(|| Problem::not_found(format!("no account has id {id}")))?;
     principal.require_ledger(a.ledger)?;
@@ -235,7 +233,7 @@ pub async fn transfers(
     let a = account(&app, &principal, &id).await?;
     let f = filter(a.id, &q, true)?;
     let response = app.read(Operation::GetAccountTransfers, bytemuck::bytes_of(&f).to_vec()).await?;
-    let rows: Vec<Transfer> = response.body.chunks_exact(Transfer::SIZE).map(bytemuck::pod_read_unaligned).collect();
+    let rows: Vec<Transfer> = super::records::<Transfer>(&response.body);
     let next_cursor = next_cursor(&f, rows.len(), rows.last().map(|t| t.timestamp));
     Ok(axum::Json(Page { data: rows.iter().map(TransferBody::from).collect(), next_cursor }))
 }
@@ -262,8 +260,7 @@ pub async fn balances(
     let a = account(&app, &principal, &id).await?;
     let f = filter(a.id, &q, false)?;
     let response = app.read(Operation::GetAccountBalances, bytemuck::bytes_of(&f).to_vec()).await?;
-    let rows: Vec<BalanceRecord> =
-        response.body.chunks_exact(BalanceRecord::SIZE).map(bytemuck::pod_read_unaligned).collect();
+    let rows: Vec<BalanceRecord> = super::records::<BalanceRecord>(&response.body);
     let next_cursor = next_cursor(&f, rows.len(), rows.last().map(|b| b.timestamp));
     Ok(axum::Json(Page { data: rows.iter().map(BalanceBody::from).collect(), next_cursor }))
 }

@@ -82,7 +82,7 @@ pub async fn list(
     };
     let filter = LedgerFilter { after_id, limit };
     let response = app.read(Operation::ListLedgers, bytemuck::bytes_of(&filter).to_vec()).await?;
-    let ledgers: Vec<Ledger> = response.body.chunks_exact(Ledger::SIZE).map(bytemuck::pod_read_unaligned).collect();
+    let ledgers: Vec<Ledger> = super::records::<Ledger>(&response.body);
     let next_cursor = (ledgers.len() == limit as usize).then(|| ledgers.last().map(|l| l.id.to_string())).flatten();
     let data = ledgers.iter().filter(|l| principal.key.allows_ledger(l.id)).map(LedgerBody::from).collect();
     Ok(axum::Json(Page { data, next_cursor }))

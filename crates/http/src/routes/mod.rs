@@ -71,6 +71,11 @@ fn batch_response(op: Operation, events: usize, written: &Written) -> Response {
     mark_replayed((StatusCode::OK, axum::Json(body)).into_response(), written.replayed)
 }
 
+/// Fixed-size records from an engine reply body.
+fn records<T: bytemuck::Pod>(body: &[u8]) -> Vec<T> {
+    body.chunks_exact(std::mem::size_of::<T>()).map(bytemuck::pod_read_unaligned).collect()
+}
+
 /// A record from its stored bytes (the engine sent exactly one).
 fn record<T: bytemuck::Pod + Default>(bytes: &[u8]) -> T {
     if bytes.len() == std::mem::size_of::<T>() { bytemuck::pod_read_unaligned(bytes) } else { T::default() }

@@ -120,10 +120,8 @@ pub async fn get_one(
 ) -> ApiResult<axum::Json<TransferBody>> {
     let id = parse_id("id", &id)?;
     let response = app.read(Operation::LookupTransfers, id.to_le_bytes().to_vec()).await?;
-    let t: Transfer = response
-        .body
-        .chunks_exact(Transfer::SIZE)
-        .map(bytemuck::pod_read_unaligned)
+    let t: Transfer = super::records::<Transfer>(&response.body)
+        .into_iter()
         .next()
         .ok_or_else(|| Problem::not_found(format!("no transfer has id {id}")))?;
     principal.require_ledger(t.ledger)?;
