@@ -35,12 +35,17 @@ pub enum Operation {
     CreateTransfers = 3,
     CreateKeys = 4,
     RevokeKeys = 5,
+    CreateOrders = 6,
+    OrderCommands = 7,
     ListLedgers = 16,
     LookupAccounts = 17,
     LookupTransfers = 18,
     GetAccountTransfers = 19,
     GetAccountBalances = 20,
     ListAudit = 21,
+    LookupOrders = 22,
+    ListOrders = 23,
+    GetOrderEvents = 24,
 }
 
 impl Operation {
@@ -50,12 +55,17 @@ impl Operation {
         Operation::CreateTransfers,
         Operation::CreateKeys,
         Operation::RevokeKeys,
+        Operation::CreateOrders,
+        Operation::OrderCommands,
         Operation::ListLedgers,
         Operation::LookupAccounts,
         Operation::LookupTransfers,
         Operation::GetAccountTransfers,
         Operation::GetAccountBalances,
         Operation::ListAudit,
+        Operation::LookupOrders,
+        Operation::ListOrders,
+        Operation::GetOrderEvents,
     ];
 
     pub fn from_code(code: u8) -> Option<Operation> {
@@ -71,13 +81,26 @@ impl Operation {
                 | Operation::CreateTransfers
                 | Operation::CreateKeys
                 | Operation::RevokeKeys
+                | Operation::CreateOrders
+                | Operation::OrderCommands
         )
     }
 
-    /// Key management and the audit trail are only reachable through the
-    /// authenticated HTTP API, never the binary protocol.
+    /// Key management, the audit trail and orders (which carry personal
+    /// data) are only reachable through the authenticated HTTP API and the
+    /// in-process workflow executor, never the binary protocol.
     pub fn binary_allowed(self) -> bool {
-        !matches!(self, Operation::CreateKeys | Operation::RevokeKeys | Operation::ListAudit)
+        !matches!(
+            self,
+            Operation::CreateKeys
+                | Operation::RevokeKeys
+                | Operation::ListAudit
+                | Operation::CreateOrders
+                | Operation::OrderCommands
+                | Operation::LookupOrders
+                | Operation::ListOrders
+                | Operation::GetOrderEvents
+        )
     }
 
     /// Size of one event in a request body.
@@ -92,6 +115,10 @@ impl Operation {
             Operation::LookupAccounts | Operation::LookupTransfers => 16,
             Operation::GetAccountTransfers | Operation::GetAccountBalances => AccountFilter::SIZE,
             Operation::ListAudit => AuditFilter::SIZE,
+            Operation::CreateOrders => crate::orders::OrderCreate::SIZE,
+            Operation::OrderCommands => crate::orders::OrderCommand::SIZE,
+            Operation::LookupOrders | Operation::GetOrderEvents => 16,
+            Operation::ListOrders => crate::orders::OrderFilter::SIZE,
         }
     }
 
@@ -102,6 +129,8 @@ impl Operation {
             | Operation::GetAccountTransfers
             | Operation::GetAccountBalances
             | Operation::ListAudit
+            | Operation::ListOrders
+            | Operation::GetOrderEvents
             | Operation::CreateKeys
             | Operation::RevokeKeys => 1,
             _ => BATCH_EVENTS_MAX,
@@ -121,6 +150,11 @@ impl Operation {
             Operation::GetAccountTransfers => "get_account_transfers",
             Operation::GetAccountBalances => "get_account_balances",
             Operation::ListAudit => "list_audit",
+            Operation::CreateOrders => "create_orders",
+            Operation::OrderCommands => "order_commands",
+            Operation::LookupOrders => "lookup_orders",
+            Operation::ListOrders => "list_orders",
+            Operation::GetOrderEvents => "get_order_events",
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod command;
 pub mod index;
 pub mod machine;
 pub mod mem;
+pub mod orders;
 pub mod records;
 pub mod service;
 pub mod state;

@@ -8,6 +8,7 @@
 //! and gets an audit record with key id 0.
 
 use crate::command::{Command, Envelope, LogCommand, Operation};
+use crate::orders::{self, OrderBook, OrderCommand, OrderCreate};
 use crate::records::{NANOS_PER_SECOND, decode_at};
 use crate::service::audit::{AuditFacts, AuditOutcome, AuditTrail};
 use crate::service::idempotency::{Check, IdempotencyRecord, IdempotencyStore};
@@ -36,6 +37,7 @@ pub struct Machine {
     keys: Keys,
     idempotency: IdempotencyStore,
     audit: AuditTrail,
+    orders: OrderBook,
 }
 
 impl Machine {
@@ -59,17 +61,26 @@ impl Machine {
         &self.audit
     }
 
+    pub fn orders(&self) -> &OrderBook {
+        &self.orders
+    }
+
     pub fn position(&self) -> u64 {
         self.ledger.position()
     }
 
+    /// The earliest time something is due by log time alone (a pending
+    /// transfer's expiry, an order's deadline), so the engine logs an entry.
     pub fn next_expiry(&self) -> Option<u64> {
-        self.ledger.next_expiry()
+        [self.ledger.next_expiry(), self.orders.next_deadline()].into_iter().flatten().min()
     }
 
     pub fn begin_entry(&mut self, position: u64, timestamp: u64) {
         self.ledger.begin_entry(position, timestamp);
-        self.idempotency.expire(self.ledger.entry_time());
+        let now = self.ledger.entry_time();
+        self.idempotency.expire(now);
+        let ctx = orders::Ctx { now, position, key_id: 0, api: false };
+        orders::apply::expire_due(&mut self.ledger, &mut self.orders, &ctx, crate::state::EXPIRIES_PER_ENTRY_MAX);
     }
 
     /// Applies one command, appending its sparse results (or the replayed
@@ -78,7 +89,7 @@ impl Machine {
         let start = results.len();
         let (outcome, facts) = match command {
             LogCommand::Plain(c) => {
-                self.execute_inner(c, results);
+                self.execute_inner(c, None, results);
                 (Outcome::Executed, AuditFacts { route: binary_route(c.operation), ..Default::default() })
             }
             LogCommand::Enveloped(env, c) => (self.execute_enveloped(env, c, results), facts(env)),
@@ -114,7 +125,7 @@ impl Machine {
 
     fn execute_enveloped(&mut self, env: &Envelope<'_>, c: &Command<'_>, results: &mut Vec<EventResult>) -> Outcome {
         let Some((scope, fingerprint)) = env.idempotency else {
-            self.execute_inner(c, results);
+            self.execute_inner(c, Some(env), results);
             return Outcome::Executed;
         };
         match self.idempotency.check(&scope, &fingerprint, env.idempotency_limit as usize) {
@@ -127,7 +138,7 @@ impl Machine {
             Check::Execute => {}
         }
         let start = results.len();
-        self.execute_inner(c, results);
+        self.execute_inner(c, Some(env), results);
         let now = self.ledger.entry_time();
         let retention = u64::from(env.retention_seconds).saturating_mul(NANOS_PER_SECOND);
         self.idempotency.record(
@@ -143,8 +154,34 @@ impl Machine {
         Outcome::Executed
     }
 
-    fn execute_inner(&mut self, c: &Command<'_>, results: &mut Vec<EventResult>) {
+    fn execute_inner(&mut self, c: &Command<'_>, env: Option<&Envelope<'_>>, results: &mut Vec<EventResult>) {
+        let ctx = || orders::Ctx {
+            now: self.ledger.entry_time(),
+            position: self.ledger.position() + 1,
+            key_id: env.map_or(0, |e| e.key_id),
+            api: env.is_some(),
+        };
         match c.operation {
+            Operation::CreateOrders => {
+                let ctx = ctx();
+                for i in 0..c.count() {
+                    let e: OrderCreate = decode_at(c.events, i);
+                    let code = orders::apply::create(&mut self.ledger, &mut self.orders, &e, &ctx);
+                    if code.code() != 0 {
+                        results.push(EventResult { index: i as u32, code: code.code() });
+                    }
+                }
+            }
+            Operation::OrderCommands => {
+                let ctx = ctx();
+                for i in 0..c.count() {
+                    let e: OrderCommand = decode_at(c.events, i);
+                    let code = orders::apply::command(&mut self.ledger, &mut self.orders, &e, &ctx);
+                    if code.code() != 0 {
+                        results.push(EventResult { index: i as u32, code: code.code() });
+                    }
+                }
+            }
             Operation::CreateKeys => {
                 for i in 0..c.count() {
                     let e: KeyEvent = decode_at(c.events, i);
@@ -203,6 +240,7 @@ impl Machine {
             idempotency: self.idempotency.clone(),
             audit_bytes: audit_bytes.chunks.iter().map(|c| c.clone() as Arc<dyn ChunkBytes>).collect(),
             audit_offsets: audit_offsets.chunks.iter().map(|c| c.clone() as Arc<dyn ChunkBytes>).collect(),
+            orders: self.orders.clone(),
         }
     }
 
@@ -212,6 +250,7 @@ impl Machine {
 
     pub fn check_invariants_deep(&self) -> Result<(), String> {
         self.ledger.check_invariants_deep()?;
+        orders::invariants::check(&self.ledger, &self.orders)?;
         self.audit.verify().map_err(|(seq, why)| format!("audit record {seq} {why}"))
     }
 
@@ -227,7 +266,7 @@ impl Machine {
         }
         let mut sections = stored.sections;
         let service = sections.split_off(ledger_sections);
-        let [keys, idempotency, audit_bytes, audit_offsets]: [Vec<Vec<u8>>; 4] =
+        let [keys, idempotency, audit_bytes, audit_offsets, order_book]: [Vec<Vec<u8>>; 5] =
             service.try_into().map_err(|_| "service sections are missing")?;
         let ledger = StateMachine::restore(limits, SnapshotChunks { header: stored.header, sections })?;
         let mut machine = Machine { ledger, ..Default::default() };
@@ -237,12 +276,13 @@ impl Machine {
         machine.idempotency = IdempotencyStore::decode(&idempotency.concat())?;
         let offsets = audit_offsets.into_iter().map(|c| decode_u64s(&c)).collect::<Result<Vec<_>, _>>()?;
         machine.audit = AuditTrail::restore(audit_bytes, offsets)?;
+        machine.orders = OrderBook::decode(&order_book.concat())?;
         Ok(machine)
     }
 }
 
 /// Section names after the ledger's, in stored order.
-pub const SERVICE_SECTIONS: [&str; 4] = ["keys", "idempotency", "audit_bytes", "audit_offsets"];
+pub const SERVICE_SECTIONS: [&str; 5] = ["keys", "idempotency", "audit_bytes", "audit_offsets", "orders"];
 
 /// Largest piece an encoded section is split into.
 const SECTION_CHUNK: usize = 8 << 20;
@@ -263,6 +303,9 @@ fn binary_route(op: Operation) -> &'static str {
         Operation::CreateTransfers => "BINARY create_transfers",
         Operation::CreateKeys => "BINARY create_keys",
         Operation::RevokeKeys => "BINARY revoke_keys",
+        // Order commands without an envelope come from the in-process executor.
+        Operation::CreateOrders => "WORKFLOW create_orders",
+        Operation::OrderCommands => "WORKFLOW order_commands",
         _ => "BINARY",
     }
 }
@@ -274,6 +317,7 @@ pub struct MachineSnapshot {
     idempotency: IdempotencyStore,
     audit_bytes: Vec<Arc<dyn ChunkBytes>>,
     audit_offsets: Vec<Arc<dyn ChunkBytes>>,
+    orders: OrderBook,
 }
 
 impl Snapshot for MachineSnapshot {
@@ -291,6 +335,7 @@ impl Snapshot for MachineSnapshot {
         out.push(encoded_section(SERVICE_SECTIONS[1], self.idempotency.encode()));
         out.push(SnapshotSection { name: SERVICE_SECTIONS[2], chunks: self.audit_bytes.clone() });
         out.push(SnapshotSection { name: SERVICE_SECTIONS[3], chunks: self.audit_offsets.clone() });
+        out.push(encoded_section(SERVICE_SECTIONS[4], self.orders.encode()));
         out
     }
 }

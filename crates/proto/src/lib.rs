@@ -180,7 +180,9 @@ pub fn reply_record_size(op: Operation) -> usize {
         Operation::LookupTransfers | Operation::GetAccountTransfers => Transfer::SIZE,
         Operation::GetAccountBalances => BalanceRecord::SIZE,
         Operation::CreateKeys | Operation::RevokeKeys => EventResult::SIZE,
-        Operation::ListAudit => 1,
+        Operation::CreateOrders | Operation::OrderCommands => EventResult::SIZE,
+        Operation::LookupOrders | Operation::ListOrders => bursar_core::orders::Order::SIZE,
+        Operation::ListAudit | Operation::GetOrderEvents => 1,
     }
 }
 

@@ -258,6 +258,11 @@ impl Engine {
                 let t: bursar_core::Transfer = decode_at(command.events, 0);
                 ledger.transfer(t.id).map(|r| bytemuck::bytes_of(r).to_vec()).unwrap_or_default()
             }
+            Operation::CreateOrders | Operation::OrderCommands => {
+                let id =
+                    u128::from_le_bytes(command.events[..16].try_into().expect("every order event starts with its id"));
+                self.sm.orders().get(id).map(|e| bytemuck::bytes_of(&e.order).to_vec()).unwrap_or_default()
+            }
             _ => Vec::new(),
         }
     }
@@ -303,11 +308,27 @@ impl Engine {
                 }
                 Ok(records(body, page.len()))
             }
+            Operation::LookupOrders => {
+                let orders = self.sm.orders();
+                let v: Vec<_> = ids().filter_map(|id| orders.get(id).map(|e| e.order)).collect();
+                Ok(records(bytemuck::cast_slice(&v).to_vec(), v.len()))
+            }
+            Operation::ListOrders => {
+                let filter: bursar_core::orders::OrderFilter = decode_at(&r.body, 0);
+                let v = self.sm.orders().list(&filter);
+                Ok(records(bytemuck::cast_slice(&v).to_vec(), v.len()))
+            }
+            Operation::GetOrderEvents => match ids().next().and_then(|id| self.sm.orders().get(id)) {
+                Some(e) => Ok(records(e.encode_timeline(), e.timeline.len())),
+                None => Ok(records(Vec::new(), 0)),
+            },
             Operation::CreateLedgers
             | Operation::CreateAccounts
             | Operation::CreateTransfers
             | Operation::CreateKeys
-            | Operation::RevokeKeys => unreachable!("writes are applied through the log"),
+            | Operation::RevokeKeys
+            | Operation::CreateOrders
+            | Operation::OrderCommands => unreachable!("writes are applied through the log"),
         };
         result.unwrap_or_else(|e| error_response(code, r.request_id, ProtocolError::InvalidFilter, &e.detail))
     }

@@ -1,0 +1,22 @@
+//! Payment orders inside the deterministic core: each order is an entity
+//! whose commands apply one at a time in log order (actor semantics), and
+//! whose every transition moves money through the ledger in the same step.
+//! External calls happen outside (the workflow executor); only their
+//! outcomes come back here, as commands through the log.
+
+pub mod apply;
+pub mod book;
+pub mod codes;
+pub mod invariants;
+pub mod money;
+pub mod records;
+
+pub use apply::Ctx;
+pub use book::{OrderBook, OrderEntry, TimelineEvent};
+pub use codes::{CreateOrderResult, OrderCommandResult};
+pub use records::{
+    Actor, CommandKind, Order, OrderCommand, OrderCreate, OrderFilter, OrderState, PII_SLOT, Verdict, order_flags,
+};
+
+#[cfg(test)]
+mod tests;
