@@ -5,6 +5,7 @@ mod bench;
 mod client_cmds;
 mod http_cli;
 mod start;
+mod workflows;
 
 use clap::{Parser, Subcommand};
 
@@ -46,11 +47,16 @@ enum Command {
     /// Transfers over the HTTP API: create, get.
     #[command(subcommand)]
     Transfer(http_cli::TransferCommand),
+    /// Payment orders over the HTTP API: create, get, list, cancel, review, funds, events.
+    #[command(subcommand)]
+    Order(http_cli::OrderCommand),
     /// API keys over the HTTP API (admin): create, list, revoke.
     #[command(subcommand)]
     Keys(http_cli::KeysCommand),
     /// Import transfers from a CSV file over the HTTP API: batched, resumable, idempotent.
     Import(http_cli::import::ImportArgs),
+    /// Serve the order connector simulators over HTTP (for `start --connectors-url`).
+    Simulate(workflows::SimulateArgs),
 }
 
 #[derive(Subcommand)]
@@ -70,6 +76,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Start(args) => start::start(args),
+        Command::Simulate(args) => workflows::simulate(args),
         Command::Verify(args) => start::verify(args),
         Command::Bench(args) => bench::run(args),
         Command::Ping(args) => client_cmds::ping(args),
@@ -78,6 +85,7 @@ fn main() -> ExitCode {
         Command::Ledger(c) => return http_cli::run(http_cli::Http::Ledger(c)),
         Command::Account(c) => return http_cli::run(http_cli::Http::Account(c)),
         Command::Transfer(c) => return http_cli::run(http_cli::Http::Transfer(c)),
+        Command::Order(c) => return http_cli::run(http_cli::Http::Order(c)),
         Command::Keys(c) => return http_cli::run(http_cli::Http::Keys(c)),
         Command::Import(args) => return http_cli::run(http_cli::Http::Import(args)),
     };

@@ -43,6 +43,8 @@ pub struct StartArgs {
     /// The first admin key, used only when the data directory has no keys.
     #[arg(long, env = "BURSAR_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
+    #[command(flatten)]
+    pub workflows: crate::workflows::WorkflowArgs,
 }
 
 impl StartArgs {
@@ -69,13 +71,26 @@ impl StartArgs {
 }
 
 pub fn start(args: StartArgs) -> anyhow::Result<()> {
+    let workflow_settings =
+        if args.workflows.no_orders { None } else { Some(args.workflows.settings(&args.data_dir)?) };
     let node = Node::start(args.node_config())
         .with_context(|| format!("starting with data directory {}", args.data_dir.display()))?;
+    let workflows = match &workflow_settings {
+        Some(settings) => Some(
+            bursar_workflow::runtime::start(&node.handle(), settings.clone())
+                .map_err(|e| anyhow::anyhow!("starting the order workflows: {e}"))?,
+        ),
+        None => None,
+    };
     let http = if args.no_http {
         None
     } else {
         let tls = args.tls();
-        let server = bursar_http::start(&node.handle(), args.http, args.http_config(), tls.as_ref())
+        let mut http_config = args.http_config();
+        http_config.orders = workflow_settings.as_ref().map(|s| {
+            std::sync::Arc::new(bursar_http::OrdersApi { config: (*s.orders).clone(), keyring: s.keyring.clone() })
+        });
+        let server = bursar_http::start(&node.handle(), args.http, http_config, tls.as_ref())
             .map_err(|e| anyhow::anyhow!("starting the HTTP API: {e}"))?;
         Some((server.local_addr(), tls.is_some()))
     };
@@ -104,7 +119,23 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         Some((_, false)) => println!("bursar: created the first admin key from BURSAR_ADMIN_KEY"),
         None => {}
     }
-    node.run_until_signal();
+    if workflows.is_some() {
+        println!(
+            "bursar: payment orders on (connectors: {})",
+            args.workflows.connectors_url.as_deref().unwrap_or("built-in simulators")
+        );
+    }
+    let escalated = async move {
+        match workflows {
+            Some(w) => match w.done.await {
+                Ok(Err(escalation)) => escalation.to_string(),
+                Ok(Ok(())) => std::future::pending().await,
+                Err(e) => format!("the workflow supervisor failed: {e}"),
+            },
+            None => std::future::pending().await,
+        }
+    };
+    node.run_until_signal_or(escalated);
     println!("bursar: stopped cleanly");
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! Shared state of the HTTP front end, and its configuration.
 
 use bursar_server::engine::{EngineMsg, KeyTable};
+use bursar_workflow::config::OrdersConfig;
+use bursar_workflow::pii::PiiKeyring;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +26,17 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Largest request head (request line and headers).
     pub max_header_bytes: usize,
+    /// Payment orders: their settings and the personal-data keys. `None`:
+    /// every order route answers 503 `orders_disabled`.
+    pub orders: Option<Arc<OrdersApi>>,
+}
+
+/// What the order routes need: the settings resolved into each create
+/// (assets, fee, timeouts, flags) and the keys that seal personal data.
+#[derive(Debug)]
+pub struct OrdersApi {
+    pub config: OrdersConfig,
+    pub keyring: Arc<PiiKeyring>,
 }
 
 impl Default for HttpConfig {
@@ -37,6 +50,7 @@ impl Default for HttpConfig {
             queue_timeout: Duration::from_secs(5),
             max_connections: 4096,
             max_header_bytes: 64 << 10,
+            orders: None,
         }
     }
 }

@@ -10,6 +10,10 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 
+// The shapes of payment orders live in their own module; they are part of
+// this one's namespace like every other shape.
+pub use crate::dto_orders::*;
+
 /// A u128 id from a decimal string or a UUID.
 pub fn parse_id(field: &str, s: &str) -> ApiResult<u128> {
     if s.len() == 36 && s.as_bytes().get(8) == Some(&b'-') {
@@ -28,7 +32,7 @@ pub fn parse_decimal(field: &str, s: &str) -> ApiResult<u128> {
     s.parse::<u128>().map_err(|_| Problem::invalid_field(field, format!("{field} exceeds 2^128 - 1")))
 }
 
-fn parse_u64(field: &str, s: &str) -> ApiResult<u64> {
+pub(crate) fn parse_u64(field: &str, s: &str) -> ApiResult<u64> {
     let v = parse_decimal(field, s)?;
     u64::try_from(v).map_err(|_| Problem::invalid_field(field, format!("{field} exceeds 2^64 - 1")))
 }
@@ -75,7 +79,7 @@ fn flag_names(flags: u16, table: &[(&'static str, u16)]) -> Vec<String> {
 // the OpenAPI document only: the fields that hold them say so with
 // `#[schema(value_type = ...)]`. Parsing stays with the functions above.
 
-fn string_schema(description: &str, pattern: &str, example: &str) -> RefOr<Schema> {
+pub(crate) fn string_schema(description: &str, pattern: &str, example: &str) -> RefOr<Schema> {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .description(Some(description))
@@ -84,7 +88,7 @@ fn string_schema(description: &str, pattern: &str, example: &str) -> RefOr<Schem
         .into()
 }
 
-fn names_schema<'a>(description: &str, names: impl IntoIterator<Item = &'a str>) -> RefOr<Schema> {
+pub(crate) fn names_schema<'a>(description: &str, names: impl IntoIterator<Item = &'a str>) -> RefOr<Schema> {
     ObjectBuilder::new().schema_type(Type::String).description(Some(description)).enum_values(Some(names)).into()
 }
 

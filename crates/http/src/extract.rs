@@ -115,6 +115,32 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// A JSON body that may be left out: no body at all, or JSON `null`, reads
+/// as `T::default()`; any other body is checked like [`JsonBody`].
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let headers = req.headers().clone();
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(e.status(), "body_too_large", "the request body exceeds the limit")
+            } else {
+                Problem::bad_request("invalid_json", e.body_text())
+            }
+        })?;
+        if bytes.is_empty() {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        let mut inner = Request::new(axum::body::Body::from(bytes));
+        *inner.headers_mut() = headers;
+        let JsonBody(v) = JsonBody::<Option<T>>::from_request(inner, state).await?;
+        Ok(OptionalJsonBody(v.unwrap_or_default()))
+    }
+}
+
 fn json_problem(e: JsonRejection) -> Problem {
     let status = e.status();
     if status == StatusCode::PAYLOAD_TOO_LARGE {

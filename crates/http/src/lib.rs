@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod dto;
+pub mod dto_orders;
 pub mod engine_client;
 pub mod extract;
 pub mod middleware;
@@ -14,7 +15,7 @@ pub mod results;
 pub mod routes;
 pub mod serve;
 
-pub use app::HttpConfig;
+pub use app::{HttpConfig, OrdersApi};
 pub use serve::TlsFiles;
 
 use app::{App, AppState};

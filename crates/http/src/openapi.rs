@@ -3,7 +3,7 @@
 
 use crate::dto::*;
 use crate::problem::{self, ProblemBody};
-use crate::routes::{accounts, audit, keys, ledgers, ops, transfers};
+use crate::routes::{accounts, audit, keys, ledgers, ops, orders, transfers};
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::header::Header;
 use utoipa::openapi::response::Response;
@@ -14,11 +14,12 @@ use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Bursar", description = "A fault-tolerant double-entry ledger. Amounts and ids are strings of minor units and u128 ids."),
+    info(title = "Bursar", description = "A fault-tolerant double-entry ledger with payment orders. Amounts and ids are strings of minor units and u128 ids."),
     paths(
         ledgers::create, ledgers::list,
         accounts::create, accounts::create_batch, accounts::get_one, accounts::transfers, accounts::balances,
         transfers::create, transfers::create_batch, transfers::get_one,
+        orders::create, orders::list, orders::get_one, orders::events, orders::cancel, orders::review, orders::funds,
         keys::create, keys::list, keys::revoke,
         audit::list,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
@@ -28,7 +29,10 @@ use utoipa::{Modify, OpenApi};
             LedgerRequest, LedgerBody, AccountRequest, AccountCreated, AccountBody, AccountBatchRequest,
             TransferRequest, TransferBody, TransferBatchRequest, BatchResult, EventError, BalanceBody,
             KeyRequest, KeyBody, KeyList, AuditBody, Status, ProblemBody,
+            OrderRequest, SenderRequest, RecipientRequest, OrderBody, SenderBody, RecipientBody, CancelRequest,
+            ReviewRequest, FundsRequest, OrderEventBody, OrderEventList,
             Id, U128, U64, AccountFlag, TransferFlag, RoleName,
+            OrderStateName, OrderFlag, OrderEventKind, OrderActor, OrderEventResult, ReviewDecision,
         ),
         responses(
             problem::BadRequest, problem::Unauthorized, problem::Forbidden, problem::NotFound, problem::Conflict,

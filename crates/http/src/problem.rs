@@ -54,13 +54,14 @@ pub struct Unauthorized(pub ProblemBody);
 #[response(content_type = "application/problem+json")]
 pub struct Forbidden(pub ProblemBody);
 
-/// No such record (`not_found`, `key_not_found`).
+/// No such record (`not_found`, `key_not_found`, `order_not_found`).
 #[derive(ToResponse)]
 #[response(content_type = "application/problem+json")]
 pub struct NotFound(pub ProblemBody);
 
 /// The record exists with different fields (`exists_with_different_*`,
-/// `id_already_failed`, `last_admin_key`), or a request with this
+/// `id_already_failed`, `last_admin_key`), the order's state does not allow
+/// the command (`order_is_<state>`), or a request with this
 /// Idempotency-Key is still in flight (`idempotency_request_in_flight`,
 /// with Retry-After).
 #[derive(ToResponse)]
@@ -82,21 +83,25 @@ pub struct PayloadTooLarge(pub ProblemBody);
 pub struct UnsupportedMediaType(pub ProblemBody);
 
 /// The ledger rejected the request (its result code, such as
-/// `exceeds_credits`), a batch is empty or too large (`too_many_events`), or
-/// the Idempotency-Key was used for a different request
-/// (`idempotency_key_reused`).
+/// `exceeds_credits` or `amount_must_equal_order`), an order field is
+/// unusable (`asset_unknown`, `pii_invalid`, `reason_invalid`,
+/// `reference_invalid`, `fee_overflows`), a batch is empty or too large
+/// (`too_many_events`), or the Idempotency-Key was used for a different
+/// request (`idempotency_key_reused`).
 #[derive(ToResponse)]
 #[response(content_type = "application/problem+json")]
 pub struct Unprocessable(pub ProblemBody);
 
 /// The engine failed before answering: a write's outcome is unknown; retry
-/// with the same Idempotency-Key (`internal_error`).
+/// with the same Idempotency-Key (`internal_error`). Or an order's personal
+/// data cannot be decrypted with the configured keys (`pii_undecryptable`).
 #[derive(ToResponse)]
 #[response(content_type = "application/problem+json")]
 pub struct InternalError(pub ProblemBody);
 
 /// Try again later (`overloaded`, `timeout`, `idempotency_store_full`,
-/// `shutting_down`).
+/// `shutting_down`), or payment orders are not enabled on this server
+/// (`orders_disabled`, without Retry-After).
 #[derive(ToResponse)]
 #[response(
     content_type = "application/problem+json",

@@ -103,6 +103,9 @@ pub struct Engine {
     snapshots: SnapshotTrigger,
     keys: KeyTable,
     results: Vec<EventResult>,
+    /// Signalled after an entry that changed an order, so the workflow
+    /// executor reads the change feed without polling. Never blocks.
+    order_changes: Arc<tokio::sync::Notify>,
 }
 
 impl Engine {
@@ -114,7 +117,20 @@ impl Engine {
         keys: KeyTable,
     ) -> Engine {
         publish_keys(&keys, &sm);
-        Engine { sm, log, gate, snapshots, keys, results: Vec::with_capacity(bursar_core::records::BATCH_EVENTS_MAX) }
+        Engine {
+            sm,
+            log,
+            gate,
+            snapshots,
+            keys,
+            results: Vec::with_capacity(bursar_core::records::BATCH_EVENTS_MAX),
+            order_changes: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// The signal raised after entries that changed orders.
+    pub fn order_changes(&self) -> Arc<tokio::sync::Notify> {
+        self.order_changes.clone()
     }
 
     /// Runs until a shutdown message or until every sender is gone.
@@ -208,6 +224,7 @@ impl Engine {
         metrics::histogram!("bursar_engine_entry_events_size")
             .record(commands.iter().map(|c| c.count()).sum::<usize>() as f64);
         let started = std::time::Instant::now();
+        let order_change_before = self.sm.orders().last_change();
         self.sm.begin_entry(position, timestamp);
         let mut replies = Vec::with_capacity(writes.len());
         let mut keys_changed = false;
@@ -235,6 +252,9 @@ impl Engine {
         }
         if keys_changed {
             publish_keys(&self.keys, &self.sm);
+        }
+        if self.sm.orders().last_change() != order_change_before {
+            self.order_changes.notify_one();
         }
         self.snapshots.logged(bytes as u64);
         drop(commands);

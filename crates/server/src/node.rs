@@ -80,6 +80,8 @@ pub struct NodeHandle {
     pub keys: KeyTable,
     pub runtime: tokio::runtime::Handle,
     pub stop: watch::Receiver<bool>,
+    /// Raised after entries that changed orders (see `Engine::order_changes`).
+    pub order_changes: Arc<tokio::sync::Notify>,
 }
 
 pub struct Node {
@@ -87,6 +89,7 @@ pub struct Node {
     keys: KeyTable,
     engine_tx: mpsc::Sender<EngineMsg>,
     stop_tx: watch::Sender<bool>,
+    order_changes: Arc<tokio::sync::Notify>,
     runtime: tokio::runtime::Runtime,
     engine_thread: Option<std::thread::JoinHandle<()>>,
     report: StartReport,
@@ -141,6 +144,7 @@ impl Node {
         );
         let keys: KeyTable = Arc::new(std::sync::RwLock::new(Arc::new(Default::default())));
         let engine = Engine::new(sm, Box::new(FileEngineLog(log)), gate, snapshots, keys.clone());
+        let order_changes = engine.order_changes();
         let (engine_tx, engine_rx) = mpsc::channel(config.queue_depth);
         let engine_thread =
             std::thread::Builder::new().name("bursar-engine".into()).spawn(move || engine.run(engine_rx))?;
@@ -160,7 +164,7 @@ impl Node {
         if needs_admin {
             report.admin_key = Some(bootstrap_admin_key(&engine_tx, config.admin_key.clone())?);
         }
-        Ok(Node { addr, keys, engine_tx, stop_tx, runtime, engine_thread: Some(engine_thread), report })
+        Ok(Node { addr, keys, engine_tx, stop_tx, order_changes, runtime, engine_thread: Some(engine_thread), report })
     }
 
     /// Handles for the HTTP API to run on this node's runtime.
@@ -170,6 +174,7 @@ impl Node {
             keys: self.keys.clone(),
             runtime: self.runtime.handle().clone(),
             stop: self.stop_tx.subscribe(),
+            order_changes: self.order_changes.clone(),
         }
     }
 
@@ -183,6 +188,15 @@ impl Node {
 
     /// Serves until SIGINT or SIGTERM, then shuts down cleanly.
     pub fn run_until_signal(self) {
+        self.run_until_signal_or(std::future::pending::<String>())
+    }
+
+    /// Like `run_until_signal`, but also stops when `fatal` resolves (the
+    /// workflow supervision tree gave up): the node shuts down cleanly, so
+    /// everything acknowledged is durable, and the process exits with 70.
+    /// A restart recovers from the log.
+    pub fn run_until_signal_or(self, fatal: impl std::future::Future<Output = String>) {
+        let mut failure = None;
         self.runtime.block_on(async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             let terminated = async {
@@ -196,10 +210,21 @@ impl Node {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = terminated => {}
+                why = fatal => failure = Some(why),
             }
         });
-        tracing::info!("signal received; shutting down");
-        self.shutdown();
+        match failure {
+            Some(why) => {
+                tracing::error!(why, "a supervision tree escalated past its root; shutting down");
+                self.shutdown();
+                eprintln!("bursar: fatal: {why}");
+                std::process::exit(70);
+            }
+            None => {
+                tracing::info!("signal received; shutting down");
+                self.shutdown();
+            }
+        }
     }
 
     /// Stops accepting, lets the engine finish queued work, snapshots, and

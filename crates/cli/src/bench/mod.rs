@@ -4,6 +4,7 @@
 
 mod http;
 mod load;
+mod orders;
 mod recovery;
 mod workload;
 
@@ -26,6 +27,8 @@ pub struct BenchArgs {
 enum BenchCommand {
     /// Load a server process, kill -9 it, and time the restart until it serves.
     Recovery(recovery::RecoveryArgs),
+    /// Drive payment orders to completion through the simulators; verify the ledger.
+    Orders(orders::OrdersArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -85,6 +88,7 @@ impl LoadArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         Some(BenchCommand::Recovery(r)) => recovery::run(r),
+        Some(BenchCommand::Orders(o)) => orders::run(o),
         None if args.load.http => http::run(&args.load),
         None => throughput(args.load),
     }

@@ -1,6 +1,6 @@
 //! The command-line client of the HTTP/JSON API (docs/api.md): ledgers,
-//! accounts, transfers, API keys, and a resumable, idempotent bulk import
-//! of transfers from CSV.
+//! accounts, transfers, payment orders, API keys, and a resumable,
+//! idempotent bulk import of transfers from CSV.
 //!
 //! Errors are printed as `error: <code>: <detail> (field <f>)` and every
 //! failure exits non-zero.
@@ -10,6 +10,7 @@ pub mod client;
 pub mod import;
 pub mod keys;
 pub mod ledger;
+pub mod order;
 pub mod output;
 pub mod transfer;
 
@@ -132,6 +133,26 @@ pub enum TransferCommand {
     Get(transfer::GetArgs),
 }
 
+/// Payment orders (operator creates and sends commands; every role reads,
+/// auditors with personal data masked).
+#[derive(Subcommand)]
+pub enum OrderCommand {
+    /// Create a payment order; the server resolves the fee and timeouts.
+    Create(Box<order::CreateArgs>),
+    /// Show an order.
+    Get(order::GetArgs),
+    /// List orders by id, optionally in one state.
+    List(order::ListArgs),
+    /// Cancel an order (refunds held funds).
+    Cancel(order::CancelArgs),
+    /// Approve or reject an order on hold.
+    Review(order::ReviewArgs),
+    /// Notify incoming funds for an order (what a bank integration sends).
+    Funds(order::FundsArgs),
+    /// An order's timeline.
+    Events(order::EventsArgs),
+}
+
 /// API keys (admin only).
 #[derive(Subcommand)]
 pub enum KeysCommand {
@@ -148,6 +169,7 @@ pub enum Http {
     Ledger(LedgerCommand),
     Account(AccountCommand),
     Transfer(TransferCommand),
+    Order(OrderCommand),
     Keys(KeysCommand),
     Import(import::ImportArgs),
 }
@@ -163,6 +185,13 @@ pub fn run(command: Http) -> ExitCode {
         Http::Account(AccountCommand::Balances(a)) => account::balances(a),
         Http::Transfer(TransferCommand::Create(a)) => transfer::create(*a),
         Http::Transfer(TransferCommand::Get(a)) => transfer::get(a),
+        Http::Order(OrderCommand::Create(a)) => order::create(*a),
+        Http::Order(OrderCommand::Get(a)) => order::get(a),
+        Http::Order(OrderCommand::List(a)) => order::list(a),
+        Http::Order(OrderCommand::Cancel(a)) => order::cancel(a),
+        Http::Order(OrderCommand::Review(a)) => order::review(a),
+        Http::Order(OrderCommand::Funds(a)) => order::funds(a),
+        Http::Order(OrderCommand::Events(a)) => order::events(a),
         Http::Keys(KeysCommand::Create(a)) => keys::create(a),
         Http::Keys(KeysCommand::List(a)) => keys::list(a),
         Http::Keys(KeysCommand::Revoke(a)) => keys::revoke(a),

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod keys;
 pub mod ledgers;
 pub mod ops;
+pub mod orders;
 pub mod transfers;
 
 use crate::app::App;
@@ -29,6 +30,12 @@ pub fn router(app: App) -> Router {
         .route("/v1/transfers", post(transfers::create))
         .route("/v1/transfers/batch", post(transfers::create_batch))
         .route("/v1/transfers/{id}", get(transfers::get_one))
+        .route("/v1/orders", post(orders::create).get(orders::list))
+        .route("/v1/orders/{id}", get(orders::get_one))
+        .route("/v1/orders/{id}/events", get(orders::events))
+        .route("/v1/orders/{id}/cancel", post(orders::cancel))
+        .route("/v1/orders/{id}/review", post(orders::review))
+        .route("/v1/orders/{id}/funds", post(orders::funds))
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}", delete(keys::revoke))
         .route("/v1/audit", get(audit::list))

@@ -42,6 +42,18 @@ impl TestNode {
         let base = format!("http://{}", server.local_addr());
         TestNode { node: Some(node), client: Client::new(&base), base, _dir: dir }
     }
+
+    /// The node's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// Shuts the node down cleanly; the data directory stays until drop.
+    pub fn stop(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.shutdown();
+        }
+    }
 }
 
 impl Drop for TestNode {

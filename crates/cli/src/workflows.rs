@@ -1,0 +1,175 @@
+//! Order workflow options of `bursar start`, and `bursar simulate` (the
+//! connector simulators as an HTTP service, for tests and demos that need
+//! connectors outliving a node).
+
+use anyhow::{Context, bail};
+use bursar_workflow::config::OrdersConfig;
+use bursar_workflow::connectors::{SimConfig, Simulators, SimulatorsConfig};
+use bursar_workflow::pii::PiiKeyring;
+use bursar_workflow::runtime::{ConnectorSource, WorkflowSettings};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct WorkflowArgs {
+    /// Do not run payment orders (no executor, order routes answer 503).
+    #[arg(long)]
+    pub no_orders: bool,
+    /// The personal-data encryption keys: a file holding `ID:HEX64,...`
+    /// (first = active). Created with a fresh key if missing. Default:
+    /// `<data-dir>.pii-keys`, beside (never inside) the data directory.
+    #[arg(long, env = "BURSAR_PII_KEYS_FILE")]
+    pub pii_keys_file: Option<PathBuf>,
+    /// Order assets as CODE:LEDGER:SCALE,... (ledgers are created if missing).
+    #[arg(long, default_value = "USD:840:2,EUR:978:2,GBP:826:2,JPY:392:0")]
+    pub order_assets: String,
+    /// Order fee: basis points of the source amount (rounded up).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub fee_bps: u32,
+    /// Order fee: fixed part, in source minor units.
+    #[arg(long, default_value_t = 0)]
+    pub fee_fixed: u64,
+    /// Seconds an order waits for funds before it expires.
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u32).range(1..))]
+    pub funds_timeout_seconds: u32,
+    /// Seconds an order waits on hold for review before it expires.
+    #[arg(long, default_value_t = 259_200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub review_timeout_seconds: u32,
+    /// Use connectors over HTTP at this base URL (e.g. a `bursar simulate`)
+    /// instead of the built-in simulators.
+    #[arg(long)]
+    pub connectors_url: Option<String>,
+    #[command(flatten)]
+    pub sim: SimArgs,
+}
+
+/// Settings of the connector simulators.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SimArgs {
+    /// Simulated latency of every connector call, in milliseconds.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub sim_latency_ms: u64,
+    /// Probability that a simulated call fails with a 5xx (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub sim_failure_rate: f64,
+    /// Probability that a simulated call hangs past every timeout (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    pub sim_timeout_rate: f64,
+    /// The simulated bank pays every expected order this many ms after it is
+    /// registered (off: funds arrive through `POST /v1/orders/{id}/funds`).
+    #[arg(long)]
+    pub sim_auto_pay_ms: Option<u64>,
+    /// Payouts settle this many ms after they are sent (0: at once).
+    #[arg(long, default_value_t = 0)]
+    pub sim_payout_confirm_ms: u64,
+    /// Append every simulated call (with its idempotency key) to this file as JSON lines.
+    #[arg(long)]
+    pub sim_call_log: Option<PathBuf>,
+}
+
+impl SimArgs {
+    pub fn config(&self) -> anyhow::Result<SimulatorsConfig> {
+        for (name, p) in [("--sim-failure-rate", self.sim_failure_rate), ("--sim-timeout-rate", self.sim_timeout_rate)]
+        {
+            if !(0.0..=1.0).contains(&p) {
+                bail!("{name} must be between 0 and 1, not {p}");
+            }
+        }
+        let sim = SimConfig {
+            latency: Duration::from_millis(self.sim_latency_ms),
+            failure_rate: self.sim_failure_rate,
+            timeout_rate: self.sim_timeout_rate,
+            seed: None,
+        };
+        let mut config = SimulatorsConfig {
+            screening: sim.clone(),
+            fx: sim.clone(),
+            payout: sim.clone(),
+            funds: sim,
+            funds_auto_pay_after: self.sim_auto_pay_ms.map(Duration::from_millis),
+            ..Default::default()
+        };
+        config.payout_settings.confirm_after = Duration::from_millis(self.sim_payout_confirm_ms);
+        Ok(config)
+    }
+}
+
+impl WorkflowArgs {
+    pub fn orders_config(&self) -> anyhow::Result<OrdersConfig> {
+        let mut config = OrdersConfig {
+            assets: OrdersConfig::parse_assets(&self.order_assets)
+                .map_err(|e| anyhow::anyhow!("--order-assets: {e}"))?,
+            funds_timeout_seconds: self.funds_timeout_seconds,
+            review_timeout_seconds: self.review_timeout_seconds,
+            ..Default::default()
+        };
+        config.fee.bps = self.fee_bps;
+        config.fee.fixed = u128::from(self.fee_fixed);
+        Ok(config)
+    }
+
+    /// Loads (or creates) the personal-data keys.
+    pub fn keyring(&self, data_dir: &Path) -> anyhow::Result<Arc<PiiKeyring>> {
+        if let Ok(spec) = std::env::var("BURSAR_PII_KEYS") {
+            return Ok(Arc::new(PiiKeyring::parse(&spec).context("BURSAR_PII_KEYS")?));
+        }
+        let path = self.pii_keys_file.clone().unwrap_or_else(|| beside(data_dir, "pii-keys"));
+        let (keyring, created) =
+            PiiKeyring::load_or_create(&path).with_context(|| format!("personal-data keys {}", path.display()))?;
+        if created {
+            eprintln!(
+                "bursar: created a personal-data encryption key in {}; keep it apart from the data directory (a secrets manager) and back it up: without it, orders' personal data cannot be read",
+                path.display()
+            );
+        }
+        Ok(Arc::new(keyring))
+    }
+
+    pub fn settings(&self, data_dir: &Path) -> anyhow::Result<WorkflowSettings> {
+        let mut settings = WorkflowSettings::new(self.orders_config()?, self.keyring(data_dir)?);
+        settings.connectors = match &self.connectors_url {
+            Some(url) => ConnectorSource::Http(url.trim_end_matches('/').to_string()),
+            None => ConnectorSource::Simulated(Box::new(self.sim.config()?)),
+        };
+        settings.sim_call_log = self.sim.sim_call_log.clone();
+        Ok(settings)
+    }
+}
+
+/// `<dir>.<suffix>` next to `dir`.
+fn beside(dir: &Path, suffix: &str) -> PathBuf {
+    let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "bursar-data".into());
+    name.push(format!(".{suffix}"));
+    dir.with_file_name(name)
+}
+
+#[derive(clap::Args)]
+pub struct SimulateArgs {
+    /// Where to serve the simulators' HTTP API.
+    #[arg(long, default_value = "127.0.0.1:3200")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub sim: SimArgs,
+}
+
+/// `bursar simulate`: serves the connector simulators until SIGINT/SIGTERM.
+pub fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let config = args.sim.config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let mut controls = bursar_workflow::connectors::SimControls::default();
+        if let Some(path) = &args.sim.sim_call_log {
+            controls = controls.with_call_log_file(path).with_context(|| format!("call log {}", path.display()))?;
+        }
+        let sims = Simulators::with_controls(config, controls, None);
+        let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
+        println!("bursar: connector simulators on http://{}", listener.local_addr()?);
+        tokio::select! {
+            served = bursar_workflow::connectors::serve_simulators(sims, listener) => served.context("serving the simulators")?,
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        anyhow::Ok(())
+    })
+}

@@ -1,0 +1,160 @@
+//! The order settings shared by the API edge (which resolves them into each
+//! create command, so replay never depends on today's configuration) and the
+//! executor (which needs asset codes for connector calls).
+
+use bursar_core::orders::money::FeeSchedule;
+use bursar_core::orders::order_flags;
+
+/// One asset orders may use: its code, the ledger that holds it, and the
+/// ledger's minor-unit scale (used when the node creates missing ledgers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AssetSpec {
+    pub code: String,
+    pub ledger: u32,
+    pub scale: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrdersConfig {
+    pub assets: Vec<AssetSpec>,
+    pub fee: FeeSchedule,
+    /// Funds must arrive within this long of creation, else the order expires.
+    pub funds_timeout_seconds: u32,
+    /// A manual review must happen within this long, else the order expires
+    /// and its hold is released.
+    pub review_timeout_seconds: u32,
+    /// Fee policy (`order_flags`) stamped on new orders.
+    pub flags: u32,
+}
+
+impl Default for OrdersConfig {
+    /// ISO 4217 numeric codes as ledger ids; a 0.5% fee rounded up, at least
+    /// one minor unit; 24 h for funds, 72 h for review; the fee is refunded
+    /// when the payout fails but not when the customer cancels after FX.
+    fn default() -> Self {
+        let asset = |code: &str, ledger, scale| AssetSpec { code: code.into(), ledger, scale };
+        OrdersConfig {
+            assets: vec![asset("USD", 840, 2), asset("EUR", 978, 2), asset("GBP", 826, 2), asset("JPY", 392, 0)],
+            fee: FeeSchedule { fixed: 0, bps: 50, min: 1, max: 0 },
+            funds_timeout_seconds: 24 * 3600,
+            review_timeout_seconds: 72 * 3600,
+            flags: order_flags::REFUND_FEE_ON_FAILURE,
+        }
+    }
+}
+
+impl OrdersConfig {
+    pub fn ledger_of(&self, code: &str) -> Option<u32> {
+        self.assets.iter().find(|a| a.code == code).map(|a| a.ledger)
+    }
+
+    pub fn asset_of(&self, ledger: u32) -> Option<&str> {
+        self.assets.iter().find(|a| a.ledger == ledger).map(|a| a.code.as_str())
+    }
+
+    /// Parses `CODE:LEDGER:SCALE,...` (for `--order-assets`).
+    pub fn parse_assets(spec: &str) -> Result<Vec<AssetSpec>, String> {
+        let parse_one = |item: &str| -> Result<AssetSpec, String> {
+            let parts: Vec<&str> = item.trim().split(':').collect();
+            let [code, ledger, scale] = parts[..] else {
+                return Err(format!("asset {item:?} is not CODE:LEDGER:SCALE"));
+            };
+            if bursar_core::Ledger::pack_asset(code).is_none() {
+                return Err(format!("asset code {code:?} is not 1-16 of A-Z, 0-9, '_', '-', '.'"));
+            }
+            let ledger =
+                ledger.parse::<u32>().ok().filter(|l| *l != 0).ok_or(format!("ledger {ledger:?} is not 1..2^32"))?;
+            let scale =
+                scale.parse::<u8>().ok().filter(|s| *s <= 38).ok_or(format!("scale {scale:?} is not 0..=38"))?;
+            Ok(AssetSpec { code: code.into(), ledger, scale })
+        };
+        let assets = spec.split(',').filter(|s| !s.trim().is_empty()).map(parse_one).collect::<Result<Vec<_>, _>>()?;
+        for (i, a) in assets.iter().enumerate() {
+            if assets[..i].iter().any(|b| b.code == a.code || b.ledger == a.ledger) {
+                return Err(format!("asset {} or ledger {} is listed twice", a.code, a.ledger));
+            }
+        }
+        if assets.is_empty() {
+            return Err("no assets given".into());
+        }
+        Ok(assets)
+    }
+}
+
+/// An order as a client asks for it, before the edge resolves it.
+pub struct NewOrder<'a> {
+    pub id: u128,
+    pub customer_id: u128,
+    pub source_asset: &'a str,
+    pub source_amount: u128,
+    pub target_asset: &'a str,
+    /// Earliest payout time, unix nanoseconds; 0 = as soon as ready.
+    pub payout_at: u64,
+    pub pii: &'a crate::pii::OrderPii,
+}
+
+/// Why a new order cannot become a create command; `field` names the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrderError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl OrdersConfig {
+    /// Resolves assets to ledgers, computes the fee, stamps timeouts and fee
+    /// policy, and encrypts the personal data (bound to the order id).
+    pub fn create_event(
+        &self,
+        o: &NewOrder<'_>,
+        keyring: &crate::pii::PiiKeyring,
+    ) -> Result<bursar_core::orders::OrderCreate, NewOrderError> {
+        let err = |field, message: String| NewOrderError { field, message };
+        let source_ledger = self
+            .ledger_of(o.source_asset)
+            .ok_or_else(|| err("source_asset", format!("{} is not an order asset", o.source_asset)))?;
+        let target_ledger = self
+            .ledger_of(o.target_asset)
+            .ok_or_else(|| err("target_asset", format!("{} is not an order asset", o.target_asset)))?;
+        let fee_amount =
+            self.fee.fee(o.source_amount).ok_or_else(|| err("source_amount", "the fee overflows".into()))?;
+        o.pii.validate().map_err(|e| match e {
+            crate::pii::PiiError::Invalid { field, reason } => err(field, reason),
+            other => err("sender", other.to_string()),
+        })?;
+        let blob = keyring.encrypt(o.id, o.pii).map_err(|e| err("sender", e.to_string()))?;
+        let mut event = bursar_core::orders::OrderCreate {
+            id: o.id,
+            customer_id: o.customer_id,
+            source_amount: o.source_amount,
+            fee_amount,
+            payout_at: o.payout_at,
+            source_ledger,
+            target_ledger,
+            funds_timeout_seconds: self.funds_timeout_seconds,
+            review_timeout_seconds: self.review_timeout_seconds,
+            flags: self.flags,
+            pii_len: blob.len() as u16,
+            ..Default::default()
+        };
+        let slot = event.pii.get_mut(..blob.len()).ok_or_else(|| err("sender", "personal data too long".into()))?;
+        slot.copy_from_slice(&blob);
+        Ok(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_asset_lists_and_refuses_bad_ones() {
+        let a = OrdersConfig::parse_assets("USD:840:2, JPY:392:0").unwrap();
+        assert_eq!(a[1], AssetSpec { code: "JPY".into(), ledger: 392, scale: 0 });
+        for bad in ["", "USD:840", "usd:840:2", "USD:0:2", "USD:840:39", "USD:840:2,USD:841:2", "USD:1:2,EUR:1:2"] {
+            assert!(OrdersConfig::parse_assets(bad).is_err(), "{bad}");
+        }
+        let c = OrdersConfig::default();
+        assert_eq!((c.ledger_of("EUR"), c.asset_of(392)), (Some(978), Some("JPY")));
+        assert_eq!(c.fee.fee(10_000), Some(50));
+    }
+}

@@ -1,0 +1,127 @@
+//! The executor's line to the engine: order commands go in through the same
+//! queue as client requests (plain, no envelope: the audit trail names them
+//! `WORKFLOW`), and replies come back only once durable, like every reply.
+//! Commands from many orders are folded into batches so the log sees a few
+//! large entries rather than many small ones.
+
+use bursar_core::orders::{Order, OrderCommand, OrderCommandResult, OrderFilter};
+use bursar_core::records::{BATCH_EVENTS_MAX, decode_all};
+use bursar_core::{EventResult, Operation};
+use bursar_proto::RequestOp;
+use bursar_server::engine::{EngineMsg, Request};
+use bursar_server::gate::Response;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// How long a request may wait for the engine before the caller gives up
+/// (the command may still apply; the change feed will show it).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Order-command batches in flight to the engine at once.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// Commands queued for batching before submitters wait.
+const QUEUE_DEPTH: usize = 1 << 16;
+
+#[derive(Clone)]
+pub struct EngineLink {
+    engine: mpsc::Sender<EngineMsg>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl EngineLink {
+    pub fn new(engine: mpsc::Sender<EngineMsg>) -> EngineLink {
+        EngineLink { engine, next_id: Arc::new(AtomicU64::new(1 << 62)) }
+    }
+
+    /// Sends one request and waits for its durable reply.
+    pub async fn request(&self, op: Operation, body: Vec<u8>) -> Result<Response, String> {
+        let (reply, rx) = oneshot::channel();
+        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let request = Request { op: RequestOp::Op(op), request_id, body, envelope: None, reply };
+        self.engine.send(EngineMsg::Request(request)).await.map_err(|_| "the engine stopped".to_string())?;
+        let response = tokio::time::timeout(REQUEST_TIMEOUT, rx)
+            .await
+            .map_err(|_| format!("no reply to {} within {REQUEST_TIMEOUT:?}", op.name()))?
+            .map_err(|_| "the engine dropped the request".to_string())?;
+        if response.status != 0 {
+            return Err(format!("{} failed: {}", op.name(), String::from_utf8_lossy(&response.body)));
+        }
+        Ok(response)
+    }
+
+    /// Orders changed after `after_seq`, in change order.
+    pub async fn changes(&self, after_seq: u64, limit: u32) -> Result<Vec<Order>, String> {
+        let filter = OrderFilter { after_seq, limit, changes: 1, ..Default::default() };
+        let response = self.request(Operation::ListOrders, bytemuck::bytes_of(&filter).to_vec()).await?;
+        decode_all(&response.body).ok_or_else(|| "a ListOrders reply is not whole orders".to_string())
+    }
+
+    /// Writes a batch of commands; the result code of each, in order.
+    pub async fn order_commands(&self, commands: &[OrderCommand]) -> Result<Vec<u32>, String> {
+        let body = bytemuck::cast_slice(commands).to_vec();
+        let response = self.request(Operation::OrderCommands, body).await?;
+        let sparse: Vec<EventResult> =
+            decode_all(&response.body).ok_or_else(|| "an OrderCommands reply is not whole results".to_string())?;
+        let mut codes = vec![0u32; commands.len()];
+        for r in sparse {
+            *codes.get_mut(r.index as usize).ok_or("a result names an event that was not sent")? = r.code;
+        }
+        Ok(codes)
+    }
+}
+
+type Queued = (OrderCommand, oneshot::Sender<Result<OrderCommandResult, String>>);
+
+/// Submits order commands in batches; cheap to clone.
+#[derive(Clone)]
+pub struct CommandQueue {
+    tx: mpsc::Sender<Queued>,
+}
+
+impl CommandQueue {
+    /// Starts the batching task on the current runtime.
+    pub fn start(link: EngineLink) -> CommandQueue {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(run_batches(link, rx));
+        CommandQueue { tx }
+    }
+
+    /// Applies one command through the log; its result once durable.
+    pub async fn submit(&self, command: OrderCommand) -> Result<OrderCommandResult, String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send((command, tx)).await.map_err(|_| "the command queue stopped".to_string())?;
+        rx.await.map_err(|_| "the command batch was dropped".to_string())?
+    }
+}
+
+async fn run_batches(link: EngineLink, mut rx: mpsc::Receiver<Queued>) {
+    let permits = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let permit = permits.clone().acquire_owned().await.expect("invariant: the semaphore is never closed");
+        let mut batch = vec![first];
+        while batch.len() < BATCH_EVENTS_MAX {
+            match rx.try_recv() {
+                Ok(q) => batch.push(q),
+                Err(_) => break,
+            }
+        }
+        let link = link.clone();
+        tokio::spawn(async move {
+            let commands: Vec<OrderCommand> = batch.iter().map(|(c, _)| *c).collect();
+            let outcome = link.order_commands(&commands).await;
+            for (i, (_, reply)) in batch.into_iter().enumerate() {
+                let result = match &outcome {
+                    Ok(codes) => {
+                        OrderCommandResult::from_code(codes[i]).ok_or(format!("unknown result code {}", codes[i]))
+                    }
+                    Err(e) => Err(e.clone()),
+                };
+                let _ = reply.send(result);
+            }
+            drop(permit);
+        });
+    }
+}
