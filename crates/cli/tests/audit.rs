@@ -33,7 +33,14 @@ fn http(port: u16, method: &str, path: &str, key: &str, idem: Option<&str>, body
 
 fn start(dir: &Path, http_port: u16) -> Child {
     let child = Command::new(env!("CARGO_BIN_EXE_bursar"))
-        .args(["start", "--addr", &format!("127.0.0.1:{}", free_port()), "--http", &format!("127.0.0.1:{http_port}")])
+        .args([
+            "start",
+            "--no-orders",
+            "--addr",
+            &format!("127.0.0.1:{}", free_port()),
+            "--http",
+            &format!("127.0.0.1:{http_port}"),
+        ])
         .arg("--data-dir")
         .arg(dir)
         .env("BURSAR_ADMIN_KEY", ADMIN)

@@ -40,6 +40,8 @@ impl Server {
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let child = Command::new(BIN)
             .arg("start")
+            // Order ledgers would appear in the ledger listings checked here.
+            .arg("--no-orders")
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--addr", &format!("127.0.0.1:{}", free_port()), "--http", &http])

@@ -90,6 +90,9 @@ pub struct Node {
     engine_tx: mpsc::Sender<EngineMsg>,
     stop_tx: watch::Sender<bool>,
     order_changes: Arc<tokio::sync::Notify>,
+    /// SIGTERM and SIGINT, registered at start so a signal that arrives
+    /// before `run_until_signal` still shuts down cleanly.
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
     runtime: tokio::runtime::Runtime,
     engine_thread: Option<std::thread::JoinHandle<()>>,
     report: StartReport,
@@ -164,7 +167,21 @@ impl Node {
         if needs_admin {
             report.admin_key = Some(bootstrap_admin_key(&engine_tx, config.admin_key.clone())?);
         }
-        Ok(Node { addr, keys, engine_tx, stop_tx, order_changes, runtime, engine_thread: Some(engine_thread), report })
+        let signals = runtime.block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            Some((signal(SignalKind::terminate()).ok()?, signal(SignalKind::interrupt()).ok()?))
+        });
+        Ok(Node {
+            addr,
+            keys,
+            engine_tx,
+            stop_tx,
+            order_changes,
+            signals,
+            runtime,
+            engine_thread: Some(engine_thread),
+            report,
+        })
     }
 
     /// Handles for the HTTP API to run on this node's runtime.
@@ -195,21 +212,23 @@ impl Node {
     /// workflow supervision tree gave up): the node shuts down cleanly, so
     /// everything acknowledged is durable, and the process exits with 70.
     /// A restart recovers from the log.
-    pub fn run_until_signal_or(self, fatal: impl std::future::Future<Output = String>) {
+    pub fn run_until_signal_or(mut self, fatal: impl std::future::Future<Output = String>) {
         let mut failure = None;
+        let mut signals = self.signals.take();
         self.runtime.block_on(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            let terminated = async {
-                match term.as_mut() {
-                    Some(t) => {
-                        t.recv().await;
+            let signalled = async {
+                match signals.as_mut() {
+                    Some((term, int)) => {
+                        tokio::select! {
+                            _ = term.recv() => {}
+                            _ = int.recv() => {}
+                        }
                     }
                     None => std::future::pending::<()>().await,
                 }
             };
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminated => {}
+                _ = signalled => {}
                 why = fatal => failure = Some(why),
             }
         });
