@@ -237,6 +237,9 @@ import schemathesis
 
 @schemathesis.hook
 def before_call(context, case, kwargs):
+    # A long poll on an empty range waits its full time: keep cases quick.
+    if case.path == "/v1/events" and isinstance(case.query, dict) and "wait_ms" in case.query:
+        case.query["wait_ms"] = "0"
     key = (case.headers or {}).get("Idempotency-Key")
     if not isinstance(key, str) or not 1 <= len(key) <= 200 or not all(" " <= c <= "~" for c in key):
         return
@@ -346,8 +349,9 @@ fn openapi_document_validates_and_the_server_conforms_to_it() {
     std::fs::write(&hooks, HOOKS).unwrap();
     let url = format!("http://{}/v1/openapi.json", server.http);
     let runs: [(&str, &str, &[&str]); 3] = [
-        ("operator", &operator, &[]),
-        ("admin", &admin, &["--exclude-operation-id", "revoke_key"]),
+        // The event stream never ends, so it is tested on its own (events.rs).
+        ("operator", &operator, &["--exclude-operation-id", "stream_events"]),
+        ("admin", &admin, &["--exclude-operation-id", "revoke_key", "--exclude-operation-id", "stream_events"]),
         ("admin, revoking keys", &admin, &["--include-operation-id", "revoke_key"]),
     ];
     for (who, key, filter) in runs {

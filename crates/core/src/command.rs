@@ -46,6 +46,7 @@ pub enum Operation {
     LookupOrders = 22,
     ListOrders = 23,
     GetOrderEvents = 24,
+    GetEvents = 25,
 }
 
 impl Operation {
@@ -66,6 +67,7 @@ impl Operation {
         Operation::LookupOrders,
         Operation::ListOrders,
         Operation::GetOrderEvents,
+        Operation::GetEvents,
     ];
 
     pub fn from_code(code: u8) -> Option<Operation> {
@@ -100,6 +102,7 @@ impl Operation {
                 | Operation::LookupOrders
                 | Operation::ListOrders
                 | Operation::GetOrderEvents
+                | Operation::GetEvents
         )
     }
 
@@ -119,6 +122,7 @@ impl Operation {
             Operation::OrderCommands => crate::orders::OrderCommand::SIZE,
             Operation::LookupOrders | Operation::GetOrderEvents => 16,
             Operation::ListOrders => crate::orders::OrderFilter::SIZE,
+            Operation::GetEvents => crate::events::EventFilter::SIZE,
         }
     }
 
@@ -131,6 +135,7 @@ impl Operation {
             | Operation::ListAudit
             | Operation::ListOrders
             | Operation::GetOrderEvents
+            | Operation::GetEvents
             | Operation::CreateKeys
             | Operation::RevokeKeys => 1,
             _ => BATCH_EVENTS_MAX,
@@ -155,6 +160,7 @@ impl Operation {
             Operation::LookupOrders => "lookup_orders",
             Operation::ListOrders => "list_orders",
             Operation::GetOrderEvents => "get_order_events",
+            Operation::GetEvents => "get_events",
         }
     }
 }

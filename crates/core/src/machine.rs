@@ -120,6 +120,7 @@ impl Machine {
             ok,
             mine.first().map(|r| r.code),
         );
+        self.ledger.record_service_event(crate::events::kind::AUDIT_RECORDED, self.audit.len() as u64);
         outcome
     }
 
@@ -190,6 +191,8 @@ impl Machine {
                     let code = self.keys.create(&e, ts, |l| ledger.ledger(l).is_some());
                     if code.code() != 0 {
                         results.push(EventResult { index: i as u32, code: code.code() });
+                    } else {
+                        self.ledger.record_service_event(crate::events::kind::KEY_CREATED, e.id);
                     }
                 }
             }
@@ -200,6 +203,8 @@ impl Machine {
                     let code = self.keys.revoke(&e, ts);
                     if code.code() != 0 {
                         results.push(EventResult { index: i as u32, code: code.code() });
+                    } else {
+                        self.ledger.record_service_event(crate::events::kind::KEY_REVOKED, e.id);
                     }
                 }
             }

@@ -65,6 +65,12 @@ pub struct AppState {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Permits for requests in progress.
     pub in_progress: tokio::sync::Semaphore,
+    /// The newest event sequence (long polls and streams wait on it).
+    pub events_tail: tokio::sync::watch::Receiver<u64>,
+    /// Set when the node shuts down (streams end).
+    pub stop: tokio::sync::watch::Receiver<bool>,
+    /// Permits for open event streams.
+    pub streams: Arc<tokio::sync::Semaphore>,
 }
 
 pub type App = Arc<AppState>;

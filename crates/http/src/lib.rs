@@ -5,8 +5,10 @@
 
 pub mod app;
 pub mod dto;
+pub mod dto_events;
 pub mod dto_orders;
 pub mod engine_client;
+pub mod event_reader;
 pub mod extract;
 pub mod middleware;
 pub mod openapi;
@@ -73,6 +75,9 @@ pub fn start(
         in_flight: Default::default(),
         metrics: metrics_handle(),
         in_progress: tokio::sync::Semaphore::new(config.max_in_progress),
+        events_tail: node.events_tail.clone(),
+        stop: node.stop.clone(),
+        streams: Arc::new(tokio::sync::Semaphore::new(routes::events::STREAMS_MAX)),
         config: config.clone(),
     });
     let router = routes::router(app);

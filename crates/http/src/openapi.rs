@@ -2,7 +2,9 @@
 //! JSON types.
 
 use crate::dto::*;
+use crate::dto_events::EventBody;
 use crate::problem::{self, ProblemBody};
+use crate::routes::events::{self, EventPageBody};
 use crate::routes::{accounts, audit, keys, ledgers, ops, orders, transfers};
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::header::Header;
@@ -22,13 +24,14 @@ use utoipa::{Modify, OpenApi};
         orders::create, orders::list, orders::get_one, orders::events, orders::cancel, orders::review, orders::funds,
         keys::create, keys::list, keys::revoke,
         audit::list,
+        events::list, events::stream,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(
         schemas(
             LedgerRequest, LedgerBody, AccountRequest, AccountCreated, AccountBody, AccountBatchRequest,
             TransferRequest, TransferBody, TransferBatchRequest, BatchResult, EventError, BalanceBody,
-            KeyRequest, KeyBody, KeyList, AuditBody, Status, ProblemBody,
+            KeyRequest, KeyBody, KeyList, AuditBody, Status, ProblemBody, EventBody, EventPageBody,
             OrderRequest, SenderRequest, RecipientRequest, OrderBody, SenderBody, RecipientBody, CancelRequest,
             ReviewRequest, FundsRequest, OrderEventBody, OrderEventList,
             Id, U128, U64, AccountFlag, TransferFlag, RoleName,

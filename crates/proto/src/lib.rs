@@ -182,7 +182,7 @@ pub fn reply_record_size(op: Operation) -> usize {
         Operation::CreateKeys | Operation::RevokeKeys => EventResult::SIZE,
         Operation::CreateOrders | Operation::OrderCommands => EventResult::SIZE,
         Operation::LookupOrders | Operation::ListOrders => bursar_core::orders::Order::SIZE,
-        Operation::ListAudit | Operation::GetOrderEvents => 1,
+        Operation::ListAudit | Operation::GetOrderEvents | Operation::GetEvents => 1,
     }
 }
 

@@ -106,6 +106,9 @@ pub struct Engine {
     /// Signalled after an entry that changed an order, so the workflow
     /// executor reads the change feed without polling. Never blocks.
     order_changes: Arc<tokio::sync::Notify>,
+    /// The journal's length after the last applied entry: event readers wait
+    /// on it, then read (a read answers only once durable). Never blocks.
+    events_tail: tokio::sync::watch::Sender<u64>,
 }
 
 impl Engine {
@@ -117,6 +120,7 @@ impl Engine {
         keys: KeyTable,
     ) -> Engine {
         publish_keys(&keys, &sm);
+        let events_tail = tokio::sync::watch::Sender::new(sm.events_len());
         Engine {
             sm,
             log,
@@ -125,7 +129,13 @@ impl Engine {
             keys,
             results: Vec::with_capacity(bursar_core::records::BATCH_EVENTS_MAX),
             order_changes: Arc::new(tokio::sync::Notify::new()),
+            events_tail,
         }
+    }
+
+    /// Follows the journal's length (the newest event sequence).
+    pub fn events_tail(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events_tail.subscribe()
     }
 
     /// The signal raised after entries that changed orders.
@@ -256,6 +266,8 @@ impl Engine {
         if self.sm.orders().last_change() != order_change_before {
             self.order_changes.notify_one();
         }
+        let events = self.sm.events_len();
+        self.events_tail.send_if_modified(|tail| std::mem::replace(tail, events) != events);
         self.snapshots.logged(bytes as u64);
         drop(commands);
         let replies = writes.into_iter().zip(replies).map(|(w, r)| (w.reply, r)).collect();
@@ -342,6 +354,11 @@ impl Engine {
                 Some(e) => Ok(records(e.encode_timeline(), e.timeline.len())),
                 None => Ok(records(Vec::new(), 0)),
             },
+            Operation::GetEvents => {
+                let filter: bursar_core::events::EventFilter = decode_at(&r.body, 0);
+                let page = self.sm.events_page(&filter);
+                Ok(records(page.body, page.count))
+            }
             Operation::CreateLedgers
             | Operation::CreateAccounts
             | Operation::CreateTransfers

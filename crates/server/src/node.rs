@@ -82,6 +82,8 @@ pub struct NodeHandle {
     pub stop: watch::Receiver<bool>,
     /// Raised after entries that changed orders (see `Engine::order_changes`).
     pub order_changes: Arc<tokio::sync::Notify>,
+    /// The newest event sequence applied (see `Engine::events_tail`).
+    pub events_tail: watch::Receiver<u64>,
 }
 
 pub struct Node {
@@ -90,6 +92,7 @@ pub struct Node {
     engine_tx: mpsc::Sender<EngineMsg>,
     stop_tx: watch::Sender<bool>,
     order_changes: Arc<tokio::sync::Notify>,
+    events_tail: watch::Receiver<u64>,
     /// SIGTERM and SIGINT, registered at start so a signal that arrives
     /// before `run_until_signal` still shuts down cleanly.
     signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
@@ -148,6 +151,7 @@ impl Node {
         let keys: KeyTable = Arc::new(std::sync::RwLock::new(Arc::new(Default::default())));
         let engine = Engine::new(sm, Box::new(FileEngineLog(log)), gate, snapshots, keys.clone());
         let order_changes = engine.order_changes();
+        let events_tail = engine.events_tail();
         let (engine_tx, engine_rx) = mpsc::channel(config.queue_depth);
         let engine_thread =
             std::thread::Builder::new().name("bursar-engine".into()).spawn(move || engine.run(engine_rx))?;
@@ -177,6 +181,7 @@ impl Node {
             engine_tx,
             stop_tx,
             order_changes,
+            events_tail,
             signals,
             runtime,
             engine_thread: Some(engine_thread),
@@ -192,6 +197,7 @@ impl Node {
             runtime: self.runtime.handle().clone(),
             stop: self.stop_tx.subscribe(),
             order_changes: self.order_changes.clone(),
+            events_tail: self.events_tail.clone(),
         }
     }
 

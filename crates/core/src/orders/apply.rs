@@ -93,6 +93,7 @@ pub fn create(sm: &mut StateMachine, book: &mut OrderBook, e: &OrderCreate, ctx:
         transfers: 0,
         reason: "".into(),
     });
+    sm.record_order_event(entry.order.id, entry.timeline.len() - 1);
     book.put(entry, true);
     R::Ok
 }
@@ -206,6 +207,10 @@ pub fn command(sm: &mut StateMachine, book: &mut OrderBook, c: &OrderCommand, ct
     if code == C::Ok {
         entry.order.state = to;
         entry.order.updated_at = ts;
+    }
+    if from != to {
+        // Transitions are always kept on the timeline, so this is its slot.
+        sm.record_order_event(entry.order.id, entry.timeline.len() - 1);
     }
     book.put(entry, code == C::Ok);
     code
@@ -496,6 +501,7 @@ pub fn expire_due(sm: &mut StateMachine, book: &mut OrderBook, ctx: &Ctx, max: u
             transfers: count as u8,
             reason: if from == S::OnHold { "review deadline passed" } else { "funds deadline passed" }.into(),
         });
+        sm.record_order_event(entry.order.id, entry.timeline.len() - 1);
         book.put(entry, true);
     }
 }

@@ -28,6 +28,7 @@ impl StateMachine {
         if self.journaling {
             self.undo.push(Undo::AccountCreated);
         }
+        self.record_event(crate::events::kind::ACCOUNT_CREATED, position, 0);
         R::Ok
     }
 }

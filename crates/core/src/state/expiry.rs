@@ -23,5 +23,6 @@ impl StateMachine {
         let timestamp = self.tick();
         self.record_history(dr_pos, timestamp);
         self.record_history(cr_pos, timestamp);
+        self.record_event(crate::events::kind::TRANSFER_EXPIRED, position, timestamp);
     }
 }

@@ -36,6 +36,7 @@ impl StateMachine {
         }
         self.ledgers.insert(l.id, Ledger { timestamp, ..*l });
         self.totals.insert(l.id, LedgerTotals::default());
+        self.record_event(crate::events::kind::LEDGER_CREATED, 0, u64::from(l.id));
         R::Ok
     }
 }

@@ -24,6 +24,7 @@ pub use snapshot::{
 use crate::arena::CowArena;
 use crate::codes::{CreateAccountResult, CreateTransferResult};
 use crate::command::{Command, Operation};
+use crate::events::{EventRef, OrderEventRef};
 use crate::index::IdIndex;
 use crate::records::{Account, BalanceRecord, FailedTransfer, Ledger, Transfer, decode_at};
 use crate::wide::Sum256;
@@ -38,6 +39,8 @@ pub(crate) type Transfers = CowArena<Transfer, 16>;
 pub(crate) type TransferStates = CowArena<u8, 16>;
 pub(crate) type History = CowArena<BalanceRecord, 14>;
 pub(crate) type Failed = CowArena<FailedTransfer, 14>;
+pub(crate) type Journal = CowArena<EventRef, 16>;
+pub(crate) type OrderEvents = CowArena<OrderEventRef, 12>;
 
 /// The outcome of one event that was not `ok` (results are sparse: events
 /// that succeeded are not listed).
@@ -138,6 +141,9 @@ pub struct StateMachine {
     history: History,
     failed: Failed,
     failed_index: IdIndex,
+    /// The change journal (`crate::events`): one slot per committed change.
+    journal: Journal,
+    order_events: OrderEvents,
     /// Undo records of the open linked chain; empty outside chains.
     undo: Vec<Undo>,
     journaling: bool,
@@ -171,6 +177,8 @@ impl StateMachine {
             history: History::new(),
             failed: Failed::new(),
             failed_index: IdIndex::default(),
+            journal: Journal::new(),
+            order_events: OrderEvents::new(),
             undo: Vec::new(),
             journaling: false,
         }
@@ -204,6 +212,50 @@ impl StateMachine {
 
     pub fn transfer_count(&self) -> usize {
         self.transfers.len()
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// The account at an arena slot (a journal reference).
+    pub fn account_at(&self, position: u32) -> Account {
+        *self.accounts.get(position as usize)
+    }
+
+    /// The transfer at an arena slot (a journal reference).
+    pub fn transfer_at(&self, position: u32) -> Transfer {
+        *self.transfers.get(position as usize)
+    }
+
+    pub fn order_event_at(&self, index: u32) -> OrderEventRef {
+        *self.order_events.get(index as usize)
+    }
+
+    /// Journals a committed change. Inside a linked chain the slot is
+    /// undone with the chain.
+    pub(crate) fn record_event(&mut self, kind: u8, index: u32, aux: u64) {
+        debug_assert!(kind != 0 && kind <= crate::events::kind::MAX);
+        self.journal.push(EventRef { kind, reserved: [0; 3], index, aux });
+        if self.journaling {
+            self.undo.push(Undo::EventRecorded);
+        }
+    }
+
+    /// Journals an order's creation or transition (outside any chain: the
+    /// order's money movements have committed by then).
+    pub fn record_order_event(&mut self, order_id: u128, timeline: usize) {
+        assert!(!self.journaling, "order events are journaled after their chain commits");
+        let index = u32::try_from(self.order_events.len()).expect("invariant: order events fit u32 (ORDERS_MAX x 16)");
+        let timeline = u32::try_from(timeline).expect("invariant: timelines are capped");
+        self.order_events.push(OrderEventRef { order_id, timeline, reserved: [0; 12] });
+        self.record_event(crate::events::kind::ORDER, index, 0);
+    }
+
+    /// Journals a change outside the ledger (keys, audit records).
+    pub fn record_service_event(&mut self, kind: u8, aux: u64) {
+        assert!(!self.journaling, "service events are never part of a chain");
+        self.record_event(kind, 0, aux);
     }
 
     pub fn ledger_count(&self) -> usize {

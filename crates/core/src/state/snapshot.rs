@@ -4,8 +4,12 @@
 //! Only the records are stored (ledgers, accounts, transfers, pending states,
 //! balance records, failed ids); every index is rebuilt on load.
 
-use super::{Accounts, Failed, History, LedgerTotals, PendingState, StateMachine, TransferStates, Transfers};
+use super::{
+    Accounts, Failed, History, Journal, LedgerTotals, OrderEvents, PendingState, StateMachine, TransferStates,
+    Transfers,
+};
 use crate::arena::ArenaView;
+use crate::events::{EventRef, OrderEventRef};
 use crate::index::IdIndex;
 use crate::records::{
     Account, BalanceRecord, FailedTransfer, Ledger, Transfer, account_flags as AF, transfer_flags as F,
@@ -63,10 +67,13 @@ pub struct StateSnapshot {
     transfer_states: ArenaView<u8>,
     history: ArenaView<BalanceRecord>,
     failed: ArenaView<FailedTransfer>,
+    journal: ArenaView<EventRef>,
+    order_events: ArenaView<OrderEventRef>,
 }
 
 /// Section names, in the order they are stored and hashed.
-pub const SECTIONS: [&str; 5] = ["accounts", "transfers", "transfer_states", "history", "failed"];
+pub const SECTIONS: [&str; 7] =
+    ["accounts", "transfers", "transfer_states", "history", "failed", "journal", "order_events"];
 
 /// The stored form of a snapshot, as read back: the header and, per section
 /// in `SECTIONS` order, the chunks' bytes.
@@ -97,6 +104,8 @@ impl StateSnapshot {
             section(SECTIONS[2], &self.transfer_states),
             section(SECTIONS[3], &self.history),
             section(SECTIONS[4], &self.failed),
+            section(SECTIONS[5], &self.journal),
+            section(SECTIONS[6], &self.order_events),
         ]
     }
 }
@@ -146,6 +155,8 @@ impl StateMachine {
             transfer_states: self.transfer_states.view(),
             history: self.history.view(),
             failed: self.failed.view(),
+            journal: self.journal.view(),
+            order_events: self.order_events.view(),
         }
     }
 
@@ -158,7 +169,7 @@ impl StateMachine {
     /// checking every invariant. Errors describe what is inconsistent.
     pub fn restore(limits: super::Limits, stored: SnapshotChunks) -> Result<StateMachine, String> {
         let (position, last_timestamp, ledgers) = decode_header(&stored.header)?;
-        let [accounts, transfers, states, history, failed]: [Vec<Vec<u8>>; 5] = stored
+        let [accounts, transfers, states, history, failed, journal, order_events]: [Vec<Vec<u8>>; 7] = stored
             .sections
             .try_into()
             .map_err(|s: Vec<_>| format!("expected {} sections, found {}", SECTIONS.len(), s.len()))?;
@@ -176,10 +187,13 @@ impl StateMachine {
         sm.transfer_states = TransferStates::from_chunks(states)?;
         sm.history = History::from_chunks(decode_chunks(history, "history")?)?;
         sm.failed = Failed::from_chunks(decode_chunks(failed, "failed")?)?;
+        sm.journal = Journal::from_chunks(decode_chunks(journal, "journal")?)?;
+        sm.order_events = OrderEvents::from_chunks(decode_chunks(order_events, "order_events")?)?;
         sm.rebuild_accounts()?;
         sm.rebuild_transfers()?;
         sm.rebuild_history()?;
         sm.rebuild_failed()?;
+        sm.check_journal()?;
         sm.check_invariants_deep()?;
         Ok(sm)
     }
@@ -250,6 +264,28 @@ impl StateMachine {
                 return Err(format!("balance record for account {} without the history flag", r.account_id));
             }
             self.account_history[a as usize].push(p as u32);
+        }
+        Ok(())
+    }
+
+    /// Every journal slot must point at a record that exists.
+    fn check_journal(&self) -> Result<(), String> {
+        use crate::events::kind as K;
+        for seq in 0..self.journal.len() {
+            let r = self.journal.get(seq);
+            let ok = match r.kind {
+                K::LEDGER_CREATED => self.ledgers.contains_key(&(r.aux as u32)),
+                K::ACCOUNT_CREATED => (r.index as usize) < self.accounts.len(),
+                K::TRANSFER_POSTED | K::TRANSFER_PENDING | K::TRANSFER_VOIDED | K::TRANSFER_EXPIRED => {
+                    (r.index as usize) < self.transfers.len()
+                }
+                K::ORDER => (r.index as usize) < self.order_events.len(),
+                K::KEY_CREATED | K::KEY_REVOKED | K::AUDIT_RECORDED => true,
+                _ => false,
+            };
+            if !ok {
+                return Err(format!("journal slot {seq} (kind {}) points at nothing", r.kind));
+            }
         }
         Ok(())
     }

@@ -248,6 +248,14 @@ impl StateMachine {
         if self.journaling {
             self.undo.push(Undo::TransferCreated);
         }
+        let kind = if t.has(F::PENDING) {
+            crate::events::kind::TRANSFER_PENDING
+        } else if t.has(F::VOID_PENDING) {
+            crate::events::kind::TRANSFER_VOIDED
+        } else {
+            crate::events::kind::TRANSFER_POSTED
+        };
+        self.record_event(kind, position, 0);
         position
     }
 

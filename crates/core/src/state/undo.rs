@@ -33,6 +33,8 @@ pub(super) enum Undo {
     LivePendingRemoved {
         position: u32,
     },
+    /// The last journal slot was recorded.
+    EventRecorded,
     /// The last balance record belongs to this account.
     HistoryAdded {
         account_position: u32,
@@ -79,6 +81,9 @@ impl StateMachine {
                     let popped = self.account_transfers[account as usize].pop();
                     assert_eq!(popped, Some(position), "undo: the account's last transfer is the one undone");
                 }
+            }
+            Undo::EventRecorded => {
+                self.journal.pop().expect("invariant: undo of a journaled event");
             }
             Undo::Account { position, before } => *self.accounts.get_mut(position as usize) = before,
             Undo::TransferState { position, before } => *self.transfer_states.get_mut(position as usize) = before,

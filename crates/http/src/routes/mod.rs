@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod events;
 pub mod keys;
 pub mod ledgers;
 pub mod ops;
@@ -39,6 +40,8 @@ pub fn router(app: App) -> Router {
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}", delete(keys::revoke))
         .route("/v1/audit", get(audit::list))
+        .route("/v1/events", get(events::list))
+        .route("/v1/events/stream", get(events::stream))
         .route("/v1/openapi.json", get(ops::openapi))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))

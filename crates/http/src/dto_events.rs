@@ -1,0 +1,227 @@
+//! The change stream's JSON: one versioned envelope per event, rendered from
+//! the engine's wire events (`bursar_core::events`). The schema is documented
+//! in `docs/events.md`; `EVENT_VERSION` changes when a payload changes
+//! incompatibly.
+
+use crate::dto::{AccountBody, AuditBody, KeyBody, LedgerBody, TransferBody};
+use crate::dto_orders::OrderEventBody;
+use bursar_core::events::{WIRE_HEADER, kind};
+use bursar_core::orders::{OrderState, TimelineEvent};
+use bursar_core::records::{Account, Ledger, Transfer};
+use bursar_core::service::audit::AuditRecord;
+use bursar_core::service::keys::{ApiKey, Role};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Version of every payload below.
+pub const EVENT_VERSION: u32 = 1;
+
+/// One committed change.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct EventBody {
+    /// 1, 2, 3, … without gaps, in commit order.
+    pub seq: u64,
+    /// For example `transfer.posted` or `order.completed`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub version: u32,
+    /// Log time of the change, nanoseconds since 1970.
+    #[schema(value_type = String)]
+    pub timestamp: String,
+    /// The accounts the change touches (for per-account ordering).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<String>,
+    #[schema(value_type = Object)]
+    pub data: EventData,
+}
+
+/// The payload; its shape follows `type` (see `docs/events.md`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EventData {
+    Transfer(TransferEventBody),
+    Account(AccountBody),
+    Ledger(LedgerBody),
+    Order(Box<OrderChangeBody>),
+    Key(KeyBody),
+    Audit(AuditBody),
+}
+
+/// A transfer as stored, plus what it did to a pending transfer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TransferEventBody {
+    #[serde(flatten)]
+    pub transfer: TransferBody,
+    /// For posts, voids and expiries: the pending transfer's full amount,
+    /// which leaves the pending balances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_amount: Option<String>,
+}
+
+/// An order's creation or transition.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OrderChangeBody {
+    pub order_id: String,
+    pub customer_id: String,
+    pub source_ledger: u32,
+    pub source_amount: String,
+    pub fee_amount: String,
+    pub target_ledger: u32,
+    /// Only on `order.fx_locked`, when the quote is locked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_amount: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_ppb: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote_id: Option<String>,
+    pub state: String,
+    pub event: OrderEventBody,
+}
+
+/// The JSON type of each wire kind (orders are `order.<state>`).
+pub fn type_name(kind: u8) -> Option<&'static str> {
+    Some(match kind {
+        kind::LEDGER_CREATED => "ledger.created",
+        kind::ACCOUNT_CREATED => "account.created",
+        kind::TRANSFER_POSTED => "transfer.posted",
+        kind::TRANSFER_PENDING => "transfer.pending",
+        kind::TRANSFER_VOIDED => "transfer.voided",
+        kind::TRANSFER_EXPIRED => "transfer.expired",
+        kind::ORDER => "order",
+        kind::KEY_CREATED => "key.created",
+        kind::KEY_REVOKED => "key.revoked",
+        kind::AUDIT_RECORDED => "audit.recorded",
+        _ => return None,
+    })
+}
+
+/// The wire kind bit mask for a list of type prefixes (`transfer`,
+/// `transfer.posted`, `order`, …); unknown names are errors.
+pub fn kinds_mask(types: &str) -> Result<u32, String> {
+    let mut mask = 0u32;
+    for t in types.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let matched: u32 = (1..=kind::MAX)
+            .filter(|k| type_name(*k).is_some_and(|n| n == t || n.split('.').next() == Some(t) || order_type(*k, t)))
+            .map(|k| 1u32 << k)
+            .sum();
+        if matched == 0 {
+            return Err(format!("unknown event type {t:?}"));
+        }
+        mask |= matched;
+    }
+    Ok(mask)
+}
+
+fn order_type(k: u8, t: &str) -> bool {
+    k == kind::ORDER && t.strip_prefix("order.").is_some_and(|s| OrderState::ALL.iter().any(|st| st.name() == s))
+}
+
+/// A decoded page: the sequence to continue after, and the events.
+pub struct EventPage {
+    pub next_after: u64,
+    pub events: Vec<EventBody>,
+}
+
+/// Decodes a `GetEvents` reply.
+pub fn decode_page(body: &[u8]) -> Result<EventPage, String> {
+    let next_after = u64::from_le_bytes(body.get(..8).ok_or("short events reply")?.try_into().expect("8 bytes"));
+    let mut rest = &body[8..];
+    let mut events = Vec::new();
+    while !rest.is_empty() {
+        let header = rest.get(..WIRE_HEADER).ok_or("short event header")?;
+        let word = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().expect("8 bytes"));
+        let (seq, timestamp, kind) = (word(0), word(8), header[16]);
+        let len = u32::from_le_bytes(header[20..24].try_into().expect("4 bytes")) as usize;
+        let payload = rest.get(WIRE_HEADER..WIRE_HEADER + len).ok_or("short event payload")?;
+        events.push(decode_event(seq, timestamp, kind, payload).map_err(|e| format!("event {seq}: {e}"))?);
+        rest = &rest[WIRE_HEADER + len..];
+    }
+    Ok(EventPage { next_after, events })
+}
+
+fn decode_event(seq: u64, timestamp: u64, k: u8, p: &[u8]) -> Result<EventBody, String> {
+    let mut accounts = Vec::new();
+    let (event_type, data) = match k {
+        kind::LEDGER_CREATED => {
+            let l: Ledger = record(p)?;
+            ("ledger.created".to_string(), EventData::Ledger(LedgerBody::from(&l)))
+        }
+        kind::ACCOUNT_CREATED => {
+            let a: Account = record(p)?;
+            accounts.push(a.id.to_string());
+            ("account.created".to_string(), EventData::Account(AccountBody::from(&a)))
+        }
+        kind::TRANSFER_POSTED | kind::TRANSFER_PENDING | kind::TRANSFER_VOIDED | kind::TRANSFER_EXPIRED => {
+            let t: Transfer = record(p.get(..Transfer::SIZE).ok_or("short transfer")?)?;
+            let pending = u128::from_le_bytes(p.get(Transfer::SIZE..).ok_or("short")?.try_into().map_err(|_| "size")?);
+            accounts.push(t.debit_account_id.to_string());
+            accounts.push(t.credit_account_id.to_string());
+            let body = TransferEventBody {
+                transfer: TransferBody::from(&t),
+                pending_amount: (t.pending_id != 0 || k == kind::TRANSFER_EXPIRED).then(|| pending.to_string()),
+            };
+            (type_name(k).expect("transfer kinds are named").to_string(), EventData::Transfer(body))
+        }
+        kind::ORDER => {
+            let body = decode_order(p)?;
+            (format!("order.{}", body.state), EventData::Order(Box::new(body)))
+        }
+        kind::KEY_CREATED | kind::KEY_REVOKED => {
+            let key = decode_key(p)?;
+            (type_name(k).expect("key kinds are named").to_string(), EventData::Key(KeyBody::from(&key)))
+        }
+        kind::AUDIT_RECORDED => {
+            let a = AuditRecord::decode(p)?;
+            ("audit.recorded".to_string(), EventData::Audit(AuditBody::from(&a)))
+        }
+        other => return Err(format!("unknown kind {other}")),
+    };
+    Ok(EventBody { seq, event_type, version: EVENT_VERSION, timestamp: timestamp.to_string(), accounts, data })
+}
+
+fn record<T: bytemuck::Pod>(p: &[u8]) -> Result<T, String> {
+    if p.len() != std::mem::size_of::<T>() {
+        return Err(format!("record of {} bytes, expected {}", p.len(), std::mem::size_of::<T>()));
+    }
+    Ok(bytemuck::pod_read_unaligned(p))
+}
+
+fn decode_order(p: &[u8]) -> Result<OrderChangeBody, String> {
+    const FIXED: usize = 7 * 16 + 8;
+    let head = p.get(..FIXED).ok_or("short order event")?;
+    let u = |i: usize| u128::from_le_bytes(head[i * 16..i * 16 + 16].try_into().expect("16 bytes"));
+    let l = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
+    let e = TimelineEvent::decode_list(&[&1u32.to_le_bytes()[..], &p[FIXED..]].concat())?.remove(0);
+    let state = OrderState::from_code(e.to).ok_or("unknown order state")?.name().to_string();
+    let opt = |v: u128| (v != 0).then(|| v.to_string());
+    Ok(OrderChangeBody {
+        order_id: u(0).to_string(),
+        customer_id: u(1).to_string(),
+        source_amount: u(2).to_string(),
+        fee_amount: u(3).to_string(),
+        target_amount: opt(u(4)),
+        rate_ppb: opt(u(5)),
+        quote_id: opt(u(6)),
+        source_ledger: l(112),
+        target_ledger: l(116),
+        state,
+        event: OrderEventBody::new(u(0), &e),
+    })
+}
+
+fn decode_key(p: &[u8]) -> Result<ApiKey, String> {
+    let head = p.get(..28).ok_or("short key event")?;
+    let w = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().expect("8 bytes"));
+    let (role, ledgers, name_len) = (head[24], head[25] as usize, head[26] as usize);
+    let ledger_bytes = p.get(28..28 + ledgers * 4).ok_or("short key ledgers")?;
+    let name = p.get(28 + ledgers * 4..28 + ledgers * 4 + name_len).ok_or("short key name")?;
+    Ok(ApiKey {
+        id: w(0),
+        hash: [0; 32],
+        role: Role::from_code(role).ok_or("unknown role")?,
+        ledgers: ledger_bytes.chunks_exact(4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes"))).collect(),
+        name: String::from_utf8_lossy(name).into_owned(),
+        created_at: w(8),
+        revoked_at: w(16),
+    })
+}

@@ -1,0 +1,43 @@
+//! In-process reading of the change stream, for relays that run inside the
+//! node (JetStream, webhooks): pages of events straight from the engine, as
+//! the same JSON bodies `GET /v1/events` serves, and a wait for new ones.
+//! A page is answered only once everything in it is durable.
+
+use crate::dto_events::{EventPage, decode_page};
+use bursar_core::Operation;
+use bursar_core::events::EventFilter;
+use bursar_server::node::NodeHandle;
+use bursar_workflow::engine_link::EngineLink;
+use tokio::sync::watch;
+
+#[derive(Clone)]
+pub struct EventReader {
+    link: EngineLink,
+    tail: watch::Receiver<u64>,
+}
+
+impl EventReader {
+    pub fn new(node: &NodeHandle) -> EventReader {
+        EventReader { link: EngineLink::new(node.engine.clone()), tail: node.events_tail.clone() }
+    }
+
+    /// Up to `limit` (≤ 8190) events after `after`, of the kinds in the
+    /// `kinds` mask (0: all; see `dto_events::kinds_mask`).
+    pub async fn page(&self, after: u64, limit: u32, kinds: u32) -> Result<EventPage, String> {
+        let filter = EventFilter { after, limit, kinds, reserved: [0; 16] };
+        let response = self.link.request(Operation::GetEvents, bytemuck::bytes_of(&filter).to_vec()).await?;
+        decode_page(&response.body)
+    }
+
+    /// The newest event sequence applied (maybe not yet durable): the head a
+    /// relay's lag is measured against.
+    pub fn head(&self) -> u64 {
+        *self.tail.borrow()
+    }
+
+    /// Waits until an event after `seq` is applied, or the node stops
+    /// (`Err`).
+    pub async fn wait_beyond(&mut self, seq: u64) -> Result<(), String> {
+        self.tail.wait_for(|t| *t > seq).await.map(|_| ()).map_err(|_| "the engine stopped".to_string())
+    }
+}
