@@ -120,7 +120,7 @@ impl Machine {
             ok,
             mine.first().map(|r| r.code),
         );
-        self.ledger.record_service_event(crate::events::kind::AUDIT_RECORDED, self.audit.len() as u64);
+        self.ledger.record_service_event(crate::events::kind::AUDIT_RECORDED, self.audit.len());
         outcome
     }
 
