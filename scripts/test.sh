@@ -7,9 +7,13 @@ cd "$(dirname "$0")/.."
 
 echo "== system packages"
 # Debian packages the tests run (installed only when missing).
+# nats-server and PostgreSQL are real components of the relay and read-model
+# tests (each test starts its own instance in a temp dir on a free port).
 missing=()
 command -v openssl >/dev/null || missing+=(openssl)
 command -v python3 >/dev/null || missing+=(python3 python3-venv)
+command -v nats-server >/dev/null || [[ -x /usr/sbin/nats-server ]] || missing+=(nats-server)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 if ((${#missing[@]})); then
     SUDO=$([[ $(id -u) == 0 ]] && echo "" || echo sudo)
     $SUDO apt-get update -qq

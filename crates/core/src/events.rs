@@ -111,6 +111,28 @@ impl Machine {
         EventsPage { body, count, next_after: seq }
     }
 
+    /// Every service reference in the journal names something that exists
+    /// (the ledger's own references are checked by `StateMachine::restore`).
+    pub(crate) fn check_journal_refs(&self) -> Result<(), String> {
+        let ledger = self.ledger();
+        for (slot, r) in ledger.journal().iter().enumerate() {
+            let ok = match r.kind {
+                kind::KEY_CREATED => self.keys().get(r.aux).is_some(),
+                kind::KEY_REVOKED => self.keys().get(r.aux).is_some_and(|k| k.revoked_at != 0),
+                kind::AUDIT_RECORDED => r.aux >= 1 && r.aux <= self.audit().len(),
+                kind::ORDER => {
+                    let o = ledger.order_event_at(r.index);
+                    self.orders().get(o.order_id).is_some_and(|e| (o.timeline as usize) < e.timeline.len())
+                }
+                _ => true,
+            };
+            if !ok {
+                return Err(format!("journal slot {slot} (kind {}) points at nothing", r.kind));
+            }
+        }
+        Ok(())
+    }
+
     /// Events in the journal: the last event's sequence.
     pub fn events_len(&self) -> u64 {
         self.ledger().journal().len() as u64
@@ -206,3 +228,7 @@ impl Machine {
 const _: () = assert!(std::mem::size_of::<EventRef>() == 16);
 const _: () = assert!(std::mem::size_of::<OrderEventRef>() == 32);
 const _: () = assert!(std::mem::size_of::<EventFilter>() == EventFilter::SIZE);
+
+#[cfg(test)]
+#[path = "events_tests.rs"]
+mod tests;

@@ -282,6 +282,7 @@ impl Machine {
         let offsets = audit_offsets.into_iter().map(|c| decode_u64s(&c)).collect::<Result<Vec<_>, _>>()?;
         machine.audit = AuditTrail::restore(audit_bytes, offsets)?;
         machine.orders = OrderBook::decode(&order_book.concat())?;
+        machine.check_journal_refs()?;
         Ok(machine)
     }
 }

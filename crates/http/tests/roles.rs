@@ -425,6 +425,12 @@ fn scoped_keys_act_on_their_own_ledgers_only() {
     }
     // A scoped auditor may not read the audit trail, which spans all ledgers.
     c.get(&aud1, "/v1/audit").expect(403, Some("forbidden"));
+    // So may it not read the change stream; an unrestricted auditor may.
+    c.get(&aud1, "/v1/events").expect(403, Some("forbidden"));
+    c.get(&aud1, "/v1/events/stream").expect(403, Some("forbidden"));
+    c.get(&op1, "/v1/events").expect(403, Some("forbidden"));
+    let (_, auditor) = c.create_key("auditor", &[]);
+    c.get(&auditor, "/v1/events?limit=1").expect(200, None);
 
     // A pending transfer on ledger 1; a scoped key must name the ledger
     // even on post/void.
@@ -516,7 +522,7 @@ fn unauthenticated_requests_see_nothing() {
     c.create_ledger(1);
     let (_, op) = c.create_key("operator", &[]);
     c.create_account(&op, 424242, 1, &[]);
-    let paths: [(Method, &str, Option<&str>); 16] = [
+    let paths: [(Method, &str, Option<&str>); 18] = [
         (Method::GET, "/v1/accounts/424242", None),
         (Method::GET, "/v1/accounts/999", None),
         (Method::GET, "/v1/accounts/not-an-id", None),
@@ -526,6 +532,8 @@ fn unauthenticated_requests_see_nothing() {
         (Method::GET, "/v1/ledgers", None),
         (Method::GET, "/v1/keys", None),
         (Method::GET, "/v1/audit", None),
+        (Method::GET, "/v1/events", None),
+        (Method::GET, "/v1/events/stream", None),
         (Method::POST, "/v1/keys", Some(r#"{"role":"admin"}"#)),
         (Method::POST, "/v1/ledgers", Some(r#"{"id":9,"asset":"USD","scale":2}"#)),
         (Method::POST, "/v1/accounts", Some(r#"{"id":"5","ledger":1,"code":1}"#)),

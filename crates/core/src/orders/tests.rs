@@ -343,3 +343,25 @@ fn lists_by_state_and_by_change() {
     let feed = h.m.orders().list(&OrderFilter { changes: 1, after_seq: 4, limit: 10, ..Default::default() });
     assert_eq!(feed.iter().map(|o| o.id).collect::<Vec<_>>(), vec![5, 3], "3 changed last");
 }
+
+#[test]
+fn creations_and_transitions_are_journaled_refusals_are_not() {
+    use crate::events::{EventFilter, kind};
+    let mut h = H::new();
+    to_approved(&mut h, 1);
+    // A refused command (payout before FX) changes nothing and is no event.
+    assert_ne!(h.cmd(exec(1, CommandKind::SendPayout)), OrderCommandResult::Ok);
+    let page = h.m.events_page(&EventFilter { limit: 1000, kinds: 1 << kind::ORDER, ..Default::default() });
+    let mut rest = &page.body[8..];
+    let mut states = Vec::new();
+    while !rest.is_empty() {
+        let len = u32::from_le_bytes(rest[20..24].try_into().unwrap()) as usize;
+        let payload = &rest[24..24 + len];
+        assert_eq!(u128::from_le_bytes(payload[..16].try_into().unwrap()), 1, "the order id leads");
+        let timeline = TimelineEvent::decode_list(&[&1u32.to_le_bytes()[..], &payload[120..]].concat()).unwrap();
+        states.push(OrderState::from_code(timeline[0].to).unwrap());
+        rest = &rest[24 + len..];
+    }
+    use OrderState::*;
+    assert_eq!(states, [Created, AwaitingFunds, FundsReceived, Screening, Approved]);
+}
