@@ -43,8 +43,11 @@ fn t(id: u128, amount: u128, flags: u16) -> Transfer {
     Transfer { id, debit_account_id: 1, credit_account_id: 2, amount, ledger: 1, code: 1, flags, ..Default::default() }
 }
 
-/// (seq, timestamp, kind, payload) of every event in a page body.
-fn parse(body: &[u8]) -> (u64, Vec<(u64, u64, u8, Vec<u8>)>) {
+/// (seq, timestamp, kind, payload) of one wire event.
+type Wire = (u64, u64, u8, Vec<u8>);
+
+/// The cursor and every event of a page body.
+fn parse(body: &[u8]) -> (u64, Vec<Wire>) {
     let next = u64::from_le_bytes(body[..8].try_into().unwrap());
     let mut rest = &body[8..];
     let mut out = Vec::new();
@@ -57,7 +60,7 @@ fn parse(body: &[u8]) -> (u64, Vec<(u64, u64, u8, Vec<u8>)>) {
     (next, out)
 }
 
-fn all(m: &Machine) -> Vec<(u64, u64, u8, Vec<u8>)> {
+fn all(m: &Machine) -> Vec<Wire> {
     parse(&m.events_page(&EventFilter { limit: EVENTS_PAGE_MAX as u32, ..Default::default() }).body).1
 }
 
