@@ -4,6 +4,7 @@
 mod bench;
 mod client_cmds;
 mod http_cli;
+mod relays;
 mod start;
 mod workflows;
 

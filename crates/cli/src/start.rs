@@ -45,6 +45,8 @@ pub struct StartArgs {
     pub admin_key: Option<String>,
     #[command(flatten)]
     pub workflows: crate::workflows::WorkflowArgs,
+    #[command(flatten)]
+    pub relays: crate::relays::RelayArgs,
 }
 
 impl StartArgs {
@@ -94,6 +96,8 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("starting the HTTP API: {e}"))?;
         Some((server.local_addr(), tls.is_some()))
     };
+    // After the HTTP API, which installs the metrics recorder the relays report to.
+    let relays = args.relays.start(&node.handle());
     let r = node.report();
     println!(
         "bursar: serving on {} (data dir {}, position {}, {} accounts, {} transfers, snapshot {}, replayed {} entries, recovered in {} ms)",
@@ -125,7 +129,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
             args.workflows.connectors_url.as_deref().unwrap_or("built-in simulators")
         );
     }
-    let escalated = async move {
+    let workflows_escalated = async move {
         match workflows {
             Some(w) => match w.done.await {
                 Ok(Err(escalation)) => escalation.to_string(),
@@ -133,6 +137,12 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
                 Err(e) => format!("the workflow supervisor failed: {e}"),
             },
             None => std::future::pending().await,
+        }
+    };
+    let escalated = async move {
+        tokio::select! {
+            why = workflows_escalated => why,
+            why = crate::relays::escalation(relays) => why,
         }
     };
     node.run_until_signal_or(escalated);

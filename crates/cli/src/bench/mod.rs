@@ -6,6 +6,7 @@ mod http;
 mod load;
 mod orders;
 mod recovery;
+mod relay_nats;
 mod workload;
 
 use anyhow::{Context, bail};
@@ -29,6 +30,8 @@ enum BenchCommand {
     Recovery(recovery::RecoveryArgs),
     /// Drive payment orders to completion through the simulators; verify the ledger.
     Orders(orders::OrdersArgs),
+    /// Drain a backlog of events into a local nats-server through the JetStream relay; verify the stream.
+    RelayNats(relay_nats::RelayNatsArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -89,6 +92,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         Some(BenchCommand::Recovery(r)) => recovery::run(r),
         Some(BenchCommand::Orders(o)) => orders::run(o),
+        Some(BenchCommand::RelayNats(r)) => relay_nats::run(r),
         None if args.load.http => http::run(&args.load),
         None => throughput(args.load),
     }

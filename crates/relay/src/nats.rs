@@ -1,0 +1,467 @@
+//! The NATS JetStream relay: every event of the change stream, in order and
+//! exactly once, as one message on `<prefix>.<type>` in a JetStream stream.
+//!
+//! The stream itself is the durable record of how far the relay got: each
+//! message carries `Bursar-Seq`, and a (re)starting session reads the
+//! stream's last message and resumes after its `Bursar-Seq`. Nothing else
+//! is stored, so there is no second record that could disagree with the
+//! stream after a crash of the node, the relay or the broker.
+//!
+//! Exactly once and in order rests on two server-side checks, so that no
+//! client-side race (a publish buffered across a reconnect, a stale session)
+//! can put a gap, a duplicate or a reordering into the stream:
+//! - `Nats-Msg-Id: bursar-<seq>`: a republished event is dropped as a
+//!   duplicate (within the stream's duplicate window);
+//! - an expectation on the stream's last message: the first publish of a
+//!   session expects the stream's last stream sequence as read at resume
+//!   (`Nats-Expected-Last-Sequence`, which the server keeps across restarts),
+//!   every later one `Nats-Expected-Last-Msg-Id: bursar-<seq-1>`. A publish
+//!   that does not extend the stream by exactly the next event is refused,
+//!   and the session starts over from what the stream holds.
+//!
+//! Publishes are pipelined (up to `max_in_flight` unacknowledged) because a
+//! round trip per event would cap the relay at a few thousand events/s; the
+//! server handles one connection's publishes in order, so the expectations
+//! hold along the pipeline.
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, stream::StorageType};
+use bursar_http::event_reader::EventReader;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
+
+/// The relay's label in metrics.
+const RELAY: &str = "nats";
+/// Header holding the event's `seq` (the relay's resume point).
+pub const SEQ_HEADER: &str = "Bursar-Seq";
+/// Events per page read from the engine (its maximum).
+const PAGE: u32 = 8190;
+/// Pages read ahead of the publisher.
+const PAGES_AHEAD: usize = 4;
+
+#[derive(Clone, Debug)]
+pub struct NatsRelayConfig {
+    /// Server URL(s), comma-separated (`nats://host:4222`, `tls://…`).
+    pub url: String,
+    pub stream: String,
+    /// Subjects are `<prefix>.<type>`.
+    pub subject_prefix: String,
+    /// Most publishes awaiting their ack.
+    pub max_in_flight: usize,
+    /// How long one ack (or a stream API call) may take before the session
+    /// is considered broken.
+    pub ack_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl NatsRelayConfig {
+    pub fn new(url: impl Into<String>) -> NatsRelayConfig {
+        NatsRelayConfig {
+            url: url.into(),
+            stream: "BURSAR_EVENTS".to_string(),
+            subject_prefix: "bursar.events".to_string(),
+            max_in_flight: 4096,
+            ack_timeout: Duration::from_secs(10),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+
+    pub fn subject(&self, event_type: &str) -> String {
+        format!("{}.{event_type}", self.subject_prefix)
+    }
+}
+
+/// What the relay has done, shared with whoever watches it (tests, bench).
+#[derive(Debug, Default)]
+pub struct RelayStatus {
+    /// The last event the stream is known to hold (acknowledged, or found
+    /// there at resume).
+    pub last_acked: AtomicU64,
+    /// Messages the broker stored (duplicates excluded).
+    pub published: AtomicU64,
+    /// Sessions started over after an error (broker down, refused publish).
+    pub resets: AtomicU64,
+}
+
+impl RelayStatus {
+    pub fn last_acked(&self) -> u64 {
+        self.last_acked.load(Ordering::Acquire)
+    }
+}
+
+/// One relay: run it with [`NatsRelay::run`] (under a supervisor).
+#[derive(Clone)]
+pub struct NatsRelay {
+    pub config: Arc<NatsRelayConfig>,
+    pub reader: EventReader,
+    pub status: Arc<RelayStatus>,
+}
+
+/// One event ready to publish.
+struct Outgoing {
+    seq: u64,
+    subject: String,
+    body: Bytes,
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+enum SessionEnd {
+    /// Retry after a backoff (broker unreachable, publish refused, timeout).
+    Retry(String),
+    /// The node stopped: nothing left to relay.
+    Stopped(String),
+}
+
+impl NatsRelay {
+    pub fn new(config: NatsRelayConfig, reader: EventReader) -> NatsRelay {
+        NatsRelay { config: Arc::new(config), reader, status: Arc::default() }
+    }
+
+    /// Relays until the node stops. Broker trouble never ends it: sessions
+    /// are retried with capped, jittered exponential backoff. `Err` only when
+    /// the engine went away (the supervisor decides what follows).
+    pub async fn run(self) -> Result<(), String> {
+        let _lag = AbortOnDrop(tokio::spawn(report_lag(self.reader.clone(), self.status.clone())));
+        let mut backoff = self.config.backoff_min;
+        loop {
+            let acked_before = self.status.last_acked();
+            let end = self.session().await;
+            match end {
+                SessionEnd::Stopped(why) => return Err(why),
+                SessionEnd::Retry(why) => {
+                    self.status.resets.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("bursar_relay_resets_total", "relay" => RELAY).increment(1);
+                    if self.status.last_acked() > acked_before {
+                        // It made progress: the trouble is new, start the backoff over.
+                        backoff = self.config.backoff_min;
+                    }
+                    // Full jitter in [backoff/2, backoff]: relays restarting together spread out.
+                    let wait = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+                    tracing::warn!(relay = RELAY, error = %why, retry_in_ms = wait.as_millis() as u64, "relay session ended");
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(self.config.backoff_max);
+                }
+            }
+        }
+    }
+
+    /// Connects, finds where the stream ends, and publishes from there
+    /// until something goes wrong.
+    async fn session(&self) -> SessionEnd {
+        let disconnected = Arc::new(Notify::new());
+        let client = match self.connect(disconnected.clone()).await {
+            Ok(c) => c,
+            Err(e) => return SessionEnd::Retry(format!("connecting to {}: {e}", self.config.url)),
+        };
+        let js = jetstream::context::ContextBuilder::new()
+            .timeout(self.config.ack_timeout)
+            // Our own bound is `max_in_flight`; the client's must not be the tighter one.
+            .max_ack_inflight(self.config.max_in_flight + 64)
+            .backpressure_on_inflight(true)
+            .build(client);
+        let (after, stream_last) = match resume_point(&js, &self.config).await {
+            Ok(p) => p,
+            Err(e) => return SessionEnd::Retry(e),
+        };
+        if after > self.reader.head() {
+            tracing::warn!(
+                relay = RELAY,
+                stream = %self.config.stream,
+                stream_seq = after,
+                head = self.reader.head(),
+                "the stream is ahead of this node's change stream (another node's stream?): waiting for the node to catch up"
+            );
+        }
+        self.status.last_acked.store(after, Ordering::Release);
+        metrics::gauge!("bursar_relay_last_seq", "relay" => RELAY).set(after as f64);
+        tracing::info!(relay = RELAY, stream = %self.config.stream, after, "relaying events");
+        let (tx, rx) = mpsc::channel(PAGES_AHEAD);
+        let _pages = AbortOnDrop(tokio::spawn(read_pages(self.reader.clone(), self.config.clone(), after, tx)));
+        tokio::select! {
+            end = self.pump(&js, rx, after, stream_last) => end,
+            () = disconnected.notified() => SessionEnd::Retry("disconnected from the broker".to_string()),
+        }
+    }
+
+    async fn connect(&self, disconnected: Arc<Notify>) -> Result<async_nats::Client, async_nats::ConnectError> {
+        async_nats::ConnectOptions::new()
+            .name("bursar-relay")
+            .connection_timeout(self.config.ack_timeout.min(Duration::from_secs(5)))
+            // Reconnecting is the session loop's job (it re-reads the stream's end); a
+            // connection that drops ends the session instead of replaying buffered publishes.
+            .max_reconnects(Some(1))
+            .event_callback(move |event| {
+                let disconnected = disconnected.clone();
+                async move {
+                    if matches!(event, async_nats::Event::Disconnected | async_nats::Event::Closed) {
+                        disconnected.notify_one();
+                    }
+                }
+            })
+            .connect(self.config.url.as_str())
+            .await
+    }
+
+    /// Publishes pages as they come, keeping up to `max_in_flight` acks
+    /// outstanding; returns at the first error or refusal.
+    async fn pump(
+        &self,
+        js: &jetstream::Context,
+        mut pages: mpsc::Receiver<Result<Vec<Outgoing>, SessionEnd>>,
+        after: u64,
+        stream_last: u64,
+    ) -> SessionEnd {
+        let mut in_flight = FuturesOrdered::new();
+        let mut ready: VecDeque<Outgoing> = VecDeque::new();
+        let mut next = after + 1;
+        // The expectation for the next publish: the stream's last sequence for the
+        // first one (when the stream has messages), the previous message id after.
+        let mut first = stream_last > 0;
+        let mut extends_stream = stream_last > 0;
+        let max = self.config.max_in_flight.max(1);
+        loop {
+            while in_flight.len() < max
+                && let Some(out) = ready.pop_front()
+            {
+                if out.seq != next {
+                    return SessionEnd::Stopped(format!("the change stream skipped from {} to {}", next - 1, out.seq));
+                }
+                let expect = if first {
+                    Expect::StreamSeq(stream_last)
+                } else if extends_stream && out.seq > 1 {
+                    Expect::PreviousEvent
+                } else {
+                    Expect::Nothing
+                };
+                let headers = message_headers(out.seq, expect);
+                (first, extends_stream) = (false, true);
+                let seq = out.seq;
+                let ack = match js.publish_with_headers(out.subject, headers, out.body).await {
+                    Ok(ack) => ack,
+                    Err(e) => return SessionEnd::Retry(format!("publishing event {seq}: {e}")),
+                };
+                in_flight.push_back(async move { (seq, ack.await) });
+                next += 1;
+            }
+            tokio::select! {
+                biased;
+                Some((seq, ack)) = in_flight.next(), if !in_flight.is_empty() => match ack {
+                    Ok(ack) => {
+                        if !ack.duplicate {
+                            self.status.published.fetch_add(1, Ordering::Relaxed);
+                            metrics::counter!("bursar_relay_published_total", "relay" => RELAY).increment(1);
+                        }
+                        self.status.last_acked.store(seq, Ordering::Release);
+                        if in_flight.is_empty() || seq % 1024 == 0 {
+                            metrics::gauge!("bursar_relay_last_seq", "relay" => RELAY).set(seq as f64);
+                        }
+                    }
+                    Err(e) => return SessionEnd::Retry(format!("event {seq} was not stored: {e}")),
+                },
+                page = pages.recv(), if ready.is_empty() && in_flight.len() < max => match page {
+                    Some(Ok(events)) => ready.extend(events),
+                    Some(Err(end)) => return end,
+                    None => return SessionEnd::Retry("the event reader ended".to_string()),
+                },
+            }
+        }
+    }
+}
+
+/// What a publish expects the stream to end with, checked by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// No check: the first event into an empty stream.
+    Nothing,
+    /// The stream's last stream sequence (as read at resume); the server
+    /// keeps it across restarts, unlike the last message id.
+    StreamSeq(u64),
+    /// The stream's last message is the previous event (`bursar-<seq-1>`).
+    PreviousEvent,
+}
+
+/// The headers of event `seq`'s message.
+pub fn message_headers(seq: u64, expect: Expect) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", msg_id(seq).as_str());
+    headers.insert(SEQ_HEADER, seq.to_string().as_str());
+    match expect {
+        Expect::Nothing => {}
+        Expect::StreamSeq(last) => headers.insert("Nats-Expected-Last-Sequence", last.to_string().as_str()),
+        Expect::PreviousEvent => headers.insert("Nats-Expected-Last-Msg-Id", msg_id(seq - 1).as_str()),
+    }
+    headers
+}
+
+/// The message id of event `seq` (the broker deduplicates on it).
+pub fn msg_id(seq: u64) -> String {
+    format!("bursar-{seq}")
+}
+
+/// Where to resume: the `Bursar-Seq` of the stream's last message and the
+/// stream's last sequence (0 and 0 for an empty stream). Creates the stream
+/// when it is missing.
+async fn resume_point(js: &jetstream::Context, config: &NatsRelayConfig) -> Result<(u64, u64), String> {
+    let wildcard = format!("{}.>", config.subject_prefix);
+    let mut stream = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: config.stream.clone(),
+            subjects: vec![wildcard.clone()],
+            storage: StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("opening stream {}: {e}", config.stream))?;
+    let info = stream.info().await.map_err(|e| format!("reading stream {}: {e}", config.stream))?;
+    if !info.config.subjects.contains(&wildcard) {
+        // Publishing would get "no responders" forever; say why instead.
+        return Err(format!(
+            "stream {} exists with subjects {:?}, not {wildcard:?}: fix the stream or pick another with --relay-nats-stream",
+            config.stream, info.config.subjects
+        ));
+    }
+    let last = info.state.last_sequence;
+    if info.state.messages == 0 {
+        // Empty (new, or purged): there is no record of a relayed event to resume after.
+        return Ok((0, last));
+    }
+    let message =
+        stream.get_raw_message(last).await.map_err(|e| format!("reading message {last} of {}: {e}", config.stream))?;
+    let seq =
+        message.headers.get(SEQ_HEADER).and_then(|v| v.as_str().parse::<u64>().ok()).ok_or_else(|| {
+            format!("the last message ({last}) of stream {} has no {SEQ_HEADER} header", config.stream)
+        })?;
+    Ok((seq, last))
+}
+
+/// Reads the change stream from `after` on, ahead of the publisher, and
+/// renders each event's JSON. Bounded: at most `PAGES_AHEAD` pages wait.
+async fn read_pages(
+    mut reader: EventReader,
+    config: Arc<NatsRelayConfig>,
+    mut after: u64,
+    tx: mpsc::Sender<Result<Vec<Outgoing>, SessionEnd>>,
+) {
+    loop {
+        let page = match reader.page(after, PAGE, 0).await {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tx.send(Err(SessionEnd::Retry(format!("reading events after {after}: {e}")))).await;
+                return;
+            }
+        };
+        if page.events.is_empty() {
+            // Nothing durable after `after` yet. The tail moves when an event is
+            // applied, a little before it is durable: poll briefly until then.
+            if reader.head() > after {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            } else if let Err(e) = reader.wait_beyond(after).await {
+                let _ = tx.send(Err(SessionEnd::Stopped(e))).await;
+                return;
+            }
+            continue;
+        }
+        after = page.next_after.max(after);
+        let mut out = Vec::with_capacity(page.events.len());
+        for event in page.events {
+            let body = match serde_json::to_vec(&event) {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = tx.send(Err(SessionEnd::Stopped(format!("rendering event {}: {e}", event.seq)))).await;
+                    return;
+                }
+            };
+            out.push(Outgoing { seq: event.seq, subject: config.subject(&event.event_type), body: Bytes::from(body) });
+        }
+        if tx.send(Ok(out)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Keeps `bursar_relay_lag_events` current also while the broker is down
+/// (when no ack moves it).
+async fn report_lag(reader: EventReader, status: Arc<RelayStatus>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let acked = status.last_acked();
+        metrics::gauge!("bursar_relay_lag_events", "relay" => RELAY).set(reader.head().saturating_sub(acked) as f64);
+        metrics::gauge!("bursar_relay_last_seq", "relay" => RELAY).set(acked as f64);
+    }
+}
+
+/// Aborts a helper task when its session ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One message of the stream, as a reader of it sees it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub stream_seq: u64,
+    pub subject: String,
+    pub msg_id: Option<String>,
+    pub bursar_seq: Option<u64>,
+    pub body: Bytes,
+}
+
+/// Reads every message of `stream` in order with an ordered consumer (for
+/// tests, the benchmark and audits of what the relay delivered).
+pub async fn read_stream(url: &str, stream: &str, timeout: Duration) -> Result<Vec<StoredEvent>, String> {
+    use jetstream::consumer::pull::OrderedConfig;
+    let client = async_nats::connect(url).await.map_err(|e| format!("connecting to {url}: {e}"))?;
+    let js = jetstream::new(client);
+    let mut stream = js.get_stream(stream).await.map_err(|e| format!("stream {stream}: {e}"))?;
+    let last = stream.info().await.map_err(|e| format!("stream info: {e}"))?.state.last_sequence;
+    let mut out = Vec::new();
+    if last == 0 {
+        return Ok(out);
+    }
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("creating a consumer: {e}"))?;
+    let mut messages = consumer.messages().await.map_err(|e| format!("consuming: {e}"))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let next = tokio::time::timeout_at(deadline, messages.next())
+            .await
+            .map_err(|_| format!("read {} of {last} messages in {timeout:?}", out.len()))?;
+        let message = match next {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => return Err(format!("consuming: {e}")),
+            None => return Err("the consumer ended".to_string()),
+        };
+        let info = message.info().map_err(|e| format!("message info: {e}"))?;
+        let stream_seq = info.stream_sequence;
+        let headers = message.headers.as_ref();
+        let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_string());
+        out.push(StoredEvent {
+            stream_seq,
+            subject: message.subject.to_string(),
+            msg_id: header("Nats-Msg-Id"),
+            bursar_seq: header(SEQ_HEADER).and_then(|s| s.parse().ok()),
+            body: message.payload.clone(),
+        });
+        if stream_seq >= last {
+            return Ok(out);
+        }
+    }
+}
