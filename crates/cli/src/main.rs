@@ -54,6 +54,9 @@ enum Command {
     /// API keys over the HTTP API (admin): create, list, revoke.
     #[command(subcommand)]
     Keys(http_cli::KeysCommand),
+    /// Webhooks over the HTTP API (admin): create, list, delete, dead-letters, replay.
+    #[command(subcommand)]
+    Webhooks(http_cli::WebhooksCommand),
     /// Import transfers from a CSV file over the HTTP API: batched, resumable, idempotent.
     Import(http_cli::import::ImportArgs),
     /// Serve the order connector simulators over HTTP (for `start --connectors-url`).
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
         Command::Transfer(c) => return http_cli::run(http_cli::Http::Transfer(c)),
         Command::Order(c) => return http_cli::run(http_cli::Http::Order(c)),
         Command::Keys(c) => return http_cli::run(http_cli::Http::Keys(c)),
+        Command::Webhooks(c) => return http_cli::run(http_cli::Http::Webhooks(c)),
         Command::Import(args) => return http_cli::run(http_cli::Http::Import(args)),
     };
     match result {
@@ -96,5 +100,15 @@ fn main() -> ExitCode {
             eprintln!("bursar: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Clap checks its definitions only when a command is parsed; check them
+    /// all here (two `--url` in one subcommand would panic at run time).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
     }
 }

@@ -47,6 +47,41 @@ pub struct StartArgs {
     pub workflows: crate::workflows::WorkflowArgs,
     #[command(flatten)]
     pub relays: crate::relays::RelayArgs,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+}
+
+/// Webhook options of `bursar start`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct WebhookArgs {
+    /// Do not deliver webhooks (the webhook routes answer 503).
+    #[arg(long)]
+    pub no_webhooks: bool,
+    /// Also allow webhook destinations on this host name, IP or CIDR (by
+    /// default only public addresses are). Repeatable.
+    #[arg(long = "webhook-allow", value_name = "HOST|CIDR")]
+    pub webhook_allow: Vec<String>,
+    /// How long a failing event is retried before it is dead-lettered.
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
+    pub webhook_retry_seconds: u64,
+    /// Longest wait between two attempts of one event.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub webhook_max_backoff_seconds: u64,
+    /// Longest one delivery attempt may take.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub webhook_timeout_seconds: u64,
+}
+
+impl WebhookArgs {
+    pub fn settings(&self) -> bursar_http::webhooks::delivery::DeliverySettings {
+        use std::time::Duration;
+        bursar_http::webhooks::delivery::DeliverySettings {
+            retry_period: Duration::from_secs(self.webhook_retry_seconds),
+            max_backoff: Duration::from_secs(self.webhook_max_backoff_seconds),
+            attempt_timeout: Duration::from_secs(self.webhook_timeout_seconds),
+            ..Default::default()
+        }
+    }
 }
 
 impl StartArgs {
@@ -75,6 +110,18 @@ impl StartArgs {
 pub fn start(args: StartArgs) -> anyhow::Result<()> {
     let workflow_settings =
         if args.workflows.no_orders { None } else { Some(args.workflows.settings(&args.data_dir)?) };
+    // Webhook secrets are sealed with the same keys as orders' personal data.
+    let webhooks = if args.webhooks.no_webhooks {
+        None
+    } else {
+        let keyring = match &workflow_settings {
+            Some(s) => s.keyring.clone(),
+            None => args.workflows.keyring(&args.data_dir)?,
+        };
+        let policy = bursar_http::webhooks::DestinationPolicy::parse(&args.webhooks.webhook_allow)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        Some(std::sync::Arc::new(bursar_http::WebhooksApi::new(keyring, std::sync::Arc::new(policy))))
+    };
     let node = Node::start(args.node_config())
         .with_context(|| format!("starting with data directory {}", args.data_dir.display()))?;
     let workflows = match &workflow_settings {
@@ -84,11 +131,24 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let webhook_workers = match &webhooks {
+        Some(api) => Some(
+            bursar_http::webhooks::delivery::start(
+                &node.handle(),
+                api.keyring.clone(),
+                api.policy.clone(),
+                args.webhooks.settings(),
+            )
+            .map_err(|e| anyhow::anyhow!("starting the webhook workers: {e}"))?,
+        ),
+        None => None,
+    };
     let http = if args.no_http {
         None
     } else {
         let tls = args.tls();
         let mut http_config = args.http_config();
+        http_config.webhooks = webhooks.clone();
         http_config.orders = workflow_settings.as_ref().map(|s| {
             std::sync::Arc::new(bursar_http::OrdersApi { config: (*s.orders).clone(), keyring: s.keyring.clone() })
         });
@@ -129,7 +189,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
             args.workflows.connectors_url.as_deref().unwrap_or("built-in simulators")
         );
     }
-    let workflows_escalated = async move {
+    let orders_escalated = async move {
         match workflows {
             Some(w) => match w.done.await {
                 Ok(Err(escalation)) => escalation.to_string(),
@@ -139,10 +199,21 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
+    let webhooks_escalated = async move {
+        match webhook_workers {
+            Some(w) => match w.done.await {
+                Ok(Err(escalation)) => escalation.to_string(),
+                Ok(Ok(())) => std::future::pending().await,
+                Err(e) => format!("the webhook supervisor failed: {e}"),
+            },
+            None => std::future::pending().await,
+        }
+    };
     let escalated = async move {
         tokio::select! {
-            why = workflows_escalated => why,
-            why = crate::relays::escalation(relays) => why,
+            e = orders_escalated => e,
+            e = webhooks_escalated => e,
+            e = crate::relays::escalation(relays) => e,
         }
     };
     node.run_until_signal_or(escalated);

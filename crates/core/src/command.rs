@@ -37,6 +37,11 @@ pub enum Operation {
     RevokeKeys = 5,
     CreateOrders = 6,
     OrderCommands = 7,
+    CreateWebhooks = 8,
+    DeleteWebhooks = 9,
+    WebhookProgress = 10,
+    WebhookDeadLetters = 11,
+    ReplayDeadLetters = 12,
     ListLedgers = 16,
     LookupAccounts = 17,
     LookupTransfers = 18,
@@ -47,6 +52,8 @@ pub enum Operation {
     ListOrders = 23,
     GetOrderEvents = 24,
     GetEvents = 25,
+    ListWebhooks = 26,
+    ListDeadLetters = 27,
 }
 
 impl Operation {
@@ -58,6 +65,11 @@ impl Operation {
         Operation::RevokeKeys,
         Operation::CreateOrders,
         Operation::OrderCommands,
+        Operation::CreateWebhooks,
+        Operation::DeleteWebhooks,
+        Operation::WebhookProgress,
+        Operation::WebhookDeadLetters,
+        Operation::ReplayDeadLetters,
         Operation::ListLedgers,
         Operation::LookupAccounts,
         Operation::LookupTransfers,
@@ -68,6 +80,8 @@ impl Operation {
         Operation::ListOrders,
         Operation::GetOrderEvents,
         Operation::GetEvents,
+        Operation::ListWebhooks,
+        Operation::ListDeadLetters,
     ];
 
     pub fn from_code(code: u8) -> Option<Operation> {
@@ -85,11 +99,16 @@ impl Operation {
                 | Operation::RevokeKeys
                 | Operation::CreateOrders
                 | Operation::OrderCommands
+                | Operation::CreateWebhooks
+                | Operation::DeleteWebhooks
+                | Operation::WebhookProgress
+                | Operation::WebhookDeadLetters
+                | Operation::ReplayDeadLetters
         )
     }
 
-    /// Key management, the audit trail and orders (which carry personal
-    /// data) are only reachable through the authenticated HTTP API and the
+    /// Key management, the audit trail, orders (which carry personal data)
+    /// and webhooks (sealed secrets, outbound calls) are only reachable through the authenticated HTTP API and the
     /// in-process workflow executor, never the binary protocol.
     pub fn binary_allowed(self) -> bool {
         !matches!(
@@ -103,6 +122,13 @@ impl Operation {
                 | Operation::ListOrders
                 | Operation::GetOrderEvents
                 | Operation::GetEvents
+                | Operation::CreateWebhooks
+                | Operation::DeleteWebhooks
+                | Operation::WebhookProgress
+                | Operation::WebhookDeadLetters
+                | Operation::ReplayDeadLetters
+                | Operation::ListWebhooks
+                | Operation::ListDeadLetters
         )
     }
 
@@ -123,6 +149,12 @@ impl Operation {
             Operation::LookupOrders | Operation::GetOrderEvents => 16,
             Operation::ListOrders => crate::orders::OrderFilter::SIZE,
             Operation::GetEvents => crate::events::EventFilter::SIZE,
+            Operation::CreateWebhooks => crate::service::webhooks::WebhookCreate::SIZE,
+            Operation::DeleteWebhooks
+            | Operation::WebhookProgress
+            | Operation::WebhookDeadLetters
+            | Operation::ReplayDeadLetters => crate::service::webhooks::WebhookUpdate::SIZE,
+            Operation::ListWebhooks | Operation::ListDeadLetters => crate::service::webhooks::WebhookFilter::SIZE,
         }
     }
 
@@ -137,7 +169,10 @@ impl Operation {
             | Operation::GetOrderEvents
             | Operation::GetEvents
             | Operation::CreateKeys
-            | Operation::RevokeKeys => 1,
+            | Operation::RevokeKeys
+            | Operation::CreateWebhooks
+            | Operation::ListWebhooks
+            | Operation::ListDeadLetters => 1,
             _ => BATCH_EVENTS_MAX,
         }
     }
@@ -161,6 +196,13 @@ impl Operation {
             Operation::ListOrders => "list_orders",
             Operation::GetOrderEvents => "get_order_events",
             Operation::GetEvents => "get_events",
+            Operation::CreateWebhooks => "create_webhooks",
+            Operation::DeleteWebhooks => "delete_webhooks",
+            Operation::WebhookProgress => "webhook_progress",
+            Operation::WebhookDeadLetters => "webhook_dead_letters",
+            Operation::ReplayDeadLetters => "replay_dead_letters",
+            Operation::ListWebhooks => "list_webhooks",
+            Operation::ListDeadLetters => "list_dead_letters",
         }
     }
 }

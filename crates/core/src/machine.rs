@@ -13,6 +13,7 @@ use crate::records::{NANOS_PER_SECOND, decode_at};
 use crate::service::audit::{AuditFacts, AuditOutcome, AuditTrail};
 use crate::service::idempotency::{Check, IdempotencyRecord, IdempotencyStore};
 use crate::service::keys::{ApiKey, KeyEvent, Keys, RevokeEvent};
+use crate::service::webhooks::{WebhookCreate, WebhookUpdate, WebhookUpdateResult, Webhooks};
 use crate::state::{
     ChunkBytes, EventResult, Limits, Snapshot, SnapshotChunks, SnapshotSection, StateMachine, StateSnapshot,
 };
@@ -38,6 +39,7 @@ pub struct Machine {
     idempotency: IdempotencyStore,
     audit: AuditTrail,
     orders: OrderBook,
+    webhooks: Webhooks,
 }
 
 impl Machine {
@@ -65,6 +67,10 @@ impl Machine {
         &self.orders
     }
 
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.webhooks
+    }
+
     pub fn position(&self) -> u64 {
         self.ledger.position()
     }
@@ -86,6 +92,15 @@ impl Machine {
     /// Applies one command, appending its sparse results (or the replayed
     /// ones) to `results`.
     pub fn execute(&mut self, command: &LogCommand<'_>, results: &mut Vec<EventResult>) -> Outcome {
+        if let LogCommand::Plain(c) = command
+            && matches!(c.operation, Operation::WebhookProgress | Operation::WebhookDeadLetters)
+        {
+            // The delivery worker's bookkeeping gets no audit record: its
+            // `audit.recorded` event would itself be delivered, reported,
+            // audited again, and so on for ever.
+            self.execute_inner(c, None, results);
+            return Outcome::Executed;
+        }
         let start = results.len();
         let (outcome, facts) = match command {
             LogCommand::Plain(c) => {
@@ -208,6 +223,34 @@ impl Machine {
                     }
                 }
             }
+            Operation::CreateWebhooks => {
+                for i in 0..c.count() {
+                    let e: WebhookCreate = decode_at(c.events, i);
+                    let (now, head) = (self.ledger.entry_time(), self.events_len());
+                    let code = self.webhooks.create(&e, now, head);
+                    if code.code() != 0 {
+                        results.push(EventResult { index: i as u32, code: code.code() });
+                    }
+                }
+            }
+            Operation::DeleteWebhooks
+            | Operation::WebhookProgress
+            | Operation::WebhookDeadLetters
+            | Operation::ReplayDeadLetters => {
+                for i in 0..c.count() {
+                    let e: WebhookUpdate = decode_at(c.events, i);
+                    let (now, head) = (self.ledger.entry_time(), self.events_len());
+                    let code = match c.operation {
+                        Operation::DeleteWebhooks => self.webhooks.delete(&e, now),
+                        Operation::WebhookProgress => self.webhooks.progress(&e, head),
+                        Operation::WebhookDeadLetters => self.webhooks.dead_letter(&e, now, head),
+                        _ => self.webhooks.replay(&e),
+                    };
+                    if code != WebhookUpdateResult::Ok {
+                        results.push(EventResult { index: i as u32, code: code.code() });
+                    }
+                }
+            }
             _ => self.ledger.execute(c, results),
         }
     }
@@ -246,6 +289,7 @@ impl Machine {
             audit_bytes: audit_bytes.chunks.iter().map(|c| c.clone() as Arc<dyn ChunkBytes>).collect(),
             audit_offsets: audit_offsets.chunks.iter().map(|c| c.clone() as Arc<dyn ChunkBytes>).collect(),
             orders: self.orders.clone(),
+            webhooks: self.webhooks.clone(),
         }
     }
 
@@ -262,6 +306,11 @@ impl Machine {
     /// Rebuilds a machine from a stored snapshot, checking everything.
     pub fn restore(limits: Limits, stored: SnapshotChunks) -> Result<Machine, String> {
         let ledger_sections = crate::state::SECTIONS.len();
+        let mut stored = stored;
+        if stored.sections.len() + 1 == ledger_sections + SERVICE_SECTIONS.len() {
+            // A snapshot from before webhooks: none.
+            stored.sections.push(vec![Webhooks::default().encode()]);
+        }
         if stored.sections.len() != ledger_sections + SERVICE_SECTIONS.len() {
             return Err(format!(
                 "expected {} sections, found {}",
@@ -271,7 +320,7 @@ impl Machine {
         }
         let mut sections = stored.sections;
         let service = sections.split_off(ledger_sections);
-        let [keys, idempotency, audit_bytes, audit_offsets, order_book]: [Vec<Vec<u8>>; 5] =
+        let [keys, idempotency, audit_bytes, audit_offsets, order_book, webhooks]: [Vec<Vec<u8>>; 6] =
             service.try_into().map_err(|_| "service sections are missing")?;
         let ledger = StateMachine::restore(limits, SnapshotChunks { header: stored.header, sections })?;
         let mut machine = Machine { ledger, ..Default::default() };
@@ -282,13 +331,14 @@ impl Machine {
         let offsets = audit_offsets.into_iter().map(|c| decode_u64s(&c)).collect::<Result<Vec<_>, _>>()?;
         machine.audit = AuditTrail::restore(audit_bytes, offsets)?;
         machine.orders = OrderBook::decode(&order_book.concat())?;
+        machine.webhooks = Webhooks::decode(&webhooks.concat())?;
         machine.check_journal_refs()?;
         Ok(machine)
     }
 }
 
 /// Section names after the ledger's, in stored order.
-pub const SERVICE_SECTIONS: [&str; 5] = ["keys", "idempotency", "audit_bytes", "audit_offsets", "orders"];
+pub const SERVICE_SECTIONS: [&str; 6] = ["keys", "idempotency", "audit_bytes", "audit_offsets", "orders", "webhooks"];
 
 /// Largest piece an encoded section is split into.
 const SECTION_CHUNK: usize = 8 << 20;
@@ -312,6 +362,9 @@ fn binary_route(op: Operation) -> &'static str {
         // Order commands without an envelope come from the in-process executor.
         Operation::CreateOrders => "WORKFLOW create_orders",
         Operation::OrderCommands => "WORKFLOW order_commands",
+        Operation::CreateWebhooks => "WORKFLOW create_webhooks",
+        Operation::DeleteWebhooks => "WORKFLOW delete_webhooks",
+        Operation::ReplayDeadLetters => "WORKFLOW replay_dead_letters",
         _ => "BINARY",
     }
 }
@@ -324,6 +377,7 @@ pub struct MachineSnapshot {
     audit_bytes: Vec<Arc<dyn ChunkBytes>>,
     audit_offsets: Vec<Arc<dyn ChunkBytes>>,
     orders: OrderBook,
+    webhooks: Webhooks,
 }
 
 impl Snapshot for MachineSnapshot {
@@ -342,6 +396,7 @@ impl Snapshot for MachineSnapshot {
         out.push(SnapshotSection { name: SERVICE_SECTIONS[2], chunks: self.audit_bytes.clone() });
         out.push(SnapshotSection { name: SERVICE_SECTIONS[3], chunks: self.audit_offsets.clone() });
         out.push(encoded_section(SERVICE_SECTIONS[4], self.orders.encode()));
+        out.push(encoded_section(SERVICE_SECTIONS[5], self.webhooks.encode()));
         out
     }
 }
@@ -484,5 +539,50 @@ mod tests {
         let mut body = Vec::new();
         encode_command(&mut body, &c);
         assert!(crate::command::decode_body(&body).is_ok());
+    }
+
+    #[test]
+    fn webhooks_apply_through_the_log_and_snapshot_round_trip() {
+        use crate::service::webhooks::{CreateWebhookResult, REDELIVERY, WebhookCreate, WebhookUpdate};
+        let mut m = setup();
+        let head = m.events_len();
+        let hook = [WebhookCreate::new(1, 0, [9; 16], "https://example.com/h", &[5; 70]).unwrap()];
+        let c = Command { operation: Operation::CreateWebhooks, events: encode_all(&hook) };
+        let out = m.apply_entry(2, 2000, &[LogCommand::Enveloped(env(4, 4), c)]);
+        assert_eq!(out[0], (Outcome::Executed, vec![]));
+        let out = m.apply_entry(3, 2500, &[LogCommand::Enveloped(Envelope { idempotency: None, ..env(4, 5) }, c)]);
+        assert_eq!(out[0].1[0].code, CreateWebhookResult::WebhookIdMismatch.code(), "the id is taken");
+        let r = m.webhooks().get(1).unwrap();
+        assert_eq!((r.cursor, r.created_at, r.url_str()), (head, 2000, "https://example.com/h"));
+        let audited = m.audit().len();
+        let events = m.events_len();
+        let up = |seq, flags| WebhookUpdate { id: 1, seq, attempts: 4, status: 503, error: 2, flags, reserved: 0 };
+        let dead = [up(head + 1, 0)];
+        let progress = [up(head + 2, 0)];
+        let c1 = Command { operation: Operation::WebhookDeadLetters, events: encode_all(&dead) };
+        let c2 = Command { operation: Operation::WebhookProgress, events: encode_all(&progress) };
+        let out = m.apply_entry(4, 3000, &[LogCommand::Plain(c1), LogCommand::Plain(c2)]);
+        assert_eq!(out, vec![(Outcome::Executed, vec![]), (Outcome::Executed, vec![])]);
+        assert_eq!(m.audit().len(), audited, "the worker's bookkeeping is not audited");
+        assert_eq!(m.events_len(), events, "nor does it make events to deliver");
+        assert_eq!(m.webhooks().get(1).unwrap().cursor, head + 2);
+        let replay = [up(head + 1, 0)];
+        let c3 = Command { operation: Operation::ReplayDeadLetters, events: encode_all(&replay) };
+        m.apply_entry(5, 4000, &[LogCommand::Enveloped(Envelope { idempotency: None, ..env(4, 6) }, c3)]);
+        assert_eq!(m.webhooks().redeliveries(1), vec![head + 1]);
+        let snap = m.snapshot();
+        let stored = SnapshotChunks {
+            header: snap.header(),
+            sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec()).collect()).collect(),
+        };
+        let mut restored = Machine::restore(Limits::default(), stored).unwrap();
+        assert_eq!(restored.digest(), snap.digest());
+        assert_eq!(restored.webhooks().redeliveries(1), vec![head + 1]);
+        assert_eq!(restored.webhooks().next_id(), 2);
+        let done = [up(head + 1, REDELIVERY)];
+        let c4 = Command { operation: Operation::WebhookProgress, events: encode_all(&done) };
+        restored.apply_entry(6, 5000, &[LogCommand::Plain(c4)]);
+        assert!(restored.webhooks().redeliveries(1).is_empty());
+        assert!(restored.webhooks().dead_letters(1, 0, 10).is_empty());
     }
 }

@@ -29,6 +29,24 @@ pub struct HttpConfig {
     /// Payment orders: their settings and the personal-data keys. `None`:
     /// every order route answers 503 `orders_disabled`.
     pub orders: Option<Arc<OrdersApi>>,
+    /// Webhooks: the keys that seal their secrets and where they may point.
+    /// `None`: every webhook route answers 503 `webhooks_disabled`.
+    pub webhooks: Option<Arc<WebhooksApi>>,
+}
+
+/// What the webhook routes need.
+#[derive(Debug)]
+pub struct WebhooksApi {
+    pub keyring: Arc<PiiKeyring>,
+    pub policy: Arc<crate::webhooks::DestinationPolicy>,
+    /// Creates run one at a time (see `routes::webhooks::create`).
+    pub create_lock: tokio::sync::Mutex<()>,
+}
+
+impl WebhooksApi {
+    pub fn new(keyring: Arc<PiiKeyring>, policy: Arc<crate::webhooks::DestinationPolicy>) -> WebhooksApi {
+        WebhooksApi { keyring, policy, create_lock: tokio::sync::Mutex::new(()) }
+    }
 }
 
 /// What the order routes need: the settings resolved into each create
@@ -51,6 +69,7 @@ impl Default for HttpConfig {
             max_connections: 4096,
             max_header_bytes: 64 << 10,
             orders: None,
+            webhooks: None,
         }
     }
 }

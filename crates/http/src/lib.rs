@@ -16,8 +16,9 @@ pub mod problem;
 pub mod results;
 pub mod routes;
 pub mod serve;
+pub mod webhooks;
 
-pub use app::{HttpConfig, OrdersApi};
+pub use app::{HttpConfig, OrdersApi, WebhooksApi};
 pub use serve::TlsFiles;
 
 use app::{App, AppState};

@@ -5,6 +5,9 @@ use crate::dto::*;
 use crate::dto_events::EventBody;
 use crate::problem::{self, ProblemBody};
 use crate::routes::events::{self, EventPageBody};
+use crate::routes::webhooks::{
+    self, DeadLetterBody, ReplayBody, ReplayRequest, WebhookBody, WebhookList, WebhookRequest,
+};
 use crate::routes::{accounts, audit, keys, ledgers, ops, orders, transfers};
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::header::Header;
@@ -23,6 +26,8 @@ use utoipa::{Modify, OpenApi};
         transfers::create, transfers::create_batch, transfers::get_one,
         orders::create, orders::list, orders::get_one, orders::events, orders::cancel, orders::review, orders::funds,
         keys::create, keys::list, keys::revoke,
+        webhooks::create, webhooks::list, webhooks::get_one, webhooks::delete, webhooks::dead_letters,
+        webhooks::replay,
         audit::list,
         events::list, events::stream,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
@@ -34,6 +39,7 @@ use utoipa::{Modify, OpenApi};
             KeyRequest, KeyBody, KeyList, AuditBody, Status, ProblemBody, EventBody, EventPageBody,
             OrderRequest, SenderRequest, RecipientRequest, OrderBody, SenderBody, RecipientBody, CancelRequest,
             ReviewRequest, FundsRequest, OrderEventBody, OrderEventList,
+            WebhookRequest, WebhookBody, WebhookList, DeadLetterBody, ReplayRequest, ReplayBody,
             Id, U128, U64, AccountFlag, TransferFlag, RoleName,
             OrderStateName, OrderFlag, OrderEventKind, OrderActor, OrderEventResult, ReviewDecision,
         ),

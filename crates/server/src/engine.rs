@@ -300,6 +300,7 @@ impl Engine {
     }
 
     fn answer_read(&self, r: &Request) -> Response {
+        use bursar_core::service::webhooks::WebhookFilter;
         let op = match r.op {
             RequestOp::Ping => return ok_response(PING, r.request_id, 0, Vec::new()),
             RequestOp::Op(op) => op,
@@ -359,13 +360,43 @@ impl Engine {
                 let page = self.sm.events_page(&filter);
                 Ok(records(page.body, page.count))
             }
+            Operation::ListWebhooks => {
+                // `next_id: u64`, then the records: the HTTP edge seals a new
+                // webhook's secret for the id it will get.
+                let filter: WebhookFilter = decode_at(&r.body, 0);
+                let hooks = self.sm.webhooks();
+                let mut body = hooks.next_id().to_le_bytes().to_vec();
+                let mut count = 0;
+                for w in hooks.iter().filter(|w| filter.id == 0 || w.id == filter.id) {
+                    body.extend_from_slice(bytemuck::bytes_of(w));
+                    count += 1;
+                }
+                Ok(records(body, count))
+            }
+            Operation::ListDeadLetters => {
+                let filter: WebhookFilter = decode_at(&r.body, 0);
+                let limit = (filter.limit as usize).clamp(1, DEAD_LETTERS_PAGE_MAX);
+                let hooks = self.sm.webhooks();
+                let v = if filter.redeliveries == 0 {
+                    hooks.dead_letters(filter.id, filter.after, limit)
+                } else {
+                    let seqs = hooks.redeliveries(filter.id).into_iter().filter(|s| *s > filter.after).take(limit);
+                    seqs.map(|seq| bursar_core::service::webhooks::DeadLetter { seq, ..Default::default() }).collect()
+                };
+                Ok(records(bytemuck::cast_slice(&v).to_vec(), v.len()))
+            }
             Operation::CreateLedgers
             | Operation::CreateAccounts
             | Operation::CreateTransfers
             | Operation::CreateKeys
             | Operation::RevokeKeys
             | Operation::CreateOrders
-            | Operation::OrderCommands => unreachable!("writes are applied through the log"),
+            | Operation::OrderCommands
+            | Operation::CreateWebhooks
+            | Operation::DeleteWebhooks
+            | Operation::WebhookProgress
+            | Operation::WebhookDeadLetters
+            | Operation::ReplayDeadLetters => unreachable!("writes are applied through the log"),
         };
         result.unwrap_or_else(|e| error_response(code, r.request_id, ProtocolError::InvalidFilter, &e.detail))
     }
@@ -382,6 +413,9 @@ impl Engine {
         }
     }
 }
+
+/// Largest page of dead letters a read returns.
+pub const DEAD_LETTERS_PAGE_MAX: usize = 10_000;
 
 pub fn ok_response(operation: u8, request_id: u64, count: usize, body: Vec<u8>) -> Response {
     Response {

@@ -339,6 +339,38 @@ impl PiiKeyring {
         OrderPii::decode(&plaintext)
     }
 
+    /// Seals arbitrary bytes (a webhook's signing secret) with the active
+    /// key, bound to `aad`; same blob layout as personal data.
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, PiiError> {
+        let key = self.active();
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(|e| PiiError::Random(e.to_string()))?;
+        let sealed = key
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad })
+            .map_err(|_| PiiError::Malformed("encryption failed".into()))?;
+        let mut blob = Vec::with_capacity(HEADER_LEN + sealed.len());
+        blob.push(BLOB_VERSION);
+        blob.extend_from_slice(&key.id.to_le_bytes());
+        blob.extend_from_slice(&nonce);
+        blob.extend_from_slice(&sealed);
+        Ok(blob)
+    }
+
+    /// Opens a blob made by [`PiiKeyring::seal`] with the same `aad`.
+    pub fn open(&self, aad: &[u8], blob: &[u8]) -> Result<Vec<u8>, PiiError> {
+        if blob.len() < HEADER_LEN + TAG_LEN {
+            return Err(PiiError::Malformed(format!("blob length {} out of range", blob.len())));
+        }
+        if blob[0] != BLOB_VERSION {
+            return Err(PiiError::Malformed(format!("unknown blob version {}", blob[0])));
+        }
+        let id = u32::from_le_bytes([blob[1], blob[2], blob[3], blob[4]]);
+        let key = self.keys.iter().find(|k| k.id == id).ok_or(PiiError::UnknownKey(id))?;
+        let nonce = Nonce::from_slice(&blob[5..HEADER_LEN]);
+        key.cipher.decrypt(nonce, Payload { msg: &blob[HEADER_LEN..], aad }).map_err(|_| PiiError::Tampered)
+    }
+
     fn active(&self) -> &PiiKey {
         // Construction never leaves the keyring empty (parse rejects an empty
         // spec; generate and rotate add keys), so index 0 always exists.

@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod order;
 pub mod output;
 pub mod transfer;
+pub mod webhooks;
 
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -164,6 +165,21 @@ pub enum KeysCommand {
     Revoke(keys::RevokeArgs),
 }
 
+/// Webhooks (admin only).
+#[derive(Subcommand)]
+pub enum WebhooksCommand {
+    /// Subscribe a URL to events; the signing secret is printed once.
+    Create(webhooks::CreateArgs),
+    /// List the webhooks (never their secrets).
+    List(webhooks::ListArgs),
+    /// Delete a webhook: deliveries stop.
+    Delete(webhooks::DeleteArgs),
+    /// A webhook's dead letters: events given up on after the retry period.
+    DeadLetters(webhooks::DeadLettersArgs),
+    /// Redeliver a webhook's dead letters (all, or --seq S).
+    Replay(webhooks::ReplayArgs),
+}
+
 /// Every HTTP command.
 pub enum Http {
     Ledger(LedgerCommand),
@@ -171,6 +187,7 @@ pub enum Http {
     Transfer(TransferCommand),
     Order(OrderCommand),
     Keys(KeysCommand),
+    Webhooks(WebhooksCommand),
     Import(import::ImportArgs),
 }
 
@@ -195,6 +212,11 @@ pub fn run(command: Http) -> ExitCode {
         Http::Keys(KeysCommand::Create(a)) => keys::create(a),
         Http::Keys(KeysCommand::List(a)) => keys::list(a),
         Http::Keys(KeysCommand::Revoke(a)) => keys::revoke(a),
+        Http::Webhooks(WebhooksCommand::Create(a)) => webhooks::create(a),
+        Http::Webhooks(WebhooksCommand::List(a)) => webhooks::list(a),
+        Http::Webhooks(WebhooksCommand::Delete(a)) => webhooks::delete(a),
+        Http::Webhooks(WebhooksCommand::DeadLetters(a)) => webhooks::dead_letters(a),
+        Http::Webhooks(WebhooksCommand::Replay(a)) => webhooks::replay(a),
         Http::Import(a) => import::run(a),
     };
     match result {

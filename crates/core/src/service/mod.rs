@@ -1,9 +1,10 @@
-//! Service state beside the ledger: API keys, idempotency records and the
-//! audit trail. Like the ledger, it changes only by applying log entries.
+//! Service state beside the ledger: API keys, idempotency records, the
+//! audit trail and webhooks. Like the ledger, it changes only by applying log entries.
 
 pub mod audit;
 pub mod idempotency;
 pub mod keys;
+pub mod webhooks;
 
 /// Reads little-endian fields from stored bytes; every read is bounds
 /// checked, so damaged input is an error, never a panic.

@@ -8,6 +8,7 @@ pub mod ledgers;
 pub mod ops;
 pub mod orders;
 pub mod transfers;
+pub mod webhooks;
 
 use crate::app::App;
 use crate::engine_client::Written;
@@ -39,6 +40,10 @@ pub fn router(app: App) -> Router {
         .route("/v1/orders/{id}/funds", post(orders::funds))
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}", delete(keys::revoke))
+        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/v1/webhooks/{id}", get(webhooks::get_one).delete(webhooks::delete))
+        .route("/v1/webhooks/{id}/dead-letters", get(webhooks::dead_letters))
+        .route("/v1/webhooks/{id}/replay", post(webhooks::replay))
         .route("/v1/audit", get(audit::list))
         .route("/v1/events", get(events::list))
         .route("/v1/events/stream", get(events::stream))
