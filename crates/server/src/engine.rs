@@ -348,8 +348,8 @@ impl Engine {
             }
             Operation::ListOrders => {
                 let filter: bursar_core::orders::OrderFilter = decode_at(&r.body, 0);
-                let v = self.sm.orders().list(&filter);
-                Ok(records(bytemuck::cast_slice(&v).to_vec(), v.len()))
+                let (body, count) = self.sm.orders().encode_list(&filter);
+                Ok(records(body, count))
             }
             Operation::GetOrderEvents => match ids().next().and_then(|id| self.sm.orders().get(id)) {
                 Some(e) => Ok(records(e.encode_timeline(), e.timeline.len())),

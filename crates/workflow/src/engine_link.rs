@@ -4,7 +4,7 @@
 //! Commands from many orders are folded into batches so the log sees a few
 //! large entries rather than many small ones.
 
-use bursar_core::orders::{Order, OrderCommand, OrderCommandResult, OrderFilter};
+use bursar_core::orders::{Order, OrderChange, OrderCommand, OrderCommandResult, OrderFilter, OrderState};
 use bursar_core::records::{BATCH_EVENTS_MAX, decode_all};
 use bursar_core::{EventResult, Operation};
 use bursar_proto::RequestOp;
@@ -59,13 +59,33 @@ impl EngineLink {
         decode_all(&response.body).ok_or_else(|| "a ListOrders reply is not whole orders".to_string())
     }
 
+    /// Summaries of the orders changed after `after_seq`, in change order,
+    /// with the personal data of those in `pii_states` (bit `1 << state`).
+    pub async fn feed(&self, after_seq: u64, limit: u32, pii_states: u16) -> Result<Vec<FeedOrder>, String> {
+        let filter =
+            OrderFilter { after_seq, limit, changes: OrderFilter::CHANGES_SUMMARIES, pii_states, ..Default::default() };
+        let response = self.request(Operation::ListOrders, bytemuck::bytes_of(&filter).to_vec()).await?;
+        let page = OrderChange::decode_feed(&response.body).map_err(|e| format!("a ListOrders reply: {e}"))?;
+        page.into_iter()
+            .map(|(change, pii)| {
+                let state = change.state().ok_or_else(|| format!("order {} has state {}", change.id, change.state))?;
+                Ok(FeedOrder { change, state, pii: pii.into() })
+            })
+            .collect()
+    }
+
     /// Writes a batch of commands; the result code of each, in order.
     pub async fn order_commands(&self, commands: &[OrderCommand]) -> Result<Vec<u32>, String> {
-        let body = bytemuck::cast_slice(commands).to_vec();
+        self.order_commands_encoded(bytemuck::cast_slice(commands).to_vec()).await
+    }
+
+    /// `order_commands` with the commands already laid out as their bytes.
+    async fn order_commands_encoded(&self, body: Vec<u8>) -> Result<Vec<u32>, String> {
+        let count = body.len() / OrderCommand::SIZE;
         let response = self.request(Operation::OrderCommands, body).await?;
         let sparse: Vec<EventResult> =
             decode_all(&response.body).ok_or_else(|| "an OrderCommands reply is not whole results".to_string())?;
-        let mut codes = vec![0u32; commands.len()];
+        let mut codes = vec![0u32; count];
         for r in sparse {
             *codes.get_mut(r.index as usize).ok_or("a result names an event that was not sent")? = r.code;
         }
@@ -73,7 +93,19 @@ impl EngineLink {
     }
 }
 
-type Queued = (OrderCommand, oneshot::Sender<Result<OrderCommandResult, String>>);
+/// An order as the summary feed brings it.
+#[derive(Clone, Debug)]
+pub struct FeedOrder {
+    pub change: OrderChange,
+    /// `change.state`, checked.
+    pub state: OrderState,
+    /// Encrypted personal data; empty unless the feed was asked for it in this state.
+    pub pii: Box<[u8]>,
+}
+
+/// Boxed: a command is 256 bytes, and every waiting submitter's future
+/// (one per order step in flight) would otherwise hold it more than once.
+type Queued = (Box<OrderCommand>, oneshot::Sender<Result<OrderCommandResult, String>>);
 
 /// Submits order commands in batches; cheap to clone.
 #[derive(Clone)]
@@ -90,7 +122,7 @@ impl CommandQueue {
     }
 
     /// Applies one command through the log; its result once durable.
-    pub async fn submit(&self, command: OrderCommand) -> Result<OrderCommandResult, String> {
+    pub async fn submit(&self, command: Box<OrderCommand>) -> Result<OrderCommandResult, String> {
         let (tx, rx) = oneshot::channel();
         self.tx.send((command, tx)).await.map_err(|_| "the command queue stopped".to_string())?;
         rx.await.map_err(|_| "the command batch was dropped".to_string())?
@@ -101,7 +133,8 @@ async fn run_batches(link: EngineLink, mut rx: mpsc::Receiver<Queued>) {
     let permits = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
         let permit = permits.clone().acquire_owned().await.expect("invariant: the semaphore is never closed");
-        let mut batch = vec![first];
+        let mut batch = Vec::with_capacity(rx.len().saturating_add(1).min(BATCH_EVENTS_MAX));
+        batch.push(first);
         while batch.len() < BATCH_EVENTS_MAX {
             match rx.try_recv() {
                 Ok(q) => batch.push(q),
@@ -110,8 +143,11 @@ async fn run_batches(link: EngineLink, mut rx: mpsc::Receiver<Queued>) {
         }
         let link = link.clone();
         tokio::spawn(async move {
-            let commands: Vec<OrderCommand> = batch.iter().map(|(c, _)| *c).collect();
-            let outcome = link.order_commands(&commands).await;
+            let mut body = Vec::with_capacity(batch.len() * OrderCommand::SIZE);
+            for (c, _) in &batch {
+                body.extend_from_slice(bytemuck::bytes_of(&**c));
+            }
+            let outcome = link.order_commands_encoded(body).await;
             for (i, (_, reply)) in batch.into_iter().enumerate() {
                 let result = match &outcome {
                     Ok(codes) => {

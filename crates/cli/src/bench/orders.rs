@@ -152,15 +152,16 @@ async fn watch_completions(
     let mut done = HashMap::with_capacity(count);
     let mut cursor = 0;
     while done.len() < count {
-        let page = link.changes(cursor, 8190).await?;
+        // Summaries: the watcher needs only ids and states.
+        let page = link.feed(cursor, 8190, 0).await?;
         let now = Instant::now();
         for o in &page {
-            cursor = o.change_seq;
-            match o.state() {
+            cursor = o.change.change_seq;
+            match o.state {
                 OrderState::Completed => {
-                    done.entry(o.id).or_insert(now);
+                    done.entry(o.change.id).or_insert(now);
                 }
-                s if s.is_terminal() => return Err(format!("order {} ended {}", o.id, s.name())),
+                s if s.is_terminal() => return Err(format!("order {} ended {}", o.change.id, s.name())),
                 _ => {}
             }
         }

@@ -173,46 +173,47 @@ pub fn command(sm: &mut StateMachine, book: &mut OrderBook, c: &OrderCommand, ct
         return code;
     }
     let kind = CommandKind::from_code(c.kind).expect("validated");
-    let Some(entry) = book.get(c.order_id) else {
-        return C::OrderNotFound;
-    };
-    let mut entry = entry.clone();
     let actor = if ctx.api { Actor::Api } else { Actor::from_code(c.actor).expect("validated") };
     let reason = c.reason_str().expect("validated");
-    let result = match plan(kind, &entry.order, c, ctx) {
-        Ok(step) => transition(sm, &mut entry, step, c, ctx),
-        Err(code) => Err((code, String::new())),
-    };
-    let from = entry.order.state;
-    let (code, to, detail) = match &result {
-        Ok((to, _)) => (C::Ok, *to as u8, String::new()),
-        Err((code, detail)) => (*code, from, detail.clone()),
-    };
-    let (first, count) = result.as_ref().map(|(_, t)| *t).unwrap_or((0, 0));
-    let reason = if detail.is_empty() { reason.into() } else { detail.into_boxed_str() };
-    let ts = sm.next_timestamp();
-    entry.record(TimelineEvent {
-        timestamp: ts,
-        position: ctx.position,
-        key_id: ctx.key_id,
-        kind: c.kind,
-        actor: actor as u8,
-        from,
-        to,
-        result: code.code(),
-        first_transfer_seq: first,
-        transfers: count,
-        reason,
+    let mut code = C::OrderNotFound;
+    // In place: copying the entry would copy its whole timeline per command.
+    book.update(c.order_id, |entry| {
+        let result = match plan(kind, &entry.order, c, ctx) {
+            Ok(step) => transition(sm, entry, step, c, ctx),
+            Err(code) => Err((code, String::new())),
+        };
+        let from = entry.order.state;
+        let (first, count) = result.as_ref().map(|(_, t)| *t).unwrap_or((0, 0));
+        let (to, detail);
+        (code, to, detail) = match result {
+            Ok((to, _)) => (C::Ok, to as u8, String::new()),
+            Err((refused, detail)) => (refused, from, detail),
+        };
+        let reason = if detail.is_empty() { reason.into() } else { detail.into_boxed_str() };
+        let ts = sm.next_timestamp();
+        entry.record(TimelineEvent {
+            timestamp: ts,
+            position: ctx.position,
+            key_id: ctx.key_id,
+            kind: c.kind,
+            actor: actor as u8,
+            from,
+            to,
+            result: code.code(),
+            first_transfer_seq: first,
+            transfers: count,
+            reason,
+        });
+        if code == C::Ok {
+            entry.order.state = to;
+            entry.order.updated_at = ts;
+        }
+        if from != to {
+            // Transitions are always kept on the timeline, so this is its slot.
+            sm.record_order_event(entry.order.id, entry.timeline.len() - 1);
+        }
+        code == C::Ok
     });
-    if code == C::Ok {
-        entry.order.state = to;
-        entry.order.updated_at = ts;
-    }
-    if from != to {
-        // Transitions are always kept on the timeline, so this is its slot.
-        sm.record_order_event(entry.order.id, entry.timeline.len() - 1);
-    }
-    book.put(entry, code == C::Ok);
     code
 }
 
@@ -465,43 +466,45 @@ fn unwind_exchange(o: &Order, mut m: Movement, refund_fee: bool) -> Movement {
 /// waiting for funds expire; orders on hold expire and release their hold.
 pub fn expire_due(sm: &mut StateMachine, book: &mut OrderBook, ctx: &Ctx, max: usize) {
     for id in book.due(ctx.now, max) {
-        let mut entry = book.get(id).expect("invariant: the deadline index names stored orders").clone();
-        let from = entry.order.state();
-        let (movement, first) = match from {
-            S::Created | S::AwaitingFunds => (None, entry.order.transfer_seq),
-            S::OnHold => (Some(release_and_refund(&entry.order)), entry.order.transfer_seq),
-            other => panic!("invariant: order {id} in state {} has a deadline", other.name()),
-        };
-        let mut count = 0;
-        if let Some(m) = movement {
-            entry.order.transfer_seq = m.next_seq();
-            count = m.transfers.len();
-            // Voiding our own hold and returning exactly what it held cannot
-            // fail unless the order-flow accounts were tampered with.
-            if let Err(e) = execute_transfers(sm, &m.linked()) {
-                panic!("invariant: releasing order {id}'s hold failed: {e}");
+        let updated = book.update(id, |entry| {
+            let from = entry.order.state();
+            let (movement, first) = match from {
+                S::Created | S::AwaitingFunds => (None, entry.order.transfer_seq),
+                S::OnHold => (Some(release_and_refund(&entry.order)), entry.order.transfer_seq),
+                other => panic!("invariant: order {id} in state {} has a deadline", other.name()),
+            };
+            let mut count = 0;
+            if let Some(m) = movement {
+                entry.order.transfer_seq = m.next_seq();
+                count = m.transfers.len();
+                // Voiding our own hold and returning exactly what it held cannot
+                // fail unless the order-flow accounts were tampered with.
+                if let Err(e) = execute_transfers(sm, &m.linked()) {
+                    panic!("invariant: releasing order {id}'s hold failed: {e}");
+                }
             }
-        }
-        let ts = sm.next_timestamp();
-        let o = &mut entry.order;
-        o.state = S::Expired as u8;
-        o.deadline = 0;
-        o.retry_at = 0;
-        o.updated_at = ts;
-        entry.record(TimelineEvent {
-            timestamp: ts,
-            position: ctx.position,
-            key_id: 0,
-            kind: EVENT_EXPIRE,
-            actor: Actor::Timer as u8,
-            from: from as u8,
-            to: S::Expired as u8,
-            result: 0,
-            first_transfer_seq: first,
-            transfers: count as u8,
-            reason: if from == S::OnHold { "review deadline passed" } else { "funds deadline passed" }.into(),
+            let ts = sm.next_timestamp();
+            let o = &mut entry.order;
+            o.state = S::Expired as u8;
+            o.deadline = 0;
+            o.retry_at = 0;
+            o.updated_at = ts;
+            entry.record(TimelineEvent {
+                timestamp: ts,
+                position: ctx.position,
+                key_id: 0,
+                kind: EVENT_EXPIRE,
+                actor: Actor::Timer as u8,
+                from: from as u8,
+                to: S::Expired as u8,
+                result: 0,
+                first_transfer_seq: first,
+                transfers: count as u8,
+                reason: if from == S::OnHold { "review deadline passed" } else { "funds deadline passed" }.into(),
+            });
+            sm.record_order_event(id, entry.timeline.len() - 1);
+            true
         });
-        sm.record_order_event(entry.order.id, entry.timeline.len() - 1);
-        book.put(entry, true);
+        assert!(updated, "invariant: the deadline index names stored orders");
     }
 }

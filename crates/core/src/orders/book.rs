@@ -1,7 +1,7 @@
 //! Where orders are kept: persistent (copy-on-write) ordered maps, so a
 //! snapshot is an O(1) clone and iteration order never depends on hashing.
 
-use super::records::{ORDER_PAGE_MAX, Order, OrderFilter, OrderState};
+use super::records::{ORDER_PAGE_MAX, Order, OrderChange, OrderFilter, OrderState};
 use imbl::{OrdMap, OrdSet};
 use std::sync::Arc;
 
@@ -182,36 +182,87 @@ impl OrderBook {
         self.orders.insert(id, Arc::new(entry));
     }
 
-    /// A page of orders per `filter` (see `OrderFilter`).
+    /// Changes the stored entry of `id` in place and keeps every index in
+    /// step; `f` returns whether the order moves to the end of the change
+    /// feed. The entry is copied only while a snapshot still shares it, so a
+    /// command does not copy the order's timeline. False if there is no such order.
+    pub fn update(&mut self, id: u128, f: impl FnOnce(&mut OrderEntry) -> bool) -> bool {
+        let Some(slot) = self.orders.get_mut(&id) else {
+            return false;
+        };
+        let entry = Arc::make_mut(slot);
+        let (old_state, old_deadline, old_seq) = (entry.order.state, entry.order.deadline, entry.order.change_seq);
+        if f(entry) {
+            self.last_change += 1;
+            entry.order.change_seq = self.last_change;
+            self.changes.remove(&old_seq);
+            self.changes.insert(self.last_change, id);
+        }
+        let o = &entry.order;
+        if o.state != old_state {
+            self.by_state.remove(&(old_state, id));
+            self.by_state.insert((o.state, id));
+        }
+        if o.deadline != old_deadline {
+            if old_deadline != 0 {
+                self.deadlines.remove(&(old_deadline, id));
+            }
+            if o.deadline != 0 {
+                self.deadlines.insert((o.deadline, id));
+            }
+        }
+        true
+    }
+
+    /// A page of orders per `filter` (see `OrderFilter`); summaries are
+    /// listed as the orders they summarize.
     pub fn list(&self, filter: &OrderFilter) -> Vec<Order> {
+        let mut out = Vec::new();
+        self.visit(filter, |o| out.push(*o));
+        out
+    }
+
+    /// A page per `filter` as a reply body: whole orders, or with `changes`
+    /// = 2 summaries, each followed by the personal data the filter asks
+    /// for. Written straight into the body, without an intermediate list.
+    /// Returns the body and the number of records.
+    pub fn encode_list(&self, filter: &OrderFilter) -> (Vec<u8>, usize) {
+        let (mut out, mut count) = (Vec::new(), 0);
+        if filter.changes == OrderFilter::CHANGES_SUMMARIES {
+            self.visit(filter, |o| {
+                let with_pii = o.state < 16 && filter.pii_states & (1 << o.state) != 0;
+                let pii = if with_pii { o.pii() } else { &[] };
+                let change = OrderChange::of(o, pii.len() as u16);
+                out.extend_from_slice(bytemuck::bytes_of(&change));
+                out.extend_from_slice(pii);
+                count += 1;
+            });
+        } else {
+            self.visit(filter, |o| {
+                out.extend_from_slice(bytemuck::bytes_of(o));
+                count += 1;
+            });
+        }
+        (out, count)
+    }
+
+    fn visit(&self, filter: &OrderFilter, mut f: impl FnMut(&Order)) {
+        use std::ops::Bound::{Excluded, Unbounded};
         let limit = filter.limit.clamp(1, ORDER_PAGE_MAX) as usize;
-        let order = |id: &u128| self.orders[id].order;
-        if filter.changes == 1 {
-            use std::ops::Bound::{Excluded, Unbounded};
-            return self
-                .changes
-                .range((Excluded(filter.after_seq), Unbounded))
+        let order = |id: &u128| &self.orders[id].order;
+        if filter.changes != 0 {
+            self.changes.range((Excluded(filter.after_seq), Unbounded)).take(limit).for_each(|(_, id)| f(order(id)));
+        } else if filter.state == 0 {
+            self.orders.range((Excluded(filter.after_id), Unbounded)).take(limit).for_each(|(_, e)| f(&e.order));
+        } else {
+            let start = (filter.state, filter.after_id);
+            self.by_state
+                .range(start..)
+                .skip_while(|k| **k == start)
+                .take_while(|(s, _)| *s == filter.state)
                 .take(limit)
-                .map(|(_, id)| order(id))
-                .collect();
+                .for_each(|(_, id)| f(order(id)));
         }
-        if filter.state == 0 {
-            use std::ops::Bound::{Excluded, Unbounded};
-            return self
-                .orders
-                .range((Excluded(filter.after_id), Unbounded))
-                .take(limit)
-                .map(|(_, e)| e.order)
-                .collect();
-        }
-        let start = (filter.state, filter.after_id);
-        self.by_state
-            .range(start..)
-            .skip_while(|k| **k == start)
-            .take_while(|(s, _)| *s == filter.state)
-            .take(limit)
-            .map(|(_, id)| order(id))
-            .collect()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &OrderEntry> + '_ {

@@ -15,7 +15,8 @@ pub use apply::Ctx;
 pub use book::{OrderBook, OrderEntry, TimelineEvent};
 pub use codes::{CreateOrderResult, OrderCommandResult};
 pub use records::{
-    Actor, CommandKind, Order, OrderCommand, OrderCreate, OrderFilter, OrderState, PII_SLOT, Verdict, order_flags,
+    Actor, CommandKind, Order, OrderChange, OrderCommand, OrderCreate, OrderFilter, OrderState, PII_SLOT, Verdict,
+    order_flags,
 };
 
 #[cfg(test)]

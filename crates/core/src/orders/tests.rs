@@ -365,3 +365,51 @@ fn creations_and_transitions_are_journaled_refusals_are_not() {
     use OrderState::*;
     assert_eq!(states, [Created, AwaitingFunds, FundsReceived, Screening, Approved]);
 }
+
+#[test]
+fn the_summary_feed_carries_personal_data_only_in_the_states_asked_for() {
+    let mut h = H::new();
+    for id in 1..=3 {
+        assert_eq!(h.create(new_order(id)), 0);
+    }
+    assert_eq!(h.cmd(exec(2, CommandKind::FundsAwaited)), OrderCommandResult::Ok);
+    let filter = OrderFilter {
+        changes: OrderFilter::CHANGES_SUMMARIES,
+        after_seq: 1,
+        limit: 10,
+        pii_states: 1 << OrderState::AwaitingFunds as u8,
+        ..Default::default()
+    };
+    let (body, count) = h.m.orders().encode_list(&filter);
+    let feed = OrderChange::decode_feed(&body).unwrap();
+    assert_eq!(count, feed.len());
+    let ids: Vec<_> = feed.iter().map(|(c, pii)| (c.id, c.state().unwrap(), *pii)).collect();
+    assert_eq!(ids, vec![(3, OrderState::Created, &b""[..]), (2, OrderState::AwaitingFunds, &b"xyz"[..])]);
+    let (summary, order) = (feed[1].0, h.order(2));
+    assert_eq!(summary, OrderChange::of(&order, 3));
+    assert_eq!((summary.change_seq, summary.source_amount, summary.customer_id), (4, 10_000, 77));
+    let (whole, count) =
+        h.m.orders().encode_list(&OrderFilter { changes: OrderFilter::CHANGES_ORDERS, after_seq: 1, ..filter });
+    assert_eq!((whole.len(), count), (2 * Order::SIZE, 2));
+    assert_eq!(
+        OrderChange::decode_feed(&body[..body.len() - 1]).unwrap_err(),
+        "a feed reply ends inside personal data"
+    );
+}
+
+#[test]
+fn commands_change_orders_in_place_without_touching_an_earlier_snapshot() {
+    let mut h = H::new();
+    assert_eq!(h.create(new_order(1)), 0);
+    let before = h.m.snapshot();
+    let digest = before.digest();
+    assert_eq!(h.cmd(exec(1, CommandKind::FundsAwaited)), OrderCommandResult::Ok);
+    assert_eq!(h.cmd(exec(1, CommandKind::StartScreening)), OrderCommandResult::OrderIsAwaitingFunds);
+    assert_eq!(before.digest(), digest, "the snapshot shares nothing that a command changed");
+    assert_eq!(h.order(1).state(), OrderState::AwaitingFunds);
+    assert_eq!(h.m.orders().get(1).unwrap().timeline.len(), 3, "a refusal is recorded too");
+    h.tick(120);
+    assert_eq!(h.order(1).state(), OrderState::Expired);
+    assert_eq!(before.digest(), digest);
+    h.m.orders().check_indexes().unwrap();
+}

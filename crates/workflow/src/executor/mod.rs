@@ -11,15 +11,15 @@
 
 mod steps;
 
-pub use steps::{idempotency_key, is_actionable};
+pub use steps::{PII_STATES, idempotency_key, is_actionable};
 
 use crate::config::OrdersConfig;
 use crate::connectors::{FundsNotification, FxRates, IncomingFunds, PayoutRail, Screening};
-use crate::engine_link::{CommandQueue, EngineLink};
+use crate::engine_link::{CommandQueue, EngineLink, FeedOrder};
 use crate::pii::PiiKeyring;
 use crate::resilience::{CircuitBreaker, RetryPolicy};
-use bursar_core::orders::{Actor, CommandKind, Order, OrderCommand, OrderCommandResult, OrderState};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use bursar_core::orders::{Actor, CommandKind, OrderChange, OrderCommand, OrderCommandResult, OrderState};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use steps::StepOutcome;
@@ -95,15 +95,19 @@ pub struct Executor {
     pub funds: Option<Arc<Mutex<mpsc::Receiver<FundsNotification>>>>,
 }
 
+/// SipHash was a measurable share of the executor's time; foldhash is
+/// seeded per process, which is enough for these internal maps.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The executor's working memory, rebuilt from the feed after a restart.
 struct Work {
-    in_flight: HashMap<u128, ()>,
+    in_flight: HashSet<u128, foldhash::fast::RandomState>,
     /// A newer version of an order whose step is running: considered when it ends.
-    newer: HashMap<u128, Order>,
+    newer: HashMap<u128, FeedOrder>,
     /// Orders waiting for a time (retry, scheduled payout, payout poll).
     timers: BTreeSet<(u64, u128)>,
-    waiting: HashMap<u128, Order>,
-    backlog: VecDeque<Order>,
+    waiting: HashMap<u128, FeedOrder>,
+    backlog: VecDeque<FeedOrder>,
 }
 
 impl Executor {
@@ -111,12 +115,12 @@ impl Executor {
     /// supervisor restarts it.
     pub async fn run(self) -> Result<(), String> {
         let queue = CommandQueue::start(self.link.clone());
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u128, Option<(Duration, Order)>)>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u128, Option<(Duration, FeedOrder)>)>();
         let mut work = Work {
-            in_flight: HashMap::new(),
-            newer: HashMap::new(),
+            in_flight: HashSet::default(),
+            newer: HashMap::default(),
             timers: BTreeSet::new(),
-            waiting: HashMap::new(),
+            waiting: HashMap::default(),
             backlog: VecDeque::new(),
         };
         let mut funds = match &self.funds {
@@ -129,10 +133,10 @@ impl Executor {
         let mut feed_dirty = true;
         loop {
             while feed_dirty {
-                let page = self.link.changes(cursor, FEED_PAGE).await?;
+                let page = self.link.feed(cursor, FEED_PAGE, PII_STATES).await?;
                 feed_dirty = page.len() == FEED_PAGE as usize;
                 for order in page {
-                    cursor = order.change_seq;
+                    cursor = order.change.change_seq;
                     self.consider(&mut work, order, &queue, &done_tx);
                 }
             }
@@ -161,21 +165,21 @@ impl Executor {
     }
 
     /// Decides what an order needs now.
-    fn consider(&self, work: &mut Work, order: Order, queue: &CommandQueue, done: &Done) {
-        let id = order.id;
-        if work.in_flight.contains_key(&id) {
+    fn consider(&self, work: &mut Work, order: FeedOrder, queue: &CommandQueue, done: &Done) {
+        let id = order.change.id;
+        if work.in_flight.contains(&id) {
             work.newer.insert(id, order);
             return;
         }
         if let Some(old) = work.waiting.remove(&id) {
             work.timers.remove(&(wake_time(&old), id));
         }
-        let state = order.state();
+        let state = order.state;
         if state.is_terminal() || !is_actionable(state) {
             return;
         }
         let wake = wake_time(&order);
-        if wake > now_nanos() {
+        if wake != 0 && wake > now_nanos() {
             work.timers.insert((wake, id));
             work.waiting.insert(id, order);
             return;
@@ -184,11 +188,18 @@ impl Executor {
             work.backlog.push_back(order);
             return;
         }
-        work.in_flight.insert(id, ());
+        work.in_flight.insert(id);
         self.spawn_step(order, queue.clone(), done.clone());
     }
 
-    fn finished(&self, work: &mut Work, id: u128, poll: Option<(Duration, Order)>, queue: &CommandQueue, done: &Done) {
+    fn finished(
+        &self,
+        work: &mut Work,
+        id: u128,
+        poll: Option<(Duration, FeedOrder)>,
+        queue: &CommandQueue,
+        done: &Done,
+    ) {
         work.in_flight.remove(&id);
         if let Some(newer) = work.newer.remove(&id) {
             self.consider(work, newer, queue, done);
@@ -197,7 +208,7 @@ impl Executor {
             // same key makes the rail answer with the payout's status).
             let at = now_nanos().saturating_add(after.as_nanos() as u64);
             work.timers.insert((at, id));
-            work.waiting.insert(id, Order { retry_at: at, ..order });
+            work.waiting.insert(id, FeedOrder { change: OrderChange { retry_at: at, ..order.change }, ..order });
         }
         while work.in_flight.len() < self.settings.max_in_flight {
             let Some(order) = work.backlog.pop_front() else { break };
@@ -213,25 +224,27 @@ impl Executor {
             }
             work.timers.pop_first();
             if let Some(order) = work.waiting.remove(&id) {
-                self.consider(work, Order { retry_at: 0, payout_at: 0, ..order }, queue, done);
+                let change = OrderChange { retry_at: 0, payout_at: 0, ..order.change };
+                self.consider(work, FeedOrder { change, ..order }, queue, done);
             }
         }
     }
 
-    fn spawn_step(&self, order: Order, queue: CommandQueue, done: Done) {
+    fn spawn_step(&self, order: FeedOrder, queue: CommandQueue, done: Done) {
         let connectors = self.connectors.clone();
         let settings = self.settings.clone();
         tokio::spawn(async move {
-            let id = order.id;
+            let id = order.change.id;
             let poll = run_step(&connectors, &settings, order, &queue).await;
             let _ = done.send((id, poll));
         });
     }
 
     fn funds_arrived(&self, n: FundsNotification, queue: &CommandQueue) {
-        let command =
+        let command = Box::new(
             OrderCommand { amount: n.amount, ..OrderCommand::new(n.order_id, CommandKind::FundsReceived, Actor::Bank) }
-                .with_reference(&n.reference);
+                .with_reference(&n.reference),
+        );
         let queue = queue.clone();
         tokio::spawn(async move {
             match queue.submit(command).await {
@@ -245,7 +258,7 @@ impl Executor {
     }
 }
 
-type Done = mpsc::UnboundedSender<(u128, Option<(Duration, Order)>)>;
+type Done = mpsc::UnboundedSender<(u128, Option<(Duration, FeedOrder)>)>;
 
 async fn recv_funds(
     rx: &mut Option<tokio::sync::OwnedMutexGuard<mpsc::Receiver<FundsNotification>>>,
@@ -257,9 +270,9 @@ async fn recv_funds(
 }
 
 /// When the order may next be acted on (0 = now).
-fn wake_time(o: &Order) -> u64 {
-    let scheduled = if o.state == OrderState::FxLocked as u8 { o.payout_at } else { 0 };
-    o.retry_at.max(scheduled)
+fn wake_time(o: &FeedOrder) -> u64 {
+    let scheduled = if o.state == OrderState::FxLocked { o.change.payout_at } else { 0 };
+    o.change.retry_at.max(scheduled)
 }
 
 /// Runs one step and records its outcome. Returns a poll delay when the
@@ -267,15 +280,15 @@ fn wake_time(o: &Order) -> u64 {
 async fn run_step(
     c: &Connectors,
     s: &ExecutorSettings,
-    order: Order,
+    order: FeedOrder,
     queue: &CommandQueue,
-) -> Option<(Duration, Order)> {
+) -> Option<(Duration, FeedOrder)> {
     let command = match steps::run(c, &order).await {
-        StepOutcome::Command(command) => *command,
-        StepOutcome::Wait => return (order.state() == OrderState::PayoutSent).then_some((s.payout_poll, order)),
+        StepOutcome::Command(command) => command,
+        StepOutcome::Wait => return (order.state == OrderState::PayoutSent).then_some((s.payout_poll, order)),
         StepOutcome::Defer { retry_in, why } => {
-            tracing::warn!(order = %order.id, state = order.state().name(), why, "step deferred");
-            defer(s, &order, retry_in, &why, queue).await;
+            tracing::warn!(order = %order.change.id, state = order.state.name(), why, "step deferred");
+            defer(s, &order.change, retry_in, &why, queue).await;
             return None;
         }
     };
@@ -286,10 +299,12 @@ async fn run_step(
             // the feed brings its new state.
         }
         Ok(code) => {
-            tracing::warn!(order = %order.id, code = %code, "order step refused; deferring");
-            defer(s, &order, Duration::ZERO, code.name(), queue).await;
+            tracing::warn!(order = %order.change.id, code = %code, "order step refused; deferring");
+            defer(s, &order.change, Duration::ZERO, code.name(), queue).await;
         }
-        Err(e) => tracing::warn!(order = %order.id, error = %e, "order step not recorded; the feed will bring it back"),
+        Err(e) => {
+            tracing::warn!(order = %order.change.id, error = %e, "order step not recorded; the feed will bring it back")
+        }
     }
     None
 }
@@ -299,13 +314,14 @@ fn is_state_conflict(code: OrderCommandResult) -> bool {
 }
 
 /// Defers the order durably with exponential backoff and jitter.
-async fn defer(s: &ExecutorSettings, order: &Order, at_least: Duration, why: &str, queue: &CommandQueue) {
+async fn defer(s: &ExecutorSettings, order: &OrderChange, at_least: Duration, why: &str, queue: &CommandQueue) {
     let exp = s.defer_base.saturating_mul(1u32 << u32::from(order.attempts).min(16)).min(s.defer_max);
     let jitter = Duration::from_nanos(rand::random_range(0..=exp.as_nanos().min(u64::MAX as u128) as u64 / 2 + 1));
     let delay = (exp / 2 + jitter).max(at_least);
     let time = now_nanos().saturating_add(delay.as_nanos() as u64);
-    let command =
-        OrderCommand { time, ..OrderCommand::new(order.id, CommandKind::Defer, Actor::Executor) }.with_reason(why);
+    let command = Box::new(
+        OrderCommand { time, ..OrderCommand::new(order.id, CommandKind::Defer, Actor::Executor) }.with_reason(why),
+    );
     if let Err(e) = queue.submit(command).await {
         tracing::warn!(order = %order.id, error = %e, "deferral not recorded; the feed will bring the order back");
     }

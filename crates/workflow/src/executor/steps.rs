@@ -12,9 +12,10 @@ use super::Connectors;
 use crate::connectors::{
     ConnectorError, FundsRequest, PayoutRequest, PayoutStatus, ScreeningRequest, ScreeningVerdict,
 };
+use crate::engine_link::FeedOrder;
 use crate::pii::OrderPii;
 use crate::resilience::{CallError, call_with_retry};
-use bursar_core::orders::{Actor, CommandKind, Order, OrderCommand, OrderState, Verdict};
+use bursar_core::orders::{Actor, CommandKind, OrderChange, OrderCommand, OrderState, Verdict};
 use std::time::Duration;
 
 /// What a step produced.
@@ -34,20 +35,20 @@ impl StepOutcome {
     }
 }
 
-pub fn idempotency_key(order: &Order, step: &str) -> String {
+pub fn idempotency_key(order: &OrderChange, step: &str) -> String {
     match step {
         "fx" => format!("order-{}-fx-{}", order.id, order.attempts),
         _ => format!("order-{}-{step}", order.id),
     }
 }
 
-fn executor(order: &Order, kind: CommandKind) -> OrderCommand {
-    OrderCommand::new(order.id, kind, Actor::Executor)
+fn executor(order: &FeedOrder, kind: CommandKind) -> OrderCommand {
+    OrderCommand::new(order.change.id, kind, Actor::Executor)
 }
 
 /// Runs the step the order's state calls for.
-pub async fn run(c: &Connectors, order: &Order) -> StepOutcome {
-    match order.state() {
+pub async fn run(c: &Connectors, order: &FeedOrder) -> StepOutcome {
+    match order.state {
         OrderState::Created => expect_funds(c, order).await,
         OrderState::FundsReceived => StepOutcome::command(executor(order, CommandKind::StartScreening)),
         OrderState::Screening => screen(c, order).await,
@@ -57,6 +58,10 @@ pub async fn run(c: &Connectors, order: &Order) -> StepOutcome {
         _ => StepOutcome::Wait,
     }
 }
+
+/// The states whose step needs the order's personal data: the feed brings
+/// it only for these (bit `1 << state`).
+pub const PII_STATES: u16 = 1 << OrderState::Screening as u8 | 1 << OrderState::PayoutSent as u8;
 
 /// Whether the state has an external step for the executor.
 pub fn is_actionable(state: OrderState) -> bool {
@@ -79,11 +84,11 @@ fn defer(connector: &str, e: CallError<ConnectorError>) -> StepOutcome {
     StepOutcome::Defer { retry_in, why: format!("{connector}: {e}") }
 }
 
-async fn expect_funds(c: &Connectors, order: &Order) -> StepOutcome {
-    let key = idempotency_key(order, "funds");
-    let asset = c.asset(order.source_ledger);
-    let request =
-        FundsRequest { order_id: order.id, customer_id: order.customer_id, asset, amount: order.source_amount };
+async fn expect_funds(c: &Connectors, order: &FeedOrder) -> StepOutcome {
+    let o = &order.change;
+    let key = idempotency_key(o, "funds");
+    let asset = c.asset(o.source_ledger);
+    let request = FundsRequest { order_id: o.id, customer_id: o.customer_id, asset, amount: o.source_amount };
     let funds = c.funds.clone();
     match call_with_retry("funds", &c.retry, &c.breakers.funds, |_| funds.expect(&key, &request)).await {
         Ok(instructions) => {
@@ -96,24 +101,25 @@ async fn expect_funds(c: &Connectors, order: &Order) -> StepOutcome {
     }
 }
 
-fn personal_data(c: &Connectors, order: &Order) -> Result<OrderPii, Box<StepOutcome>> {
-    c.keyring.decrypt(order.id, order.pii()).map_err(|e| {
-        tracing::error!(order = %order.id, error = %e, "cannot decrypt an order's personal data; is a key missing?");
+fn personal_data(c: &Connectors, order: &FeedOrder) -> Result<OrderPii, Box<StepOutcome>> {
+    c.keyring.decrypt(order.change.id, &order.pii).map_err(|e| {
+        tracing::error!(order = %order.change.id, error = %e, "cannot decrypt an order's personal data; is a key missing?");
         Box::new(StepOutcome::Defer { retry_in: Duration::from_secs(300), why: "personal data undecryptable".into() })
     })
 }
 
-async fn screen(c: &Connectors, order: &Order) -> StepOutcome {
+async fn screen(c: &Connectors, order: &FeedOrder) -> StepOutcome {
+    let o = &order.change;
     let pii = match personal_data(c, order) {
         Ok(p) => p,
         Err(outcome) => return *outcome,
     };
-    let key = idempotency_key(order, "screening");
+    let key = idempotency_key(o, "screening");
     let request = ScreeningRequest {
-        order_id: order.id,
-        customer_id: order.customer_id,
-        asset: c.asset(order.source_ledger),
-        amount: order.source_amount,
+        order_id: o.id,
+        customer_id: o.customer_id,
+        asset: c.asset(o.source_ledger),
+        amount: o.source_amount,
         sender_name: pii.sender_name,
         sender_country: pii.sender_country,
         recipient_name: pii.recipient_name,
@@ -135,10 +141,11 @@ async fn screen(c: &Connectors, order: &Order) -> StepOutcome {
     StepOutcome::command(command.with_reason(&reason))
 }
 
-async fn lock_fx(c: &Connectors, order: &Order) -> StepOutcome {
-    let key = idempotency_key(order, "fx");
-    let (source, target) = (c.asset(order.source_ledger), c.asset(order.target_ledger));
-    let net = order.source_amount - order.fee_amount;
+async fn lock_fx(c: &Connectors, order: &FeedOrder) -> StepOutcome {
+    let o = &order.change;
+    let key = idempotency_key(o, "fx");
+    let (source, target) = (c.asset(o.source_ledger), c.asset(o.target_ledger));
+    let net = o.source_amount - o.fee_amount;
     let fx = c.fx.clone();
     match call_with_retry("fx", &c.retry, &c.breakers.fx, |_| fx.quote(&key, &source, &target, net)).await {
         Ok(q) => StepOutcome::command(OrderCommand {
@@ -154,16 +161,17 @@ async fn lock_fx(c: &Connectors, order: &Order) -> StepOutcome {
     }
 }
 
-async fn pay_out(c: &Connectors, order: &Order) -> StepOutcome {
+async fn pay_out(c: &Connectors, order: &FeedOrder) -> StepOutcome {
+    let o = &order.change;
     let pii = match personal_data(c, order) {
         Ok(p) => p,
         Err(outcome) => return *outcome,
     };
-    let key = idempotency_key(order, "payout");
+    let key = idempotency_key(o, "payout");
     let request = PayoutRequest {
-        order_id: order.id,
-        asset: c.asset(order.target_ledger),
-        amount: order.target_amount,
+        order_id: o.id,
+        asset: c.asset(o.target_ledger),
+        amount: o.target_amount,
         recipient_name: pii.recipient_name,
         bank_account: pii.recipient_bank_account,
     };
