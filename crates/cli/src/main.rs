@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run an embedded single node (no outside service needed).
-    Start(start::StartArgs),
+    Start(Box<start::StartArgs>),
     /// Check a data directory offline: every entry, a full replay, every invariant.
     Verify(start::VerifyArgs),
     /// Benchmark: load a server with transfers and check the balances.
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Start(args) => start::start(args),
+        Command::Start(args) => start::start(*args),
         Command::Simulate(args) => workflows::simulate(args),
         Command::Verify(args) => start::verify(args),
         Command::Bench(args) => bench::run(args),
