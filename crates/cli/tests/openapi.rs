@@ -299,7 +299,11 @@ fn openapi_document_validates_and_the_server_conforms_to_it() {
     // The router serves every one of them: its fallbacks answer none.
     for route in &documented {
         let (method, path) = route.split_once(' ').unwrap();
-        let path = path.replace("{id}", "999999");
+        let mut path = path.replace("{id}", "999999");
+        if path == "/v1/events/stream" {
+            // The stream never ends; a bad cursor shows it is served.
+            path.push_str("?after=not-a-number");
+        }
         let r = server.call(method, &path, ADMIN_KEY, (method == "POST").then_some("{}"));
         assert!(r.status != 405 && !r.body.contains("no such route"), "{route} is not served: {} {}", r.status, r.body);
     }
