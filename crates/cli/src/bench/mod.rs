@@ -5,6 +5,7 @@
 mod http;
 mod load;
 mod orders;
+mod project_postgres;
 mod recovery;
 mod workload;
 
@@ -29,6 +30,8 @@ enum BenchCommand {
     Recovery(recovery::RecoveryArgs),
     /// Drive payment orders to completion through the simulators; verify the ledger.
     Orders(orders::OrdersArgs),
+    /// Replay N transfers' events into a throwaway PostgreSQL read model; verify it.
+    ProjectPostgres(project_postgres::ProjectPostgresArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -89,6 +92,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         Some(BenchCommand::Recovery(r)) => recovery::run(r),
         Some(BenchCommand::Orders(o)) => orders::run(o),
+        Some(BenchCommand::ProjectPostgres(a)) => project_postgres::run(a),
         None if args.load.http => http::run(&args.load),
         None => throughput(args.load),
     }
