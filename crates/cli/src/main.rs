@@ -4,6 +4,7 @@
 mod bench;
 mod client_cmds;
 mod http_cli;
+mod project;
 mod relays;
 mod start;
 mod workflows;
@@ -59,6 +60,9 @@ enum Command {
     Webhooks(http_cli::WebhooksCommand),
     /// Import transfers from a CSV file over the HTTP API: batched, resumable, idempotent.
     Import(http_cli::import::ImportArgs),
+    /// Read models fed by the change stream: `project postgres`.
+    #[command(subcommand)]
+    Project(project::ProjectCommand),
     /// Serve the order connector simulators over HTTP (for `start --connectors-url`).
     Simulate(workflows::SimulateArgs),
 }
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Start(args) => start::start(*args),
         Command::Simulate(args) => workflows::simulate(args),
+        Command::Project(c) => project::run(c),
         Command::Verify(args) => start::verify(args),
         Command::Bench(args) => bench::run(args),
         Command::Ping(args) => client_cmds::ping(args),

@@ -5,6 +5,7 @@
 mod http;
 mod load;
 mod orders;
+mod project_postgres;
 mod recovery;
 mod relay_nats;
 mod workload;
@@ -32,6 +33,8 @@ enum BenchCommand {
     Orders(orders::OrdersArgs),
     /// Drain a backlog of events into a local nats-server through the JetStream relay; verify the stream.
     RelayNats(relay_nats::RelayNatsArgs),
+    /// Replay N transfers' events into a throwaway PostgreSQL read model; verify it.
+    ProjectPostgres(project_postgres::ProjectPostgresArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -93,6 +96,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchCommand::Recovery(r)) => recovery::run(r),
         Some(BenchCommand::Orders(o)) => orders::run(o),
         Some(BenchCommand::RelayNats(r)) => relay_nats::run(r),
+        Some(BenchCommand::ProjectPostgres(a)) => project_postgres::run(a),
         None if args.load.http => http::run(&args.load),
         None => throughput(args.load),
     }
