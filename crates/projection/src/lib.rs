@@ -53,7 +53,7 @@ pub struct Config {
 
 impl Config {
     pub fn new(pg_url: String, server_url: String, key: Option<String>) -> Config {
-        Config { pg_url, server_url, key, batch: 10_000, rebuild: false, wait_ms: 5000, verbose: true }
+        Config { pg_url, server_url, key, batch: 100_000, rebuild: false, wait_ms: 5000, verbose: true }
     }
 }
 

@@ -23,6 +23,14 @@
 //! round trip per event would cap the relay at a few thousand events/s; the
 //! server handles one connection's publishes in order, so the expectations
 //! hold along the pipeline.
+//!
+//! Only every `ACK_EVERY`-th message (and the last one available) asks for
+//! an ack; the others are plain publishes. That is still exact: because
+//! each message must directly follow its predecessor, the stream is always
+//! a gapless prefix of the events, and a stored (acknowledged) message
+//! proves every one before it is stored. A refused message refuses all
+//! after it, so the next ack reports the break. Acks are half of the
+//! broker's and the relay's work per message.
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream::StorageType};
@@ -44,6 +52,12 @@ pub const SEQ_HEADER: &str = "Bursar-Seq";
 const PAGE: u32 = 8190;
 /// Pages read ahead of the publisher.
 const PAGES_AHEAD: usize = 4;
+/// One message in this many asks the broker for an ack (see the module docs).
+const ACK_EVERY: u64 = 256;
+/// How long the broker remembers message ids. The relay resumes from the
+/// stream's end, not from the window, so a short one suffices and bounds
+/// the broker's memory at high rates.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug)]
 pub struct NatsRelayConfig {
@@ -52,7 +66,7 @@ pub struct NatsRelayConfig {
     pub stream: String,
     /// Subjects are `<prefix>.<type>`.
     pub subject_prefix: String,
-    /// Most publishes awaiting their ack.
+    /// Most messages published but not yet confirmed by an ack.
     pub max_in_flight: usize,
     /// How long one ack (or a stream API call) may take before the session
     /// is considered broken.
@@ -67,7 +81,7 @@ impl NatsRelayConfig {
             url: url.into(),
             stream: "BURSAR_EVENTS".to_string(),
             subject_prefix: "bursar.events".to_string(),
-            max_in_flight: 4096,
+            max_in_flight: 32_768,
             ack_timeout: Duration::from_secs(10),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
@@ -220,6 +234,7 @@ impl NatsRelay {
         after: u64,
         stream_last: u64,
     ) -> SessionEnd {
+        let client = js.client();
         let mut in_flight = FuturesOrdered::new();
         let mut ready: VecDeque<Outgoing> = VecDeque::new();
         let mut next = after + 1;
@@ -227,9 +242,9 @@ impl NatsRelay {
         // first one (when the stream has messages), the previous message id after.
         let mut first = stream_last > 0;
         let mut extends_stream = stream_last > 0;
-        let max = self.config.max_in_flight.max(1);
+        let max = self.config.max_in_flight.max(1) as u64;
         loop {
-            while in_flight.len() < max
+            while next - 1 - self.status.last_acked() < max
                 && let Some(out) = ready.pop_front()
             {
                 if out.seq != next {
@@ -245,20 +260,27 @@ impl NatsRelay {
                 let headers = message_headers(out.seq, expect);
                 (first, extends_stream) = (false, true);
                 let seq = out.seq;
-                let ack = match js.publish_with_headers(out.subject, headers, out.body).await {
-                    Ok(ack) => ack,
-                    Err(e) => return SessionEnd::Retry(format!("publishing event {seq}: {e}")),
-                };
-                in_flight.push_back(async move { (seq, ack.await) });
+                let window_full = next - self.status.last_acked() >= max;
+                if seq % ACK_EVERY == 0 || ready.is_empty() || window_full {
+                    let ack = match js.publish_with_headers(out.subject, headers, out.body).await {
+                        Ok(ack) => ack,
+                        Err(e) => return SessionEnd::Retry(format!("publishing event {seq}: {e}")),
+                    };
+                    in_flight.push_back(async move { (seq, ack.await) });
+                } else if let Err(e) = client.publish_with_headers(out.subject, headers, out.body).await {
+                    return SessionEnd::Retry(format!("publishing event {seq}: {e}"));
+                }
                 next += 1;
             }
             tokio::select! {
                 biased;
                 Some((seq, ack)) = in_flight.next(), if !in_flight.is_empty() => match ack {
                     Ok(ack) => {
+                        // Everything up to `seq` is stored (the stream is a prefix).
+                        let newly = seq - self.status.last_acked();
                         if !ack.duplicate {
-                            self.status.published.fetch_add(1, Ordering::Relaxed);
-                            metrics::counter!("bursar_relay_published_total", "relay" => RELAY).increment(1);
+                            self.status.published.fetch_add(newly, Ordering::Relaxed);
+                            metrics::counter!("bursar_relay_published_total", "relay" => RELAY).increment(newly);
                         }
                         self.status.last_acked.store(seq, Ordering::Release);
                         if in_flight.is_empty() || seq % 1024 == 0 {
@@ -267,7 +289,7 @@ impl NatsRelay {
                     }
                     Err(e) => return SessionEnd::Retry(format!("event {seq} was not stored: {e}")),
                 },
-                page = pages.recv(), if ready.is_empty() && in_flight.len() < max => match page {
+                page = pages.recv(), if ready.is_empty() && next - 1 - self.status.last_acked() < max => match page {
                     Some(Ok(events)) => ready.extend(events),
                     Some(Err(end)) => return end,
                     None => return SessionEnd::Retry("the event reader ended".to_string()),
@@ -317,6 +339,7 @@ async fn resume_point(js: &jetstream::Context, config: &NatsRelayConfig) -> Resu
             name: config.stream.clone(),
             subjects: vec![wildcard.clone()],
             storage: StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
             ..Default::default()
         })
         .await

@@ -20,8 +20,8 @@ pub struct RelayNatsArgs {
     transfers: u64,
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
     accounts: u64,
-    /// Publishes awaiting their ack at most.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    /// Messages published but not yet confirmed by an ack, at most.
+    #[arg(long, default_value_t = 32_768, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_in_flight: u64,
     /// Kill nats-server (SIGKILL) halfway through, restart it after this many seconds.
     #[arg(long)]
