@@ -53,7 +53,7 @@ const PAGE: u32 = 8190;
 /// Pages read ahead of the publisher.
 const PAGES_AHEAD: usize = 4;
 /// One message in this many asks the broker for an ack (see the module docs).
-const ACK_EVERY: u64 = 256;
+const ACK_EVERY: u64 = 1024;
 /// How long the broker remembers message ids. The relay resumes from the
 /// stream's end, not from the window, so a short one suffices and bounds
 /// the broker's memory at high rates.
