@@ -13,9 +13,9 @@
 
 #[path = "../../http/tests/common/mod.rs"]
 mod common;
-mod orders_common;
+mod process_common;
 
-use orders_common::*;
+use process_common::*;
 
 use bursar_core::orders::money::{AccountKind, account_id};
 use common::{ADMIN_KEY, Client, Req, Resp};
@@ -23,7 +23,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -42,47 +42,6 @@ const RECIPIENT: &str = "Philippa Vanderhoeven-Oyelaran";
 const BANK_ACCOUNT: &str = "NL91ABNA0417164300";
 
 // ------------------------------------------------------------- processes
-
-/// A child process, killed (SIGKILL) and reaped when dropped, also on panic.
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL: no shutdown, no final snapshot.
-    fn kill_hard(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reaped");
-    }
-
-    /// SIGTERM: a clean stop (the server snapshots).
-    fn stop_clean(mut self) {
-        let pid = i32::try_from(self.child.id()).expect("a pid");
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "a clean stop exits 0, not {status}; log:\n{}", self.log_text());
-                return;
-            }
-            assert!(Instant::now() < deadline, "did not stop in 60 s");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -126,38 +85,15 @@ struct Ports {
 
 /// `bursar start` on fixed ports; waits until the HTTP API is ready.
 fn start_server(dir: &Path, ports: &Ports, log: &Path) -> Proc {
-    for attempt in 0.. {
-        let child = bursar()
-            .args(["start", "--data-dir"])
+    let make = || {
+        let mut c = bursar();
+        c.args(["start", "--data-dir"])
             .arg(dir)
             .args(["--addr", &ports.addr, "--http", &ports.http, "--connectors-url", &ports.connectors])
-            .env("BURSAR_ADMIN_KEY", ADMIN_KEY)
-            .stdout(append(log))
-            .stderr(append(log))
-            .spawn()
-            .expect("the bursar binary starts");
-        let mut server = Proc { child, log: log.to_path_buf() };
-        let client = Client::new(&format!("http://{}", ports.http));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                let text = server.log_text();
-                // A port of the killed process may linger a moment.
-                let busy = text.lines().rev().take(5).any(|l| l.contains("in use"));
-                if busy && attempt < 20 {
-                    std::thread::sleep(Duration::from_millis(250));
-                    break;
-                }
-                panic!("server exited with {status}; its log:\n{text}");
-            }
-            if client.try_send(Req::new(Method::GET, "/readyz")).is_ok_and(|r| r.status == 200) {
-                return server;
-            }
-            assert!(Instant::now() < deadline, "server not ready in 60 s; its log:\n{}", server.log_text());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    unreachable!()
+            .env("BURSAR_ADMIN_KEY", ADMIN_KEY);
+        c
+    };
+    start_until_ready(make, &ports.http, log)
 }
 
 /// `bursar verify`: must pass; returns its report line.

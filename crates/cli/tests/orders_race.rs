@@ -22,9 +22,9 @@
 
 #[path = "../../http/tests/common/mod.rs"]
 mod common;
-mod orders_common;
+mod process_common;
 
-use orders_common::*;
+use process_common::*;
 
 use bursar_core::orders::money::{AccountKind, account_id};
 use common::{ADMIN_KEY, Client, Req, Resp};

@@ -11,14 +11,16 @@
 
 #[path = "../../http/tests/common/mod.rs"]
 mod common;
+mod process_common;
 
 use bursar_relay::nats::{msg_id, read_stream};
 use bursar_relay::nats_server::{NatsServer, free_port};
 use common::{ADMIN_KEY, Client, Req, Resp};
+use process_common::{Proc, Rng, start_until_ready};
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,37 +30,6 @@ const ACCOUNTS: u128 = 20;
 const KILLS: usize = 6;
 const BATCH: u64 = 100;
 
-/// A small deterministic generator (the seed is printed).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
-/// The `bursar` server process, SIGKILLed and reaped when dropped.
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
 struct Setup {
     dir: PathBuf,
     addr: String,
@@ -67,48 +38,20 @@ struct Setup {
     log: PathBuf,
 }
 
-fn append(path: &Path) -> std::fs::File {
-    std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap()
-}
-
 /// `bursar start --relay-nats` on fixed ports; waits until the HTTP API is ready.
-fn start_server(s: &Setup) -> Server {
-    for attempt in 0.. {
-        let child = Command::new(env!("CARGO_BIN_EXE_bursar"))
-            .args(["start", "--no-orders", "--data-dir"])
+fn start_server(s: &Setup) -> Proc {
+    let make = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_bursar"));
+        c.args(["start", "--no-orders", "--data-dir"])
             .arg(&s.dir)
             .args(["--addr", &s.addr, "--http", &s.http, "--relay-nats", &s.nats_url])
             .env("BURSAR_ADMIN_KEY", ADMIN_KEY)
-            .env("BURSAR_LOG", "info")
-            .stdout(append(&s.log))
-            .stderr(append(&s.log))
-            .spawn()
-            .expect("the bursar binary starts");
-        let mut server = Server { child, log: s.log.clone() };
-        let client = Client::new(&format!("http://{}", s.http));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                let text = server.log_text();
-                // A port of the killed process may linger a moment.
-                let busy = text.lines().rev().take(5).any(|l| l.contains("in use"));
-                if busy && attempt < 20 {
-                    std::thread::sleep(Duration::from_millis(250));
-                    break;
-                }
-                panic!("server exited with {status}; its log:\n{text}");
-            }
-            if client.try_send(Req::new(Method::GET, "/readyz")).is_ok_and(|r| r.status == 200) {
-                return server;
-            }
-            assert!(Instant::now() < deadline, "server not ready in 60 s; its log:\n{}", server.log_text());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    unreachable!()
+            .env("BURSAR_LOG", "info");
+        c
+    };
+    start_until_ready(make, &s.http, &s.log)
 }
 
-/// Posts until the server gives an answer that is not "try again".
 fn post_until_answered(c: &Client, key: &str, idem: &str, path: &str, body: &Value, stop: &AtomicBool) -> Option<Resp> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -249,7 +192,7 @@ fn relay_delivers_every_event_once_in_order_through_crashes() {
         assert!(
             Instant::now() < deadline,
             "relay not caught up in 60 s: last_seq {last:?} lag {lag:?} of {head}; server log:\n{}\nnats log:\n{}",
-            server.as_ref().map(Server::log_text).unwrap_or_default(),
+            server.as_ref().map(Proc::log_text).unwrap_or_default(),
             nats.log_tail()
         );
         std::thread::sleep(Duration::from_millis(100));

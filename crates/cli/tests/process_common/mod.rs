@@ -1,13 +1,15 @@
-//! Helpers shared by the order process tests (`orders_race.rs`,
-//! `orders_crash.rs`): a seeded generator, log files, and reading orders,
-//! timelines and balances over the HTTP API.
+//! Helpers shared by the tests that run `bursar` as a real process
+//! (`orders_race.rs`, `orders_crash.rs`, `relay_nats.rs`): a seeded
+//! generator, log files, child processes started until ready, and reading
+//! orders, timelines and balances over the HTTP API.
 
 #![allow(dead_code)]
 
-use crate::common::{ADMIN_KEY, Client};
+use crate::common::{ADMIN_KEY, Client, Req};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 pub const TERMINAL: [&str; 6] = ["completed", "cancelled", "rejected", "refunded", "expired", "failed"];
@@ -29,6 +31,78 @@ impl Rng {
 
 pub fn append(path: &Path) -> std::fs::File {
     std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap()
+}
+
+// ------------------------------------------------------------- processes
+
+/// A child process, killed (SIGKILL) and reaped when dropped, also on panic.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown, no final snapshot.
+    pub fn kill_hard(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
+    /// SIGTERM: a clean stop (the server snapshots).
+    pub fn stop_clean(mut self) {
+        let pid = i32::try_from(self.child.id()).expect("a pid");
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "a clean stop exits 0, not {status}; log:\n{}", self.log_text());
+                return;
+            }
+            assert!(Instant::now() < deadline, "did not stop in 60 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Spawns `bursar start` (as `make` builds it, output appended to `log`)
+/// until its HTTP API at `http` is ready. A fixed port that the killed
+/// previous process still holds for a moment is retried.
+pub fn start_until_ready(mut make: impl FnMut() -> Command, http: &str, log: &Path) -> Proc {
+    for attempt in 0.. {
+        let child = make().stdout(append(log)).stderr(append(log)).spawn().expect("the bursar binary starts");
+        let mut server = Proc { child, log: log.to_path_buf() };
+        let client = Client::new(&format!("http://{http}"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = server.child.try_wait().unwrap() {
+                let text = server.log_text();
+                let busy = text.lines().rev().take(5).any(|l| l.contains("in use"));
+                if busy && attempt < 20 {
+                    std::thread::sleep(Duration::from_millis(250));
+                    break;
+                }
+                panic!("server exited with {status}; its log:\n{text}");
+            }
+            if client.try_send(Req::new(reqwest::Method::GET, "/readyz")).is_ok_and(|r| r.status == 200) {
+                return server;
+            }
+            assert!(Instant::now() < deadline, "server not ready in 60 s; its log:\n{}", server.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    unreachable!()
 }
 
 // ------------------------------------------------------------- HTTP helpers
