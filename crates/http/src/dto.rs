@@ -45,7 +45,7 @@ const ACCOUNT_FLAGS: [(&str, u16); 5] = [
     ("closed", AF::CLOSED),
 ];
 
-const TRANSFER_FLAGS: [(&str, u16); 8] = [
+pub(crate) const TRANSFER_FLAGS: [(&str, u16); 8] = [
     ("linked", TF::LINKED),
     ("pending", TF::PENDING),
     ("post_pending", TF::POST_PENDING),

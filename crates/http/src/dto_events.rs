@@ -225,3 +225,182 @@ fn decode_key(p: &[u8]) -> Result<ApiKey, String> {
         revoked_at: w(16),
     })
 }
+
+/// One event as JSON bytes, ready to publish.
+pub struct JsonEvent {
+    pub seq: u64,
+    pub event_type: std::borrow::Cow<'static, str>,
+    pub json: Vec<u8>,
+}
+
+/// A `GetEvents` reply as JSON bytes per event: the same bytes as
+/// `serde_json::to_vec(&EventBody)`, but transfer events (the bulk of any
+/// stream) are written straight from their records, without the
+/// intermediate strings (the relays' hot path).
+pub fn page_json(body: &[u8]) -> Result<(u64, Vec<JsonEvent>), String> {
+    let next_after = u64::from_le_bytes(body.get(..8).ok_or("short events reply")?.try_into().expect("8 bytes"));
+    let mut rest = &body[8..];
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let header = rest.get(..WIRE_HEADER).ok_or("short event header")?;
+        let word = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().expect("8 bytes"));
+        let (seq, timestamp, k) = (word(0), word(8), header[16]);
+        let len = u32::from_le_bytes(header[20..24].try_into().expect("4 bytes")) as usize;
+        let payload = rest.get(WIRE_HEADER..WIRE_HEADER + len).ok_or("short event payload")?;
+        let event = match transfer_type(k) {
+            Some(name) => {
+                let mut json = Vec::with_capacity(512);
+                write_transfer_json(seq, timestamp, k, payload, &mut json).map_err(|e| format!("event {seq}: {e}"))?;
+                JsonEvent { seq, event_type: name.into(), json }
+            }
+            None => {
+                let e = decode_event(seq, timestamp, k, payload).map_err(|e| format!("event {seq}: {e}"))?;
+                let json = serde_json::to_vec(&e).map_err(|e| format!("event {seq}: {e}"))?;
+                JsonEvent { seq, event_type: e.event_type.into(), json }
+            }
+        };
+        out.push(event);
+        rest = &rest[WIRE_HEADER + len..];
+    }
+    Ok((next_after, out))
+}
+
+fn transfer_type(k: u8) -> Option<&'static str> {
+    matches!(k, kind::TRANSFER_POSTED | kind::TRANSFER_PENDING | kind::TRANSFER_VOIDED | kind::TRANSFER_EXPIRED)
+        .then(|| type_name(k).expect("transfer kinds are named"))
+}
+
+/// Writes a transfer event exactly as serde writes its `EventBody` (field
+/// order, quoting, optional `pending_amount`); `tests` hold the two equal.
+fn write_transfer_json(seq: u64, timestamp: u64, k: u8, p: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+    let t: Transfer = record(p.get(..Transfer::SIZE).ok_or("short transfer")?)?;
+    let pending = u128::from_le_bytes(p.get(Transfer::SIZE..).ok_or("short")?.try_into().map_err(|_| "size")?);
+    let mut buf = itoa::Buffer::new();
+    let mut num = |out: &mut Vec<u8>, quoted: bool, v: u128| {
+        if quoted {
+            out.push(b'"');
+        }
+        out.extend_from_slice(buf.format(v).as_bytes());
+        if quoted {
+            out.push(b'"');
+        }
+    };
+    out.extend_from_slice(b"{\"seq\":");
+    num(out, false, u128::from(seq));
+    out.extend_from_slice(b",\"type\":\"");
+    out.extend_from_slice(type_name(k).ok_or("not a transfer kind")?.as_bytes());
+    out.extend_from_slice(b"\",\"version\":");
+    num(out, false, u128::from(EVENT_VERSION));
+    out.extend_from_slice(b",\"timestamp\":");
+    num(out, true, u128::from(timestamp));
+    out.extend_from_slice(b",\"accounts\":[");
+    num(out, true, t.debit_account_id);
+    out.push(b',');
+    num(out, true, t.credit_account_id);
+    out.extend_from_slice(b"],\"data\":{\"id\":");
+    num(out, true, t.id);
+    out.extend_from_slice(b",\"debit_account_id\":");
+    num(out, true, t.debit_account_id);
+    out.extend_from_slice(b",\"credit_account_id\":");
+    num(out, true, t.credit_account_id);
+    out.extend_from_slice(b",\"amount\":");
+    num(out, true, t.amount);
+    out.extend_from_slice(b",\"pending_id\":");
+    num(out, true, t.pending_id);
+    out.extend_from_slice(b",\"ledger\":");
+    num(out, false, u128::from(t.ledger));
+    out.extend_from_slice(b",\"code\":");
+    num(out, false, u128::from(t.code));
+    out.extend_from_slice(b",\"flags\":[");
+    let mut first = true;
+    for (name, bit) in crate::dto::TRANSFER_FLAGS {
+        if t.flags & bit != 0 {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.push(b'"');
+        }
+    }
+    out.extend_from_slice(b"],\"timeout\":");
+    num(out, false, u128::from(t.timeout));
+    out.extend_from_slice(b",\"user_data_128\":");
+    num(out, true, t.user_data_128);
+    out.extend_from_slice(b",\"user_data_64\":");
+    num(out, true, u128::from(t.user_data_64));
+    out.extend_from_slice(b",\"user_data_32\":");
+    num(out, false, u128::from(t.user_data_32));
+    out.extend_from_slice(b",\"timestamp\":");
+    num(out, true, u128::from(t.timestamp));
+    if t.pending_id != 0 || k == kind::TRANSFER_EXPIRED {
+        out.extend_from_slice(b",\"pending_amount\":");
+        num(out, true, pending);
+    }
+    out.extend_from_slice(b"}}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bursar_core::records::transfer_flags as TF;
+
+    fn wire(seq: u64, timestamp: u64, k: u8, t: &Transfer, pending: u128) -> Vec<u8> {
+        let mut out = vec![0; 8];
+        out.extend_from_slice(&seq.to_le_bytes());
+        out.extend_from_slice(&timestamp.to_le_bytes());
+        out.extend_from_slice(&[k, 0, 0, 0]);
+        out.extend_from_slice(&((Transfer::SIZE + 16) as u32).to_le_bytes());
+        out.extend_from_slice(bytemuck::bytes_of(t));
+        out.extend_from_slice(&pending.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn direct_transfer_json_equals_serde_byte_for_byte() {
+        let mut x: u128 = 0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C834;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let kinds = [kind::TRANSFER_POSTED, kind::TRANSFER_PENDING, kind::TRANSFER_VOIDED, kind::TRANSFER_EXPIRED];
+        for i in 0..2000u64 {
+            let r = next();
+            // Edge values as often as random ones: 0, max, and everything between.
+            let pick = |v: u128, sel: u128| match sel % 3 {
+                0 => 0,
+                1 => u128::MAX,
+                _ => v,
+            };
+            let t = Transfer {
+                id: r | 1,
+                debit_account_id: next(),
+                credit_account_id: next(),
+                amount: pick(next(), r >> 3),
+                pending_id: pick(next(), r >> 7),
+                user_data_128: pick(next(), r >> 11),
+                user_data_64: next() as u64,
+                user_data_32: next() as u32,
+                timeout: next() as u32,
+                ledger: next() as u32,
+                code: next() as u16,
+                flags: (next() as u16) & (TF::LINKED | TF::PENDING | TF::POST_PENDING | TF::VOID_PENDING | 0xF0),
+                timestamp: next() as u64,
+            };
+            let k = kinds[(i % 4) as usize];
+            let body = wire(i + 1, next() as u64, k, &t, pick(next(), r >> 17));
+            let (_, direct) = page_json(&body).unwrap();
+            let page = decode_page(&body).unwrap();
+            assert_eq!(
+                String::from_utf8(direct[0].json.clone()).unwrap(),
+                serde_json::to_string(&page.events[0]).unwrap(),
+                "transfer {t:?}"
+            );
+            assert_eq!(direct[0].event_type, page.events[0].event_type);
+        }
+    }
+}

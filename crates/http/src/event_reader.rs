@@ -3,7 +3,7 @@
 //! the same JSON bodies `GET /v1/events` serves, and a wait for new ones.
 //! A page is answered only once everything in it is durable.
 
-use crate::dto_events::{EventPage, decode_page};
+use crate::dto_events::{EventPage, JsonEvent, decode_page, page_json};
 use bursar_core::Operation;
 use bursar_core::events::EventFilter;
 use bursar_server::node::NodeHandle;
@@ -27,6 +27,14 @@ impl EventReader {
         let filter = EventFilter { after, limit, kinds, reserved: [0; 16] };
         let response = self.link.request(Operation::GetEvents, bytemuck::bytes_of(&filter).to_vec()).await?;
         decode_page(&response.body)
+    }
+
+    /// Like [`EventReader::page`], but each event already rendered to its
+    /// JSON bytes (the same bytes), for relays that only forward them.
+    pub async fn json_page(&self, after: u64, limit: u32, kinds: u32) -> Result<(u64, Vec<JsonEvent>), String> {
+        let filter = EventFilter { after, limit, kinds, reserved: [0; 16] };
+        let response = self.link.request(Operation::GetEvents, bytemuck::bytes_of(&filter).to_vec()).await?;
+        page_json(&response.body)
     }
 
     /// The newest event sequence applied (maybe not yet durable): the head a

@@ -375,14 +375,14 @@ async fn read_pages(
     tx: mpsc::Sender<Result<Vec<Outgoing>, SessionEnd>>,
 ) {
     loop {
-        let page = match reader.page(after, PAGE, 0).await {
+        let (next_after, events) = match reader.json_page(after, PAGE, 0).await {
             Ok(p) => p,
             Err(e) => {
                 let _ = tx.send(Err(SessionEnd::Retry(format!("reading events after {after}: {e}")))).await;
                 return;
             }
         };
-        if page.events.is_empty() {
+        if events.is_empty() {
             // Nothing durable after `after` yet. The tail moves when an event is
             // applied, a little before it is durable: poll briefly until then.
             if reader.head() > after {
@@ -393,18 +393,11 @@ async fn read_pages(
             }
             continue;
         }
-        after = page.next_after.max(after);
-        let mut out = Vec::with_capacity(page.events.len());
-        for event in page.events {
-            let body = match serde_json::to_vec(&event) {
-                Ok(b) => b,
-                Err(e) => {
-                    let _ = tx.send(Err(SessionEnd::Stopped(format!("rendering event {}: {e}", event.seq)))).await;
-                    return;
-                }
-            };
-            out.push(Outgoing { seq: event.seq, subject: config.subject(&event.event_type), body: Bytes::from(body) });
-        }
+        after = next_after.max(after);
+        let out: Vec<Outgoing> = events
+            .into_iter()
+            .map(|e| Outgoing { seq: e.seq, subject: config.subject(&e.event_type), body: Bytes::from(e.json) })
+            .collect();
         if tx.send(Ok(out)).await.is_err() {
             return;
         }
