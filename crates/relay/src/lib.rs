@@ -4,6 +4,7 @@
 //! place in the broker itself.
 
 pub mod nats;
+pub mod nats_cluster;
 pub mod nats_server;
 
 use bursar_server::node::NodeHandle;

@@ -206,7 +206,14 @@ impl NatsRelay {
         }
     }
 
-    async fn connect(&self, disconnected: Arc<Notify>) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async fn connect(&self, disconnected: Arc<Notify>) -> Result<async_nats::Client, String> {
+        // async-nats parses one URL per string: split the comma-separated list.
+        let servers = self
+            .config
+            .url
+            .split(',')
+            .map(|u| u.trim().parse::<async_nats::ServerAddr>().map_err(|e| format!("server URL {u:?}: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
         async_nats::ConnectOptions::new()
             .name("bursar-relay")
             .connection_timeout(self.config.ack_timeout.min(Duration::from_secs(5)))
@@ -221,8 +228,9 @@ impl NatsRelay {
                     }
                 }
             })
-            .connect(self.config.url.as_str())
+            .connect(servers)
             .await
+            .map_err(|e| e.to_string())
     }
 
     /// Publishes pages as they come, keeping up to `max_in_flight` acks

@@ -1,0 +1,171 @@
+//! A local cluster of `nats-server` processes with clustered JetStream (R3
+//! streams), each a child process with its own config, store and log in a
+//! temp dir, on free loopback ports: for the cluster-mode tests and the
+//! chaos harness. Nodes can be killed (SIGKILL), restarted on the same store,
+//! paused (SIGSTOP) and resumed (SIGCONT).
+
+use crate::nats_server::{find_binary, free_port};
+use std::fmt::Write as _;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Largest message the cluster accepts: a log entry of 8190 transfers is
+/// about 1 MiB, with room for envelopes.
+pub const MAX_PAYLOAD: &str = "8MB";
+
+struct Node {
+    name: String,
+    port: u16,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running cluster; every node is SIGKILLed when it is dropped.
+pub struct NatsCluster {
+    binary: PathBuf,
+    nodes: Vec<Node>,
+}
+
+impl NatsCluster {
+    /// Starts `size` clustered JetStream servers under `dir` and waits until
+    /// each accepts connections (JetStream's meta leader may take a moment
+    /// longer; see [`NatsCluster::urls`] users' retries).
+    pub fn start(dir: &Path, size: usize) -> Result<NatsCluster, String> {
+        assert!(size >= 1, "a cluster has at least one node");
+        let binary = find_binary()?;
+        let ports: Vec<(u16, u16)> =
+            (0..size).map(|_| Ok((free_port()?, free_port()?))).collect::<Result<_, String>>()?;
+        let mut nodes = Vec::with_capacity(size);
+        for (i, (port, cluster_port)) in ports.iter().enumerate() {
+            let name = format!("n{}", i + 1);
+            let node_dir = dir.join(&name);
+            std::fs::create_dir_all(&node_dir).map_err(|e| format!("creating {}: {e}", node_dir.display()))?;
+            let routes: Vec<String> = ports
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, (_, c))| format!("\"nats-route://127.0.0.1:{c}\""))
+                .collect();
+            let mut conf = String::new();
+            let _ = writeln!(conf, "server_name: {name}");
+            let _ = writeln!(conf, "listen: 127.0.0.1:{port}");
+            let _ = writeln!(conf, "max_payload: {MAX_PAYLOAD}");
+            let _ = writeln!(conf, "jetstream {{ store_dir: {:?} }}", node_dir.join("store"));
+            let _ = writeln!(
+                conf,
+                "cluster {{ name: bursar, listen: 127.0.0.1:{cluster_port}, routes: [{}] }}",
+                routes.join(", ")
+            );
+            let config = node_dir.join("nats.conf");
+            std::fs::write(&config, conf).map_err(|e| format!("writing {}: {e}", config.display()))?;
+            nodes.push(Node { name, port: *port, config, log: node_dir.join("nats.log"), child: None });
+        }
+        let mut cluster = NatsCluster { binary, nodes };
+        for i in 0..size {
+            cluster.restart(i)?;
+        }
+        Ok(cluster)
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Client URL of node `i`.
+    pub fn url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    /// Every node's client URL, comma-separated (what clients are given).
+    pub fn urls(&self) -> String {
+        (0..self.nodes.len()).map(|i| self.url(i)).collect::<Vec<_>>().join(",")
+    }
+
+    /// SIGKILL node `i` (no-op if it is down).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts node `i` again on its port and store.
+    pub fn restart(&mut self, i: usize) -> Result<(), String> {
+        self.kill(i);
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .map_err(|e| format!("opening {}: {e}", node.log.display()))?;
+        let err = log.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new(&self.binary)
+            .arg("-c")
+            .arg(&node.config)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", self.binary.display()))?;
+        node.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (name, port) = (self.nodes[i].name.clone(), self.nodes[i].port);
+        loop {
+            let exited = self.nodes[i].child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                self.nodes[i].child = None;
+                return Err(format!("{name} exited with {status}; its log:\n{}", self.log_tail(i)));
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{name} not listening after 30 s:\n{}", self.log_tail(i)));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGSTOP node `i`: alive but silent (a pause, like a long GC or a VM
+    /// stall), so peers must time it out.
+    pub fn pause(&mut self, i: usize) {
+        self.signal(i, libc::SIGSTOP);
+    }
+
+    /// SIGCONT node `i` after [`NatsCluster::pause`].
+    pub fn resume(&mut self, i: usize) {
+        self.signal(i, libc::SIGCONT);
+    }
+
+    fn signal(&self, i: usize, signal: libc::c_int) {
+        if let Some(child) = &self.nodes[i].child {
+            let pid = libc::pid_t::try_from(child.id()).expect("invariant: child pids fit pid_t");
+            // SAFETY: kill(2) on our own live child's pid; no memory is involved.
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+
+    /// The end of node `i`'s log, for error messages.
+    pub fn log_tail(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            // A paused node must be resumed to die promptly and be reaped.
+            self.resume(i);
+            self.kill(i);
+        }
+    }
+}
