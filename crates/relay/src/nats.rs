@@ -207,13 +207,7 @@ impl NatsRelay {
     }
 
     async fn connect(&self, disconnected: Arc<Notify>) -> Result<async_nats::Client, String> {
-        // async-nats parses one URL per string: split the comma-separated list.
-        let servers = self
-            .config
-            .url
-            .split(',')
-            .map(|u| u.trim().parse::<async_nats::ServerAddr>().map_err(|e| format!("server URL {u:?}: {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
+        let servers = parse_servers(&self.config.url)?;
         async_nats::ConnectOptions::new()
             .name("bursar-relay")
             .connection_timeout(self.config.ack_timeout.min(Duration::from_secs(5)))
@@ -305,6 +299,21 @@ impl NatsRelay {
             }
         }
     }
+}
+
+/// The servers of a comma-separated URL list (async-nats parses one URL
+/// per string, so `a,b,c` must be split here).
+pub fn parse_servers(urls: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    let servers = urls
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| u.parse::<async_nats::ServerAddr>().map_err(|e| format!("server URL {u:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err("no NATS server URL given".to_string());
+    }
+    Ok(servers)
 }
 
 /// What a publish expects the stream to end with, checked by the server.
@@ -487,5 +496,19 @@ pub async fn read_stream(url: &str, stream: &str, timeout: Duration) -> Result<V
         if stream_seq >= last {
             return Ok(out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_servers;
+
+    #[test]
+    fn server_lists_split_on_commas_and_bad_urls_are_errors() {
+        let servers = parse_servers("nats://127.0.0.1:4222, nats://127.0.0.1:4223,nats://h3:4224").unwrap();
+        assert_eq!(servers.len(), 3);
+        assert_eq!(servers[1].port(), 4223);
+        assert!(parse_servers("").unwrap_err().contains("no NATS server"));
+        assert!(parse_servers("nats://127.0.0.1:4222,nats://x:notaport").unwrap_err().contains("notaport"));
     }
 }
