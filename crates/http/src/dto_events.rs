@@ -124,19 +124,37 @@ pub struct EventPage {
 
 /// Decodes a `GetEvents` reply.
 pub fn decode_page(body: &[u8]) -> Result<EventPage, String> {
+    let (next_after, wire) = split_wire(body)?;
+    let events = wire
+        .into_iter()
+        .map(|w| decode_event(w.seq, w.timestamp, w.kind, w.payload).map_err(|e| format!("event {}: {e}", w.seq)))
+        .collect::<Result<_, _>>()?;
+    Ok(EventPage { next_after, events })
+}
+
+/// One event of a `GetEvents` reply, before decoding.
+struct WireEvent<'a> {
+    seq: u64,
+    timestamp: u64,
+    kind: u8,
+    payload: &'a [u8],
+}
+
+/// Splits a `GetEvents` reply into its cursor and its events' headers and
+/// payloads (format in `bursar_core::events::Machine::events_page`).
+fn split_wire(body: &[u8]) -> Result<(u64, Vec<WireEvent<'_>>), String> {
     let next_after = u64::from_le_bytes(body.get(..8).ok_or("short events reply")?.try_into().expect("8 bytes"));
     let mut rest = &body[8..];
-    let mut events = Vec::new();
+    let mut out = Vec::new();
     while !rest.is_empty() {
         let header = rest.get(..WIRE_HEADER).ok_or("short event header")?;
         let word = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().expect("8 bytes"));
-        let (seq, timestamp, kind) = (word(0), word(8), header[16]);
         let len = u32::from_le_bytes(header[20..24].try_into().expect("4 bytes")) as usize;
         let payload = rest.get(WIRE_HEADER..WIRE_HEADER + len).ok_or("short event payload")?;
-        events.push(decode_event(seq, timestamp, kind, payload).map_err(|e| format!("event {seq}: {e}"))?);
+        out.push(WireEvent { seq: word(0), timestamp: word(8), kind: header[16], payload });
         rest = &rest[WIRE_HEADER + len..];
     }
-    Ok(EventPage { next_after, events })
+    Ok((next_after, out))
 }
 
 fn decode_event(seq: u64, timestamp: u64, k: u8, p: &[u8]) -> Result<EventBody, String> {
@@ -238,15 +256,9 @@ pub struct JsonEvent {
 /// stream) are written straight from their records, without the
 /// intermediate strings (the relays' hot path).
 pub fn page_json(body: &[u8]) -> Result<(u64, Vec<JsonEvent>), String> {
-    let next_after = u64::from_le_bytes(body.get(..8).ok_or("short events reply")?.try_into().expect("8 bytes"));
-    let mut rest = &body[8..];
-    let mut out = Vec::new();
-    while !rest.is_empty() {
-        let header = rest.get(..WIRE_HEADER).ok_or("short event header")?;
-        let word = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().expect("8 bytes"));
-        let (seq, timestamp, k) = (word(0), word(8), header[16]);
-        let len = u32::from_le_bytes(header[20..24].try_into().expect("4 bytes")) as usize;
-        let payload = rest.get(WIRE_HEADER..WIRE_HEADER + len).ok_or("short event payload")?;
+    let (next_after, wire) = split_wire(body)?;
+    let mut out = Vec::with_capacity(wire.len());
+    for WireEvent { seq, timestamp, kind: k, payload } in wire {
         let event = match transfer_type(k) {
             Some(name) => {
                 let mut json = Vec::with_capacity(512);
@@ -260,7 +272,6 @@ pub fn page_json(body: &[u8]) -> Result<(u64, Vec<JsonEvent>), String> {
             }
         };
         out.push(event);
-        rest = &rest[WIRE_HEADER + len..];
     }
     Ok((next_after, out))
 }

@@ -35,6 +35,7 @@
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream::StorageType};
 use bursar_http::event_reader::EventReader;
+use bursar_workflow::resilience::Backoff;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
@@ -145,7 +146,7 @@ impl NatsRelay {
     /// the engine went away (the supervisor decides what follows).
     pub async fn run(self) -> Result<(), String> {
         let _lag = AbortOnDrop(tokio::spawn(report_lag(self.reader.clone(), self.status.clone())));
-        let mut backoff = self.config.backoff_min;
+        let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
         loop {
             let acked_before = self.status.last_acked();
             let end = self.session().await;
@@ -156,13 +157,11 @@ impl NatsRelay {
                     metrics::counter!("bursar_relay_resets_total", "relay" => RELAY).increment(1);
                     if self.status.last_acked() > acked_before {
                         // It made progress: the trouble is new, start the backoff over.
-                        backoff = self.config.backoff_min;
+                        backoff.reset();
                     }
-                    // Full jitter in [backoff/2, backoff]: relays restarting together spread out.
-                    let wait = backoff.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+                    let wait = backoff.next_wait();
                     tracing::warn!(relay = RELAY, error = %why, retry_in_ms = wait.as_millis() as u64, "relay session ended");
                     tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(self.config.backoff_max);
                 }
             }
         }

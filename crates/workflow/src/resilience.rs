@@ -13,6 +13,38 @@ use std::time::Duration;
 use rand::{Rng, RngExt};
 use tokio::time::Instant;
 
+/// A doubling backoff for loops that retry until something recovers
+/// (relays, webhook deliveries): each wait is drawn from
+/// `[current/2, current]` ("equal jitter"), so retriers do not move in
+/// lockstep yet always wait at least half the step.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        let max = max.max(min);
+        Backoff { min, max, current: min }
+    }
+
+    /// The wait before the next attempt; the step after it doubles (capped).
+    pub fn next_wait(&mut self) -> Duration {
+        let half = self.current / 2;
+        let spread = u64::try_from((self.current - half).as_nanos()).unwrap_or(u64::MAX);
+        let wait = half + Duration::from_nanos(rand::rng().random_range(0..=spread));
+        self.current = self.current.saturating_mul(2).min(self.max);
+        wait
+    }
+
+    /// Starts over from the smallest step (after progress).
+    pub fn reset(&mut self) {
+        self.current = self.min;
+    }
+}
+
 /// How a connector call is retried.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -432,6 +464,18 @@ mod tests {
         let policy = RetryPolicy { base: Duration::MAX, max_backoff: Duration::from_secs(5), ..RetryPolicy::default() };
         assert_eq!(backoff_ceiling(&policy, u32::MAX), Duration::from_secs(5));
         assert_eq!(backoff_ceiling(&policy, 0), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn backoff_waits_half_to_full_step_doubling_to_the_cap_and_resets() {
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new(ms(100), ms(350));
+        for step in [100, 200, 350, 350] {
+            let wait = b.next_wait();
+            assert!(wait >= ms(step / 2) && wait <= ms(step), "step {step} ms waited {wait:?}");
+        }
+        b.reset();
+        assert!(b.next_wait() <= ms(100), "after a reset the first step again");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use bursar_core::service::webhooks::{
 use bursar_server::node::NodeHandle;
 use bursar_workflow::engine_link::EngineLink;
 use bursar_workflow::pii::PiiKeyring;
+use bursar_workflow::resilience::Backoff;
 use bursar_workflow::supervisor::{Child, Escalation, Intensity, Restart, Strategy, Supervisor, SupervisorStats};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -298,7 +299,7 @@ impl Deliverer {
         let settings = &self.inner.settings;
         let body = Bytes::from(serde_json::to_vec(event).map_err(|e| format!("event {}: {e}", event.seq))?);
         let started = Instant::now();
-        let mut backoff = settings.first_backoff;
+        let mut backoff = Backoff::new(settings.first_backoff, settings.max_backoff);
         let mut attempts = 0u32;
         loop {
             attempts = attempts.saturating_add(1);
@@ -314,7 +315,7 @@ impl Deliverer {
                 Err(f) => f,
             };
             metrics::counter!("bursar_webhook_deliveries_total", "outcome" => "failed").increment(1);
-            let wait = jitter(backoff);
+            let wait = backoff.next_wait();
             if started.elapsed() + wait > settings.retry_period {
                 metrics::counter!("bursar_webhook_deliveries_total", "outcome" => "dead_lettered").increment(1);
                 tracing::warn!(
@@ -328,7 +329,6 @@ impl Deliverer {
                 return Ok(Outcome::Dead { attempts, status: failure.status, error: failure.kind });
             }
             tokio::time::sleep(wait).await;
-            backoff = (backoff * 2).min(settings.max_backoff);
             if self.record(id).await?.is_none() {
                 return Ok(Outcome::Deleted);
             }
@@ -469,14 +469,4 @@ where
     }
     .map_err(|_| Failure::kind(error_kind::CONNECTION))?;
     Ok(response.status().as_u16())
-}
-
-/// Half the backoff plus a random part of the other half ("equal jitter"),
-/// so failing webhooks do not retry in lockstep.
-fn jitter(backoff: Duration) -> Duration {
-    let mut bytes = [0u8; 8];
-    let r = getrandom::fill(&mut bytes).map_or(0, |_| u64::from_le_bytes(bytes));
-    let half = backoff / 2;
-    let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
-    half + Duration::from_nanos(r % nanos)
 }
