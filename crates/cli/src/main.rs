@@ -3,6 +3,7 @@
 
 mod bench;
 mod client_cmds;
+mod cluster_args;
 mod http_cli;
 mod project;
 mod relays;

@@ -49,6 +49,8 @@ pub struct StartArgs {
     pub relays: crate::relays::RelayArgs,
     #[command(flatten)]
     pub webhooks: WebhookArgs,
+    #[command(flatten)]
+    pub cluster: crate::cluster_args::ClusterArgs,
 }
 
 /// Webhook options of `bursar start`.
@@ -122,8 +124,19 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!(e))?;
         Some(std::sync::Arc::new(bursar_http::WebhooksApi::new(keyring, std::sync::Arc::new(policy))))
     };
-    let node = Node::start(args.node_config())
+    let (replicator, cluster) = match args.cluster.config() {
+        Some(config) => {
+            // Until the lease lands, no replica runs timers or side effects.
+            let (_lease_tx, lease_held) = tokio::sync::watch::channel(false);
+            let (replicator, handle) = bursar_cluster::JetStreamReplicator::new(config, lease_held);
+            (Some(Box::new(replicator) as Box<dyn bursar_server::replication::Replicator>), Some(handle))
+        }
+        None => (None, None),
+    };
+    let node = Node::start_with(args.node_config(), replicator)
         .with_context(|| format!("starting with data directory {}", args.data_dir.display()))?;
+    let workflow_settings = if cluster.is_some() { None } else { workflow_settings };
+    let webhooks_side_effects = cluster.is_none();
     let workflows = match &workflow_settings {
         Some(settings) => Some(
             bursar_workflow::runtime::start(&node.handle(), settings.clone())
@@ -132,7 +145,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         None => None,
     };
     let webhook_workers = match &webhooks {
-        Some(api) => Some(
+        Some(api) if webhooks_side_effects => Some(
             bursar_http::webhooks::delivery::start(
                 &node.handle(),
                 api.keyring.clone(),
@@ -141,7 +154,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
             )
             .map_err(|e| anyhow::anyhow!("starting the webhook workers: {e}"))?,
         ),
-        None => None,
+        _ => None,
     };
     let http = if args.no_http {
         None
@@ -157,7 +170,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         Some((server.local_addr(), tls.is_some()))
     };
     // After the HTTP API, which installs the metrics recorder the relays report to.
-    let relays = args.relays.start(&node.handle());
+    let relays = if cluster.is_none() { args.relays.start(&node.handle()) } else { None };
     let r = node.report();
     println!(
         "bursar: serving on {} (data dir {}, position {}, {} accounts, {} transfers, snapshot {}, replayed {} entries, recovered in {} ms)",

@@ -39,7 +39,8 @@ impl ClientError {
     /// Whether the request may have been applied even though no reply came:
     /// the caller must look the ids up (or simply retry: ids are idempotent).
     pub fn is_indefinite(&self) -> bool {
-        matches!(self, ClientError::Io(_)) || self.protocol_error() == Some(ProtocolError::Internal)
+        matches!(self, ClientError::Io(_))
+            || matches!(self.protocol_error(), Some(ProtocolError::Internal | ProtocolError::OutcomeUnknown))
     }
 }
 

@@ -2,3 +2,50 @@
 //! applies it; any replica accepts writes by proposing them to the stream.
 //! Bursar writes no consensus code: JetStream supplies order, replication
 //! and durability. See `docs/cluster.md`.
+
+pub mod log_stream;
+pub mod replica;
+
+use std::time::Duration;
+
+pub use replica::{ClusterHandle, JetStreamReplicator};
+
+/// How a replica reaches the cluster and names what it shares there.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// NATS server URLs, comma-separated.
+    pub urls: String,
+    /// This replica's id, unique in the cluster (1, 2, 3, ...).
+    pub node_id: u32,
+    /// The log stream.
+    pub stream: String,
+    /// Copies JetStream keeps of the log, the lease and the snapshots.
+    pub replicas: usize,
+    /// How long a proposal is retried before its requests get "outcome
+    /// unknown".
+    pub proposal_deadline: Duration,
+    /// The broker's duplicate window on the log; at least twice the
+    /// proposal deadline so a retry is always recognised.
+    pub duplicate_window: Duration,
+    /// Bound on connecting to the cluster at start.
+    pub connect_timeout: Duration,
+}
+
+impl ClusterConfig {
+    pub fn new(urls: String, node_id: u32) -> ClusterConfig {
+        ClusterConfig {
+            urls,
+            node_id,
+            stream: "BURSAR_LOG".into(),
+            replicas: 3,
+            proposal_deadline: Duration::from_secs(20),
+            duplicate_window: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// The one subject the log stream holds.
+    pub fn log_subject(&self) -> String {
+        format!("{}.entries", self.stream.to_ascii_lowercase())
+    }
+}

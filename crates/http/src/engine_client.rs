@@ -145,6 +145,10 @@ fn check_status(r: &Response) -> Result<(), Problem> {
         Some(bursar_proto::ProtocolError::ShuttingDown) => {
             Problem::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", detail).retry_after(1)
         }
+        // Retrying with the same Idempotency-Key is safe: it finds the write if it landed.
+        Some(bursar_proto::ProtocolError::OutcomeUnknown) => {
+            Problem::new(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", detail).retry_after(1)
+        }
         _ => Problem::internal(detail),
     })
 }

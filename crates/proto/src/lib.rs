@@ -239,6 +239,7 @@ protocol_errors! {
     ServerBusy = 9, "server_busy", false => "The server's queues are full; retry later.",
     ShuttingDown = 10, "shutting_down", true => "The server is shutting down.",
     Internal = 11, "internal_error", true => "The server failed; the request may or may not have been applied.",
+    OutcomeUnknown = 12, "outcome_unknown", false => "Cluster mode: the write's commit to the replicated log was not confirmed in time; it may or may not be applied, so look it up before retrying.",
 }
 
 impl std::fmt::Display for ProtocolError {

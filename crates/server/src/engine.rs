@@ -8,13 +8,15 @@
 //! state that a crash could take back.
 
 use crate::gate::{Gate, ReplyTo, Response};
+use crate::replication::{Committed, Proposal, ProposalFailed, ReplicaLink};
 use crate::snapshotter::SnapshotTrigger;
-use bursar_core::command::{AuditFilter, Envelope, LogCommand, envelope_prefix};
+use bursar_core::command::{AuditFilter, Envelope, LogCommand, decode_body, envelope_prefix};
 use bursar_core::machine::{Machine, Outcome};
 use bursar_core::records::{AccountFilter, LedgerFilter, decode_at};
 use bursar_core::service::keys::Keys;
 use bursar_core::{Command, EventResult, Operation};
 use bursar_proto::{PING, ProtocolError, RequestOp};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -23,6 +25,9 @@ use tokio::sync::mpsc;
 pub const GROUP_REQUESTS_MAX: usize = 64;
 /// Most body bytes folded into one log entry (the log allows 64 MiB).
 pub const GROUP_BYTES_MAX: usize = 16 << 20;
+/// In cluster mode, where an entry is one message of the replicated log:
+/// this plus one request (HTTP bodies are at most 4 MiB) stays under 8 MiB.
+pub const CLUSTER_GROUP_BYTES_MAX: usize = 3 << 20;
 
 /// Applying one entry slower than this is logged.
 const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(50);
@@ -85,12 +90,17 @@ pub enum EngineMsg {
     Tick,
     /// Finish queued work, snapshot, close the log, then acknowledge.
     Shutdown(std::sync::mpsc::Sender<()>),
+    /// Cluster mode: the next entry the replicated log committed.
+    Committed(Committed),
+    /// Cluster mode: a proposal's commit could not be confirmed.
+    ProposalFailed(ProposalFailed),
 }
 
 impl EngineMsg {
     fn body_len(&self) -> usize {
         match self {
             EngineMsg::Request(r) => r.body.len(),
+            EngineMsg::Committed(c) => c.body.len(),
             _ => 0,
         }
     }
@@ -109,7 +119,24 @@ pub struct Engine {
     /// The journal's length after the last applied entry: event readers wait
     /// on it, then read (a read answers only once durable). Never blocks.
     events_tail: tokio::sync::watch::Sender<u64>,
+    /// Cluster mode: writes are proposed, not logged here.
+    cluster: Option<Cluster>,
+    group_bytes_max: usize,
 }
+
+/// The engine's cluster-mode state.
+struct Cluster {
+    link: ReplicaLink,
+    next_id: u64,
+    /// Requests waiting for their proposal's commit: (reply, request id).
+    waiting: HashMap<u64, Vec<(ReplyTo, u64)>>,
+    /// The timer entry this replica proposed and has not seen committed.
+    tick_in_flight: Option<u64>,
+}
+
+/// Most proposals awaiting their commit (the replicator bounds its queue
+/// far below this; exceeding it means proposals leak).
+const WAITING_PROPOSALS_MAX: usize = 1 << 16;
 
 impl Engine {
     pub fn new(
@@ -130,7 +157,17 @@ impl Engine {
             results: Vec::with_capacity(bursar_core::records::BATCH_EVENTS_MAX),
             order_changes: Arc::new(tokio::sync::Notify::new()),
             events_tail,
+            cluster: None,
+            group_bytes_max: GROUP_BYTES_MAX,
         }
+    }
+
+    /// Cluster mode: writes go to the replicated log through `link`, and
+    /// only committed entries (`EngineMsg::Committed`) are applied.
+    pub fn replicated(mut self, link: ReplicaLink) -> Engine {
+        self.cluster = Some(Cluster { link, next_id: 1, waiting: HashMap::new(), tick_in_flight: None });
+        self.group_bytes_max = CLUSTER_GROUP_BYTES_MAX;
+        self
     }
 
     /// Follows the journal's length (the newest event sequence).
@@ -151,7 +188,7 @@ impl Engine {
             let Some(first) = rx.blocking_recv() else { break };
             let mut bytes = first.body_len();
             msgs.push(first);
-            while msgs.len() < GROUP_REQUESTS_MAX && bytes < GROUP_BYTES_MAX {
+            while msgs.len() < GROUP_REQUESTS_MAX && bytes < self.group_bytes_max {
                 match rx.try_recv() {
                     Ok(m) => {
                         bytes += m.body_len();
@@ -176,11 +213,16 @@ impl Engine {
                 EngineMsg::Request(r) => reads.push(r),
                 EngineMsg::Tick => {}
                 EngineMsg::Shutdown(ack) => shutdown = Some(ack),
+                // In log order: the replicator sends them in order on this one channel.
+                EngineMsg::Committed(c) => self.apply_committed(c),
+                EngineMsg::ProposalFailed(f) => self.proposal_failed(f),
             }
         }
         let now = now_nanos();
         let expiry_due = self.sm.next_expiry().is_some_and(|at| at <= now);
-        if !writes.is_empty() || expiry_due {
+        if self.cluster.is_some() {
+            self.propose(writes, expiry_due, now);
+        } else if !writes.is_empty() || expiry_due {
             self.apply_writes(writes, now);
         }
         if !reads.is_empty() {
@@ -194,71 +236,72 @@ impl Engine {
     /// Logs the writes as one entry and applies it. An entry with no writes
     /// still advances log time, which lets due pending transfers expire.
     fn apply_writes(&mut self, writes: Vec<Request>, timestamp: u64) {
-        let commands: Vec<Command<'_>> = writes
-            .iter()
-            .map(|w| {
-                let RequestOp::Op(operation) = w.op else { unreachable!("writes are operations") };
-                let command = Command { operation, events: &w.body };
-                command.validate().expect("invariant: the protocol layer checked the request size");
-                command
-            })
-            .collect();
-        let prefixes: Vec<Vec<u8>> = commands
-            .iter()
-            .zip(&writes)
-            .map(|(c, w)| match &w.envelope {
-                Some(env) => {
-                    envelope_prefix(&env.borrow(), c).expect("invariant: the HTTP layer bounds envelope fields")
-                }
-                None => Vec::new(),
-            })
-            .collect();
-        let headers: Vec<[u8; Command::HEADER_SIZE]> = commands.iter().map(|c| c.header()).collect();
-        let parts: Vec<&[u8]> = commands
-            .iter()
-            .zip(&headers)
-            .zip(&prefixes)
-            .flat_map(|((c, h), p)| [&p[..], &h[..], c.events])
-            .filter(|p| !p.is_empty())
-            .collect();
+        let encoded = EncodedWrites::new(&writes);
+        let parts = encoded.parts();
         let append_started = std::time::Instant::now();
         let position = match self.log.append(timestamp, &parts) {
             Ok(p) => p,
             Err(e) => fatal_storage_error(&self.gate, &format!("log append failed: {e}")),
         };
-        let bytes: usize = parts.iter().map(|p| p.len()).sum();
         metrics::histogram!("bursar_log_append_seconds").record(append_started.elapsed().as_secs_f64());
+        let log_commands: Vec<LogCommand<'_>> = writes
+            .iter()
+            .zip(&encoded.commands)
+            .map(|(w, c)| match &w.envelope {
+                Some(env) => LogCommand::Enveloped(env.borrow(), *c),
+                None => LogCommand::Plain(*c),
+            })
+            .collect();
+        let responses = self.apply_entry(position, timestamp, &log_commands, encoded.bytes());
+        drop(log_commands);
+        let replies = writes
+            .into_iter()
+            .zip(responses)
+            .map(|(w, mut r)| {
+                r.request_id = w.request_id;
+                (w.reply, r)
+            })
+            .collect();
+        self.gate.release_after(position, replies);
+    }
+
+    /// Applies one logged entry; returns one response per command (request
+    /// ids still zero) and publishes what changed to the node's watchers.
+    fn apply_entry(
+        &mut self,
+        position: u64,
+        timestamp: u64,
+        commands: &[LogCommand<'_>],
+        bytes: usize,
+    ) -> Vec<Response> {
         metrics::counter!("bursar_log_entries_total").increment(1);
         metrics::counter!("bursar_log_bytes_total").increment(bytes as u64);
-        metrics::histogram!("bursar_engine_entry_requests_size").record(writes.len() as f64);
+        metrics::histogram!("bursar_engine_entry_requests_size").record(commands.len() as f64);
         metrics::histogram!("bursar_engine_entry_events_size")
-            .record(commands.iter().map(|c| c.count()).sum::<usize>() as f64);
+            .record(commands.iter().map(|c| c.command().count()).sum::<usize>() as f64);
         let started = std::time::Instant::now();
         let order_change_before = self.sm.orders().last_change();
         self.sm.begin_entry(position, timestamp);
-        let mut replies = Vec::with_capacity(writes.len());
+        let mut responses = Vec::with_capacity(commands.len());
         let mut keys_changed = false;
-        for (command, w) in commands.iter().zip(&writes) {
+        for log_command in commands {
+            let command = log_command.command();
             self.results.clear();
-            let log_command = match &w.envelope {
-                Some(env) => LogCommand::Enveloped(env.borrow(), *command),
-                None => LogCommand::Plain(*command),
-            };
-            let outcome = self.sm.execute(&log_command, &mut self.results);
+            let outcome = self.sm.execute(log_command, &mut self.results);
             keys_changed |= matches!(command.operation, Operation::CreateKeys | Operation::RevokeKeys);
             let body = bytemuck::cast_slice(&self.results).to_vec();
-            let mut response = ok_response(command.operation as u8, w.request_id, self.results.len(), body);
+            let mut response = ok_response(command.operation as u8, 0, self.results.len(), body);
             response.outcome = outcome;
-            if w.envelope.is_some() && command.count() == 1 {
+            if matches!(log_command, LogCommand::Enveloped(..)) && command.count() == 1 {
                 response.record = self.stored_record(command);
             }
-            replies.push(response);
+            responses.push(response);
         }
         self.sm.end_entry();
         let took = started.elapsed();
         metrics::histogram!("bursar_engine_apply_seconds").record(took.as_secs_f64());
         if took > SLOW_APPLY {
-            tracing::warn!(position, ms = took.as_millis() as u64, requests = writes.len(), bytes, "slow apply");
+            tracing::warn!(position, ms = took.as_millis() as u64, requests = commands.len(), bytes, "slow apply");
         }
         if keys_changed {
             publish_keys(&self.keys, &self.sm);
@@ -269,9 +312,83 @@ impl Engine {
         let events = self.sm.events_len();
         self.events_tail.send_if_modified(|tail| std::mem::replace(tail, events) != events);
         self.snapshots.logged(bytes as u64);
-        drop(commands);
-        let replies = writes.into_iter().zip(replies).map(|(w, r)| (w.reply, r)).collect();
+        responses
+    }
+
+    /// Cluster mode: proposes the writes as one entry (and, on the lease
+    /// holder, an empty timer entry when something is due and no write
+    /// would carry the time forward).
+    fn propose(&mut self, writes: Vec<Request>, expiry_due: bool, timestamp: u64) {
+        let cluster = self.cluster.as_mut().expect("invariant: propose runs only in cluster mode");
+        let timer =
+            writes.is_empty() && expiry_due && cluster.tick_in_flight.is_none() && *cluster.link.lease_held.borrow();
+        if writes.is_empty() && !timer {
+            return;
+        }
+        let id = cluster.next_id;
+        cluster.next_id += 1;
+        let body = EncodedWrites::new(&writes).parts().concat();
+        if timer {
+            cluster.tick_in_flight = Some(id);
+        } else {
+            let waiting: Vec<(ReplyTo, u64)> = writes.into_iter().map(|w| (w.reply, w.request_id)).collect();
+            assert!(cluster.waiting.len() < WAITING_PROPOSALS_MAX, "proposals awaiting commit leak");
+            cluster.waiting.insert(id, waiting);
+        }
+        // Blocks while the replicator's queue is full: back-pressure to clients.
+        if cluster.link.proposals.blocking_send(Proposal { id, timestamp, body }).is_err() {
+            let failed = ProposalFailed { id, reason: "the replicated log is closed".into() };
+            self.proposal_failed(failed);
+        }
+    }
+
+    /// Cluster mode: copies a committed entry into the local log (same
+    /// position), applies it, and answers the requests if it was ours.
+    fn apply_committed(&mut self, c: Committed) {
+        if self.cluster.is_none() {
+            unreachable!("committed entries are delivered only in cluster mode");
+        }
+        let position = match self.log.append(c.timestamp, &[&c.body]) {
+            Ok(p) => p,
+            Err(e) => fatal_storage_error(&self.gate, &format!("local log append failed: {e}")),
+        };
+        assert_eq!(position, c.position, "the local log must hold the replicated log's entries at the same positions");
+        let commands = match decode_body(&c.body) {
+            Ok(commands) => commands,
+            // Every replica would stop here too: skipping would diverge.
+            Err(e) => fatal_storage_error(&self.gate, &format!("committed entry {position} is invalid: {e}")),
+        };
+        let responses = self.apply_entry(position, c.timestamp, &commands, c.body.len());
+        let cluster = self.cluster.as_mut().expect("invariant: checked above");
+        let Some(id) = c.mine else { return };
+        if cluster.tick_in_flight == Some(id) {
+            cluster.tick_in_flight = None;
+        }
+        let Some(waiting) = cluster.waiting.remove(&id) else { return };
+        assert_eq!(waiting.len(), responses.len(), "a proposal's entry holds one command per request");
+        let replies = waiting
+            .into_iter()
+            .zip(responses)
+            .map(|((reply, request_id), mut r)| {
+                r.request_id = request_id;
+                (reply, r)
+            })
+            .collect();
         self.gate.release_after(position, replies);
+    }
+
+    /// Cluster mode: the proposal's requests learn that the outcome is
+    /// unknown (the entry may still commit, and then applies normally).
+    fn proposal_failed(&mut self, f: ProposalFailed) {
+        let Some(cluster) = self.cluster.as_mut() else { return };
+        if cluster.tick_in_flight == Some(f.id) {
+            cluster.tick_in_flight = None;
+        }
+        let Some(waiting) = cluster.waiting.remove(&f.id) else { return };
+        tracing::warn!(proposal = f.id, requests = waiting.len(), reason = %f.reason, "proposal not confirmed");
+        for (reply, request_id) in waiting {
+            let _ = reply.send(error_response(0, request_id, ProtocolError::OutcomeUnknown, &f.reason));
+        }
     }
 
     /// The stored record named by a single-event create, as bytes.
@@ -466,4 +583,52 @@ pub fn fatal_storage_error(gate: &Gate, message: &str) -> ! {
     gate.fail(message.to_string());
     eprintln!("bursar: fatal: {message}");
     std::process::exit(74);
+}
+
+/// A group of writes encoded as a log entry body: per command an optional
+/// envelope prefix, the command header and its events.
+struct EncodedWrites<'a> {
+    commands: Vec<Command<'a>>,
+    prefixes: Vec<Vec<u8>>,
+    headers: Vec<[u8; Command::HEADER_SIZE]>,
+}
+
+impl<'a> EncodedWrites<'a> {
+    fn new(writes: &'a [Request]) -> EncodedWrites<'a> {
+        let commands: Vec<Command<'a>> = writes
+            .iter()
+            .map(|w| {
+                let RequestOp::Op(operation) = w.op else { unreachable!("writes are operations") };
+                let command = Command { operation, events: &w.body };
+                command.validate().expect("invariant: the protocol layer checked the request size");
+                command
+            })
+            .collect();
+        let prefixes = commands
+            .iter()
+            .zip(writes)
+            .map(|(c, w)| match &w.envelope {
+                Some(env) => {
+                    envelope_prefix(&env.borrow(), c).expect("invariant: the HTTP layer bounds envelope fields")
+                }
+                None => Vec::new(),
+            })
+            .collect();
+        let headers = commands.iter().map(|c| c.header()).collect();
+        EncodedWrites { commands, prefixes, headers }
+    }
+
+    fn parts(&self) -> Vec<&[u8]> {
+        self.commands
+            .iter()
+            .zip(&self.headers)
+            .zip(&self.prefixes)
+            .flat_map(|((c, h), p)| [&p[..], &h[..], c.events])
+            .filter(|p| !p.is_empty())
+            .collect()
+    }
+
+    fn bytes(&self) -> usize {
+        self.parts().iter().map(|p| p.len()).sum()
+    }
 }

@@ -34,6 +34,14 @@ pub fn generate_key_id() -> u64 {
     }
 }
 
+/// A key id derived from the token (cluster bootstrap: replicas that create
+/// the same first key give it the same id). Nonzero, below 2^53.
+pub fn key_id_from_token(token: &str) -> u64 {
+    let hash = blake3::derive_key("bursar 2026 cluster admin key id", token.as_bytes());
+    let bytes: [u8; 8] = hash[..8].try_into().expect("invariant: 8 of 32 bytes");
+    (u64::from_le_bytes(bytes) >> 11).max(1)
+}
+
 /// What is stored of a key: blake3 of the whole token. Keys carry 256 bits
 /// of entropy (or at least 16 chars chosen by an operator), so a fast hash
 /// is enough; nothing can be guessed from it.

@@ -7,6 +7,7 @@ pub mod keys;
 pub mod net;
 pub mod node;
 pub mod recovery;
+pub mod replication;
 pub mod snapshotter;
 pub mod verify;
 

@@ -5,6 +5,7 @@ use crate::engine::{Engine, EngineLog, EngineMsg, KeyTable, OwnedEnvelope, Reque
 use crate::gate::Gate;
 use crate::net::{NetLimits, serve};
 use crate::recovery::recover;
+use crate::replication::Replicator;
 use crate::snapshotter::SnapshotTrigger;
 use bursar_log::{FileLog, FileLogOptions, SnapshotStore};
 use std::net::SocketAddr;
@@ -117,6 +118,13 @@ impl EngineLog for FileEngineLog {
 
 impl Node {
     pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        Node::start_with(config, None)
+    }
+
+    /// Starts a node; with a replicator, as a cluster replica: writes are
+    /// proposed to the replicated log and only committed entries are
+    /// applied. A replica serves once it has caught up with the log.
+    pub fn start_with(config: NodeConfig, replicator: Option<Box<dyn Replicator>>) -> Result<Node, NodeError> {
         let started = std::time::Instant::now();
         std::fs::create_dir_all(&config.data_dir)?;
         let options = FileLogOptions { dir: config.data_dir.clone(), segment_bytes: config.segment_bytes };
@@ -149,18 +157,33 @@ impl Node {
             recovered.snapshot_position.unwrap_or(0),
         );
         let keys: KeyTable = Arc::new(std::sync::RwLock::new(Arc::new(Default::default())));
-        let engine = Engine::new(sm, Box::new(FileEngineLog(log)), gate, snapshots, keys.clone());
+        let position = sm.position();
+        let mut engine = Engine::new(sm, Box::new(FileEngineLog(log)), gate.clone(), snapshots, keys.clone());
         let order_changes = engine.order_changes();
         let events_tail = engine.events_tail();
         let (engine_tx, engine_rx) = mpsc::channel(config.queue_depth);
-        let engine_thread =
-            std::thread::Builder::new().name("bursar-engine".into()).spawn(move || engine.run(engine_rx))?;
-
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.io_threads.max(1))
             .thread_name("bursar-io")
             .enable_all()
             .build()?;
+        let clustered = replicator.is_some();
+        let mut log_end = None;
+        if let Some(mut replicator) = replicator {
+            let link = replicator
+                .start(runtime.handle(), position, engine_tx.clone())
+                .map_err(|e| NodeError::Recovery(format!("joining the cluster: {e}")))?;
+            log_end = Some(link.log_end);
+            engine = engine.replicated(link);
+        }
+        let engine_thread =
+            std::thread::Builder::new().name("bursar-engine".into()).spawn(move || engine.run(engine_rx))?;
+        if let Some(end) = log_end {
+            catch_up(&gate, position, end)?;
+            report.position = gate.durable_position();
+        }
+        let needs_admin =
+            if clustered { keys.read().unwrap_or_else(|e| e.into_inner()).is_empty() } else { needs_admin };
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(config.listen))
             .map_err(|source| NodeError::Listen { addr: config.listen, source })?;
@@ -169,7 +192,7 @@ impl Node {
         runtime.spawn(serve(listener, engine_tx.clone(), config.net.clone(), stop_rx.clone()));
         runtime.spawn(tick(engine_tx.clone(), stop_rx));
         if needs_admin {
-            report.admin_key = Some(bootstrap_admin_key(&engine_tx, config.admin_key.clone())?);
+            report.admin_key = Some(bootstrap_admin_key(&engine_tx, config.admin_key.clone(), clustered)?);
         }
         let signals = runtime.block_on(async {
             use tokio::signal::unix::{SignalKind, signal};
@@ -268,9 +291,26 @@ impl Node {
 }
 
 /// Creates the first admin key through the log, like any other key.
+/// Cluster mode: waits until the replica applied the log up to its end at
+/// start (its reads then include everything committed before it joined).
+fn catch_up(gate: &Gate, from: u64, end: u64) -> Result<(), NodeError> {
+    if end > from {
+        tracing::info!(from, to = end, "catching up with the replicated log");
+    }
+    if !gate.wait_durable(end) {
+        return Err(NodeError::Recovery(format!("the local log failed while catching up to position {end}")));
+    }
+    Ok(())
+}
+
+/// Creates the first admin key through the log, like any other key. In a
+/// cluster, replicas starting together may all propose it: its id is then
+/// derived from the token, so the copies are one key (the later ones fail
+/// with "exists", which is success here).
 fn bootstrap_admin_key(
     engine: &mpsc::Sender<EngineMsg>,
     supplied: Option<String>,
+    clustered: bool,
 ) -> Result<(String, bool), NodeError> {
     let (token, generated) = match supplied {
         Some(t) if crate::keys::token_is_plausible(&t) => (t, false),
@@ -283,7 +323,15 @@ fn bootstrap_admin_key(
         }
         None => (crate::keys::generate_token(), true),
     };
-    let event = crate::keys::admin_key_event(crate::keys::generate_key_id(), &token);
+    if clustered && generated {
+        return Err(NodeError::Recovery(
+            "a cluster replica needs BURSAR_ADMIN_KEY on the first start (every replica the same), \
+             so that replicas starting together create one admin key"
+                .into(),
+        ));
+    }
+    let id = if clustered { crate::keys::key_id_from_token(&token) } else { crate::keys::generate_key_id() };
+    let event = crate::keys::admin_key_event(id, &token);
     let (tx, rx) = tokio::sync::oneshot::channel();
     let envelope = OwnedEnvelope { route: "BOOTSTRAP admin key".into(), ..Default::default() };
     let request = Request {
@@ -296,7 +344,8 @@ fn bootstrap_admin_key(
     let failed = |why: String| NodeError::Recovery(format!("creating the first admin key failed: {why}"));
     engine.blocking_send(EngineMsg::Request(request)).map_err(|e| failed(e.to_string()))?;
     let response = rx.blocking_recv().map_err(|e| failed(e.to_string()))?;
-    if response.status != 0 || response.count != 0 {
+    let exists_already = clustered && response.status == 0 && response.count == 1;
+    if response.status != 0 || (response.count != 0 && !exists_already) {
         return Err(failed(format!("status {} with {} results", response.status, response.count)));
     }
     Ok((token, generated))

@@ -1,0 +1,231 @@
+//! The replicated log: one JetStream stream, one message per log entry.
+//!
+//! - **Position = stream sequence.** JetStream assigns it when the quorum
+//!   has stored the message, so every replica sees the same entry at the
+//!   same position, and a duplicate (same `Nats-Msg-Id`) is not stored, so
+//!   positions stay gapless.
+//! - **Proposals** are published with `Nats-Msg-Id: <node>-<boot>-<id>`
+//!   and the proposer's clock in `Bursar-Time`. A publish whose ack is lost
+//!   is retried with the same id, which the broker drops as a duplicate
+//!   inside its window (longer than any retry). When no ack comes within
+//!   the deadline, the requests get "outcome unknown": the entry may still
+//!   commit and then applies like any other.
+//! - **Committed entries** come from an ordered consumer starting after the
+//!   replica's position and go to the engine in stream order; a gap stops
+//!   the replica (applying past it would diverge).
+
+use crate::ClusterConfig;
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, consumer::pull::OrderedConfig, stream::StorageType};
+use bursar_server::engine::EngineMsg;
+use bursar_server::replication::{Committed, Proposal, ProposalFailed};
+use bursar_workflow::resilience::Backoff;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Header with the proposer's clock (nanoseconds since 1970).
+pub const TIME_HEADER: &str = "Bursar-Time";
+/// Largest entry the engine may propose. The servers' `max_payload` must be
+/// at least [`MAX_PAYLOAD_MIN`]: a binary-protocol batch alone is 1 MiB.
+pub const ENTRY_BYTES_MAX: usize = 7 << 20;
+pub const MAX_PAYLOAD_MIN: usize = 8 << 20;
+/// Proposals published and not yet acknowledged, at most.
+const PUBLISHES_IN_FLIGHT: usize = 64;
+/// Committed entries pulled ahead of the engine (each up to 8 MiB).
+const PULL_BATCH: i64 = 32;
+
+/// Creates the log stream if it is missing and checks an existing one.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+) -> Result<jetstream::stream::Stream, String> {
+    let subject = config.log_subject();
+    let mut stream = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: config.stream.clone(),
+            subjects: vec![subject.clone()],
+            storage: StorageType::File,
+            num_replicas: config.replicas,
+            max_message_size: MAX_PAYLOAD_MIN as i32,
+            duplicate_window: config.duplicate_window,
+            deny_delete: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("opening the log stream {}: {e}", config.stream))?;
+    let info = stream.info().await.map_err(|e| format!("reading the log stream {}: {e}", config.stream))?;
+    if info.config.subjects != [subject.clone()] {
+        return Err(format!(
+            "stream {} has subjects {:?}, not [{subject:?}]: it is not this cluster's log",
+            config.stream, info.config.subjects
+        ));
+    }
+    if info.config.duplicate_window < config.proposal_deadline * 2 {
+        return Err(format!(
+            "stream {}'s duplicate window ({:?}) must be at least twice the proposal deadline ({:?})",
+            config.stream, info.config.duplicate_window, config.proposal_deadline
+        ));
+    }
+    Ok(stream)
+}
+
+/// Publishes proposals until each is acknowledged or its deadline passes.
+pub async fn publish_proposals(
+    js: jetstream::Context,
+    config: ClusterConfig,
+    id_prefix: String,
+    mut proposals: mpsc::Receiver<Proposal>,
+    engine: mpsc::Sender<EngineMsg>,
+) {
+    let subject = config.log_subject();
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            p = proposals.recv(), if in_flight.len() < PUBLISHES_IN_FLIGHT => {
+                let Some(p) = p else { break };
+                let headers = proposal_headers(&id_prefix, &p);
+                let id = p.id;
+                in_flight.push(publish_until_acked(js.clone(), subject.clone(), headers, p.body.into(), config.clone(), id));
+            }
+            Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                if let Err(reason) = result {
+                    metrics::counter!("bursar_cluster_proposals_unconfirmed_total").increment(1);
+                    if engine.send(EngineMsg::ProposalFailed(ProposalFailed { id, reason })).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    while in_flight.next().await.is_some() {}
+}
+
+/// The headers of a proposal's message.
+pub fn proposal_headers(id_prefix: &str, p: &Proposal) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", format!("{id_prefix}{}", p.id).as_str());
+    headers.insert(TIME_HEADER, p.timestamp.to_string().as_str());
+    headers
+}
+
+/// One proposal: the same message (same id) until acked or out of time.
+async fn publish_until_acked(
+    js: jetstream::Context,
+    subject: String,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+    config: ClusterConfig,
+    id: u64,
+) -> (u64, Result<(), String>) {
+    let deadline = tokio::time::Instant::now() + config.proposal_deadline;
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+    loop {
+        let attempt = async {
+            let ack = js
+                .publish_with_headers(subject.clone(), headers.clone(), body.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            ack.await.map_err(|e| e.to_string())
+        };
+        let error = match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(Ok(_)) => return (id, Ok(())),
+            Ok(Err(e)) => e,
+            Err(_) => "no acknowledgement before the deadline".to_string(),
+        };
+        let wait = backoff.next_wait();
+        if tokio::time::Instant::now() + wait >= deadline {
+            return (
+                id,
+                Err(format!(
+                    "the replicated log did not confirm the write within {:?}: {error}",
+                    config.proposal_deadline
+                )),
+            );
+        }
+        tracing::debug!(proposal = id, error, "publish not acknowledged; retrying with the same message id");
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Sends every committed entry after `after` to the engine, in order.
+/// Returns only when the engine is gone; a gap or an unreadable entry
+/// stops the process (a replica must never apply past one).
+pub async fn follow(
+    js: jetstream::Context,
+    config: ClusterConfig,
+    id_prefix: String,
+    after: u64,
+    engine: mpsc::Sender<EngineMsg>,
+) {
+    let mut next = after + 1;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        match follow_from(&js, &config, &id_prefix, &mut next, &engine).await {
+            Ok(()) => return,
+            Err(e) => {
+                metrics::counter!("bursar_cluster_consumer_restarts_total").increment(1);
+                tracing::warn!(next, "following the log failed, resuming: {e}");
+                tokio::time::sleep(backoff.next_wait()).await;
+            }
+        }
+    }
+}
+
+async fn follow_from(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+    id_prefix: &str,
+    next: &mut u64,
+    engine: &mpsc::Sender<EngineMsg>,
+) -> Result<(), String> {
+    let stream = js.get_stream(&config.stream).await.map_err(|e| format!("opening the log stream: {e}"))?;
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: *next },
+            max_batch: PULL_BATCH,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("creating a consumer from position {next}: {e}"))?;
+    let mut messages = consumer.messages().await.map_err(|e| format!("consuming: {e}"))?;
+    while let Some(message) = messages.next().await {
+        let message = message.map_err(|e| format!("consuming: {e}"))?;
+        let info = message.info().map_err(|e| format!("message info: {e}"))?;
+        let position = info.stream_sequence;
+        if position < *next {
+            continue; // redelivered after a consumer restart
+        }
+        if position > *next {
+            stop(&format!(
+                "the log jumps from position {} to {position}: entries are missing (purged before this replica read them?); \
+                 restart this replica with an empty data directory to bootstrap from a snapshot",
+                *next - 1
+            ));
+        }
+        let committed = committed_entry(position, &message, id_prefix).unwrap_or_else(|e| stop(&e));
+        if engine.send(EngineMsg::Committed(committed)).await.is_err() {
+            return Ok(());
+        }
+        *next += 1;
+    }
+    Err("the consumer ended".to_string())
+}
+
+/// A stream message as a committed entry for the engine.
+fn committed_entry(position: u64, message: &jetstream::Message, id_prefix: &str) -> Result<Committed, String> {
+    let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str());
+    let timestamp = header(TIME_HEADER)
+        .and_then(|t| t.parse::<u64>().ok())
+        .ok_or_else(|| format!("log entry {position} has no valid {TIME_HEADER} header"))?;
+    let mine = header("Nats-Msg-Id").and_then(|id| id.strip_prefix(id_prefix)).and_then(|n| n.parse().ok());
+    Ok(Committed { position, timestamp, mine, body: message.payload.clone() })
+}
+
+/// Stops the process: continuing would make this replica diverge.
+fn stop(message: &str) -> ! {
+    tracing::error!("{message}");
+    eprintln!("bursar: fatal: {message}");
+    std::process::exit(75);
+}

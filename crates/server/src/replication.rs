@@ -1,0 +1,67 @@
+//! What the engine needs from a replicated log (cluster mode).
+//!
+//! A replica cannot apply its own writes when it logs them: entries from
+//! other replicas interleave. So the engine *proposes* each group of writes
+//! and applies entries only as the replicated log commits them, in log
+//! order, answering its own proposals' requests when they come by. The
+//! local file log keeps a copy of every committed entry under the same
+//! position (a cache for fast restarts and the snapshots' hash chain).
+
+use crate::engine::EngineMsg;
+use tokio::sync::{mpsc, watch};
+
+/// A group of writes for the replicated log. `id` is unique within this
+/// replica's run; the replicator makes it globally unique (node, boot).
+#[derive(Debug)]
+pub struct Proposal {
+    pub id: u64,
+    /// The proposer's clock; the state machine keeps entry time monotonic.
+    pub timestamp: u64,
+    /// An entry body, exactly as the file log stores it.
+    pub body: Vec<u8>,
+}
+
+/// An entry the replicated log committed, delivered in log order.
+#[derive(Debug)]
+pub struct Committed {
+    pub position: u64,
+    pub timestamp: u64,
+    /// `Some(id)` if this replica proposed it in this run.
+    pub mine: Option<u64>,
+    pub body: bytes::Bytes,
+}
+
+/// Why a proposal's requests get no result: its commit was not confirmed
+/// in time, so it may still be applied (or already was).
+#[derive(Debug)]
+pub struct ProposalFailed {
+    pub id: u64,
+    pub reason: String,
+}
+
+/// A replicated log: where proposals go and where committed entries come
+/// from. Implemented on NATS JetStream by `bursar-cluster`.
+pub trait Replicator: Send {
+    /// Starts delivering committed entries after `after` to `engine`
+    /// (as [`EngineMsg::Committed`], in order, with no gap) and publishing
+    /// proposals. Returns the log's last position when it started: the
+    /// replica catches up to it before it serves.
+    fn start(
+        &mut self,
+        runtime: &tokio::runtime::Handle,
+        after: u64,
+        engine: mpsc::Sender<EngineMsg>,
+    ) -> Result<ReplicaLink, String>;
+}
+
+/// The engine's side of a started replicator.
+pub struct ReplicaLink {
+    /// Where the engine sends proposals (bounded: a full queue holds the
+    /// engine back, which holds clients back).
+    pub proposals: mpsc::Sender<Proposal>,
+    /// The log's last position at start.
+    pub log_end: u64,
+    /// True while this replica holds the lease: only then does it propose
+    /// entries nobody asked for (timers: expiries and order deadlines).
+    pub lease_held: watch::Receiver<bool>,
+}
