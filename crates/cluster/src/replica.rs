@@ -86,7 +86,10 @@ pub async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, Strin
     let servers = bursar_relay::nats::parse_servers(&config.urls)?;
     let options = async_nats::ConnectOptions::new()
         .name(format!("bursar-replica-{}", config.node_id))
-        .connection_timeout(std::time::Duration::from_secs(5));
+        .connection_timeout(std::time::Duration::from_secs(5))
+        // A paused or partitioned server must be noticed in seconds, not
+        // the default minutes, so the replica moves to another one.
+        .ping_interval(std::time::Duration::from_secs(1));
     let client = tokio::time::timeout(config.connect_timeout, options.connect(servers))
         .await
         .map_err(|_| format!("no NATS server of {} answered within {:?}", config.urls, config.connect_timeout))?
