@@ -3,6 +3,7 @@
 //! Bursar writes no consensus code: JetStream supplies order, replication
 //! and durability. See `docs/cluster.md`.
 
+pub mod checkpoints;
 pub mod log_stream;
 pub mod replica;
 

@@ -64,7 +64,13 @@ impl JetStreamReplicator {
             log_end = state.last_sequence,
             "joined the cluster"
         );
-        Ok(ReplicaLink { proposals, log_end: state.last_sequence, lease_held: self.lease_held.clone() })
+        Ok(ReplicaLink {
+            proposals,
+            log_end: state.last_sequence,
+            lease_held: self.lease_held.clone(),
+            checkpoints: None,
+            snapshot_written: None,
+        })
     }
 }
 

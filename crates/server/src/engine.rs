@@ -360,6 +360,12 @@ impl Engine {
         };
         let responses = self.apply_entry(position, c.timestamp, &commands, c.body.len());
         let cluster = self.cluster.as_mut().expect("invariant: checked above");
+        if let Some(checkpoints) = &cluster.link.checkpoints
+            && position % checkpoints.every == 0
+            && checkpoints.views.send(self.sm.snapshot()).is_err()
+        {
+            tracing::error!(position, "the digest thread stopped; no more divergence checks");
+        }
         let Some(id) = c.mine else { return };
         if cluster.tick_in_flight == Some(id) {
             cluster.tick_in_flight = None;

@@ -150,17 +150,8 @@ impl Node {
             Ok(p) => g.durable(p),
             Err(e) => fatal_storage_error(&g, &format!("fsync failed: {e}")),
         }));
-        let snapshots = SnapshotTrigger::start(
-            store,
-            gate.clone(),
-            Some(config.snapshot_every_bytes),
-            recovered.snapshot_position.unwrap_or(0),
-        );
         let keys: KeyTable = Arc::new(std::sync::RwLock::new(Arc::new(Default::default())));
         let position = sm.position();
-        let mut engine = Engine::new(sm, Box::new(FileEngineLog(log)), gate.clone(), snapshots, keys.clone());
-        let order_changes = engine.order_changes();
-        let events_tail = engine.events_tail();
         let (engine_tx, engine_rx) = mpsc::channel(config.queue_depth);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.io_threads.max(1))
@@ -168,12 +159,26 @@ impl Node {
             .enable_all()
             .build()?;
         let clustered = replicator.is_some();
-        let mut log_end = None;
-        if let Some(mut replicator) = replicator {
-            let link = replicator
-                .start(runtime.handle(), position, engine_tx.clone())
-                .map_err(|e| NodeError::Recovery(format!("joining the cluster: {e}")))?;
-            log_end = Some(link.log_end);
+        let mut link = match replicator {
+            Some(mut replicator) => Some(
+                replicator
+                    .start(runtime.handle(), position, engine_tx.clone())
+                    .map_err(|e| NodeError::Recovery(format!("joining the cluster: {e}")))?,
+            ),
+            None => None,
+        };
+        let log_end = link.as_ref().map(|l| l.log_end);
+        let snapshots = SnapshotTrigger::start(
+            store,
+            gate.clone(),
+            Some(config.snapshot_every_bytes),
+            recovered.snapshot_position.unwrap_or(0),
+            link.as_mut().and_then(|l| l.snapshot_written.take()),
+        );
+        let mut engine = Engine::new(sm, Box::new(FileEngineLog(log)), gate.clone(), snapshots, keys.clone());
+        let order_changes = engine.order_changes();
+        let events_tail = engine.events_tail();
+        if let Some(link) = link {
             engine = engine.replicated(link);
         }
         let engine_thread =

@@ -64,4 +64,17 @@ pub struct ReplicaLink {
     /// True while this replica holds the lease: only then does it propose
     /// entries nobody asked for (timers: expiries and order deadlines).
     pub lease_held: watch::Receiver<bool>,
+    /// Where views of the state go at every multiple of `every` positions,
+    /// to be hashed and compared with the other replicas' (a bounded
+    /// channel: the engine waits rather than skip a checkpoint).
+    pub checkpoints: Option<Checkpoints>,
+    /// Called (on the snapshot thread) after a local snapshot is written.
+    pub snapshot_written: Option<SnapshotWritten>,
 }
+
+pub struct Checkpoints {
+    pub every: u64,
+    pub views: std::sync::mpsc::SyncSender<bursar_core::machine::MachineSnapshot>,
+}
+
+pub type SnapshotWritten = Box<dyn Fn(u64) + Send>;

@@ -5,6 +5,7 @@
 //! not fatal: the log stays the source of truth.
 
 use crate::gate::Gate;
+use crate::replication::SnapshotWritten;
 use bursar_core::machine::{Machine, MachineSnapshot};
 use bursar_log::SnapshotStore;
 use std::sync::Arc;
@@ -31,18 +32,20 @@ pub struct SnapshotTrigger {
 
 impl SnapshotTrigger {
     /// `every_bytes`: log bytes between snapshots; `None` only on shutdown.
+    /// `written` runs after each snapshot is written (cluster mode uploads it).
     pub fn start(
         store: SnapshotStore,
         gate: Arc<Gate>,
         every_bytes: Option<u64>,
         last_position: u64,
+        written: Option<SnapshotWritten>,
     ) -> SnapshotTrigger {
         let (tx, rx) = sync_channel(1);
         let busy = Arc::new(AtomicBool::new(false));
         let flag = busy.clone();
         let thread = std::thread::Builder::new()
             .name("bursar-snapshot".into())
-            .spawn(move || write_loop(store, gate, rx, flag))
+            .spawn(move || write_loop(store, gate, rx, flag, written))
             .expect("spawning the snapshot thread");
         SnapshotTrigger { every_bytes, since_last: 0, last_position, busy, tx: Some(tx), thread: Some(thread) }
     }
@@ -87,7 +90,13 @@ impl SnapshotTrigger {
     }
 }
 
-fn write_loop(mut store: SnapshotStore, gate: Arc<Gate>, rx: Receiver<Job>, busy: Arc<AtomicBool>) {
+fn write_loop(
+    mut store: SnapshotStore,
+    gate: Arc<Gate>,
+    rx: Receiver<Job>,
+    busy: Arc<AtomicBool>,
+    written: Option<SnapshotWritten>,
+) {
     for job in rx {
         let position = bursar_core::state::Snapshot::position(&job.snapshot);
         if !gate.wait_durable(position) {
@@ -110,6 +119,9 @@ fn write_loop(mut store: SnapshotStore, gate: Arc<Gate>, rx: Receiver<Job>, busy
                 );
                 if let Err(e) = store.prune(SNAPSHOTS_KEPT) {
                     tracing::warn!("pruning old snapshots failed: {e}");
+                }
+                if let Some(written) = &written {
+                    written(position);
                 }
             }
             Err(e) => tracing::error!(position, "writing a snapshot failed (the log still has everything): {e}"),
