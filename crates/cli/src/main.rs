@@ -7,6 +7,7 @@ mod cluster_args;
 mod http_cli;
 mod project;
 mod relays;
+mod side_effects;
 mod start;
 mod workflows;
 

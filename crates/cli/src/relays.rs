@@ -31,15 +31,3 @@ impl RelayArgs {
         Some(bursar_relay::start(node, Some(nats)))
     }
 }
-
-/// Resolves when the relays' supervisor gave up (with why); never without relays.
-pub async fn escalation(relays: Option<bursar_relay::Relays>) -> String {
-    match relays {
-        Some(r) => match r.done.await {
-            Ok(Err(escalation)) => escalation.to_string(),
-            Ok(Ok(())) => std::future::pending().await,
-            Err(e) => format!("the relay supervisor failed: {e}"),
-        },
-        None => std::future::pending().await,
-    }
-}

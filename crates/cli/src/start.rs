@@ -135,26 +135,10 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     };
     let node = Node::start_with(args.node_config(), replicator)
         .with_context(|| format!("starting with data directory {}", args.data_dir.display()))?;
-    let workflow_settings = if cluster.is_some() { None } else { workflow_settings };
-    let webhooks_side_effects = cluster.is_none();
-    let workflows = match &workflow_settings {
-        Some(settings) => Some(
-            bursar_workflow::runtime::start(&node.handle(), settings.clone())
-                .map_err(|e| anyhow::anyhow!("starting the order workflows: {e}"))?,
-        ),
-        None => None,
-    };
-    let webhook_workers = match &webhooks {
-        Some(api) if webhooks_side_effects => Some(
-            bursar_http::webhooks::delivery::start(
-                &node.handle(),
-                api.keyring.clone(),
-                api.policy.clone(),
-                args.webhooks.settings(),
-            )
-            .map_err(|e| anyhow::anyhow!("starting the webhook workers: {e}"))?,
-        ),
-        _ => None,
+    let side_effects = crate::side_effects::SideEffects {
+        workflows: workflow_settings.clone(),
+        webhooks: webhooks.clone().map(|api| (api, args.webhooks.settings())),
+        relays: args.relays.clone(),
     };
     let http = if args.no_http {
         None
@@ -170,7 +154,11 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         Some((server.local_addr(), tls.is_some()))
     };
     // After the HTTP API, which installs the metrics recorder the relays report to.
-    let relays = if cluster.is_none() { args.relays.start(&node.handle()) } else { None };
+    let orders_on = workflow_settings.is_some();
+    let escalated: std::pin::Pin<Box<dyn Future<Output = String>>> = match &cluster {
+        None => Box::pin(side_effects.run_always(&node.handle())?),
+        Some(c) => Box::pin(side_effects.run_under_lease(node.handle(), c.lease_held.clone())?),
+    };
     let r = node.report();
     println!(
         "bursar: serving on {} (data dir {}, position {}, {} accounts, {} transfers, snapshot {}, replayed {} entries, recovered in {} ms)",
@@ -196,39 +184,13 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         Some((_, false)) => println!("bursar: created the first admin key from BURSAR_ADMIN_KEY"),
         None => {}
     }
-    if workflows.is_some() {
+    if orders_on {
         println!(
-            "bursar: payment orders on (connectors: {})",
-            args.workflows.connectors_url.as_deref().unwrap_or("built-in simulators")
+            "bursar: payment orders on (connectors: {}){}",
+            args.workflows.connectors_url.as_deref().unwrap_or("built-in simulators"),
+            if cluster.is_some() { "; executors run on the lease holder" } else { "" }
         );
     }
-    let orders_escalated = async move {
-        match workflows {
-            Some(w) => match w.done.await {
-                Ok(Err(escalation)) => escalation.to_string(),
-                Ok(Ok(())) => std::future::pending().await,
-                Err(e) => format!("the workflow supervisor failed: {e}"),
-            },
-            None => std::future::pending().await,
-        }
-    };
-    let webhooks_escalated = async move {
-        match webhook_workers {
-            Some(w) => match w.done.await {
-                Ok(Err(escalation)) => escalation.to_string(),
-                Ok(Ok(())) => std::future::pending().await,
-                Err(e) => format!("the webhook supervisor failed: {e}"),
-            },
-            None => std::future::pending().await,
-        }
-    };
-    let escalated = async move {
-        tokio::select! {
-            e = orders_escalated => e,
-            e = webhooks_escalated => e,
-            e = crate::relays::escalation(relays) => e,
-        }
-    };
     node.run_until_signal_or(escalated);
     println!("bursar: stopped cleanly");
     Ok(())

@@ -108,14 +108,19 @@ mod tests {
         let mut m = Machine::default();
         let ledger = [Ledger { id: 1, scale: 2, asset: Ledger::pack_asset("USD").unwrap(), ..Default::default() }];
         apply(&mut m, Operation::CreateLedgers, encode_all(&ledger));
-        let accounts: Vec<Account> = (1..=50).map(|id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();
+        let accounts: Vec<Account> =
+            (1..=50).map(|id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();
         apply(&mut m, Operation::CreateAccounts, encode_all(&accounts));
         let mut digester = Digester::default();
         let mut seen = Vec::new();
         for round in 0..6u128 {
             // Enough transfers to fill several arena chunks, so some stay shared.
             for batch in 0..4 {
-                apply(&mut m, Operation::CreateTransfers, encode_all(&transfers(1 + round * 40_000 + batch * 8_000, 8_000)));
+                apply(
+                    &mut m,
+                    Operation::CreateTransfers,
+                    encode_all(&transfers(1 + round * 40_000 + batch * 8_000, 8_000)),
+                );
             }
             let incremental = digester.digest(&m.snapshot());
             assert_eq!(incremental, m.digest(), "round {round}: the incremental digest differs from the full one");

@@ -359,6 +359,8 @@ impl Engine {
             Err(e) => fatal_storage_error(&self.gate, &format!("committed entry {position} is invalid: {e}")),
         };
         let responses = self.apply_entry(position, c.timestamp, &commands, c.body.len());
+        // Committed by the replicated log and applied: replies may go.
+        self.gate.durable(position);
         let cluster = self.cluster.as_mut().expect("invariant: checked above");
         if let Some(checkpoints) = &cluster.link.checkpoints
             && position % checkpoints.every == 0

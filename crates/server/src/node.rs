@@ -144,8 +144,13 @@ impl Node {
             admin_key: None,
         };
 
-        let gate = Arc::new(Gate::new(open.last_position));
-        let g = gate.clone();
+        // `local`: what the local log holds durably (snapshots wait for it).
+        // `gate`: what replies wait for; the same on a single node, while in
+        // a cluster an entry counts once the replicated log committed it and
+        // the engine applied it, without waiting for the local copy's fsync.
+        let local = Arc::new(Gate::new(open.last_position));
+        let gate = if replicator.is_some() { Arc::new(Gate::new(open.last_position)) } else { local.clone() };
+        let g = local.clone();
         log.start(Box::new(move |r| match r {
             Ok(p) => g.durable(p),
             Err(e) => fatal_storage_error(&g, &format!("fsync failed: {e}")),
@@ -170,7 +175,7 @@ impl Node {
         let log_end = link.as_ref().map(|l| l.log_end);
         let snapshots = SnapshotTrigger::start(
             store,
-            gate.clone(),
+            local.clone(),
             Some(config.snapshot_every_bytes),
             recovered.snapshot_position.unwrap_or(0),
             link.as_mut().and_then(|l| l.snapshot_written.take()),

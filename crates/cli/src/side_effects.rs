@@ -1,0 +1,143 @@
+//! The node's side effects: order executors (connector calls and timers),
+//! webhook deliveries and relays. A single node runs them for its whole
+//! life; in a cluster only the lease holder runs them, started when it
+//! acquires the lease and stopped when it loses it. A successor resumes
+//! from the log, and connector calls carry idempotency keys, so a call the
+//! old holder had in flight is not repeated by the connector.
+
+use bursar_server::node::NodeHandle;
+use bursar_workflow::supervisor::Escalation;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use std::sync::Arc;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// Longest wait for side effects to stop after the lease is lost.
+const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What to run, as configured.
+pub struct SideEffects {
+    pub workflows: Option<bursar_workflow::runtime::WorkflowSettings>,
+    pub webhooks: Option<(Arc<bursar_http::WebhooksApi>, bursar_http::webhooks::delivery::DeliverySettings)>,
+    pub relays: crate::relays::RelayArgs,
+}
+
+/// Supervision trees that end when their node handle's `stop` turns true.
+struct Running {
+    done: Vec<(&'static str, JoinHandle<Result<(), Escalation>>)>,
+}
+
+impl SideEffects {
+    /// Starts everything configured on `node`.
+    fn start(&self, node: &NodeHandle) -> Result<Running, String> {
+        let mut done = Vec::new();
+        if let Some(settings) = &self.workflows {
+            let w = bursar_workflow::runtime::start(node, settings.clone())
+                .map_err(|e| format!("starting the order workflows: {e}"))?;
+            done.push(("order workflows", w.done));
+        }
+        if let Some((api, settings)) = &self.webhooks {
+            let w =
+                bursar_http::webhooks::delivery::start(node, api.keyring.clone(), api.policy.clone(), settings.clone())
+                    .map_err(|e| format!("starting the webhook workers: {e}"))?;
+            done.push(("webhooks", w.done));
+        }
+        if let Some(r) = self.relays.start(node) {
+            done.push(("relays", r.done));
+        }
+        Ok(Running { done })
+    }
+
+    /// Single node: runs them until the node stops. The future resolves
+    /// only if a supervision tree gave up (with why).
+    pub fn run_always(&self, node: &NodeHandle) -> anyhow::Result<impl Future<Output = String> + use<>> {
+        let running = self.start(node).map_err(|e| anyhow::anyhow!(e))?;
+        Ok(async move {
+            match running.finished().await {
+                Err(why) => why,
+                Ok(()) => std::future::pending().await,
+            }
+        })
+    }
+
+    /// Cluster replica: runs them only while `lease_held` is true, on a
+    /// thread of its own (starting them blocks on the engine). The future
+    /// resolves only if a supervision tree gave up (with why).
+    pub fn run_under_lease(
+        self,
+        node: NodeHandle,
+        lease_held: watch::Receiver<bool>,
+    ) -> std::io::Result<impl Future<Output = String>> {
+        let (escalated_tx, escalated) = oneshot::channel();
+        std::thread::Builder::new().name("bursar-lease-effects".into()).spawn(move || {
+            if let Err(why) = self.follow_lease(&node, lease_held) {
+                let _ = escalated_tx.send(why);
+            }
+        })?;
+        Ok(async move {
+            match escalated.await {
+                Ok(why) => why,
+                Err(_) => std::future::pending().await,
+            }
+        })
+    }
+
+    /// Starts on each acquisition, stops on each loss, until the node stops.
+    fn follow_lease(&self, node: &NodeHandle, mut lease_held: watch::Receiver<bool>) -> Result<(), String> {
+        let mut node_stop = node.stop.clone();
+        loop {
+            let acquired = node.runtime.block_on(async {
+                tokio::select! {
+                    held = lease_held.wait_for(|held| *held) => held.is_ok(),
+                    _ = node_stop.wait_for(|stop| *stop) => false,
+                }
+            });
+            if !acquired {
+                return Ok(());
+            }
+            println!("bursar: this replica holds the lease; starting orders, webhooks and relays");
+            let (epoch_stop, epoch) = watch::channel(false);
+            let scoped = NodeHandle { stop: epoch, ..node.clone() };
+            let (mut lease, mut stop) = (lease_held.clone(), node.stop.clone());
+            node.runtime.spawn(async move {
+                tokio::select! {
+                    _ = lease.wait_for(|held| !*held) => {}
+                    _ = stop.wait_for(|stop| *stop) => {}
+                }
+                let _ = epoch_stop.send(true);
+            });
+            let running = self.start(&scoped)?;
+            let mut stopping = scoped.stop.clone();
+            node.runtime.block_on(async {
+                let overdue = async {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                    tokio::time::sleep(STOP_TIMEOUT).await;
+                };
+                tokio::select! {
+                    result = running.finished() => result,
+                    // Running them without the lease could repeat work a
+                    // successor does: stop the node instead.
+                    _ = overdue => Err(format!("side effects did not stop within {STOP_TIMEOUT:?} of losing the lease")),
+                }
+            })?;
+            println!("bursar: lease lost or node stopping; orders, webhooks and relays stopped");
+        }
+    }
+}
+
+impl Running {
+    /// `Err(why)` as soon as one tree escalates; `Ok` once all stopped.
+    async fn finished(self) -> Result<(), String> {
+        let mut done: FuturesUnordered<_> =
+            self.done.into_iter().map(|(name, handle)| async move { (name, handle.await) }).collect();
+        while let Some((name, result)) = done.next().await {
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(escalation)) => return Err(escalation.to_string()),
+                Err(e) => return Err(format!("the {name} supervisor failed: {e}")),
+            }
+        }
+        Ok(())
+    }
+}
