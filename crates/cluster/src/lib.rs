@@ -3,7 +3,10 @@
 //! Bursar writes no consensus code: JetStream supplies order, replication
 //! and durability. See `docs/cluster.md`.
 
+mod bucket;
 pub mod checkpoints;
+pub mod digest_guard;
+pub mod lease;
 pub mod log_stream;
 pub mod replica;
 
