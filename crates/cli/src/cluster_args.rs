@@ -17,6 +17,9 @@ pub struct ClusterArgs {
     /// Copies JetStream keeps of the log, lease and snapshots (the NATS cluster's size, at most 5).
     #[arg(long, default_value_t = 3, requires = "cluster", value_parser = clap::value_parser!(u64).range(1..=5))]
     pub cluster_replicas: u64,
+    /// Replicas compare state digests every this many log positions.
+    #[arg(long, default_value_t = 1000, requires = "cluster", value_parser = clap::value_parser!(u64).range(1..))]
+    pub cluster_checkpoint_every: u64,
 }
 
 impl ClusterArgs {
@@ -26,6 +29,7 @@ impl ClusterArgs {
         let mut config = ClusterConfig::new(urls, node_id);
         config.stream = self.cluster_stream.clone();
         config.replicas = self.cluster_replicas as usize;
+        config.checkpoint_every = self.cluster_checkpoint_every;
         Some(config)
     }
 }

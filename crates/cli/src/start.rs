@@ -126,9 +126,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     };
     let (replicator, cluster) = match args.cluster.config() {
         Some(config) => {
-            // Until the lease lands, no replica runs timers or side effects.
-            let (_lease_tx, lease_held) = tokio::sync::watch::channel(false);
-            let (replicator, handle) = bursar_cluster::JetStreamReplicator::new(config, lease_held);
+            let (replicator, handle) = bursar_cluster::JetStreamReplicator::new(config);
             (Some(Box::new(replicator) as Box<dyn bursar_server::replication::Replicator>), Some(handle))
         }
         None => (None, None),

@@ -33,6 +33,8 @@ pub struct ClusterConfig {
     pub duplicate_window: Duration,
     /// Bound on connecting to the cluster at start.
     pub connect_timeout: Duration,
+    /// Replicas compare state digests at multiples of this position.
+    pub checkpoint_every: u64,
 }
 
 impl ClusterConfig {
@@ -45,6 +47,7 @@ impl ClusterConfig {
             proposal_deadline: Duration::from_secs(20),
             duplicate_window: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(30),
+            checkpoint_every: 1000,
         }
     }
 

@@ -2,11 +2,14 @@
 //! uses in cluster mode, and the handle the rest of the node uses (the
 //! lease decides which replica runs side effects).
 
-use crate::ClusterConfig;
+use crate::digest_guard::{self, DigestGuardConfig};
+use crate::lease::{self, LeaseConfig};
 use crate::log_stream::{self, MAX_PAYLOAD_MIN};
+use crate::{ClusterConfig, checkpoints};
 use async_nats::jetstream;
 use bursar_server::engine::EngineMsg;
-use bursar_server::replication::{ReplicaLink, Replicator};
+use bursar_server::replication::{Checkpoints, ReplicaLink, Replicator};
+use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 /// Proposals queued for the publisher before the engine waits.
@@ -14,7 +17,8 @@ const PROPOSALS_QUEUED: usize = 256;
 
 pub struct JetStreamReplicator {
     config: ClusterConfig,
-    lease_held: watch::Receiver<bool>,
+    lease_held: watch::Sender<bool>,
+    lease_stop: watch::Receiver<bool>,
     connected: watch::Sender<Option<async_nats::Client>>,
 }
 
@@ -25,14 +29,17 @@ pub struct ClusterHandle {
     pub lease_held: watch::Receiver<bool>,
     /// The cluster connection, once the replica joined.
     pub client: watch::Receiver<Option<async_nats::Client>>,
+    /// Keeps the lease task running; dropping the last handle releases it.
+    _lease_stop: Arc<watch::Sender<bool>>,
 }
 
 impl JetStreamReplicator {
-    /// `lease_held` says when this replica may propose timer entries.
-    pub fn new(config: ClusterConfig, lease_held: watch::Receiver<bool>) -> (JetStreamReplicator, ClusterHandle) {
+    pub fn new(config: ClusterConfig) -> (JetStreamReplicator, ClusterHandle) {
         let (connected, client) = watch::channel(None);
-        let handle = ClusterHandle { lease_held: lease_held.clone(), client };
-        (JetStreamReplicator { config, lease_held, connected }, handle)
+        let (lease_held, held) = watch::channel(false);
+        let (stop, lease_stop) = watch::channel(false);
+        let handle = ClusterHandle { lease_held: held, client, _lease_stop: Arc::new(stop) };
+        (JetStreamReplicator { config, lease_held, lease_stop, connected }, handle)
     }
 
     async fn join(
@@ -46,7 +53,8 @@ impl JetStreamReplicator {
         let mut stream = log_stream::ensure_stream(&js, &self.config).await?;
         let state = stream.info().await.map_err(|e| format!("reading the log stream: {e}"))?.state.clone();
         check_position(after, state.first_sequence, state.last_sequence, state.messages)?;
-        let id_prefix = format!("n{}-{}-", self.config.node_id, boot_nonce());
+        let node = self.config.node_id.to_string();
+        let id_prefix = format!("n{node}-{}-", boot_nonce());
         let (proposals, queued) = mpsc::channel(PROPOSALS_QUEUED);
         let config = self.config.clone();
         runtime.spawn(log_stream::publish_proposals(
@@ -56,7 +64,9 @@ impl JetStreamReplicator {
             queued,
             engine.clone(),
         ));
-        runtime.spawn(log_stream::follow(js, config, id_prefix, after, engine));
+        runtime.spawn(log_stream::follow(js.clone(), config.clone(), id_prefix, after, engine));
+        self.follow_lease(js.clone(), node.clone());
+        let checkpoints = guard_divergence(js, node, &config)?;
         self.connected.send_replace(Some(client));
         tracing::info!(
             node = self.config.node_id,
@@ -67,11 +77,50 @@ impl JetStreamReplicator {
         Ok(ReplicaLink {
             proposals,
             log_end: state.last_sequence,
-            lease_held: self.lease_held.clone(),
-            checkpoints: None,
+            lease_held: self.lease_held.subscribe(),
+            checkpoints: Some(checkpoints),
             snapshot_written: None,
         })
     }
+
+    /// Runs the lease and mirrors whether this replica holds it.
+    fn follow_lease(&self, js: jetstream::Context, node: String) {
+        let config = LeaseConfig { replicas: self.config.replicas, ..Default::default() };
+        let mut state = lease::run(js, node, config, self.lease_stop.clone());
+        let held = self.lease_held.clone();
+        tokio::spawn(async move {
+            loop {
+                let now = *state.borrow_and_update();
+                if held.send_replace(now.held) != now.held {
+                    metrics::gauge!("bursar_cluster_lease_epoch").set(now.epoch as f64);
+                    tracing::info!(held = now.held, epoch = now.epoch, "lease changed");
+                }
+                if state.changed().await.is_err() {
+                    held.send_replace(false);
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Starts the divergence guard and the digest thread feeding it; returns
+/// where the engine sends its checkpoint views. A divergence stops the
+/// process: this replica's state differs from the others' at a position.
+fn guard_divergence(js: jetstream::Context, node: String, config: &ClusterConfig) -> Result<Checkpoints, String> {
+    let (digests_tx, digests) = mpsc::channel(checkpoints::QUEUED_MAX);
+    let guard_config = DigestGuardConfig { replicas: config.replicas, ..Default::default() };
+    let divergence = digest_guard::run(js, node, guard_config, digests)?;
+    tokio::spawn(async move {
+        if let Ok(d) = divergence.await {
+            tracing::error!("{d}; stopping this replica");
+            eprintln!("bursar: fatal: {d}; stopping this replica");
+            std::process::exit(76);
+        }
+    });
+    let (views, views_rx) = std::sync::mpsc::sync_channel(checkpoints::QUEUED_MAX);
+    checkpoints::spawn(views_rx, digests_tx).map_err(|e| format!("starting the digest thread: {e}"))?;
+    Ok(Checkpoints { every: config.checkpoint_every, views })
 }
 
 impl Replicator for JetStreamReplicator {
@@ -82,6 +131,7 @@ impl Replicator for JetStreamReplicator {
         engine: mpsc::Sender<EngineMsg>,
     ) -> Result<ReplicaLink, String> {
         let rt = runtime.clone();
+        let _entered = runtime.enter();
         runtime.block_on(self.join(&rt, after, engine))
     }
 }
