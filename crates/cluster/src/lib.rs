@@ -9,6 +9,7 @@ pub mod digest_guard;
 pub mod lease;
 pub mod log_stream;
 pub mod replica;
+pub mod snapshot_objects;
 
 use std::time::Duration;
 

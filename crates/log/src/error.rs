@@ -32,6 +32,10 @@ pub enum LogError {
     /// A write was attempted on something opened read-only.
     #[error("{} was opened read-only", path.display())]
     ReadOnly { path: PathBuf },
+    /// A snapshot bundle (one snapshot shipped as a single stream) failed a
+    /// check on import; nothing of it became visible.
+    #[error("malformed snapshot bundle at byte {offset}: {reason}")]
+    BadBundle { offset: u64, reason: String },
     /// Input to a write exceeds a limit of the stored format.
     #[error("cannot store this: {reason}")]
     Invalid { reason: String },

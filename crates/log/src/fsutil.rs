@@ -95,6 +95,29 @@ pub(crate) fn write_file_atomic(dir: &Path, name: &str, parts: &[&[u8]]) -> Resu
     Ok(parts.iter().map(|p| p.len() as u64).sum())
 }
 
+/// Like [`write_file_atomic`], but `fill` writes the content, so it can be
+/// streamed, and may refuse it: on an error the temp file is removed and
+/// nothing is renamed into place. The caller fsyncs `dir`.
+pub(crate) fn write_file_atomic_with<T>(
+    dir: &Path,
+    name: &str,
+    fill: impl FnOnce(&mut File) -> Result<T, LogError>,
+) -> Result<T, LogError> {
+    let temp = dir.join(format!("{name}{TEMP_SUFFIX}"));
+    let target = dir.join(name);
+    let mut file = File::create(&temp).map_err(|e| LogError::io(&temp, e))?;
+    let filled = fill(&mut file).and_then(|out| file.sync_all().map(|()| out).map_err(|e| LogError::io(&temp, e)));
+    drop(file);
+    match filled {
+        Ok(out) => fs::rename(&temp, &target).map(|()| out).map_err(|e| LogError::io(&target, e)),
+        Err(e) => {
+            // Best effort: a temp file left behind is removed by the next open.
+            let _ = fs::remove_file(&temp);
+            Err(e)
+        }
+    }
+}
+
 /// Regular files in `dir` with their names, as (name, path). Names that are
 /// not UTF-8 are returned lossily converted (they match no pattern of ours).
 pub(crate) fn list_files(dir: &Path) -> Result<Vec<(String, PathBuf)>, LogError> {

@@ -18,7 +18,7 @@ pub mod snapshot_store;
 
 pub use error::LogError;
 pub use file_log::{DurableCallback, Entry, EntryIter, FileLog, FileLogOptions, OpenReport, ScanStop, scan};
-pub use snapshot_store::{LoadedSnapshot, SnapshotInfo, SnapshotStore};
+pub use snapshot_store::{BundleInfo, LoadedSnapshot, SnapshotInfo, SnapshotStore};
 
 #[cfg(test)]
 mod tests {

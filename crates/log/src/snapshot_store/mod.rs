@@ -19,9 +19,14 @@
 //! manifest's trailer and every chunk's hash; a damaged snapshot is skipped
 //! in favour of an older one, which is always safe because the log holds
 //! everything after it.
+//!
+//! A snapshot also travels as one stream, a bundle (`export_bundle`,
+//! `import_bundle`; see `bundle`), for copying it to another machine.
 
+mod bundle;
 mod manifest;
 
+pub use bundle::{BUNDLE_MAGIC, BUNDLE_VERSION, BundleInfo};
 pub use manifest::{MANIFEST_BYTES_MAX, MANIFEST_MAGIC, MANIFEST_VERSION};
 
 use crate::LogError;
@@ -125,6 +130,18 @@ fn chunk_header(len: u64) -> [u8; CHUNK_HEADER] {
 /// Reads a chunk file and checks it against the manifest's hash and length.
 /// A missing file is corruption (a manifest names it).
 fn read_chunk(path: &Path, stored: &ChunkRef) -> Result<Vec<u8>, LogError> {
+    let mut file = open_chunk(path, stored)?;
+    let mut payload = vec![0u8; stored.len as usize];
+    file.read_exact(&mut payload).map_err(|e| LogError::io(path, e))?;
+    if *blake3::hash(&payload).as_bytes() != stored.hash {
+        return Err(LogError::corrupt(path, CHUNK_HEADER as u64, "chunk payload does not match its hash"));
+    }
+    Ok(payload)
+}
+
+/// Opens a chunk file and checks its length and header, leaving it at the
+/// start of the payload; the caller checks the payload's hash.
+fn open_chunk(path: &Path, stored: &ChunkRef) -> Result<File, LogError> {
     let mut file = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -143,12 +160,7 @@ fn read_chunk(path: &Path, stored: &ChunkRef) -> Result<Vec<u8>, LogError> {
     if header != chunk_header(stored.len) {
         return Err(LogError::corrupt(path, 0, "bad chunk header (magic, version, reserved or length)"));
     }
-    let mut payload = vec![0u8; stored.len as usize];
-    file.read_exact(&mut payload).map_err(|e| LogError::io(path, e))?;
-    if *blake3::hash(&payload).as_bytes() != stored.hash {
-        return Err(LogError::corrupt(path, CHUNK_HEADER as u64, "chunk payload does not match its hash"));
-    }
-    Ok(payload)
+    Ok(file)
 }
 
 impl SnapshotStore {
@@ -277,6 +289,11 @@ impl SnapshotStore {
     }
 
     fn read_manifest(&self, position: u64) -> Result<Manifest, LogError> {
+        self.read_manifest_raw(position).map(|(_, m)| m)
+    }
+
+    /// The manifest's stored bytes and their parse.
+    fn read_manifest_raw(&self, position: u64) -> Result<(Vec<u8>, Manifest), LogError> {
         let path = self.manifest_path(position);
         let len = fs::metadata(&path).map_err(|e| LogError::io(&path, e))?.len();
         if len > MANIFEST_BYTES_MAX {
@@ -287,7 +304,7 @@ impl SnapshotStore {
         if m.position != position {
             return Err(LogError::corrupt(&path, 8, format!("manifest is for position {}", m.position)));
         }
-        Ok(m)
+        Ok((bytes, m))
     }
 
     /// Loads and verifies the snapshot at `position`: the manifest trailer

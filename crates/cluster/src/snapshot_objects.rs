@@ -1,0 +1,696 @@
+//! Snapshots in JetStream's object store, so that a replica that lost its
+//! disk can start from the newest one plus the log after it (see
+//! `docs/cluster.md`). Each object is one snapshot bundle
+//! (`SnapshotStore::export_bundle`) named `snapshot-<position, 20 digits>`.
+//!
+//! A bundle may be gigabytes, so it streams both ways: the store's blocking
+//! I/O runs in `spawn_blocking` and talks to the NATS transfer through a
+//! bounded pipe of a few blocks. Memory holds those blocks (and, on a
+//! download, what the consumer's flow control lets the server send ahead),
+//! never the snapshot; no temp copy is written either.
+//!
+//! Every NATS call has a time limit: each request (each chunk's publish
+//! acknowledgement included) `call_timeout`, whole transfers (put, get,
+//! delete) `call_timeout` plus their size at the slowest rate tolerated.
+
+use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind, ObjectStoreError};
+use async_nats::jetstream::object_store::{self, GetErrorKind, InfoErrorKind, ObjectMetadata, ObjectStore};
+use async_nats::jetstream::stream::{StorageType, Stream};
+use async_nats::jetstream::{self, ErrorCode};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE;
+use bursar_log::{BundleInfo, SnapshotStore};
+use bursar_workflow::resilience::Backoff;
+use futures_util::TryStreamExt;
+use std::collections::HashSet;
+use std::fmt::Display;
+use std::future::IntoFuture;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::sync::mpsc;
+
+pub const DEFAULT_BUCKET: &str = "BURSAR_SNAPSHOTS";
+const OBJECT_PREFIX: &str = "snapshot-";
+/// Blocks queued between the store thread and the NATS transfer: enough to
+/// keep both busy, few enough to bound memory.
+const PIPE_BLOCKS: usize = 4;
+/// Object-store message size limits: not so small that per-message costs
+/// dominate, and well below the 8 MiB `max_payload` of the test cluster.
+const CHUNK_BYTES_MIN: usize = 1 << 10;
+const CHUNK_BYTES_MAX: usize = 4 << 20;
+/// Attempts of a download (see `download`).
+const DOWNLOAD_ATTEMPTS: u32 = 6;
+
+#[derive(Clone, Debug)]
+pub struct SnapshotObjectsConfig {
+    /// The object store bucket (a stream named `OBJ_<bucket>`).
+    pub bucket: String,
+    /// Copies of each object: 3 in a 3-node cluster, which then survives the
+    /// loss of one node. Used when the bucket is created.
+    pub replicas: usize,
+    /// Bytes per object-store message, and per pipe block. Must stay below
+    /// the servers' `max_payload` (1 MiB unless configured).
+    pub chunk_bytes: usize,
+    /// The limit of each request: bucket lookup or creation, listing,
+    /// opening an object, purges, and each chunk's publish acknowledgement
+    /// (it replaces the context's own request timeout).
+    pub call_timeout: Duration,
+    /// The slowest transfer tolerated: moving n bytes may take
+    /// `call_timeout + n / min_bytes_per_second`.
+    pub min_bytes_per_second: u64,
+    /// `prune` purges chunks that no object names (an upload that failed
+    /// half way leaves them) once their newest message is this old. It must
+    /// exceed the longest pause of an upload still in progress.
+    pub orphan_min_age: Duration,
+}
+
+impl Default for SnapshotObjectsConfig {
+    fn default() -> SnapshotObjectsConfig {
+        SnapshotObjectsConfig {
+            bucket: DEFAULT_BUCKET.to_string(),
+            replicas: 3,
+            chunk_bytes: 512 << 10,
+            call_timeout: Duration::from_secs(10),
+            min_bytes_per_second: 1 << 20,
+            orphan_min_age: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl SnapshotObjectsConfig {
+    /// The time limit for moving `bytes` to or from the object store.
+    pub fn transfer_timeout(&self, bytes: u64) -> Duration {
+        self.call_timeout + Duration::from_secs_f64(bytes as f64 / self.min_bytes_per_second.max(1) as f64)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !(CHUNK_BYTES_MIN..=CHUNK_BYTES_MAX).contains(&self.chunk_bytes) {
+            return Err(format!("chunk_bytes {} is not in {CHUNK_BYTES_MIN}..={CHUNK_BYTES_MAX}", self.chunk_bytes));
+        }
+        if !(1..=5).contains(&self.replicas) {
+            return Err(format!("replicas {} is not in 1..=5", self.replicas));
+        }
+        if self.min_bytes_per_second == 0 {
+            return Err("min_bytes_per_second is 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// The object holding the snapshot at `position`.
+pub fn object_name(position: u64) -> String {
+    format!("{OBJECT_PREFIX}{position:020}")
+}
+
+/// The position of a snapshot object's name; `None` for other names.
+pub fn parse_object_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix(OBJECT_PREFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Uploads the local snapshot at `position` as one object, streaming, and
+/// returns the bundle's bytes. `store_dir` is the directory given to
+/// `SnapshotStore::open` (the data dir). The upload is complete (stored by a
+/// quorum of replicas) only when this returns `Ok`; a failed one leaves the
+/// objects as they were, plus chunks that `prune` sweeps later.
+pub async fn upload(
+    js: &jetstream::Context,
+    config: &SnapshotObjectsConfig,
+    store_dir: &Path,
+    position: u64,
+) -> Result<u64, String> {
+    config.check()?;
+    let started = Instant::now();
+    let dir = store_dir.to_path_buf();
+    let (store, size) = tokio::task::spawn_blocking(move || {
+        let store = SnapshotStore::open_read_only(&dir)?;
+        let size = store.bundle_size(position)?;
+        Ok::<_, bursar_log::LogError>((store, size))
+    })
+    .await
+    .map_err(|e| format!("reading the snapshot at {position}: {e}"))?
+    .map_err(|e| format!("reading the snapshot at {position}: {e}"))?;
+    let bucket = ensure_bucket(&scoped(js, config), config).await?;
+
+    let (tx, rx) = mpsc::channel(PIPE_BLOCKS);
+    let block_bytes = config.chunk_bytes;
+    let export = tokio::task::spawn_blocking(move || export_into(&store, position, PipeWriter::new(tx, block_bytes)));
+    let name = object_name(position);
+    let meta = ObjectMetadata {
+        name: name.clone(),
+        description: Some(format!("Bursar snapshot bundle at log position {position}")),
+        chunk_size: Some(config.chunk_bytes),
+        ..Default::default()
+    };
+    let mut reader = PipeReader { rx, state: ReadState::default() };
+    let what = format!("uploading {name} ({size} bytes)");
+    let put = within(config.transfer_timeout(size), what, bucket.put(meta, &mut reader)).await;
+    // A still-running export sees the pipe closed and stops.
+    drop(reader);
+    let exported = export.await.map_err(|e| format!("the export of {name} did not finish: {e}"))?;
+    let bundle = match (put, exported) {
+        (_, Err(Side::Failed(e))) => return Err(format!("exporting the snapshot at {position}: {e}")),
+        (Err(e), _) => return Err(e),
+        (Ok(_), Err(Side::Abandoned)) => return Err(format!("{name}: the upload ended before the export")),
+        (Ok(info), Ok(bundle)) if info.size as u64 != bundle.bytes => {
+            return Err(format!("{name}: the object store took {} bytes of a {}-byte bundle", info.size, bundle.bytes));
+        }
+        (Ok(_), Ok(bundle)) => bundle,
+    };
+    let ms = started.elapsed().as_millis() as u64;
+    tracing::info!(position, bytes = bundle.bytes, ms, bucket = %config.bucket, "snapshot uploaded");
+    Ok(bundle.bytes)
+}
+
+/// Runs in the blocking pool: the bundle into the pipe, then its end mark.
+fn export_into(store: &SnapshotStore, position: u64, mut pipe: PipeWriter) -> Result<BundleInfo, Side> {
+    match store.export_bundle(position, &mut pipe) {
+        Ok(info) => pipe.finish().map(|()| info).map_err(|_| Side::Abandoned),
+        Err(_) if pipe.abandoned => Err(Side::Abandoned),
+        Err(e) => Err(Side::Failed(e.to_string())),
+    }
+}
+
+/// Positions of the snapshot objects, ascending (none if there is no
+/// bucket). Read from the stream's subjects, which the stream leader
+/// reports: a listing through a consumer may be served by a lagging replica,
+/// or placed on a dead one.
+pub async fn positions(js: &jetstream::Context, config: &SnapshotObjectsConfig) -> Result<Vec<u64>, String> {
+    match open_stream(&scoped(js, config), config).await? {
+        Some(stream) => listed(&stream, config).await,
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The newest snapshot object's position.
+pub async fn newest(js: &jetstream::Context, config: &SnapshotObjectsConfig) -> Result<Option<u64>, String> {
+    Ok(positions(js, config).await?.last().copied())
+}
+
+/// Deletes all but the newest `keep` snapshot objects and returns the
+/// oldest kept position: the log stream may be purged before it. Also purges
+/// chunks no object names once they are `orphan_min_age` old (a failure
+/// there is logged, not returned: the deletes are done).
+pub async fn prune(
+    js: &jetstream::Context,
+    config: &SnapshotObjectsConfig,
+    keep: usize,
+) -> Result<Option<u64>, String> {
+    if keep == 0 {
+        return Err("prune keeps at least one snapshot: the log is purged up to the oldest kept one".into());
+    }
+    let js = scoped(js, config);
+    let Some(stream) = open_stream(&js, config).await? else {
+        return Ok(None);
+    };
+    let positions = listed(&stream, config).await?;
+    let (old, kept) = positions.split_at(positions.len().saturating_sub(keep));
+    let bucket = open_bucket(&js, config).await?.ok_or_else(|| format!("bucket {} vanished", config.bucket))?;
+    for position in old {
+        delete(&bucket, &stream, config, *position).await?;
+        tracing::info!(position, bucket = %config.bucket, "snapshot object deleted");
+    }
+    if let Err(e) = sweep_orphans(&bucket, &stream, config, kept).await {
+        tracing::warn!(bucket = %config.bucket, "purging chunks of failed uploads failed: {e}");
+    }
+    Ok(kept.first().copied())
+}
+
+/// Downloads the snapshot object at `position` into the store in
+/// `store_dir`, streaming it through `SnapshotStore::import_bundle` (which
+/// checks every chunk and the bundle's trailer, and makes the snapshot
+/// visible only once all of it is durable). Transfer failures are retried a
+/// few times: a download reads through a consumer, which JetStream 2.9 may
+/// place on a replica that died seconds ago. A damaged object is not.
+pub async fn download(
+    js: &jetstream::Context,
+    config: &SnapshotObjectsConfig,
+    position: u64,
+    store_dir: &Path,
+) -> Result<(), String> {
+    config.check()?;
+    let js = scoped(js, config);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(8));
+    let mut attempt = 1;
+    loop {
+        let started = Instant::now();
+        match download_once(&js, config, position, store_dir).await {
+            Ok(bytes) => {
+                let ms = started.elapsed().as_millis() as u64;
+                tracing::info!(position, bytes, ms, attempt, bucket = %config.bucket, "snapshot downloaded");
+                return Ok(());
+            }
+            Err(Failure::Transfer(e)) if attempt < DOWNLOAD_ATTEMPTS => {
+                tracing::warn!(position, attempt, "downloading a snapshot failed, retrying: {e}");
+                tokio::time::sleep(backoff.next_wait()).await;
+                attempt += 1;
+            }
+            Err(Failure::Transfer(e) | Failure::Final(e)) => return Err(e),
+        }
+    }
+}
+
+/// Why a download failed: worth another attempt, or not.
+enum Failure {
+    Transfer(String),
+    Final(String),
+}
+
+/// One attempt at `download`; returns the bytes moved.
+async fn download_once(
+    js: &jetstream::Context,
+    config: &SnapshotObjectsConfig,
+    position: u64,
+    store_dir: &Path,
+) -> Result<u64, Failure> {
+    let name = object_name(position);
+    let bucket = open_bucket(js, config).await.map_err(Failure::Transfer)?;
+    let bucket = bucket.ok_or_else(|| Failure::Final(format!("there is no bucket {}", config.bucket)))?;
+    let opened = limited(config.call_timeout, format!("opening {name}"), bucket.get(&name)).await;
+    let mut object = match opened.map_err(Failure::Transfer)? {
+        Ok(object) => object,
+        Err(e) if e.kind() == GetErrorKind::NotFound => return Err(Failure::Final(format!("{name}: {e}"))),
+        Err(e) => return Err(Failure::Transfer(format!("opening {name}: {e}"))),
+    };
+    let size = object.info().size as u64;
+
+    let (tx, rx) = mpsc::channel(PIPE_BLOCKS);
+    let dir = store_dir.to_path_buf();
+    let import = tokio::task::spawn_blocking(move || import_from(&dir, BlockingPipeReader::new(rx)));
+    let what = format!("downloading {name} ({size} bytes)");
+    // `tx` lives in the pump: it is dropped when the pump ends or times out,
+    // so the import never waits for a block that will not come.
+    let pumped = within(config.transfer_timeout(size), what, pump(&mut object, tx, config.chunk_bytes)).await;
+    let imported = import.await.map_err(|e| Failure::Final(format!("the import of {name} did not finish: {e}")))?;
+    match (pumped, imported) {
+        (_, Err(Side::Failed(e))) => Err(Failure::Final(format!("importing {name}: {e}"))),
+        (Err(e), _) => Err(Failure::Transfer(e)),
+        (Ok(_), Err(Side::Abandoned)) => {
+            Err(Failure::Transfer(format!("{name}: the download ended before the import")))
+        }
+        (Ok(bytes), Ok(_)) if bytes != size => Err(Failure::Transfer(format!("{name}: read {bytes} bytes of {size}"))),
+        (Ok(_), Ok(imported)) if imported != position => {
+            Err(Failure::Final(format!("{name} holds the snapshot at position {imported}, not {position}")))
+        }
+        (Ok(bytes), Ok(_)) => Ok(bytes),
+    }
+}
+
+/// Runs in the blocking pool: the pipe into the local store.
+fn import_from(dir: &Path, mut pipe: BlockingPipeReader) -> Result<u64, Side> {
+    let mut store = SnapshotStore::open(dir).map_err(|e| Side::Failed(e.to_string()))?;
+    match store.import_bundle(&mut pipe) {
+        Ok(position) => Ok(position),
+        Err(_) if pipe.abandoned => Err(Side::Abandoned),
+        Err(e) => Err(Side::Failed(e.to_string())),
+    }
+}
+
+/// Copies the object into the pipe in blocks, then marks its end; returns
+/// the bytes read.
+async fn pump(object: &mut object_store::Object, tx: mpsc::Sender<Piece>, block_bytes: usize) -> Result<u64, String> {
+    let mut total = 0u64;
+    loop {
+        let mut block = Vec::with_capacity(block_bytes);
+        let mut end = false;
+        while block.len() < block_bytes && !end {
+            end = object.read_buf(&mut block).await.map_err(|e| format!("reading the object: {e}"))? == 0;
+        }
+        total += block.len() as u64;
+        let closed = |_| "the import stopped reading".to_string();
+        if !block.is_empty() {
+            tx.send(Piece::Data(block)).await.map_err(closed)?;
+        }
+        if end {
+            tx.send(Piece::End).await.map_err(closed)?;
+            return Ok(total);
+        }
+    }
+}
+
+/// How the blocking side of a transfer ended early.
+enum Side {
+    /// The other side stopped first; its error is the one to report.
+    Abandoned,
+    Failed(String),
+}
+
+/// `js` with `call_timeout` as its request timeout: it also bounds the wait
+/// for each chunk's acknowledgement inside an object store `put`.
+fn scoped(js: &jetstream::Context, config: &SnapshotObjectsConfig) -> jetstream::Context {
+    let mut js = js.clone();
+    js.set_timeout(config.call_timeout);
+    js
+}
+
+/// Runs `call` with a time limit; errors say what was being done.
+async fn within<T, E: Display>(
+    limit: Duration,
+    what: impl Display,
+    call: impl IntoFuture<Output = Result<T, E>>,
+) -> Result<T, String> {
+    limited(limit, &what, call).await?.map_err(|e| format!("{what}: {e}"))
+}
+
+/// Runs `call` with a time limit, leaving its own errors to the caller.
+async fn limited<F: IntoFuture>(limit: Duration, what: impl Display, call: F) -> Result<F::Output, String> {
+    tokio::time::timeout(limit, call).await.map_err(|_| format!("{what}: not done within {limit:?}"))
+}
+
+fn stream_missing(e: &GetStreamError) -> bool {
+    matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.error_code() == ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// The stream behind the bucket, or `None` if there is no bucket.
+async fn open_stream(js: &jetstream::Context, config: &SnapshotObjectsConfig) -> Result<Option<Stream>, String> {
+    let what = format!("opening stream OBJ_{}", config.bucket);
+    match limited(config.call_timeout, &what, js.get_stream(format!("OBJ_{}", config.bucket))).await? {
+        Ok(stream) => Ok(Some(stream)),
+        Err(e) if stream_missing(&e) => Ok(None),
+        Err(e) => Err(format!("{what}: {e}")),
+    }
+}
+
+/// The bucket, or `None` if it does not exist.
+async fn open_bucket(js: &jetstream::Context, config: &SnapshotObjectsConfig) -> Result<Option<ObjectStore>, String> {
+    let what = format!("opening bucket {}", config.bucket);
+    match limited(config.call_timeout, &what, js.get_object_store(&config.bucket)).await? {
+        Ok(bucket) => Ok(Some(bucket)),
+        Err(e) if bucket_missing(&e) => Ok(None),
+        Err(e) => Err(format!("{what}: {e}")),
+    }
+}
+
+fn bucket_missing(e: &ObjectStoreError) -> bool {
+    std::error::Error::source(e).and_then(|s| s.downcast_ref::<GetStreamError>()).is_some_and(stream_missing)
+}
+
+/// The bucket, created (file storage, `replicas` copies) if missing.
+async fn ensure_bucket(js: &jetstream::Context, config: &SnapshotObjectsConfig) -> Result<ObjectStore, String> {
+    if let Some(bucket) = open_bucket(js, config).await? {
+        return Ok(bucket);
+    }
+    let spec = object_store::Config {
+        bucket: config.bucket.clone(),
+        description: Some("Bursar snapshot bundles by log position".into()),
+        storage: StorageType::File,
+        num_replicas: config.replicas,
+        ..Default::default()
+    };
+    let what = format!("creating bucket {} with {} replicas", config.bucket, config.replicas);
+    within(config.call_timeout, what, js.create_object_store(spec)).await
+}
+
+/// The stream's subjects matching `filter`, with their message counts.
+async fn subjects(
+    stream: &Stream,
+    config: &SnapshotObjectsConfig,
+    filter: &str,
+) -> Result<Vec<(String, usize)>, String> {
+    let call = async { stream.info_with_subjects(filter).await?.try_collect::<Vec<_>>().await };
+    within(config.call_timeout, format!("listing subjects {filter}"), call).await
+}
+
+/// The positions of the objects with metadata in the bucket, ascending.
+/// Other objects are left alone (and logged).
+async fn listed(stream: &Stream, config: &SnapshotObjectsConfig) -> Result<Vec<u64>, String> {
+    let prefix = format!("$O.{}.M.", config.bucket);
+    let mut out = Vec::new();
+    for (subject, _) in subjects(stream, config, &format!("{prefix}>")).await? {
+        let name = subject.strip_prefix(&prefix).and_then(decode_name);
+        match name.as_deref().and_then(parse_object_name) {
+            Some(position) => out.push(position),
+            None => tracing::warn!(bucket = %config.bucket, subject, "ignoring an object that is not a snapshot"),
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}
+
+/// An object's name from its metadata subject's last token.
+fn decode_name(token: &str) -> Option<String> {
+    String::from_utf8(URL_SAFE.decode(token).ok()?).ok()
+}
+
+fn meta_subject(config: &SnapshotObjectsConfig, name: &str) -> String {
+    format!("$O.{}.M.{}", config.bucket, URL_SAFE.encode(name))
+}
+
+/// Deletes an object and then the tombstone the delete leaves on its
+/// metadata subject: with one object per snapshot, tombstones would grow the
+/// bucket (and every listing) forever. Also finishes a delete that stopped
+/// after the tombstone.
+async fn delete(
+    bucket: &ObjectStore,
+    stream: &Stream,
+    config: &SnapshotObjectsConfig,
+    position: u64,
+) -> Result<(), String> {
+    let name = object_name(position);
+    let info = match limited(config.call_timeout, format!("reading {name}"), bucket.info(&name)).await? {
+        Ok(info) => Some(info),
+        Err(e) if e.kind() == InfoErrorKind::NotFound => None,
+        Err(e) => return Err(format!("reading {name}: {e}")),
+    };
+    if let Some(info) = info.filter(|info| !info.deleted) {
+        within(config.transfer_timeout(info.size as u64), format!("deleting {name}"), bucket.delete(&name)).await?;
+    }
+    let purge = stream.purge().filter(meta_subject(config, &name));
+    within(config.call_timeout, format!("purging the tombstone of {name}"), purge).await?;
+    Ok(())
+}
+
+/// Purges chunk subjects that no kept object names and whose newest message
+/// is at least `orphan_min_age` old: chunks of uploads that failed before
+/// their metadata was written. Returns how many.
+async fn sweep_orphans(
+    bucket: &ObjectStore,
+    stream: &Stream,
+    config: &SnapshotObjectsConfig,
+    kept: &[u64],
+) -> Result<usize, String> {
+    let mut live = HashSet::new();
+    for position in kept {
+        let name = object_name(*position);
+        live.insert(within(config.call_timeout, format!("reading {name}"), bucket.info(&name)).await?.nuid);
+    }
+    let prefix = format!("$O.{}.C.", config.bucket);
+    let mut purged = 0;
+    for (subject, _) in subjects(stream, config, &format!("{prefix}>")).await? {
+        let nuid = subject.strip_prefix(&prefix).unwrap_or(&subject);
+        if live.contains(nuid) || !orphan_is_old(stream, config, &subject).await? {
+            continue;
+        }
+        within(config.call_timeout, format!("purging {subject}"), stream.purge().filter(&subject)).await?;
+        tracing::warn!(subject, "purged chunks no snapshot object names (left by a failed upload)");
+        purged += 1;
+    }
+    Ok(purged)
+}
+
+async fn orphan_is_old(stream: &Stream, config: &SnapshotObjectsConfig, subject: &str) -> Result<bool, String> {
+    let what = format!("reading the newest message of {subject}");
+    let last = within(config.call_timeout, what, stream.get_last_raw_message_by_subject(subject)).await?;
+    let old_at = async_nats::datetime::add_std_duration(last.time, config.orphan_min_age);
+    Ok(old_at.is_ok_and(|at| at <= async_nats::datetime::now()))
+}
+
+/// What travels through the pipe: a block of bundle bytes, or the writer's
+/// word that the bundle is complete. A pipe that closes without `End` was
+/// abandoned: its reader fails rather than see a clean end of a truncated
+/// bundle (which the object store would otherwise store as complete).
+enum Piece {
+    Data(Vec<u8>),
+    End,
+}
+
+/// The reading end's current block; shared by the async and blocking readers.
+#[derive(Default)]
+struct ReadState {
+    block: Vec<u8>,
+    at: usize,
+    ended: bool,
+}
+
+impl ReadState {
+    fn wants_piece(&self) -> bool {
+        self.at == self.block.len() && !self.ended
+    }
+
+    fn accept(&mut self, piece: Option<Piece>) -> io::Result<()> {
+        match piece {
+            Some(Piece::Data(block)) => (self.block, self.at) = (block, 0),
+            Some(Piece::End) => self.ended = true,
+            None => return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the bundle stopped before its end")),
+        }
+        Ok(())
+    }
+
+    /// Up to `max` bytes of the current block; none once the bundle ended.
+    fn take(&mut self, max: usize) -> &[u8] {
+        let start = self.at;
+        self.at += max.min(self.block.len() - start);
+        &self.block[start..self.at]
+    }
+}
+
+/// The upload's end of the pipe: what `ObjectStore::put` reads.
+struct PipeReader {
+    rx: mpsc::Receiver<Piece>,
+    state: ReadState,
+}
+
+impl AsyncRead for PipeReader {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        while this.state.wants_piece() {
+            let piece = ready!(this.rx.poll_recv(cx));
+            this.state.accept(piece)?;
+        }
+        buf.put_slice(this.state.take(buf.remaining()));
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The download's end of the pipe: what `import_bundle` reads, blocking.
+struct BlockingPipeReader {
+    rx: mpsc::Receiver<Piece>,
+    state: ReadState,
+    abandoned: bool,
+}
+
+impl BlockingPipeReader {
+    fn new(rx: mpsc::Receiver<Piece>) -> BlockingPipeReader {
+        BlockingPipeReader { rx, state: ReadState::default(), abandoned: false }
+    }
+}
+
+impl io::Read for BlockingPipeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.state.wants_piece() {
+            let piece = self.rx.blocking_recv();
+            self.abandoned = piece.is_none();
+            self.state.accept(piece)?;
+        }
+        let piece = self.state.take(buf.len());
+        buf[..piece.len()].copy_from_slice(piece);
+        Ok(piece.len())
+    }
+}
+
+/// The export's end of the pipe: collects writes into blocks and sends
+/// them, blocking while the pipe is full.
+struct PipeWriter {
+    tx: mpsc::Sender<Piece>,
+    block: Vec<u8>,
+    block_bytes: usize,
+    abandoned: bool,
+}
+
+impl PipeWriter {
+    fn new(tx: mpsc::Sender<Piece>, block_bytes: usize) -> PipeWriter {
+        PipeWriter { tx, block: Vec::new(), block_bytes, abandoned: false }
+    }
+
+    fn send(&mut self, piece: Piece) -> io::Result<()> {
+        self.tx.blocking_send(piece).map_err(|_| {
+            self.abandoned = true;
+            io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped reading the bundle")
+        })
+    }
+
+    /// Sends what is buffered and then the end mark.
+    fn finish(mut self) -> io::Result<()> {
+        io::Write::flush(&mut self)?;
+        self.send(Piece::End)
+    }
+}
+
+impl io::Write for PipeWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.block.capacity() == 0 {
+            self.block.reserve_exact(self.block_bytes);
+        }
+        let n = buf.len().min(self.block_bytes - self.block.len());
+        self.block.extend_from_slice(&buf[..n]);
+        if self.block.len() == self.block_bytes {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        let block = std::mem::take(&mut self.block);
+        self.send(Piece::Data(block))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn object_names_round_trip_and_others_are_not_snapshots() {
+        assert_eq!(object_name(42), "snapshot-00000000000000000042");
+        assert_eq!(parse_object_name(&object_name(42)), Some(42));
+        assert_eq!(parse_object_name(&object_name(u64::MAX)), Some(u64::MAX));
+        for other in ["snapshot-42", "snapshot-0000000000000000004x", "other-00000000000000000042", ""] {
+            assert_eq!(parse_object_name(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn transfer_timeouts_grow_with_size() {
+        let config = SnapshotObjectsConfig::default();
+        assert_eq!(config.transfer_timeout(0), Duration::from_secs(10));
+        assert_eq!(config.transfer_timeout(2 << 30), Duration::from_secs(10 + 2048));
+        assert!(config.check().is_ok());
+        assert!(SnapshotObjectsConfig { chunk_bytes: 8 << 20, ..config.clone() }.check().is_err());
+        assert!(SnapshotObjectsConfig { replicas: 0, ..config }.check().is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pipe_carries_everything_and_an_abandoned_one_fails() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (tx, rx) = mpsc::channel(PIPE_BLOCKS);
+        let sent = data.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            let mut pipe = PipeWriter::new(tx, 4096);
+            pipe.write_all(&sent)?;
+            pipe.finish()
+        });
+        let mut got = Vec::new();
+        PipeReader { rx, state: ReadState::default() }.read_to_end(&mut got).await.unwrap();
+        writer.await.unwrap().unwrap();
+        assert_eq!(got, data);
+
+        // A writer that stops without `finish` is an error, not an early end.
+        let (tx, rx) = mpsc::channel(PIPE_BLOCKS);
+        let writer = tokio::task::spawn_blocking(move || PipeWriter::new(tx, 4096).write_all(&[1; 10_000]));
+        let err = PipeReader { rx, state: ReadState::default() }.read_to_end(&mut Vec::new()).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
+        writer.await.unwrap().unwrap();
+
+        // The same for the blocking reader, fed by an async sender.
+        let (tx, rx) = mpsc::channel(PIPE_BLOCKS);
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut pipe = BlockingPipeReader::new(rx);
+            let result = pipe.read_to_end(&mut Vec::new());
+            (result.map_err(|e| e.kind()), pipe.abandoned)
+        });
+        tx.send(Piece::Data(vec![1; 10])).await.unwrap();
+        drop(tx);
+        assert_eq!(reader.await.unwrap(), (Err(io::ErrorKind::BrokenPipe), true));
+    }
+}
