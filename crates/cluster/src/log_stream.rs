@@ -35,27 +35,20 @@ pub const MAX_PAYLOAD_MIN: usize = 8 << 20;
 const PUBLISHES_IN_FLIGHT: usize = 64;
 /// Committed entries pulled ahead of the engine (each up to 8 MiB).
 const PULL_BATCH: i64 = 32;
+/// Longest one pull for committed entries waits. The ordered consumer
+/// (a single copy, on one NATS node) gets idle heartbeats at half of it
+/// and is recreated after two missed ones, so this bounds how long a
+/// replica stops applying when the node holding its consumer dies. With
+/// the client's default (30 s) that was about a minute, and every write
+/// proposed through the replica hung meanwhile: its commit is acknowledged
+/// but never delivered.
+const PULL_EXPIRES: Duration = Duration::from_secs(2);
 
-/// Creates the log stream if it is missing and checks an existing one.
-pub async fn ensure_stream(
-    js: &jetstream::Context,
-    config: &ClusterConfig,
-) -> Result<jetstream::stream::Stream, String> {
+/// Creates the log stream if it is missing and checks an existing one;
+/// returns its info.
+pub async fn ensure_stream(js: &jetstream::Context, config: &ClusterConfig) -> Result<jetstream::stream::Info, String> {
     let subject = config.log_subject();
-    let mut stream = js
-        .get_or_create_stream(jetstream::stream::Config {
-            name: config.stream.clone(),
-            subjects: vec![subject.clone()],
-            storage: StorageType::File,
-            num_replicas: config.replicas,
-            max_message_size: MAX_PAYLOAD_MIN as i32,
-            duplicate_window: config.duplicate_window,
-            deny_delete: true,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("opening the log stream {}: {e}", config.stream))?;
-    let info = stream.info().await.map_err(|e| format!("reading the log stream {}: {e}", config.stream))?;
+    let info = open_stream(js, config).await?;
     if info.config.subjects != [subject.clone()] {
         return Err(format!(
             "stream {} has subjects {:?}, not [{subject:?}]: it is not this cluster's log",
@@ -68,7 +61,46 @@ pub async fn ensure_stream(
             config.stream, info.config.duplicate_window, config.proposal_deadline
         ));
     }
-    Ok(stream)
+    Ok(info)
+}
+
+/// Opens (or creates) the stream, retrying until the connect timeout:
+/// JetStream answers nothing while it has no leader (a cluster that just
+/// started, or one electing a new leader after losing a node), and a
+/// replica started then must wait for it rather than exit.
+async fn open_stream(js: &jetstream::Context, config: &ClusterConfig) -> Result<jetstream::stream::Info, String> {
+    let deadline = tokio::time::Instant::now() + config.connect_timeout;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    loop {
+        let error = match try_open_stream(js, config).await {
+            Ok(opened) => return Ok(opened),
+            Err(e) => e,
+        };
+        let wait = backoff.next_wait();
+        if tokio::time::Instant::now() + wait >= deadline {
+            return Err(format!("{error} (retried for {:?})", config.connect_timeout));
+        }
+        tracing::warn!("the log stream is not available yet; retrying: {error}");
+        tokio::time::sleep(wait).await;
+    }
+}
+
+async fn try_open_stream(js: &jetstream::Context, config: &ClusterConfig) -> Result<jetstream::stream::Info, String> {
+    let mut stream = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: config.stream.clone(),
+            subjects: vec![config.log_subject()],
+            storage: StorageType::File,
+            num_replicas: config.replicas,
+            max_message_size: MAX_PAYLOAD_MIN as i32,
+            duplicate_window: config.duplicate_window,
+            deny_delete: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("opening the log stream {}: {e}", config.stream))?;
+    let info = stream.info().await.map_err(|e| format!("reading the log stream {}: {e}", config.stream))?;
+    Ok(info.clone())
 }
 
 /// Publishes proposals until each is acknowledged or its deadline passes.
@@ -185,6 +217,7 @@ async fn follow_from(
         .create_consumer(OrderedConfig {
             deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: *next },
             max_batch: PULL_BATCH,
+            max_expires: PULL_EXPIRES,
             ..Default::default()
         })
         .await

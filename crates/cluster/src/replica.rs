@@ -43,8 +43,7 @@ impl JetStreamReplicator {
     ) -> Result<ReplicaLink, String> {
         let client = connect(&self.config).await?;
         let js = jetstream::new(client.clone());
-        let mut stream = log_stream::ensure_stream(&js, &self.config).await?;
-        let state = stream.info().await.map_err(|e| format!("reading the log stream: {e}"))?.state.clone();
+        let state = log_stream::ensure_stream(&js, &self.config).await?.state;
         check_position(after, state.first_sequence, state.last_sequence, state.messages)?;
         let id_prefix = format!("n{}-{}-", self.config.node_id, boot_nonce());
         let (proposals, queued) = mpsc::channel(PROPOSALS_QUEUED);
