@@ -2,6 +2,7 @@
 //! verifier and small client commands.
 
 mod bench;
+mod chaos;
 mod client_cmds;
 mod cluster_args;
 mod http_cli;
@@ -65,6 +66,9 @@ enum Command {
     /// Read models fed by the change stream: `project postgres`.
     #[command(subcommand)]
     Project(project::ProjectCommand),
+    /// Fault-injection tests of cluster mode on a real local cluster: `chaos bank`.
+    #[command(subcommand)]
+    Chaos(chaos::ChaosCommand),
     /// Serve the order connector simulators over HTTP (for `start --connectors-url`).
     Simulate(workflows::SimulateArgs),
 }
@@ -90,6 +94,7 @@ fn main() -> ExitCode {
         Command::Project(c) => project::run(c),
         Command::Verify(args) => start::verify(args),
         Command::Bench(args) => bench::run(args),
+        Command::Chaos(c) => chaos::run(c),
         Command::Ping(args) => client_cmds::ping(args),
         Command::Lookup(args) => client_cmds::lookup(args),
         Command::Audit(AuditCommand::Verify(args)) => start::audit_verify(args),
