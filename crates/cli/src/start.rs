@@ -126,7 +126,9 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     };
     let (replicator, cluster) = match args.cluster.config() {
         Some(config) => {
+            bootstrap(&config, &args.data_dir)?;
             let (replicator, handle) = bursar_cluster::JetStreamReplicator::new(config);
+            let replicator = replicator.share_snapshots_from(args.data_dir.clone());
             (Some(Box::new(replicator) as Box<dyn bursar_server::replication::Replicator>), Some(handle))
         }
         None => (None, None),
@@ -191,6 +193,21 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     }
     node.run_until_signal_or(escalated);
     println!("bursar: stopped cleanly");
+    Ok(())
+}
+
+/// A replica with an empty data directory starts from the cluster's newest
+/// snapshot (the log before it may be purged).
+fn bootstrap(config: &bursar_cluster::ClusterConfig, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let bootstrapped = bursar_cluster::bootstrap_if_empty(config, data_dir)
+        .map_err(|e| anyhow::anyhow!("bootstrapping {} from the cluster: {e}", data_dir.display()))?;
+    if let Some(position) = bootstrapped {
+        println!(
+            "bursar: bootstrapped from the cluster's snapshot at position {position} in {} ms",
+            started.elapsed().as_millis()
+        );
+    }
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 //! Bursar writes no consensus code: JetStream supplies order, replication
 //! and durability. See `docs/cluster.md`.
 
+pub mod bootstrap;
 mod bucket;
 pub mod checkpoints;
 pub mod digest_guard;
@@ -13,6 +14,7 @@ pub mod snapshot_objects;
 
 use std::time::Duration;
 
+pub use bootstrap::bootstrap_if_empty;
 pub use replica::{ClusterHandle, JetStreamReplicator};
 
 /// How a replica reaches the cluster and names what it shares there.
@@ -50,6 +52,12 @@ impl ClusterConfig {
             connect_timeout: Duration::from_secs(30),
             checkpoint_every: 1000,
         }
+    }
+
+    /// Where snapshots are shared: the default bucket, with as many copies
+    /// as the log.
+    pub fn snapshot_objects(&self) -> snapshot_objects::SnapshotObjectsConfig {
+        snapshot_objects::SnapshotObjectsConfig { replicas: self.replicas, ..Default::default() }
     }
 
     /// The one subject the log stream holds.

@@ -5,21 +5,30 @@
 use crate::digest_guard::{self, DigestGuardConfig};
 use crate::lease::{self, LeaseConfig};
 use crate::log_stream::{self, MAX_PAYLOAD_MIN};
-use crate::{ClusterConfig, checkpoints};
+use crate::{ClusterConfig, checkpoints, snapshot_objects};
 use async_nats::jetstream;
 use bursar_server::engine::EngineMsg;
-use bursar_server::replication::{Checkpoints, ReplicaLink, Replicator};
+use bursar_server::replication::{Checkpoints, ReplicaLink, Replicator, SnapshotWritten};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// Proposals queued for the publisher before the engine waits.
 const PROPOSALS_QUEUED: usize = 256;
+/// Snapshot objects kept; the log is purged up to the oldest of them, so a
+/// second one still covers the log if the newest proves unusable.
+const SNAPSHOT_OBJECTS_KEPT: usize = 2;
+/// Bound on purging the log stream.
+const PURGE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct JetStreamReplicator {
     config: ClusterConfig,
     lease_held: watch::Sender<bool>,
     lease_stop: watch::Receiver<bool>,
     connected: watch::Sender<Option<async_nats::Client>>,
+    /// The data dir whose snapshots the lease holder shares (none: not shared).
+    snapshots_dir: Option<PathBuf>,
 }
 
 /// What the node's other parts need from the cluster once it runs.
@@ -39,7 +48,15 @@ impl JetStreamReplicator {
         let (lease_held, held) = watch::channel(false);
         let (stop, lease_stop) = watch::channel(false);
         let handle = ClusterHandle { lease_held: held, client, _lease_stop: Arc::new(stop) };
-        (JetStreamReplicator { config, lease_held, lease_stop, connected }, handle)
+        (JetStreamReplicator { config, lease_held, lease_stop, connected, snapshots_dir: None }, handle)
+    }
+
+    /// Shares the snapshots written in `data_dir`: while this replica holds
+    /// the lease, each is uploaded to the object store, old objects are
+    /// pruned and the log stream is purged up to the oldest one kept.
+    pub fn share_snapshots_from(mut self, data_dir: PathBuf) -> JetStreamReplicator {
+        self.snapshots_dir = Some(data_dir);
+        self
     }
 
     async fn join(
@@ -65,6 +82,7 @@ impl JetStreamReplicator {
         ));
         runtime.spawn(log_stream::follow(js.clone(), config.clone(), id_prefix, after, engine));
         self.follow_lease(js.clone(), node.clone());
+        let snapshot_written = self.snapshot_sharer(runtime, js.clone());
         let checkpoints = guard_divergence(js, node, &config)?;
         self.connected.send_replace(Some(client));
         tracing::info!(
@@ -78,8 +96,28 @@ impl JetStreamReplicator {
             log_end: state.last_sequence,
             lease_held: self.lease_held.subscribe(),
             checkpoints: Some(checkpoints),
-            snapshot_written: None,
+            snapshot_written,
         })
+    }
+
+    /// The hook the snapshot thread calls after each local snapshot. It
+    /// blocks that thread during the upload, which also keeps the local
+    /// store from pruning the snapshot being read. Failures are logged: the
+    /// next snapshot tries again, and the log is only purged after a
+    /// successful upload.
+    fn snapshot_sharer(&self, runtime: &tokio::runtime::Handle, js: jetstream::Context) -> Option<SnapshotWritten> {
+        let dir = self.snapshots_dir.clone()?;
+        let lease = self.lease_held.subscribe();
+        let runtime = runtime.clone();
+        let config = self.config.clone();
+        Some(Box::new(move |position| {
+            if !*lease.borrow() {
+                return;
+            }
+            if let Err(e) = runtime.block_on(share_snapshot(&js, &config, &dir, position)) {
+                tracing::warn!(position, "sharing the snapshot with the cluster failed: {e}");
+            }
+        }))
     }
 
     /// Runs the lease and mirrors whether this replica holds it.
@@ -101,6 +139,40 @@ impl JetStreamReplicator {
             }
         });
     }
+}
+
+/// Uploads the local snapshot at `position`, prunes old objects, and purges
+/// the log up to the oldest snapshot kept: a new replica starts from a
+/// snapshot, so the entries it covers are no longer needed.
+async fn share_snapshot(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+    dir: &Path,
+    position: u64,
+) -> Result<(), String> {
+    let objects = config.snapshot_objects();
+    snapshot_objects::upload(js, &objects, dir, position).await?;
+    metrics::counter!("bursar_cluster_snapshot_uploads_total").increment(1);
+    metrics::gauge!("bursar_cluster_snapshot_uploaded_position").set(position as f64);
+    match snapshot_objects::prune(js, &objects, SNAPSHOT_OBJECTS_KEPT).await? {
+        Some(oldest) => purge_log_through(js, config, oldest).await,
+        None => Ok(()),
+    }
+}
+
+/// Removes the log entries at positions up to and including `position`.
+async fn purge_log_through(js: &jetstream::Context, config: &ClusterConfig, position: u64) -> Result<(), String> {
+    let purge = async {
+        let stream = js.get_stream(&config.stream).await.map_err(|e| e.to_string())?;
+        // JetStream purges the messages below the given sequence.
+        stream.purge().sequence(position + 1).await.map_err(|e| e.to_string())
+    };
+    let purged = tokio::time::timeout(PURGE_TIMEOUT, purge)
+        .await
+        .map_err(|_| format!("purging the log through {position}: not done within {PURGE_TIMEOUT:?}"))?
+        .map_err(|e| format!("purging the log through {position}: {e}"))?;
+    tracing::info!(through = position, purged = purged.purged, "log purged up to the oldest kept snapshot");
+    Ok(())
 }
 
 /// Starts the divergence guard and the digest thread feeding it; returns

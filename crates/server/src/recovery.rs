@@ -23,7 +23,9 @@ pub fn recover(log: &FileLog, open: &OpenReport, store: &SnapshotStore) -> Resul
                     open.last_position
                 ));
             }
-            if position >= open.first_position {
+            // `first_position - 1` too: a log seeded after this snapshot
+            // starts there, and its base chain must be the snapshot's.
+            if position + 1 >= open.first_position {
                 let chain = log.chain_at(position).map_err(|e| e.to_string())?;
                 if chain != snapshot.chain {
                     return Err(format!("snapshot at position {position} does not match the log's hash chain there"));
@@ -78,4 +80,39 @@ pub fn replay(
         return Err(format!("replay stopped at position {} before the log's end at {until}", sm.position()));
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bursar_log::FileLogOptions;
+
+    /// A data dir holding a snapshot at 3 (chain `[5; 32]`) and a log
+    /// seeded after position 3 with chain `seed`.
+    fn seeded(seed: [u8; 32]) -> (tempfile::TempDir, FileLog, OpenReport, SnapshotStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = Machine::default();
+        for position in 1..=3 {
+            sm.apply_entry(position, 1_000 + position, &[]);
+        }
+        let mut store = SnapshotStore::open(dir.path()).unwrap();
+        store.write(&sm.snapshot(), [5; 32]).unwrap();
+        let (log, open) = FileLog::open_after(FileLogOptions::new(dir.path()), 3, seed).unwrap();
+        (dir, log, open, store)
+    }
+
+    #[test]
+    fn a_log_seeded_after_the_snapshot_recovers_from_it() {
+        let (_dir, log, open, store) = seeded([5; 32]);
+        let recovered = recover(&log, &open, &store).unwrap();
+        assert_eq!((recovered.snapshot_position, recovered.replayed_entries), (Some(3), 0));
+        assert_eq!(recovered.state.position(), 3);
+    }
+
+    #[test]
+    fn a_log_seeded_with_another_chain_is_refused() {
+        let (_dir, log, open, store) = seeded([6; 32]);
+        let err = recover(&log, &open, &store).err().unwrap();
+        assert!(err.contains("does not match the log's hash chain"), "{err}");
+    }
 }

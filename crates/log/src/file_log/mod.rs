@@ -32,6 +32,8 @@
 //!   `segment_bytes`.
 //! - `durable`: the durable marker (see `marker`): the highest position
 //!   known to be fsynced, used by recovery to tell a torn tail from damage.
+//! - `base` (only in a log seeded after a snapshot, see `open_after`): the
+//!   position and chain the log continues from (see `base`).
 //! - `lock`: held with `flock` while a `FileLog` is open, so two writers
 //!   cannot interleave entries.
 //!
@@ -62,6 +64,7 @@
 //! Corruption is an error naming the file and offset; an open that fails
 //! changes nothing.
 
+mod base;
 mod format;
 mod marker;
 mod reader;
@@ -147,14 +150,32 @@ impl FileLog {
     /// `LogError::Corrupt` naming the file and offset, and leaves the files
     /// untouched. Everything recovered is fdatasynced before this returns.
     pub fn open(opts: FileLogOptions) -> Result<(FileLog, OpenReport), LogError> {
+        Self::open_seeded(opts, None)
+    }
+
+    /// Creates an empty log that continues after a snapshot at `position`
+    /// whose chain is `chain`: its first entry will be `position + 1` and
+    /// must link to `chain`. Later `open`s report `first_position =
+    /// position + 1`. The log must not exist yet (no segment, no base).
+    pub fn open_after(opts: FileLogOptions, position: u64, chain: [u8; 32]) -> Result<(FileLog, OpenReport), LogError> {
+        if position == 0 {
+            return Err(LogError::Invalid { reason: "a log seeded after position 0 is a new log: use open".into() });
+        }
+        Self::open_seeded(opts, Some(base::Base { position, chain }))
+    }
+
+    fn open_seeded(opts: FileLogOptions, seed: Option<base::Base>) -> Result<(FileLog, OpenReport), LogError> {
         let log_dir = opts.dir.join(LOG_DIR);
         create_dir_durable(&log_dir)?;
         let lock = lock_file(&log_dir.join(LOCK_FILE), true)?;
+        if let Some(seed) = seed {
+            Self::seed(&log_dir, seed)?;
+        }
         let (recovered, marker) = Self::scan(&log_dir, true)?;
         remove_temp_files(&log_dir)?;
         let truncated = recovered.truncated_bytes;
         let mut log = FileLog::from_recovered(log_dir, opts.segment_bytes, recovered, Some(lock));
-        log.writer = Some(Writer::open(&log.log_dir, &mut log.segments, log.last_position)?);
+        log.writer = Some(Writer::open(&log.log_dir, &mut log.segments, log.last_position, log.last_chain)?);
         let report = log.report(marker, truncated);
         Ok((log, report))
     }
@@ -173,6 +194,25 @@ impl FileLog {
         Ok((log, report))
     }
 
+    /// Writes the base of a log that holds no entry. An empty segment (a
+    /// start that stopped before its first entry) is removed: it is named
+    /// for position 1, which the seeded log does not start at.
+    fn seed(log_dir: &Path, seed: base::Base) -> Result<(), LogError> {
+        let segments = list_segments(log_dir)?;
+        let mut empty = true;
+        for (_, path) in &segments {
+            empty &= std::fs::metadata(path).map_err(|e| LogError::io(path, e))?.len() == 0;
+        }
+        if !empty || base::read(log_dir)?.is_some() {
+            let reason = format!("{} already holds a log; it cannot be seeded after a snapshot", log_dir.display());
+            return Err(LogError::Invalid { reason });
+        }
+        for (_, path) in &segments {
+            std::fs::remove_file(path).map_err(|e| LogError::io(path, e))?;
+        }
+        base::write(log_dir, seed)
+    }
+
     /// Lists, reads the marker and verifies; returns what was found and the marker.
     fn scan(log_dir: &Path, repair: bool) -> Result<(Recovered, u64), LogError> {
         let found = list_segments(log_dir)?;
@@ -183,7 +223,7 @@ impl FileLog {
             }
             0
         });
-        Ok((recover(&found, marker, repair)?, marker))
+        Ok((recover(&found, marker, repair, base::read(log_dir)?)?, marker))
     }
 
     fn from_recovered(log_dir: PathBuf, segment_bytes: u64, r: Recovered, lock: Option<File>) -> FileLog {
@@ -209,9 +249,11 @@ impl FileLog {
         }
     }
 
-    /// Position of the first entry kept (1 for a log that was never pruned).
+    /// Position of the first entry kept (1 for a log that was never pruned
+    /// nor seeded after a snapshot). A log without segments starts after
+    /// its last position: 1 when new, the base's position + 1 when seeded.
     pub fn first_position(&self) -> u64 {
-        self.segments.first().map_or(1, |s| s.first)
+        self.segments.first().map_or(self.last_position + 1, |s| s.first)
     }
 
     pub fn last_position(&self) -> u64 {
@@ -340,13 +382,20 @@ impl FileLog {
 }
 
 impl Writer {
-    /// Opens the last segment (creating segment 1 for a new log) for
-    /// appending, makes everything recovered durable, and writes the marker.
-    fn open(log_dir: &Path, segments: &mut Vec<Segment>, last_position: u64) -> Result<Writer, LogError> {
+    /// Opens the last segment (creating the first one, for entry 1 or the
+    /// one after a seeded log's base, if there is none) for appending, makes
+    /// everything recovered durable, and writes the marker.
+    fn open(
+        log_dir: &Path,
+        segments: &mut Vec<Segment>,
+        last_position: u64,
+        last_chain: [u8; 32],
+    ) -> Result<Writer, LogError> {
         if segments.is_empty() {
-            let path = log_dir.join(segment_name(1));
+            let first = last_position + 1;
+            let path = log_dir.join(segment_name(first));
             create_segment(&path)?;
-            segments.push(Segment { first: 1, path, start_chain: [0; 32] });
+            segments.push(Segment { first, path, start_chain: last_chain });
         }
         let path = segments.last().map(|s| s.path.clone()).unwrap_or_default();
         let io = |e| LogError::io(&path, e);

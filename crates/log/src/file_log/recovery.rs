@@ -19,6 +19,7 @@
 //! Nothing is modified before every check has passed, so an open that fails
 //! leaves the files exactly as it found them.
 
+use super::base::Base;
 use super::reader::{Damage, Segment, SegmentReader, Step};
 use crate::LogError;
 use crate::fsutil::{list_files, parse_numbered};
@@ -59,15 +60,23 @@ pub(crate) struct Recovered {
     pub truncated_bytes: u64,
 }
 
-/// Verifies `found` (sorted by first position) against the durable marker.
+/// Verifies `found` (sorted by first position) against the durable marker
+/// and the base (where a log seeded after a snapshot starts, see `base`).
 /// With `repair`, a torn tail is truncated; without, it is only skipped.
-pub(crate) fn recover(found: &[(u64, PathBuf)], marker: u64, repair: bool) -> Result<Recovered, LogError> {
+pub(crate) fn recover(
+    found: &[(u64, PathBuf)],
+    marker: u64,
+    repair: bool,
+    base: Option<Base>,
+) -> Result<Recovered, LogError> {
+    let start = base.unwrap_or(Base { position: 0, chain: [0; 32] });
     let mut scan = Scan {
         marker,
         repair,
+        base,
         segments: Vec::with_capacity(found.len()),
-        last_position: 0,
-        last_chain: [0; 32],
+        last_position: start.position,
+        last_chain: start.chain,
         truncated_bytes: 0,
         body: Vec::new(),
     };
@@ -90,6 +99,7 @@ pub(crate) fn recover(found: &[(u64, PathBuf)], marker: u64, repair: bool) -> Re
 struct Scan {
     marker: u64,
     repair: bool,
+    base: Option<Base>,
     segments: Vec<Segment>,
     last_position: u64,
     last_chain: [u8; 32],
@@ -142,6 +152,9 @@ impl Scan {
             if first == 0 {
                 return Err(LogError::corrupt(path, 0, "segment named for position 0 (positions start at 1)"));
             }
+            if let Some(base) = self.base {
+                return Self::check_base(base, first, path);
+            }
             self.last_position = first - 1;
             return Ok((first == 1).then_some([0; 32]));
         }
@@ -151,6 +164,16 @@ impl Scan {
             return Err(LogError::corrupt(path, 0, reason));
         }
         Ok(Some(self.last_chain))
+    }
+
+    /// A log seeded after a snapshot must start right after it; its first
+    /// entry links to the snapshot's chain (the scan starts from the base).
+    fn check_base(base: Base, first: u64, path: &Path) -> Result<Option<[u8; 32]>, LogError> {
+        if base.position.checked_add(1) != Some(first) {
+            let reason = format!("the log's base says it starts at position {} + 1, not {first}", base.position);
+            return Err(LogError::corrupt(path, 0, reason));
+        }
+        Ok(Some(base.chain))
     }
 
     /// Damage in the last segment: a torn tail if the entry was never
