@@ -74,8 +74,7 @@ fn local_state(data_dir: &Path) -> Result<Local, String> {
 async fn download_newest(config: &ClusterConfig, data_dir: &Path) -> Result<Option<u64>, String> {
     let client = connect(config).await?;
     let js = jetstream::new(client);
-    let mut stream = log_stream::ensure_stream(&js, config).await?;
-    let state = stream.info().await.map_err(|e| format!("reading the log stream: {e}"))?.state.clone();
+    let state = log_stream::ensure_stream(&js, config).await?.state;
     let objects = config.snapshot_objects();
     let Some(position) = snapshot_objects::newest(&js, &objects).await? else {
         return no_snapshot(state.first_sequence, state.messages);
