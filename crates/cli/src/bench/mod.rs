@@ -2,6 +2,7 @@
 //! client protocol, checked against the benchmark's own tally; and
 //! `bursar bench recovery`: time to serve again after `kill -9`.
 
+mod cluster;
 mod http;
 mod load;
 mod orders;
@@ -35,6 +36,8 @@ enum BenchCommand {
     RelayNats(relay_nats::RelayNatsArgs),
     /// Replay N transfers' events into a throwaway PostgreSQL read model; verify it.
     ProjectPostgres(project_postgres::ProjectPostgresArgs),
+    /// The throughput workload on 3 local nats-servers and 3 replicas (cluster mode).
+    Cluster(cluster::ClusterBenchArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -97,6 +100,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchCommand::Orders(o)) => orders::run(o),
         Some(BenchCommand::RelayNats(r)) => relay_nats::run(r),
         Some(BenchCommand::ProjectPostgres(a)) => project_postgres::run(a),
+        Some(BenchCommand::Cluster(a)) => cluster::run(a),
         None if args.load.http => http::run(&args.load),
         None => throughput(args.load),
     }

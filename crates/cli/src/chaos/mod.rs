@@ -9,7 +9,7 @@
 mod bank;
 mod checks;
 mod nemesis;
-mod procs;
+pub(crate) mod procs;
 
 use anyhow::{Context, anyhow, bail};
 use std::path::{Path, PathBuf};
