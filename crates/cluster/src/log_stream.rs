@@ -33,6 +33,8 @@ pub const ENTRY_BYTES_MAX: usize = 7 << 20;
 pub const MAX_PAYLOAD_MIN: usize = 8 << 20;
 /// Proposals published and not yet acknowledged, at most.
 const PUBLISHES_IN_FLIGHT: usize = 64;
+/// Silence after which the follower checks whether its consumer is stuck.
+const STALL_CHECK: Duration = Duration::from_secs(3);
 /// Committed entries pulled ahead of the engine (each up to 8 MiB).
 const PULL_BATCH: i64 = 32;
 /// Longest one pull for committed entries waits. The ordered consumer
@@ -223,8 +225,15 @@ async fn follow_from(
         .await
         .map_err(|e| format!("creating a consumer from position {next}: {e}"))?;
     let mut messages = consumer.messages().await.map_err(|e| format!("consuming: {e}"))?;
-    while let Some(message) = messages.next().await {
-        let message = message.map_err(|e| format!("consuming: {e}"))?;
+    loop {
+        let message = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
+            Ok(Some(message)) => message.map_err(|e| format!("consuming: {e}"))?,
+            Ok(None) => return Err("the consumer ended".to_string()),
+            Err(_) => {
+                check_not_stalled(js, config, *next).await?;
+                continue;
+            }
+        };
         let info = message.info().map_err(|e| format!("message info: {e}"))?;
         let position = info.stream_sequence;
         if position < *next {
@@ -243,7 +252,19 @@ async fn follow_from(
         }
         *next += 1;
     }
-    Err("the consumer ended".to_string())
+}
+
+/// Nothing arrived for a while: fine if the log has nothing newer, but if
+/// it does, the consumer is stuck (its NATS node died, say; the client
+/// library's own recreation can take tens of seconds), so start over.
+async fn check_not_stalled(js: &jetstream::Context, config: &ClusterConfig, next: u64) -> Result<(), String> {
+    let mut stream = js.get_stream(&config.stream).await.map_err(|e| format!("opening the log stream: {e}"))?;
+    let last = stream.info().await.map_err(|e| format!("reading the log stream: {e}"))?.state.last_sequence;
+    if last >= next {
+        metrics::counter!("bursar_cluster_consumer_stalls_total").increment(1);
+        return Err(format!("the consumer delivered nothing for {STALL_CHECK:?} while the log holds position {next}"));
+    }
+    Ok(())
 }
 
 /// A stream message as a committed entry for the engine.

@@ -22,12 +22,12 @@ fn proposal(id: u64) -> Proposal {
 /// The next committed entry the follower delivers (failures reported as such).
 async fn next_committed(rx: &mut mpsc::Receiver<EngineMsg>) -> Committed {
     loop {
-        match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+        match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
             Ok(Some(EngineMsg::Committed(c))) => return c,
             Ok(Some(EngineMsg::ProposalFailed(f))) => panic!("proposal {} failed: {}", f.id, f.reason),
             Ok(Some(_)) => continue,
             Ok(None) => panic!("the follower stopped"),
-            Err(_) => panic!("no committed entry within 30 s"),
+            Err(_) => panic!("no committed entry within 60 s"),
         }
     }
 }
