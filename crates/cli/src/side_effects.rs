@@ -108,14 +108,21 @@ impl SideEffects {
                 let _ = epoch_stop.send(true);
             });
             let running = self.start(&scoped)?;
-            let mut stopping = scoped.stop.clone();
+            let (mut stopping, mut stopped) = (scoped.stop.clone(), scoped.stop.clone());
             node.runtime.block_on(async {
                 let overdue = async {
                     let _ = stopping.wait_for(|stop| *stop).await;
                     tokio::time::sleep(STOP_TIMEOUT).await;
                 };
+                // With nothing configured `finished` is immediate: the
+                // epoch still lasts until the lease is lost (no busy loop).
+                let epoch = async {
+                    running.finished().await?;
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                    Ok(())
+                };
                 tokio::select! {
-                    result = running.finished() => result,
+                    result = epoch => result,
                     // Running them without the lease could repeat work a
                     // successor does: stop the node instead.
                     _ = overdue => Err(format!("side effects did not stop within {STOP_TIMEOUT:?} of losing the lease")),
