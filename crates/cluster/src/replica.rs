@@ -19,6 +19,10 @@ const PROPOSALS_QUEUED: usize = 256;
 /// Snapshot objects kept; the log is purged up to the oldest of them, so a
 /// second one still covers the log if the newest proves unusable.
 const SNAPSHOT_OBJECTS_KEPT: usize = 2;
+/// How much longer than a publish's own retries a replica waits for its
+/// proposal to come back committed: the proposal may first wait in the
+/// publisher's queue, and delivery follows the commit.
+const COMMIT_DELIVERY_SLACK: Duration = Duration::from_secs(30);
 /// Bound on purging the log stream.
 const PURGE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -97,6 +101,7 @@ impl JetStreamReplicator {
             lease_held: self.lease_held.subscribe(),
             checkpoints: Some(checkpoints),
             snapshot_written,
+            commit_wait_max: self.config.proposal_deadline + COMMIT_DELIVERY_SLACK,
         })
     }
 

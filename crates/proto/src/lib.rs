@@ -144,6 +144,16 @@ pub enum RequestOp {
     Op(Operation),
 }
 
+impl RequestOp {
+    /// The header's operation byte, which the reply repeats.
+    pub fn code(self) -> u8 {
+        match self {
+            RequestOp::Ping => PING,
+            RequestOp::Op(op) => op as u8,
+        }
+    }
+}
+
 /// Checks a request's header against its body: kind, operation, sizes.
 pub fn check_request(h: &Header, body: &[u8]) -> Result<RequestOp, ProtocolError> {
     if h.kind != Kind::Request || h.status != 0 {

@@ -16,7 +16,8 @@ use bursar_core::records::{AccountFilter, LedgerFilter, decode_at};
 use bursar_core::service::keys::Keys;
 use bursar_core::{Command, EventResult, Operation};
 use bursar_proto::{PING, ProtocolError, RequestOp};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::time::Instant;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -128,10 +129,18 @@ pub struct Engine {
 struct Cluster {
     link: ReplicaLink,
     next_id: u64,
-    /// Requests waiting for their proposal's commit: (reply, request id).
-    waiting: HashMap<u64, Vec<(ReplyTo, u64)>>,
-    /// The timer entry this replica proposed and has not seen committed.
-    tick_in_flight: Option<u64>,
+    /// Requests waiting for their proposal's commit, oldest proposal first.
+    waiting: BTreeMap<u64, Waiting>,
+    /// The timer entry this replica proposed and has not seen committed
+    /// (and when), so that it proposes no second one meanwhile.
+    tick_in_flight: Option<(u64, Instant)>,
+}
+
+/// A proposal's requests: (reply, request id, operation), and when it was
+/// proposed.
+struct Waiting {
+    since: Instant,
+    requests: Vec<(ReplyTo, u64, u8)>,
 }
 
 /// Most proposals awaiting their commit (the replicator bounds its queue
@@ -165,7 +174,7 @@ impl Engine {
     /// Cluster mode: writes go to the replicated log through `link`, and
     /// only committed entries (`EngineMsg::Committed`) are applied.
     pub fn replicated(mut self, link: ReplicaLink) -> Engine {
-        self.cluster = Some(Cluster { link, next_id: 1, waiting: HashMap::new(), tick_in_flight: None });
+        self.cluster = Some(Cluster { link, next_id: 1, waiting: BTreeMap::new(), tick_in_flight: None });
         self.group_bytes_max = CLUSTER_GROUP_BYTES_MAX;
         self
     }
@@ -221,6 +230,7 @@ impl Engine {
         let now = now_nanos();
         let expiry_due = self.sm.next_expiry().is_some_and(|at| at <= now);
         if self.cluster.is_some() {
+            self.give_up_waiting(Instant::now());
             self.propose(writes, expiry_due, now);
         } else if !writes.is_empty() || expiry_due {
             self.apply_writes(writes, now);
@@ -329,11 +339,11 @@ impl Engine {
         cluster.next_id += 1;
         let body = EncodedWrites::new(&writes).parts().concat();
         if timer {
-            cluster.tick_in_flight = Some(id);
+            cluster.tick_in_flight = Some((id, Instant::now()));
         } else {
-            let waiting: Vec<(ReplyTo, u64)> = writes.into_iter().map(|w| (w.reply, w.request_id)).collect();
+            let requests = writes.into_iter().map(|w| (w.reply, w.request_id, w.op.code())).collect();
             assert!(cluster.waiting.len() < WAITING_PROPOSALS_MAX, "proposals awaiting commit leak");
-            cluster.waiting.insert(id, waiting);
+            cluster.waiting.insert(id, Waiting { since: Instant::now(), requests });
         }
         // Blocks while the replicator's queue is full: back-pressure to clients.
         if cluster.link.proposals.blocking_send(Proposal { id, timestamp, body }).is_err() {
@@ -369,15 +379,16 @@ impl Engine {
             tracing::error!(position, "the digest thread stopped; no more divergence checks");
         }
         let Some(id) = c.mine else { return };
-        if cluster.tick_in_flight == Some(id) {
+        if cluster.tick_in_flight.is_some_and(|(tick, _)| tick == id) {
             cluster.tick_in_flight = None;
         }
         let Some(waiting) = cluster.waiting.remove(&id) else { return };
-        assert_eq!(waiting.len(), responses.len(), "a proposal's entry holds one command per request");
+        assert_eq!(waiting.requests.len(), responses.len(), "a proposal's entry holds one command per request");
         let replies = waiting
+            .requests
             .into_iter()
             .zip(responses)
-            .map(|((reply, request_id), mut r)| {
+            .map(|((reply, request_id, _), mut r)| {
                 r.request_id = request_id;
                 (reply, r)
             })
@@ -389,13 +400,34 @@ impl Engine {
     /// unknown (the entry may still commit, and then applies normally).
     fn proposal_failed(&mut self, f: ProposalFailed) {
         let Some(cluster) = self.cluster.as_mut() else { return };
-        if cluster.tick_in_flight == Some(f.id) {
+        if cluster.tick_in_flight.is_some_and(|(tick, _)| tick == f.id) {
             cluster.tick_in_flight = None;
         }
-        let Some(waiting) = cluster.waiting.remove(&f.id) else { return };
-        tracing::warn!(proposal = f.id, requests = waiting.len(), reason = %f.reason, "proposal not confirmed");
-        for (reply, request_id) in waiting {
-            let _ = reply.send(error_response(0, request_id, ProtocolError::OutcomeUnknown, &f.reason));
+        if let Some(waiting) = cluster.waiting.remove(&f.id) {
+            outcome_unknown(f.id, waiting, &f.reason);
+        }
+    }
+
+    /// Cluster mode: proposals the log confirmed but never delivered back
+    /// (or whose confirmation never came) within `commit_wait_max` are
+    /// given up: their requests learn the outcome is unknown, and a lost
+    /// timer entry no longer blocks the next. A late entry still applies.
+    fn give_up_waiting(&mut self, now: Instant) {
+        let cluster = self.cluster.as_mut().expect("invariant: runs only in cluster mode");
+        let max = cluster.link.commit_wait_max;
+        if cluster.tick_in_flight.is_some_and(|(_, since)| now.saturating_duration_since(since) > max) {
+            tracing::warn!(?max, "the timer entry proposed was not seen committed in time; proposing again");
+            cluster.tick_in_flight = None;
+        }
+        let mut expired = Vec::new();
+        while let Some(oldest) = cluster.waiting.first_entry() {
+            if now.saturating_duration_since(oldest.get().since) <= max {
+                break;
+            }
+            expired.push(oldest.remove_entry());
+        }
+        for (id, waiting) in expired {
+            outcome_unknown(id, waiting, &format!("not seen committed within {max:?} of its proposal"));
         }
     }
 
@@ -581,6 +613,15 @@ pub fn error_response(operation: u8, request_id: u64, error: ProtocolError, mess
 pub fn now_nanos() -> u64 {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).expect("invariant: the clock is after 1970");
     u64::try_from(d.as_nanos()).expect("invariant: nanoseconds since 1970 fit in u64 until 2554")
+}
+
+/// Cluster mode: tells a proposal's requests that their outcome is unknown
+/// (the entry may still commit and then applies normally).
+fn outcome_unknown(id: u64, waiting: Waiting, reason: &str) {
+    tracing::warn!(proposal = id, requests = waiting.requests.len(), reason, "proposal not confirmed");
+    for (reply, request_id, operation) in waiting.requests {
+        let _ = reply.send(error_response(operation, request_id, ProtocolError::OutcomeUnknown, reason));
+    }
 }
 
 /// A write or fsync failed: the state of the file is unknown, so retrying is

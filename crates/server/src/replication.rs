@@ -70,6 +70,10 @@ pub struct ReplicaLink {
     pub checkpoints: Option<Checkpoints>,
     /// Called (on the snapshot thread) after a local snapshot is written.
     pub snapshot_written: Option<SnapshotWritten>,
+    /// Longest wait for a proposal to come back committed; its requests
+    /// then learn the outcome is unknown. Longer than the replicator's own
+    /// retries, so this fires only if a confirmed entry is never delivered.
+    pub commit_wait_max: std::time::Duration,
 }
 
 pub struct Checkpoints {

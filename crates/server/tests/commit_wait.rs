@@ -1,0 +1,125 @@
+//! A replica's requests do not wait forever for their entry: if the
+//! replicated log confirmed a proposal but never delivers it back, the
+//! requests learn after `commit_wait_max` that the outcome is unknown, and
+//! the entry still applies normally if it arrives later.
+//!
+//! The replicated log here is an in-memory one in this test (the engine,
+//! the node and the protocol are the real ones): it can hold entries back,
+//! which a real JetStream follower does only when something is broken.
+
+use bursar_client::{Client, ClientOptions};
+use bursar_core::{Account, Ledger};
+use bursar_proto::ProtocolError;
+use bursar_server::engine::EngineMsg;
+use bursar_server::replication::{Committed, ReplicaLink, Replicator};
+use bursar_server::{Node, NodeConfig};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+const COMMIT_WAIT_MAX: Duration = Duration::from_millis(500);
+
+/// Commits every proposal in arrival order; while `holding`, committed
+/// entries are kept back instead of delivered.
+#[derive(Clone, Default)]
+struct MemoryLog {
+    inner: Arc<Mutex<State>>,
+}
+
+#[derive(Default)]
+struct State {
+    holding: bool,
+    held: Vec<Committed>,
+    engine: Option<mpsc::Sender<EngineMsg>>,
+}
+
+impl MemoryLog {
+    fn hold(&self) {
+        self.inner.lock().unwrap().holding = true;
+    }
+
+    /// Delivers what was held back, in order, and stops holding.
+    fn release(&self) {
+        let mut state = self.inner.lock().unwrap();
+        state.holding = false;
+        let engine = state.engine.clone().unwrap();
+        for c in state.held.drain(..) {
+            engine.blocking_send(EngineMsg::Committed(c)).unwrap();
+        }
+    }
+}
+
+impl Replicator for MemoryLog {
+    fn start(
+        &mut self,
+        runtime: &tokio::runtime::Handle,
+        after: u64,
+        engine: mpsc::Sender<EngineMsg>,
+    ) -> Result<ReplicaLink, String> {
+        assert_eq!(after, 0, "the test starts from an empty data dir");
+        let (proposals, mut rx) = mpsc::channel::<bursar_server::replication::Proposal>(16);
+        self.inner.lock().unwrap().engine = Some(engine.clone());
+        let inner = self.inner.clone();
+        runtime.spawn(async move {
+            let mut position = 0;
+            while let Some(p) = rx.recv().await {
+                position += 1;
+                let c = Committed { position, timestamp: p.timestamp, mine: Some(p.id), body: p.body.into() };
+                let deliver = {
+                    let mut state = inner.lock().unwrap();
+                    if state.holding {
+                        state.held.push(c);
+                        None
+                    } else {
+                        Some(c)
+                    }
+                };
+                if let Some(c) = deliver {
+                    engine.send(EngineMsg::Committed(c)).await.unwrap();
+                }
+            }
+        });
+        Ok(ReplicaLink {
+            proposals,
+            log_end: 0,
+            lease_held: watch::channel(true).1,
+            checkpoints: None,
+            snapshot_written: None,
+            commit_wait_max: COMMIT_WAIT_MAX,
+        })
+    }
+}
+
+fn account(id: u128) -> Account {
+    Account { id, ledger: 1, code: 1, ..Default::default() }
+}
+
+#[test]
+fn a_confirmed_entry_never_delivered_gives_outcome_unknown_and_still_applies_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = MemoryLog::default();
+    let mut config = NodeConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
+    config.admin_key = Some("commit-wait-admin-key-0123456789abcdef".into());
+    let node = Node::start_with(config, Some(Box::new(log.clone()))).expect("the replica starts");
+    let mut c = Client::connect(node.local_addr(), &ClientOptions { timeout: Duration::from_secs(30) }).unwrap();
+    let usd = Ledger { id: 1, scale: 2, asset: Ledger::pack_asset("USD").unwrap(), ..Default::default() };
+    assert!(c.create_ledgers(&[usd]).unwrap().is_empty(), "delivered entries answer normally");
+
+    log.hold();
+    let asked = Instant::now();
+    let err = c.create_accounts(&[account(2)]).expect_err("an entry never delivered cannot be answered");
+    let waited = asked.elapsed();
+    assert_eq!(err.protocol_error(), Some(ProtocolError::OutcomeUnknown), "{err}");
+    assert!(err.to_string().contains("not seen committed"), "{err}");
+    assert!(waited >= COMMIT_WAIT_MAX, "answered after {waited:?}, before the deadline");
+    assert_eq!(c.lookup_accounts(&[2]).unwrap().len(), 0, "not applied while held back");
+
+    log.release();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.lookup_accounts(&[2]).unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the late entry was never applied");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(c.create_accounts(&[account(3)]).unwrap().is_empty(), "the replica serves on");
+    node.shutdown();
+}
