@@ -161,12 +161,16 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     };
     let r = node.report();
     println!(
-        "bursar: serving on {} (data dir {}, position {}, {} accounts, {} transfers, snapshot {}, replayed {} entries, recovered in {} ms)",
+        "bursar: serving on {} (data dir {}, position {}, {} accounts, {} transfers{}, snapshot {}, replayed {} entries, recovered in {} ms)",
         node.local_addr(),
         args.data_dir.display(),
         r.position,
         r.accounts,
         r.transfers,
+        match r.caught_up_entries {
+            0 => String::new(),
+            n => format!(" before catching up {n} entries from the cluster"),
+        },
         r.snapshot_position.map_or("none".to_string(), |p| p.to_string()),
         r.replayed_entries,
         r.recovery.as_millis()

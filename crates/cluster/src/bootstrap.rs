@@ -72,6 +72,7 @@ fn local_state(data_dir: &Path) -> Result<Local, String> {
 /// Downloads the newest snapshot object into the data dir's store, unless
 /// there is none (then the log must still start at position 1).
 async fn download_newest(config: &ClusterConfig, data_dir: &Path) -> Result<Option<u64>, String> {
+    tracing::info!(data_dir = %data_dir.display(), "the data directory is empty: bootstrapping from the cluster");
     let client = connect(config).await?;
     let js = jetstream::new(client);
     let state = log_stream::ensure_stream(&js, config).await?.state;

@@ -62,7 +62,11 @@ pub enum NodeError {
 /// What recovery found, for the start-up message.
 #[derive(Clone, Debug)]
 pub struct StartReport {
+    /// Where the node serves from (in a cluster, after catching up).
     pub position: u64,
+    /// Cluster mode: entries applied from the replicated log before
+    /// serving (the counts below are from before them).
+    pub caught_up_entries: u64,
     pub snapshot_position: Option<u64>,
     pub replayed_entries: u64,
     pub truncated_bytes: u64,
@@ -141,6 +145,7 @@ impl Node {
             accounts: sm.ledger().account_count(),
             transfers: sm.ledger().transfer_count(),
             recovery: started.elapsed(),
+            caught_up_entries: 0,
             admin_key: None,
         };
 
@@ -191,6 +196,7 @@ impl Node {
         if let Some(end) = log_end {
             catch_up(&gate, position, end)?;
             report.position = gate.durable_position();
+            report.caught_up_entries = report.position - position;
         }
         let needs_admin =
             if clustered { keys.read().unwrap_or_else(|e| e.into_inner()).is_empty() } else { needs_admin };
