@@ -8,6 +8,7 @@ mod load;
 mod orders;
 mod project_postgres;
 mod recovery;
+mod rejoin;
 mod relay_nats;
 mod workload;
 
@@ -38,6 +39,8 @@ enum BenchCommand {
     ProjectPostgres(project_postgres::ProjectPostgresArgs),
     /// The throughput workload on 3 local nats-servers and 3 replicas (cluster mode).
     Cluster(cluster::ClusterBenchArgs),
+    /// A cluster replica with a wiped disk rejoins a cluster holding N transfers; time until it serves.
+    Rejoin(rejoin::RejoinBenchArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -101,6 +104,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchCommand::RelayNats(r)) => relay_nats::run(r),
         Some(BenchCommand::ProjectPostgres(a)) => project_postgres::run(a),
         Some(BenchCommand::Cluster(a)) => cluster::run(a),
+        Some(BenchCommand::Rejoin(a)) => rejoin::run(a),
         None if args.load.http => http::run(&args.load),
         None => throughput(args.load),
     }

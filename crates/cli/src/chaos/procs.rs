@@ -153,6 +153,12 @@ impl Procs {
         r.paused = false;
     }
 
+    /// The NATS node replica `i` is connected to, if it is (the replica's
+    /// connection is named `bursar-replica-<node id>`).
+    pub fn nats_node_of(&self, i: usize) -> Option<usize> {
+        self.nats.node_of_client(&format!("bursar-replica-{}", i + 1))
+    }
+
     pub fn kill_nats(&mut self, i: usize) {
         self.nats.kill(i);
         self.nats_down[i] = true;
@@ -243,9 +249,14 @@ impl Drop for Procs {
 }
 
 impl Replica {
+    /// Everything the replica wrote to its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The last lines of the replica's log, for anomaly reports.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let text = self.log_text();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }

@@ -1,0 +1,102 @@
+//! `bursar bench rejoin`: a replica whose disk was lost rejoins a cluster
+//! that holds N transfers. The load runs through replica 1; once the lease
+//! holder's snapshot uploads settle, replica 3 is killed, its data dir
+//! deleted, and it is started again: the time measured is from that start
+//! until it serves, which it does only after catching up to the log's end
+//! (bootstrap from the object store's newest snapshot, then the log tail).
+//! Its balances are then checked against the load's tally.
+
+use super::load::{self, LoadParams};
+use super::workload::{Distribution, Ids};
+use crate::chaos::procs::Procs;
+use anyhow::{Context, bail};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The replica that loses its disk (not the one the load goes through).
+const WIPED: usize = 2;
+/// Uploads are over once none happened for this long.
+const UPLOADS_QUIET: Duration = Duration::from_secs(20);
+/// Longest wait for the uploads to settle.
+const UPLOADS_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(clap::Args)]
+pub struct RejoinBenchArgs {
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(2..=100_000_000))]
+    accounts: u64,
+    /// Transfers the cluster holds when the disk is lost.
+    #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
+    transfers: u64,
+    /// Requests kept in flight while loading.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=64))]
+    inflight: u64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Working dir for the NATS stores and replicas (default: temporary).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+pub fn run(args: RejoinBenchArgs) -> anyhow::Result<()> {
+    let temp = tempfile::Builder::new().prefix("bursar-bench-rejoin-").tempdir()?;
+    let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&dir)?;
+    eprintln!("bench: starting 3 nats-servers and 3 replicas in {}", dir.display());
+    let mut procs = Procs::start(&dir).map_err(|e| anyhow::anyhow!(e))?;
+    let addrs = procs.addrs();
+    let p = LoadParams {
+        accounts: args.accounts,
+        transfers: args.transfers,
+        batch: 8189,
+        distribution: Distribution::Uniform,
+        clients: 1,
+        inflight: args.inflight as usize,
+        seed: args.seed,
+        ids: Ids { run: args.seed },
+    };
+    load::setup(&addrs[0], &p)?;
+    let outcome = load::run(&addrs[0], &p, true)?;
+    if outcome.tally.rejected > 0 {
+        bail!("{} transfers were rejected (first: {:?})", outcome.tally.rejected, outcome.tally.first_rejection);
+    }
+    eprintln!("bench: {} transfers loaded in {:.1} s; waiting for snapshot uploads to settle", p.transfers, outcome.seconds);
+    let uploads = wait_for_uploads(&procs)?;
+
+    procs.wipe(WIPED).map_err(|e| anyhow::anyhow!(e))?;
+    let started = Instant::now();
+    procs.spawn(WIPED).map_err(|e| anyhow::anyhow!(e))?;
+    procs.wait_ready(WIPED).map_err(|e| anyhow::anyhow!(e))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let log = procs.replicas[WIPED].log_text();
+    let bootstrap = log
+        .lines()
+        .find(|l| l.starts_with("bursar: bootstrapped from the cluster's snapshot"))
+        .context("the wiped replica serves but did not bootstrap from a snapshot")?;
+    load::check_balances(&addrs[WIPED], &p, &outcome.tally).context("the rejoined replica's balances")?;
+    println!(
+        "bench: rejoin transfers={} snapshots_uploaded={uploads} rejoin_s={seconds:.2} balances=ok ({})",
+        p.transfers,
+        bootstrap.trim_start_matches("bursar: "),
+    );
+    Ok(())
+}
+
+/// Waits until the replicas' logs show no new snapshot upload for
+/// [`UPLOADS_QUIET`] (and at least one); returns how many there were.
+fn wait_for_uploads(procs: &Procs) -> anyhow::Result<usize> {
+    let count = || procs.replicas.iter().map(|r| r.log_text().matches("snapshot uploaded").count()).sum::<usize>();
+    let deadline = Instant::now() + UPLOADS_TIMEOUT;
+    let (mut last, mut since) = (count(), Instant::now());
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = count();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        } else if now > 0 && since.elapsed() >= UPLOADS_QUIET {
+            return Ok(now);
+        }
+        if Instant::now() > deadline {
+            bail!("snapshot uploads did not settle within {UPLOADS_TIMEOUT:?} ({now} so far)");
+        }
+    }
+}
