@@ -18,6 +18,8 @@ pub const MAX_PAYLOAD: &str = "8MB";
 struct Node {
     name: String,
     port: u16,
+    /// The HTTP monitoring port (`/connz`: who is connected here).
+    monitor_port: u16,
     config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -36,10 +38,10 @@ impl NatsCluster {
     pub fn start(dir: &Path, size: usize) -> Result<NatsCluster, String> {
         assert!(size >= 1, "a cluster has at least one node");
         let binary = find_binary()?;
-        let ports: Vec<(u16, u16)> =
-            (0..size).map(|_| Ok((free_port()?, free_port()?))).collect::<Result<_, String>>()?;
+        let ports: Vec<(u16, u16, u16)> =
+            (0..size).map(|_| Ok((free_port()?, free_port()?, free_port()?))).collect::<Result<_, String>>()?;
         let mut nodes = Vec::with_capacity(size);
-        for (i, (port, cluster_port)) in ports.iter().enumerate() {
+        for (i, (port, cluster_port, monitor_port)) in ports.iter().enumerate() {
             let name = format!("n{}", i + 1);
             let node_dir = dir.join(&name);
             std::fs::create_dir_all(&node_dir).map_err(|e| format!("creating {}: {e}", node_dir.display()))?;
@@ -47,11 +49,12 @@ impl NatsCluster {
                 .iter()
                 .enumerate()
                 .filter(|(j, _)| *j != i)
-                .map(|(_, (_, c))| format!("\"nats-route://127.0.0.1:{c}\""))
+                .map(|(_, (_, c, _))| format!("\"nats-route://127.0.0.1:{c}\""))
                 .collect();
             let mut conf = String::new();
             let _ = writeln!(conf, "server_name: {name}");
             let _ = writeln!(conf, "listen: 127.0.0.1:{port}");
+            let _ = writeln!(conf, "http: 127.0.0.1:{monitor_port}");
             let _ = writeln!(conf, "max_payload: {MAX_PAYLOAD}");
             let _ = writeln!(conf, "jetstream {{ store_dir: {:?} }}", node_dir.join("store"));
             let _ = writeln!(
@@ -61,7 +64,8 @@ impl NatsCluster {
             );
             let config = node_dir.join("nats.conf");
             std::fs::write(&config, conf).map_err(|e| format!("writing {}: {e}", config.display()))?;
-            nodes.push(Node { name, port: *port, config, log: node_dir.join("nats.log"), child: None });
+            let log = node_dir.join("nats.log");
+            nodes.push(Node { name, port: *port, monitor_port: *monitor_port, config, log, child: None });
         }
         let mut cluster = NatsCluster { binary, nodes };
         for i in 0..size {
@@ -86,6 +90,19 @@ impl NatsCluster {
     /// Every node's client URL, comma-separated (what clients are given).
     pub fn urls(&self) -> String {
         (0..self.nodes.len()).map(|i| self.url(i)).collect::<Vec<_>>().join(",")
+    }
+
+    /// The node a client named `client_name` is connected to (asked of
+    /// each running node's `/connz`), if any node answers that it is.
+    pub fn node_of_client(&self, client_name: &str) -> Option<usize> {
+        (0..self.nodes.len()).find(|&i| {
+            let Some(body) = self.nodes[i].child.as_ref().and_then(|_| connz(self.nodes[i].monitor_port)) else {
+                return false;
+            };
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&body) else { return false };
+            let connections = json["connections"].as_array().map(Vec::as_slice).unwrap_or_default();
+            connections.iter().any(|c| c["name"].as_str() == Some(client_name))
+        })
     }
 
     /// SIGKILL node `i` (no-op if it is down).
@@ -168,4 +185,20 @@ impl Drop for NatsCluster {
             self.kill(i);
         }
     }
+}
+
+/// `GET /connz` from a monitoring port (plain HTTP/1.0, bounded by
+/// timeouts: a paused node must not hang the caller).
+fn connz(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let timeout = Duration::from_secs(2);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    stream.write_all(b"GET /connz?limit=1024 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.take(16 << 20).read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    (head.split(' ').nth(1) == Some("200")).then(|| body.to_string())
 }

@@ -29,17 +29,23 @@ enum Fault {
     KillNats(usize),
     /// SIGSTOP a NATS node, then SIGCONT.
     PauseNats(usize),
+    /// Strands a replica's proposals: SIGSTOP the NATS node it is connected
+    /// to, let clients write to it for a moment, then `kill -9` both (so
+    /// what the paused node had buffered is lost too); restart both. A
+    /// replica that acknowledged a write before its commit loses it here.
+    StrandReplica { replica: usize, nats: Option<usize> },
 }
 
 impl Fault {
     fn random(rng: &mut SmallRng) -> Fault {
         let target = rng.random_range(0..SIZE);
-        match rng.random_range(0..5) {
+        match rng.random_range(0..6) {
             0 => Fault::KillReplica(target),
             1 => Fault::PauseReplica(target),
             2 => Fault::WipeReplica(target),
             3 => Fault::KillNats(target),
-            _ => Fault::PauseNats(target),
+            4 => Fault::PauseNats(target),
+            _ => Fault::StrandReplica { replica: target, nats: None },
         }
     }
 
@@ -50,6 +56,12 @@ impl Fault {
             Fault::WipeReplica(i) => format!("kill -9 replica r{} and wipe its data dir", i + 1),
             Fault::KillNats(i) => format!("kill -9 NATS node n{}", i + 1),
             Fault::PauseNats(i) => format!("SIGSTOP NATS node n{}", i + 1),
+            Fault::StrandReplica { replica, nats: Some(n) } => {
+                format!("strand replica r{}: SIGSTOP its NATS node n{}, then kill -9 both", replica + 1, n + 1)
+            }
+            Fault::StrandReplica { replica, nats: None } => {
+                format!("strand replica r{} (not connected to NATS: kill -9 it only)", replica + 1)
+            }
         }
     }
 }
@@ -81,8 +93,8 @@ pub fn run(procs: &Mutex<Procs>, shared: &Shared, seed: u64, faults: bool) {
                 next_fault = next_fault.max(now + Duration::from_secs(1));
             }
             None if now >= next_fault => {
-                let fault = Fault::random(&mut rng);
-                inject(procs, shared, fault);
+                let stranding = seconds(&mut rng, 0.3, 1.5);
+                let fault = inject(procs, shared, Fault::random(&mut rng), stranding);
                 active = Some((fault, now + seconds(&mut rng, 1.0, 5.0)));
                 next_fault = now + seconds(&mut rng, 2.0, 5.0);
             }
@@ -98,7 +110,11 @@ fn seconds(rng: &mut SmallRng, min: f64, max: f64) -> Duration {
     Duration::from_secs_f64(rng.random_range(min..=max))
 }
 
-fn inject(procs: &Mutex<Procs>, shared: &Shared, fault: Fault) {
+/// Injects `fault`; returns it as injected (a stranding names its NATS node).
+fn inject(procs: &Mutex<Procs>, shared: &Shared, mut fault: Fault, stranding: Duration) -> Fault {
+    if let Fault::StrandReplica { replica, .. } = fault {
+        fault = Fault::StrandReplica { replica, nats: lock(procs).nats_node_of(replica) };
+    }
     let n = shared.faults.fetch_add(1, Ordering::Relaxed) + 1;
     shared.say(format_args!("fault {n}: {}", fault.describe()));
     let mut p = lock(procs);
@@ -119,7 +135,22 @@ fn inject(procs: &Mutex<Procs>, shared: &Shared, fault: Fault) {
         }
         Fault::KillNats(i) => p.kill_nats(i),
         Fault::PauseNats(i) => p.pause_nats(i),
+        Fault::StrandReplica { replica, nats } => {
+            if let Some(n) = nats {
+                p.pause_nats(n);
+                // Clients keep writing to the replica meanwhile (not under the lock).
+                drop(p);
+                std::thread::sleep(stranding);
+                p = lock(procs);
+            }
+            p.note(replica, "kill -9 (stranded from NATS)");
+            p.kill(replica);
+            if let Some(n) = nats {
+                p.kill_nats(n);
+            }
+        }
     }
+    fault
 }
 
 fn heal(procs: &Mutex<Procs>, shared: &Shared, fault: Fault) {
@@ -139,6 +170,10 @@ fn heal(procs: &Mutex<Procs>, shared: &Shared, fault: Fault) {
             p.resume_nats(i);
             Ok(())
         }
+        Fault::StrandReplica { replica, nats } => nats.map_or(Ok(()), |n| p.restart_nats(n)).and_then(|()| {
+            p.note(replica, "restart");
+            p.spawn(replica)
+        }),
     };
     match healed {
         Ok(()) => shared.say(format_args!("healed: {}", fault.describe())),
