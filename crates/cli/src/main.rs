@@ -32,7 +32,7 @@ struct Cli {
 enum Command {
     /// Run an embedded single node (no outside service needed).
     Start(Box<start::StartArgs>),
-    /// Check a data directory offline: every entry, a full replay, every invariant.
+    /// Check a data directory offline: every entry, a full replay, every invariant; print the state digest.
     Verify(start::VerifyArgs),
     /// Benchmark: load a server with transfers and check the balances.
     Bench(bench::BenchArgs),
@@ -76,7 +76,7 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Recompute the audit trail's hash chain from the log; name the first broken record.
-    Verify(start::VerifyArgs),
+    Verify(start::AuditVerifyArgs),
 }
 
 fn main() -> ExitCode {

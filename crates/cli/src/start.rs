@@ -219,10 +219,21 @@ fn bootstrap(config: &bursar_cluster::ClusterConfig, data_dir: &std::path::Path)
 pub struct VerifyArgs {
     #[arg(long, default_value = "./bursar-data")]
     pub data_dir: PathBuf,
+    /// Stop the replay after the log entry at this position and summarize the state there.
+    ///
+    /// Its `digest=` is the one the cluster's divergence guard computes at
+    /// that position. The replay starts where it does without --until: at
+    /// position 1 if the log holds it, else from the oldest snapshot the log
+    /// continues from (a replica bootstrapped from a snapshot holds no
+    /// entries before it; older snapshots are pruned). POSITION must be at
+    /// or after that start and at most the log's end, else verify fails.
+    /// Every log entry is still checked; snapshots after POSITION are not.
+    #[arg(long, value_name = "POSITION")]
+    pub until: Option<u64>,
 }
 
 pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
-    match bursar_server::verify::verify(&args.data_dir) {
+    match bursar_server::verify::verify_until(&args.data_dir, args.until) {
         Ok(report) => {
             println!("{}", report.summary());
             Ok(())
@@ -234,7 +245,13 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<()> {
     }
 }
 
-pub fn audit_verify(args: VerifyArgs) -> anyhow::Result<()> {
+#[derive(clap::Args)]
+pub struct AuditVerifyArgs {
+    #[arg(long, default_value = "./bursar-data")]
+    pub data_dir: PathBuf,
+}
+
+pub fn audit_verify(args: AuditVerifyArgs) -> anyhow::Result<()> {
     match bursar_server::verify::verify_audit(&args.data_dir) {
         Ok(report) => {
             println!("{}", report.summary());

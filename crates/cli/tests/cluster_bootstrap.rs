@@ -5,7 +5,8 @@
 //! directory deleted, more transfers written, and replica 3 started again
 //! on the empty directory. It must say it bootstrapped, catch up, and hold
 //! the same balances and (after clean stops) the same `bursar verify`
-//! totals as the others.
+//! totals as the others, and the same state digest (`bursar verify
+//! --until`) at the last position all three hold.
 //!
 //! Needs `nats-server` (fails, never skips, when it is missing).
 
@@ -123,15 +124,29 @@ fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// `bursar verify`'s summary without what legitimately differs between
-/// replicas (how many local snapshots it checked, torn tail bytes).
-fn verify(dir: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_bursar")).args(["verify", "--data-dir"]).arg(dir).output().unwrap();
+/// `bursar verify [--until P]`'s summary without what legitimately differs
+/// between replicas (how many local snapshots it checked, torn tail bytes).
+fn verify(dir: &Path, until: Option<u64>) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bursar"));
+    cmd.args(["verify", "--data-dir"]).arg(dir);
+    if let Some(position) = until {
+        cmd.args(["--until", &position.to_string()]);
+    }
+    let out = cmd.output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(out.status.success(), "verify of {} failed: {text}", dir.display());
+    assert!(out.status.success(), "verify --until {until:?} of {} failed: {text}", dir.display());
     eprintln!("{}: {text}", dir.display());
     let kept = text.split(' ').filter(|f| !f.starts_with("snapshots_checked=") && !f.starts_with("torn_tail_bytes="));
     kept.collect::<Vec<_>>().join(" ")
+}
+
+/// The value of `name=` in a verify summary.
+fn field<'a>(summary: &'a str, name: &str) -> &'a str {
+    let prefix = format!("{name}=");
+    summary
+        .split(' ')
+        .find_map(|f| f.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {name}= in {summary}"))
 }
 
 #[test]
@@ -192,11 +207,31 @@ fn an_empty_replica_bootstraps_from_the_newest_snapshot_and_the_log_tail() {
             &text[..text.len().min(4000)]
         );
     }
-    let summaries: Vec<String> = replicas.iter().map(|r| verify(&r.dir)).collect();
+    let summaries: Vec<String> = replicas.iter().map(|r| verify(&r.dir, None)).collect();
     // Positions may differ by entries a replica applied before it stopped
-    // (ticks); the ledger must not.
-    let ledger = |s: &String| s.split(' ').filter(|f| !f.starts_with("entries=")).collect::<Vec<_>>().join(" ");
+    // (ticks), and so may the state digests there; the ledger must not.
+    let ledger = |s: &String| {
+        let differ = ["entries=", "position=", "digest="];
+        s.split(' ').filter(|f| !differ.iter().any(|d| f.starts_with(d))).collect::<Vec<_>>().join(" ")
+    };
     assert_eq!(ledger(&summaries[0]), ledger(&summaries[2]), "replicas 1 and 3 differ after verify");
     assert_eq!(ledger(&summaries[0]), ledger(&summaries[1]), "replicas 1 and 2 differ after verify");
     assert!(summaries[0].contains(&format!("transfers={}", next - 1)), "{}", summaries[0]);
+
+    // The whole state, hashed, at the last position every replica holds:
+    // replica 3, bootstrapped from the cluster's snapshot into an empty
+    // directory, must hold the very state the others do there.
+    let common = summaries.iter().map(|s| field(s, "position").parse::<u64>().unwrap()).min().unwrap();
+    let at: Vec<String> = replicas.iter().map(|r| verify(&r.dir, Some(common))).collect();
+    for (r, s) in replicas.iter().zip(&at) {
+        assert_eq!(field(s, "position"), common.to_string(), "replica {}: {s}", r.node);
+        assert_eq!(field(s, "digest").len(), 64, "replica {}: {s}", r.node);
+    }
+    assert_eq!(field(&at[0], "digest"), field(&at[2], "digest"), "replicas 1 and 3 differ at position {common}");
+    assert_eq!(field(&at[0], "digest"), field(&at[1], "digest"), "replicas 1 and 2 differ at position {common}");
+    // So do their summaries there, but for how far each one's log goes.
+    let state = |s: &String| s.split(' ').filter(|f| !f.starts_with("entries=")).collect::<Vec<_>>().join(" ");
+    assert_eq!(state(&at[0]), state(&at[2]), "replicas 1 and 3 differ at position {common}");
+    assert_eq!(state(&at[0]), state(&at[1]), "replicas 1 and 2 differ at position {common}");
+    eprintln!("replicas 1, 2 and 3 hold the same state at position {common}: digest {}", field(&at[0], "digest"));
 }

@@ -1,16 +1,26 @@
 //! `bursar verify`: an offline check of a data directory. Reads and checks
 //! every log entry, replays the whole log from the beginning (or from the
-//! oldest snapshot if older segments are gone), compares the replayed state
-//! with the snapshot at the same position, and checks every invariant.
+//! oldest snapshot the log continues from if older entries are not here),
+//! compares the replayed state with every snapshot at the same position,
+//! checks every invariant, and reports the state's digest: the same
+//! `Machine::digest` the cluster's divergence guard compares at its
+//! checkpoints. `verify_until` stops the replay at an earlier position.
 
 use crate::recovery::replay;
 use bursar_core::machine::Machine;
 use bursar_core::{Ledger, LedgerTotals};
-use bursar_log::{FileLog, FileLogOptions, SnapshotStore};
+use bursar_log::{FileLog, FileLogOptions, OpenReport, SnapshotStore};
 use std::path::Path;
 
 pub struct VerifyReport {
+    /// The log's last position: every entry up to it was read and checked
+    /// (also with `until`, which only stops the replay).
     pub entries: u64,
+    /// The position of the replayed state everything below describes: the
+    /// log's end, or `until`.
+    pub position: u64,
+    /// `Machine::digest` of the state at `position`.
+    pub digest: [u8; 32],
     pub accounts: usize,
     pub transfers: usize,
     pub ledgers: Vec<(Ledger, LedgerTotals)>,
@@ -38,19 +48,37 @@ impl VerifyReport {
             })
             .collect();
         format!(
-            "verify: ok entries={} accounts={} transfers={} audit_records={} snapshots_checked={} torn_tail_bytes={} ledgers=[{}]",
+            "verify: ok entries={} accounts={} transfers={} audit_records={} snapshots_checked={} torn_tail_bytes={} position={} digest={} ledgers=[{}]",
             self.entries,
             self.accounts,
             self.transfers,
             self.audit_records,
             self.snapshots_checked,
             self.torn_tail_bytes,
+            self.position,
+            hex(&self.digest),
             ledgers.join(",")
         )
     }
 }
 
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Verifies the whole data directory: `verify_until(data_dir, None)`.
 pub fn verify(data_dir: &Path) -> Result<VerifyReport, String> {
+    verify_until(data_dir, None)
+}
+
+/// Verifies `data_dir` and reports the state after the entry at `until`
+/// (the log's end if `None`). Every log entry is checked either way; the
+/// replay starts where it does without `until` (at position 1 if the log
+/// holds it, else from the oldest snapshot the log continues from) and
+/// stops at `until`, checking the snapshots up to there. A position past
+/// the log's end, or before the state the replay can start from, is an
+/// error.
+pub fn verify_until(data_dir: &Path, until: Option<u64>) -> Result<VerifyReport, String> {
     if !data_dir.join("log").is_dir() {
         return Err(format!("{} holds no Bursar log", data_dir.display()));
     }
@@ -58,18 +86,30 @@ pub fn verify(data_dir: &Path) -> Result<VerifyReport, String> {
     let (log, open) = FileLog::open_read_only(options).map_err(|e| e.to_string())?;
     let store = SnapshotStore::open_read_only(data_dir).map_err(|e| e.to_string())?;
     let snapshots = store.list().map_err(|e| e.to_string())?;
+    let end = until.unwrap_or(open.last_position);
+    if end > open.last_position {
+        return Err(format!("position {end} is beyond the log's end at position {}", open.last_position));
+    }
     let mut checked = 0;
     let mut sm = if open.first_position <= 1 {
         Machine::default()
     } else {
-        let oldest = snapshots.first().ok_or("older log segments are gone and there is no snapshot")?;
-        let s = store.load(*oldest).map_err(|e| e.to_string())?;
+        let position = start_snapshot(&open, &snapshots, end)?;
+        let s = store.load(position).map_err(|e| e.to_string())?;
+        if log.chain_at(position).map_err(|e| e.to_string())? != s.chain {
+            return Err(format!("the snapshot at position {position} does not match the log's hash chain there"));
+        }
+        let sm = Machine::restore(bursar_core::Limits::default(), s.chunks)
+            .map_err(|e| format!("the snapshot at position {position} is inconsistent: {e}"))?;
+        if sm.digest() != s.digest {
+            return Err(format!("the snapshot at position {position} restores to a state with a different digest"));
+        }
         checked += 1;
-        Machine::restore(bursar_core::Limits::default(), s.chunks)?
+        sm
     };
-    let mut pending_checks: Vec<u64> = snapshots.iter().copied().filter(|p| *p > sm.position()).collect();
+    let mut pending_checks: Vec<u64> = snapshots.iter().copied().filter(|p| *p > sm.position() && *p <= end).collect();
     pending_checks.reverse();
-    replay(&log, &mut sm, open.last_position, |sm| {
+    replay(&log, &mut sm, end, |sm| {
         if pending_checks.last() == Some(&sm.position()) {
             let position = pending_checks.pop().expect("checked above");
             let s = store.load(position).map_err(|e| e.to_string())?;
@@ -83,6 +123,8 @@ pub fn verify(data_dir: &Path) -> Result<VerifyReport, String> {
     sm.check_invariants_deep().map_err(|e| format!("invariant broken after replay: {e}"))?;
     Ok(VerifyReport {
         entries: open.last_position,
+        position: sm.position(),
+        digest: sm.digest(),
         accounts: sm.ledger().account_count(),
         transfers: sm.ledger().transfer_count(),
         ledgers: sm.ledger().ledger_totals().map(|(l, t)| (*l, *t)).collect(),
@@ -90,6 +132,29 @@ pub fn verify(data_dir: &Path) -> Result<VerifyReport, String> {
         snapshots_checked: checked,
         torn_tail_bytes: open.truncated_bytes,
     })
+}
+
+/// The snapshot a replay to `end` starts from when the log does not start
+/// at position 1 (older segments removed, or a log seeded after a
+/// snapshot): the oldest one the log continues from, which must not be
+/// after `end`.
+fn start_snapshot(open: &OpenReport, snapshots: &[u64], end: u64) -> Result<u64, String> {
+    let first = open.first_position;
+    let base = first - 1;
+    if end < base {
+        return Err(format!(
+            "position {end} is before this directory's log, which starts at position {first}: \
+             the entries up to {base} are not here, so the state at {end} cannot be rebuilt from it"
+        ));
+    }
+    match snapshots.iter().copied().find(|p| *p >= base) {
+        None => Err(format!("the log starts at position {first} and there is no snapshot to start the replay from")),
+        Some(oldest) if oldest > end => Err(format!(
+            "position {end} is before the oldest snapshot kept that the log continues from (at position {oldest}; \
+             the log starts at {first}): the state at {end} cannot be rebuilt from this directory"
+        )),
+        Some(oldest) => Ok(oldest),
+    }
 }
 
 /// What `bursar audit verify` found.
@@ -101,8 +166,12 @@ pub struct AuditReport {
 
 impl AuditReport {
     pub fn summary(&self) -> String {
-        let head: String = self.head.iter().map(|b| format!("{b:02x}")).collect();
-        format!("audit: ok records={} head={head} snapshots_checked={}", self.records, self.snapshots_checked)
+        format!(
+            "audit: ok records={} head={} snapshots_checked={}",
+            self.records,
+            hex(&self.head),
+            self.snapshots_checked
+        )
     }
 }
 
@@ -146,4 +215,194 @@ pub fn verify_audit(data_dir: &Path) -> Result<AuditReport, String> {
         checked += 1;
     }
     Ok(AuditReport { records: sm.audit().len(), head: sm.audit().head(), snapshots_checked: checked })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bursar_core::command::{Command, Operation, decode_body, encode_command};
+    use bursar_core::records::encode_all;
+    use bursar_core::{Account, Transfer};
+
+    const ENTRIES: u64 = 14;
+
+    /// Log entry bodies for positions 1..=ENTRIES: a ledger, accounts, then
+    /// transfers, with an empty entry (a tick) every fourth position.
+    fn bodies() -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let body = |operation, events: &[u8]| {
+            let mut body = Vec::new();
+            encode_command(&mut body, &Command { operation, events });
+            body
+        };
+        let usd = Ledger { id: 1, scale: 2, asset: Ledger::pack_asset("USD").unwrap(), ..Default::default() };
+        out.push(body(Operation::CreateLedgers, encode_all(&[usd])));
+        let accounts: Vec<Account> =
+            (1..=20).map(|id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();
+        out.push(body(Operation::CreateAccounts, encode_all(&accounts)));
+        for position in 3..=ENTRIES {
+            if position % 4 == 0 {
+                out.push(Vec::new());
+                continue;
+            }
+            let transfers: Vec<Transfer> = (0..5)
+                .map(|i| {
+                    let id = u128::from(position) * 100 + i;
+                    Transfer {
+                        id,
+                        debit_account_id: 1 + id % 20,
+                        credit_account_id: 1 + (id + 3) % 20,
+                        amount: id,
+                        ledger: 1,
+                        code: 1,
+                        ..Default::default()
+                    }
+                })
+                .collect();
+            out.push(body(Operation::CreateTransfers, encode_all(&transfers)));
+        }
+        out
+    }
+
+    fn timestamp(position: u64) -> u64 {
+        1_700_000_000_000_000_000 + position * 1_000_000
+    }
+
+    /// What the engine computes, entry by entry, in memory: the digest and
+    /// the log chain after every position (index 0: the empty state).
+    struct Reference {
+        digests: Vec<[u8; 32]>,
+        chains: Vec<[u8; 32]>,
+    }
+
+    /// Writes the entries after `seed` (0: from position 1; else the log is
+    /// seeded after a snapshot at `seed`, as a bootstrapped replica's is)
+    /// into `dir`, taking a snapshot at every position in `snapshot_at`.
+    /// The reference digests come from a machine applying every entry as
+    /// the engine does, not from reading `dir` back.
+    fn write_dir(dir: &Path, seed: u64, seed_chain: [u8; 32], snapshot_at: &[u64]) -> Reference {
+        let options = FileLogOptions::new(dir);
+        let (mut log, _) =
+            if seed == 0 { FileLog::open(options) } else { FileLog::open_after(options, seed, seed_chain) }.unwrap();
+        let mut store = SnapshotStore::open(dir).unwrap();
+        let mut m = Machine::default();
+        let mut reference = Reference { digests: vec![m.digest()], chains: vec![[0; 32]] };
+        for (i, body) in bodies().iter().enumerate() {
+            let position = i as u64 + 1;
+            m.apply_entry(position, timestamp(position), &decode_body(body).unwrap());
+            let chain = if position <= seed {
+                if position == seed { seed_chain } else { [0; 32] }
+            } else {
+                assert_eq!(log.append(timestamp(position), &[body]).unwrap(), position);
+                log.last_chain()
+            };
+            if position == seed || snapshot_at.contains(&position) {
+                store.write(&m.snapshot(), chain).unwrap();
+            }
+            reference.digests.push(m.digest());
+            reference.chains.push(chain);
+        }
+        log.close().unwrap();
+        reference
+    }
+
+    fn until(dir: &Path, position: u64) -> VerifyReport {
+        verify_until(dir, Some(position)).unwrap_or_else(|e| panic!("verify --until {position}: {e}"))
+    }
+
+    #[test]
+    fn until_reports_the_state_and_digest_at_that_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let reference = write_dir(dir.path(), 0, [0; 32], &[6, 10]);
+        let full = verify(dir.path()).unwrap();
+        assert_eq!((full.entries, full.position, full.snapshots_checked), (ENTRIES, ENTRIES, 2));
+        assert_eq!(full.digest, reference.digests[ENTRIES as usize], "the end's digest is the engine's");
+        let line = full.summary();
+        assert!(line.contains(&format!(" position={ENTRIES} digest={} ", hex(&full.digest))), "{line}");
+        assert_eq!(until(dir.path(), ENTRIES).summary(), line, "--until the end is plain verify");
+        for position in 1..ENTRIES {
+            let r = until(dir.path(), position);
+            assert_eq!((r.entries, r.position), (ENTRIES, position));
+            assert_eq!(r.digest, reference.digests[position as usize], "position {position}");
+            assert_ne!(r.digest, full.digest, "position {position} is an older state than the end");
+            assert_eq!(r.snapshots_checked, [6, 10].iter().filter(|s| **s <= position).count(), "position {position}");
+        }
+        // Transfers written after position 5 are not in the state at 5.
+        let (at5, at13) = (until(dir.path(), 5), until(dir.path(), 13));
+        assert!(
+            at5.transfers < at13.transfers && at13.transfers < full.transfers,
+            "{} {}",
+            at5.summary(),
+            at13.summary()
+        );
+    }
+
+    #[test]
+    fn a_replica_seeded_after_a_snapshot_has_the_same_digests() {
+        let full = tempfile::tempdir().unwrap();
+        let reference = write_dir(full.path(), 0, [0; 32], &[]);
+        let seeded = tempfile::tempdir().unwrap();
+        write_dir(seeded.path(), 6, reference.chains[6], &[9]);
+        for position in 6..=ENTRIES {
+            let (a, b) = (until(full.path(), position), until(seeded.path(), position));
+            assert_eq!(a.digest, b.digest, "position {position}");
+            assert_eq!(a.digest, reference.digests[position as usize], "position {position}");
+            assert_eq!(b.snapshots_checked, if position >= 9 { 2 } else { 1 }, "position {position}");
+        }
+        assert_eq!(verify(seeded.path()).unwrap().digest, verify(full.path()).unwrap().digest);
+    }
+
+    #[test]
+    fn positions_the_directory_cannot_rebuild_are_errors() {
+        let full = tempfile::tempdir().unwrap();
+        let reference = write_dir(full.path(), 0, [0; 32], &[6]);
+        let err = verify_until(full.path(), Some(ENTRIES + 1)).err().unwrap();
+        assert!(
+            err.contains(&format!("position {} is beyond the log's end at position {ENTRIES}", ENTRIES + 1)),
+            "{err}"
+        );
+        // A log starting at 1 needs no snapshot, even before the oldest one.
+        assert_eq!(until(full.path(), 2).digest, reference.digests[2]);
+
+        let seeded = tempfile::tempdir().unwrap();
+        write_dir(seeded.path(), 6, reference.chains[6], &[9, 12]);
+        let err = verify_until(seeded.path(), Some(5)).err().unwrap();
+        assert!(err.contains("position 5 is before this directory's log, which starts at position 7"), "{err}");
+        assert_eq!(until(seeded.path(), 6).digest, reference.digests[6]);
+        // The snapshot it was seeded from is pruned (two are kept): the
+        // replay starts at the oldest one kept, and nothing before it can
+        // be rebuilt.
+        SnapshotStore::open(seeded.path()).unwrap().prune(2).unwrap();
+        for position in [6, 8] {
+            let err = verify_until(seeded.path(), Some(position)).err().unwrap();
+            assert!(err.contains(&format!("position {position} is before the oldest snapshot")), "{err}");
+            assert!(err.contains("at position 9"), "{err}");
+        }
+        let r = until(seeded.path(), 10);
+        assert_eq!((r.digest, r.snapshots_checked), (reference.digests[10], 1));
+        assert_eq!(verify(seeded.path()).unwrap().digest, reference.digests[ENTRIES as usize]);
+        for position in [9, 12] {
+            std::fs::remove_file(seeded.path().join(format!("snapshots/snapshot-{position:020}.manifest"))).unwrap();
+        }
+        let err = verify_until(seeded.path(), Some(10)).err().unwrap();
+        assert!(err.contains("no snapshot to start the replay from"), "{err}");
+    }
+
+    #[test]
+    fn a_snapshot_from_another_history_is_refused() {
+        let full = tempfile::tempdir().unwrap();
+        let reference = write_dir(full.path(), 0, [0; 32], &[]);
+        let seeded = tempfile::tempdir().unwrap();
+        write_dir(seeded.path(), 6, reference.chains[6], &[]);
+        // Replace the snapshot with one of a different state at the same position.
+        let mut store = SnapshotStore::open(seeded.path()).unwrap();
+        let mut other = Machine::default();
+        for position in 1..=6 {
+            other.apply_entry(position, timestamp(position), &[]);
+        }
+        std::fs::remove_file(seeded.path().join(format!("snapshots/snapshot-{:020}.manifest", 6))).unwrap();
+        store.write(&other.snapshot(), [7; 32]).unwrap();
+        let err = verify_until(seeded.path(), Some(10)).err().unwrap();
+        assert!(err.contains("the snapshot at position 6 does not match the log's hash chain"), "{err}");
+    }
 }
