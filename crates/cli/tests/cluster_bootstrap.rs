@@ -200,9 +200,12 @@ fn an_empty_replica_bootstraps_from_the_newest_snapshot_and_the_log_tail() {
     for r in &replicas {
         let text = std::fs::read_to_string(&r.log).unwrap();
         let epochs = text.matches("holds the lease").count();
+        // Under heavy load a renewal may time out and the lease move: that
+        // is an acquisition each time, logged by the lease itself.
+        let acquisitions = text.matches("lease acquired").count();
         assert!(
-            epochs <= 2,
-            "replica {} started side effects {epochs} times:\n{}",
+            epochs <= acquisitions,
+            "replica {} started side effects {epochs} times for {acquisitions} acquisitions:\n{}",
             r.node,
             &text[..text.len().min(4000)]
         );
