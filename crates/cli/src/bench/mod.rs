@@ -3,6 +3,7 @@
 //! `bursar bench recovery`: time to serve again after `kill -9`.
 
 mod cluster;
+mod failover;
 mod http;
 mod load;
 mod orders;
@@ -38,6 +39,8 @@ enum BenchCommand {
     ProjectPostgres(project_postgres::ProjectPostgresArgs),
     /// The throughput workload on 3 local nats-servers and 3 replicas (cluster mode).
     Cluster(cluster::ClusterBenchArgs),
+    /// Kill -9 the lease holder of a 3-replica cluster running orders and a relay; time until they resume.
+    Failover(failover::FailoverArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -101,6 +104,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchCommand::RelayNats(r)) => relay_nats::run(r),
         Some(BenchCommand::ProjectPostgres(a)) => project_postgres::run(a),
         Some(BenchCommand::Cluster(a)) => cluster::run(a),
+        Some(BenchCommand::Failover(a)) => failover::run(a),
         None if args.load.http => http::run(&args.load),
         None => throughput(args.load),
     }
