@@ -18,12 +18,10 @@ mod process_common;
 use process_common::*;
 
 use bursar_core::orders::money::{AccountKind, account_id};
-use common::{ADMIN_KEY, Client, Req, Resp};
-use reqwest::Method;
+use common::{ADMIN_KEY, Client};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -42,40 +40,6 @@ const RECIPIENT: &str = "Philippa Vanderhoeven-Oyelaran";
 const BANK_ACCOUNT: &str = "NL91ABNA0417164300";
 
 // ------------------------------------------------------------- processes
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn bursar() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bursar"));
-    c.env("RUST_LOG", "warn");
-    c
-}
-
-/// `bursar simulate` on `port`, logging every call to `calls`.
-fn start_simulator(port: u16, calls: &Path, log: &Path) -> Proc {
-    let child = bursar()
-        .args(["simulate", "--listen", &format!("127.0.0.1:{port}"), "--sim-call-log"])
-        .arg(calls)
-        .args(["--sim-latency-ms", "5", "--sim-payout-confirm-ms", "50"])
-        .stdout(append(log))
-        .stderr(append(log))
-        .spawn()
-        .expect("the bursar binary starts");
-    let mut sim = Proc { child, log: log.to_path_buf() };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = sim.child.try_wait().unwrap() {
-            panic!("the simulator exited with {status}; its log:\n{}", sim.log_text());
-        }
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return sim;
-        }
-        assert!(Instant::now() < deadline, "the simulator is not listening after 30 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 struct Ports {
     addr: String,
@@ -103,22 +67,6 @@ fn verify(dir: &Path) -> String {
     assert!(out.status.success(), "verify failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.starts_with("verify: ok "), "{stdout}");
     stdout
-}
-
-/// Posts until the server gives an answer that is not "try again" (no
-/// connection, 5xx, a request with this key still in flight).
-fn post_until_answered(c: &Client, op: &str, key: &str, path: &str, body: &Value) -> Resp {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match c.try_send(Req::new(Method::POST, path).key(op).idem(key).json(body)) {
-            Err(_) => {}
-            Ok(r) if r.status >= 500 => {}
-            Ok(r) if r.status == 409 && r.body.contains("idempotency_request_in_flight") => {}
-            Ok(r) => return r,
-        }
-        assert!(Instant::now() < deadline, "POST {path} got no answer in 120 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn order_body(id: u64, amount: u64) -> Value {
@@ -166,7 +114,8 @@ fn orders_complete_exactly_once_across_kill_9() {
     let log = tmp.path().join("server.log");
     let calls = tmp.path().join("calls.jsonl");
     let sim_port = free_port();
-    let sim = start_simulator(sim_port, &calls, &tmp.path().join("simulator.log"));
+    let sim_log = tmp.path().join("simulator.log");
+    let sim = start_simulator(sim_port, &calls, &sim_log, &["--sim-latency-ms", "5", "--sim-payout-confirm-ms", "50"]);
     let ports = Ports {
         addr: format!("127.0.0.1:{}", free_port()),
         http: format!("127.0.0.1:{}", free_port()),
@@ -201,20 +150,9 @@ fn orders_complete_exactly_once_across_kill_9() {
         let (c, op, failures, funded_n) = (c.clone(), op.clone(), failures.clone(), funded_n.clone());
         std::thread::spawn(move || {
             for id in rx {
-                let body = json!({"amount": amount_of(id).to_string(), "reference": format!("IN-{id}")});
-                let path = format!("/v1/orders/{id}/funds");
-                let r = post_until_answered(&c, &op, &format!("funds-{id}"), &path, &body);
-                let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
-                let code = v["code"].as_str().unwrap_or("");
-                // 409 in a later state: the order already left the funds
-                // wait (an earlier attempt's answer was lost).
-                let moved_on = r.status == 409
-                    && code.starts_with("order_is_")
-                    && !matches!(code, "order_is_created" | "order_is_awaiting_funds" | "order_is_cancelled");
-                if r.status == 200 || moved_on {
-                    funded_n.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    failures.lock().unwrap().push(format!("funds {id}: {} {}", r.status, r.body));
+                match fund_order(&c, &op, id, amount_of(id)) {
+                    Ok(()) => _ = funded_n.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => failures.lock().unwrap().push(e),
                 }
             }
         })
@@ -306,41 +244,13 @@ fn orders_complete_exactly_once_across_kill_9() {
 
     // The simulator's call log: one payout per order, under one key.
     server.stop_clean();
-    let text = std::fs::read_to_string(&calls).expect("the call log");
+    let calls = read_calls(&calls);
     drop(sim);
-    let mut effects: HashMap<(String, String), usize> = HashMap::new();
-    let mut payout_sends: HashMap<u64, usize> = HashMap::new();
-    for line in text.lines() {
-        let r: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("a bad call-log line ({e}): {line}"));
-        let (connector, operation, key) = (s(&r, "connector"), s(&r, "operation"), s(&r, "key"));
-        let id: u64 = key
-            .strip_prefix("order-")
-            .and_then(|k| k.split('-').next())
-            .and_then(|k| k.parse().ok())
-            .unwrap_or_else(|| panic!("a key that names no order: {line}"));
-        assert!(ids.contains(&id), "a call for an unknown order: {line}");
-        if connector == "payout" {
-            assert_eq!(operation, "send", "{line}");
-            assert_eq!(key, format!("order-{id}-payout"), "a payout under another key: {line}");
-            *payout_sends.entry(id).or_default() += 1;
-        }
-        if r["effect"] == json!(true) {
-            *effects.entry((connector, key)).or_default() += 1;
-        }
-    }
-    for id in &ids {
-        let key = format!("order-{id}-payout");
-        assert_eq!(effects.get(&("payout".into(), key.clone())), Some(&1), "payout {key}: not paid exactly once");
-        let key = format!("order-{id}-screening");
-        assert_eq!(effects.get(&("screening".into(), key.clone())), Some(&1), "{key}: not screened exactly once");
-    }
-    for ((connector, key), count) in &effects {
-        assert_eq!(*count, 1, "{connector} performed {key} {count} times");
-    }
+    let payout_sends = assert_effects_exactly_once(&calls, &ids);
     let most_sends = payout_sends.values().max().copied().unwrap_or(0);
     eprintln!(
         "call log: {} calls, {} payout sends (at most {most_sends} for one order), {deferrals} deferrals",
-        text.lines().count(),
+        calls.len(),
         payout_sends.values().sum::<usize>()
     );
 

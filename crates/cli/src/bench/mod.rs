@@ -3,6 +3,7 @@
 //! `bursar bench recovery`: time to serve again after `kill -9`.
 
 mod cluster;
+mod failover;
 mod http;
 mod load;
 mod orders;
@@ -41,6 +42,8 @@ enum BenchCommand {
     Cluster(cluster::ClusterBenchArgs),
     /// A cluster replica with a wiped disk rejoins a cluster holding N transfers; time until it serves.
     Rejoin(rejoin::RejoinBenchArgs),
+    /// Kill -9 the lease holder of a 3-replica cluster running orders and a relay; time until they resume.
+    Failover(failover::FailoverArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -105,6 +108,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchCommand::ProjectPostgres(a)) => project_postgres::run(a),
         Some(BenchCommand::Cluster(a)) => cluster::run(a),
         Some(BenchCommand::Rejoin(a)) => rejoin::run(a),
+        Some(BenchCommand::Failover(a)) => failover::run(a),
         None if args.load.http => http::run(&args.load),
         None => throughput(args.load),
     }

@@ -1,7 +1,9 @@
 //! The cluster under test: three `nats-server` nodes (the relay crate's
 //! harness) and three `bursar start --cluster` replicas, each a child
 //! process in the working dir. Every child is killed when [`Procs`] is
-//! dropped, on every exit path.
+//! dropped, on every exit path. What the replicas run besides the ledger
+//! (HTTP, orders, relays) is a [`ReplicaSetup`]; the chaos bank runs
+//! the ledger alone.
 
 use super::Shared;
 use bursar_client::{Client, ClientOptions};
@@ -16,15 +18,38 @@ use std::time::{Duration, Instant};
 pub const SIZE: usize = 3;
 /// The one admin key every replica bootstraps with (cluster mode needs the
 /// same key on all, so that replicas starting together create one key).
-const ADMIN_KEY: &str = "chaos-bank-admin-key-0123456789ab";
+pub const ADMIN_KEY: &str = "chaos-bank-admin-key-0123456789ab";
 /// How long a replica may take to serve after it was started.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How the replicas are started, besides cluster, node id, data dir and
+/// binary-protocol address (which [`Procs`] gives each).
+#[derive(Clone, Debug)]
+pub struct ReplicaSetup {
+    /// More `bursar start` arguments.
+    pub args: Vec<String>,
+    /// More environment variables.
+    pub env: Vec<(String, String)>,
+    /// Serve the HTTP API, each replica on a free port of its own
+    /// ([`Replica::http`]); readiness then waits for `/readyz` too.
+    pub http: bool,
+}
+
+impl ReplicaSetup {
+    /// The ledger alone: no HTTP, orders or webhooks.
+    pub fn ledger_only() -> ReplicaSetup {
+        let args = ["--no-http", "--no-orders", "--no-webhooks"].map(String::from).to_vec();
+        ReplicaSetup { args, env: Vec::new(), http: false }
+    }
+}
 
 pub struct Replica {
     pub name: String,
     pub addr: String,
+    /// The HTTP API's address, when the setup serves it.
+    pub http: Option<String>,
     data_dir: PathBuf,
-    log: PathBuf,
+    pub log: PathBuf,
     child: Option<Child>,
     paused: bool,
 }
@@ -32,6 +57,7 @@ pub struct Replica {
 pub struct Procs {
     exe: PathBuf,
     urls: String,
+    setup: ReplicaSetup,
     pub replicas: Vec<Replica>,
     nats: NatsCluster,
     nats_down: Vec<bool>,
@@ -39,17 +65,26 @@ pub struct Procs {
 }
 
 impl Procs {
-    /// Starts the NATS cluster and the replicas under `dir`; returns once
-    /// every replica answers a ping.
+    /// Starts the NATS cluster and the ledger-only replicas under `dir`;
+    /// returns once every replica answers a ping.
     pub fn start(dir: &Path) -> Result<Procs, String> {
+        Procs::start_with(dir, |_| ReplicaSetup::ledger_only())
+    }
+
+    /// Starts the NATS cluster and replicas set up by `setup`, given the
+    /// NATS servers' URLs (comma-separated); returns once every replica
+    /// is ready.
+    pub fn start_with(dir: &Path, setup: impl FnOnce(&str) -> ReplicaSetup) -> Result<Procs, String> {
         let exe = std::env::current_exe().map_err(|e| format!("locating the bursar binary: {e}"))?;
         let nats = NatsCluster::start(dir, SIZE)?;
         let urls = nats.urls();
+        let setup = setup(&urls);
         let mut replicas = Vec::with_capacity(SIZE);
         for i in 0..SIZE {
             let name = format!("r{}", i + 1);
             replicas.push(Replica {
                 addr: format!("127.0.0.1:{}", free_port()?),
+                http: if setup.http { Some(format!("127.0.0.1:{}", free_port()?)) } else { None },
                 data_dir: dir.join(&name),
                 log: dir.join(format!("{name}.log")),
                 name,
@@ -58,7 +93,7 @@ impl Procs {
             });
         }
         let mut procs =
-            Procs { exe, urls, replicas, nats, nats_down: vec![false; SIZE], nats_paused: vec![false; SIZE] };
+            Procs { exe, urls, setup, replicas, nats, nats_down: vec![false; SIZE], nats_paused: vec![false; SIZE] };
         for i in 0..SIZE {
             procs.spawn(i)?;
         }
@@ -72,17 +107,34 @@ impl Procs {
         self.replicas.iter().map(|r| r.addr.clone()).collect()
     }
 
+    /// The NATS servers' URLs, comma-separated.
+    pub fn nats_urls(&self) -> &str {
+        &self.urls
+    }
+
+    /// NATS node `i`'s URL.
+    pub fn nats_url(&self, i: usize) -> String {
+        self.nats.url(i)
+    }
+
     /// Starts replica `i` on its port and data dir (it must be down).
     pub fn spawn(&mut self, i: usize) -> Result<(), String> {
         let r = &mut self.replicas[i];
         let log = append(&r.log)?;
         let err = log.try_clone().map_err(|e| format!("opening {}: {e}", r.log.display()))?;
-        let child = Command::new(&self.exe)
+        let mut command = Command::new(&self.exe);
+        command
             .arg("start")
             .args(["--cluster", &self.urls, "--node-id", &(i + 1).to_string(), "--data-dir"])
             .arg(&r.data_dir)
-            .args(["--addr", &r.addr, "--no-http", "--no-orders", "--no-webhooks"])
+            .args(["--addr", &r.addr])
+            .args(&self.setup.args)
             .env("BURSAR_ADMIN_KEY", ADMIN_KEY)
+            .envs(self.setup.env.iter().map(|(k, v)| (k, v)));
+        if let Some(http) = &r.http {
+            command.args(["--http", http]);
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -104,7 +156,9 @@ impl Procs {
                 r.child = None;
                 return Err(format!("replica {} exited with {status}; the end of its log:\n{}", r.name, r.log_tail()));
             }
-            if Client::connect(r.addr.as_str(), &options).and_then(|mut c| c.ping()).is_ok() {
+            if Client::connect(r.addr.as_str(), &options).and_then(|mut c| c.ping()).is_ok()
+                && r.http.as_deref().is_none_or(http_ready)
+            {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -260,6 +314,12 @@ impl Replica {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
+}
+
+/// `GET /readyz` answers 200.
+fn http_ready(addr: &str) -> bool {
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5))).build().into();
+    agent.get(format!("http://{addr}/readyz")).call().is_ok_and(|r| r.status() == 200)
 }
 
 fn append(path: &Path) -> Result<std::fs::File, String> {

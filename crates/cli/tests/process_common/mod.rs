@@ -1,13 +1,15 @@
 //! Helpers shared by the tests that run `bursar` as a real process
-//! (`orders_race.rs`, `orders_crash.rs`, `relay_nats.rs`): a seeded
-//! generator, log files, child processes started until ready, and reading
-//! orders, timelines and balances over the HTTP API.
+//! (`orders_race.rs`, `orders_crash.rs`, `cluster_orders.rs`,
+//! `relay_nats.rs`): a seeded generator, log files, child processes started
+//! until ready, the `bursar simulate` connector process and its call log,
+//! and reading orders, timelines and balances over the HTTP API.
 
 #![allow(dead_code)]
 
-use crate::common::{ADMIN_KEY, Client, Req};
-use serde_json::Value;
-use std::collections::BTreeMap;
+use crate::common::{ADMIN_KEY, Client, Req, Resp};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -34,6 +36,16 @@ pub fn append(path: &Path) -> std::fs::File {
 }
 
 // ------------------------------------------------------------- processes
+
+/// A TCP port free at the moment of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The `bursar` binary under test.
+pub fn bursar() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_bursar"))
+}
 
 /// A child process, killed (SIGKILL) and reaped when dropped, also on panic.
 pub struct Proc {
@@ -79,7 +91,27 @@ impl Proc {
 /// Spawns `bursar start` (as `make` builds it, output appended to `log`)
 /// until its HTTP API at `http` is ready. A fixed port that the killed
 /// previous process still holds for a moment is retried.
-pub fn start_until_ready(mut make: impl FnMut() -> Command, http: &str, log: &Path) -> Proc {
+pub fn start_until_ready(make: impl FnMut() -> Command, http: &str, log: &Path) -> Proc {
+    start_until_ready_retrying(make, http, log, |text, attempt| {
+        attempt < 20 && text.lines().rev().take(5).any(|l| l.contains("in use"))
+    })
+}
+
+/// [`start_until_ready`] for a cluster replica: an early exit is retried
+/// for up to a minute (JetStream may still be electing its leaders).
+pub fn start_replica_until_ready(make: impl FnMut() -> Command, http: &str, log: &Path) -> Proc {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    start_until_ready_retrying(make, http, log, |_, _| Instant::now() < deadline)
+}
+
+/// Spawns until ready; after an early exit, `retry(log text, attempt)` says
+/// whether to try again (after 250 ms) or fail.
+fn start_until_ready_retrying(
+    mut make: impl FnMut() -> Command,
+    http: &str,
+    log: &Path,
+    retry: impl Fn(&str, usize) -> bool,
+) -> Proc {
     for attempt in 0.. {
         let child = make().stdout(append(log)).stderr(append(log)).spawn().expect("the bursar binary starts");
         let mut server = Proc { child, log: log.to_path_buf() };
@@ -88,8 +120,7 @@ pub fn start_until_ready(mut make: impl FnMut() -> Command, http: &str, log: &Pa
         loop {
             if let Some(status) = server.child.try_wait().unwrap() {
                 let text = server.log_text();
-                let busy = text.lines().rev().take(5).any(|l| l.contains("in use"));
-                if busy && attempt < 20 {
+                if retry(&text, attempt) {
                     std::thread::sleep(Duration::from_millis(250));
                     break;
                 }
@@ -105,7 +136,136 @@ pub fn start_until_ready(mut make: impl FnMut() -> Command, http: &str, log: &Pa
     unreachable!()
 }
 
+/// `bursar simulate` on `port` with `sim_args` (latency, payout delay),
+/// logging every call to `calls`; returns once it listens.
+pub fn start_simulator(port: u16, calls: &Path, log: &Path, sim_args: &[&str]) -> Proc {
+    let child = bursar()
+        .args(["simulate", "--listen", &format!("127.0.0.1:{port}"), "--sim-call-log"])
+        .arg(calls)
+        .args(sim_args)
+        .stdout(append(log))
+        .stderr(append(log))
+        .spawn()
+        .expect("the bursar binary starts");
+    let mut sim = Proc { child, log: log.to_path_buf() };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = sim.child.try_wait().unwrap() {
+            panic!("the simulator exited with {status}; its log:\n{}", sim.log_text());
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return sim;
+        }
+        assert!(Instant::now() < deadline, "the simulator is not listening after 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+// ------------------------------------------------------------- the call log
+
+/// One line of the simulator's call log.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub connector: String,
+    pub operation: String,
+    pub key: String,
+    /// This call performed the side effect (the first with its key).
+    pub effect: bool,
+    /// When the simulator answered it (its wall clock).
+    pub at_unix_nanos: u64,
+    /// The order the key names (`order-{id}-...`).
+    pub order: u64,
+}
+
+/// Every call in the simulator's call log (`--sim-call-log`) so far. A
+/// line that is not a call, or a key that names no order, fails the test.
+pub fn read_calls(path: &Path) -> Vec<Call> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // A line still being written has no newline yet: skip it.
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
+        .map(|line| {
+            let r: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("a bad call-log line ({e}): {line}"));
+            let key = s(&r, "key");
+            let order = key
+                .strip_prefix("order-")
+                .and_then(|k| k.split('-').next())
+                .and_then(|k| k.parse().ok())
+                .unwrap_or_else(|| panic!("a key that names no order: {line}"));
+            Call {
+                connector: s(&r, "connector"),
+                operation: s(&r, "operation"),
+                key,
+                effect: r["effect"] == json!(true),
+                at_unix_nanos: r["at_unix_nanos"].as_u64().unwrap_or_else(|| panic!("no time: {line}")),
+                order,
+            }
+        })
+        .collect()
+}
+
+/// The call log's verdict on side effects: every call is for one of
+/// `ids`; each order was screened and paid out exactly once; every payout
+/// call was a `send` under the order's one key (`order-{id}-payout`); no
+/// side effect happened twice. Returns the payout sends per order.
+pub fn assert_effects_exactly_once(calls: &[Call], ids: &[u64]) -> HashMap<u64, usize> {
+    let mut effects: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut payout_sends: HashMap<u64, usize> = HashMap::new();
+    for c in calls {
+        assert!(ids.contains(&c.order), "a call for an unknown order: {c:?}");
+        if c.connector == "payout" {
+            assert_eq!(c.operation, "send", "{c:?}");
+            assert_eq!(c.key, format!("order-{}-payout", c.order), "a payout under another key: {c:?}");
+            *payout_sends.entry(c.order).or_default() += 1;
+        }
+        if c.effect {
+            *effects.entry((&c.connector, &c.key)).or_default() += 1;
+        }
+    }
+    for id in ids {
+        let key = format!("order-{id}-payout");
+        assert_eq!(effects.get(&("payout", key.as_str())), Some(&1), "payout {key}: not paid exactly once");
+        let key = format!("order-{id}-screening");
+        assert_eq!(effects.get(&("screening", key.as_str())), Some(&1), "{key}: not screened exactly once");
+    }
+    for ((connector, key), count) in &effects {
+        assert_eq!(*count, 1, "{connector} performed {key} {count} times");
+    }
+    payout_sends
+}
+
 // ------------------------------------------------------------- HTTP helpers
+
+/// Posts until the server gives an answer that is not "try again" (no
+/// connection, 5xx, a request with this key still in flight).
+pub fn post_until_answered(c: &Client, op: &str, key: &str, path: &str, body: &Value) -> Resp {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match c.try_send(Req::new(Method::POST, path).key(op).idem(key).json(body)) {
+            Err(_) => {}
+            Ok(r) if r.status >= 500 => {}
+            Ok(r) if r.status == 409 && r.body.contains("idempotency_request_in_flight") => {}
+            Ok(r) => return r,
+        }
+        assert!(Instant::now() < deadline, "POST {path} got no answer in 120 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Reports the funds of order `id` (`amount`, reference `IN-{id}`) until
+/// answered. `Ok` also when the order already left the funds wait (an
+/// earlier attempt's answer was lost); `Err` with the answer otherwise.
+pub fn fund_order(c: &Client, op: &str, id: u64, amount: u64) -> Result<(), String> {
+    let body = json!({"amount": amount.to_string(), "reference": format!("IN-{id}")});
+    let r = post_until_answered(c, op, &format!("funds-{id}"), &format!("/v1/orders/{id}/funds"), &body);
+    let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+    let code = v["code"].as_str().unwrap_or("");
+    let moved_on = r.status == 409
+        && code.starts_with("order_is_")
+        && !matches!(code, "order_is_created" | "order_is_awaiting_funds" | "order_is_cancelled");
+    if r.status == 200 || moved_on { Ok(()) } else { Err(format!("funds {id}: {} {}", r.status, r.body)) }
+}
 
 pub fn s(v: &Value, field: &str) -> String {
     v[field].as_str().unwrap_or_else(|| panic!("no string {field:?} in {v}")).to_string()
