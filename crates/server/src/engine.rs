@@ -17,8 +17,8 @@ use bursar_core::service::keys::Keys;
 use bursar_core::{Command, EventResult, Operation};
 use bursar_proto::{PING, ProtocolError, RequestOp};
 use std::collections::BTreeMap;
-use std::time::Instant;
 use std::sync::Arc;
+use std::time::Instant;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 

@@ -69,7 +69,10 @@ pub fn run(args: RejoinBenchArgs) -> anyhow::Result<()> {
     if outcome.tally.rejected > 0 {
         bail!("{} transfers were rejected (first: {:?})", outcome.tally.rejected, outcome.tally.first_rejection);
     }
-    eprintln!("bench: {} transfers loaded in {:.1} s; waiting for snapshot uploads to settle", p.transfers, outcome.seconds);
+    eprintln!(
+        "bench: {} transfers loaded in {:.1} s; waiting for snapshot uploads to settle",
+        p.transfers, outcome.seconds
+    );
     let uploads = wait_for_uploads(&procs)?;
     let tail = LoadParams { transfers: args.tail, ids: Ids { run: args.seed + 1 }, ..p.clone() };
     let tail_outcome = match args.tail {
