@@ -3,11 +3,11 @@
 //! and fails `bursar verify`; a torn tail beyond the durable point is cut
 //! off and the server starts with everything before it.
 
+mod small_ledger;
+
 use bursar_client::{Client, ClientOptions};
-use bursar_core::{Account, Ledger, Transfer};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
 
 fn bursar(args: &[&str], dir: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_bursar")).args(args).arg("--data-dir").arg(dir).output().unwrap()
@@ -15,27 +15,7 @@ fn bursar(args: &[&str], dir: &Path) -> Output {
 
 /// Writes a few entries through an in-process node and stops it cleanly.
 fn populate(dir: &Path) {
-    let node =
-        bursar_server::Node::start(bursar_server::NodeConfig::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap()))
-            .unwrap();
-    let mut c = Client::connect(node.local_addr(), &ClientOptions { timeout: Duration::from_secs(10) }).unwrap();
-    let usd = Ledger { id: 1, scale: 2, asset: Ledger::pack_asset("USD").unwrap(), ..Default::default() };
-    assert!(c.create_ledgers(&[usd]).unwrap().is_empty());
-    let accounts: Vec<Account> = (1..=4).map(|id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();
-    assert!(c.create_accounts(&accounts).unwrap().is_empty());
-    for i in 0..20u128 {
-        let t = Transfer {
-            id: 100 + i,
-            debit_account_id: 1 + i % 4,
-            credit_account_id: 1 + (i + 1) % 4,
-            amount: 10,
-            ledger: 1,
-            code: 1,
-            ..Default::default()
-        };
-        assert!(c.create_transfers(&[t]).unwrap().is_empty());
-    }
-    node.shutdown();
+    small_ledger::populate(bursar_server::NodeConfig::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap()));
 }
 
 fn segment(dir: &Path) -> PathBuf {

@@ -4,12 +4,11 @@
 //! those positions, and positions the directory cannot rebuild fail
 //! cleanly.
 
-use bursar_client::{Client, ClientOptions};
-use bursar_core::{Account, Ledger, Transfer};
+mod small_ledger;
+
 use bursar_log::SnapshotStore;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 fn verify(dir: &Path, until: Option<u64>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_bursar"));
@@ -44,25 +43,7 @@ fn hex(bytes: &[u8; 32]) -> String {
 fn populate(dir: &Path) {
     let mut config = bursar_server::NodeConfig::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
     config.snapshot_every_bytes = 1;
-    let node = bursar_server::Node::start(config).unwrap();
-    let mut c = Client::connect(node.local_addr(), &ClientOptions { timeout: Duration::from_secs(10) }).unwrap();
-    let usd = Ledger { id: 1, scale: 2, asset: Ledger::pack_asset("USD").unwrap(), ..Default::default() };
-    assert!(c.create_ledgers(&[usd]).unwrap().is_empty());
-    let accounts: Vec<Account> = (1..=4).map(|id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();
-    assert!(c.create_accounts(&accounts).unwrap().is_empty());
-    for i in 0..20u128 {
-        let t = Transfer {
-            id: 100 + i,
-            debit_account_id: 1 + i % 4,
-            credit_account_id: 1 + (i + 1) % 4,
-            amount: 10,
-            ledger: 1,
-            code: 1,
-            ..Default::default()
-        };
-        assert!(c.create_transfers(&[t]).unwrap().is_empty());
-    }
-    node.shutdown();
+    small_ledger::populate(config);
 }
 
 #[test]
