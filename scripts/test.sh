@@ -12,12 +12,35 @@ echo "== system packages"
 missing=()
 command -v openssl >/dev/null || missing+=(openssl)
 command -v python3 >/dev/null || missing+=(python3 python3-venv)
-command -v nats-server >/dev/null || [[ -x /usr/sbin/nats-server ]] || missing+=(nats-server)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+SUDO=$([[ $(id -u) == 0 ]] && echo "" || echo sudo)
 if ((${#missing[@]})); then
-    SUDO=$([[ $(id -u) == 0 ]] && echo "" || echo sudo)
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+# nats-server 2.10 or newer: cluster mode refuses 2.9 (Debian bookworm's),
+# whose clustered streams were seen to order messages differently on
+# different nodes. Bookworm takes it from trixie, pinned so that nothing
+# else comes from there.
+nats_recent() {
+    local bin version
+    bin=$(command -v nats-server || echo /usr/sbin/nats-server)
+    version=$("$bin" --version 2>/dev/null | sed -n 's/^nats-server: v\([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+    read -r major minor <<<"$version" || return 1
+    ((major > 2 || (major == 2 && minor >= 10)))
+}
+if ! nats_recent; then
+    if [[ "$(. /etc/os-release && echo "${VERSION_CODENAME:-}")" == bookworm ]]; then
+        printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: trixie\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' |
+            $SUDO tee /etc/apt/sources.list.d/trixie-nats.sources >/dev/null
+        printf 'Package: *\nPin: release n=trixie\nPin-Priority: 100\n' | $SUDO tee /etc/apt/preferences.d/trixie-nats >/dev/null
+        $SUDO apt-get update -qq
+        $SUDO apt-get install -y -qq -t trixie nats-server
+    else
+        $SUDO apt-get update -qq
+        $SUDO apt-get install -y -qq nats-server
+    fi
+    nats_recent || { echo "nats-server 2.10 or newer is needed (found: $(nats-server --version 2>&1))" >&2; exit 1; }
 fi
 
 echo "== python test tools"

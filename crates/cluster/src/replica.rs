@@ -23,6 +23,8 @@ const SNAPSHOT_OBJECTS_KEPT: usize = 2;
 /// proposal to come back committed: the proposal may first wait in the
 /// publisher's queue, and delivery follows the commit.
 const COMMIT_DELIVERY_SLACK: Duration = Duration::from_secs(30);
+/// The oldest NATS server release cluster mode runs on (major, minor).
+const MIN_SERVER_VERSION: (u64, u64) = (2, 10);
 /// Bound on purging the log stream.
 const PURGE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -233,7 +235,25 @@ pub async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, Strin
              {MAX_PAYLOAD_MIN} (set `max_payload: 8MB` in every server's configuration)"
         ));
     }
+    check_server_version(&client.server_info().version)?;
     Ok(client)
+}
+
+/// Refuses NATS servers older than 2.10: under SIGSTOP faults a 2.9.10
+/// cluster stored two concurrently published messages in different orders
+/// on different stream replicas, so consumers on different nodes saw
+/// different logs (caught by the divergence guard in a chaos soak).
+fn check_server_version(version: &str) -> Result<(), String> {
+    let mut parts = version.trim_start_matches('v').split(['.', '-']).map(|p| p.parse::<u64>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) < MIN_SERVER_VERSION {
+        return Err(format!(
+            "the NATS server is version {version}; cluster mode needs {}.{} or newer (2.9 servers were seen to \
+             order a clustered stream differently on different nodes)",
+            MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses to join a log this replica's state cannot continue from.
@@ -262,6 +282,18 @@ fn boot_nonce() -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn servers_older_than_2_10_are_refused() {
+        assert!(super::check_server_version("2.9.10").is_err());
+        assert!(super::check_server_version("v2.9.25").is_err());
+        assert!(super::check_server_version("1.4.1").is_err());
+        assert!(super::check_server_version("garbage").is_err());
+        assert!(super::check_server_version("2.10.27").is_ok());
+        assert!(super::check_server_version("2.11.0-beta.1").is_ok());
+        assert!(super::check_server_version("3.0.0").is_ok());
+    }
+
     use super::check_position;
 
     #[test]
