@@ -88,9 +88,11 @@ impl SideEffects {
         let mut node_stop = node.stop.clone();
         loop {
             let acquired = node.runtime.block_on(async {
+                // A stopping node may still hold the lease: stopping wins.
                 tokio::select! {
-                    held = lease_held.wait_for(|held| *held) => held.is_ok(),
+                    biased;
                     _ = node_stop.wait_for(|stop| *stop) => false,
+                    held = lease_held.wait_for(|held| *held) => held.is_ok(),
                 }
             });
             if !acquired {
