@@ -10,6 +10,7 @@ compile_error!("records are stored as little-endian bytes; big-endian targets ar
 pub mod arena;
 pub mod codes;
 pub mod command;
+pub mod entry;
 pub mod events;
 pub mod index;
 pub mod machine;

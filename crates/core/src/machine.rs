@@ -8,11 +8,13 @@
 //! and gets an audit record with key id 0.
 
 use crate::command::{Command, Envelope, LogCommand, Operation};
+use crate::entry::{Entry, EntryHeader, Origin, RejectReason, Rejection};
 use crate::orders::{self, OrderBook, OrderCommand, OrderCreate};
 use crate::records::{NANOS_PER_SECOND, decode_at};
 use crate::service::audit::{AuditFacts, AuditOutcome, AuditTrail};
 use crate::service::idempotency::{Check, IdempotencyRecord, IdempotencyStore};
 use crate::service::keys::{ApiKey, KeyEvent, Keys, RevokeEvent};
+use crate::service::proposers::Proposers;
 use crate::service::webhooks::{WebhookCreate, WebhookUpdate, WebhookUpdateResult, Webhooks};
 use crate::state::{
     ChunkBytes, EventResult, Limits, Snapshot, SnapshotChunks, SnapshotSection, StateMachine, StateSnapshot,
@@ -32,6 +34,15 @@ pub enum Outcome {
     Refused,
 }
 
+/// What an entry's header decided (see [`Machine::admit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Its commands run.
+    Admitted,
+    /// Nothing runs; one audit record says why.
+    Rejected(RejectReason),
+}
+
 #[derive(Default)]
 pub struct Machine {
     ledger: StateMachine,
@@ -40,6 +51,7 @@ pub struct Machine {
     audit: AuditTrail,
     orders: OrderBook,
     webhooks: Webhooks,
+    proposers: Proposers,
 }
 
 impl Machine {
@@ -69,6 +81,10 @@ impl Machine {
 
     pub fn webhooks(&self) -> &Webhooks {
         &self.webhooks
+    }
+
+    pub fn proposers(&self) -> &Proposers {
+        &self.proposers
     }
 
     pub fn position(&self) -> u64 {
@@ -259,6 +275,71 @@ impl Machine {
         self.ledger.end_entry();
     }
 
+    /// Judges an entry's header, after `begin_entry` and before its
+    /// commands: a single node's entry and a cluster proposal seen for the
+    /// first time are admitted; a replayed or stale proposal, and an entry
+    /// the replica refused before decoding, run nothing and leave one
+    /// audit record (the entry's time still counts, like a timer entry).
+    pub fn admit(&mut self, header: &EntryHeader) -> Admission {
+        let (reason, claimed, rejection) = match header {
+            EntryHeader::None => return Admission::Admitted,
+            EntryHeader::Origin(origin) => match self.proposers.admit(origin) {
+                Ok(()) => return Admission::Admitted,
+                Err(reason) => (reason, *origin, None),
+            },
+            EntryHeader::Rejected(r) => (r.reason, r.claimed, Some(r)),
+        };
+        self.proposers.count_refusal();
+        self.record_rejection(reason, &claimed, rejection);
+        Admission::Rejected(reason)
+    }
+
+    /// The audit record of a refused cluster entry: the reason in the
+    /// route, the claimed proposal in the request id (as its message id),
+    /// and for an entry refused unread, the payload's hash and size.
+    fn record_rejection(&mut self, reason: RejectReason, claimed: &Origin, rejection: Option<&Rejection>) {
+        let route = format!("CLUSTER {}", reason.name());
+        let request_id = format!("n{}-{}-{}", claimed.node, claimed.boot, claimed.proposal);
+        let detail = match rejection {
+            Some(r) => format!(
+                "key {} payload {} bytes blake3 {}",
+                claimed.key_id,
+                r.payload_len,
+                r.payload_hash.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            ),
+            None => format!("key {}", claimed.key_id),
+        };
+        let facts = AuditFacts { key_id: 0, request_id: &request_id, route: &route, idempotency_key: &detail };
+        let (time, position) = (self.ledger.entry_time(), self.ledger.position() + 1);
+        self.audit.append(&facts, time, position, 0, AuditOutcome::Rejected, 0, 0, Some(reason.code()));
+        self.ledger.record_service_event(crate::events::kind::AUDIT_RECORDED, self.audit.len());
+    }
+
+    /// Applies a decoded log entry (replay and verify): its header, then,
+    /// if admitted, its commands; the reason when it was refused.
+    pub fn apply_decoded(
+        &mut self,
+        position: u64,
+        timestamp: u64,
+        entry: &Entry<'_>,
+    ) -> Result<Vec<(Outcome, Vec<EventResult>)>, RejectReason> {
+        self.begin_entry(position, timestamp);
+        let out = match self.admit(&entry.header) {
+            Admission::Rejected(reason) => Err(reason),
+            Admission::Admitted => Ok(entry
+                .commands
+                .iter()
+                .map(|c| {
+                    let mut results = Vec::new();
+                    let outcome = self.execute(c, &mut results);
+                    (outcome, results)
+                })
+                .collect()),
+        };
+        self.end_entry();
+        out
+    }
+
     /// Applies a whole entry (replay and tests).
     pub fn apply_entry(
         &mut self,
@@ -266,17 +347,8 @@ impl Machine {
         timestamp: u64,
         commands: &[LogCommand<'_>],
     ) -> Vec<(Outcome, Vec<EventResult>)> {
-        self.begin_entry(position, timestamp);
-        let out = commands
-            .iter()
-            .map(|c| {
-                let mut results = Vec::new();
-                let outcome = self.execute(c, &mut results);
-                (outcome, results)
-            })
-            .collect();
-        self.end_entry();
-        out
+        self.apply_decoded(position, timestamp, &Entry::plain(commands.to_vec()))
+            .expect("invariant: an entry without a header is always admitted")
     }
 
     /// A frozen view for a background snapshot writer. O(chunks).
@@ -290,6 +362,7 @@ impl Machine {
             audit_offsets: audit_offsets.chunks.iter().map(|c| c.clone() as Arc<dyn ChunkBytes>).collect(),
             orders: self.orders.clone(),
             webhooks: self.webhooks.clone(),
+            proposers: self.proposers.clone(),
         }
     }
 
@@ -307,9 +380,14 @@ impl Machine {
     pub fn restore(limits: Limits, stored: SnapshotChunks) -> Result<Machine, String> {
         let ledger_sections = crate::state::SECTIONS.len();
         let mut stored = stored;
-        if stored.sections.len() + 1 == ledger_sections + SERVICE_SECTIONS.len() {
-            // A snapshot from before webhooks: none.
-            stored.sections.push(vec![Webhooks::default().encode()]);
+        // Snapshots from before webhooks, or before replay protection,
+        // lack the last sections: those start empty.
+        let defaults = [Webhooks::default().encode(), Proposers::default().encode()];
+        let first_default = SERVICE_SECTIONS.len() - defaults.len();
+        for (i, default) in defaults.into_iter().enumerate() {
+            if stored.sections.len() == ledger_sections + first_default + i {
+                stored.sections.push(vec![default]);
+            }
         }
         if stored.sections.len() != ledger_sections + SERVICE_SECTIONS.len() {
             return Err(format!(
@@ -320,7 +398,7 @@ impl Machine {
         }
         let mut sections = stored.sections;
         let service = sections.split_off(ledger_sections);
-        let [keys, idempotency, audit_bytes, audit_offsets, order_book, webhooks]: [Vec<Vec<u8>>; 6] =
+        let [keys, idempotency, audit_bytes, audit_offsets, order_book, webhooks, proposers]: [Vec<Vec<u8>>; 7] =
             service.try_into().map_err(|_| "service sections are missing")?;
         let ledger = StateMachine::restore(limits, SnapshotChunks { header: stored.header, sections })?;
         let mut machine = Machine { ledger, ..Default::default() };
@@ -332,13 +410,15 @@ impl Machine {
         machine.audit = AuditTrail::restore(audit_bytes, offsets)?;
         machine.orders = OrderBook::decode(&order_book.concat())?;
         machine.webhooks = Webhooks::decode(&webhooks.concat())?;
+        machine.proposers = Proposers::decode(&proposers.concat())?;
         machine.check_journal_refs()?;
         Ok(machine)
     }
 }
 
 /// Section names after the ledger's, in stored order.
-pub const SERVICE_SECTIONS: [&str; 6] = ["keys", "idempotency", "audit_bytes", "audit_offsets", "orders", "webhooks"];
+pub const SERVICE_SECTIONS: [&str; 7] =
+    ["keys", "idempotency", "audit_bytes", "audit_offsets", "orders", "webhooks", "proposers"];
 
 /// Largest piece an encoded section is split into.
 const SECTION_CHUNK: usize = 8 << 20;
@@ -378,6 +458,7 @@ pub struct MachineSnapshot {
     audit_offsets: Vec<Arc<dyn ChunkBytes>>,
     orders: OrderBook,
     webhooks: Webhooks,
+    proposers: Proposers,
 }
 
 impl Snapshot for MachineSnapshot {
@@ -397,6 +478,7 @@ impl Snapshot for MachineSnapshot {
         out.push(SnapshotSection { name: SERVICE_SECTIONS[3], chunks: self.audit_offsets.clone() });
         out.push(encoded_section(SERVICE_SECTIONS[4], self.orders.encode()));
         out.push(encoded_section(SERVICE_SECTIONS[5], self.webhooks.encode()));
+        out.push(encoded_section(SERVICE_SECTIONS[6], self.proposers.encode()));
         out
     }
 }

@@ -24,6 +24,9 @@ pub enum AuditOutcome {
     Conflict = 3,
     /// The idempotency store was full; nothing executed.
     Refused = 4,
+    /// A committed cluster entry failed authentication, decoding or replay
+    /// protection; nothing executed (the route names the reason).
+    Rejected = 5,
 }
 
 impl AuditOutcome {
@@ -33,6 +36,7 @@ impl AuditOutcome {
             2 => AuditOutcome::Replayed,
             3 => AuditOutcome::Conflict,
             4 => AuditOutcome::Refused,
+            5 => AuditOutcome::Rejected,
             _ => return None,
         })
     }
@@ -43,6 +47,7 @@ impl AuditOutcome {
             AuditOutcome::Replayed => "replayed",
             AuditOutcome::Conflict => "conflict",
             AuditOutcome::Refused => "refused",
+            AuditOutcome::Rejected => "rejected",
         }
     }
 }

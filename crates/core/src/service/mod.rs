@@ -1,9 +1,10 @@
 //! Service state beside the ledger: API keys, idempotency records, the
-//! audit trail and webhooks. Like the ledger, it changes only by applying log entries.
+//! audit trail, webhooks and the cluster's replay protection. Like the ledger, it changes only by applying log entries.
 
 pub mod audit;
 pub mod idempotency;
 pub mod keys;
+pub mod proposers;
 pub mod webhooks;
 
 /// Reads little-endian fields from stored bytes; every read is bounds
