@@ -81,7 +81,7 @@ async fn download_newest(config: &ClusterConfig, data_dir: &Path) -> Result<Opti
         return no_snapshot(state.first_sequence, state.messages);
     };
     let started = Instant::now();
-    snapshot_objects::download(&js, &objects, position, data_dir).await?;
+    snapshot_objects::download(&js, &objects, &config.keys, position, data_dir).await?;
     let ms = started.elapsed().as_millis() as u64;
     tracing::info!(position, ms, log_first = state.first_sequence, "bootstrapped from the cluster's snapshot");
     Ok(Some(position))

@@ -10,11 +10,18 @@
 //! replicas that differ, say) the earliest recorded digest is, so exactly
 //! one of two stops; a later third digest can still outvote the earliest.
 //!
+//! Records are authenticated: the value is `<digest hex>:<key id>:<mac
+//! hex>`, the MAC (the cluster key's digest-record subkey) covering the
+//! bucket, the record's key and the digest. A record without a valid MAC
+//! (written by someone with access to the bucket but no cluster key) is
+//! ignored and counted, so it can neither stop a replica nor outvote one.
+//!
 //! Memory is bounded: only the latest `keep_positions` positions of our own
 //! digests are judged, with at most [`MAX_NODES`] digests each. Others'
 //! digests for positions we have not reached are not kept: when we record
 //! a position, we read what the others already recorded for it.
 
+use crate::cluster_key::{ClusterKeys, Purpose};
 use async_nats::jetstream::{self, kv};
 use bursar_workflow::resilience::Backoff;
 use bytes::Bytes;
@@ -126,6 +133,7 @@ pub fn run(
     js: jetstream::Context,
     node_id: String,
     config: DigestGuardConfig,
+    keys: ClusterKeys,
     digests: mpsc::Receiver<(u64, [u8; 32])>,
 ) -> Result<oneshot::Receiver<Divergence>, String> {
     let valid = |c: char| c.is_ascii_alphanumeric() || "-/_=".contains(c);
@@ -133,7 +141,7 @@ pub fn run(
         return Err(format!("node id {node_id:?} must be non-empty, of letters, digits and -/_="));
     }
     let (report, receiver) = oneshot::channel();
-    tokio::spawn(guard(js, node_id, config, digests, report));
+    tokio::spawn(guard(js, node_id, config, keys, digests, report));
     Ok(receiver)
 }
 
@@ -146,11 +154,12 @@ async fn guard(
     js: jetstream::Context,
     node: String,
     config: DigestGuardConfig,
+    keys: ClusterKeys,
     mut digests: mpsc::Receiver<(u64, [u8; 32])>,
     report: oneshot::Sender<Divergence>,
 ) {
     let Some(kv) = open(&js, &config, &report).await else { return };
-    let mut guard = Guard { node, config, kv, window: BTreeMap::new(), report: Some(report) };
+    let mut guard = Guard { node, config, keys, kv, window: BTreeMap::new(), report: Some(report) };
     let mut backoff = backoff();
     while guard.report.as_ref().is_some_and(|r| !r.is_closed()) {
         let error = match tokio::time::timeout(guard.config.call_timeout, guard.kv.watch("d.>")).await {
@@ -199,6 +208,7 @@ async fn open(
 struct Guard {
     node: String,
     config: DigestGuardConfig,
+    keys: ClusterKeys,
     kv: kv::Store,
     /// Positions we recorded a digest for (the latest `keep_positions`):
     /// node -> (revision, digest), ours included.
@@ -236,7 +246,7 @@ impl Guard {
     /// others recorded at that position before our watch could see it.
     async fn record(&mut self, position: u64, digest: [u8; 32]) -> Option<u64> {
         let key = format!("d.{position:020}.{}", self.node);
-        let value = Bytes::from(hex(&digest));
+        let value = Bytes::from(seal_record(&self.keys, &self.config.bucket, &key, &digest));
         let mut backoff = backoff();
         let revision = loop {
             match tokio::time::timeout(self.config.call_timeout, self.kv.put(&key, value.clone())).await {
@@ -308,9 +318,13 @@ impl Guard {
         if entry.operation != kv::Operation::Put {
             return records.remove(node).map(|_| position);
         }
-        let Some(digest) = parse_hex(&entry.value) else {
-            tracing::warn!(key = %entry.key, "digest record is not 64 hex digits");
-            return None;
+        let digest = match open_record(&self.keys, &self.config.bucket, &entry.key, &entry.value) {
+            Ok(digest) => digest,
+            Err(why) => {
+                metrics::counter!("bursar_cluster_digest_records_refused_total").increment(1);
+                tracing::warn!(key = %entry.key, "ignoring a digest record: {why}");
+                return None;
+            }
         };
         if records.len() >= MAX_NODES && !records.contains_key(node) {
             return None;
@@ -329,6 +343,31 @@ impl Guard {
                 _ = report.send(divergence);
             }
         }
+    }
+}
+
+/// A record's value: the digest under the active key's MAC.
+pub fn seal_record(keys: &ClusterKeys, bucket: &str, key: &str, digest: &[u8; 32]) -> String {
+    let id = keys.active();
+    let mac = keys
+        .mac(id, Purpose::DigestRecord, &[bucket.as_bytes(), key.as_bytes(), digest])
+        .expect("invariant: the active key is held");
+    format!("{}:{id}:{}", hex(digest), hex(&mac))
+}
+
+/// The digest in a record's value, if its MAC verifies.
+pub fn open_record(keys: &ClusterKeys, bucket: &str, key: &str, value: &[u8]) -> Result<[u8; 32], &'static str> {
+    let mut parts = value.splitn(3, |b| *b == b':');
+    let (Some(digest), Some(id), Some(mac)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("not of the form digest:key:mac");
+    };
+    let digest = parse_hex(digest).ok_or("the digest is not 64 hex digits")?;
+    let mac = parse_hex(mac).ok_or("the MAC is not 64 hex digits")?;
+    let id = std::str::from_utf8(id).ok().and_then(|t| t.parse::<u32>().ok()).ok_or("the key id is not a number")?;
+    match keys.verify(id, Purpose::DigestRecord, &[bucket.as_bytes(), key.as_bytes(), &digest], &mac) {
+        Ok(()) => Ok(digest),
+        Err(crate::cluster_key::MacError::UnknownKey) => Err("it names a cluster key this replica does not hold"),
+        Err(crate::cluster_key::MacError::Mismatch) => Err("its MAC does not verify"),
     }
 }
 
@@ -439,6 +478,21 @@ mod tests {
                 "01".repeat(32)
             )
         );
+    }
+
+    #[test]
+    fn records_verify_only_under_a_held_key_for_their_own_key() {
+        let keys = ClusterKeys::parse(&format!("2:{}", "11".repeat(32))).unwrap();
+        let value = seal_record(&keys, "B", "d.00000000000000000010.1", &[7; 32]);
+        assert_eq!(open_record(&keys, "B", "d.00000000000000000010.1", value.as_bytes()), Ok([7; 32]));
+        assert!(open_record(&keys, "B", "d.00000000000000000010.2", value.as_bytes()).is_err(), "moved");
+        assert!(open_record(&keys, "C", "d.00000000000000000010.1", value.as_bytes()).is_err(), "other bucket");
+        assert!(open_record(&keys, "B", "d.00000000000000000010.1", hex(&[7; 32]).as_bytes()).is_err(), "bare");
+        let other = ClusterKeys::parse(&format!("2:{}", "22".repeat(32))).unwrap();
+        assert!(open_record(&other, "B", "d.00000000000000000010.1", value.as_bytes()).is_err(), "forged");
+        for garbage in [&b""[..], b"::", b"zz:1:zz", &[0xff; 200]] {
+            assert!(open_record(&keys, "B", "d.1.1", garbage).is_err());
+        }
     }
 
     #[test]

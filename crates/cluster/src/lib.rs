@@ -6,15 +6,18 @@
 pub mod bootstrap;
 mod bucket;
 pub mod checkpoints;
+pub mod cluster_key;
 pub mod digest_guard;
 pub mod lease;
 pub mod log_stream;
 pub mod replica;
+pub mod seal;
 pub mod snapshot_objects;
 
 use std::time::Duration;
 
 pub use bootstrap::bootstrap_if_empty;
+pub use cluster_key::ClusterKeys;
 pub use replica::{ClusterHandle, JetStreamReplicator};
 
 /// How a replica reaches the cluster and names what it shares there.
@@ -24,6 +27,9 @@ pub struct ClusterConfig {
     pub urls: String,
     /// This replica's id, unique in the cluster (1, 2, 3, ...).
     pub node_id: u32,
+    /// The cluster keys: log entries, shared snapshots and digest records
+    /// are authenticated with them.
+    pub keys: ClusterKeys,
     /// The log stream.
     pub stream: String,
     /// Copies JetStream keeps of the log, the lease and the snapshots.
@@ -41,10 +47,11 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
-    pub fn new(urls: String, node_id: u32) -> ClusterConfig {
+    pub fn new(urls: String, node_id: u32, keys: ClusterKeys) -> ClusterConfig {
         ClusterConfig {
             urls,
             node_id,
+            keys,
             stream: "BURSAR_LOG".into(),
             replicas: 3,
             proposal_deadline: Duration::from_secs(20),

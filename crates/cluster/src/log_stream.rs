@@ -4,19 +4,26 @@
 //!   has stored the message, so every replica sees the same entry at the
 //!   same position, and a duplicate (same `Nats-Msg-Id`) is not stored, so
 //!   positions stay gapless.
-//! - **Proposals** are published with `Nats-Msg-Id: <node>-<boot>-<id>`
-//!   and the proposer's clock in `Bursar-Time`. A publish whose ack is lost
-//!   is retried with the same id, which the broker drops as a duplicate
+//! - **Proposals** are sealed (`seal.rs`: origin, time and body under a
+//!   MAC of the cluster key) and published with `Nats-Msg-Id:
+//!   n<node>-<boot>-<proposal>`. A publish whose ack is lost is retried
+//!   with the same id and bytes, which the broker drops as a duplicate
 //!   inside its window (longer than any retry). When no ack comes within
 //!   the deadline, the requests get "outcome unknown": the entry may still
 //!   commit and then applies like any other.
 //! - **Committed entries** come from an ordered consumer starting after the
-//!   replica's position and go to the engine in stream order; a gap stops
-//!   the replica (applying past it would diverge).
+//!   replica's position, are judged (authentic and decodable, or rejected)
+//!   and go to the engine in stream order. A rejected message becomes an
+//!   entry that changes nothing but an audit record: anyone able to publish
+//!   to the subject can add entries but never stop a replica. A gap still
+//!   stops the replica (applying past it would diverge).
 
 use crate::ClusterConfig;
+use crate::cluster_key::ClusterKeys;
+use crate::seal;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer::pull::OrderedConfig, stream::StorageType};
+use bursar_core::entry::EntryHeader;
 use bursar_server::engine::EngineMsg;
 use bursar_server::replication::{Committed, Proposal, ProposalFailed};
 use bursar_workflow::resilience::Backoff;
@@ -25,8 +32,6 @@ use futures_util::stream::FuturesUnordered;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Header with the proposer's clock (nanoseconds since 1970).
-pub const TIME_HEADER: &str = "Bursar-Time";
 /// Largest entry the engine may propose. The servers' `max_payload` must be
 /// at least [`MAX_PAYLOAD_MIN`]: a binary-protocol batch alone is 1 MiB.
 pub const ENTRY_BYTES_MAX: usize = 7 << 20;
@@ -109,7 +114,6 @@ async fn try_open_stream(js: &jetstream::Context, config: &ClusterConfig) -> Res
 pub async fn publish_proposals(
     js: jetstream::Context,
     config: ClusterConfig,
-    id_prefix: String,
     mut proposals: mpsc::Receiver<Proposal>,
     engine: mpsc::Sender<EngineMsg>,
 ) {
@@ -119,9 +123,10 @@ pub async fn publish_proposals(
         tokio::select! {
             p = proposals.recv(), if in_flight.len() < PUBLISHES_IN_FLIGHT => {
                 let Some(p) = p else { break };
-                let headers = proposal_headers(&id_prefix, &p);
-                let id = p.id;
-                in_flight.push(publish_until_acked(js.clone(), subject.clone(), headers, p.body.into(), config.clone(), id));
+                let headers = proposal_headers(&p);
+                let payload = seal::seal(&config.keys, &config.stream, p.origin, p.timestamp, &p.body);
+                let id = p.origin.proposal;
+                in_flight.push(publish_until_acked(js.clone(), subject.clone(), headers, payload.into(), config.clone(), id));
             }
             Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
                 if let Err(reason) = result {
@@ -136,11 +141,11 @@ pub async fn publish_proposals(
     while in_flight.next().await.is_some() {}
 }
 
-/// The headers of a proposal's message.
-pub fn proposal_headers(id_prefix: &str, p: &Proposal) -> HeaderMap {
+/// The headers of a proposal's message: only its id, for deduplication
+/// (everything the state machine uses is inside the sealed payload).
+pub fn proposal_headers(p: &Proposal) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert("Nats-Msg-Id", format!("{id_prefix}{}", p.id).as_str());
-    headers.insert(TIME_HEADER, p.timestamp.to_string().as_str());
+    headers.insert("Nats-Msg-Id", seal::message_id(&p.origin).as_str());
     headers
 }
 
@@ -183,20 +188,14 @@ async fn publish_until_acked(
     }
 }
 
-/// Sends every committed entry after `after` to the engine, in order.
-/// Returns only when the engine is gone; a gap or an unreadable entry
-/// stops the process (a replica must never apply past one).
-pub async fn follow(
-    js: jetstream::Context,
-    config: ClusterConfig,
-    id_prefix: String,
-    after: u64,
-    engine: mpsc::Sender<EngineMsg>,
-) {
+/// Sends every committed entry after `after` to the engine, in order,
+/// judged. Returns only when the engine is gone; a gap stops the process
+/// (a replica must never apply past one).
+pub async fn follow(js: jetstream::Context, config: ClusterConfig, after: u64, engine: mpsc::Sender<EngineMsg>) {
     let mut next = after + 1;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
-        match follow_from(&js, &config, &id_prefix, &mut next, &engine).await {
+        match follow_from(&js, &config, &mut next, &engine).await {
             Ok(()) => return,
             Err(e) => {
                 metrics::counter!("bursar_cluster_consumer_restarts_total").increment(1);
@@ -210,7 +209,6 @@ pub async fn follow(
 async fn follow_from(
     js: &jetstream::Context,
     config: &ClusterConfig,
-    id_prefix: &str,
     next: &mut u64,
     engine: &mpsc::Sender<EngineMsg>,
 ) -> Result<(), String> {
@@ -246,7 +244,7 @@ async fn follow_from(
                 *next - 1
             ));
         }
-        let committed = committed_entry(position, &message, id_prefix).unwrap_or_else(|e| stop(&e));
+        let committed = committed_entry(position, &message.payload, &config.keys, &config.stream);
         if engine.send(EngineMsg::Committed(committed)).await.is_err() {
             return Ok(());
         }
@@ -267,14 +265,31 @@ async fn check_not_stalled(js: &jetstream::Context, config: &ClusterConfig, next
     Ok(())
 }
 
-/// A stream message as a committed entry for the engine.
-fn committed_entry(position: u64, message: &jetstream::Message, id_prefix: &str) -> Result<Committed, String> {
-    let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str());
-    let timestamp = header(TIME_HEADER)
-        .and_then(|t| t.parse::<u64>().ok())
-        .ok_or_else(|| format!("log entry {position} has no valid {TIME_HEADER} header"))?;
-    let mine = header("Nats-Msg-Id").and_then(|id| id.strip_prefix(id_prefix)).and_then(|n| n.parse().ok());
-    Ok(Committed { position, timestamp, mine, body: message.payload.clone() })
+/// A stream message as a committed entry for the engine: authenticated
+/// and decodable, or a rejection (logged and counted here, recorded in the
+/// state when applied).
+pub fn committed_entry(position: u64, payload: &bytes::Bytes, keys: &ClusterKeys, stream: &str) -> Committed {
+    let judged = seal::judge(keys, stream, payload);
+    match &judged.header {
+        EntryHeader::Origin(origin) => {
+            metrics::counter!("bursar_cluster_entries_by_key_total", "key_id" => origin.key_id.to_string())
+                .increment(1);
+        }
+        EntryHeader::Rejected(r) => {
+            metrics::counter!("bursar_cluster_entries_rejected_total", "reason" => r.reason.name()).increment(1);
+            tracing::error!(
+                position,
+                reason = r.reason.name(),
+                claimed_node = r.claimed.node,
+                claimed_key = r.claimed.key_id,
+                bytes = payload.len(),
+                "refused a committed log entry: {}",
+                r.reason.description()
+            );
+        }
+        EntryHeader::None => unreachable!("judging always names an origin or a rejection"),
+    }
+    Committed { position, timestamp: judged.timestamp, header: judged.header, body: payload.slice(judged.body) }
 }
 
 /// Stops the process: continuing would make this replica diverge.

@@ -76,17 +76,10 @@ impl JetStreamReplicator {
         let state = log_stream::ensure_stream(&js, &self.config).await?.state;
         check_position(after, state.first_sequence, state.last_sequence, state.messages)?;
         let node = self.config.node_id.to_string();
-        let id_prefix = format!("n{node}-{}-", boot_nonce());
         let (proposals, queued) = mpsc::channel(PROPOSALS_QUEUED);
         let config = self.config.clone();
-        runtime.spawn(log_stream::publish_proposals(
-            js.clone(),
-            config.clone(),
-            id_prefix.clone(),
-            queued,
-            engine.clone(),
-        ));
-        runtime.spawn(log_stream::follow(js.clone(), config.clone(), id_prefix, after, engine));
+        runtime.spawn(log_stream::publish_proposals(js.clone(), config.clone(), queued, engine.clone()));
+        runtime.spawn(log_stream::follow(js.clone(), config.clone(), after, engine));
         self.follow_lease(js.clone(), node.clone());
         let snapshot_written = self.snapshot_sharer(runtime, js.clone());
         let checkpoints = guard_divergence(js, node, &config)?;
@@ -98,6 +91,7 @@ impl JetStreamReplicator {
             "joined the cluster"
         );
         Ok(ReplicaLink {
+            node_id: self.config.node_id,
             proposals,
             log_end: state.last_sequence,
             lease_held: self.lease_held.subscribe(),
@@ -158,7 +152,7 @@ async fn share_snapshot(
     position: u64,
 ) -> Result<(), String> {
     let objects = config.snapshot_objects();
-    snapshot_objects::upload(js, &objects, dir, position).await?;
+    snapshot_objects::upload(js, &objects, &config.keys, dir, position).await?;
     metrics::counter!("bursar_cluster_snapshot_uploads_total").increment(1);
     metrics::gauge!("bursar_cluster_snapshot_uploaded_position").set(position as f64);
     match snapshot_objects::prune(js, &objects, SNAPSHOT_OBJECTS_KEPT).await? {
@@ -188,7 +182,7 @@ async fn purge_log_through(js: &jetstream::Context, config: &ClusterConfig, posi
 fn guard_divergence(js: jetstream::Context, node: String, config: &ClusterConfig) -> Result<Checkpoints, String> {
     let (digests_tx, digests) = mpsc::channel(checkpoints::QUEUED_MAX);
     let guard_config = DigestGuardConfig { replicas: config.replicas, ..Default::default() };
-    let divergence = digest_guard::run(js, node, guard_config, digests)?;
+    let divergence = digest_guard::run(js, node, guard_config, config.keys.clone(), digests)?;
     tokio::spawn(async move {
         if let Ok(d) = divergence.await {
             tracing::error!("{d}; stopping this replica");
@@ -271,13 +265,6 @@ fn check_position(after: u64, first: u64, last: u64, messages: u64) -> Result<()
         ));
     }
     Ok(())
-}
-
-/// A random tag for this run, so message ids never repeat across restarts.
-fn boot_nonce() -> String {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes).expect("the operating system's random source works");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

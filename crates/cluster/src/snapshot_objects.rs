@@ -9,10 +9,19 @@
 //! download, what the consumer's flow control lets the server send ahead),
 //! never the snapshot; no temp copy is written either.
 //!
+//! Objects are authenticated: the metadata entry `bursar-mac` holds
+//! `<key id>:<mac hex>`, a MAC (the cluster key's snapshot subkey) over the
+//! bucket, the object name and the snapshot's manifest, which names every
+//! chunk by hash, the hash chain and the state digest. A download is
+//! imported, then its manifest checked; one without a valid MAC is removed
+//! again and refused, so a replica never starts from a snapshot that no
+//! replica made.
+//!
 //! Every NATS call has a time limit: each request (each chunk's publish
 //! acknowledgement included) `call_timeout`, whole transfers (put, get,
 //! delete) `call_timeout` plus their size at the slowest rate tolerated.
 
+use crate::cluster_key::{ClusterKeys, MacError, Purpose};
 use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind, ObjectStoreError};
 use async_nats::jetstream::object_store::{self, GetErrorKind, InfoErrorKind, ObjectMetadata, ObjectStore};
 use async_nats::jetstream::stream::{StorageType, Stream};
@@ -44,6 +53,8 @@ const CHUNK_BYTES_MIN: usize = 1 << 10;
 const CHUNK_BYTES_MAX: usize = 4 << 20;
 /// Attempts of a download (see `download`).
 const DOWNLOAD_ATTEMPTS: u32 = 6;
+/// The object metadata entry holding the snapshot's MAC.
+const MAC_METADATA: &str = "bursar-mac";
 
 #[derive(Clone, Debug)]
 pub struct SnapshotObjectsConfig {
@@ -123,16 +134,18 @@ pub fn parse_object_name(name: &str) -> Option<u64> {
 pub async fn upload(
     js: &jetstream::Context,
     config: &SnapshotObjectsConfig,
+    keys: &ClusterKeys,
     store_dir: &Path,
     position: u64,
 ) -> Result<u64, String> {
     config.check()?;
     let started = Instant::now();
     let dir = store_dir.to_path_buf();
-    let (store, size) = tokio::task::spawn_blocking(move || {
+    let (store, size, manifest) = tokio::task::spawn_blocking(move || {
         let store = SnapshotStore::open_read_only(&dir)?;
         let size = store.bundle_size(position)?;
-        Ok::<_, bursar_log::LogError>((store, size))
+        let manifest = store.manifest_bytes(position)?;
+        Ok::<_, bursar_log::LogError>((store, size, manifest))
     })
     .await
     .map_err(|e| format!("reading the snapshot at {position}: {e}"))?
@@ -147,6 +160,7 @@ pub async fn upload(
         name: name.clone(),
         description: Some(format!("Bursar snapshot bundle at log position {position}")),
         chunk_size: Some(config.chunk_bytes),
+        metadata: [(MAC_METADATA.to_string(), seal_manifest(keys, &config.bucket, &name, &manifest))].into(),
         ..Default::default()
     };
     let mut reader = PipeReader { rx, state: ReadState::default() };
@@ -232,6 +246,7 @@ pub async fn prune(
 pub async fn download(
     js: &jetstream::Context,
     config: &SnapshotObjectsConfig,
+    keys: &ClusterKeys,
     position: u64,
     store_dir: &Path,
 ) -> Result<(), String> {
@@ -241,7 +256,7 @@ pub async fn download(
     let mut attempt = 1;
     loop {
         let started = Instant::now();
-        match download_once(&js, config, position, store_dir).await {
+        match download_once(&js, config, keys, position, store_dir).await {
             Ok(bytes) => {
                 let ms = started.elapsed().as_millis() as u64;
                 tracing::info!(position, bytes, ms, attempt, bucket = %config.bucket, "snapshot downloaded");
@@ -267,6 +282,7 @@ enum Failure {
 async fn download_once(
     js: &jetstream::Context,
     config: &SnapshotObjectsConfig,
+    keys: &ClusterKeys,
     position: u64,
     store_dir: &Path,
 ) -> Result<u64, Failure> {
@@ -280,6 +296,7 @@ async fn download_once(
         Err(e) => return Err(Failure::Transfer(format!("opening {name}: {e}"))),
     };
     let size = object.info().size as u64;
+    let mac = object.info().metadata.get(MAC_METADATA).cloned().unwrap_or_default();
 
     let (tx, rx) = mpsc::channel(PIPE_BLOCKS);
     let dir = store_dir.to_path_buf();
@@ -299,8 +316,62 @@ async fn download_once(
         (Ok(_), Ok(imported)) if imported != position => {
             Err(Failure::Final(format!("{name} holds the snapshot at position {imported}, not {position}")))
         }
-        (Ok(bytes), Ok(_)) => Ok(bytes),
+        (Ok(bytes), Ok(_)) => {
+            let (dir, keys, bucket) = (store_dir.to_path_buf(), keys.clone(), config.bucket.clone());
+            tokio::task::spawn_blocking(move || authenticate_import(&dir, &keys, &bucket, &name, position, &mac))
+                .await
+                .map_err(|e| Failure::Final(format!("checking the snapshot's MAC did not finish: {e}")))?
+                .map_err(Failure::Final)?;
+            Ok(bytes)
+        }
     }
+}
+
+/// The `bursar-mac` metadata of a snapshot object.
+pub fn seal_manifest(keys: &ClusterKeys, bucket: &str, name: &str, manifest: &[u8]) -> String {
+    let id = keys.active();
+    let mac = keys
+        .mac(id, Purpose::SnapshotObject, &[bucket.as_bytes(), name.as_bytes(), manifest])
+        .expect("invariant: the active key is held");
+    format!("{id}:{}", mac.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Checks an imported snapshot's manifest against the object's MAC; on
+/// failure forgets the snapshot again, so nothing starts from it.
+fn authenticate_import(
+    dir: &Path,
+    keys: &ClusterKeys,
+    bucket: &str,
+    name: &str,
+    position: u64,
+    mac: &str,
+) -> Result<(), String> {
+    let mut store = SnapshotStore::open(dir).map_err(|e| e.to_string())?;
+    let manifest = store.manifest_bytes(position).map_err(|e| e.to_string())?;
+    let verdict = match parse_mac(mac) {
+        None => Err("it carries no valid bursar-mac metadata"),
+        Some((id, mac)) => {
+            match keys.verify(id, Purpose::SnapshotObject, &[bucket.as_bytes(), name.as_bytes(), &manifest], &mac) {
+                Ok(()) => return Ok(()),
+                Err(MacError::UnknownKey) => Err("it is sealed under a cluster key this replica does not hold"),
+                Err(MacError::Mismatch) => Err("its MAC does not match: no replica of this cluster made it"),
+            }
+        }
+    };
+    store.remove(position).map_err(|e| format!("removing the refused snapshot {name}: {e}"))?;
+    verdict.map_err(|why| format!("refusing snapshot object {name}: {why}"))
+}
+
+fn parse_mac(text: &str) -> Option<(u32, [u8; 32])> {
+    let (id, hex) = text.split_once(':')?;
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut mac = [0u8; 32];
+    for (i, byte) in mac.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some((id.parse().ok()?, mac))
 }
 
 /// Runs in the blocking pool: the pipe into the local store.

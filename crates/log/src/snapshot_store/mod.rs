@@ -307,6 +307,22 @@ impl SnapshotStore {
         Ok((bytes, m))
     }
 
+    /// The stored manifest of the snapshot at `position`, checked: it names
+    /// (by hash) every chunk, the chain and the state digest, so a MAC over
+    /// it authenticates the whole snapshot (`load` checks the chunks).
+    pub fn manifest_bytes(&self, position: u64) -> Result<Vec<u8>, LogError> {
+        self.read_manifest_raw(position).map(|(bytes, _)| bytes)
+    }
+
+    /// Forgets the snapshot at `position` (its manifest; `prune` removes
+    /// chunks nothing names): one that came from elsewhere and proved
+    /// untrustworthy.
+    pub fn remove(&mut self, position: u64) -> Result<(), LogError> {
+        self.check_writable()?;
+        remove_if_present(&self.manifest_path(position))?;
+        sync_dir(&self.root)
+    }
+
     /// Loads and verifies the snapshot at `position`: the manifest trailer
     /// and every chunk's length and hash.
     pub fn load(&self, position: u64) -> Result<LoadedSnapshot, LogError> {
