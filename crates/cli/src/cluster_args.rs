@@ -1,6 +1,11 @@
 //! The cluster options of `bursar start`.
 
-use bursar_cluster::ClusterConfig;
+use bursar_cluster::{ClusterConfig, ClusterKeys};
+use std::path::PathBuf;
+
+/// The environment variable holding the cluster keys (never a flag: the
+/// process list would show it).
+pub const CLUSTER_KEY_ENV: &str = "BURSAR_CLUSTER_KEY";
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct ClusterArgs {
@@ -20,16 +25,39 @@ pub struct ClusterArgs {
     /// Replicas compare state digests every this many log positions.
     #[arg(long, default_value_t = 1000, requires = "cluster", value_parser = clap::value_parser!(u64).range(1..))]
     pub cluster_checkpoint_every: u64,
+    /// File with the cluster keys that authenticate log entries (`HEX`, or
+    /// `ID:HEX` per line, the first signs; mode 0600). Instead of the
+    /// environment variable BURSAR_CLUSTER_KEY (same format, comma-separated).
+    #[arg(long, value_name = "FILE", requires = "cluster")]
+    pub cluster_key_file: Option<PathBuf>,
 }
 
 impl ClusterArgs {
-    pub fn config(&self) -> Option<ClusterConfig> {
-        let urls = self.cluster.clone()?;
-        let node_id = self.node_id?;
-        let mut config = ClusterConfig::new(urls, node_id);
+    /// The cluster configuration, if this node is a replica.
+    pub fn config(&self) -> anyhow::Result<Option<ClusterConfig>> {
+        let (Some(urls), Some(node_id)) = (self.cluster.clone(), self.node_id) else { return Ok(None) };
+        let keys = self.keys()?;
+        tracing::info!(active = keys.active(), held = ?keys.ids(), "cluster keys loaded");
+        let mut config = ClusterConfig::new(urls, node_id, keys);
         config.stream = self.cluster_stream.clone();
         config.replicas = self.cluster_replicas as usize;
         config.checkpoint_every = self.cluster_checkpoint_every;
-        Some(config)
+        Ok(Some(config))
+    }
+
+    fn keys(&self) -> anyhow::Result<ClusterKeys> {
+        let from_env = std::env::var(CLUSTER_KEY_ENV).ok().filter(|v| !v.trim().is_empty());
+        match (&self.cluster_key_file, from_env) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("give the cluster keys either in --cluster-key-file or in {CLUSTER_KEY_ENV}, not both")
+            }
+            (Some(path), None) => ClusterKeys::from_file(path).map_err(anyhow::Error::msg),
+            (None, Some(text)) => ClusterKeys::parse(&text).map_err(|e| anyhow::anyhow!("{CLUSTER_KEY_ENV}: {e}")),
+            (None, None) => anyhow::bail!(
+                "cluster mode needs the cluster key, which authenticates every log entry: set {CLUSTER_KEY_ENV} \
+                 to 64 hex digits (e.g. from `openssl rand -hex 32`), the same on every replica, or use \
+                 --cluster-key-file"
+            ),
+        }
     }
 }

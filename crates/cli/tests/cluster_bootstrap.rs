@@ -10,69 +10,21 @@
 //!
 //! Needs `nats-server` (fails, never skips, when it is missing).
 
+mod cluster_common;
 #[path = "../../http/tests/common/mod.rs"]
 mod common;
 mod process_common;
 
-use bursar_client::{Client, ClientOptions};
+use bursar_client::Client;
 use bursar_core::{Account, Ledger, Transfer};
 use bursar_relay::nats_cluster::NatsCluster;
-use process_common::{Proc, append};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use cluster_common::{Replica, assert_same_state, connect, start, verify, wait_for};
+use process_common::Proc;
+use std::time::Duration;
 
 const ADMIN: &str = "cluster-bootstrap-admin-key-0123";
 const ACCOUNTS: u128 = 1000;
 const BATCH: u64 = 8190;
-
-struct Replica {
-    node: u32,
-    dir: PathBuf,
-    addr: String,
-    log: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn connect(addr: &str) -> Option<Client> {
-    let mut c = Client::connect(addr, &ClientOptions { timeout: Duration::from_secs(60) }).ok()?;
-    c.ping().ok()?;
-    Some(c)
-}
-
-/// Starts the replica until it serves. An early exit is retried for a while:
-/// JetStream may still be electing its leaders.
-fn start(r: &Replica, urls: &str) -> Proc {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let child = Command::new(env!("CARGO_BIN_EXE_bursar"))
-            .args(["start", "--no-orders", "--no-webhooks", "--no-http", "--snapshot-every-mib", "1"])
-            .args(["--cluster", urls, "--node-id", &r.node.to_string(), "--addr", &r.addr, "--data-dir"])
-            .arg(&r.dir)
-            .env("BURSAR_ADMIN_KEY", ADMIN)
-            .env("BURSAR_LOG", "info")
-            .stdout(append(&r.log))
-            .stderr(append(&r.log))
-            .spawn()
-            .expect("the bursar binary starts");
-        let mut proc = Proc { child, log: r.log.clone() };
-        loop {
-            if let Some(status) = proc.child.try_wait().unwrap() {
-                assert!(Instant::now() < deadline, "replica {} exited with {status}:\n{}", r.node, proc.log_text());
-                std::thread::sleep(Duration::from_millis(500));
-                break;
-            }
-            if connect(&r.addr).is_some() {
-                return proc;
-            }
-            assert!(Instant::now() < deadline, "replica {} not serving:\n{}", r.node, proc.log_text());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
 
 fn setup(c: &mut Client) {
     let usd = Ledger { id: 1, scale: 2, asset: Ledger::pack_asset("USD").unwrap(), ..Default::default() };
@@ -116,54 +68,15 @@ fn balances(c: &mut Client) -> Vec<[u128; 4]> {
     accounts.iter().map(|a| [a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted]).collect()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// `bursar verify [--until P]`'s summary without what legitimately differs
-/// between replicas (how many local snapshots it checked, torn tail bytes).
-fn verify(dir: &Path, until: Option<u64>) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bursar"));
-    cmd.args(["verify", "--data-dir"]).arg(dir);
-    if let Some(position) = until {
-        cmd.args(["--until", &position.to_string()]);
-    }
-    let out = cmd.output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(out.status.success(), "verify --until {until:?} of {} failed: {text}", dir.display());
-    eprintln!("{}: {text}", dir.display());
-    let kept = text.split(' ').filter(|f| !f.starts_with("snapshots_checked=") && !f.starts_with("torn_tail_bytes="));
-    kept.collect::<Vec<_>>().join(" ")
-}
-
-/// The value of `name=` in a verify summary.
-fn field<'a>(summary: &'a str, name: &str) -> &'a str {
-    let prefix = format!("{name}=");
-    summary
-        .split(' ')
-        .find_map(|f| f.strip_prefix(prefix.as_str()))
-        .unwrap_or_else(|| panic!("no {name}= in {summary}"))
-}
-
 #[test]
 fn an_empty_replica_bootstraps_from_the_newest_snapshot_and_the_log_tail() {
     let tmp = tempfile::tempdir().unwrap();
     let nats = NatsCluster::start(&tmp.path().join("nats"), 3)
         .unwrap_or_else(|e| panic!("this test needs a real nats-server: {e}"));
     let urls = nats.urls();
-    let replicas: Vec<Replica> = (1..=3)
-        .map(|node| Replica {
-            node,
-            dir: tmp.path().join(format!("r{node}")),
-            addr: format!("127.0.0.1:{}", free_port()),
-            log: tmp.path().join(format!("r{node}.log")),
-        })
-        .collect();
-    let mut procs: Vec<Option<Proc>> = replicas.iter().map(|r| Some(start(r, &urls))).collect();
+    let replicas: Vec<Replica> = (1..=3).map(|node| Replica::new(tmp.path(), node, false)).collect();
+    let start = |r: &Replica| start(r, &urls, ADMIN, &["--snapshot-every-mib", "1"]);
+    let mut procs: Vec<Option<Proc>> = replicas.iter().map(|r| Some(start(r))).collect();
     let mut c1 = connect(&replicas[0].addr).unwrap();
     setup(&mut c1);
     let mut next = 1;
@@ -176,7 +89,7 @@ fn an_empty_replica_bootstraps_from_the_newest_snapshot_and_the_log_tail() {
     procs[2].take().unwrap().kill_hard();
     std::fs::remove_dir_all(&replicas[2].dir).unwrap();
     write(&mut c1, 5, &mut next);
-    procs[2] = Some(start(&replicas[2], &urls));
+    procs[2] = Some(start(&replicas[2]));
     let text = std::fs::read_to_string(&replicas[2].log).unwrap();
     let line =
         text.lines().find(|l| l.starts_with("bursar: bootstrapped from the cluster's snapshot")).unwrap_or_else(|| {
@@ -224,17 +137,5 @@ fn an_empty_replica_bootstraps_from_the_newest_snapshot_and_the_log_tail() {
     // The whole state, hashed, at the last position every replica holds:
     // replica 3, bootstrapped from the cluster's snapshot into an empty
     // directory, must hold the very state the others do there.
-    let common = summaries.iter().map(|s| field(s, "position").parse::<u64>().unwrap()).min().unwrap();
-    let at: Vec<String> = replicas.iter().map(|r| verify(&r.dir, Some(common))).collect();
-    for (r, s) in replicas.iter().zip(&at) {
-        assert_eq!(field(s, "position"), common.to_string(), "replica {}: {s}", r.node);
-        assert_eq!(field(s, "digest").len(), 64, "replica {}: {s}", r.node);
-    }
-    assert_eq!(field(&at[0], "digest"), field(&at[2], "digest"), "replicas 1 and 3 differ at position {common}");
-    assert_eq!(field(&at[0], "digest"), field(&at[1], "digest"), "replicas 1 and 2 differ at position {common}");
-    // So do their summaries there, but for how far each one's log goes.
-    let state = |s: &String| s.split(' ').filter(|f| !f.starts_with("entries=")).collect::<Vec<_>>().join(" ");
-    assert_eq!(state(&at[0]), state(&at[2]), "replicas 1 and 3 differ at position {common}");
-    assert_eq!(state(&at[0]), state(&at[1]), "replicas 1 and 2 differ at position {common}");
-    eprintln!("replicas 1, 2 and 3 hold the same state at position {common}: digest {}", field(&at[0], "digest"));
+    assert_same_state(&replicas);
 }

@@ -48,6 +48,8 @@ const PAYOUT_CONFIRM_MS: u64 = 8_000;
 const SENT_BEFORE_KILL: usize = 8;
 /// Every replica's personal-data key (all must share it).
 const PII_KEYS: &str = "1:5eed5eed0123456789abcdef0123456789abcdef0123456789abcdef5eed5eed";
+/// The replicas' shared cluster key (authenticates log entries).
+const CLUSTER_KEY: &str = "3c2f8e1a9b7d6c5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e";
 /// What a replica prints when it starts the side effects, and when it stops them.
 const HOLDS: &str = "bursar: this replica holds the lease; starting orders, webhooks and relays";
 const LOST: &str = "bursar: lease lost or node stopping";
@@ -84,6 +86,7 @@ fn start(r: &Replica, urls: &str, connectors: &str) -> Proc {
             .arg(&r.dir)
             .args(["--addr", &r.addr, "--http", &r.http, "--connectors-url", connectors])
             .env("BURSAR_ADMIN_KEY", ADMIN_KEY)
+            .env("BURSAR_CLUSTER_KEY", CLUSTER_KEY)
             .env("BURSAR_PII_KEYS", PII_KEYS)
             .env("BURSAR_LOG", "info");
         c

@@ -1,6 +1,8 @@
 //! The divergence guard against a real 3-node NATS cluster (bucket R3):
 //! equal digests pass, and the one replica with a different digest is told
 //! to stop, naming the position and both hashes, while the others are not.
+//! Records written to the bucket without the cluster key (a plain digest, a
+//! wrong MAC) are ignored: outvoting everybody with them stops nobody.
 
 mod common;
 
@@ -15,6 +17,12 @@ const NODES: [&str; 3] = ["1", "2", "3"];
 struct Replica {
     digests: mpsc::Sender<(u64, [u8; 32])>,
     verdict: oneshot::Receiver<Divergence>,
+}
+
+const KEY: &str = "1:a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+
+fn keys() -> bursar_cluster::ClusterKeys {
+    bursar_cluster::ClusterKeys::parse(KEY).unwrap()
 }
 
 fn config() -> DigestGuardConfig {
@@ -62,7 +70,7 @@ async fn the_replica_with_a_different_digest_stops_and_the_others_do_not() {
     for (i, node) in NODES.iter().enumerate() {
         let js = common::connect(&cluster.url(i)).await;
         let (digests, fed) = mpsc::channel(16);
-        let verdict = digest_guard::run(js, node.to_string(), config(), fed).unwrap_or_else(|e| panic!("{e}"));
+        let verdict = digest_guard::run(js, node.to_string(), config(), keys(), fed).unwrap_or_else(|e| panic!("{e}"));
         replicas.push(Replica { digests, verdict });
     }
     let kv = bucket(&common::connect(&cluster.urls()).await).await;
@@ -76,6 +84,20 @@ async fn the_replica_with_a_different_digest_stops_and_the_others_do_not() {
         recorded(&kv, 2000, node).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_quiet(&mut replicas, &[0, 1, 2]);
+
+    // Forged records at 2000 from nodes that do not exist, all agreeing on
+    // another digest: a majority, were they believed.
+    let forger = bursar_cluster::ClusterKeys::parse(&format!("1:{}", "ee".repeat(32))).unwrap();
+    for node in ["7", "8", "9", "10"] {
+        let key = format!("d.{:020}.{node}", 2000);
+        let value = match node {
+            "7" | "8" => "77".repeat(32),
+            _ => digest_guard::seal_record(&forger, &config().bucket, &key, &[0x77; 32]),
+        };
+        kv.put(&key, value.into()).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_quiet(&mut replicas, &[0, 1, 2]);
 
     // Nodes 1 and 2 record first: had node 3 recorded before one of them,

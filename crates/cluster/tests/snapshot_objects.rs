@@ -18,6 +18,15 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// The cluster key snapshot objects are sealed with.
+fn keys() -> &'static bursar_cluster::ClusterKeys {
+    static KEYS: std::sync::OnceLock<bursar_cluster::ClusterKeys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        bursar_cluster::ClusterKeys::parse("1:c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00")
+            .unwrap()
+    })
+}
+
 const ACCOUNTS: u128 = 5000;
 
 async fn connect(urls: &str) -> jetstream::Context {
@@ -130,7 +139,7 @@ async fn snapshots_round_trip_through_an_r3_bucket_and_upload_with_a_node_down()
     let first = bank.snapshot_into(local.path());
     // The first upload creates the R3 bucket: retried while the new
     // cluster's meta leader learns its peers.
-    let bytes = eventually("the first upload", || upload(&js, &config, local.path(), first.position)).await;
+    let bytes = eventually("the first upload", || upload(&js, &config, keys(), local.path(), first.position)).await;
     let size = SnapshotStore::open_read_only(local.path()).unwrap().bundle_size(first.position).unwrap();
     assert_eq!(bytes, size);
     assert!(bytes > 8 * config.chunk_bytes as u64, "a snapshot of {ACCOUNTS} accounts is {bytes} bytes");
@@ -139,16 +148,21 @@ async fn snapshots_round_trip_through_an_r3_bucket_and_upload_with_a_node_down()
     bank.transfers(500);
     let second = bank.snapshot_into(local.path());
     assert!(second.position > first.position);
-    upload(&js, &config, local.path(), second.position).await.unwrap();
+    upload(&js, &config, keys(), local.path(), second.position).await.unwrap();
     assert_eq!(positions(&js, &config).await.unwrap(), vec![first.position, second.position]);
     assert_eq!(newest(&js, &config).await.unwrap(), Some(second.position));
 
     assert_eq!(prune(&js, &config, 1).await.unwrap(), Some(second.position));
     assert_eq!(positions(&js, &config).await.unwrap(), vec![second.position]);
     let fresh = tempfile::tempdir().unwrap();
-    let err = download(&js, &config, first.position, fresh.path()).await.unwrap_err();
+    let err = download(&js, &config, keys(), first.position, fresh.path()).await.unwrap_err();
     assert!(err.contains(&object_name(first.position)), "{err}");
-    download(&js, &config, second.position, fresh.path()).await.unwrap();
+    // A replica holding other keys refuses the object and keeps nothing of it.
+    let other = bursar_cluster::ClusterKeys::parse(&format!("1:{}", "ab".repeat(32))).unwrap();
+    let err = download(&js, &config, &other, second.position, fresh.path()).await.unwrap_err();
+    assert!(err.contains("MAC does not match"), "{err}");
+    assert!(SnapshotStore::open(fresh.path()).unwrap().list().unwrap().is_empty(), "the refused snapshot is gone");
+    download(&js, &config, keys(), second.position, fresh.path()).await.unwrap();
     assert_eq!(latest(fresh.path()), second);
 
     // One node down: the R3 bucket still has its quorum.
@@ -157,10 +171,10 @@ async fn snapshots_round_trip_through_an_r3_bucket_and_upload_with_a_node_down()
     eventually("listing with a node down", || positions(&js, &config)).await;
     bank.transfers(500);
     let third = bank.snapshot_into(local.path());
-    upload(&js, &config, local.path(), third.position).await.unwrap();
+    upload(&js, &config, keys(), local.path(), third.position).await.unwrap();
     assert_eq!(newest(&js, &config).await.unwrap(), Some(third.position));
     let fresh = tempfile::tempdir().unwrap();
-    download(&js, &config, third.position, fresh.path()).await.unwrap();
+    download(&js, &config, keys(), third.position, fresh.path()).await.unwrap();
     assert_eq!(latest(fresh.path()), third);
 }
 
@@ -182,7 +196,7 @@ async fn damaged_objects_are_refused_and_failed_uploads_are_swept() {
     let mut bank = Bank::new();
     bank.transfers(100);
     let good = bank.snapshot_into(local.path());
-    eventually("the first upload", || upload(&js, &config, local.path(), good.position)).await;
+    eventually("the first upload", || upload(&js, &config, keys(), local.path(), good.position)).await;
     let bucket = js.get_object_store("BURSAR_SNAPSHOTS").await.unwrap();
 
     // Objects newer than the good one: garbage, and a real bundle cut short.
@@ -196,7 +210,7 @@ async fn damaged_objects_are_refused_and_failed_uploads_are_swept() {
         bucket.put(object_name(position).as_str(), &mut &bytes[..]).await.unwrap();
         assert_eq!(newest(&js, &config).await.unwrap(), Some(position));
         let fresh = tempfile::tempdir().unwrap();
-        let err = download(&js, &config, position, fresh.path()).await.unwrap_err();
+        let err = download(&js, &config, keys(), position, fresh.path()).await.unwrap_err();
         assert!(err.contains(expected), "{err}");
         let store = SnapshotStore::open(fresh.path()).unwrap();
         assert!(store.list().unwrap().is_empty(), "a damaged object left a snapshot");

@@ -13,6 +13,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The cluster key snapshot objects are sealed with.
+fn keys() -> &'static bursar_cluster::ClusterKeys {
+    static KEYS: std::sync::OnceLock<bursar_cluster::ClusterKeys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        bursar_cluster::ClusterKeys::parse("1:c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00")
+            .unwrap()
+    })
+}
+
 /// 48 distinct chunks of 8 MiB (the largest arena chunk).
 const CHUNKS: u64 = 48;
 const CHUNK_BYTES: usize = 8 << 20;
@@ -113,7 +122,7 @@ async fn a_large_snapshot_moves_in_little_memory() {
     }
     let base = reset_peak();
     let started = Instant::now();
-    assert_eq!(upload(&js, &config, local.path(), 7).await.unwrap(), size);
+    assert_eq!(upload(&js, &config, keys(), local.path(), 7).await.unwrap(), size);
     let growth = peak().saturating_sub(base);
     eprintln!("upload of {size} bytes: {:?}, peak memory +{} KiB", started.elapsed(), growth >> 10);
     assert!(growth < UPLOAD_GROWTH_MAX, "the upload raised the peak by {growth} bytes for a {size}-byte bundle");
@@ -121,7 +130,7 @@ async fn a_large_snapshot_moves_in_little_memory() {
     let fresh = tempfile::tempdir().unwrap();
     let base = reset_peak();
     let started = Instant::now();
-    download(&js, &config, 7, fresh.path()).await.unwrap();
+    download(&js, &config, keys(), 7, fresh.path()).await.unwrap();
     let growth = peak().saturating_sub(base);
     eprintln!("download of {size} bytes: {:?}, peak memory +{} KiB", started.elapsed(), growth >> 10);
     assert!(growth < DOWNLOAD_GROWTH_MAX, "the download raised the peak by {growth} bytes for a {size}-byte bundle");

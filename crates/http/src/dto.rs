@@ -620,7 +620,8 @@ pub struct AuditBody {
     pub request_id: String,
     pub idempotency_key: String,
     pub operation: String,
-    /// executed, replayed, conflict or refused.
+    /// executed, replayed, conflict, refused, or rejected (a cluster log
+    /// entry the replicas refused; route `CLUSTER <reason>`).
     pub outcome: String,
     pub events: u32,
     pub ok: u32,

@@ -149,6 +149,10 @@ fn check_status(r: &Response) -> Result<(), Problem> {
         Some(bursar_proto::ProtocolError::OutcomeUnknown) => {
             Problem::new(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", detail).retry_after(1)
         }
+        // Nothing was applied: a retry (same Idempotency-Key) is safe.
+        Some(bursar_proto::ProtocolError::NotApplied) => {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not_applied", detail).retry_after(1)
+        }
         _ => Problem::internal(detail),
     })
 }

@@ -250,6 +250,7 @@ protocol_errors! {
     ShuttingDown = 10, "shutting_down", true => "The server is shutting down.",
     Internal = 11, "internal_error", true => "The server failed; the request may or may not have been applied.",
     OutcomeUnknown = 12, "outcome_unknown", false => "Cluster mode: the write's commit to the replicated log was not confirmed in time; it may or may not be applied, so look it up before retrying.",
+    NotApplied = 20, "not_applied", false => "Cluster mode: the replicas refused the log entry holding this write (for example, it came from an earlier run of this replica); nothing was applied, so retrying is safe.",
 }
 
 impl std::fmt::Display for ProtocolError {

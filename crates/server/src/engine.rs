@@ -11,7 +11,8 @@ use crate::gate::{Gate, ReplyTo, Response};
 use crate::replication::{Committed, Proposal, ProposalFailed, ReplicaLink};
 use crate::snapshotter::SnapshotTrigger;
 use bursar_core::command::{AuditFilter, Envelope, LogCommand, decode_body, envelope_prefix};
-use bursar_core::machine::{Machine, Outcome};
+use bursar_core::entry::{EntryHeader, Origin, RejectReason};
+use bursar_core::machine::{Admission, Machine, Outcome};
 use bursar_core::records::{AccountFilter, LedgerFilter, decode_at};
 use bursar_core::service::keys::Keys;
 use bursar_core::{Command, EventResult, Operation};
@@ -128,6 +129,13 @@ pub struct Engine {
 /// The engine's cluster-mode state.
 struct Cluster {
     link: ReplicaLink,
+    /// The boot number proposals carry (see `core::service::proposers`),
+    /// picked at the first proposal, once the state knows this node's
+    /// earlier runs, and again if the log shows a newer run of this node.
+    boot: Option<u64>,
+    /// Every boot this process proposed under (a few), to recognise its
+    /// entries; proposal ids never repeat within the process.
+    boots: Vec<u64>,
     next_id: u64,
     /// Requests waiting for their proposal's commit, oldest proposal first.
     waiting: BTreeMap<u64, Waiting>,
@@ -143,6 +151,9 @@ struct Waiting {
     requests: Vec<(ReplyTo, u64, u8)>,
 }
 
+/// Boots of this process remembered to recognise its entries (a boot
+/// changes only when the log shows a newer run of this node id).
+const BOOTS_KEPT: usize = 64;
 /// Most proposals awaiting their commit (the replicator bounds its queue
 /// far below this; exceeding it means proposals leak).
 const WAITING_PROPOSALS_MAX: usize = 1 << 16;
@@ -174,7 +185,14 @@ impl Engine {
     /// Cluster mode: writes go to the replicated log through `link`, and
     /// only committed entries (`EngineMsg::Committed`) are applied.
     pub fn replicated(mut self, link: ReplicaLink) -> Engine {
-        self.cluster = Some(Cluster { link, next_id: 1, waiting: BTreeMap::new(), tick_in_flight: None });
+        self.cluster = Some(Cluster {
+            link,
+            boot: None,
+            boots: Vec::new(),
+            next_id: 1,
+            waiting: BTreeMap::new(),
+            tick_in_flight: None,
+        });
         self.group_bytes_max = CLUSTER_GROUP_BYTES_MAX;
         self
     }
@@ -262,7 +280,9 @@ impl Engine {
                 None => LogCommand::Plain(*c),
             })
             .collect();
-        let responses = self.apply_entry(position, timestamp, &log_commands, encoded.bytes());
+        let responses = self
+            .apply_entry(position, timestamp, &EntryHeader::None, &log_commands, encoded.bytes())
+            .expect("invariant: an entry without a header is always admitted");
         drop(log_commands);
         let replies = writes
             .into_iter()
@@ -276,14 +296,16 @@ impl Engine {
     }
 
     /// Applies one logged entry; returns one response per command (request
-    /// ids still zero) and publishes what changed to the node's watchers.
+    /// ids still zero), or why the entry's header refused it, and publishes
+    /// what changed to the node's watchers.
     fn apply_entry(
         &mut self,
         position: u64,
         timestamp: u64,
+        header: &EntryHeader,
         commands: &[LogCommand<'_>],
         bytes: usize,
-    ) -> Vec<Response> {
+    ) -> Result<Vec<Response>, RejectReason> {
         metrics::counter!("bursar_log_entries_total").increment(1);
         metrics::counter!("bursar_log_bytes_total").increment(bytes as u64);
         metrics::histogram!("bursar_engine_entry_requests_size").record(commands.len() as f64);
@@ -292,9 +314,11 @@ impl Engine {
         let started = std::time::Instant::now();
         let order_change_before = self.sm.orders().last_change();
         self.sm.begin_entry(position, timestamp);
+        let admission = self.sm.admit(header);
+        let admitted = admission == Admission::Admitted;
         let mut responses = Vec::with_capacity(commands.len());
         let mut keys_changed = false;
-        for log_command in commands {
+        for log_command in commands.iter().filter(|_| admitted) {
             let command = log_command.command();
             self.results.clear();
             let outcome = self.sm.execute(log_command, &mut self.results);
@@ -322,7 +346,10 @@ impl Engine {
         let events = self.sm.events_len();
         self.events_tail.send_if_modified(|tail| std::mem::replace(tail, events) != events);
         self.snapshots.logged(bytes as u64);
-        responses
+        match admission {
+            Admission::Admitted => Ok(responses),
+            Admission::Rejected(reason) => Err(reason),
+        }
     }
 
     /// Cluster mode: proposes the writes as one entry (and, on the lease
@@ -337,6 +364,19 @@ impl Engine {
         }
         let id = cluster.next_id;
         cluster.next_id += 1;
+        let boot = match cluster.boot {
+            Some(boot) => boot,
+            None => {
+                let boot = next_boot(&self.sm, cluster.link.node_id, cluster.boots.last().copied(), timestamp);
+                if cluster.boots.len() == BOOTS_KEPT {
+                    cluster.boots.remove(0);
+                }
+                cluster.boots.push(boot);
+                cluster.boot = Some(boot);
+                boot
+            }
+        };
+        let origin = Origin { node: cluster.link.node_id, key_id: 0, boot, proposal: id };
         let body = EncodedWrites::new(&writes).parts().concat();
         if timer {
             cluster.tick_in_flight = Some((id, Instant::now()));
@@ -346,29 +386,34 @@ impl Engine {
             cluster.waiting.insert(id, Waiting { since: Instant::now(), requests });
         }
         // Blocks while the replicator's queue is full: back-pressure to clients.
-        if cluster.link.proposals.blocking_send(Proposal { id, timestamp, body }).is_err() {
+        if cluster.link.proposals.blocking_send(Proposal { origin, timestamp, body }).is_err() {
             let failed = ProposalFailed { id, reason: "the replicated log is closed".into() };
             self.proposal_failed(failed);
         }
     }
 
     /// Cluster mode: copies a committed entry into the local log (same
-    /// position), applies it, and answers the requests if it was ours.
+    /// position, with the replicator's verdict as its header), applies it,
+    /// and answers the requests if it was ours.
     fn apply_committed(&mut self, c: Committed) {
         if self.cluster.is_none() {
             unreachable!("committed entries are delivered only in cluster mode");
         }
-        let position = match self.log.append(c.timestamp, &[&c.body]) {
+        let header_bytes = c.header.encode();
+        let position = match self.log.append(c.timestamp, &[&header_bytes, &c.body]) {
             Ok(p) => p,
             Err(e) => fatal_storage_error(&self.gate, &format!("local log append failed: {e}")),
         };
         assert_eq!(position, c.position, "the local log must hold the replicated log's entries at the same positions");
-        let commands = match decode_body(&c.body) {
-            Ok(commands) => commands,
-            // Every replica would stop here too: skipping would diverge.
-            Err(e) => fatal_storage_error(&self.gate, &format!("committed entry {position} is invalid: {e}")),
-        };
-        let responses = self.apply_entry(position, c.timestamp, &commands, c.body.len());
+        let commands = decode_body(&c.body).unwrap_or_else(|e| {
+            // The replicator checked the body decodes before handing it over.
+            panic!("invariant: committed entry {position} was judged decodable but is not: {e}")
+        });
+        let applied = self.apply_entry(position, c.timestamp, &c.header, &commands, header_bytes.len() + c.body.len());
+        if let Err(reason) = applied {
+            metrics::counter!("bursar_cluster_entries_refused_total", "reason" => reason.name()).increment(1);
+            tracing::error!(position, reason = reason.name(), "committed log entry refused: {}", reason.description());
+        }
         // Committed by the replicated log and applied: replies may go.
         self.gate.durable(position);
         let cluster = self.cluster.as_mut().expect("invariant: checked above");
@@ -378,21 +423,57 @@ impl Engine {
         {
             tracing::error!(position, "the digest thread stopped; no more divergence checks");
         }
-        let Some(id) = c.mine else { return };
+        let Some(origin) = c.header.authentic_origin() else { return };
+        if origin.node != cluster.link.node_id {
+            return;
+        }
+        if !cluster.boots.contains(&origin.boot) {
+            if cluster.boot.is_some_and(|boot| origin.boot > boot) {
+                // Entries under this node id from a newer run than this one:
+                // this run's proposals would be refused as stale from now on.
+                metrics::counter!("bursar_cluster_node_id_conflicts_total").increment(1);
+                tracing::error!(
+                    position,
+                    node = origin.node,
+                    "the log holds entries of a newer run of this node id: if another replica runs with \
+                     --node-id {}, stop it (every replica needs its own); proposing as a newer run",
+                    origin.node
+                );
+                cluster.boot = None;
+            }
+            return; // an earlier run's entry
+        }
+        let id = origin.proposal;
         if cluster.tick_in_flight.is_some_and(|(tick, _)| tick == id) {
             cluster.tick_in_flight = None;
         }
+        if matches!(applied, Err(RejectReason::StaleBoot)) && cluster.boot == Some(origin.boot) {
+            // The log has seen a newer run of this node: pick a newer boot.
+            cluster.boot = None;
+        }
         let Some(waiting) = cluster.waiting.remove(&id) else { return };
-        assert_eq!(waiting.requests.len(), responses.len(), "a proposal's entry holds one command per request");
-        let replies = waiting
-            .requests
-            .into_iter()
-            .zip(responses)
-            .map(|((reply, request_id, _), mut r)| {
-                r.request_id = request_id;
-                (reply, r)
-            })
-            .collect();
+        let replies = match applied {
+            Ok(responses) => {
+                assert_eq!(waiting.requests.len(), responses.len(), "a proposal's entry holds one command per request");
+                waiting
+                    .requests
+                    .into_iter()
+                    .zip(responses)
+                    .map(|((reply, request_id, _), mut r)| {
+                        r.request_id = request_id;
+                        (reply, r)
+                    })
+                    .collect()
+            }
+            Err(reason) => waiting
+                .requests
+                .into_iter()
+                .map(|(reply, request_id, operation)| {
+                    let message = format!("the replicas refused this write's log entry ({}); retry it", reason.name());
+                    (reply, error_response(operation, request_id, ProtocolError::NotApplied, &message))
+                })
+                .collect(),
+        };
         self.gate.release_after(position, replies);
     }
 
@@ -606,6 +687,16 @@ pub fn error_response(operation: u8, request_id: u64, error: ProtocolError, mess
         outcome: Outcome::Executed,
         record: Vec::new(),
     }
+}
+
+/// A boot number for this run of `node`: after every run the state has
+/// seen, and the clock's time when that is later (so boots stay distinct
+/// across restarts even before this replica has caught up).
+fn next_boot(sm: &Machine, node: u32, last_mine: Option<u64>, now: u64) -> u64 {
+    let seen = sm.proposers().boot(node).map_or(0, |b| b.saturating_add(1));
+    let boot = now.max(seen).max(last_mine.map_or(0, |b| b.saturating_add(1)));
+    assert!(last_mine.is_none_or(|last| boot > last), "a process's boots increase");
+    boot
 }
 
 /// Wall-clock nanoseconds for entry timestamps. Only the engine reads the

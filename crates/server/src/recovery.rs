@@ -3,7 +3,7 @@
 //! wrong; nothing is skipped.
 
 use bursar_core::Limits;
-use bursar_core::command::decode_body;
+use bursar_core::entry::{RejectReason, decode_entry};
 use bursar_core::machine::Machine;
 use bursar_log::{FileLog, OpenReport, SnapshotStore};
 
@@ -70,9 +70,7 @@ pub fn replay(
         if entry.position > until {
             break;
         }
-        let commands = decode_body(&entry.body)
-            .map_err(|e| format!("log entry {} has a valid checksum but an invalid body: {e}", entry.position))?;
-        sm.apply_entry(entry.position, entry.timestamp, &commands);
+        apply_logged(sm, entry.position, entry.timestamp, &entry.body)?;
         after(sm)?;
         count += 1;
     }
@@ -80,6 +78,33 @@ pub fn replay(
         return Err(format!("replay stopped at position {} before the log's end at {until}", sm.position()));
     }
     Ok(count)
+}
+
+/// Applies one entry of the local log as the engine did: a cluster entry
+/// the replicas refused is refused again (the same audit record), so the
+/// state comes out the same. Returns the refusal's reason, if any.
+///
+/// A body that does not decode although its checksum is valid is an error
+/// (it stops recovery): the local log only ever holds bodies this node
+/// wrote or judged decodable, so such a body means a bug or tampering with
+/// the files, and guessing past it could silently diverge from what was
+/// acknowledged. The replicated log, which anyone with publish rights can
+/// write to, is where refusing and going on is the rule (`bursar-cluster`).
+pub fn apply_logged(
+    sm: &mut Machine,
+    position: u64,
+    timestamp: u64,
+    body: &[u8],
+) -> Result<Option<RejectReason>, String> {
+    let entry = decode_entry(body)
+        .map_err(|e| format!("log entry {position} has a valid checksum but an invalid body: {e}"))?;
+    match sm.apply_decoded(position, timestamp, &entry) {
+        Ok(_) => Ok(None),
+        Err(reason) => {
+            tracing::warn!(position, reason = reason.name(), "replayed a refused cluster entry");
+            Ok(Some(reason))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,26 +8,29 @@
 //! position (a cache for fast restarts and the snapshots' hash chain).
 
 use crate::engine::EngineMsg;
+use bursar_core::entry::{EntryHeader, Origin};
 use tokio::sync::{mpsc, watch};
 
-/// A group of writes for the replicated log. `id` is unique within this
-/// replica's run; the replicator makes it globally unique (node, boot).
+/// A group of writes for the replicated log. Its origin (node, boot,
+/// proposal number) is unique forever; the replicator fills in the key id
+/// it seals the proposal with.
 #[derive(Debug)]
 pub struct Proposal {
-    pub id: u64,
+    pub origin: Origin,
     /// The proposer's clock; the state machine keeps entry time monotonic.
     pub timestamp: u64,
     /// An entry body, exactly as the file log stores it.
     pub body: Vec<u8>,
 }
 
-/// An entry the replicated log committed, delivered in log order.
+/// An entry the replicated log committed, delivered in log order, as the
+/// replicator judged it: authenticated (its origin, then its commands) or
+/// rejected (no commands). The local log stores `header` then `body`.
 #[derive(Debug)]
 pub struct Committed {
     pub position: u64,
     pub timestamp: u64,
-    /// `Some(id)` if this replica proposed it in this run.
-    pub mine: Option<u64>,
+    pub header: EntryHeader,
     pub body: bytes::Bytes,
 }
 
@@ -56,6 +59,9 @@ pub trait Replicator: Send {
 
 /// The engine's side of a started replicator.
 pub struct ReplicaLink {
+    /// This replica's node id: the engine proposes as it, and recognises
+    /// its own entries by it.
+    pub node_id: u32,
     /// Where the engine sends proposals (bounded: a full queue holds the
     /// engine back, which holds clients back).
     pub proposals: mpsc::Sender<Proposal>,

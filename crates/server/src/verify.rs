@@ -27,6 +27,8 @@ pub struct VerifyReport {
     pub snapshots_checked: usize,
     pub torn_tail_bytes: u64,
     pub audit_records: u64,
+    /// Cluster entries the replicas refused (forged, damaged, replayed).
+    pub refused_entries: u64,
 }
 
 impl VerifyReport {
@@ -48,11 +50,12 @@ impl VerifyReport {
             })
             .collect();
         format!(
-            "verify: ok entries={} accounts={} transfers={} audit_records={} snapshots_checked={} torn_tail_bytes={} position={} digest={} ledgers=[{}]",
+            "verify: ok entries={} accounts={} transfers={} audit_records={} refused_entries={} snapshots_checked={} torn_tail_bytes={} position={} digest={} ledgers=[{}]",
             self.entries,
             self.accounts,
             self.transfers,
             self.audit_records,
+            self.refused_entries,
             self.snapshots_checked,
             self.torn_tail_bytes,
             self.position,
@@ -129,6 +132,7 @@ pub fn verify_until(data_dir: &Path, until: Option<u64>) -> Result<VerifyReport,
         transfers: sm.ledger().transfer_count(),
         ledgers: sm.ledger().ledger_totals().map(|(l, t)| (*l, *t)).collect(),
         audit_records: sm.audit().len(),
+        refused_entries: sm.proposers().refused(),
         snapshots_checked: checked,
         torn_tail_bytes: open.truncated_bytes,
     })
@@ -184,9 +188,7 @@ pub fn verify_audit(data_dir: &Path) -> Result<AuditReport, String> {
     }
     let mut sm = Machine::default();
     let scanned = bursar_log::scan(data_dir, |entry| {
-        let commands = bursar_core::command::decode_body(&entry.body)
-            .map_err(|e| format!("log entry {} has an invalid body: {e}", entry.position))?;
-        sm.apply_entry(entry.position, entry.timestamp, &commands);
+        crate::recovery::apply_logged(&mut sm, entry.position, entry.timestamp, &entry.body)?;
         Ok(())
     });
     if let Err(stop) = scanned {

@@ -57,6 +57,8 @@ pub struct Replica {
 pub struct Procs {
     exe: PathBuf,
     urls: String,
+    /// The replicas' cluster key (random per harness, in their environment).
+    cluster_key: String,
     setup: ReplicaSetup,
     pub replicas: Vec<Replica>,
     nats: NatsCluster,
@@ -92,8 +94,16 @@ impl Procs {
                 paused: false,
             });
         }
-        let mut procs =
-            Procs { exe, urls, setup, replicas, nats, nats_down: vec![false; SIZE], nats_paused: vec![false; SIZE] };
+        let mut procs = Procs {
+            exe,
+            urls,
+            cluster_key: random_cluster_key(),
+            setup,
+            replicas,
+            nats,
+            nats_down: vec![false; SIZE],
+            nats_paused: vec![false; SIZE],
+        };
         for i in 0..SIZE {
             procs.spawn(i)?;
         }
@@ -130,6 +140,7 @@ impl Procs {
             .args(["--addr", &r.addr])
             .args(&self.setup.args)
             .env("BURSAR_ADMIN_KEY", ADMIN_KEY)
+            .env(crate::cluster_args::CLUSTER_KEY_ENV, &self.cluster_key)
             .envs(self.setup.env.iter().map(|(k, v)| (k, v)));
         if let Some(http) = &r.http {
             command.args(["--http", http]);
@@ -291,6 +302,13 @@ impl Procs {
             let _ = writeln!(f, "=== chaos: {what}");
         }
     }
+}
+
+/// A fresh cluster key, as `openssl rand -hex 32` would give.
+pub fn random_cluster_key() -> String {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).expect("the operating system's random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Drop for Procs {
