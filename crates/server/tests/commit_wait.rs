@@ -121,16 +121,22 @@ fn account(id: u128) -> Account {
     Account { id, ledger: 1, code: 1, ..Default::default() }
 }
 
-#[test]
-fn a_confirmed_entry_never_delivered_gives_outcome_unknown_and_still_applies_later() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = MemoryLog::default();
+/// A replica on `log` in `dir`, and a client that created ledger 1 through it.
+fn start(dir: &tempfile::TempDir, log: &MemoryLog) -> (Node, Client) {
     let mut config = NodeConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
     config.admin_key = Some("commit-wait-admin-key-0123456789abcdef".into());
     let node = Node::start_with(config, Some(Box::new(log.clone()))).expect("the replica starts");
     let mut c = Client::connect(node.local_addr(), &ClientOptions { timeout: Duration::from_secs(30) }).unwrap();
     let usd = Ledger { id: 1, scale: 2, asset: Ledger::pack_asset("USD").unwrap(), ..Default::default() };
     assert!(c.create_ledgers(&[usd]).unwrap().is_empty(), "delivered entries answer normally");
+    (node, c)
+}
+
+#[test]
+fn a_confirmed_entry_never_delivered_gives_outcome_unknown_and_still_applies_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = MemoryLog::default();
+    let (node, mut c) = start(&dir, &log);
 
     log.hold();
     let asked = Instant::now();
@@ -155,12 +161,7 @@ fn a_confirmed_entry_never_delivered_gives_outcome_unknown_and_still_applies_lat
 fn a_duplicated_entry_applies_once_and_a_stale_run_gets_not_applied() {
     let dir = tempfile::tempdir().unwrap();
     let log = MemoryLog::default();
-    let mut config = NodeConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
-    config.admin_key = Some("commit-wait-admin-key-0123456789abcdef".into());
-    let node = Node::start_with(config, Some(Box::new(log.clone()))).expect("the replica starts");
-    let mut c = Client::connect(node.local_addr(), &ClientOptions { timeout: Duration::from_secs(30) }).unwrap();
-    let usd = Ledger { id: 1, scale: 2, asset: Ledger::pack_asset("USD").unwrap(), ..Default::default() };
-    assert!(c.create_ledgers(&[usd]).unwrap().is_empty());
+    let (node, mut c) = start(&dir, &log);
 
     // A replayed copy of a proposal is refused by the state, so the second
     // copy of an account creation neither applies nor answers again.
