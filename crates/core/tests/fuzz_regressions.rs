@@ -1,0 +1,70 @@
+//! Regression tests for what the core fuzz targets (`fuzz_body.rs`,
+//! `fuzz_snapshot.rs`) found, one per finding, named after it.
+
+#[path = "fuzz/seeds.rs"]
+mod seeds;
+
+use bursar_core::command::{Command, Envelope, LogCommand, Operation, decode_body, encode_command, envelope_prefix};
+use bursar_core::records::encode_all;
+use seeds::*;
+
+/// Finding of `fuzz_decode_body`: the envelope's reserved bytes were
+/// skipped, not checked, so two bodies decoded to the same commands.
+#[test]
+fn regression_envelope_reserved_bytes_were_ignored() {
+    let ledgers = [ledger(1, "GBP")];
+    let command = Command { operation: Operation::CreateLedgers, events: encode_all(&ledgers) };
+    let env = Envelope {
+        key_id: 9,
+        idempotency: Some(([1; 16], [2; 16])),
+        retention_seconds: 60,
+        idempotency_limit: 10,
+        request_id: "r-1",
+        route: "POST /v1/ledgers",
+        idempotency_key: "k",
+    };
+    let mut valid = envelope_prefix(&env, &command).unwrap();
+    encode_command(&mut valid, &command);
+    assert!(decode_body(&valid).is_ok());
+    // Envelope fields start after the 8-byte envelope header: version,
+    // flags, 2 reserved bytes, retention, key id, limit, then 4 reserved
+    // bytes at 20..24.
+    for at in [10, 11, 8 + 20, 8 + 23] {
+        let mut body = valid.clone();
+        body[at] = 1;
+        assert!(decode_body(&body).unwrap_err().contains("reserved"), "byte {at}");
+    }
+}
+
+/// Finding of `fuzz_decode_body`: an envelope could carry a request id,
+/// route or idempotency key longer than the encoder (and the audit trail,
+/// which truncated them) allows, or a scope without an idempotency key.
+#[test]
+fn regression_envelope_fields_beyond_the_encoder_limits_were_accepted() {
+    let command = Command { operation: Operation::CreateLedgers, events: &[] };
+    let long = "a".repeat(64);
+    let env = Envelope {
+        key_id: 1,
+        idempotency: None,
+        retention_seconds: 0,
+        idempotency_limit: 0,
+        request_id: &long,
+        route: "r",
+        idempotency_key: "",
+    };
+    let mut body = envelope_prefix(&env, &command).unwrap();
+    encode_command(&mut body, &command);
+    assert!(decode_body(&body).is_ok());
+    // One more byte of request id (its length byte follows the 56 fixed
+    // bytes of the fields), and the envelope length to match.
+    let mut longer = body.clone();
+    longer.insert(8 + 56 + 1, b'a');
+    longer[8 + 56] += 1;
+    let len = u32::from_le_bytes(longer[4..8].try_into().unwrap()) + 1;
+    longer[4..8].copy_from_slice(&len.to_le_bytes());
+    assert!(decode_body(&longer).unwrap_err().contains("longer than 64"));
+    // A scope without the idempotency flag.
+    let mut scoped = body.clone();
+    scoped[8 + 24] = 7; // the scope starts after the reserved bytes
+    assert!(decode_body(&scoped).is_err());
+}
