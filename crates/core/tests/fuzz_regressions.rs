@@ -68,3 +68,22 @@ fn regression_envelope_fields_beyond_the_encoder_limits_were_accepted() {
     scoped[8 + 24] = 7; // the scope starts after the reserved bytes
     assert!(decode_body(&scoped).is_err());
 }
+
+/// Finding of `fuzz_apply_entry`: an entry timestamp near `u64::MAX` (a bad
+/// clock or a damaged entry) overflowed the per-event clock and panicked
+/// every replica that applied it. Entry time is now capped.
+#[test]
+fn regression_entry_timestamp_near_u64_max_overflowed_the_clock() {
+    let (mut m, position, _) = base();
+    let t = [transfer(700, 1, 2, 1), transfer(701, 2, 1, 1)];
+    for (i, ts) in [u64::MAX, u64::MAX, 5].into_iter().enumerate() {
+        let command = LogCommand::Plain(Command {
+            operation: Operation::CreateTransfers,
+            events: encode_all(&t[i % 2..i % 2 + 1]),
+        });
+        m.apply_entry(position + 1 + i as u64, ts, &[command]);
+        m.check_invariants_deep().unwrap();
+    }
+    let stamp = m.ledger().transfer(701).unwrap().timestamp;
+    assert!(stamp > bursar_core::state::ENTRY_TIME_MAX && stamp < bursar_core::state::LAST_TIMESTAMP_MAX);
+}
