@@ -87,3 +87,20 @@ fn regression_entry_timestamp_near_u64_max_overflowed_the_clock() {
     let stamp = m.ledger().transfer(701).unwrap().timestamp;
     assert!(stamp > bursar_core::state::ENTRY_TIME_MAX && stamp < bursar_core::state::LAST_TIMESTAMP_MAX);
 }
+
+/// Finding of `fuzz_apply_entry`: an idempotent replay whose recorded
+/// results outnumber the replayed command's events (same scope and
+/// fingerprint, different command: only a damaged or hostile entry does
+/// that) underflowed the audit's `ok` count.
+#[test]
+fn regression_replay_with_more_results_than_events_underflowed() {
+    let (mut m, mut position, time) = base();
+    let failing = [account(1, USD), account(2, USD)];
+    for events in [encode_all(&failing), encode_all(&failing[..1])] {
+        position += 1;
+        let body = enveloped_body(Operation::CreateAccounts, events, "same-key");
+        let out = m.apply_entry(position, time + position * SEC, &decode_body(&body).unwrap());
+        assert_eq!(out[0].1.len(), 2, "both failures, then both replayed");
+    }
+    m.check_invariants_deep().unwrap();
+}
