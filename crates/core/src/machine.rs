@@ -333,6 +333,9 @@ impl Machine {
         let offsets = audit_offsets.into_iter().map(|c| decode_u64s(&c)).collect::<Result<Vec<_>, _>>()?;
         machine.audit = AuditTrail::restore(audit_bytes, offsets)?;
         machine.orders = OrderBook::decode(&order_book.concat())?;
+        // Orders must agree with the ledger they move money in (the ledger's
+        // own invariants were checked by its restore).
+        orders::invariants::check(&machine.ledger, &machine.orders)?;
         machine.webhooks = Webhooks::decode(&webhooks.concat())?;
         machine.check_journal_refs()?;
         Ok(machine)

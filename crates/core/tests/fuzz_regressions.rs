@@ -4,7 +4,9 @@
 #[path = "fuzz/seeds.rs"]
 mod seeds;
 
+use bursar_core::Limits;
 use bursar_core::command::{Command, Envelope, LogCommand, Operation, decode_body, encode_command, envelope_prefix};
+use bursar_core::machine::Machine;
 use bursar_core::records::encode_all;
 use seeds::*;
 
@@ -103,4 +105,25 @@ fn regression_replay_with_more_results_than_events_underflowed() {
         assert_eq!(out[0].1.len(), 2, "both failures, then both replayed");
     }
     m.check_invariants_deep().unwrap();
+}
+
+/// Finding of `fuzz_snapshot_restore`: a snapshot whose order book
+/// disagreed with the ledger (an order's amounts edited) restored, and the
+/// machine's invariant check failed only later. Restore now checks orders
+/// against the ledger: every single-byte edit of the orders section is
+/// refused or restores a consistent state.
+#[test]
+fn regression_restore_accepted_orders_that_disagree_with_the_ledger() {
+    let (m, _, _) = base();
+    let orders = bursar_core::state::SECTIONS.len() + 4;
+    let len = stored(&m).sections[orders][0].len();
+    for at in 0..len {
+        for value in [0u8, 1, 0xff] {
+            let mut s = stored(&m);
+            s.sections[orders][0][at] = value;
+            if let Ok(restored) = Machine::restore(Limits::default(), s) {
+                restored.check_invariants_deep().unwrap_or_else(|e| panic!("byte {at} = {value}: {e}"));
+            }
+        }
+    }
 }
