@@ -386,16 +386,25 @@ fn decode_envelope(payload: &[u8]) -> Result<LogCommand<'_>, String> {
         1 => true,
         _ => return Err("invalid envelope flags".into()),
     };
-    c.skip(2)?;
+    // Reserved bytes and field lengths are checked as the encoder writes
+    // them, so every body has one encoding and nothing in it is ignored.
+    if c.array::<2>()? != [0; 2] {
+        return Err("reserved envelope bytes are not zero".into());
+    }
     let retention_seconds = c.u32()?;
     let key_id = c.u64()?;
     let idempotency_limit = c.u32()?;
-    c.skip(4)?;
+    if c.array::<4>()? != [0; 4] {
+        return Err("reserved envelope bytes are not zero".into());
+    }
     let scope = c.array::<16>()?;
     let fingerprint = c.array::<16>()?;
-    let request_id = c.str_u8_ref()?;
-    let route = c.str_u8_ref()?;
-    let idempotency_key = c.str_u16_ref()?;
+    if !has_idempotency && (scope, fingerprint) != ([0; 16], [0; 16]) {
+        return Err("an envelope without an idempotency key carries a scope".into());
+    }
+    let request_id = bounded(c.str_u8_ref()?, crate::service::audit::REQUEST_ID_MAX, "request id")?;
+    let route = bounded(c.str_u8_ref()?, crate::service::audit::ROUTE_MAX, "route")?;
+    let idempotency_key = bounded(c.str_u16_ref()?, crate::service::audit::IDEMPOTENCY_KEY_MAX, "idempotency key")?;
     let rest = c.rest();
     let (command, used) = decode_command(rest)?;
     if used != rest.len() {
@@ -411,6 +420,10 @@ fn decode_envelope(payload: &[u8]) -> Result<LogCommand<'_>, String> {
         idempotency_key,
     };
     Ok(LogCommand::Enveloped(envelope, command))
+}
+
+fn bounded<'a>(s: &'a str, max: usize, what: &str) -> Result<&'a str, String> {
+    if s.len() > max { Err(format!("envelope {what} is longer than {max} bytes")) } else { Ok(s) }
 }
 
 #[cfg(test)]

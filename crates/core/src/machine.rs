@@ -135,7 +135,9 @@ impl Machine {
         let mine = &results[start..];
         let events = c.count() as u32;
         let ok = if matches!(outcome, Outcome::Executed | Outcome::Replayed { .. }) {
-            events - mine.len() as u32
+            // Saturating: a replay's recorded results come from the log and
+            // may not match this command (a damaged or hostile entry).
+            events.saturating_sub(mine.len() as u32)
         } else {
             0
         };
@@ -409,6 +411,9 @@ impl Machine {
         let offsets = audit_offsets.into_iter().map(|c| decode_u64s(&c)).collect::<Result<Vec<_>, _>>()?;
         machine.audit = AuditTrail::restore(audit_bytes, offsets)?;
         machine.orders = OrderBook::decode(&order_book.concat())?;
+        // Orders must agree with the ledger they move money in (the ledger's
+        // own invariants were checked by its restore).
+        orders::invariants::check(&machine.ledger, &machine.orders)?;
         machine.webhooks = Webhooks::decode(&webhooks.concat())?;
         machine.proposers = Proposers::decode(&proposers.concat())?;
         machine.check_journal_refs()?;

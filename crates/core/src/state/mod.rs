@@ -114,6 +114,16 @@ const PREFETCH_AHEAD: usize = 8;
 /// next entry, so one entry's work stays bounded.
 pub const EXPIRIES_PER_ENTRY_MAX: usize = 8190;
 
+/// Latest entry time the machine takes: `i64::MAX` ns (year 2262). A later
+/// log timestamp (a bad clock, a damaged or hostile entry) is read as this,
+/// so event timestamps (entry time plus one per event) can never overflow
+/// and always fit a signed 64-bit column.
+pub const ENTRY_TIME_MAX: u64 = i64::MAX as u64;
+
+/// Largest `last_timestamp` a snapshot may hold: the entry time limit plus
+/// room for more events than any log will ever hold.
+pub const LAST_TIMESTAMP_MAX: u64 = ENTRY_TIME_MAX + (1 << 62);
+
 pub struct StateMachine {
     limits: Limits,
     /// Position of the last applied log entry.
@@ -279,7 +289,7 @@ impl StateMachine {
         assert_eq!(position, self.position + 1, "entries must be applied in order without gaps");
         self.in_entry = true;
         // Strictly monotonic even if the log's clock stepped back.
-        let now = timestamp.max(self.last_timestamp + 1);
+        let now = timestamp.min(ENTRY_TIME_MAX).max(self.last_timestamp + 1);
         self.last_timestamp = now - 1;
         self.entry_time = now;
         self.sweep_expired(now);
