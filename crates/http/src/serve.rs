@@ -87,7 +87,8 @@ pub async fn accept_loop(
         tokio::spawn(async move {
             match tls {
                 None => serve_connection(stream, router, &config).await,
-                Some(acceptor) => match tokio::time::timeout(config.header_read_timeout, acceptor.accept(stream)).await {
+                Some(acceptor) => match tokio::time::timeout(config.header_read_timeout, acceptor.accept(stream)).await
+                {
                     Ok(Ok(s)) => serve_connection(s, router, &config).await,
                     Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),

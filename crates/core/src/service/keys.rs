@@ -482,7 +482,10 @@ mod tests {
             expires_at: 0,
             reserved: [0; 16],
         };
-        assert_eq!(keys.rotate(&RotateEvent { reserved: [1; 16], ..rotate(1, 2, 2, 60) }, 20 * S), RotateKeyResult::ReservedField);
+        assert_eq!(
+            keys.rotate(&RotateEvent { reserved: [1; 16], ..rotate(1, 2, 2, 60) }, 20 * S),
+            RotateKeyResult::ReservedField
+        );
         assert_eq!(keys.rotate(&rotate(1, 0, 2, 60), 20 * S), RotateKeyResult::IdMustNotBeZero);
         assert_eq!(keys.rotate(&rotate(9, 2, 2, 60), 20 * S), RotateKeyResult::KeyNotFound);
         assert_eq!(keys.rotate(&rotate(1, 1, 2, 60), 20 * S), RotateKeyResult::IdExists);
@@ -490,7 +493,10 @@ mod tests {
         assert_eq!(keys.rotate(&rotate(1, 2, 2, 60), 20 * S), RotateKeyResult::Ok);
         let (a, b) = (keys.get(1).unwrap().clone(), keys.get(2).unwrap().clone());
         assert_eq!((a.expires_at, b.expires_at, b.created_at), (80 * S, 0, 20 * S));
-        assert_eq!((b.role, b.ledgers.clone(), b.name.clone(), b.rate_limit), (a.role, a.ledgers.clone(), a.name.clone(), limit));
+        assert_eq!(
+            (b.role, b.ledgers.clone(), b.name.clone(), b.rate_limit),
+            (a.role, a.ledgers.clone(), a.name.clone(), limit)
+        );
         assert_eq!(keys.by_hash(&[2; 32]).map(|k| k.id), Some(2));
         // A longer grace does not extend it; a shorter one shortens it.
         assert_eq!(keys.rotate(&rotate(1, 3, 3, 3600), 30 * S), RotateKeyResult::Ok);
