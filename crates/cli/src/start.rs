@@ -47,8 +47,9 @@ pub struct StartArgs {
     /// longest wait for the next request on a keep-alive connection).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub http_header_timeout_seconds: u64,
-    /// HTTP: close a connection on which no byte moved for this many seconds.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    /// HTTP: close a connection on which no byte moved for this many seconds
+    /// (at least 20: event streams send a keep-alive every 15 s).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(20..=86_400))]
     pub http_idle_timeout_seconds: u64,
     /// HTTP: request rate of API keys without a limit of their own,
     /// `RPS[:BURST]` (BURST defaults to RPS). Absent: not limited.

@@ -170,10 +170,11 @@ where
                 if activity.last() + idle > tokio::time::Instant::now() {
                     continue; // bytes moved while we slept
                 }
-                // Nothing moved for `idle`: a request in progress still gets
-                // its response, but a client that never reads it is cut off.
+                // Nothing moved for `idle`: a request in progress (a long
+                // poll, say) still gets its response, but a client that
+                // never reads it is cut off.
                 conn.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(idle, conn.as_mut()).await;
+                let _ = tokio::time::timeout(idle.max(config.request_timeout), conn.as_mut()).await;
                 return;
             }
         }
