@@ -40,6 +40,21 @@ pub struct StartArgs {
     /// Most idempotency records kept; new keys beyond it get 503.
     #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub idempotency_max_records: u32,
+    /// HTTP: most open connections from one client address.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub max_connections_per_ip: u64,
+    /// HTTP: seconds a client may take to send a request head (also the
+    /// longest wait for the next request on a keep-alive connection).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_header_timeout_seconds: u64,
+    /// HTTP: close a connection on which no byte moved for this many seconds
+    /// (at least 20: event streams send a keep-alive every 15 s).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(20..=86_400))]
+    pub http_idle_timeout_seconds: u64,
+    /// HTTP: request rate of API keys without a limit of their own,
+    /// `RPS[:BURST]` (BURST defaults to RPS). Absent: not limited.
+    #[arg(long, value_name = "RPS[:BURST]", value_parser = parse_rate_limit)]
+    pub rate_limit_per_key: Option<bursar_server::rate_limit::RateLimit>,
     /// The first admin key, used only when the data directory has no keys.
     #[arg(long, env = "BURSAR_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
@@ -51,6 +66,10 @@ pub struct StartArgs {
     pub webhooks: WebhookArgs,
     #[command(flatten)]
     pub cluster: crate::cluster_args::ClusterArgs,
+}
+
+fn parse_rate_limit(s: &str) -> Result<bursar_server::rate_limit::RateLimit, String> {
+    bursar_server::rate_limit::RateLimit::parse(s)
 }
 
 /// Webhook options of `bursar start`.
@@ -100,6 +119,10 @@ impl StartArgs {
         bursar_http::HttpConfig {
             idempotency_retention: std::time::Duration::from_secs(self.idempotency_retention_hours * 3600),
             idempotency_max_records: self.idempotency_max_records,
+            max_connections_per_ip: self.max_connections_per_ip as usize,
+            header_read_timeout: std::time::Duration::from_secs(self.http_header_timeout_seconds),
+            idle_timeout: std::time::Duration::from_secs(self.http_idle_timeout_seconds),
+            rate_limit_per_key: self.rate_limit_per_key,
             ..Default::default()
         }
     }

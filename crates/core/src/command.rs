@@ -42,6 +42,7 @@ pub enum Operation {
     WebhookProgress = 10,
     WebhookDeadLetters = 11,
     ReplayDeadLetters = 12,
+    RotateKeys = 13,
     ListLedgers = 16,
     LookupAccounts = 17,
     LookupTransfers = 18,
@@ -70,6 +71,7 @@ impl Operation {
         Operation::WebhookProgress,
         Operation::WebhookDeadLetters,
         Operation::ReplayDeadLetters,
+        Operation::RotateKeys,
         Operation::ListLedgers,
         Operation::LookupAccounts,
         Operation::LookupTransfers,
@@ -104,6 +106,7 @@ impl Operation {
                 | Operation::WebhookProgress
                 | Operation::WebhookDeadLetters
                 | Operation::ReplayDeadLetters
+                | Operation::RotateKeys
         )
     }
 
@@ -115,6 +118,7 @@ impl Operation {
             self,
             Operation::CreateKeys
                 | Operation::RevokeKeys
+                | Operation::RotateKeys
                 | Operation::ListAudit
                 | Operation::CreateOrders
                 | Operation::OrderCommands
@@ -140,6 +144,7 @@ impl Operation {
             Operation::CreateTransfers => Transfer::SIZE,
             Operation::CreateKeys => crate::service::keys::KeyEvent::SIZE,
             Operation::RevokeKeys => crate::service::keys::RevokeEvent::SIZE,
+            Operation::RotateKeys => crate::service::keys::RotateEvent::SIZE,
             Operation::ListLedgers => LedgerFilter::SIZE,
             Operation::LookupAccounts | Operation::LookupTransfers => 16,
             Operation::GetAccountTransfers | Operation::GetAccountBalances => AccountFilter::SIZE,
@@ -170,6 +175,7 @@ impl Operation {
             | Operation::GetEvents
             | Operation::CreateKeys
             | Operation::RevokeKeys
+            | Operation::RotateKeys
             | Operation::CreateWebhooks
             | Operation::ListWebhooks
             | Operation::ListDeadLetters => 1,
@@ -184,6 +190,7 @@ impl Operation {
             Operation::CreateTransfers => "create_transfers",
             Operation::CreateKeys => "create_keys",
             Operation::RevokeKeys => "revoke_keys",
+            Operation::RotateKeys => "rotate_keys",
             Operation::ListLedgers => "list_ledgers",
             Operation::LookupAccounts => "lookup_accounts",
             Operation::LookupTransfers => "lookup_transfers",

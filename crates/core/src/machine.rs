@@ -13,7 +13,7 @@ use crate::orders::{self, OrderBook, OrderCommand, OrderCreate};
 use crate::records::{NANOS_PER_SECOND, decode_at};
 use crate::service::audit::{AuditFacts, AuditOutcome, AuditTrail};
 use crate::service::idempotency::{Check, IdempotencyRecord, IdempotencyStore};
-use crate::service::keys::{ApiKey, KeyEvent, Keys, RevokeEvent};
+use crate::service::keys::{ApiKey, KeyEvent, KeyRateLimit, Keys, RevokeEvent, RotateEvent};
 use crate::service::proposers::Proposers;
 use crate::service::webhooks::{WebhookCreate, WebhookUpdate, WebhookUpdateResult, Webhooks};
 use crate::state::{
@@ -241,6 +241,18 @@ impl Machine {
                     }
                 }
             }
+            Operation::RotateKeys => {
+                for i in 0..c.count() {
+                    let e: RotateEvent = decode_at(c.events, i);
+                    let ts = self.ledger.next_timestamp();
+                    let code = self.keys.rotate(&e, ts);
+                    if code.code() != 0 {
+                        results.push(EventResult { index: i as u32, code: code.code() });
+                    } else {
+                        self.ledger.record_service_event(crate::events::kind::KEY_CREATED, e.new_id);
+                    }
+                }
+            }
             Operation::CreateWebhooks => {
                 for i in 0..c.count() {
                     let e: WebhookCreate = decode_at(c.events, i);
@@ -444,6 +456,7 @@ fn binary_route(op: Operation) -> &'static str {
         Operation::CreateTransfers => "BINARY create_transfers",
         Operation::CreateKeys => "BINARY create_keys",
         Operation::RevokeKeys => "BINARY revoke_keys",
+        Operation::RotateKeys => "BINARY rotate_keys",
         // Order commands without an envelope come from the in-process executor.
         Operation::CreateOrders => "WORKFLOW create_orders",
         Operation::OrderCommands => "WORKFLOW order_commands",
@@ -494,8 +507,19 @@ fn encoded_section(name: &'static str, bytes: Vec<u8>) -> SnapshotSection {
     SnapshotSection { name, chunks }
 }
 
+/// Marks the keys section's second format (expiry and rate limits). The
+/// first format starts with the key count, which is at most `KEYS_MAX`, so
+/// it never equals this.
+const KEYS_FORMAT_2: u64 = u64::from_le_bytes(*b"bkeys\0\x02\0");
+
+/// Keys without an expiry or a limit of their own are written in the first
+/// format, so a state that uses neither keeps the digest it had before.
 fn encode_keys(keys: &[ApiKey]) -> Vec<u8> {
+    let extended = keys.iter().any(|k| k.expires_at != 0 || !k.rate_limit.is_default());
     let mut out = Vec::new();
+    if extended {
+        out.extend_from_slice(&KEYS_FORMAT_2.to_le_bytes());
+    }
     out.extend_from_slice(&(keys.len() as u64).to_le_bytes());
     for k in keys {
         out.extend_from_slice(&k.id.to_le_bytes());
@@ -510,14 +534,24 @@ fn encode_keys(keys: &[ApiKey]) -> Vec<u8> {
         out.extend_from_slice(k.name.as_bytes());
         out.extend_from_slice(&k.created_at.to_le_bytes());
         out.extend_from_slice(&k.revoked_at.to_le_bytes());
+        if extended {
+            out.extend_from_slice(&k.expires_at.to_le_bytes());
+            out.extend_from_slice(&k.rate_limit.per_second.to_le_bytes());
+            out.extend_from_slice(&k.rate_limit.burst.to_le_bytes());
+        }
     }
     out
 }
 
 fn decode_keys(bytes: &[u8]) -> Result<Vec<ApiKey>, String> {
-    use crate::service::keys::Role;
+    use crate::service::keys::{KEYS_MAX, Role};
     let mut c = crate::service::Cursor::new(bytes);
-    let count = c.u64()?;
+    let first = c.u64()?;
+    let extended = first == KEYS_FORMAT_2;
+    let count = if extended { c.u64()? } else { first };
+    if count > KEYS_MAX as u64 {
+        return Err(format!("the keys section holds {count} keys, more than {KEYS_MAX}"));
+    }
     let mut keys = Vec::new();
     for _ in 0..count {
         let id = c.u64()?;
@@ -529,7 +563,15 @@ fn decode_keys(bytes: &[u8]) -> Result<Vec<ApiKey>, String> {
         let ledgers = (0..ledger_count).map(|_| c.u32()).collect::<Result<Vec<_>, _>>()?;
         let name = std::str::from_utf8(c.take(name_len)?).map_err(|_| "stored key name is not UTF-8")?.to_string();
         let (created_at, revoked_at) = (c.u64()?, c.u64()?);
-        keys.push(ApiKey { id, hash, role, ledgers, name, created_at, revoked_at });
+        let (expires_at, rate_limit) = if extended {
+            (c.u64()?, KeyRateLimit { per_second: c.u32()?, burst: c.u32()? })
+        } else {
+            (0, KeyRateLimit::default())
+        };
+        if !rate_limit.is_valid() {
+            return Err(format!("stored key {id} has an invalid rate limit"));
+        }
+        keys.push(ApiKey { id, hash, role, ledgers, name, created_at, revoked_at, expires_at, rate_limit });
     }
     c.finish()?;
     Ok(keys)
@@ -626,6 +668,55 @@ mod tests {
         let mut body = Vec::new();
         encode_command(&mut body, &c);
         assert!(crate::command::decode_body(&body).is_ok());
+    }
+
+    #[test]
+    fn rotation_applies_through_the_log_and_the_keys_section_reads_both_formats() {
+        use crate::service::keys::{KeyRateLimit, RotateKeyResult};
+        let mut m = setup();
+        let plain = [KeyEvent::new(77, [3; 32], Role::Operator, &[1], "ops").unwrap()];
+        let c = Command { operation: Operation::CreateKeys, events: encode_all(&plain) };
+        m.apply_entry(2, 2000, &[LogCommand::Enveloped(env(3, 3), c)]);
+        // Without expiry or limits the section is in the first format: the
+        // key count first, as snapshots written before both existed.
+        let first = encode_keys(&m.keys().iter().cloned().collect::<Vec<_>>());
+        assert_eq!(first[..8], 1u64.to_le_bytes());
+        assert_eq!(decode_keys(&first).unwrap(), m.keys().iter().cloned().collect::<Vec<_>>());
+
+        let limited = [KeyEvent::new(78, [4; 32], Role::Auditor, &[], "lim")
+            .unwrap()
+            .limited(KeyRateLimit { per_second: 5, burst: 10 })
+            .expiring(9_000)];
+        let c = Command { operation: Operation::CreateKeys, events: encode_all(&limited) };
+        assert_eq!(m.apply_entry(3, 3000, &[LogCommand::Enveloped(env(4, 4), c)])[0], (Outcome::Executed, vec![]));
+        let rotate = [RotateEvent { id: 77, new_id: 79, hash: [5; 32], grace_seconds: 1, ..Default::default() }];
+        let c = Command { operation: Operation::RotateKeys, events: encode_all(&rotate) };
+        let out = m.apply_entry(4, 4000, &[LogCommand::Enveloped(env(5, 5), c), LogCommand::Enveloped(env(6, 6), c)]);
+        assert_eq!(out[0], (Outcome::Executed, vec![]));
+        assert_eq!(out[1].1, vec![EventResult { index: 0, code: RotateKeyResult::IdExists.code() }]);
+        let (old, new) = (m.keys().get(77).unwrap(), m.keys().get(79).unwrap());
+        assert_eq!(old.expires_at, new.created_at + NANOS_PER_SECOND);
+        assert_eq!((new.ledgers.clone(), new.name.as_str(), new.expires_at), (vec![1], "ops", 0));
+        let last = m.audit().get(m.audit().len()).unwrap();
+        assert_eq!((last.operation, last.first_error), (Operation::RotateKeys as u8, Some(6)), "rotations are audited");
+
+        let keys: Vec<ApiKey> = m.keys().iter().cloned().collect();
+        let second = encode_keys(&keys);
+        assert_eq!(second[..8], KEYS_FORMAT_2.to_le_bytes());
+        assert_eq!(decode_keys(&second).unwrap(), keys);
+        assert!(decode_keys(&second[..second.len() - 1]).is_err());
+        let mut too_many = KEYS_FORMAT_2.to_le_bytes().to_vec();
+        too_many.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode_keys(&too_many).is_err());
+
+        let snap = m.snapshot();
+        let stored = SnapshotChunks {
+            header: snap.header(),
+            sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec()).collect()).collect(),
+        };
+        let restored = Machine::restore(Limits::default(), stored).unwrap();
+        assert_eq!(restored.digest(), snap.digest());
+        assert_eq!(restored.keys().get(78).unwrap().rate_limit, KeyRateLimit { per_second: 5, burst: 10 });
     }
 
     #[test]

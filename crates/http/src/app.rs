@@ -24,6 +24,21 @@ pub struct HttpConfig {
     pub queue_timeout: Duration,
     /// Open connections at most.
     pub max_connections: usize,
+    /// Open connections from one client address at most, so one client
+    /// cannot take every connection.
+    pub max_connections_per_ip: usize,
+    /// How long a client may take to send a request head, counted from the
+    /// connection's start or the end of the previous response (so it also
+    /// bounds an idle keep-alive wait).
+    pub header_read_timeout: Duration,
+    /// A connection with no bytes read or written for this long is closed
+    /// (gracefully: a request in progress still gets its response).
+    pub idle_timeout: Duration,
+    /// The request rate of keys without a limit of their own; `None`: such
+    /// keys are not limited.
+    pub rate_limit_per_key: Option<bursar_server::rate_limit::RateLimit>,
+    /// Decides key expiry and refills rate limits (tests set it).
+    pub clock: bursar_server::clock::Clock,
     /// Largest request head (request line and headers).
     pub max_header_bytes: usize,
     /// Payment orders: their settings and the personal-data keys. `None`:
@@ -67,6 +82,11 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(30),
             queue_timeout: Duration::from_secs(5),
             max_connections: 4096,
+            max_connections_per_ip: 256,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            rate_limit_per_key: None,
+            clock: bursar_server::clock::Clock::system(),
             max_header_bytes: 64 << 10,
             orders: None,
             webhooks: None,
@@ -90,6 +110,8 @@ pub struct AppState {
     pub stop: tokio::sync::watch::Receiver<bool>,
     /// Permits for open event streams.
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// Per-key token buckets.
+    pub rate_limiter: bursar_server::rate_limit::RateLimiter,
 }
 
 pub type App = Arc<AppState>;

@@ -567,6 +567,64 @@ pub struct KeyRequest {
     /// At most 64 bytes of printable text.
     #[schema(max_length = 64)]
     pub name: Option<String>,
+    /// When the key stops working: nanoseconds since the Unix epoch, in
+    /// the future. Absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<U64>)]
+    pub expires_at: Option<String>,
+    /// The key's own request rate. Absent: the node's default
+    /// (`--rate-limit-per-key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitBody>,
+}
+
+/// A token bucket: `per_second` requests refill a bucket of `burst`.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitBody {
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub per_second: u32,
+    #[schema(minimum = 1, maximum = 1000000)]
+    pub burst: u32,
+}
+
+impl RateLimitBody {
+    pub fn to_key(self) -> ApiResult<bursar_core::service::keys::KeyRateLimit> {
+        let limit = bursar_core::service::keys::KeyRateLimit { per_second: self.per_second, burst: self.burst };
+        if limit.is_default() || !limit.is_valid() {
+            let max = bursar_core::service::keys::RATE_LIMIT_MAX;
+            return Err(Problem::invalid_field("rate_limit", format!("per_second and burst must be 1 to {max}")));
+        }
+        Ok(limit)
+    }
+}
+
+/// An expiry from the request: a nanosecond time after `now` (the node's
+/// clock), or 0 when absent.
+pub(crate) fn parse_expiry(field: &str, s: Option<&str>, now: u64) -> ApiResult<u64> {
+    let Some(s) = s else { return Ok(0) };
+    let at = parse_u64(field, s)?;
+    if at <= now {
+        return Err(Problem::invalid_field(field, format!("{field} must be in the future (nanoseconds since 1970)")));
+    }
+    Ok(at)
+}
+
+/// `POST /v1/keys/{id}/rotate`: a new secret for a key.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"grace_seconds": 3600}))]
+pub struct RotateRequest {
+    /// How long the old secret keeps working, in seconds (at most 30 days).
+    /// Absent: 3600. 0: it stops at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 2592000)]
+    pub grace_seconds: Option<u64>,
+    /// When the new key expires (nanoseconds since the Unix epoch, in the
+    /// future). Absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<U64>)]
+    pub expires_at: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
@@ -580,7 +638,16 @@ pub struct KeyBody {
     pub created_at: String,
     #[schema(value_type = Option<U64>)]
     pub revoked_at: Option<String>,
+    /// Not revoked. A key past `expires_at` is refused even while active.
     pub active: bool,
+    /// When the key stops working (nanoseconds since the epoch); absent:
+    /// never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<U64>)]
+    pub expires_at: Option<String>,
+    /// The key's own rate limit; absent: the node's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitBody>,
     /// Only in the response that creates the key: shown once, never stored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
@@ -596,6 +663,9 @@ impl From<&bursar_core::service::keys::ApiKey> for KeyBody {
             created_at: k.created_at.to_string(),
             revoked_at: (k.revoked_at != 0).then(|| k.revoked_at.to_string()),
             active: k.is_active(),
+            expires_at: (k.expires_at != 0).then(|| k.expires_at.to_string()),
+            rate_limit: (!k.rate_limit.is_default())
+                .then_some(RateLimitBody { per_second: k.rate_limit.per_second, burst: k.rate_limit.burst }),
             secret: None,
         }
     }

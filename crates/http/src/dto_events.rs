@@ -241,6 +241,8 @@ fn decode_key(p: &[u8]) -> Result<ApiKey, String> {
         name: String::from_utf8_lossy(name).into_owned(),
         created_at: w(8),
         revoked_at: w(16),
+        expires_at: 0,
+        rate_limit: Default::default(),
     })
 }
 

@@ -55,11 +55,24 @@ impl FromRequestParts<App> for Principal {
             .ok_or_else(Problem::unauthorized)?;
         let hash = bursar_server::keys::token_hash(token);
         let keys = app.keys.read().unwrap_or_else(|e| e.into_inner()).clone();
-        match keys.by_hash(&hash) {
-            Some(key) if key.is_active() => Ok(Principal { key: key.clone() }),
-            _ => Err(Problem::unauthorized()),
+        let key = keys.by_hash(&hash).filter(|k| k.is_active()).ok_or_else(Problem::unauthorized)?;
+        let now = app.config.clock.now_nanos();
+        if !key.is_usable_at(now) {
+            // Only a caller holding the secret learns that it expired.
+            return Err(Problem { detail: "The API key has expired.".into(), ..Problem::unauthorized() });
         }
+        app.rate_limiter.check(key, now).map_err(rate_limited)?;
+        Ok(Principal { key: key.clone() })
     }
+}
+
+fn rate_limited(retry_after: u32) -> Problem {
+    Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "This API key has exceeded its request rate; retry after the Retry-After seconds.",
+    )
+    .retry_after(retry_after)
 }
 
 /// The `Idempotency-Key` header: 1 to 255 printable ASCII characters.

@@ -79,6 +79,7 @@ pub fn start(
         events_tail: node.events_tail.clone(),
         stop: node.stop.clone(),
         streams: Arc::new(tokio::sync::Semaphore::new(routes::events::STREAMS_MAX)),
+        rate_limiter: bursar_server::rate_limit::RateLimiter::new(config.rate_limit_per_key),
         config: config.clone(),
     });
     let router = routes::router(app);

@@ -25,7 +25,7 @@ use utoipa::{Modify, OpenApi};
         accounts::create, accounts::create_batch, accounts::get_one, accounts::transfers, accounts::balances,
         transfers::create, transfers::create_batch, transfers::get_one,
         orders::create, orders::list, orders::get_one, orders::events, orders::cancel, orders::review, orders::funds,
-        keys::create, keys::list, keys::revoke,
+        keys::create, keys::list, keys::revoke, keys::rotate,
         webhooks::create, webhooks::list, webhooks::get_one, webhooks::delete, webhooks::dead_letters,
         webhooks::replay,
         audit::list,
@@ -36,7 +36,7 @@ use utoipa::{Modify, OpenApi};
         schemas(
             LedgerRequest, LedgerBody, AccountRequest, AccountCreated, AccountBody, AccountBatchRequest,
             TransferRequest, TransferBody, TransferBatchRequest, BatchResult, EventError, BalanceBody,
-            KeyRequest, KeyBody, KeyList, AuditBody, Status, ProblemBody, EventBody, EventPageBody,
+            KeyRequest, KeyBody, KeyList, RateLimitBody, RotateRequest, AuditBody, Status, ProblemBody, EventBody, EventPageBody,
             OrderRequest, SenderRequest, RecipientRequest, OrderBody, SenderBody, RecipientBody, CancelRequest,
             ReviewRequest, FundsRequest, OrderEventBody, OrderEventList,
             WebhookRequest, WebhookBody, WebhookList, DeadLetterBody, ReplayRequest, ReplayBody,
@@ -46,7 +46,7 @@ use utoipa::{Modify, OpenApi};
         responses(
             problem::BadRequest, problem::Unauthorized, problem::Forbidden, problem::NotFound, problem::Conflict,
             problem::PayloadTooLarge, problem::UnsupportedMediaType, problem::Unprocessable,
-            problem::InternalError, problem::Unavailable,
+            problem::InternalError, problem::Unavailable, problem::TooManyRequests,
         ),
     ),
     modifiers(&BearerAuth, &ResponseHeaders),
@@ -116,6 +116,11 @@ impl Modify for ResponseHeaders {
         }
         for item in openapi.paths.paths.values_mut() {
             for operation in operations(item) {
+                // Every authenticated route may answer 429 (per-key rate limit).
+                if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
+                    let too_many = RefOr::Ref(utoipa::openapi::Ref::from_response_name("TooManyRequests"));
+                    operation.responses.responses.insert("429".into(), too_many);
+                }
                 let idempotent = operation.parameters.iter().flatten().any(|p| match p {
                     RefOr::T(p) => p.name == "Idempotency-Key",
                     RefOr::Ref(_) => false,

@@ -41,7 +41,7 @@ pub struct ProblemBody {
 #[response(content_type = "application/problem+json")]
 pub struct BadRequest(pub ProblemBody);
 
-/// A missing, unknown or revoked API key (`unauthorized`).
+/// A missing, unknown, revoked or expired API key (`unauthorized`).
 #[derive(ToResponse)]
 #[response(
     content_type = "application/problem+json",
@@ -98,6 +98,14 @@ pub struct Unprocessable(pub ProblemBody);
 #[derive(ToResponse)]
 #[response(content_type = "application/problem+json")]
 pub struct InternalError(pub ProblemBody);
+
+/// The API key has exceeded its request rate (`rate_limited`).
+#[derive(ToResponse)]
+#[response(
+    content_type = "application/problem+json",
+    headers(("Retry-After" = u32, description = "Whole seconds (at least 1) until a request is allowed again"))
+)]
+pub struct TooManyRequests(pub ProblemBody);
 
 /// Try again later (`overloaded`, `timeout`, `idempotency_store_full`,
 /// `shutting_down`), or payment orders are not enabled on this server

@@ -6,7 +6,7 @@ use crate::dto::{BatchResult, EventError};
 use crate::problem::Problem;
 use axum::http::StatusCode;
 use bursar_core::orders::{CreateOrderResult, OrderCommandResult, OrderState};
-use bursar_core::service::keys::{CreateKeyResult, RevokeKeyResult};
+use bursar_core::service::keys::{CreateKeyResult, RevokeKeyResult, RotateKeyResult};
 use bursar_core::{CreateAccountResult, CreateLedgerResult, CreateTransferResult, EventResult, Operation};
 
 /// A result code's name, description and class.
@@ -30,6 +30,7 @@ fn describe(op: Operation, code: u32) -> Code {
         Operation::CreateTransfers => from!(CreateTransferResult),
         Operation::CreateKeys => from!(CreateKeyResult),
         Operation::RevokeKeys => from!(RevokeKeyResult),
+        Operation::RotateKeys => from!(RotateKeyResult),
         Operation::CreateOrders => from!(CreateOrderResult),
         Operation::OrderCommands => from!(OrderCommandResult),
         _ => Code { name: "unknown_result", detail: "The engine returned an unknown result code." },
@@ -65,6 +66,7 @@ pub fn field_of(name: &str) -> Option<&'static str> {
         "role_invalid" => Some("role"),
         "ledgers_invalid" => Some("ledgers"),
         "name_invalid" => Some("name"),
+        "rate_limit_invalid" => Some("rate_limit"),
         _ => None,
     }
 }
@@ -103,6 +105,8 @@ fn status_of(name: &str) -> StatusCode {
     if name.starts_with("exists_with_different")
         || name == "id_already_failed"
         || name == "last_admin_key"
+        || name == "key_is_revoked"
+        || name == "key_is_expired"
         || name.starts_with("order_is_")
     {
         StatusCode::CONFLICT

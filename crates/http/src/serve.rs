@@ -1,13 +1,20 @@
-//! The listener: plain HTTP/1.1 or HTTPS (rustls), with a bound on open
-//! connections, on the request head's size and on the time to send it.
+//! The listener: plain HTTP/1.1 or HTTPS (rustls), with bounds on open
+//! connections (in all and per client address), on the request head's size,
+//! on the time to send it and on how long a connection may sit idle.
 
 use crate::app::HttpConfig;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
@@ -51,12 +58,13 @@ pub async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(config.max_connections));
+    let per_ip = Arc::new(PerIp::default());
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stop.changed() => return,
         };
-        let (stream, _) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -65,7 +73,13 @@ pub async fn accept_loop(
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
+            metrics::counter!("bursar_http_connections_refused_total", "reason" => "max_connections").increment(1);
             drop(stream); // over the connection limit
+            continue;
+        };
+        let Some(slot) = per_ip.take(peer.ip(), config.max_connections_per_ip) else {
+            metrics::counter!("bursar_http_connections_refused_total", "reason" => "per_ip").increment(1);
+            drop(stream); // this client holds its share already
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -73,14 +87,58 @@ pub async fn accept_loop(
         tokio::spawn(async move {
             match tls {
                 None => serve_connection(stream, router, &config).await,
-                Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                Some(acceptor) => match tokio::time::timeout(config.header_read_timeout, acceptor.accept(stream)).await
+                {
                     Ok(Ok(s)) => serve_connection(s, router, &config).await,
                     Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),
                 },
             }
-            drop(permit);
+            drop((slot, permit));
         });
+    }
+}
+
+/// Open connections per client address. An address has an entry only while
+/// it holds a connection, so there are at most `max_connections` entries.
+#[derive(Default)]
+struct PerIp {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerIp {
+    /// A slot for one more connection from `ip`, unless it holds `max`.
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        // An IPv4 client reaching a dual-stack socket is the same client.
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= max {
+            if *n == 0 {
+                open.remove(&ip);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot { table: self.clone(), ip })
+    }
+}
+
+/// One connection's share of its address's limit, given back on drop.
+struct IpSlot {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -89,14 +147,136 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = TowerToHyperService::new(router);
-    let result = hyper::server::conn::http1::Builder::new()
+    let (io, activity) = ActivityIo::new(stream);
+    let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        // hyper starts this clock whenever it waits for a request head, so
+        // it also ends a keep-alive connection that sends nothing.
+        .header_read_timeout(config.header_read_timeout)
         .max_buf_size(config.max_header_bytes.max(8192))
         .max_headers(100)
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
-    if let Err(e) = result {
-        tracing::debug!("connection ended: {e}");
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let idle = config.idle_timeout;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!("connection ended: {e}");
+                }
+                return;
+            }
+            _ = tokio::time::sleep_until(activity.last() + idle) => {
+                if activity.last() + idle > tokio::time::Instant::now() {
+                    continue; // bytes moved while we slept
+                }
+                // Nothing moved for `idle`: a request in progress (a long
+                // poll, say) still gets its response, but a client that
+                // never reads it is cut off.
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(idle.max(config.request_timeout), conn.as_mut()).await;
+                return;
+            }
+        }
+    }
+}
+
+/// When a connection last read or wrote a byte.
+#[derive(Clone)]
+struct Activity {
+    start: tokio::time::Instant,
+    /// Milliseconds after `start`.
+    last: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn last(&self) -> tokio::time::Instant {
+        self.start + Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+}
+
+/// A stream that records when bytes last moved.
+struct ActivityIo<S> {
+    inner: S,
+    activity: Activity,
+}
+
+impl<S> ActivityIo<S> {
+    fn new(inner: S) -> (ActivityIo<S>, Activity) {
+        let activity = Activity { start: tokio::time::Instant::now(), last: Arc::new(AtomicU64::new(0)) };
+        (ActivityIo { inner, activity: activity.clone() }, activity)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ActivityIo<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch();
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ActivityIo<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_slots_are_bounded_and_given_back() {
+        let table = Arc::new(PerIp::default());
+        let a: IpAddr = "10.0.0.1".parse().expect("an address");
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("an address");
+        let b: IpAddr = "10.0.0.2".parse().expect("an address");
+        let first = table.take(a, 2).expect("room");
+        let second = table.take(mapped, 2).expect("room: the same client");
+        assert!(table.take(a, 2).is_none(), "a third from the same client");
+        let other = table.take(b, 2).expect("another client is not affected");
+        drop(first);
+        let third = table.take(a, 2).expect("a slot was given back");
+        drop((second, third, other));
+        assert!(table.open.lock().expect("not poisoned").is_empty(), "no entry outlives its connections");
+        assert!(table.take(a, 0).is_none());
+        assert!(table.open.lock().expect("not poisoned").is_empty());
     }
 }

@@ -189,7 +189,7 @@ pub fn reply_record_size(op: Operation) -> usize {
         Operation::LookupAccounts => Account::SIZE,
         Operation::LookupTransfers | Operation::GetAccountTransfers => Transfer::SIZE,
         Operation::GetAccountBalances => BalanceRecord::SIZE,
-        Operation::CreateKeys | Operation::RevokeKeys => EventResult::SIZE,
+        Operation::CreateKeys | Operation::RevokeKeys | Operation::RotateKeys => EventResult::SIZE,
         Operation::CreateOrders | Operation::OrderCommands => EventResult::SIZE,
         Operation::LookupOrders | Operation::ListOrders => bursar_core::orders::Order::SIZE,
         Operation::ListAudit | Operation::GetOrderEvents | Operation::GetEvents | Operation::ListWebhooks => 1,

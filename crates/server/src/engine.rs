@@ -322,7 +322,8 @@ impl Engine {
             let command = log_command.command();
             self.results.clear();
             let outcome = self.sm.execute(log_command, &mut self.results);
-            keys_changed |= matches!(command.operation, Operation::CreateKeys | Operation::RevokeKeys);
+            keys_changed |=
+                matches!(command.operation, Operation::CreateKeys | Operation::RevokeKeys | Operation::RotateKeys);
             let body = bytemuck::cast_slice(&self.results).to_vec();
             let mut response = ok_response(command.operation as u8, 0, self.results.len(), body);
             response.outcome = outcome;
@@ -628,6 +629,7 @@ impl Engine {
             | Operation::CreateTransfers
             | Operation::CreateKeys
             | Operation::RevokeKeys
+            | Operation::RotateKeys
             | Operation::CreateOrders
             | Operation::OrderCommands
             | Operation::CreateWebhooks

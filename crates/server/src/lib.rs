@@ -1,11 +1,13 @@
 //! Bursar's server: recovery, the engine pipeline, background snapshots and
 //! the binary protocol listener, for one embedded node.
 
+pub mod clock;
 pub mod engine;
 pub mod gate;
 pub mod keys;
 pub mod net;
 pub mod node;
+pub mod rate_limit;
 pub mod recovery;
 pub mod replication;
 pub mod snapshotter;

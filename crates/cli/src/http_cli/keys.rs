@@ -1,8 +1,8 @@
-//! `bursar keys create|list|revoke` (admin).
+//! `bursar keys create|list|revoke|rotate` (admin).
 
 use super::output::{self, Table};
 use super::{CliError, Global, idempotency_key, to_body};
-use bursar_http::dto::{KeyBody, KeyList, KeyRequest};
+use bursar_http::dto::{KeyBody, KeyList, KeyRequest, RateLimitBody, RotateRequest};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum RoleArg {
@@ -21,6 +21,12 @@ pub struct CreateArgs {
     /// A label for people.
     #[arg(long)]
     pub name: Option<String>,
+    /// When the key stops working: nanoseconds since the Unix epoch.
+    #[arg(long, value_name = "NANOS")]
+    pub expires_at: Option<u64>,
+    /// The key's own request rate, RPS[:BURST] (default: the server's).
+    #[arg(long, value_name = "RPS[:BURST]", value_parser = bursar_server::rate_limit::RateLimit::parse)]
+    pub rate_limit: Option<bursar_server::rate_limit::RateLimit>,
     /// Idempotency-Key to send (default: a fresh UUID).
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
@@ -32,9 +38,19 @@ pub fn create(a: CreateArgs) -> Result<(), CliError> {
     let api = a.global.api()?;
     let key = idempotency_key(&a.idempotency_key)?;
     let role = format!("{:?}", a.role).to_lowercase();
-    let req = KeyRequest { role, ledgers: a.ledgers.clone(), name: a.name.clone() };
+    let req = KeyRequest {
+        role,
+        ledgers: a.ledgers.clone(),
+        name: a.name.clone(),
+        expires_at: a.expires_at.map(|t| t.to_string()),
+        rate_limit: a.rate_limit.map(|r| RateLimitBody { per_second: r.per_second, burst: r.burst }),
+    };
     let reply = api.post("/v1/keys", &to_body(&req)?, &key)?;
-    if a.global.conn.json {
+    print_new_key(&a.global, &reply)
+}
+
+fn print_new_key(global: &Global, reply: &super::client::Reply) -> Result<(), CliError> {
+    if global.conn.json {
         output::json_body(&reply.body)?;
     } else {
         let k: KeyBody = reply.json()?;
@@ -45,6 +61,9 @@ pub fn create(a: CreateArgs) -> Result<(), CliError> {
             ("name", k.name.clone()),
             ("created_at", k.created_at.clone()),
         ];
+        if let Some(t) = &k.expires_at {
+            pairs.push(("expires_at", t.clone()));
+        }
         if let Some(s) = &k.secret {
             pairs.push(("secret", s.clone()));
         }
@@ -120,6 +139,31 @@ pub fn revoke(a: RevokeArgs) -> Result<(), CliError> {
         ("revoked_at", k.revoked_at.unwrap_or_else(|| "-".into())),
     ]);
     Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct RotateArgs {
+    /// The key's id (from `bursar keys list`).
+    pub id: u64,
+    /// How long the old secret keeps working, in seconds (server default: 3600).
+    #[arg(long)]
+    pub grace_seconds: Option<u64>,
+    /// When the new key expires: nanoseconds since the Unix epoch.
+    #[arg(long, value_name = "NANOS")]
+    pub expires_at: Option<u64>,
+    /// Idempotency-Key to send (default: a fresh UUID).
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+pub fn rotate(a: RotateArgs) -> Result<(), CliError> {
+    let api = a.global.api()?;
+    let key = idempotency_key(&a.idempotency_key)?;
+    let req = RotateRequest { grace_seconds: a.grace_seconds, expires_at: a.expires_at.map(|t| t.to_string()) };
+    let reply = api.post(&format!("/v1/keys/{}/rotate", a.id), &to_body(&req)?, &key)?;
+    print_new_key(&a.global, &reply)
 }
 
 fn ledgers(l: &[u32]) -> String {

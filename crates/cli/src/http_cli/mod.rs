@@ -163,6 +163,8 @@ pub enum KeysCommand {
     List(keys::ListArgs),
     /// Revoke an API key.
     Revoke(keys::RevokeArgs),
+    /// Give a key a successor with a new secret; the old one expires after a grace period.
+    Rotate(keys::RotateArgs),
 }
 
 /// Webhooks (admin only).
@@ -212,6 +214,7 @@ pub fn run(command: Http) -> ExitCode {
         Http::Keys(KeysCommand::Create(a)) => keys::create(a),
         Http::Keys(KeysCommand::List(a)) => keys::list(a),
         Http::Keys(KeysCommand::Revoke(a)) => keys::revoke(a),
+        Http::Keys(KeysCommand::Rotate(a)) => keys::rotate(a),
         Http::Webhooks(WebhooksCommand::Create(a)) => webhooks::create(a),
         Http::Webhooks(WebhooksCommand::List(a)) => webhooks::list(a),
         Http::Webhooks(WebhooksCommand::Delete(a)) => webhooks::delete(a),

@@ -1,17 +1,25 @@
-//! API keys (admin only): create (the secret is shown once), list, revoke.
+//! API keys (admin only): create (the secret is shown once), list, revoke,
+//! rotate (a successor with a new secret; the old one expires after a grace
+//! period).
 
 use super::mark_replayed;
 use crate::app::App;
-use crate::dto::{IdempotencyKeyHeader, KeyBody, KeyList, KeyRequest, OptionalIdempotencyKeyHeader};
+use crate::dto::{
+    IdempotencyKeyHeader, KeyBody, KeyList, KeyRequest, OptionalIdempotencyKeyHeader, RotateRequest, parse_expiry,
+};
 use crate::engine_client::WriteContext;
-use crate::extract::{IdempotencyKey, JsonBody, MaybeIdempotencyKey, PathId, Principal, RequestContext};
+use crate::extract::{
+    IdempotencyKey, JsonBody, MaybeIdempotencyKey, OptionalJsonBody, PathId, Principal, RequestContext,
+};
 use crate::problem::{self, ApiResult, Problem};
 use crate::results::{Single, single};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bursar_core::Operation;
-use bursar_core::service::keys::{KEY_LEDGERS_MAX, KEY_NAME_MAX, KeyEvent, RevokeEvent, RevokeKeyResult, Role};
+use bursar_core::service::keys::{
+    KEY_LEDGERS_MAX, KEY_NAME_MAX, KeyEvent, RevokeEvent, RevokeKeyResult, Role, RotateEvent,
+};
 
 /// The `n`th candidate key id of an idempotency scope: nonzero, below 2^53.
 /// Each execution under a scope takes the first candidate not yet used, so
@@ -77,37 +85,121 @@ pub async fn create(
     if req.ledgers.len() > KEY_LEDGERS_MAX {
         return Err(Problem::invalid_field("ledgers", format!("at most {KEY_LEDGERS_MAX} ledgers")));
     }
+    let expires_at = parse_expiry("expires_at", req.expires_at.as_deref(), app.config.clock.now_nanos())?;
+    let rate_limit = req.rate_limit.map(|r| r.to_key()).transpose()?.unwrap_or_default();
     let token = bursar_server::keys::generate_token();
-    // The id follows from the idempotency scope, so a replay can name the
-    // key the original request created: the last candidate in use.
-    let scope = crate::engine_client::scope(principal.key.id, &key.0);
-    let id = key_id_for(&scope, candidates_used(&app, &scope));
-    let event = KeyEvent::new(id, bursar_server::keys::token_hash(&token), role, &req.ledgers, &name)
-        .expect("invariant: bounds checked above");
+    let new = NewKey::for_request(&app, &principal, &key);
+    let event = KeyEvent::new(new.id, bursar_server::keys::token_hash(&token), role, &req.ledgers, &name)
+        .expect("invariant: bounds checked above")
+        .expiring(expires_at)
+        .limited(rate_limit);
     let w = WriteContext::new(&principal, &ctx, "POST /v1/keys", Some(&key));
     let canonical = serde_json::to_vec(&req).expect("a key request serializes");
     let written = app.write(&w, Operation::CreateKeys, bytemuck::bytes_of(&event).to_vec(), Some(&canonical)).await?;
-    let response = match single(Operation::CreateKeys, &written.results) {
-        Single::Created | Single::Exists => {
-            // A replay answers with the key the original request created,
-            // without the secret: it was shown once and never stored.
-            // The key table is current as of this write's entry.
-            let created = if written.replayed {
-                candidates_used(&app, &scope).checked_sub(1).map(|n| key_id_for(&scope, n))
-            } else {
-                Some(id)
-            };
-            let Some(mut body) = created.and_then(|id| current(&app, id)) else {
-                return Err(Problem::internal("the created key is missing from the key table"));
-            };
-            if !written.replayed {
-                body.secret = Some(token);
+    new.respond(&app, Operation::CreateKeys, written, token)
+}
+
+/// The id of a key a write creates, and the response naming it.
+struct NewKey {
+    scope: [u8; 16],
+    id: u64,
+}
+
+impl NewKey {
+    /// The id follows from the idempotency scope, so a replay can name the
+    /// key the original request created: the last candidate in use.
+    fn for_request(app: &App, principal: &Principal, key: &IdempotencyKey) -> NewKey {
+        let scope = crate::engine_client::scope(principal.key.id, &key.0);
+        NewKey { scope, id: key_id_for(&scope, candidates_used(app, &scope)) }
+    }
+
+    /// 201 with the new key (and its secret unless replayed), or the
+    /// result's problem.
+    fn respond(
+        &self,
+        app: &App,
+        op: Operation,
+        written: crate::engine_client::Written,
+        token: String,
+    ) -> ApiResult<Response> {
+        let response = match single(op, &written.results) {
+            Single::Created | Single::Exists => {
+                // A replay answers with the key the original request
+                // created, without the secret: it was shown once and never
+                // stored. The key table is current as of this write's entry.
+                let created = if written.replayed {
+                    candidates_used(app, &self.scope).checked_sub(1).map(|n| key_id_for(&self.scope, n))
+                } else {
+                    Some(self.id)
+                };
+                let Some(mut body) = created.and_then(|id| current(app, id)) else {
+                    return Err(Problem::internal("the created key is missing from the key table"));
+                };
+                if !written.replayed {
+                    body.secret = Some(token);
+                }
+                (StatusCode::CREATED, axum::Json(body)).into_response()
             }
-            (StatusCode::CREATED, axum::Json(body)).into_response()
-        }
-        Single::Failed(problem) => problem.into_response(),
+            Single::Failed(problem) => problem.into_response(),
+        };
+        Ok(mark_replayed(response, written.replayed))
+    }
+}
+
+/// Longest grace period of a rotation: 30 days.
+pub const ROTATE_GRACE_MAX: u64 = 30 * 24 * 3600;
+/// Grace period of a rotation that names none: one hour.
+pub const ROTATE_GRACE_DEFAULT: u64 = 3600;
+
+/// Rotate an API key (admin): a new key with the same role, ledgers, name
+/// and rate limit, and a new secret (shown only here). The old key keeps
+/// working for `grace_seconds` (log time), never longer than it would have.
+#[utoipa::path(post, path = "/v1/keys/{id}/rotate", operation_id = "rotate_key", tag = "keys",
+    request_body = Option<RotateRequest>,
+    params(("id" = u64, Path, description = "The key to replace", example = 1), IdempotencyKeyHeader),
+    responses(
+        (status = 201, description = "The new key; the secret is shown only here (not on a replay)", body = KeyBody),
+        (status = 400, response = problem::BadRequest),
+        (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden),
+        (status = 404, response = problem::NotFound),
+        (status = 409, response = problem::Conflict),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 422, response = problem::Unprocessable),
+        (status = 500, response = problem::InternalError),
+        (status = 503, response = problem::Unavailable),
+    ),
+    security(("bearer" = [])))]
+pub async fn rotate(
+    State(app): State<App>,
+    principal: Principal,
+    ctx: RequestContext,
+    key: IdempotencyKey,
+    PathId(id): PathId,
+    OptionalJsonBody(req): OptionalJsonBody<RotateRequest>,
+) -> ApiResult<Response> {
+    principal.require(&[Role::Admin])?;
+    let id: u64 = id.parse().map_err(|_| Problem::invalid_field("id", "a key id is a decimal number"))?;
+    let grace_seconds = req.grace_seconds.unwrap_or(ROTATE_GRACE_DEFAULT);
+    if grace_seconds > ROTATE_GRACE_MAX {
+        return Err(Problem::invalid_field("grace_seconds", format!("grace_seconds is at most {ROTATE_GRACE_MAX}")));
+    }
+    let expires_at = parse_expiry("expires_at", req.expires_at.as_deref(), app.config.clock.now_nanos())?;
+    let token = bursar_server::keys::generate_token();
+    let new = NewKey::for_request(&app, &principal, &key);
+    let event = RotateEvent {
+        id,
+        new_id: new.id,
+        hash: bursar_server::keys::token_hash(&token),
+        grace_seconds,
+        expires_at,
+        reserved: [0; 16],
     };
-    Ok(mark_replayed(response, written.replayed))
+    let w = WriteContext::new(&principal, &ctx, "POST /v1/keys/{id}/rotate", Some(&key));
+    let canonical = serde_json::to_vec(&(id, &req)).expect("a rotate request serializes");
+    let written = app.write(&w, Operation::RotateKeys, bytemuck::bytes_of(&event).to_vec(), Some(&canonical)).await?;
+    new.respond(&app, Operation::RotateKeys, written, token)
 }
 
 /// List API keys (admin); secrets are never shown.

@@ -40,6 +40,7 @@ pub fn router(app: App) -> Router {
         .route("/v1/orders/{id}/funds", post(orders::funds))
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}", delete(keys::revoke))
+        .route("/v1/keys/{id}/rotate", post(keys::rotate))
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/v1/webhooks/{id}", get(webhooks::get_one).delete(webhooks::delete))
         .route("/v1/webhooks/{id}/dead-letters", get(webhooks::dead_letters))
