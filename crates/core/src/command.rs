@@ -42,6 +42,8 @@ pub enum Operation {
     WebhookProgress = 10,
     WebhookDeadLetters = 11,
     ReplayDeadLetters = 12,
+    /// The HTTP edge's access trail (personal-data reads, refusals).
+    RecordAccess = 13,
     ListLedgers = 16,
     LookupAccounts = 17,
     LookupTransfers = 18,
@@ -54,6 +56,7 @@ pub enum Operation {
     GetEvents = 25,
     ListWebhooks = 26,
     ListDeadLetters = 27,
+    ListAccess = 28,
 }
 
 impl Operation {
@@ -70,6 +73,7 @@ impl Operation {
         Operation::WebhookProgress,
         Operation::WebhookDeadLetters,
         Operation::ReplayDeadLetters,
+        Operation::RecordAccess,
         Operation::ListLedgers,
         Operation::LookupAccounts,
         Operation::LookupTransfers,
@@ -82,6 +86,7 @@ impl Operation {
         Operation::GetEvents,
         Operation::ListWebhooks,
         Operation::ListDeadLetters,
+        Operation::ListAccess,
     ];
 
     pub fn from_code(code: u8) -> Option<Operation> {
@@ -104,6 +109,7 @@ impl Operation {
                 | Operation::WebhookProgress
                 | Operation::WebhookDeadLetters
                 | Operation::ReplayDeadLetters
+                | Operation::RecordAccess
         )
     }
 
@@ -129,6 +135,8 @@ impl Operation {
                 | Operation::ReplayDeadLetters
                 | Operation::ListWebhooks
                 | Operation::ListDeadLetters
+                | Operation::RecordAccess
+                | Operation::ListAccess
         )
     }
 
@@ -155,6 +163,8 @@ impl Operation {
             | Operation::WebhookDeadLetters
             | Operation::ReplayDeadLetters => crate::service::webhooks::WebhookUpdate::SIZE,
             Operation::ListWebhooks | Operation::ListDeadLetters => crate::service::webhooks::WebhookFilter::SIZE,
+            Operation::RecordAccess => crate::service::access::AccessEvent::SIZE,
+            Operation::ListAccess => crate::service::access::AccessFilter::SIZE,
         }
     }
 
@@ -172,7 +182,8 @@ impl Operation {
             | Operation::RevokeKeys
             | Operation::CreateWebhooks
             | Operation::ListWebhooks
-            | Operation::ListDeadLetters => 1,
+            | Operation::ListDeadLetters
+            | Operation::ListAccess => 1,
             _ => BATCH_EVENTS_MAX,
         }
     }
@@ -203,6 +214,8 @@ impl Operation {
             Operation::ReplayDeadLetters => "replay_dead_letters",
             Operation::ListWebhooks => "list_webhooks",
             Operation::ListDeadLetters => "list_dead_letters",
+            Operation::RecordAccess => "record_access",
+            Operation::ListAccess => "list_access",
         }
     }
 }

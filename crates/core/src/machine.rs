@@ -10,6 +10,7 @@
 use crate::command::{Command, Envelope, LogCommand, Operation};
 use crate::orders::{self, OrderBook, OrderCommand, OrderCreate};
 use crate::records::{NANOS_PER_SECOND, decode_at};
+use crate::service::access::{AccessEvent, AccessTrail};
 use crate::service::audit::{AuditFacts, AuditOutcome, AuditTrail};
 use crate::service::idempotency::{Check, IdempotencyRecord, IdempotencyStore};
 use crate::service::keys::{ApiKey, KeyEvent, Keys, RevokeEvent};
@@ -40,6 +41,7 @@ pub struct Machine {
     audit: AuditTrail,
     orders: OrderBook,
     webhooks: Webhooks,
+    access: AccessTrail,
 }
 
 impl Machine {
@@ -65,6 +67,10 @@ impl Machine {
 
     pub fn orders(&self) -> &OrderBook {
         &self.orders
+    }
+
+    pub fn access(&self) -> &AccessTrail {
+        &self.access
     }
 
     pub fn webhooks(&self) -> &Webhooks {
@@ -93,11 +99,12 @@ impl Machine {
     /// ones) to `results`.
     pub fn execute(&mut self, command: &LogCommand<'_>, results: &mut Vec<EventResult>) -> Outcome {
         if let LogCommand::Plain(c) = command
-            && matches!(c.operation, Operation::WebhookProgress | Operation::WebhookDeadLetters)
+            && matches!(c.operation, Operation::WebhookProgress | Operation::WebhookDeadLetters | Operation::RecordAccess)
         {
             // The delivery worker's bookkeeping gets no audit record: its
             // `audit.recorded` event would itself be delivered, reported,
-            // audited again, and so on for ever.
+            // audited again, and so on for ever. The access trail is a
+            // trail of its own.
             self.execute_inner(c, None, results);
             return Outcome::Executed;
         }
@@ -251,7 +258,19 @@ impl Machine {
                     }
                 }
             }
+            Operation::RecordAccess => self.record_access(c, results),
             _ => self.ledger.execute(c, results),
+        }
+    }
+
+    fn record_access(&mut self, c: &Command<'_>, results: &mut Vec<EventResult>) {
+        let (now, position) = (self.ledger.entry_time(), self.ledger.position() + 1);
+        for i in 0..c.count() {
+            let e: AccessEvent = decode_at(c.events, i);
+            let code = self.access.record(&e, now, position);
+            if code.code() != 0 {
+                results.push(EventResult { index: i as u32, code: code.code() });
+            }
         }
     }
 
@@ -290,6 +309,7 @@ impl Machine {
             audit_offsets: audit_offsets.chunks.iter().map(|c| c.clone() as Arc<dyn ChunkBytes>).collect(),
             orders: self.orders.clone(),
             webhooks: self.webhooks.clone(),
+            access: self.access.view().chunks.iter().map(|c| c.clone() as Arc<dyn ChunkBytes>).collect(),
         }
     }
 
@@ -307,9 +327,14 @@ impl Machine {
     pub fn restore(limits: Limits, stored: SnapshotChunks) -> Result<Machine, String> {
         let ledger_sections = crate::state::SECTIONS.len();
         let mut stored = stored;
-        if stored.sections.len() + 1 == ledger_sections + SERVICE_SECTIONS.len() {
+        let total = ledger_sections + SERVICE_SECTIONS.len();
+        if stored.sections.len() + 2 == total {
             // A snapshot from before webhooks: none.
             stored.sections.push(vec![Webhooks::default().encode()]);
+        }
+        if stored.sections.len() + 1 == total {
+            // A snapshot from before the access trail: empty.
+            stored.sections.push(Vec::new());
         }
         if stored.sections.len() != ledger_sections + SERVICE_SECTIONS.len() {
             return Err(format!(
@@ -320,7 +345,7 @@ impl Machine {
         }
         let mut sections = stored.sections;
         let service = sections.split_off(ledger_sections);
-        let [keys, idempotency, audit_bytes, audit_offsets, order_book, webhooks]: [Vec<Vec<u8>>; 6] =
+        let [keys, idempotency, audit_bytes, audit_offsets, order_book, webhooks, access]: [Vec<Vec<u8>>; 7] =
             service.try_into().map_err(|_| "service sections are missing")?;
         let ledger = StateMachine::restore(limits, SnapshotChunks { header: stored.header, sections })?;
         let mut machine = Machine { ledger, ..Default::default() };
@@ -332,13 +357,15 @@ impl Machine {
         machine.audit = AuditTrail::restore(audit_bytes, offsets)?;
         machine.orders = OrderBook::decode(&order_book.concat())?;
         machine.webhooks = Webhooks::decode(&webhooks.concat())?;
+        machine.access = AccessTrail::restore(access)?;
         machine.check_journal_refs()?;
         Ok(machine)
     }
 }
 
 /// Section names after the ledger's, in stored order.
-pub const SERVICE_SECTIONS: [&str; 6] = ["keys", "idempotency", "audit_bytes", "audit_offsets", "orders", "webhooks"];
+pub const SERVICE_SECTIONS: [&str; 7] =
+    ["keys", "idempotency", "audit_bytes", "audit_offsets", "orders", "webhooks", "access_records"];
 
 /// Largest piece an encoded section is split into.
 const SECTION_CHUNK: usize = 8 << 20;
@@ -378,6 +405,7 @@ pub struct MachineSnapshot {
     audit_offsets: Vec<Arc<dyn ChunkBytes>>,
     orders: OrderBook,
     webhooks: Webhooks,
+    access: Vec<Arc<dyn ChunkBytes>>,
 }
 
 impl Snapshot for MachineSnapshot {
@@ -397,6 +425,7 @@ impl Snapshot for MachineSnapshot {
         out.push(SnapshotSection { name: SERVICE_SECTIONS[3], chunks: self.audit_offsets.clone() });
         out.push(encoded_section(SERVICE_SECTIONS[4], self.orders.encode()));
         out.push(encoded_section(SERVICE_SECTIONS[5], self.webhooks.encode()));
+        out.push(SnapshotSection { name: SERVICE_SECTIONS[6], chunks: self.access.clone() });
         out
     }
 }
