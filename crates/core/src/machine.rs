@@ -99,7 +99,10 @@ impl Machine {
     /// ones) to `results`.
     pub fn execute(&mut self, command: &LogCommand<'_>, results: &mut Vec<EventResult>) -> Outcome {
         if let LogCommand::Plain(c) = command
-            && matches!(c.operation, Operation::WebhookProgress | Operation::WebhookDeadLetters | Operation::RecordAccess)
+            && matches!(
+                c.operation,
+                Operation::WebhookProgress | Operation::WebhookDeadLetters | Operation::RecordAccess
+            )
         {
             // The delivery worker's bookkeeping gets no audit record: its
             // `audit.recorded` event would itself be delivered, reported,

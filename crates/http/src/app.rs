@@ -90,6 +90,8 @@ pub struct AppState {
     pub stop: tokio::sync::watch::Receiver<bool>,
     /// Permits for open event streams.
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// Personal-data reads and refusals, on their way to the log.
+    pub access: crate::access::AccessRecorder,
 }
 
 pub type App = Arc<AppState>;

@@ -5,6 +5,7 @@ use crate::app::HttpConfig;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,7 +57,7 @@ pub async fn accept_loop(
             a = listener.accept() => a,
             _ = stop.changed() => return,
         };
-        let (stream, _) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -72,9 +73,9 @@ pub async fn accept_loop(
         let (router, tls, config) = (router.clone(), tls.clone(), config.clone());
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(stream, router, &config).await,
+                None => serve_connection(stream, peer, router, &config).await,
                 Some(acceptor) => match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => serve_connection(s, router, &config).await,
+                    Ok(Ok(s)) => serve_connection(s, peer, router, &config).await,
                     Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),
                 },
@@ -84,10 +85,15 @@ pub async fn accept_loop(
     }
 }
 
-async fn serve_connection<S>(stream: S, router: Router, config: &HttpConfig)
+async fn serve_connection<S>(stream: S, peer: SocketAddr, router: Router, config: &HttpConfig)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // The client's address for the access trail (`ConnectInfo`, as axum's own serve sets it).
+    let router = tower::ServiceExt::map_request(router, move |mut req: axum::extract::Request<_>| {
+        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        req
+    });
     let service = TowerToHyperService::new(router);
     let result = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

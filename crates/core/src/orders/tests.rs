@@ -467,7 +467,8 @@ fn maker_checker_refuses_a_review_by_the_creating_key_in_apply() {
         header: snap.header(),
         sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec()).collect()).collect(),
     };
-    let mut restored = H { m: Machine::restore(Limits::default(), stored).unwrap(), position: h.position, time: h.time };
+    let mut restored =
+        H { m: Machine::restore(Limits::default(), stored).unwrap(), position: h.position, time: h.time };
     assert_eq!(restored.review_as(7, 1, Verdict::Pass), OrderCommandResult::MakerChecker);
     assert_eq!(restored.review_as(8, 1, Verdict::Pass), OrderCommandResult::Ok, "another key may");
     assert_eq!(restored.order(1).state(), OrderState::Approved);
