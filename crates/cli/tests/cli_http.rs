@@ -666,3 +666,56 @@ fn https_with_a_self_signed_certificate() {
     let list = s.json(ADMIN, &["ledger", "list", "--ca-cert", cert.to_str().unwrap()]);
     assert_eq!(list["data"][0]["asset"], "JPY");
 }
+
+/// Every file and folder `bursar start` creates for a new data directory is
+/// private to the owner (0600 / 0700), the personal-data key file beside it too.
+#[test]
+fn bursar_start_creates_private_files_and_folders() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(BIN)
+        .arg("start")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--addr", &format!("127.0.0.1:{}", free_port()), "--http", &http])
+        .env("BURSAR_ADMIN_KEY", ADMIN)
+        .env("BURSAR_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the bursar binary starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(&http).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "the server exited");
+        assert!(Instant::now() < deadline, "server not ready in 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A write, so the log holds an entry and the durable marker is written.
+    run_in(
+        &format!("http://{http}"),
+        ADMIN,
+        &["ledger", "create", "--id", "9", "--asset", "USD", "--scale", "2"],
+        None,
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut pending = vec![data.clone()];
+    let (mut files, mut dirs) = (0, 0);
+    while let Some(p) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{}", p.display());
+            dirs += 1;
+            pending.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode, 0o600, "{}", p.display());
+            files += 1;
+        }
+    }
+    assert!(dirs >= 3 && files >= 3, "the data directory holds a log and snapshots ({dirs} folders, {files} files)");
+    let keys = dir.path().join("data.pii-keys");
+    assert_eq!(std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777, 0o600, "{}", keys.display());
+}

@@ -42,7 +42,9 @@ pub enum Operation {
     WebhookProgress = 10,
     WebhookDeadLetters = 11,
     ReplayDeadLetters = 12,
-    RotateKeys = 13,
+    /// The HTTP edge's access trail (personal-data reads, refusals).
+    RecordAccess = 13,
+    RotateKeys = 14,
     ListLedgers = 16,
     LookupAccounts = 17,
     LookupTransfers = 18,
@@ -55,6 +57,7 @@ pub enum Operation {
     GetEvents = 25,
     ListWebhooks = 26,
     ListDeadLetters = 27,
+    ListAccess = 28,
 }
 
 impl Operation {
@@ -71,6 +74,7 @@ impl Operation {
         Operation::WebhookProgress,
         Operation::WebhookDeadLetters,
         Operation::ReplayDeadLetters,
+        Operation::RecordAccess,
         Operation::RotateKeys,
         Operation::ListLedgers,
         Operation::LookupAccounts,
@@ -84,6 +88,7 @@ impl Operation {
         Operation::GetEvents,
         Operation::ListWebhooks,
         Operation::ListDeadLetters,
+        Operation::ListAccess,
     ];
 
     pub fn from_code(code: u8) -> Option<Operation> {
@@ -106,6 +111,7 @@ impl Operation {
                 | Operation::WebhookProgress
                 | Operation::WebhookDeadLetters
                 | Operation::ReplayDeadLetters
+                | Operation::RecordAccess
                 | Operation::RotateKeys
         )
     }
@@ -133,6 +139,8 @@ impl Operation {
                 | Operation::ReplayDeadLetters
                 | Operation::ListWebhooks
                 | Operation::ListDeadLetters
+                | Operation::RecordAccess
+                | Operation::ListAccess
         )
     }
 
@@ -160,6 +168,8 @@ impl Operation {
             | Operation::WebhookDeadLetters
             | Operation::ReplayDeadLetters => crate::service::webhooks::WebhookUpdate::SIZE,
             Operation::ListWebhooks | Operation::ListDeadLetters => crate::service::webhooks::WebhookFilter::SIZE,
+            Operation::RecordAccess => crate::service::access::AccessEvent::SIZE,
+            Operation::ListAccess => crate::service::access::AccessFilter::SIZE,
         }
     }
 
@@ -178,7 +188,8 @@ impl Operation {
             | Operation::RotateKeys
             | Operation::CreateWebhooks
             | Operation::ListWebhooks
-            | Operation::ListDeadLetters => 1,
+            | Operation::ListDeadLetters
+            | Operation::ListAccess => 1,
             _ => BATCH_EVENTS_MAX,
         }
     }
@@ -210,6 +221,8 @@ impl Operation {
             Operation::ReplayDeadLetters => "replay_dead_letters",
             Operation::ListWebhooks => "list_webhooks",
             Operation::ListDeadLetters => "list_dead_letters",
+            Operation::RecordAccess => "record_access",
+            Operation::ListAccess => "list_access",
         }
     }
 }

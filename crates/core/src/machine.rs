@@ -11,6 +11,7 @@ use crate::command::{Command, Envelope, LogCommand, Operation};
 use crate::entry::{Entry, EntryHeader, Origin, RejectReason, Rejection};
 use crate::orders::{self, OrderBook, OrderCommand, OrderCreate};
 use crate::records::{NANOS_PER_SECOND, decode_at};
+use crate::service::access::{AccessEvent, AccessTrail};
 use crate::service::audit::{AuditFacts, AuditOutcome, AuditTrail};
 use crate::service::idempotency::{Check, IdempotencyRecord, IdempotencyStore};
 use crate::service::keys::{ApiKey, KeyEvent, KeyRateLimit, Keys, RevokeEvent, RotateEvent};
@@ -51,6 +52,7 @@ pub struct Machine {
     audit: AuditTrail,
     orders: OrderBook,
     webhooks: Webhooks,
+    access: AccessTrail,
     proposers: Proposers,
 }
 
@@ -77,6 +79,10 @@ impl Machine {
 
     pub fn orders(&self) -> &OrderBook {
         &self.orders
+    }
+
+    pub fn access(&self) -> &AccessTrail {
+        &self.access
     }
 
     pub fn webhooks(&self) -> &Webhooks {
@@ -109,11 +115,15 @@ impl Machine {
     /// ones) to `results`.
     pub fn execute(&mut self, command: &LogCommand<'_>, results: &mut Vec<EventResult>) -> Outcome {
         if let LogCommand::Plain(c) = command
-            && matches!(c.operation, Operation::WebhookProgress | Operation::WebhookDeadLetters)
+            && matches!(
+                c.operation,
+                Operation::WebhookProgress | Operation::WebhookDeadLetters | Operation::RecordAccess
+            )
         {
             // The delivery worker's bookkeeping gets no audit record: its
             // `audit.recorded` event would itself be delivered, reported,
-            // audited again, and so on for ever.
+            // audited again, and so on for ever. The access trail is a
+            // trail of its own.
             self.execute_inner(c, None, results);
             return Outcome::Executed;
         }
@@ -281,7 +291,19 @@ impl Machine {
                     }
                 }
             }
+            Operation::RecordAccess => self.record_access(c, results),
             _ => self.ledger.execute(c, results),
+        }
+    }
+
+    fn record_access(&mut self, c: &Command<'_>, results: &mut Vec<EventResult>) {
+        let (now, position) = (self.ledger.entry_time(), self.ledger.position() + 1);
+        for i in 0..c.count() {
+            let e: AccessEvent = decode_at(c.events, i);
+            let code = self.access.record(&e, now, position);
+            if code.code() != 0 {
+                results.push(EventResult { index: i as u32, code: code.code() });
+            }
         }
     }
 
@@ -376,6 +398,7 @@ impl Machine {
             audit_offsets: audit_offsets.chunks.iter().map(|c| c.clone() as Arc<dyn ChunkBytes>).collect(),
             orders: self.orders.clone(),
             webhooks: self.webhooks.clone(),
+            access: self.access.view().chunks.iter().map(|c| c.clone() as Arc<dyn ChunkBytes>).collect(),
             proposers: self.proposers.clone(),
         }
     }
@@ -394,13 +417,13 @@ impl Machine {
     pub fn restore(limits: Limits, stored: SnapshotChunks) -> Result<Machine, String> {
         let ledger_sections = crate::state::SECTIONS.len();
         let mut stored = stored;
-        // Snapshots from before webhooks, or before replay protection,
-        // lack the last sections: those start empty.
-        let defaults = [Webhooks::default().encode(), Proposers::default().encode()];
+        // Snapshots from before webhooks, the access trail or replay
+        // protection lack the last sections: those start empty.
+        let defaults = [vec![Webhooks::default().encode()], Vec::new(), vec![Proposers::default().encode()]];
         let first_default = SERVICE_SECTIONS.len() - defaults.len();
         for (i, default) in defaults.into_iter().enumerate() {
             if stored.sections.len() == ledger_sections + first_default + i {
-                stored.sections.push(vec![default]);
+                stored.sections.push(default);
             }
         }
         if stored.sections.len() != ledger_sections + SERVICE_SECTIONS.len() {
@@ -412,7 +435,8 @@ impl Machine {
         }
         let mut sections = stored.sections;
         let service = sections.split_off(ledger_sections);
-        let [keys, idempotency, audit_bytes, audit_offsets, order_book, webhooks, proposers]: [Vec<Vec<u8>>; 7] =
+        let [keys, idempotency, audit_bytes, audit_offsets, order_book, webhooks, access, proposers]: [Vec<Vec<u8>>;
+            8] =
             service.try_into().map_err(|_| "service sections are missing")?;
         let ledger = StateMachine::restore(limits, SnapshotChunks { header: stored.header, sections })?;
         let mut machine = Machine { ledger, ..Default::default() };
@@ -427,6 +451,7 @@ impl Machine {
         // own invariants were checked by its restore).
         orders::invariants::check(&machine.ledger, &machine.orders)?;
         machine.webhooks = Webhooks::decode(&webhooks.concat())?;
+        machine.access = AccessTrail::restore(access)?;
         machine.proposers = Proposers::decode(&proposers.concat())?;
         machine.check_journal_refs()?;
         Ok(machine)
@@ -434,8 +459,8 @@ impl Machine {
 }
 
 /// Section names after the ledger's, in stored order.
-pub const SERVICE_SECTIONS: [&str; 7] =
-    ["keys", "idempotency", "audit_bytes", "audit_offsets", "orders", "webhooks", "proposers"];
+pub const SERVICE_SECTIONS: [&str; 8] =
+    ["keys", "idempotency", "audit_bytes", "audit_offsets", "orders", "webhooks", "access_records", "proposers"];
 
 /// Largest piece an encoded section is split into.
 const SECTION_CHUNK: usize = 8 << 20;
@@ -476,6 +501,7 @@ pub struct MachineSnapshot {
     audit_offsets: Vec<Arc<dyn ChunkBytes>>,
     orders: OrderBook,
     webhooks: Webhooks,
+    access: Vec<Arc<dyn ChunkBytes>>,
     proposers: Proposers,
 }
 
@@ -496,7 +522,8 @@ impl Snapshot for MachineSnapshot {
         out.push(SnapshotSection { name: SERVICE_SECTIONS[3], chunks: self.audit_offsets.clone() });
         out.push(encoded_section(SERVICE_SECTIONS[4], self.orders.encode()));
         out.push(encoded_section(SERVICE_SECTIONS[5], self.webhooks.encode()));
-        out.push(encoded_section(SERVICE_SECTIONS[6], self.proposers.encode()));
+        out.push(SnapshotSection { name: SERVICE_SECTIONS[6], chunks: self.access.clone() });
+        out.push(encoded_section(SERVICE_SECTIONS[7], self.proposers.encode()));
         out
     }
 }

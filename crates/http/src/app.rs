@@ -112,6 +112,8 @@ pub struct AppState {
     pub streams: Arc<tokio::sync::Semaphore>,
     /// Per-key token buckets.
     pub rate_limiter: bursar_server::rate_limit::RateLimiter,
+    /// Personal-data reads and refusals, on their way to the log.
+    pub access: crate::access::AccessRecorder,
 }
 
 pub type App = Arc<AppState>;

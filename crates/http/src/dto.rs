@@ -722,6 +722,54 @@ impl From<&bursar_core::service::audit::AuditRecord> for AuditBody {
     }
 }
 
+/// One access record: a read of decrypted personal data or a refusal.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct AccessBody {
+    pub seq: u64,
+    /// Log time of the entry that recorded it (ns since the epoch).
+    #[schema(value_type = U64)]
+    pub timestamp: String,
+    pub log_position: u64,
+    /// pii_read, unauthorized, forbidden or dropped.
+    pub kind: String,
+    /// The API key; absent when none was valid (401) and for `dropped`.
+    pub key_id: Option<u64>,
+    /// The client's IP address, when known (refusals).
+    pub client: Option<String>,
+    /// For example `GET /v1/orders/{id}`.
+    pub route: String,
+    /// What was accessed (an order id), when the route names one.
+    #[schema(value_type = Option<U128>)]
+    pub target: Option<String>,
+    /// The HTTP status answered.
+    pub status: u16,
+    /// Accesses this record stands for (refusals are aggregated per second).
+    pub count: u32,
+}
+
+impl From<&bursar_core::service::access::AccessRecord> for AccessBody {
+    fn from(r: &bursar_core::service::access::AccessRecord) -> Self {
+        use bursar_core::service::access::AccessKind;
+        let e = &r.event;
+        let client = (e.client != [0; 16]).then(|| {
+            let v6 = std::net::Ipv6Addr::from(e.client);
+            v6.to_ipv4_mapped().map_or_else(|| v6.to_string(), |v4| v4.to_string())
+        });
+        AccessBody {
+            seq: r.seq,
+            timestamp: r.timestamp.to_string(),
+            log_position: r.log_position,
+            kind: AccessKind::from_code(e.kind).map_or("unknown", |k| k.name()).to_string(),
+            key_id: (e.key_id != 0).then_some(e.key_id),
+            client,
+            route: e.route_str().to_string(),
+            target: (e.target != 0).then(|| e.target.to_string()),
+            status: e.status,
+            count: e.count,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Status {
     pub status: String,

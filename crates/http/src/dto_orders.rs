@@ -21,9 +21,10 @@ use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
 
-const ORDER_FLAGS: [(&str, u32); 2] = [
+const ORDER_FLAGS: [(&str, u32); 3] = [
     ("refund_fee_on_failure", order_flags::REFUND_FEE_ON_FAILURE),
     ("refund_fee_on_cancel", order_flags::REFUND_FEE_ON_CANCEL),
+    ("maker_checker", order_flags::MAKER_CHECKER),
 ];
 
 /// Timeline kind names: `created`, the command kinds, `expired`.
@@ -52,12 +53,15 @@ impl utoipa::PartialSchema for OrderStateName {
 
 impl utoipa::ToSchema for OrderStateName {}
 
-/// The name of an order flag (the fee policy stamped at creation).
+/// The name of an order flag (the fee policy and review rule stamped at creation).
 pub struct OrderFlag;
 
 impl utoipa::PartialSchema for OrderFlag {
     fn schema() -> RefOr<Schema> {
-        names_schema("An order flag: the fee policy chosen when it was created.", ORDER_FLAGS.iter().map(|(n, _)| *n))
+        names_schema(
+            "An order flag: the fee policy and the review rule (maker_checker) chosen when it was created.",
+            ORDER_FLAGS.iter().map(|(n, _)| *n),
+        )
     }
 }
 
@@ -231,7 +235,8 @@ impl OrderRequest {
             target_ledger,
             funds_timeout_seconds: config.funds_timeout_seconds,
             review_timeout_seconds: config.review_timeout_seconds,
-            flags: config.flags,
+            // Every order made through the API asks for maker-checker.
+            flags: config.flags | order_flags::MAKER_CHECKER,
             ..OrderCreate::default()
         })
     }
@@ -547,7 +552,10 @@ mod tests {
         };
         let r = req.to_record(&config).unwrap();
         assert_eq!((r.source_ledger, r.target_ledger, r.fee_amount), (840, 978, 50));
-        assert_eq!((r.funds_timeout_seconds, r.flags, r.pii_len), (24 * 3600, config.flags, 0));
+        assert_eq!(
+            (r.funds_timeout_seconds, r.flags, r.pii_len),
+            (24 * 3600, config.flags | order_flags::MAKER_CHECKER, 0)
+        );
         let bad = OrderRequest { target_asset: "XXX".into(), ..req.clone() };
         let p = bad.to_record(&config).unwrap_err();
         assert_eq!((p.code.as_str(), p.field.as_deref()), ("asset_unknown", Some("target_asset")));

@@ -3,6 +3,7 @@
 //! effect, problem+json errors, an audit trail, OpenAPI, Prometheus metrics
 //! and optional TLS. It runs on a node's runtime and talks to its engine.
 
+pub mod access;
 pub mod app;
 pub mod dto;
 pub mod dto_events;
@@ -70,6 +71,10 @@ pub fn start(
         .block_on(tokio::net::TcpListener::bind(listen))
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let access = {
+        let _runtime = node.runtime.enter();
+        access::AccessRecorder::start(node.engine.clone(), node.stop.clone())
+    };
     let app: App = Arc::new(AppState {
         engine: node.engine.clone(),
         keys: node.keys.clone(),
@@ -81,6 +86,7 @@ pub fn start(
         streams: Arc::new(tokio::sync::Semaphore::new(routes::events::STREAMS_MAX)),
         rate_limiter: bursar_server::rate_limit::RateLimiter::new(config.rate_limit_per_key),
         config: config.clone(),
+        access,
     });
     let router = routes::router(app);
     node.runtime.spawn(serve::accept_loop(listener, router, acceptor, config, node.stop.clone()));

@@ -8,6 +8,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use bursar_core::service::access::{AccessEvent, AccessKind};
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -85,4 +86,45 @@ pub async fn metrics(req: Request, next: Next) -> Response {
     metrics::histogram!("bursar_http_request_duration_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// Every 401 and 403 of a matched route goes to the access trail: the key
+/// (if the token names one, even a revoked one), the client's address, the
+/// route and the id it targets. Best effort and aggregated (`crate::access`).
+pub async fn refusals(State(app): State<App>, req: Request, next: Next) -> Response {
+    let template = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let client = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0);
+    let auth = req.headers().get(axum::http::header::AUTHORIZATION).cloned();
+    let response = next.run(req).await;
+    let status = response.status();
+    let kind = match status {
+        StatusCode::UNAUTHORIZED => AccessKind::Unauthorized,
+        StatusCode::FORBIDDEN => AccessKind::Forbidden,
+        _ => return response,
+    };
+    let template = template.unwrap_or_default();
+    let route = format!("{method} {template}");
+    let target = path_id(&template, &path).unwrap_or(0);
+    let key_id = auth.as_ref().map_or(0, |v| key_of(&app, v));
+    let mut event = AccessEvent::new(kind, key_id, &route, target, status.as_u16());
+    event.client = crate::access::client_bytes(client);
+    app.access.refusal(event);
+    response
+}
+
+/// The id in the `{id}` segment of `path`, if it parses.
+fn path_id(template: &str, path: &str) -> Option<u128> {
+    let at = template.split('/').position(|s| s == "{id}")?;
+    // Ids are digits or a UUID: a percent-encoded one is no id anyway.
+    crate::dto::parse_id("id", path.split('/').nth(at)?).ok()
+}
+
+/// The id of the key a bearer token names, active or not; 0 if none.
+fn key_of(app: &App, header: &HeaderValue) -> u64 {
+    let token = header.to_str().ok().and_then(|v| v.split_once(' ')).map(|(_, t)| t.trim());
+    let Some(token) = token.filter(|t| bursar_server::keys::token_is_plausible(t)) else { return 0 };
+    let hash = bursar_server::keys::token_hash(token);
+    app.keys.read().unwrap_or_else(|e| e.into_inner()).by_hash(&hash).map_or(0, |k| k.id)
 }

@@ -8,7 +8,7 @@ use crate::routes::events::{self, EventPageBody};
 use crate::routes::webhooks::{
     self, DeadLetterBody, ReplayBody, ReplayRequest, WebhookBody, WebhookList, WebhookRequest,
 };
-use crate::routes::{accounts, audit, keys, ledgers, ops, orders, transfers};
+use crate::routes::{access, accounts, audit, keys, ledgers, ops, orders, transfers};
 use utoipa::openapi::extensions::Extensions;
 use utoipa::openapi::header::Header;
 use utoipa::openapi::response::Response;
@@ -28,7 +28,7 @@ use utoipa::{Modify, OpenApi};
         keys::create, keys::list, keys::revoke, keys::rotate,
         webhooks::create, webhooks::list, webhooks::get_one, webhooks::delete, webhooks::dead_letters,
         webhooks::replay,
-        audit::list,
+        audit::list, access::list,
         events::list, events::stream,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
@@ -36,7 +36,7 @@ use utoipa::{Modify, OpenApi};
         schemas(
             LedgerRequest, LedgerBody, AccountRequest, AccountCreated, AccountBody, AccountBatchRequest,
             TransferRequest, TransferBody, TransferBatchRequest, BatchResult, EventError, BalanceBody,
-            KeyRequest, KeyBody, KeyList, RateLimitBody, RotateRequest, AuditBody, Status, ProblemBody, EventBody, EventPageBody,
+            KeyRequest, KeyBody, KeyList, RateLimitBody, RotateRequest, AuditBody, AccessBody, Status, ProblemBody, EventBody, EventPageBody,
             OrderRequest, SenderRequest, RecipientRequest, OrderBody, SenderBody, RecipientBody, CancelRequest,
             ReviewRequest, FundsRequest, OrderEventBody, OrderEventList,
             WebhookRequest, WebhookBody, WebhookList, DeadLetterBody, ReplayRequest, ReplayBody,

@@ -110,6 +110,8 @@ fn status_of(name: &str) -> StatusCode {
         || name.starts_with("order_is_")
     {
         StatusCode::CONFLICT
+    } else if name == "maker_checker" {
+        StatusCode::FORBIDDEN
     } else if name == "key_not_found" || name == "order_not_found" {
         StatusCode::NOT_FOUND
     } else {

@@ -7,7 +7,7 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -86,10 +86,10 @@ pub async fn accept_loop(
         let (router, tls, config) = (router.clone(), tls.clone(), config.clone());
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(stream, router, &config).await,
+                None => serve_connection(stream, peer, router, &config).await,
                 Some(acceptor) => match tokio::time::timeout(config.header_read_timeout, acceptor.accept(stream)).await
                 {
-                    Ok(Ok(s)) => serve_connection(s, router, &config).await,
+                    Ok(Ok(s)) => serve_connection(s, peer, router, &config).await,
                     Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
                     Err(_) => tracing::debug!("TLS handshake timed out"),
                 },
@@ -142,10 +142,15 @@ impl Drop for IpSlot {
     }
 }
 
-async fn serve_connection<S>(stream: S, router: Router, config: &HttpConfig)
+async fn serve_connection<S>(stream: S, peer: SocketAddr, router: Router, config: &HttpConfig)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // The client's address for the access trail (`ConnectInfo`, as axum's own serve sets it).
+    let router = tower::ServiceExt::map_request(router, move |mut req: axum::extract::Request<_>| {
+        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        req
+    });
     let service = TowerToHyperService::new(router);
     let (io, activity) = ActivityIo::new(stream);
     let conn = hyper::server::conn::http1::Builder::new()

@@ -118,7 +118,7 @@ fn create_resolves_the_fee_and_shows_personal_data_by_role() {
     assert_eq!((created["source_amount"].as_str(), created["fee_amount"].as_str()), (Some("10000"), Some("50")));
     assert_eq!(created["target_amount"], Value::Null);
     assert_eq!(created["rate_ppb"], Value::Null);
-    assert_eq!(created["flags"], json!(["refund_fee_on_failure"]));
+    assert_eq!(created["flags"], json!(["refund_fee_on_failure", "maker_checker"]));
     assert_eq!(
         (created["funds_timeout_seconds"].as_u64(), created["review_timeout_seconds"].as_u64()),
         (Some(24 * 3600), Some(72 * 3600))

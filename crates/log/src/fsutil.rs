@@ -7,7 +7,58 @@ use crate::LogError;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// Mode of every file Bursar creates in its data directory: the owner only.
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of every directory Bursar creates there.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Options that create a file with `FILE_MODE` (the umask may only narrow it).
+pub(crate) fn private_file() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    o.mode(FILE_MODE);
+    o
+}
+
+/// Creates one directory with `DIR_MODE`.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().mode(DIR_MODE).create(dir)
+}
+
+/// Creates `dir` and missing parents with `DIR_MODE` (not fsynced).
+pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
+}
+
+/// Most entries `loose_modes` looks at, so a huge directory cannot stall a start.
+const MODE_SCAN_MAX: usize = 100_000;
+
+/// Paths under `dir` (itself included, three levels deep) that group or
+/// others may access. Existing files are reported, never changed: an
+/// operator may have loosened them on purpose (a backup agent's group).
+pub fn loose_modes(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut pending = vec![(dir.to_path_buf(), 0)];
+    let mut seen = 0;
+    while let Some((path, depth)) = pending.pop() {
+        seen += 1;
+        if seen > MODE_SCAN_MAX {
+            break;
+        }
+        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+        if meta.permissions().mode() & 0o077 != 0 && !meta.file_type().is_symlink() {
+            out.push(path.clone());
+        }
+        if meta.is_dir() && depth < 3 {
+            let Ok(items) = fs::read_dir(&path) else { continue };
+            pending.extend(items.flatten().map(|i| (i.path(), depth + 1)));
+        }
+    }
+    out.sort();
+    out
+}
 
 /// Suffix of files that are written and then renamed into place.
 pub(crate) const TEMP_SUFFIX: &str = ".tmp";
@@ -30,7 +81,7 @@ pub(crate) fn create_dir_durable(dir: &Path) -> Result<(), LogError> {
         cursor = d.parent();
     }
     for d in missing.iter().rev() {
-        match fs::create_dir(d) {
+        match create_private_dir(d) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => continue,
             Err(e) => return Err(LogError::io(d, e)),
@@ -47,7 +98,7 @@ pub(crate) fn create_dir_durable(dir: &Path) -> Result<(), LogError> {
 /// would interleave entries; this turns that into an error.
 pub(crate) fn lock_file(path: &Path, exclusive: bool) -> Result<File, LogError> {
     let file = if exclusive {
-        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
+        private_file().read(true).write(true).create(true).truncate(false).open(path)
     } else {
         File::open(path)
     }
@@ -86,13 +137,21 @@ pub(crate) fn write_all_vectored(mut out: &File, mut bufs: &mut [IoSlice<'_>]) -
 pub(crate) fn write_file_atomic(dir: &Path, name: &str, parts: &[&[u8]]) -> Result<u64, LogError> {
     let temp = dir.join(format!("{name}{TEMP_SUFFIX}"));
     let target = dir.join(name);
-    let file = File::create(&temp).map_err(|e| LogError::io(&temp, e))?;
+    let file = create_temp(&temp)?;
     let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
     write_all_vectored(&file, &mut slices).map_err(|e| LogError::io(&temp, e))?;
     file.sync_all().map_err(|e| LogError::io(&temp, e))?;
     drop(file);
     fs::rename(&temp, &target).map_err(|e| LogError::io(&target, e))?;
     Ok(parts.iter().map(|p| p.len() as u64).sum())
+}
+
+/// A temp file, truncated if a crash left one (with whatever mode it had:
+/// it is set to `FILE_MODE` again).
+fn create_temp(temp: &Path) -> Result<File, LogError> {
+    let file = private_file().write(true).create(true).truncate(true).open(temp).map_err(|e| LogError::io(temp, e))?;
+    file.set_permissions(fs::Permissions::from_mode(FILE_MODE)).map_err(|e| LogError::io(temp, e))?;
+    Ok(file)
 }
 
 /// Like [`write_file_atomic`], but `fill` writes the content, so it can be
@@ -105,7 +164,7 @@ pub(crate) fn write_file_atomic_with<T>(
 ) -> Result<T, LogError> {
     let temp = dir.join(format!("{name}{TEMP_SUFFIX}"));
     let target = dir.join(name);
-    let mut file = File::create(&temp).map_err(|e| LogError::io(&temp, e))?;
+    let mut file = create_temp(&temp)?;
     let filled = fill(&mut file).and_then(|out| file.sync_all().map(|()| out).map_err(|e| LogError::io(&temp, e)));
     drop(file);
     match filled {

@@ -192,12 +192,17 @@ pub fn reply_record_size(op: Operation) -> usize {
         Operation::CreateKeys | Operation::RevokeKeys | Operation::RotateKeys => EventResult::SIZE,
         Operation::CreateOrders | Operation::OrderCommands => EventResult::SIZE,
         Operation::LookupOrders | Operation::ListOrders => bursar_core::orders::Order::SIZE,
-        Operation::ListAudit | Operation::GetOrderEvents | Operation::GetEvents | Operation::ListWebhooks => 1,
+        Operation::ListAudit
+        | Operation::GetOrderEvents
+        | Operation::GetEvents
+        | Operation::ListWebhooks
+        | Operation::ListAccess => 1,
         Operation::CreateWebhooks
         | Operation::DeleteWebhooks
         | Operation::WebhookProgress
         | Operation::WebhookDeadLetters
-        | Operation::ReplayDeadLetters => EventResult::SIZE,
+        | Operation::ReplayDeadLetters
+        | Operation::RecordAccess => EventResult::SIZE,
         Operation::ListDeadLetters => bursar_core::service::webhooks::DeadLetter::SIZE,
     }
 }

@@ -624,6 +624,15 @@ impl Engine {
                 };
                 Ok(records(bytemuck::cast_slice(&v).to_vec(), v.len()))
             }
+            Operation::ListAccess => {
+                let filter: bursar_core::service::access::AccessFilter = decode_at(&r.body, 0);
+                // `scanned_to: u64`, then the records: a kind filter may
+                // stop before `limit` matches, and the reader resumes there.
+                let (page, scanned_to) = self.sm.access().page(&filter);
+                let mut body = scanned_to.to_le_bytes().to_vec();
+                body.extend_from_slice(bytemuck::cast_slice(&page));
+                Ok(records(body, page.len()))
+            }
             Operation::CreateLedgers
             | Operation::CreateAccounts
             | Operation::CreateTransfers
@@ -636,7 +645,8 @@ impl Engine {
             | Operation::DeleteWebhooks
             | Operation::WebhookProgress
             | Operation::WebhookDeadLetters
-            | Operation::ReplayDeadLetters => unreachable!("writes are applied through the log"),
+            | Operation::ReplayDeadLetters
+            | Operation::RecordAccess => unreachable!("writes are applied through the log"),
         };
         result.unwrap_or_else(|e| error_response(code, r.request_id, ProtocolError::InvalidFilter, &e.detail))
     }

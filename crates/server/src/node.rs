@@ -120,6 +120,19 @@ impl EngineLog for FileEngineLog {
     }
 }
 
+/// Files and folders Bursar creates are private (0600, 0700); ones that
+/// already exist with looser modes are reported, not changed.
+fn warn_loose_modes(dir: &std::path::Path) {
+    let loose = bursar_log::loose_modes(dir);
+    if let Some(first) = loose.first() {
+        tracing::warn!(
+            count = loose.len(),
+            first = %first.display(),
+            "data directory entries are accessible to group or others; use 0700 for folders and 0600 for files"
+        );
+    }
+}
+
 impl Node {
     pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         Node::start_with(config, None)
@@ -130,7 +143,8 @@ impl Node {
     /// applied. A replica serves once it has caught up with the log.
     pub fn start_with(config: NodeConfig, replicator: Option<Box<dyn Replicator>>) -> Result<Node, NodeError> {
         let started = std::time::Instant::now();
-        std::fs::create_dir_all(&config.data_dir)?;
+        bursar_log::create_private_dir_all(&config.data_dir)?;
+        warn_loose_modes(&config.data_dir);
         let options = FileLogOptions { dir: config.data_dir.clone(), segment_bytes: config.segment_bytes };
         let (mut log, open) = FileLog::open(options)?;
         let store = SnapshotStore::open(&config.data_dir)?;

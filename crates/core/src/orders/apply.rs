@@ -178,7 +178,8 @@ pub fn command(sm: &mut StateMachine, book: &mut OrderBook, c: &OrderCommand, ct
     let mut code = C::OrderNotFound;
     // In place: copying the entry would copy its whole timeline per command.
     book.update(c.order_id, |entry| {
-        let result = match plan(kind, &entry.order, c, ctx) {
+        let planned = plan(kind, &entry.order, c, ctx).and_then(|step| maker_checker(kind, entry, ctx).map(|()| step));
+        let result = match planned {
             Ok(step) => transition(sm, entry, step, c, ctx),
             Err(code) => Err((code, String::new())),
         };
@@ -215,6 +216,17 @@ pub fn command(sm: &mut StateMachine, book: &mut OrderBook, c: &OrderCommand, ct
         code == C::Ok
     });
     code
+}
+
+/// Maker-checker: on an order that asks for it, the API key that created it
+/// may not review it. Key 0 (no API key) is never a maker: the executor and
+/// the binary protocol do not review.
+fn maker_checker(kind: CommandKind, entry: &OrderEntry, ctx: &Ctx) -> Result<(), OrderCommandResult> {
+    let applies = kind == CommandKind::Review && entry.order.flags & order_flags::MAKER_CHECKER != 0;
+    if applies && ctx.api && ctx.key_id != 0 && ctx.key_id == entry.creator_key_id() {
+        return Err(C::MakerChecker);
+    }
+    Ok(())
 }
 
 fn validate_command(c: &OrderCommand, ctx: &Ctx) -> Result<(), OrderCommandResult> {

@@ -110,6 +110,12 @@ impl OrderEntry {
         }
     }
 
+    /// The API key that created the order (0: not created through the API).
+    /// The create event is always the first and always kept, in snapshots too.
+    pub fn creator_key_id(&self) -> u64 {
+        self.timeline.first().filter(|e| e.kind == EVENT_CREATE).map_or(0, |e| e.key_id)
+    }
+
     /// The timeline as `GetOrderEvents` returns it.
     pub fn encode_timeline(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(4 + self.timeline.len() * 48);

@@ -56,6 +56,7 @@ crate::codes::result_codes! {
         TargetAmountMustNotBeZero = 26 => "The converted amount rounds down to zero.",
         PayoutNotDue = 27 => "The order's scheduled payout time has not come.",
         LedgerRejected = 28 => "The ledger refused the order's transfers (see the order's events for the transfer's code).",
+        MakerChecker = 29 => "The API key that created the order may not review it (checked after the state and the verdict, before any transfer).",
     }
 }
 

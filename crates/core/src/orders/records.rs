@@ -210,13 +210,17 @@ impl Actor {
     }
 }
 
-/// Flags of an order: the fee policy chosen when it was created.
+/// Flags of an order: the fee policy and the review rule chosen when it was created.
 pub mod order_flags {
     /// Give the fee back when the payout fails.
     pub const REFUND_FEE_ON_FAILURE: u32 = 1 << 0;
     /// Give the fee back when the order is cancelled after FX was locked.
     pub const REFUND_FEE_ON_CANCEL: u32 = 1 << 1;
-    pub const ALL: u32 = REFUND_FEE_ON_FAILURE | REFUND_FEE_ON_CANCEL;
+    /// Maker-checker: the API key that created the order may not review it.
+    /// The HTTP edge sets it on every order; orders logged before it existed
+    /// lack it, so replaying an old log keeps its old outcomes.
+    pub const MAKER_CHECKER: u32 = 1 << 2;
+    pub const ALL: u32 = REFUND_FEE_ON_FAILURE | REFUND_FEE_ON_CANCEL | MAKER_CHECKER;
 }
 
 /// Creates one order. The fee and the timeouts are resolved by the API edge

@@ -413,3 +413,66 @@ fn commands_change_orders_in_place_without_touching_an_earlier_snapshot() {
     assert_eq!(before.digest(), digest);
     h.m.orders().check_indexes().unwrap();
 }
+
+impl H {
+    /// Applies one command as the HTTP edge does: enveloped with `key_id`.
+    fn apply_as(&mut self, key_id: u64, operation: Operation, events: &[u8]) -> u32 {
+        self.position += 1;
+        self.time += SEC;
+        let env = crate::command::Envelope {
+            key_id,
+            idempotency: None,
+            retention_seconds: 60,
+            idempotency_limit: 100,
+            request_id: "r",
+            route: "POST /v1/orders",
+            idempotency_key: "",
+        };
+        let c = Command { operation, events };
+        let mut out = self.m.apply_entry(self.position, self.time, &[LogCommand::Enveloped(env, c)]);
+        self.m.check_invariants_deep().unwrap();
+        out.pop().unwrap().1.first().map_or(0, |r| r.code)
+    }
+
+    fn review_as(&mut self, key_id: u64, id: u128, v: Verdict) -> OrderCommandResult {
+        let c = OrderCommand { verdict: v as u8, ..OrderCommand::new(id, CommandKind::Review, Actor::Api) };
+        OrderCommandResult::from_code(self.apply_as(key_id, Operation::OrderCommands, encode_all(&[c]))).unwrap()
+    }
+
+    /// Creates an order as `key_id` and drives it to `on_hold`.
+    fn on_hold_created_by(&mut self, key_id: u64, e: OrderCreate) {
+        assert_eq!(self.apply_as(key_id, Operation::CreateOrders, encode_all(&[e])), 0);
+        assert_eq!(self.cmd(funds(e.id, 10_000)), OrderCommandResult::Ok);
+        assert_eq!(self.cmd(exec(e.id, CommandKind::StartScreening)), OrderCommandResult::Ok);
+        assert_eq!(self.cmd(verdict(e.id, CommandKind::ScreeningResult, Verdict::Review)), OrderCommandResult::Ok);
+    }
+}
+
+#[test]
+fn maker_checker_refuses_a_review_by_the_creating_key_in_apply() {
+    let mut h = H::new();
+    let checked = OrderCreate { flags: order_flags::MAKER_CHECKER, ..new_order(1) };
+    h.on_hold_created_by(7, checked);
+    assert_eq!(h.m.orders().get(1).unwrap().creator_key_id(), 7);
+    for v in [Verdict::Pass, Verdict::Reject] {
+        assert_eq!(h.review_as(7, 1, v), OrderCommandResult::MakerChecker);
+    }
+    let entry = h.m.orders().get(1).unwrap();
+    assert_eq!(entry.order.state(), OrderState::OnHold, "a refused review moves nothing");
+    let last = entry.timeline.last().unwrap();
+    assert_eq!((last.key_id, last.result), (7, OrderCommandResult::MakerChecker.code()));
+    // The creator survives a snapshot: a restored machine refuses the same.
+    let snap = h.m.snapshot();
+    let stored = SnapshotChunks {
+        header: snap.header(),
+        sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec()).collect()).collect(),
+    };
+    let mut restored =
+        H { m: Machine::restore(Limits::default(), stored).unwrap(), position: h.position, time: h.time };
+    assert_eq!(restored.review_as(7, 1, Verdict::Pass), OrderCommandResult::MakerChecker);
+    assert_eq!(restored.review_as(8, 1, Verdict::Pass), OrderCommandResult::Ok, "another key may");
+    assert_eq!(restored.order(1).state(), OrderState::Approved);
+    // An order logged before the flag existed replays as it did then.
+    h.on_hold_created_by(7, new_order(2));
+    assert_eq!(h.review_as(7, 2, Verdict::Pass), OrderCommandResult::Ok);
+}

@@ -52,10 +52,15 @@ pub enum Role {
     Operator = 2,
     /// Reads everything, including the audit trail; writes nothing.
     Auditor = 3,
+    /// Reviews orders on hold; reads orders (personal data included), the
+    /// audit trail and the access log; moves no money, manages no keys.
+    /// Code 4 was refused before this role existed (and the HTTP edge only
+    /// ever logged the codes of named roles), so no old entry changes meaning.
+    Compliance = 4,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Admin, Role::Operator, Role::Auditor];
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Operator, Role::Auditor, Role::Compliance];
 
     pub fn from_code(code: u8) -> Option<Role> {
         Role::ALL.iter().copied().find(|r| *r as u8 == code)
@@ -66,6 +71,7 @@ impl Role {
             Role::Admin => "admin",
             Role::Operator => "operator",
             Role::Auditor => "auditor",
+            Role::Compliance => "compliance",
         }
     }
 
@@ -218,7 +224,7 @@ crate::codes::result_codes! {
         Ok = 0 => "The key was created.",
         ReservedField = 1 => "A reserved field is not zero.",
         IdMustNotBeZero = 2 => "The key id must not be zero.",
-        RoleInvalid = 3 => "The role must be admin, operator or auditor.",
+        RoleInvalid = 3 => "The role must be admin, operator, auditor or compliance.",
         LedgersInvalid = 4 => "Ledger restrictions must be at most 32 distinct nonzero existing ledgers, and admin keys cannot be restricted.",
         NameInvalid = 5 => "The name must be at most 64 bytes of printable UTF-8.",
         IdExists = 6 => "A key with this id exists.",

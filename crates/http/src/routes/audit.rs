@@ -1,4 +1,4 @@
-//! The audit trail (admin, and auditors not restricted to ledgers).
+//! The audit trail (admin, auditors and compliance not restricted to ledgers).
 
 use super::page_limit;
 use crate::app::App;
@@ -42,7 +42,7 @@ pub async fn list(
     principal: Principal,
     QueryParams(q): QueryParams<AuditQuery>,
 ) -> ApiResult<axum::Json<Page<AuditBody>>> {
-    principal.require(&[Role::Admin, Role::Auditor])?;
+    principal.require(&[Role::Admin, Role::Auditor, Role::Compliance])?;
     if principal.is_scoped() {
         return Err(Problem::forbidden("the audit trail spans every ledger; this key is restricted to some"));
     }

@@ -74,7 +74,7 @@ pub async fn create(
 ) -> ApiResult<Response> {
     principal.require(&[Role::Admin])?;
     let role = Role::from_name(&req.role)
-        .ok_or_else(|| Problem::invalid_field("role", "role must be admin, operator or auditor"))?;
+        .ok_or_else(|| Problem::invalid_field("role", "role must be admin, operator, auditor or compliance"))?;
     let name = req.name.clone().unwrap_or_default();
     if name.len() > KEY_NAME_MAX || name.chars().any(char::is_control) {
         return Err(Problem::invalid_field(

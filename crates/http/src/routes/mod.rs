@@ -1,5 +1,6 @@
 //! The routes of `/v1` and the operational endpoints.
 
+pub mod access;
 pub mod accounts;
 pub mod audit;
 pub mod events;
@@ -46,12 +47,14 @@ pub fn router(app: App) -> Router {
         .route("/v1/webhooks/{id}/dead-letters", get(webhooks::dead_letters))
         .route("/v1/webhooks/{id}/replay", post(webhooks::replay))
         .route("/v1/audit", get(audit::list))
+        .route("/v1/access-log", get(access::list))
         .route("/v1/events", get(events::list))
         .route("/v1/events/stream", get(events::stream))
         .route("/v1/openapi.json", get(ops::openapi))
         .route("/metrics", get(ops::metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route_layer(axum::middleware::from_fn_with_state(app.clone(), crate::middleware::refusals))
         .route_layer(axum::middleware::from_fn(crate::middleware::metrics))
         .fallback(|| async { Problem::not_found("no such route") })
         .method_not_allowed_fallback(|| async {

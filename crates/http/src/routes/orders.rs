@@ -1,8 +1,10 @@
 //! Payment orders (docs/api.md, "Orders"): operators create them and move
-//! them along (cancel, review, incoming funds); every role reads them and
-//! their timeline. Admins and operators see the personal data decrypted,
-//! auditors masked. Without order settings every route answers 503
-//! `orders_disabled`.
+//! them along (cancel, review, incoming funds); compliance keys review them
+//! too; every role reads them and their timeline. Admins, operators and
+//! compliance see the personal data decrypted (each such read is recorded in
+//! the access trail before the data leaves), auditors masked. The key that
+//! created an order may not review it (maker-checker). Without order
+//! settings every route answers 503 `orders_disabled`.
 
 use super::{mark_replayed, page_limit};
 use crate::app::{App, OrdersApi};
@@ -18,7 +20,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bursar_core::Operation;
-use bursar_core::orders::{Order, OrderCommand, OrderFilter, OrderState, TimelineEvent};
+use bursar_core::orders::{Order, OrderCommand, OrderFilter, OrderState, TimelineEvent, order_flags};
+use bursar_core::service::access::{AccessEvent, AccessKind};
 use bursar_core::service::keys::Role;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -59,8 +62,42 @@ fn render(orders: &OrdersApi, principal: &Principal, o: &Order) -> ApiResult<Ord
             "this order's personal data cannot be decrypted with the configured keys",
         )
     })?;
-    let view = if principal.key.role == Role::Auditor { PiiView::Masked } else { PiiView::Full };
-    OrderBody::new(o, &orders.config, pii, view)
+    OrderBody::new(o, &orders.config, pii, view_of(principal))
+}
+
+fn view_of(principal: &Principal) -> PiiView {
+    if principal.key.role == Role::Auditor { PiiView::Masked } else { PiiView::Full }
+}
+
+/// Records that these orders' personal data is about to leave decrypted;
+/// the data leaves only once the records are durable (masked views: none).
+async fn record_reads(
+    app: &App,
+    principal: &Principal,
+    route: &str,
+    status: StatusCode,
+    ids: impl IntoIterator<Item = u128>,
+) -> ApiResult<()> {
+    if matches!(view_of(principal), PiiView::Masked) {
+        return Ok(());
+    }
+    let event = |id| AccessEvent::new(AccessKind::PiiRead, principal.key.id, route, id, status.as_u16());
+    app.access.pii_reads(ids.into_iter().map(event).collect()).await
+}
+
+/// The order a write answered with, rendered, after recording the read.
+async fn answer(
+    app: &App,
+    orders: &OrdersApi,
+    principal: &Principal,
+    route: &str,
+    status: StatusCode,
+    record: &[u8],
+) -> ApiResult<Response> {
+    let o = stored(record);
+    let body = render(orders, principal, &o)?;
+    record_reads(app, principal, route, status, [o.id]).await?;
+    Ok((status, axum::Json(body)).into_response())
 }
 
 /// The order a write returned (zeroed if the engine sent none).
@@ -114,13 +151,10 @@ pub async fn create(
     e.pii_len = blob.len() as u16;
     let w = WriteContext::new(&principal, &ctx, "POST /v1/orders", Some(&key));
     let written = app.write(&w, Operation::CreateOrders, bytemuck::bytes_of(&e).to_vec(), Some(&canonical)).await?;
+    let route = "POST /v1/orders";
     let response = match single(Operation::CreateOrders, &written.results) {
-        Single::Created => {
-            (StatusCode::CREATED, axum::Json(render(&orders, &principal, &stored(&written.record))?)).into_response()
-        }
-        Single::Exists => {
-            (StatusCode::OK, axum::Json(render(&orders, &principal, &stored(&written.record))?)).into_response()
-        }
+        Single::Created => answer(&app, &orders, &principal, route, StatusCode::CREATED, &written.record).await?,
+        Single::Exists => answer(&app, &orders, &principal, route, StatusCode::OK, &written.record).await?,
         Single::Failed(problem) => problem.into_response(),
     };
     Ok(mark_replayed(response, written.replayed))
@@ -148,7 +182,9 @@ pub async fn get_one(
     let id = parse_id("id", &id)?;
     let o = lookup(&app, id).await?.ok_or_else(|| not_found(id))?;
     check_scope(&principal, &o)?;
-    Ok(axum::Json(render(&orders, &principal, &o)?))
+    let body = render(&orders, &principal, &o)?;
+    record_reads(&app, &principal, "GET /v1/orders/{id}", StatusCode::OK, [o.id]).await?;
+    Ok(axum::Json(body))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -201,11 +237,9 @@ pub async fn list(
     let rows: Vec<Order> = super::records::<Order>(&response.body);
     let next_cursor = (rows.len() == limit as usize).then(|| rows.last().map(|o| o.id.to_string())).flatten();
     // A scoped key sees the orders on its ledgers only (pages may be short).
-    let data = rows
-        .iter()
-        .filter(|o| check_scope(&principal, o).is_ok())
-        .map(|o| render(&orders, &principal, o))
-        .collect::<ApiResult<Vec<_>>>()?;
+    let visible: Vec<&Order> = rows.iter().filter(|o| check_scope(&principal, o).is_ok()).collect();
+    let data = visible.iter().map(|o| render(&orders, &principal, o)).collect::<ApiResult<Vec<_>>>()?;
+    record_reads(&app, &principal, "GET /v1/orders", StatusCode::OK, visible.iter().map(|o| o.id)).await?;
     Ok(axum::Json(Page { data, next_cursor }))
 }
 
@@ -242,35 +276,71 @@ pub async fn events(
     Ok(axum::Json(OrderEventList { data: events.iter().map(|e| OrderEventBody::new(id, e)).collect() }))
 }
 
+/// Who may send which command.
+const MOVERS: &[Role] = &[Role::Operator];
+const REVIEWERS: &[Role] = &[Role::Operator, Role::Compliance];
+
 /// Applies one command to an order and answers with the order after it.
+#[allow(clippy::too_many_arguments)]
 async fn command(
     app: App,
     principal: Principal,
     ctx: RequestContext,
     key: IdempotencyKey,
+    roles: &[Role],
     route: &str,
     id: &str,
     build: impl FnOnce(u128) -> ApiResult<OrderCommand>,
 ) -> ApiResult<Response> {
-    principal.require(&[Role::Operator])?;
+    principal.require(roles)?;
     let orders = enabled(&app)?;
     let id = parse_id("id", id)?;
     let c = build(id)?;
-    if principal.is_scoped() {
+    let is_review = c.kind == bursar_core::orders::CommandKind::Review as u8;
+    if principal.is_scoped() || is_review {
         // A missing order is left to the state machine (404 from its code).
         if let Some(o) = lookup(&app, id).await? {
             check_scope(&principal, &o)?;
+            if is_review {
+                check_maker(&app, &principal, &o).await?;
+            }
         }
     }
     let w = WriteContext::new(&principal, &ctx, route, Some(&key));
     let written = app.write(&w, Operation::OrderCommands, bytemuck::bytes_of(&c).to_vec(), None).await?;
     let response = match single(Operation::OrderCommands, &written.results) {
         Single::Created | Single::Exists => {
-            (StatusCode::OK, axum::Json(render(&orders, &principal, &stored(&written.record))?)).into_response()
+            answer(&app, &orders, &principal, route, StatusCode::OK, &written.record).await?
         }
         Single::Failed(problem) => problem.into_response(),
     };
     Ok(mark_replayed(response, written.replayed))
+}
+
+/// The friendly early answer of maker-checker (the state machine refuses
+/// the same with `maker_checker`, whatever reaches it): the key that created
+/// the order may not review it.
+async fn check_maker(app: &App, principal: &Principal, o: &Order) -> ApiResult<()> {
+    // Like apply: the state is checked first (a review of an order not on
+    // hold is 409 whoever sends it).
+    if o.flags & order_flags::MAKER_CHECKER == 0 || OrderState::from_code(o.state) != Some(OrderState::OnHold) {
+        return Ok(());
+    }
+    let response = app.read(Operation::GetOrderEvents, o.id.to_le_bytes().to_vec()).await?;
+    let events = TimelineEvent::decode_list(&response.body).map_err(Problem::internal)?;
+    let creator = events.first().filter(|e| e.kind == bursar_core::orders::book::EVENT_CREATE).map_or(0, |e| e.key_id);
+    if creator != 0 && creator == principal.key.id {
+        return Err(maker_checker_problem());
+    }
+    Ok(())
+}
+
+pub fn maker_checker_problem() -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "maker_checker",
+        "the key that created this order may not review it; another key (operator or compliance) must",
+    )
 }
 
 /// Cancel an order (operator). Before funds arrive it is `cancelled`; with
@@ -300,10 +370,11 @@ pub async fn cancel(
     PathId(id): PathId,
     OptionalJsonBody(req): OptionalJsonBody<CancelRequest>,
 ) -> ApiResult<Response> {
-    command(app, principal, ctx, key, "POST /v1/orders/{id}/cancel", &id, |id| req.to_command(id)).await
+    command(app, principal, ctx, key, MOVERS, "POST /v1/orders/{id}/cancel", &id, |id| req.to_command(id)).await
 }
 
-/// Decide an order on hold (operator): approve or reject it.
+/// Decide an order on hold (operator or compliance): approve or reject it.
+/// The key that created the order may not (403 `maker_checker`).
 #[utoipa::path(post, path = "/v1/orders/{id}/review", operation_id = "review_order", tag = "orders",
     request_body = ReviewRequest,
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1001"), IdempotencyKeyHeader),
@@ -329,7 +400,7 @@ pub async fn review(
     PathId(id): PathId,
     JsonBody(req): JsonBody<ReviewRequest>,
 ) -> ApiResult<Response> {
-    command(app, principal, ctx, key, "POST /v1/orders/{id}/review", &id, |id| req.to_command(id)).await
+    command(app, principal, ctx, key, REVIEWERS, "POST /v1/orders/{id}/review", &id, |id| req.to_command(id)).await
 }
 
 /// Notify incoming funds (operator; what a bank integration calls). The
@@ -359,5 +430,5 @@ pub async fn funds(
     PathId(id): PathId,
     JsonBody(req): JsonBody<FundsRequest>,
 ) -> ApiResult<Response> {
-    command(app, principal, ctx, key, "POST /v1/orders/{id}/funds", &id, |id| req.to_command(id)).await
+    command(app, principal, ctx, key, MOVERS, "POST /v1/orders/{id}/funds", &id, |id| req.to_command(id)).await
 }

@@ -43,6 +43,11 @@ impl TestNode {
         TestNode { node: Some(node), client: Client::new(&base), base, _dir: dir }
     }
 
+    /// The running node's handle (its engine queue, as in-process workers use it).
+    pub fn handle(&self) -> bursar_server::node::NodeHandle {
+        self.node.as_ref().expect("the node is running").handle()
+    }
+
     /// The node's data directory.
     pub fn data_dir(&self) -> &std::path::Path {
         self._dir.path()

@@ -9,7 +9,7 @@
 //! be intact, so damage there is corruption and never a torn tail.
 
 use crate::LogError;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -62,7 +62,7 @@ pub(crate) struct Marker {
 
 impl Marker {
     pub fn open(path: PathBuf) -> Result<Marker, LogError> {
-        let file = OpenOptions::new()
+        let file = crate::fsutil::private_file()
             .write(true)
             .create(true)
             .truncate(false)

@@ -476,5 +476,5 @@ impl Drop for Writer {
 }
 
 fn create_segment(path: &Path) -> Result<File, LogError> {
-    OpenOptions::new().read(true).write(true).create_new(true).open(path).map_err(|e| LogError::io(path, e))
+    crate::fsutil::private_file().read(true).write(true).create_new(true).open(path).map_err(|e| LogError::io(path, e))
 }
