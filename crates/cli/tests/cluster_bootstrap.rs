@@ -38,7 +38,9 @@ fn free_port() -> u16 {
 }
 
 fn connect(addr: &str) -> Option<Client> {
-    let mut c = Client::connect(addr, &ClientOptions { timeout: Duration::from_secs(60) }).ok()?;
+    let key = Some(ADMIN.to_string());
+    let mut c =
+        Client::connect(addr, &ClientOptions { timeout: Duration::from_secs(60), key, ..Default::default() }).ok()?;
     c.ping().ok()?;
     Some(c)
 }

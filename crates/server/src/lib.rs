@@ -8,6 +8,7 @@ pub mod net;
 pub mod node;
 pub mod recovery;
 pub mod replication;
+pub mod session;
 pub mod snapshotter;
 pub mod verify;
 
