@@ -112,6 +112,16 @@ fn parse_addr(s: &str) -> Result<BinaryAddr, String> {
     s.parse().map(|a| BinaryAddr(Some(a))).map_err(|e| format!("{e} (an address such as 127.0.0.1:3100, or none)"))
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn addr_is_an_address_or_none() {
+        assert_eq!(super::parse_addr("none").unwrap().0, None);
+        assert_eq!(super::parse_addr("127.0.0.1:3100").unwrap().0, Some("127.0.0.1:3100".parse().unwrap()));
+        assert!(super::parse_addr("nowhere").is_err());
+    }
+}
+
 impl StartArgs {
     pub fn node_config(&self) -> anyhow::Result<NodeConfig> {
         let mut config = NodeConfig::new(self.data_dir.clone(), "127.0.0.1:0".parse()?);

@@ -292,3 +292,13 @@ fn seed_over_tls(node: &Node, ca_pem: &[u8]) {
     assert!(c.create_transfers(&[transfer(1, 11, 12, 1)]).unwrap().is_empty());
     assert_eq!(c.lookup_transfers(&[1]).unwrap().len(), 1);
 }
+
+#[test]
+fn a_node_configured_without_an_address_serves_no_binary_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start(dir.path(), |c| c.listen = None);
+    assert_eq!(node.binary_addr(), None);
+    // The node itself serves on (through its handle, as the HTTP API does).
+    node.create_key(Role::Auditor, &[], "still works").expect("the engine serves");
+    node.shutdown();
+}
