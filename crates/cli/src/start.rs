@@ -10,9 +10,24 @@ pub struct StartArgs {
     /// Where the log and snapshots live.
     #[arg(long, default_value = "./bursar-data", env = "BURSAR_DATA_DIR")]
     pub data_dir: PathBuf,
-    /// Address of the binary protocol (loopback by default).
-    #[arg(long, default_value = "127.0.0.1:3100", env = "BURSAR_ADDR")]
-    pub addr: SocketAddr,
+    /// Address of the binary protocol (loopback by default), or `none` to
+    /// serve no binary protocol.
+    #[arg(long, default_value = "127.0.0.1:3100", env = "BURSAR_ADDR", value_parser = parse_addr)]
+    pub addr: BinaryAddr,
+    /// Serve the binary protocol over TLS with this PEM certificate chain
+    /// (needs --addr-tls-key).
+    #[arg(long, requires = "addr_tls_key")]
+    pub addr_tls_cert: Option<PathBuf>,
+    /// The PEM private key for --addr-tls-cert.
+    #[arg(long, requires = "addr_tls_cert")]
+    pub addr_tls_key: Option<PathBuf>,
+    /// Most concurrent binary protocol connections from one IP address.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub addr_max_connections_per_ip: u64,
+    /// Close a binary protocol connection that sends no whole frame header
+    /// for this many seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub addr_idle_timeout_seconds: u64,
     /// Take a snapshot after this many MiB of log.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub snapshot_every_mib: u64,
@@ -105,14 +120,43 @@ impl WebhookArgs {
     }
 }
 
+/// `--addr`: an address, or `none`.
+#[derive(Clone, Copy, Debug)]
+pub struct BinaryAddr(pub Option<SocketAddr>);
+
+fn parse_addr(s: &str) -> Result<BinaryAddr, String> {
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(BinaryAddr(None));
+    }
+    s.parse().map(|a| BinaryAddr(Some(a))).map_err(|e| format!("{e} (an address such as 127.0.0.1:3100, or none)"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn addr_is_an_address_or_none() {
+        assert_eq!(super::parse_addr("none").unwrap().0, None);
+        assert_eq!(super::parse_addr("127.0.0.1:3100").unwrap().0, Some("127.0.0.1:3100".parse().unwrap()));
+        assert!(super::parse_addr("nowhere").is_err());
+    }
+}
+
 impl StartArgs {
-    pub fn node_config(&self) -> NodeConfig {
-        let mut config = NodeConfig::new(self.data_dir.clone(), self.addr);
+    pub fn node_config(&self) -> anyhow::Result<NodeConfig> {
+        let mut config = NodeConfig::new(self.data_dir.clone(), "127.0.0.1:0".parse()?);
+        config.listen = self.addr.0;
         config.snapshot_every_bytes = self.snapshot_every_mib << 20;
         config.segment_bytes = self.segment_mib << 20;
         config.net.max_connections = self.max_connections as usize;
+        config.net.max_connections_per_ip = self.addr_max_connections_per_ip as usize;
+        config.net.idle_timeout = std::time::Duration::from_secs(self.addr_idle_timeout_seconds);
         config.admin_key = self.admin_key.clone();
-        config
+        if let (Some(cert), Some(key)) = (&self.addr_tls_cert, &self.addr_tls_key) {
+            let files = bursar_http::TlsFiles { cert: cert.clone(), key: key.clone() };
+            let acceptor = bursar_http::serve::tls_acceptor(&files).map_err(|e| anyhow::anyhow!("--addr-tls: {e}"))?;
+            config.binary_tls = Some(bursar_server::net::Tls(acceptor));
+        }
+        Ok(config)
     }
 
     pub fn http_config(&self) -> bursar_http::HttpConfig {
@@ -156,7 +200,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         }
         None => (None, None),
     };
-    let node = Node::start_with(args.node_config(), replicator)
+    let node = Node::start_with(args.node_config()?, replicator)
         .with_context(|| format!("starting with data directory {}", args.data_dir.display()))?;
     let side_effects = crate::side_effects::SideEffects {
         workflows: workflow_settings.clone(),
@@ -183,9 +227,14 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         Some(c) => Box::pin(side_effects.run_under_lease(node.handle(), c.lease_held.clone())?),
     };
     let r = node.report();
+    let binary = match node.binary_addr() {
+        Some(a) if args.addr_tls_cert.is_some() => format!("{a} (TLS)"),
+        Some(a) => a.to_string(),
+        None => "no binary protocol".to_string(),
+    };
     println!(
         "bursar: serving on {} (data dir {}, position {}, {} accounts, {} transfers{}, snapshot {}, replayed {} entries, recovered in {} ms)",
-        node.local_addr(),
+        binary,
         args.data_dir.display(),
         r.position,
         r.accounts,

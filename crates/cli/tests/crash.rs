@@ -40,6 +40,9 @@ enum Outcome {
 /// Every batch sent, with what the client learned of it.
 type Record = Arc<Mutex<Vec<(Vec<Transfer>, Outcome)>>>;
 
+/// The first admin key of every server (it may also write over the binary protocol).
+const ADMIN_KEY: &str = "crash-test-admin-key-0123456789abcdef";
+
 struct Server {
     child: Child,
     addr: String,
@@ -52,6 +55,7 @@ fn start_server(dir: &Path, port: u16, log: &Path) -> Server {
         .args(["start", "--snapshot-every-mib", "1", "--segment-mib", "1", "--data-dir"])
         .arg(dir)
         .args(["--addr", &addr])
+        .env("BURSAR_ADMIN_KEY", ADMIN_KEY)
         .stdout(Stdio::null())
         .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
         .spawn()
@@ -71,7 +75,8 @@ fn start_server(dir: &Path, port: u16, log: &Path) -> Server {
 }
 
 fn connect(addr: &str) -> Option<Client> {
-    Client::connect(addr, &ClientOptions { timeout: Duration::from_secs(10) }).ok()
+    let key = Some(ADMIN_KEY.to_string());
+    Client::connect(addr, &ClientOptions { timeout: Duration::from_secs(10), key, ..Default::default() }).ok()
 }
 
 fn free_port() -> u16 {

@@ -6,13 +6,19 @@
 //!
 //! Results of create operations are sparse: only the events that were not
 //! `ok` are listed, as (index, code).
+//!
+//! With `ClientOptions::key` set, `connect` authenticates right away (the
+//! server refuses everything but `ping` before that). With
+//! `ClientOptions::tls`, the connection is TLS (rustls with ring), trusting
+//! only the given CA certificates.
 
 use bursar_core::records::{Account, AccountFilter, BATCH_EVENTS_MAX, BalanceRecord, Ledger, LedgerFilter, Transfer};
 use bursar_core::{EventResult, Operation};
-use bursar_proto::{HEADER_SIZE, Header, Kind, PING, ProtocolError};
+use bursar_proto::{AUTHENTICATE, AuthReply, HEADER_SIZE, Header, Kind, PING, ProtocolError};
 use std::collections::VecDeque;
 use std::io::{IoSlice, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +31,8 @@ pub enum ClientError {
     InvalidReply(String),
     #[error("{count} events exceed the limit of {max} for {operation}")]
     TooManyEvents { operation: &'static str, count: usize, max: usize },
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl ClientError {
@@ -46,16 +54,110 @@ impl ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClientOptions {
     /// Bound on connecting and on each read or write.
     pub timeout: Duration,
+    /// The API key's secret; `connect` authenticates with it.
+    pub key: Option<String>,
+    /// Connect with TLS.
+    pub tls: Option<TlsOptions>,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions { timeout: Duration::from_secs(30) }
+        ClientOptions { timeout: Duration::from_secs(30), key: None, tls: None }
     }
+}
+
+impl std::fmt::Debug for ClientOptions {
+    // The key stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("timeout", &self.timeout)
+            .field("key", &self.key.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls.as_ref().map(|t| &t.server_name))
+            .finish()
+    }
+}
+
+/// TLS settings: which CA certificates to trust and the name the server's
+/// certificate must carry.
+#[derive(Clone)]
+pub struct TlsOptions {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: String,
+}
+
+impl TlsOptions {
+    /// Trusts exactly the certificates in `ca_pem` (PEM, one or more).
+    pub fn with_ca_pem(ca_pem: &[u8], server_name: &str) -> Result<TlsOptions> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {
+            let cert = cert.map_err(|e| ClientError::Tls(format!("not a PEM certificate: {e}")))?;
+            roots.add(cert).map_err(|e| ClientError::Tls(format!("unusable CA certificate: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(ClientError::Tls("the CA file holds no certificate".into()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ClientError::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(TlsOptions { config: Arc::new(config), server_name: server_name.to_string() })
+    }
+}
+
+/// The connection: plain TCP or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write_vectored(bufs),
+            Stream::Tls(s) => s.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+fn tls_stream(tcp: TcpStream, tls: &TlsOptions) -> Result<Stream> {
+    let name = rustls::pki_types::ServerName::try_from(tls.server_name.clone())
+        .map_err(|e| ClientError::Tls(format!("invalid server name {}: {e}", tls.server_name)))?;
+    let conn = rustls::ClientConnection::new(tls.config.clone(), name).map_err(|e| ClientError::Tls(e.to_string()))?;
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    // Handshake now, so that a failure is reported by `connect`.
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock).map_err(|e| ClientError::Tls(format!("handshake failed: {e}")))?;
+    }
+    Ok(Stream::Tls(Box::new(stream)))
 }
 
 /// A reply as received: header fields and the raw body.
@@ -68,7 +170,7 @@ pub struct Reply {
 }
 
 pub struct Client {
-    stream: TcpStream,
+    stream: Stream,
     next_request_id: u64,
     /// Requests sent and not yet answered: (request id, operation).
     in_flight: VecDeque<(u64, u8)>,
@@ -83,12 +185,28 @@ impl Client {
                     stream.set_nodelay(true)?;
                     stream.set_read_timeout(Some(options.timeout))?;
                     stream.set_write_timeout(Some(options.timeout))?;
-                    return Ok(Client { stream, next_request_id: 1, in_flight: VecDeque::new() });
+                    let stream = match &options.tls {
+                        Some(tls) => tls_stream(stream, tls)?,
+                        None => Stream::Plain(stream),
+                    };
+                    let mut client = Client { stream, next_request_id: 1, in_flight: VecDeque::new() };
+                    if let Some(key) = &options.key {
+                        client.authenticate(key)?;
+                    }
+                    return Ok(client);
                 }
                 Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or_else(|| std::io::Error::other("address resolved to nothing")).into())
+    }
+
+    /// Authenticates the connection with an API key's secret; later
+    /// requests act as that key. Returns the key's id and role.
+    pub fn authenticate(&mut self, key: &str) -> Result<AuthReply> {
+        let reply = self.call(AUTHENTICATE, key.as_bytes(), 1)?;
+        AuthReply::decode(&reply.body)
+            .ok_or_else(|| ClientError::InvalidReply(format!("an authenticate reply of {} bytes", reply.body.len())))
     }
 
     /// Requests sent whose replies have not been received.
@@ -112,9 +230,17 @@ impl Client {
         let (id, operation) =
             self.in_flight.pop_front().ok_or_else(|| ClientError::InvalidReply("no request in flight".into()))?;
         let mut raw = [0u8; HEADER_SIZE];
-        self.stream.read_exact(&mut raw)?;
+        self.stream.read_exact(&mut raw).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => {
+                ClientError::Io(std::io::Error::new(e.kind(), "the server closed the connection before replying"))
+            }
+            _ => ClientError::Io(e),
+        })?;
         let header = Header::decode(&raw).map_err(|e| ClientError::InvalidReply(e.to_string()))?;
-        if header.kind != Kind::Reply || header.request_id != id || header.operation != operation {
+        // Request id 0 with an error: the server refused the connection
+        // itself (too many connections, TLS required) before any request.
+        let refusal = header.kind == Kind::Reply && header.request_id == 0 && header.status != 0;
+        if !refusal && (header.kind != Kind::Reply || header.request_id != id || header.operation != operation) {
             return Err(ClientError::InvalidReply(format!(
                 "expected the reply to request {id} (operation {operation}), got request {} (operation {})",
                 header.request_id, header.operation
@@ -215,7 +341,7 @@ pub fn decode_records<T: bytemuck::Pod>(reply: &Reply) -> Result<Vec<T>> {
 }
 
 /// `write_all` over several buffers without joining them.
-fn write_all_vectored(stream: &mut TcpStream, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+fn write_all_vectored(stream: &mut Stream, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
     while !bufs.is_empty() {
         match stream.write_vectored(bufs) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),

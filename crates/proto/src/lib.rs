@@ -7,7 +7,7 @@
 //! 4..8   header_crc u32 = crc32c(header[8..64])
 //! 8..10  version u16 = 1
 //! 10     kind u8: 1 request, 2 reply
-//! 11     operation u8: 0 ping, else bursar_core::Operation
+//! 11     operation u8: 0 ping, 128 authenticate, else bursar_core::Operation
 //! 12..14 status u16: requests 0; replies 0 = ok, else a ProtocolError code
 //! 14..16 reserved u16 = 0
 //! 16..24 request_id u64, chosen by the client, echoed in the reply
@@ -22,6 +22,12 @@
 //! queries the records found; for an error status a UTF-8 message.
 //! A client may send several requests before reading replies (pipelining);
 //! replies come back in request order.
+//!
+//! A connection starts unauthenticated: its first request must be
+//! `authenticate` (body: the API key's secret), else everything but `ping`
+//! is refused with `unauthenticated`. The ok reply's body is
+//! [`AuthReply`]. This op and its two errors were added within version 1:
+//! the framing is unchanged, so the version stays 1.
 
 use bursar_core::records::BATCH_EVENTS_MAX;
 use bursar_core::{EventResult, Operation};
@@ -35,6 +41,11 @@ pub const BODY_MAX: usize = (1 << 20) - HEADER_SIZE;
 pub const MESSAGE_MAX: usize = 4096;
 /// The ping operation code: an empty request answered when the server is ready.
 pub const PING: u8 = 0;
+/// The authenticate operation code: the body is an API key's secret.
+/// Codes from 128 up are protocol operations, never `Operation`s.
+pub const AUTHENTICATE: u8 = 128;
+/// Longest secret an authenticate body may hold.
+pub const AUTH_TOKEN_MAX: usize = 256;
 
 const _: () = assert!(BATCH_EVENTS_MAX * 128 <= BODY_MAX);
 
@@ -141,6 +152,7 @@ impl Header {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RequestOp {
     Ping,
+    Authenticate,
     Op(Operation),
 }
 
@@ -149,6 +161,7 @@ impl RequestOp {
     pub fn code(self) -> u8 {
         match self {
             RequestOp::Ping => PING,
+            RequestOp::Authenticate => AUTHENTICATE,
             RequestOp::Op(op) => op as u8,
         }
     }
@@ -162,6 +175,10 @@ pub fn check_request(h: &Header, body: &[u8]) -> Result<RequestOp, ProtocolError
     h.check_body(body)?;
     if h.operation == PING {
         return if body.is_empty() && h.count == 0 { Ok(RequestOp::Ping) } else { Err(ProtocolError::InvalidBodySize) };
+    }
+    if h.operation == AUTHENTICATE {
+        let fits = (1..=AUTH_TOKEN_MAX).contains(&body.len()) && h.count == 1;
+        return if fits { Ok(RequestOp::Authenticate) } else { Err(ProtocolError::InvalidBodySize) };
     }
     let op =
         Operation::from_code(h.operation).filter(|op| op.binary_allowed()).ok_or(ProtocolError::UnknownOperation)?;
@@ -178,6 +195,34 @@ pub fn check_request(h: &Header, body: &[u8]) -> Result<RequestOp, ProtocolError
         return Err(ProtocolError::InvalidBodySize);
     }
     Ok(RequestOp::Op(op))
+}
+
+/// The body of an ok reply to `authenticate`: who the key is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuthReply {
+    pub key_id: u64,
+    /// `bursar_core::service::keys::Role` code.
+    pub role: u8,
+    /// Ledgers the key is restricted to; zero means every ledger.
+    pub ledgers: u8,
+}
+
+impl AuthReply {
+    pub const SIZE: usize = 16;
+
+    pub fn encode(&self) -> [u8; AuthReply::SIZE] {
+        let mut b = [0u8; AuthReply::SIZE];
+        b[0..8].copy_from_slice(&self.key_id.to_le_bytes());
+        b[8] = self.role;
+        b[9] = self.ledgers;
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<AuthReply> {
+        let b: &[u8; AuthReply::SIZE] = b.try_into().ok()?;
+        let key_id = u64::from_le_bytes(b[0..8].try_into().expect("invariant: 8 of 16 bytes"));
+        Some(AuthReply { key_id, role: b[8], ledgers: b[9] })
+    }
 }
 
 /// Size of one record in a successful reply to `op`.
@@ -255,6 +300,9 @@ protocol_errors! {
     ShuttingDown = 10, "shutting_down", true => "The server is shutting down.",
     Internal = 11, "internal_error", true => "The server failed; the request may or may not have been applied.",
     OutcomeUnknown = 12, "outcome_unknown", false => "Cluster mode: the write's commit to the replicated log was not confirmed in time; it may or may not be applied, so look it up before retrying.",
+    Unauthenticated = 13, "unauthenticated", false => "Authenticate first with an active API key; the server closes the connection after 3 failures or once its key is revoked.",
+    Forbidden = 14, "forbidden", false => "The key's role or ledgers do not allow this request; the message names the reason.",
+    TlsRequired = 15, "tls_required", true => "This port serves TLS only; connect with TLS.",
     NotApplied = 20, "not_applied", false => "Cluster mode: the replicas refused the log entry holding this write (for example, it came from an earlier run of this replica); nothing was applied, so retrying is safe.",
 }
 
@@ -320,6 +368,46 @@ mod tests {
         let crc = crc32c::crc32c(&big[8..]);
         big[4..8].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(Header::decode(&big), Err(ProtocolError::BodyTooLarge));
+    }
+
+    #[test]
+    fn authenticate_frames_are_checked() {
+        let check = |body: &[u8], count: u32| {
+            let h = Header::decode(&Header::request(AUTHENTICATE, 1, body, count).encode())?;
+            check_request(&h, body)
+        };
+        assert_eq!(check(b"bsk_secret", 1), Ok(RequestOp::Authenticate));
+        assert_eq!(check(b"", 1), Err(ProtocolError::InvalidBodySize));
+        assert_eq!(check(b"bsk_secret", 0), Err(ProtocolError::InvalidBodySize));
+        assert_eq!(check(&[b'a'; AUTH_TOKEN_MAX + 1], 1), Err(ProtocolError::InvalidBodySize));
+        let reply = AuthReply { key_id: 7, role: 2, ledgers: 3 };
+        assert_eq!(AuthReply::decode(&reply.encode()), Some(reply));
+        assert_eq!(AuthReply::decode(&[0; 15]), None);
+    }
+
+    #[test]
+    fn random_authenticate_frames_never_panic() {
+        // A fixed-seed xorshift: reproducible, no dependency.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 300) as usize;
+            let body: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            let mut raw = Header::request(AUTHENTICATE, next(), &body, (next() % 3) as u32).encode();
+            // Damage a random header byte half of the time.
+            if next() % 2 == 0 {
+                raw[(next() % HEADER_SIZE as u64) as usize] = next() as u8;
+            }
+            if let Ok(h) = Header::decode(&raw) {
+                let _ = check_request(&h, &body);
+            }
+            let _ = AuthReply::decode(&body);
+        }
     }
 
     #[test]

@@ -542,6 +542,10 @@ impl Engine {
         use bursar_core::service::webhooks::WebhookFilter;
         let op = match r.op {
             RequestOp::Ping => return ok_response(PING, r.request_id, 0, Vec::new()),
+            RequestOp::Authenticate => {
+                let why = "authenticate is answered by the listener";
+                return error_response(r.op.code(), r.request_id, ProtocolError::UnknownOperation, why);
+            }
             RequestOp::Op(op) => op,
         };
         let code = op as u8;

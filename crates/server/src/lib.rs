@@ -10,6 +10,7 @@ pub mod node;
 pub mod rate_limit;
 pub mod recovery;
 pub mod replication;
+pub mod session;
 pub mod snapshotter;
 pub mod verify;
 

@@ -3,7 +3,7 @@
 
 use crate::engine::{Engine, EngineLog, EngineMsg, KeyTable, OwnedEnvelope, Request, fatal_storage_error};
 use crate::gate::Gate;
-use crate::net::{NetLimits, serve};
+use crate::net::{Listener, NetLimits, serve};
 use crate::recovery::recover;
 use crate::replication::Replicator;
 use crate::snapshotter::SnapshotTrigger;
@@ -17,7 +17,10 @@ use tokio::sync::{mpsc, watch};
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
     pub data_dir: PathBuf,
-    pub listen: SocketAddr,
+    /// The binary protocol's address; `None` serves no binary protocol.
+    pub listen: Option<SocketAddr>,
+    /// Serve the binary protocol over TLS.
+    pub binary_tls: Option<crate::net::Tls>,
     /// Roll to a new log segment after this many bytes.
     pub segment_bytes: u64,
     /// Take a snapshot after this many bytes of log.
@@ -36,7 +39,8 @@ impl NodeConfig {
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> NodeConfig {
         NodeConfig {
             data_dir,
-            listen,
+            listen: Some(listen),
+            binary_tls: None,
             segment_bytes: 256 << 20,
             snapshot_every_bytes: 256 << 20,
             queue_depth: 256,
@@ -92,7 +96,7 @@ pub struct NodeHandle {
 }
 
 pub struct Node {
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
     keys: KeyTable,
     engine_tx: mpsc::Sender<EngineMsg>,
     stop_tx: watch::Sender<bool>,
@@ -214,12 +218,24 @@ impl Node {
         }
         let needs_admin =
             if clustered { keys.read().unwrap_or_else(|e| e.into_inner()).is_empty() } else { needs_admin };
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(config.listen))
-            .map_err(|source| NodeError::Listen { addr: config.listen, source })?;
-        let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(false);
-        runtime.spawn(serve(listener, engine_tx.clone(), config.net.clone(), stop_rx.clone()));
+        let addr = match config.listen {
+            Some(listen) => {
+                let listener = runtime
+                    .block_on(tokio::net::TcpListener::bind(listen))
+                    .map_err(|source| NodeError::Listen { addr: listen, source })?;
+                let shared = Listener {
+                    engine: engine_tx.clone(),
+                    keys: keys.clone(),
+                    limits: config.net.clone(),
+                    tls: config.binary_tls.clone(),
+                };
+                let addr = listener.local_addr()?;
+                runtime.spawn(serve(listener, shared, stop_rx.clone()));
+                Some(addr)
+            }
+            None => None,
+        };
         runtime.spawn(tick(engine_tx.clone(), stop_rx));
         if needs_admin {
             report.admin_key = Some(bootstrap_admin_key(&engine_tx, config.admin_key.clone(), clustered)?);
@@ -254,8 +270,46 @@ impl Node {
         }
     }
 
+    /// The binary protocol's address.
+    ///
+    /// # Panics
+    /// If the node was configured without one (`listen: None`): a
+    /// programming error of the caller, who chose that; see `binary_addr`.
     pub fn local_addr(&self) -> SocketAddr {
+        self.addr.expect("invariant: local_addr is called only on nodes configured with a binary listener")
+    }
+
+    /// The binary protocol's address, if it is served.
+    pub fn binary_addr(&self) -> Option<SocketAddr> {
         self.addr
+    }
+
+    /// Creates an API key through the log (like `POST /v1/keys`) and returns
+    /// its secret: for embedded tools, such as `bursar bench`, and tests.
+    pub fn create_key(
+        &self,
+        role: bursar_core::service::keys::Role,
+        ledgers: &[u32],
+        name: &str,
+    ) -> Result<String, NodeError> {
+        let token = crate::keys::generate_token();
+        let failed = |why: String| NodeError::Recovery(format!("creating an API key failed: {why}"));
+        let event = bursar_core::service::keys::KeyEvent::new(
+            crate::keys::generate_key_id(),
+            crate::keys::token_hash(&token),
+            role,
+            ledgers,
+            name,
+        )
+        .ok_or_else(|| failed("invalid name or ledgers".into()))?;
+        let envelope = OwnedEnvelope { route: "EMBEDDED create key".into(), ..Default::default() };
+        let response =
+            submit(&self.engine_tx, bursar_core::Operation::CreateKeys, bytemuck::bytes_of(&event).to_vec(), envelope)
+                .map_err(failed)?;
+        if response.status != 0 || response.count != 0 {
+            return Err(failed(format!("status {} with {} results", response.status, response.count)));
+        }
+        Ok(token)
     }
 
     pub fn report(&self) -> &StartReport {
@@ -362,23 +416,30 @@ fn bootstrap_admin_key(
     }
     let id = if clustered { crate::keys::key_id_from_token(&token) } else { crate::keys::generate_key_id() };
     let event = crate::keys::admin_key_event(id, &token);
-    let (tx, rx) = tokio::sync::oneshot::channel();
     let envelope = OwnedEnvelope { route: "BOOTSTRAP admin key".into(), ..Default::default() };
-    let request = Request {
-        op: bursar_proto::RequestOp::Op(bursar_core::Operation::CreateKeys),
-        request_id: 0,
-        body: bytemuck::bytes_of(&event).to_vec(),
-        envelope: Some(envelope),
-        reply: tx,
-    };
     let failed = |why: String| NodeError::Recovery(format!("creating the first admin key failed: {why}"));
-    engine.blocking_send(EngineMsg::Request(request)).map_err(|e| failed(e.to_string()))?;
-    let response = rx.blocking_recv().map_err(|e| failed(e.to_string()))?;
+    let body = bytemuck::bytes_of(&event).to_vec();
+    let response = submit(engine, bursar_core::Operation::CreateKeys, body, envelope).map_err(failed)?;
     let exists_already = clustered && response.status == 0 && response.count == 1;
     if response.status != 0 || (response.count != 0 && !exists_already) {
         return Err(failed(format!("status {} with {} results", response.status, response.count)));
     }
     Ok((token, generated))
+}
+
+/// Sends one enveloped write to the engine and waits for its reply (from a
+/// thread outside the runtime).
+fn submit(
+    engine: &mpsc::Sender<EngineMsg>,
+    operation: bursar_core::Operation,
+    body: Vec<u8>,
+    envelope: OwnedEnvelope,
+) -> Result<crate::gate::Response, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let op = bursar_proto::RequestOp::Op(operation);
+    let request = Request { op, request_id: 0, body, envelope: Some(envelope), reply: tx };
+    engine.blocking_send(EngineMsg::Request(request)).map_err(|e| e.to_string())?;
+    rx.blocking_recv().map_err(|e| e.to_string())
 }
 
 /// Wakes the engine regularly so that due pending transfers expire even

@@ -126,7 +126,9 @@ fn start(dir: &tempfile::TempDir, log: &MemoryLog) -> (Node, Client) {
     let mut config = NodeConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
     config.admin_key = Some("commit-wait-admin-key-0123456789abcdef".into());
     let node = Node::start_with(config, Some(Box::new(log.clone()))).expect("the replica starts");
-    let mut c = Client::connect(node.local_addr(), &ClientOptions { timeout: Duration::from_secs(30) }).unwrap();
+    let key = Some("commit-wait-admin-key-0123456789abcdef".to_string());
+    let options = ClientOptions { timeout: Duration::from_secs(30), key, ..Default::default() };
+    let mut c = Client::connect(node.local_addr(), &options).unwrap();
     let usd = Ledger { id: 1, scale: 2, asset: Ledger::pack_asset("USD").unwrap(), ..Default::default() };
     assert!(c.create_ledgers(&[usd]).unwrap().is_empty(), "delivered entries answer normally");
     (node, c)

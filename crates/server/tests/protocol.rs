@@ -10,12 +10,18 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+/// The first admin key; it may also write over the binary protocol.
+const ADMIN: &str = "protocol-test-admin-key-0123456789abcdef";
+
 fn start(dir: &std::path::Path) -> Node {
-    Node::start(NodeConfig::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap())).expect("node starts")
+    let mut config = NodeConfig::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
+    config.admin_key = Some(ADMIN.into());
+    Node::start(config).expect("node starts")
 }
 
 fn client(node: &Node) -> Client {
-    Client::connect(node.local_addr(), &ClientOptions { timeout: Duration::from_secs(10) }).unwrap()
+    let options = ClientOptions { timeout: Duration::from_secs(10), key: Some(ADMIN.into()), ..Default::default() };
+    Client::connect(node.local_addr(), &options).unwrap()
 }
 
 fn seed(c: &mut Client) {
@@ -125,6 +131,9 @@ fn bad_frames_get_errors_and_the_server_keeps_serving() {
 
     // Errors that keep the framing intact keep the connection open.
     let mut s = raw(&node);
+    s.write_all(&Header::request(bursar_proto::AUTHENTICATE, 0, ADMIN.as_bytes(), 1).encode()).unwrap();
+    s.write_all(ADMIN.as_bytes()).unwrap();
+    assert_eq!(read_reply(&mut s).0.status, 0, "authenticated");
     let body = bursar_core::records::encode_all(&[transfer(50, 1, 2, 1)]).to_vec();
     let cases: Vec<(Vec<u8>, Vec<u8>, ProtocolError)> = vec![
         (Header::request(99, 1, &body, 1).encode().to_vec(), body.clone(), ProtocolError::UnknownOperation),

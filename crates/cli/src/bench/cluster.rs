@@ -46,6 +46,7 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<()> {
         inflight: args.inflight as usize,
         seed: args.seed,
         ids: Ids { run: args.seed },
+        key: Some(crate::chaos::procs::ADMIN_KEY.to_string()),
     };
     load::setup(&addr, &p)?;
     let outcome = load::run(&addr, &p, true)?;

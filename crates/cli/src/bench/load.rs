@@ -1,6 +1,6 @@
 //! Drives load through the client protocol and checks the result.
 
-use super::workload::{Distribution, Generator, Ids, Tally, account, bench_ledger};
+use super::workload::{BENCH_LEDGER, Distribution, Generator, Ids, Tally, account, bench_ledger};
 use anyhow::{Context, bail};
 use bursar_client::{Client, ClientOptions, decode_records};
 use bursar_core::records::BATCH_EVENTS_MAX;
@@ -21,6 +21,8 @@ pub struct LoadParams {
     pub inflight: usize,
     pub seed: u64,
     pub ids: Ids,
+    /// The API key the connections authenticate with.
+    pub key: Option<String>,
 }
 
 pub struct LoadOutcome {
@@ -29,17 +31,27 @@ pub struct LoadOutcome {
     pub tally: Tally,
 }
 
-fn connect(addr: &str) -> anyhow::Result<Client> {
-    Client::connect(addr, &ClientOptions { timeout: Duration::from_secs(120) })
-        .with_context(|| format!("connecting to {addr}"))
+fn connect(addr: &str, p: &LoadParams) -> anyhow::Result<Client> {
+    let options = ClientOptions { timeout: Duration::from_secs(120), key: p.key.clone(), ..Default::default() };
+    Client::connect(addr, &options).with_context(|| format!("connecting to {addr}"))
 }
 
-/// Creates the bench ledger and the run's accounts.
+/// Creates the bench ledger (unless it exists) and the run's accounts.
 pub fn setup(addr: &str, p: &LoadParams) -> anyhow::Result<()> {
-    let mut client = connect(addr)?;
-    for r in client.create_ledgers(&[bench_ledger()])? {
-        if r.code != CreateLedgerResult::Exists.code() {
-            bail!("creating the bench ledger failed: {:?}", CreateLedgerResult::from_code(r.code));
+    let mut client = connect(addr, p)?;
+    let exists = client.list_ledgers(BENCH_LEDGER - 1, 1)?.first().is_some_and(|l| l.id == BENCH_LEDGER);
+    if !exists {
+        let created = client.create_ledgers(&[bench_ledger()]).map_err(|e| match e.protocol_error() {
+            Some(bursar_proto::ProtocolError::Forbidden) => anyhow::anyhow!(
+                "the bench ledger {BENCH_LEDGER} does not exist and this key may not create it: \
+                 create it with an admin key (POST /v1/ledgers) or pass an admin key"
+            ),
+            _ => e.into(),
+        })?;
+        for r in created {
+            if r.code != CreateLedgerResult::Exists.code() {
+                bail!("creating the bench ledger failed: {:?}", CreateLedgerResult::from_code(r.code));
+            }
         }
     }
     let mut start = 0;
@@ -113,7 +125,7 @@ fn client_loop(
     range: std::ops::Range<u64>,
     acked: &AtomicU64,
 ) -> ClientResult {
-    let mut conn = connect(addr)?;
+    let mut conn = connect(addr, p)?;
     let mut generator =
         Generator::new(p.distribution, p.accounts, p.seed.wrapping_mul(0x9E37_79B9).wrapping_add(client));
     let mut tally = Tally::new(p.accounts);
@@ -163,7 +175,7 @@ pub(super) fn report_progress(acked: &AtomicU64, done: &AtomicBool) {
 
 /// Looks every account of the run up and compares it with the tally.
 pub fn check_balances(addr: &str, p: &LoadParams, tally: &Tally) -> anyhow::Result<()> {
-    let mut client = connect(addr)?;
+    let mut client = connect(addr, p)?;
     let mut accounts = Vec::with_capacity(p.accounts as usize);
     let mut start = 0;
     while start < p.accounts {

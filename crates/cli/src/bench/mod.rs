@@ -14,6 +14,7 @@ mod relay_nats;
 mod workload;
 
 use anyhow::{Context, bail};
+use bursar_core::service::keys::Role;
 use bursar_server::{Node, NodeConfig};
 use load::LoadParams;
 use std::path::PathBuf;
@@ -75,7 +76,9 @@ pub struct LoadArgs {
     /// Idempotency-Key per request); --addr is then the HTTP address.
     #[arg(long)]
     http: bool,
-    /// With --http --addr: an admin API key (creates the ledger and an operator key).
+    /// With --addr: the API key. Binary protocol: an operator key (or an
+    /// admin key, which may also create the bench ledger). With --http: an
+    /// admin key (creates the ledger and an operator key).
     #[arg(long, env = "BURSAR_KEY", hide_env_values = true)]
     key: Option<String>,
     /// Embedded server: take a snapshot after this many MiB of log.
@@ -96,6 +99,7 @@ impl LoadArgs {
             inflight: self.inflight as usize,
             seed: self.seed,
             ids: Ids { run },
+            key: self.key.clone(),
         }
     }
 }
@@ -116,6 +120,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 fn throughput(args: LoadArgs) -> anyhow::Result<()> {
     let temp;
+    let mut p = args.params();
+    let mut setup = p.clone();
     let (addr, node) = match &args.addr {
         Some(addr) => (addr.clone(), None),
         None => {
@@ -131,11 +137,14 @@ fn throughput(args: LoadArgs) -> anyhow::Result<()> {
             let node =
                 Node::start(config).with_context(|| format!("starting an embedded server in {}", dir.display()))?;
             eprintln!("bench: embedded server on {} (data dir {})", node.local_addr(), dir.display());
+            // The admin key creates the ledger; transfers go as an operator,
+            // as a production client would.
+            setup.key = Some(node.create_key(Role::Admin, &[], "bench setup")?);
+            p.key = Some(node.create_key(Role::Operator, &[], "bench")?);
             (node.local_addr().to_string(), Some(node))
         }
     };
-    let p = args.params();
-    load::setup(&addr, &p)?;
+    load::setup(&addr, &setup)?;
     let outcome = load::run(&addr, &p, true)?;
     let check = load::check_balances(&addr, &p, &outcome.tally);
     let rss_mb = peak_rss_mb();

@@ -57,6 +57,7 @@ pub fn run(args: ProjectPostgresArgs) -> anyhow::Result<()> {
         inflight: 4,
         seed: args.seed,
         ids: Ids { run },
+        key: Some(admin.clone()),
     };
     load::setup(&addr, &p)?;
     let outcome = load::run(&addr, &p, false)?;

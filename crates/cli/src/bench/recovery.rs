@@ -27,9 +27,12 @@ pub fn run(args: RecoveryArgs) -> anyhow::Result<()> {
     let addr = format!("127.0.0.1:{port}");
     let timeout = Duration::from_secs(args.timeout_seconds);
 
-    let mut server = spawn_server(&dir, &addr, &temp.path().join("server-1.log"))?;
+    // A fresh data directory takes this as its first admin key.
+    let admin = bursar_server::keys::generate_token();
+    let mut server = spawn_server(&dir, &addr, &admin, &temp.path().join("server-1.log"))?;
     wait_ready(&addr, &mut server, timeout)?;
-    let p = args.load.params();
+    let mut p = args.load.params();
+    p.key = Some(args.load.key.clone().unwrap_or(admin.clone()));
     load::setup(&addr, &p)?;
     let outcome = load::run(&addr, &p, true)?;
     eprintln!(
@@ -40,7 +43,7 @@ pub fn run(args: RecoveryArgs) -> anyhow::Result<()> {
     server.wait()?;
 
     let restarted = Instant::now();
-    let mut server = spawn_server(&dir, &addr, &temp.path().join("server-2.log"))?;
+    let mut server = spawn_server(&dir, &addr, &admin, &temp.path().join("server-2.log"))?;
     wait_ready(&addr, &mut server, timeout)?;
     let ready = restarted.elapsed();
     let check = load::check_balances(&addr, &p, &outcome.tally);
@@ -54,13 +57,14 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-pub fn spawn_server(dir: &Path, addr: &str, log: &Path) -> anyhow::Result<Child> {
+pub fn spawn_server(dir: &Path, addr: &str, admin_key: &str, log: &Path) -> anyhow::Result<Child> {
     let exe: PathBuf = std::env::current_exe().context("locating the bursar binary")?;
     let log = std::fs::File::create(log)?;
     Command::new(exe)
         .args(["start", "--data-dir"])
         .arg(dir)
         .args(["--addr", addr])
+        .env("BURSAR_ADMIN_KEY", admin_key)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -69,7 +73,7 @@ pub fn spawn_server(dir: &Path, addr: &str, log: &Path) -> anyhow::Result<Child>
 
 pub fn wait_ready(addr: &str, server: &mut Child, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
-    let options = ClientOptions { timeout: Duration::from_secs(5) };
+    let options = ClientOptions { timeout: Duration::from_secs(5), ..Default::default() };
     loop {
         if let Some(status) = server.try_wait()? {
             bail!("the server exited with {status} before it was ready");

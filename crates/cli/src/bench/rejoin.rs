@@ -63,6 +63,7 @@ pub fn run(args: RejoinBenchArgs) -> anyhow::Result<()> {
         inflight: args.inflight as usize,
         seed: args.seed,
         ids: Ids { run: args.seed },
+        key: Some(crate::chaos::procs::ADMIN_KEY.to_string()),
     };
     load::setup(&addrs[0], &p)?;
     let outcome = load::run(&addrs[0], &p, true)?;

@@ -56,6 +56,7 @@ pub fn run(args: RelayNatsArgs) -> anyhow::Result<()> {
         inflight: 4,
         seed: 42,
         ids: Ids { run: bursar_server::engine::now_nanos() >> 10 },
+        key: node.report().admin_key.as_ref().map(|(k, _)| k.clone()),
     };
     eprintln!("bench: writing {} transfers (node in {})", args.transfers, dir.display());
     load::setup(&addr, &params)?;

@@ -262,7 +262,8 @@ fn op(t: &Transfer, outcome: Outcome) -> Op {
 }
 
 pub fn connect(addr: &str) -> bursar_client::Result<Client> {
-    Client::connect(addr, &ClientOptions { timeout: CLIENT_TIMEOUT })
+    let key = Some(super::procs::ADMIN_KEY.to_string());
+    Client::connect(addr, &ClientOptions { timeout: CLIENT_TIMEOUT, key, ..Default::default() })
 }
 
 /// The cached connection to a replica, connecting lazily; `None` while

@@ -159,7 +159,7 @@ impl Procs {
     /// Waits until replica `i` answers a ping; fails if it exits first.
     pub fn wait_ready(&mut self, i: usize) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
-        let options = ClientOptions { timeout: Duration::from_secs(5) };
+        let options = ClientOptions { timeout: Duration::from_secs(5), ..Default::default() };
         loop {
             let r = &mut self.replicas[i];
             let Some(child) = r.child.as_mut() else { return Err(format!("replica {} is not running", r.name)) };

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 pub fn populate(config: NodeConfig) {
     let node = Node::start(config).unwrap();
-    let mut c = Client::connect(node.local_addr(), &ClientOptions { timeout: Duration::from_secs(10) }).unwrap();
+    let key = node.create_key(bursar_core::service::keys::Role::Admin, &[], "small ledger").unwrap();
+    let options = ClientOptions { timeout: Duration::from_secs(10), key: Some(key), ..Default::default() };
+    let mut c = Client::connect(node.local_addr(), &options).unwrap();
     let usd = Ledger { id: 1, scale: 2, asset: Ledger::pack_asset("USD").unwrap(), ..Default::default() };
     assert!(c.create_ledgers(&[usd]).unwrap().is_empty());
     let accounts: Vec<Account> = (1..=4).map(|id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();

@@ -60,7 +60,9 @@ pub struct AuditRecord {
     /// Log time of the entry that carried the request.
     pub timestamp: u64,
     pub log_position: u64,
-    /// The API key that made the request; 0 for the binary protocol.
+    /// The API key that made the request (HTTP or binary protocol); 0 for
+    /// the in-process workflow executor and entries logged before binary
+    /// writes carried keys.
     pub key_id: u64,
     pub operation: u8,
     pub outcome: AuditOutcome,
