@@ -12,6 +12,7 @@ pub mod log_stream;
 pub mod replica;
 pub mod snapshot_objects;
 
+use bursar_nats::{NatsEndpoint, NatsSecurity};
 use std::time::Duration;
 
 pub use bootstrap::bootstrap_if_empty;
@@ -20,8 +21,9 @@ pub use replica::{ClusterHandle, JetStreamReplicator};
 /// How a replica reaches the cluster and names what it shares there.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
-    /// NATS server URLs, comma-separated.
-    pub urls: String,
+    /// The NATS servers (comma-separated URLs, credentials allowed) and
+    /// the security options; its `Debug` never shows a secret.
+    pub nats: NatsEndpoint,
     /// This replica's id, unique in the cluster (1, 2, 3, ...).
     pub node_id: u32,
     /// The log stream.
@@ -43,7 +45,7 @@ pub struct ClusterConfig {
 impl ClusterConfig {
     pub fn new(urls: String, node_id: u32) -> ClusterConfig {
         ClusterConfig {
-            urls,
+            nats: NatsEndpoint::new(urls, NatsSecurity::default()),
             node_id,
             stream: "BURSAR_LOG".into(),
             replicas: 3,
