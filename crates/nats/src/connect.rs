@@ -87,7 +87,14 @@ impl NatsEndpoint {
             let config = files::client_tls(self.security.ca_file.as_deref(), client_cert)?;
             options = options.require_tls(true).tls_client_config(config);
         }
-        Ok(NatsTarget { servers: list.servers, options, shown: self.redacted(), auth, tls, security: self.security.clone() })
+        Ok(NatsTarget {
+            servers: list.servers,
+            options,
+            shown: self.redacted(),
+            auth,
+            tls,
+            security: self.security.clone(),
+        })
     }
 
     /// [`NatsEndpoint::prepare`] then [`NatsTarget::connect`].
@@ -201,7 +208,10 @@ impl NatsTarget {
         match e.kind() {
             ConnectErrorKind::AuthorizationViolation => NatsError::new(
                 NatsErrorKind::AuthRefused,
-                format!("the NATS server at {at} refused the credentials (authorization violation): {}", self.auth.describe()),
+                format!(
+                    "the NATS server at {at} refused the credentials (authorization violation): {}",
+                    self.auth.describe()
+                ),
             ),
             ConnectErrorKind::Authentication => NatsError::new(
                 NatsErrorKind::AuthRefused,

@@ -69,10 +69,7 @@ fn certificates(path: &Path, option: &str) -> Result<Vec<CertificateDer<'static>
 
 /// The client TLS configuration: trusted CAs, and the client certificate
 /// for mutual TLS when both files are given. Ring is the only provider.
-pub fn client_tls(
-    ca_file: Option<&Path>,
-    client: Option<(&Path, &Path)>,
-) -> Result<ClientConfig, NatsError> {
+pub fn client_tls(ca_file: Option<&Path>, client: Option<(&Path, &Path)>) -> Result<ClientConfig, NatsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -57,7 +57,8 @@ pub fn parse_servers(urls: &str) -> Result<ServerList, NatsError> {
             format!("{} NATS server URLs given; at most {MAX_URLS}", items.len()),
         ));
     }
-    let mut list = ServerList { servers: Vec::with_capacity(items.len()), credentials: UrlCredentials::None, tls: false };
+    let mut list =
+        ServerList { servers: Vec::with_capacity(items.len()), credentials: UrlCredentials::None, tls: false };
     for (i, item) in items.iter().enumerate() {
         let (server, credentials) = parse_one(item)?;
         if i == 0 {
@@ -95,7 +96,9 @@ fn parse_one(item: &str) -> Result<(ServerAddr, UrlCredentials), NatsError> {
     }
     let credentials = credentials_of(&url).map_err(bad)?;
     // Infallible for URLs with a host (checked above); the Err carries no data.
-    url.set_username("").and_then(|()| url.set_password(None)).map_err(|()| bad("cannot remove the user info".into()))?;
+    url.set_username("")
+        .and_then(|()| url.set_password(None))
+        .map_err(|()| bad("cannot remove the user info".into()))?;
     let server = ServerAddr::from_url(url).map_err(|e| bad(e.to_string()))?;
     Ok((server, credentials))
 }
@@ -148,11 +151,9 @@ mod tests {
 
     #[test]
     fn user_password_and_token_are_taken_out_of_the_urls() {
-        let list = parse_servers("nats://bursar:s3cr%40t@127.0.0.1:4222, nats://bursar:s3cr%40t@127.0.0.1:4223").unwrap();
-        assert_eq!(
-            list.credentials,
-            UrlCredentials::UserPassword { user: "bursar".into(), password: "s3cr@t".into() }
-        );
+        let list =
+            parse_servers("nats://bursar:s3cr%40t@127.0.0.1:4222, nats://bursar:s3cr%40t@127.0.0.1:4223").unwrap();
+        assert_eq!(list.credentials, UrlCredentials::UserPassword { user: "bursar".into(), password: "s3cr@t".into() });
         let shown: Vec<&str> = list.servers.iter().map(|s| s.as_url_str()).collect();
         assert_eq!(shown, ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]);
         assert!(!list.tls);

@@ -42,11 +42,8 @@ impl Ca {
         let mut params = CertificateParams::new(names).map_err(|e| e.to_string())?;
         params.distinguished_name.push(DnType::CommonName, name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![if server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
+        params.extended_key_usages =
+            vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
         let key = KeyPair::generate().map_err(|e| e.to_string())?;
         let cert = params.signed_by(&key, &self.issuer).map_err(|e| e.to_string())?;
         Ok((cert.pem(), key.serialize_pem()))
