@@ -77,7 +77,7 @@ fn an_empty_replica_bootstraps_from_the_newest_snapshot_and_the_log_tail() {
     let replicas: Vec<Replica> = (1..=3).map(|node| Replica::new(tmp.path(), node, false)).collect();
     let start = |r: &Replica| start(r, &urls, ADMIN, &["--snapshot-every-mib", "1"]);
     let mut procs: Vec<Option<Proc>> = replicas.iter().map(|r| Some(start(r))).collect();
-    let mut c1 = connect(&replicas[0].addr).unwrap();
+    let mut c1 = connect(&replicas[0].addr, ADMIN).unwrap();
     setup(&mut c1);
     let mut next = 1;
     write(&mut c1, 30, &mut next);
@@ -99,7 +99,7 @@ fn an_empty_replica_bootstraps_from_the_newest_snapshot_and_the_log_tail() {
     write(&mut c1, 2, &mut next);
 
     let expected = balances(&mut c1);
-    let mut c3 = connect(&replicas[2].addr).unwrap();
+    let mut c3 = connect(&replicas[2].addr, ADMIN).unwrap();
     wait_for("replica 3 has replica 1's balances", Duration::from_secs(60), || balances(&mut c3) == expected);
     let moved: u128 = expected.iter().map(|b| b[1]).sum();
     eprintln!("balances equal on replicas 1 and 3: {} accounts, {moved} debited, {} transfers", ACCOUNTS, next - 1);

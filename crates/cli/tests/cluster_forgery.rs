@@ -125,7 +125,7 @@ fn forged_garbage_and_replayed_log_entries_are_refused_by_every_replica() {
     let replicas: Vec<Replica> = (1..=3).map(|node| Replica::new(tmp.path(), node, true)).collect();
     let start = |r: &Replica| start(r, &urls, ADMIN_KEY, &[]);
     let mut procs: Vec<Option<Proc>> = replicas.iter().map(|r| Some(start(r))).collect();
-    let mut c1 = connect(&replicas[0].addr).unwrap();
+    let mut c1 = connect(&replicas[0].addr, ADMIN_KEY).unwrap();
     setup(&mut c1);
     assert!(c1.create_transfers(&[transfer(1, 100)]).unwrap().is_empty());
     let genuine = c1.lookup_transfers(&[1]).unwrap()[0];
@@ -140,10 +140,10 @@ fn forged_garbage_and_replayed_log_entries_are_refused_by_every_replica() {
     eprintln!("published {labels:?} at positions {positions:?}");
 
     // Every replica goes on: a write through replica 2 lands everywhere.
-    let mut c2 = connect(&replicas[1].addr).unwrap();
+    let mut c2 = connect(&replicas[1].addr, ADMIN_KEY).unwrap();
     assert!(c2.create_transfers(&[transfer(2, 50)]).unwrap().is_empty(), "replica 2 serves writes");
     for r in &replicas {
-        let mut c = connect(&r.addr).unwrap();
+        let mut c = connect(&r.addr, ADMIN_KEY).unwrap();
         wait_for(&format!("replica {} applies transfer 2", r.node), Duration::from_secs(60), || {
             c.lookup_transfers(&[2]).unwrap().len() == 1
         });
@@ -177,7 +177,7 @@ fn forged_garbage_and_replayed_log_entries_are_refused_by_every_replica() {
     for (i, r) in replicas.iter().enumerate() {
         procs[i].take().unwrap().stop_clean();
         procs[i] = Some(start(r));
-        let mut c = connect(&r.addr).unwrap();
+        let mut c = connect(&r.addr, ADMIN_KEY).unwrap();
         assert!(c.lookup_transfers(&[FORGED_TRANSFER]).unwrap().is_empty());
     }
     for proc in procs.iter_mut() {

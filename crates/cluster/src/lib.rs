@@ -14,6 +14,7 @@ pub mod replica;
 pub mod seal;
 pub mod snapshot_objects;
 
+use bursar_nats::{NatsEndpoint, NatsSecurity};
 use std::time::Duration;
 
 pub use bootstrap::bootstrap_if_empty;
@@ -23,8 +24,9 @@ pub use replica::{ClusterHandle, JetStreamReplicator};
 /// How a replica reaches the cluster and names what it shares there.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
-    /// NATS server URLs, comma-separated.
-    pub urls: String,
+    /// The NATS servers (comma-separated URLs, credentials allowed) and
+    /// the security options; its `Debug` never shows a secret.
+    pub nats: NatsEndpoint,
     /// This replica's id, unique in the cluster (1, 2, 3, ...).
     pub node_id: u32,
     /// The cluster keys: log entries, shared snapshots and digest records
@@ -49,7 +51,7 @@ pub struct ClusterConfig {
 impl ClusterConfig {
     pub fn new(urls: String, node_id: u32, keys: ClusterKeys) -> ClusterConfig {
         ClusterConfig {
-            urls,
+            nats: NatsEndpoint::new(urls, NatsSecurity::default()),
             node_id,
             keys,
             stream: "BURSAR_LOG".into(),

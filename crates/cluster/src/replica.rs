@@ -209,19 +209,21 @@ impl Replicator for JetStreamReplicator {
 }
 
 /// Connects to any of the cluster's servers and checks they accept entries
-/// as large as the engine proposes.
+/// as large as the engine proposes. Credentials, TLS and client
+/// certificates come from `config.nats`; a refusal says which was wrong.
 pub async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, String> {
-    let servers = bursar_relay::nats::parse_servers(&config.urls)?;
-    let options = async_nats::ConnectOptions::new()
-        .name(format!("bursar-replica-{}", config.node_id))
-        .connection_timeout(std::time::Duration::from_secs(5))
-        // A paused or partitioned server must be noticed in seconds, not
-        // the default minutes, so the replica moves to another one.
-        .ping_interval(std::time::Duration::from_secs(1));
-    let client = tokio::time::timeout(config.connect_timeout, options.connect(servers))
-        .await
-        .map_err(|_| format!("no NATS server of {} answered within {:?}", config.urls, config.connect_timeout))?
-        .map_err(|e| format!("connecting to {}: {e}", config.urls))?;
+    let node_id = config.node_id;
+    let client = config
+        .nats
+        .connect(config.connect_timeout, |options| {
+            options
+                .name(format!("bursar-replica-{node_id}"))
+                .connection_timeout(std::time::Duration::from_secs(5))
+                // A paused or partitioned server must be noticed in seconds, not
+                // the default minutes, so the replica moves to another one.
+                .ping_interval(std::time::Duration::from_secs(1))
+        })
+        .await?;
     let max_payload = client.server_info().max_payload;
     if max_payload < MAX_PAYLOAD_MIN {
         return Err(format!(

@@ -36,6 +36,7 @@
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream::StorageType};
 use bursar_http::event_reader::EventReader;
+use bursar_nats::{NatsEndpoint, NatsError, NatsSecurity};
 use bursar_workflow::resilience::Backoff;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -67,8 +68,10 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
 pub struct NatsRelayConfig {
-    /// Server URL(s), comma-separated (`nats://host:4222`, `tls://…`).
-    pub url: String,
+    /// Server URL(s), comma-separated (`nats://host:4222`, `tls://…`,
+    /// credentials allowed), and the security options. Its `Debug` and
+    /// `redacted()` never show a secret.
+    pub nats: NatsEndpoint,
     pub stream: String,
     /// Subjects are `<prefix>.<type>`.
     pub subject_prefix: String,
@@ -84,7 +87,7 @@ pub struct NatsRelayConfig {
 impl NatsRelayConfig {
     pub fn new(url: impl Into<String>) -> NatsRelayConfig {
         NatsRelayConfig {
-            url: url.into(),
+            nats: NatsEndpoint::new(url, NatsSecurity::default()),
             stream: "BURSAR_EVENTS".to_string(),
             subject_prefix: "bursar.events".to_string(),
             max_in_flight: 32_768,
@@ -178,7 +181,8 @@ impl NatsRelay {
         let disconnected = Arc::new(Notify::new());
         let client = match self.connect(disconnected.clone()).await {
             Ok(c) => c,
-            Err(e) => return SessionEnd::Retry(format!("connecting to {}: {e}", self.config.url)),
+            // The error names the (redacted) servers and what to fix.
+            Err(e) => return SessionEnd::Retry(e.to_string()),
         };
         let js = jetstream::context::ContextBuilder::new()
             .timeout(self.config.ack_timeout)
@@ -210,25 +214,27 @@ impl NatsRelay {
         }
     }
 
-    async fn connect(&self, disconnected: Arc<Notify>) -> Result<async_nats::Client, String> {
-        let servers = parse_servers(&self.config.url)?;
-        async_nats::ConnectOptions::new()
-            .name("bursar-relay")
-            .connection_timeout(self.config.ack_timeout.min(Duration::from_secs(5)))
-            // Reconnecting is the session loop's job (it re-reads the stream's end); a
-            // connection that drops ends the session instead of replaying buffered publishes.
-            .max_reconnects(Some(1))
-            .event_callback(move |event| {
-                let disconnected = disconnected.clone();
-                async move {
-                    if matches!(event, async_nats::Event::Disconnected | async_nats::Event::Closed) {
-                        disconnected.notify_one();
-                    }
-                }
+    async fn connect(&self, disconnected: Arc<Notify>) -> Result<async_nats::Client, NatsError> {
+        let attempt = self.config.ack_timeout.min(Duration::from_secs(5));
+        self.config
+            .nats
+            .connect(self.config.ack_timeout.max(attempt), |options| {
+                options
+                    .name("bursar-relay")
+                    .connection_timeout(attempt)
+                    // Reconnecting is the session loop's job (it re-reads the stream's end); a
+                    // connection that drops ends the session instead of replaying buffered publishes.
+                    .max_reconnects(Some(1))
+                    .event_callback(move |event| {
+                        let disconnected = disconnected.clone();
+                        async move {
+                            if matches!(event, async_nats::Event::Disconnected | async_nats::Event::Closed) {
+                                disconnected.notify_one();
+                            }
+                        }
+                    })
             })
-            .connect(servers)
             .await
-            .map_err(|e| e.to_string())
     }
 
     /// Publishes pages as they come, keeping up to `max_in_flight` acks
@@ -303,21 +309,6 @@ impl NatsRelay {
             }
         }
     }
-}
-
-/// The servers of a comma-separated URL list (async-nats parses one URL
-/// per string, so `a,b,c` must be split here).
-pub fn parse_servers(urls: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
-    let servers = urls
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(|u| u.parse::<async_nats::ServerAddr>().map_err(|e| format!("server URL {u:?}: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    if servers.is_empty() {
-        return Err("no NATS server URL given".to_string());
-    }
-    Ok(servers)
 }
 
 /// What a publish expects the stream to end with, checked by the server.
@@ -459,8 +450,17 @@ pub struct StoredEvent {
 /// Reads every message of `stream` in order with an ordered consumer (for
 /// tests, the benchmark and audits of what the relay delivered).
 pub async fn read_stream(url: &str, stream: &str, timeout: Duration) -> Result<Vec<StoredEvent>, String> {
+    read_stream_from(&NatsEndpoint::new(url, NatsSecurity::default()), stream, timeout).await
+}
+
+/// [`read_stream`] from servers that need credentials or TLS.
+pub async fn read_stream_from(
+    nats: &NatsEndpoint,
+    stream: &str,
+    timeout: Duration,
+) -> Result<Vec<StoredEvent>, String> {
     use jetstream::consumer::pull::OrderedConfig;
-    let client = async_nats::connect(url).await.map_err(|e| format!("connecting to {url}: {e}"))?;
+    let client = nats.connect(timeout, |options| options).await?;
     let js = jetstream::new(client);
     let mut stream = js.get_stream(stream).await.map_err(|e| format!("stream {stream}: {e}"))?;
     let last = stream.info().await.map_err(|e| format!("stream info: {e}"))?.state.last_sequence;
@@ -500,19 +500,5 @@ pub async fn read_stream(url: &str, stream: &str, timeout: Duration) -> Result<V
         if stream_seq >= last {
             return Ok(out);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_servers;
-
-    #[test]
-    fn server_lists_split_on_commas_and_bad_urls_are_errors() {
-        let servers = parse_servers("nats://127.0.0.1:4222, nats://127.0.0.1:4223,nats://h3:4224").unwrap();
-        assert_eq!(servers.len(), 3);
-        assert_eq!(servers[1].port(), 4223);
-        assert!(parse_servers("").unwrap_err().contains("no NATS server"));
-        assert!(parse_servers("nats://127.0.0.1:4222,nats://x:notaport").unwrap_err().contains("notaport"));
     }
 }

@@ -36,6 +36,14 @@ impl NatsCluster {
     /// each accepts connections (JetStream's meta leader may take a moment
     /// longer; see [`NatsCluster::urls`] users' retries).
     pub fn start(dir: &Path, size: usize) -> Result<NatsCluster, String> {
+        NatsCluster::start_with(dir, size, "")
+    }
+
+    /// [`NatsCluster::start`] with `extra` appended to every node's
+    /// configuration (accounts, users, a `tls { }` block for clients). A
+    /// single node runs JetStream without a `cluster { }` block: alone, it
+    /// could never elect a meta leader among routes.
+    pub fn start_with(dir: &Path, size: usize, extra: &str) -> Result<NatsCluster, String> {
         assert!(size >= 1, "a cluster has at least one node");
         let binary = find_binary()?;
         let ports: Vec<(u16, u16, u16)> =
@@ -57,11 +65,14 @@ impl NatsCluster {
             let _ = writeln!(conf, "http: 127.0.0.1:{monitor_port}");
             let _ = writeln!(conf, "max_payload: {MAX_PAYLOAD}");
             let _ = writeln!(conf, "jetstream {{ store_dir: {:?} }}", node_dir.join("store"));
-            let _ = writeln!(
-                conf,
-                "cluster {{ name: bursar, listen: 127.0.0.1:{cluster_port}, routes: [{}] }}",
-                routes.join(", ")
-            );
+            if size > 1 {
+                let _ = writeln!(
+                    conf,
+                    "cluster {{ name: bursar, listen: 127.0.0.1:{cluster_port}, routes: [{}] }}",
+                    routes.join(", ")
+                );
+            }
+            conf.push_str(extra);
             let config = node_dir.join("nats.conf");
             std::fs::write(&config, conf).map_err(|e| format!("writing {}: {e}", config.display()))?;
             let log = node_dir.join("nats.log");
@@ -80,6 +91,11 @@ impl NatsCluster {
 
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
+    }
+
+    /// Client port of node `i` (for URLs with credentials or `tls://`).
+    pub fn port(&self, i: usize) -> u16 {
+        self.nodes[i].port
     }
 
     /// Client URL of node `i`.

@@ -34,8 +34,10 @@ impl Replica {
     }
 }
 
-pub fn connect(addr: &str) -> Option<Client> {
-    let mut c = Client::connect(addr, &ClientOptions { timeout: Duration::from_secs(60) }).ok()?;
+/// A binary-protocol client authenticated with `key`, once the replica answers.
+pub fn connect(addr: &str, key: &str) -> Option<Client> {
+    let options = ClientOptions { timeout: Duration::from_secs(60), key: Some(key.to_string()), ..Default::default() };
+    let mut c = Client::connect(addr, &options).ok()?;
     c.ping().ok()?;
     Some(c)
 }
@@ -69,7 +71,7 @@ pub fn start(r: &Replica, urls: &str, admin: &str, extra: &[&str]) -> Proc {
                 std::thread::sleep(Duration::from_millis(500));
                 break;
             }
-            if connect(&r.addr).is_some() {
+            if connect(&r.addr, admin).is_some() {
                 return proc;
             }
             assert!(Instant::now() < deadline, "replica {} not serving:\n{}", r.node, proc.log_text());
