@@ -12,6 +12,7 @@
 
 pub mod apply;
 pub mod events;
+pub mod pg_tls;
 pub mod schema;
 pub mod temp_postgres;
 
@@ -35,8 +36,11 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// A libpq-style connection string or `postgresql://` URL.
+    /// A libpq-style connection string or `postgresql://` URL (with
+    /// `sslmode` and `sslrootcert`, see [`pg_tls`]).
     pub pg_url: String,
+    /// TLS options that win over the connection string's.
+    pub pg_tls: pg_tls::PgTlsOptions,
     /// Base URL of the server's HTTP API.
     pub server_url: String,
     /// An API key allowed to read events (admin or unrestricted auditor).
@@ -53,7 +57,16 @@ pub struct Config {
 
 impl Config {
     pub fn new(pg_url: String, server_url: String, key: Option<String>) -> Config {
-        Config { pg_url, server_url, key, batch: 100_000, rebuild: false, wait_ms: 5000, verbose: true }
+        Config {
+            pg_url,
+            pg_tls: Default::default(),
+            server_url,
+            key,
+            batch: 100_000,
+            rebuild: false,
+            wait_ms: 5000,
+            verbose: true,
+        }
     }
 }
 
@@ -77,11 +90,12 @@ pub fn run(config: &Config, control: &Control) -> Result<(), String> {
         return Err("the batch size must be at least 1".into());
     }
     let source = HttpSource::new(&config.server_url, config.key.clone(), config.wait_ms)?;
+    let pg = pg_tls::PgConnector::new(&config.pg_url, &config.pg_tls)?;
     let mut rebuild = config.rebuild;
     let mut backoff = Backoff::default();
     while !control.stop.load(Ordering::Acquire) {
         let mut progressed = false;
-        let result = session(config, control, &source, &mut rebuild, &mut progressed);
+        let result = session(config, control, &pg, &source, &mut rebuild, &mut progressed);
         if progressed {
             backoff = Backoff::default();
         }
@@ -107,11 +121,12 @@ pub fn run(config: &Config, control: &Control) -> Result<(), String> {
 fn session(
     config: &Config,
     control: &Control,
+    pg: &pg_tls::PgConnector,
     source: &HttpSource,
     rebuild: &mut bool,
     progressed: &mut bool,
 ) -> Result<(), String> {
-    let mut client = postgres::Client::connect(&config.pg_url, postgres::NoTls).map_err(|e| pg_error(&e))?;
+    let mut client = pg.connect()?;
     // The advisory lock keeps two projectors starting at once from racing
     // on CREATE TABLE; the cursor check in every batch does the rest.
     client

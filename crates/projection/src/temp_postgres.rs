@@ -21,6 +21,46 @@ impl TempPostgres {
     /// initdb and start; fails with a clear message when PostgreSQL is not
     /// installed.
     pub fn start() -> Result<TempPostgres, String> {
+        let pg = TempPostgres::init()?;
+        pg.start_server()?;
+        Ok(pg)
+    }
+
+    /// Like [`TempPostgres::start`], with `ssl = on` serving `cert_pem`
+    /// (a chain) and `key_pem`, and TCP clients accepted over TLS only
+    /// (`hostssl` in pg_hba.conf).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Result<TempPostgres, String> {
+        let pg = TempPostgres::init()?;
+        pg.write_data_file("server.crt", cert_pem)?;
+        pg.write_data_file("server.key", key_pem)?;
+        pg.write_data_file("pg_hba.conf", "local all all trust\nhostssl all all 127.0.0.1/32 trust\n")?;
+        let conf = pg.data().join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(|e| format!("{}: {e}", conf.display()))?;
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        pg.write_data_file("postgresql.conf", &text)?;
+        pg.start_server()?;
+        Ok(pg)
+    }
+
+    /// A file in the data directory, owned by the server's user, private
+    /// (PostgreSQL refuses a key readable by others).
+    fn write_data_file(&self, name: &str, text: &str) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.data().join(name);
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if let Some(user) = self.run_as {
+            let ok = Command::new("chown").arg(format!("{user}:{user}")).arg(&path).status().is_ok_and(|s| s.success());
+            if !ok {
+                return Err(format!("cannot give {} to {user}", path.display()));
+            }
+        }
+        Ok(())
+    }
+
+    /// initdb in a fresh temp dir, without starting the server.
+    fn init() -> Result<TempPostgres, String> {
         let bin = find_bin()?;
         let dir = tempfile::Builder::new().prefix("bursar-pg-").tempdir().map_err(|e| format!("temp dir: {e}"))?;
         // SAFETY: geteuid has no preconditions and cannot fail.
@@ -45,7 +85,6 @@ impl TempPostgres {
             .arg(pg.data())
             .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"])
             .run()?;
-        pg.start_server()?;
         Ok(pg)
     }
 
