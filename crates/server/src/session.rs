@@ -23,9 +23,10 @@ pub struct Session {
     scope: Option<Arc<[u32]>>,
 }
 
-/// The one place that decides whether a stored key may be used.
+/// The one place that decides whether a stored key may be used: active
+/// and not expired by the wall clock (as at the HTTP edge).
 fn usable(key: &ApiKey) -> bool {
-    key.is_active()
+    key.is_usable_at(crate::clock::Clock::system().now_nanos())
 }
 
 /// Checks an authenticate body (the secret) against the key table. Any
