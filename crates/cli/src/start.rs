@@ -21,7 +21,8 @@ pub struct StartArgs {
     /// The PEM private key for --addr-tls-cert.
     #[arg(long, requires = "addr_tls_cert")]
     pub addr_tls_key: Option<PathBuf>,
-    /// Most concurrent binary protocol connections from one IP address.
+    /// Most concurrent binary protocol connections from one IP address
+    /// (IPv6: from one /64).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub max_connections_per_ip: u64,
     /// Close a binary protocol connection that sends no whole frame header
