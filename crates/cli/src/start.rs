@@ -208,7 +208,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     let binary = match node.binary_addr() {
         Some(a) if args.addr_tls_cert.is_some() => format!("{a} (TLS)"),
         Some(a) => a.to_string(),
-        None => "no binary protocol".to_string(),
+        None => "(no binary protocol: --addr none)".to_string(),
     };
     println!(
         "bursar: serving on {} (data dir {}, position {}, {} accounts, {} transfers{}, snapshot {}, replayed {} entries, recovered in {} ms)",
