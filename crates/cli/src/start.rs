@@ -21,7 +21,8 @@ pub struct StartArgs {
     /// The PEM private key for --addr-tls-cert.
     #[arg(long, requires = "addr_tls_cert")]
     pub addr_tls_key: Option<PathBuf>,
-    /// Most concurrent binary protocol connections from one IP address.
+    /// Most concurrent binary protocol connections from one IP address
+    /// (IPv6: from one /64).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub addr_max_connections_per_ip: u64,
     /// Close a binary protocol connection that sends no whole frame header
@@ -230,7 +231,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
     let binary = match node.binary_addr() {
         Some(a) if args.addr_tls_cert.is_some() => format!("{a} (TLS)"),
         Some(a) => a.to_string(),
-        None => "no binary protocol".to_string(),
+        None => "(no binary protocol: --addr none)".to_string(),
     };
     println!(
         "bursar: serving on {} (data dir {}, position {}, {} accounts, {} transfers{}, snapshot {}, replayed {} entries, recovered in {} ms)",

@@ -85,8 +85,8 @@ fn a_torn_tail_beyond_the_durable_point_is_cut_off() {
     ))
     .unwrap();
     assert_eq!(node.report().truncated_bytes, 150);
-    let key = node.create_key(bursar_core::service::keys::Role::Auditor, &[], "reader").unwrap();
-    let mut c = Client::connect(node.local_addr(), &ClientOptions { key: Some(key), ..Default::default() }).unwrap();
+    let key = Some(small_ledger::ADMIN_KEY.to_string());
+    let mut c = Client::connect(node.local_addr(), &ClientOptions { key, ..Default::default() }).unwrap();
     assert_eq!(c.lookup_transfers(&(100..120).collect::<Vec<_>>()).unwrap().len(), 20);
     node.shutdown();
     assert_eq!(std::fs::metadata(&seg).unwrap().len() as usize, whole);

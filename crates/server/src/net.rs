@@ -136,7 +136,7 @@ pub async fn serve(listener: TcpListener, shared: Listener, mut stop: watch::Rec
             tokio::spawn(refuse(stream, "too many connections"));
             continue;
         };
-        let Some(ip_slot) = per_ip.take(peer.ip(), shared.limits.max_connections_per_ip) else {
+        let Some(ip_slot) = per_ip.take(client_address(peer.ip()), shared.limits.max_connections_per_ip) else {
             metrics::counter!("bursar_binary_refused_total", "reason" => "per_ip").increment(1);
             tokio::spawn(refuse(stream, "too many connections from this address"));
             continue;
@@ -148,6 +148,19 @@ pub async fn serve(listener: TcpListener, shared: Listener, mut stop: watch::Rec
             }
             drop((permit, ip_slot));
         });
+    }
+}
+
+/// The address a connection counts against: IPv4 addresses as they are
+/// (IPv4-mapped IPv6 ones too), IPv6 addresses by their /64, which one
+/// client usually holds whole.
+fn client_address(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+        v4 => v4,
     }
 }
 
@@ -448,4 +461,17 @@ async fn write_response<W: AsyncWriteExt + Unpin>(writer: &mut W, r: &Response) 
     }
     writer.write_all(&header).await?;
     writer.write_all(&r.body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_address;
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        let a = client_address("2001:db8:1:2:aaaa::1".parse().unwrap());
+        assert_eq!(a, client_address("2001:db8:1:2:bbbb::9".parse().unwrap()));
+        assert_ne!(a, client_address("2001:db8:1:3::1".parse().unwrap()));
+        assert_eq!(client_address("::ffff:10.0.0.1".parse().unwrap()), client_address("10.0.0.1".parse().unwrap()));
+    }
 }
