@@ -124,7 +124,8 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!(e))?;
         Some(std::sync::Arc::new(bursar_http::WebhooksApi::new(keyring, std::sync::Arc::new(policy))))
     };
-    let (replicator, cluster) = match args.cluster.config() {
+    args.relays.check()?;
+    let (replicator, cluster) = match args.cluster.config()? {
         Some(config) => {
             bootstrap(&config, &args.data_dir)?;
             let (replicator, handle) = bursar_cluster::JetStreamReplicator::new(config);
