@@ -1,6 +1,7 @@
 //! The cluster options of `bursar start`.
 
 use bursar_cluster::{ClusterConfig, ClusterKeys};
+use bursar_nats::NatsEndpoint;
 use std::path::PathBuf;
 
 /// The environment variable holding the cluster keys (never a flag: the
@@ -10,7 +11,8 @@ pub const CLUSTER_KEY_ENV: &str = "BURSAR_CLUSTER_KEY";
 #[derive(clap::Args, Clone, Debug)]
 pub struct ClusterArgs {
     /// Run as a replica of a cluster whose log is on these NATS servers
-    /// (comma-separated URLs of a JetStream cluster).
+    /// (comma-separated URLs of a JetStream cluster; `nats://user:password@host:4222`,
+    /// `nats://token@host:4222` and `tls://host:4222` are understood).
     #[arg(long, value_name = "URL[,URL...]", requires = "node_id")]
     pub cluster: Option<String>,
     /// This replica's id, unique in the cluster.
@@ -30,15 +32,20 @@ pub struct ClusterArgs {
     /// environment variable BURSAR_CLUSTER_KEY (same format, comma-separated).
     #[arg(long, value_name = "FILE", requires = "cluster")]
     pub cluster_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub security: crate::nats_args::ClusterNatsArgs,
 }
 
 impl ClusterArgs {
-    /// The cluster configuration, if this node is a replica.
+    /// The cluster configuration, its URLs, security files and keys
+    /// checked (`None`: not in cluster mode).
     pub fn config(&self) -> anyhow::Result<Option<ClusterConfig>> {
         let (Some(urls), Some(node_id)) = (self.cluster.clone(), self.node_id) else { return Ok(None) };
         let keys = self.keys()?;
         tracing::info!(active = keys.active(), held = ?keys.ids(), "cluster keys loaded");
-        let mut config = ClusterConfig::new(urls, node_id, keys);
+        let mut config = ClusterConfig::new(String::new(), node_id, keys);
+        config.nats = NatsEndpoint::new(urls, self.security.security());
+        crate::nats_args::check(&config.nats, "--cluster")?;
         config.stream = self.cluster_stream.clone();
         config.replicas = self.cluster_replicas as usize;
         config.checkpoint_every = self.cluster_checkpoint_every;

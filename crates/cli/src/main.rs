@@ -6,6 +6,7 @@ mod chaos;
 mod client_cmds;
 mod cluster_args;
 mod http_cli;
+mod nats_args;
 mod project;
 mod relays;
 mod side_effects;

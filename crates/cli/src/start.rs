@@ -192,6 +192,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!(e))?;
         Some(std::sync::Arc::new(bursar_http::WebhooksApi::new(keyring, std::sync::Arc::new(policy))))
     };
+    args.relays.check()?;
     let (replicator, cluster) = match args.cluster.config()? {
         Some(config) => {
             bootstrap(&config, &args.data_dir)?;

@@ -131,9 +131,8 @@ pub fn run(args: FailoverArgs) -> anyhow::Result<()> {
     let trickle = Trickle::start(api.clone(), operator.clone(), &args);
 
     let js = runtime.block_on(async {
-        let client = async_nats::connect(bursar_relay::nats::parse_servers(&nats_urls).map_err(|e| anyhow!(e))?)
-            .await
-            .context("connecting to NATS")?;
+        let nats = bursar_nats::NatsEndpoint::new(nats_urls.clone(), bursar_nats::NatsSecurity::default());
+        let client = nats.connect(timeout, |options| options).await.map_err(|e| anyhow!(e))?;
         anyhow::Ok(async_nats::jetstream::new(client))
     })?;
     let stream_last = |runtime: &tokio::runtime::Runtime| -> Option<u64> {
