@@ -43,6 +43,7 @@ fn replica(dir: &Path, http: &str, cluster_url: &str, extra: &[&str]) -> Command
         .args(["--cluster", cluster_url, "--node-id", "1", "--cluster-replicas", "1"])
         .args(extra)
         .env("BURSAR_ADMIN_KEY", ADMIN_KEY)
+        .env("BURSAR_CLUSTER_KEY", "5e".repeat(32))
         .env("BURSAR_LOG", "info");
     c
 }

@@ -20,7 +20,8 @@ use tokio::sync::mpsc;
 const PASSWORD: &str = "pa55-w0rd";
 
 fn config(urls: String, security: NatsSecurity, replicas: usize) -> ClusterConfig {
-    let mut config = ClusterConfig::new(String::new(), 1);
+    let keys = bursar_cluster::ClusterKeys::parse(&"42".repeat(32)).expect("a valid test key");
+    let mut config = ClusterConfig::new(String::new(), 1, keys);
     config.nats = NatsEndpoint::new(urls, security);
     config.replicas = replicas;
     config.connect_timeout = Duration::from_secs(20);
