@@ -66,13 +66,15 @@ async fn commit_one(config: &ClusterConfig) -> u64 {
     }
     let (engine, mut delivered) = mpsc::channel(16);
     let (proposals, queued) = mpsc::channel(4);
-    tokio::spawn(publish_proposals(js.clone(), config.clone(), "n1-sec-".into(), queued, engine.clone()));
-    tokio::spawn(follow(js, config.clone(), "n1-sec-".into(), 0, engine));
-    proposals.send(Proposal { id: 1, timestamp: 7, body: b"secured".to_vec() }).await.unwrap();
+    tokio::spawn(publish_proposals(js.clone(), config.clone(), queued, engine.clone()));
+    tokio::spawn(follow(js, config.clone(), 0, engine));
+    let origin = bursar_core::entry::Origin { node: 1, key_id: 0, boot: 1, proposal: 1 };
+    // An empty body: a timer entry, which decodes.
+    proposals.send(Proposal { origin, timestamp: 7, body: Vec::new() }).await.unwrap();
     loop {
         match tokio::time::timeout(Duration::from_secs(60), delivered.recv()).await {
             Ok(Some(EngineMsg::Committed(c))) => {
-                assert_eq!((c.mine, &c.body[..]), (Some(1), &b"secured"[..]));
+                assert_eq!(c.header.authentic_origin().map(|o| (o.node, o.proposal)), Some((1, 1)), "{c:?}");
                 return c.position;
             }
             Ok(Some(EngineMsg::ProposalFailed(f))) => panic!("proposal failed: {}", f.reason),

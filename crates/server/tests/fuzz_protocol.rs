@@ -123,9 +123,16 @@ fn drain(s: &mut TcpStream, frames: usize) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+const ADMIN_KEY: &str = "fuzz-protocol-admin-key-0123456789";
+
+/// A client that authenticates with the node's admin key.
+fn client_options() -> ClientOptions {
+    ClientOptions { timeout: Duration::from_secs(30), key: Some(ADMIN_KEY.into()), ..Default::default() }
+}
+
 /// The node still serves: ping, a new transfer, and reading it back.
 fn still_serving(node: &Node, id: u128) -> Result<(), TestCaseError> {
-    let options = ClientOptions { timeout: Duration::from_secs(30) };
+    let options = client_options();
     let fail = |what: &str, e: bursar_client::ClientError| TestCaseError::fail(format!("{what}: {e}"));
     let mut c = Client::connect(node.local_addr(), &options).map_err(|e| fail("connect", e))?;
     c.ping().map_err(|e| fail("ping", e))?;
@@ -139,8 +146,10 @@ fn still_serving(node: &Node, id: u128) -> Result<(), TestCaseError> {
 #[test]
 fn fuzz_live_listener() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(NodeConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap())).unwrap();
-    let mut c = Client::connect(node.local_addr(), &ClientOptions { timeout: Duration::from_secs(30) }).unwrap();
+    let mut config = NodeConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
+    config.admin_key = Some(ADMIN_KEY.into());
+    let node = Node::start(config).unwrap();
+    let mut c = Client::connect(node.local_addr(), &client_options()).unwrap();
     let usd = Ledger { id: 1, scale: 2, asset: Ledger::pack_asset("USD").unwrap(), ..Default::default() };
     assert!(c.create_ledgers(&[usd]).unwrap().is_empty());
     let accounts: Vec<Account> = (1..=3).map(|id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();
