@@ -10,4 +10,5 @@ pub mod executor;
 pub mod pii;
 pub mod resilience;
 pub mod runtime;
+pub mod signing;
 pub mod supervisor;

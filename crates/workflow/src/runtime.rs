@@ -4,7 +4,7 @@
 
 use crate::config::OrdersConfig;
 use crate::connectors::{
-    HttpFxRates, HttpIncomingFunds, HttpPayoutRail, HttpScreening, Simulators, SimulatorsConfig, http_client,
+    HttpConnectorsConfig, HttpFxRates, HttpIncomingFunds, HttpPayoutRail, HttpScreening, Simulators, SimulatorsConfig,
 };
 use crate::engine_link::EngineLink;
 use crate::executor::{Breakers, Connectors, Executor, ExecutorSettings};
@@ -21,8 +21,8 @@ use tokio::sync::{Mutex, mpsc};
 pub enum ConnectorSource {
     /// The built-in simulators (the default: no outside service).
     Simulated(Box<SimulatorsConfig>),
-    /// Services speaking the simulators' HTTP protocol at this base URL.
-    Http(String),
+    /// Services speaking the simulators' HTTP protocol (docs/connectors.md), with credentials and TLS.
+    Http(HttpConnectorsConfig),
 }
 
 #[derive(Clone)]
@@ -106,14 +106,14 @@ fn connectors(
             let s = sims.clone();
             (Some(sims), s.screening, s.fx, s.payout, s.funds)
         }
-        ConnectorSource::Http(base) => {
-            let client = http_client().map_err(|e| format!("cannot build the connector HTTP client: {e}"))?;
+        ConnectorSource::Http(config) => {
+            let endpoint = config.endpoint()?;
             (
                 None,
-                Arc::new(HttpScreening::new(base, client.clone())) as _,
-                Arc::new(HttpFxRates::new(base, client.clone())) as _,
-                Arc::new(HttpPayoutRail::new(base, client.clone())) as _,
-                Arc::new(HttpIncomingFunds::new(base, client)) as _,
+                Arc::new(HttpScreening::new(endpoint.clone())) as _,
+                Arc::new(HttpFxRates::new(endpoint.clone())) as _,
+                Arc::new(HttpPayoutRail::new(endpoint.clone())) as _,
+                Arc::new(HttpIncomingFunds::new(endpoint)) as _,
             )
         }
     };

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bursar_workflow::connectors::{
-    AssetLimits, CallRecord, ConnectorError, Connectors, FundsNotification, FundsRequest, FundsSimulator, FxRates,
-    FxSimulator, HttpFxRates, HttpSimControl, IncomingFunds, PayoutRail, PayoutRequest, PayoutSettings,
-    PayoutSimulator, PayoutStatus, RATE_SCALE_PPB, Screening, ScreeningRequest, ScreeningRules, ScreeningSimulator,
-    ScreeningVerdict, SimClock, SimConfig, SimControls, Simulators, SimulatorsConfig, default_fx_rates, http_client,
-    serve_simulators,
+    AssetLimits, CallRecord, ConnectorAuth, ConnectorError, Connectors, FundsNotification, FundsRequest,
+    FundsSimulator, FxRates, FxSimulator, HttpEndpoint, HttpFxRates, HttpSimControl, IncomingFunds, PayoutRail,
+    PayoutRequest, PayoutSettings, PayoutSimulator, PayoutStatus, RATE_SCALE_PPB, Screening, ScreeningRequest,
+    ScreeningRules, ScreeningSimulator, ScreeningVerdict, SimClock, SimConfig, SimControls, Simulators,
+    SimulatorsConfig, default_fx_rates, http_client, serve_simulators,
 };
 use tokio::sync::mpsc;
 
@@ -416,6 +416,15 @@ async fn in_memory_call_log_is_bounded() {
     assert_eq!(keys, ["k2", "k3", "k4"]);
 }
 
+/// A connector client trusting the public roots only.
+fn plain_client() -> reqwest::Client {
+    http_client(bursar_tls::client_config(bursar_tls::roots(true, &[]).unwrap(), None).unwrap()).unwrap()
+}
+
+fn endpoint(base: &str) -> HttpEndpoint {
+    HttpEndpoint::plain(base).unwrap()
+}
+
 /// Serves `sims` on an ephemeral port; returns the base URL.
 async fn spawn_server(sims: Simulators) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -428,15 +437,15 @@ async fn spawn_server(sims: Simulators) -> String {
 async fn http_round_trip_all_connectors() {
     let sims = Simulators::with_controls(SimulatorsConfig::default(), manual_controls(), None);
     let base = spawn_server(sims.clone()).await;
-    let http = Connectors::http(&base, http_client().unwrap());
+    let http = Connectors::http(endpoint(&base));
 
     let verdict = http.screening.screen("s1", &screening_request(1, 100)).await.unwrap();
     assert_eq!(verdict, ScreeningVerdict::Pass);
     let big = screening_request(1, 2_000_000);
     assert_eq!(http.screening.screen("s2", &big).await.unwrap(), review("amount_review"));
 
-    let quote = http.fx.quote("f1", "EUR", "JPY", u128::MAX).await.unwrap();
-    assert_eq!(http.fx.quote("f1", "EUR", "JPY", u128::MAX).await.unwrap(), quote, "same key, same quote");
+    let quote = http.fx.quote("f1", "EUR", "JPY", 1_000_000).await.unwrap();
+    assert_eq!(http.fx.quote("f1", "EUR", "JPY", 1_000_000).await.unwrap(), quote, "same key, same quote");
     assert_eq!(quote.rate_ppb, 1_630_434_783);
     let unknown = http.fx.quote("f2", "EUR", "XAU", 1).await.unwrap_err();
     assert_eq!(unknown, ConnectorError::Rejected("no rate for EUR/XAU".into()));
@@ -461,9 +470,8 @@ async fn http_round_trip_all_connectors() {
 async fn http_controls_and_outage_mapping() {
     let sims = Simulators::with_controls(SimulatorsConfig::default(), manual_controls(), None);
     let base = spawn_server(sims.clone()).await;
-    let client = http_client().unwrap();
-    let http = Connectors::http(&base, client.clone());
-    let control = HttpSimControl::new(&base, client);
+    let http = Connectors::http(endpoint(&base));
+    let control = HttpSimControl::new(endpoint(&base));
     let down = Err(ConnectorError::Unavailable("simulated outage".into()));
 
     control.set_down(true).await.unwrap();
@@ -493,15 +501,16 @@ async fn http_transport_errors() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let fx = HttpFxRates::new(&format!("http://{addr}"), http_client().unwrap());
+    let fx = HttpFxRates::new(endpoint(&format!("http://{addr}")));
     let err = fx.quote("k", "USD", "EUR", 1).await.unwrap_err();
     assert!(matches!(err, ConnectorError::Unavailable(_)), "{err:?}");
 
     // A simulated hang is a client Timeout.
     let config = SimulatorsConfig { fx: failing(0.0, 1.0), ..SimulatorsConfig::default() };
     let base = spawn_server(Simulators::with_controls(config, manual_controls(), None)).await;
-    let quick = reqwest::Client::builder().timeout(Duration::from_millis(200)).build().unwrap();
-    let fx = HttpFxRates::new(&base, quick);
+    let tls = bursar_tls::client_config(bursar_tls::roots(true, &[]).unwrap(), None).unwrap();
+    let quick = reqwest::Client::builder().tls_backend_preconfigured(tls).timeout(Duration::from_millis(200)).build();
+    let fx = HttpFxRates::new(HttpEndpoint::new(&base, quick.unwrap(), ConnectorAuth::default()).unwrap());
     assert_eq!(fx.quote("k", "USD", "EUR", 1).await, Err(ConnectorError::Timeout));
 }
 
@@ -511,7 +520,7 @@ async fn http_undecodable_response_is_malformed() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });
-    let fx = HttpFxRates::new(&format!("http://{addr}"), http_client().unwrap());
+    let fx = HttpFxRates::new(endpoint(&format!("http://{addr}")));
     let err = fx.quote("k", "USD", "EUR", 1).await.unwrap_err();
     assert!(matches!(err, ConnectorError::Malformed(_)), "{err:?}");
     assert!(err.is_retryable());
@@ -520,7 +529,7 @@ async fn http_undecodable_response_is_malformed() {
 #[tokio::test]
 async fn http_server_rejects_bad_requests() {
     let base = spawn_server(Simulators::with_controls(SimulatorsConfig::default(), manual_controls(), None)).await;
-    let client = http_client().unwrap();
+    let client = plain_client();
     let body = serde_json::json!({"source_asset": "USD", "target_asset": "EUR", "source_amount": "1"});
     let missing_key = client.post(format!("{base}fx/quote")).json(&body).send().await.unwrap();
     assert_eq!(missing_key.status(), 400);
@@ -541,6 +550,7 @@ async fn http_server_rejects_bad_requests() {
     assert_eq!(ok.status(), 200);
     let json: serde_json::Value = ok.json().await.unwrap();
     assert!(json["quote_id"].is_string() && json["rate_ppb"] == "920000000", "{json}");
+    assert_eq!((&json["idempotency_key"], &json["source_amount"]), (&serde_json::json!("k"), &serde_json::json!("1")));
 }
 
 #[tokio::test]

@@ -208,3 +208,54 @@ fn deadlines_fire_once_across_a_restart_and_release_holds() {
     }
     stop_and_verify(r, dir.path());
 }
+
+/// Connectors over HTTP that refuse the node's credentials: the order waits
+/// in its state (no connector effect, no transition); with the right token
+/// after a restart it moves on (docs/connectors.md).
+#[test]
+fn orders_wait_while_the_connectors_refuse_the_credentials() {
+    use bursar_workflow::connectors::{
+        ConnectorAuth, HttpConnectorsConfig, SimServerOptions, Simulators, serve_simulators_with,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sims = Simulators::with_controls(SimulatorsConfig::default(), Default::default(), None);
+    let token = ConnectorAuth::default().with_token("the-right-connector-token").unwrap();
+    let options = SimServerOptions { auth: token.clone(), ..Default::default() };
+    let refused = options.refused.clone();
+    // The connector service outlives the node's restart.
+    let service = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let listener = service.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let base_url = format!("http://{}", listener.local_addr().unwrap());
+    service.spawn(serve_simulators_with(sims.clone(), listener, options));
+
+    let mut s = settings(SimulatorsConfig::default(), OrdersConfig::default());
+    s.retry.attempt_timeout = Duration::from_secs(5);
+    let with = |auth: ConnectorAuth| {
+        let mut s = s.clone();
+        s.connectors =
+            ConnectorSource::Http(HttpConnectorsConfig { base_url: base_url.clone(), auth, ..Default::default() });
+        s
+    };
+    let wrong = with(ConnectorAuth::default().with_token("a-wrong-connector-token").unwrap());
+    let r = start(dir.path(), &wrong);
+    create(&r, &wrong, 1..2, 10_000);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while refused.load(std::sync::atomic::Ordering::Relaxed) < 3 {
+        assert!(Instant::now() < deadline, "the executor never called the connector");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(orders(&r)[&1].state(), OrderState::Created, "a refused call changes nothing");
+    assert!(sims.calls().is_empty(), "no connector effect");
+    r.node.shutdown();
+
+    let right = with(token);
+    let r = start(dir.path(), &right);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while orders(&r)[&1].state() == OrderState::Created {
+        assert!(Instant::now() < deadline, "the order never moved with the right token");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(orders(&r)[&1].state(), OrderState::AwaitingFunds);
+    assert_eq!(sims.calls().iter().filter(|c| c.connector == "funds" && c.effect).count(), 1);
+    stop_and_verify(r, dir.path());
+}

@@ -1,18 +1,25 @@
 //! HTTP clients for the connectors, speaking the JSON API that
-//! [`serve_simulators`](super::serve_simulators) serves.
+//! [`serve_simulators`](super::serve_simulators) serves (docs/connectors.md).
 //!
 //! Each call is one request carrying the idempotency key in an
-//! `Idempotency-Key` header. Errors map to [`ConnectorError`]: no connection
-//! or 5xx → `Unavailable`, 4xx → `Rejected` with the server's message (except
-//! 408 → `Timeout` and 429 → `Unavailable`, which are worth retrying), an
-//! undecodable body → `Malformed`, the client's own timeout → `Timeout`.
+//! `Idempotency-Key` header and the credentials of [`ConnectorAuth`], over
+//! HTTPS with a private CA and a client certificate when configured. Errors
+//! map to [`ConnectorError`]: no connection, a TLS failure or 5xx →
+//! `Unavailable`, 401/403 → `Unauthorized`, other 4xx → `Rejected` with the
+//! server's message (except 408 → `Timeout` and 429 → `Unavailable`, which
+//! are worth retrying), a body that is oversized, undecodable or not about
+//! the request asked → `Malformed`, the client's own timeout → `Timeout`.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::auth::{ConnectorAuth, unix_now};
+use super::wire::{DownBody, FundsAnswer, PayoutAnswer, QuoteAnswer, QuoteBody, ScreeningAnswer, StatusAnswer};
 use super::{
     BoxFuture, CallRecord, ConnectorError, FundsInstructions, FundsRequest, FxQuote, FxRates, IncomingFunds,
     PayoutRail, PayoutRequest, PayoutStatus, Screening, ScreeningRequest, ScreeningVerdict,
@@ -23,24 +30,104 @@ pub(crate) const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 
 /// The longest error message kept from a response body.
 const MAX_MESSAGE_LEN: usize = 300;
+/// Largest connector response read; a larger one is refused unread.
+pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
+/// Largest call log read from a simulator (`GET /control/calls`, tests only).
+const MAX_CALL_LOG_BYTES: usize = 256 << 20;
 
-/// A `reqwest` client for the connectors. Callers enforce their own
-/// per-call timeouts; the 30 s client timeout is only a backstop so a
-/// forgotten timeout can't hang a call forever.
-pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).connect_timeout(Duration::from_secs(10)).build()
+/// Where HTTP connectors are and how to reach them safely.
+#[derive(Debug, Clone, Default)]
+pub struct HttpConnectorsConfig {
+    /// `https://bank.example/connectors` (or `http://` on loopback).
+    pub base_url: String,
+    pub auth: ConnectorAuth,
+    /// A PEM CA trusted besides the public roots (a bank's private CA).
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain and key presented for mutual TLS.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
 }
 
-/// A base URL and a shared client: what every HTTP connector holds.
+impl HttpConnectorsConfig {
+    pub fn new(base_url: &str) -> Self {
+        HttpConnectorsConfig { base_url: base_url.to_string(), ..Default::default() }
+    }
+
+    /// Reads the TLS files and builds the client; errors name the bad option.
+    pub fn endpoint(&self) -> Result<HttpEndpoint, String> {
+        let mut roots_extra = Vec::new();
+        if let Some(path) = &self.ca_file {
+            roots_extra = bursar_tls::read_certs(path, "--connectors-ca-file")?;
+        }
+        let roots = bursar_tls::roots(true, &roots_extra).map_err(|e| format!("--connectors-ca-file: {e}"))?;
+        let identity = match &self.client_identity {
+            Some((cert, key)) => {
+                Some(bursar_tls::Identity::load(cert, key, "--connectors-cert-file/--connectors-key-file")?)
+            }
+            None => None,
+        };
+        let tls = bursar_tls::client_config(roots, identity)?;
+        HttpEndpoint::new(&self.base_url, http_client(tls)?, self.auth.clone())
+    }
+}
+
+/// A `reqwest` client for the connectors with `tls` (rustls, ring). Callers
+/// enforce their own per-call timeouts; the 30 s client timeout is only a
+/// backstop so a forgotten timeout can't hang a call forever. Redirects are
+/// not followed: credentials go only where they were configured to go.
+pub fn http_client(tls: bursar_tls::rustls::ClientConfig) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| format!("cannot build the connector HTTP client: {}", bursar_tls::error_chain(&e)))
+}
+
+/// A plain-HTTP warning for `base_url`, if it sends requests (personal data,
+/// credentials) unencrypted beyond this machine.
+pub fn plaintext_warning(base_url: &str) -> Option<String> {
+    let url = reqwest::Url::parse(base_url).ok()?;
+    let host = url.host_str()?.trim_start_matches('[').trim_end_matches(']');
+    let loopback = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    };
+    (url.scheme() == "http" && !loopback).then(|| {
+        format!(
+            "connectors at {}: plain http:// to another host sends personal data and credentials unencrypted; use https://",
+            url.origin().ascii_serialization()
+        )
+    })
+}
+
+/// A base URL, a shared client and the credentials: what every HTTP
+/// connector holds.
 #[derive(Debug, Clone)]
-struct Endpoint {
+pub struct HttpEndpoint {
     base: String,
     client: reqwest::Client,
+    auth: Arc<ConnectorAuth>,
 }
 
-impl Endpoint {
-    fn new(base_url: &str, client: reqwest::Client) -> Self {
-        Endpoint { base: base_url.trim_end_matches('/').to_string(), client }
+impl HttpEndpoint {
+    /// Refuses a base URL that is not absolute `http(s)://host...` (no user info).
+    pub fn new(base_url: &str, client: reqwest::Client, auth: ConnectorAuth) -> Result<Self, String> {
+        let url = reqwest::Url::parse(base_url).map_err(|e| format!("connectors URL {base_url:?}: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(format!("connectors URL {base_url:?}: must be http:// or https:// with a host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+            return Err(format!("connectors URL {base_url:?}: no user info or query (credentials go in files)"));
+        }
+        let base = url.as_str().trim_end_matches('/').to_string();
+        Ok(HttpEndpoint { base, client, auth: Arc::new(auth) })
+    }
+
+    /// A plain endpoint without credentials and with the public roots only
+    /// (for tests and loopback simulators).
+    pub fn plain(base_url: &str) -> Result<Self, String> {
+        HttpConnectorsConfig::new(base_url).endpoint()
     }
 
     async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
@@ -49,16 +136,53 @@ impl Endpoint {
         key: &str,
         body: &B,
     ) -> Result<T, ConnectorError> {
-        let request = self.client.post(format!("{}{path}", self.base)).json(body);
-        finish(request.header(IDEMPOTENCY_HEADER, header_value(key)?).send().await).await
+        let body =
+            serde_json::to_vec(body).map_err(|e| ConnectorError::Rejected(format!("unencodable request: {e}")))?;
+        self.call(Method::POST, path, Some(key), body, MAX_RESPONSE_BYTES).await
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str, key: Option<&str>) -> Result<T, ConnectorError> {
-        let mut request = self.client.get(format!("{}{path}", self.base));
+    async fn get<T: DeserializeOwned>(&self, path: &str, key: Option<&str>, limit: usize) -> Result<T, ConnectorError> {
+        self.call(Method::GET, path, key, Vec::new(), limit).await
+    }
+
+    /// One signed request; the decoded body of a 2xx answer.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Vec<u8>,
+        limit: usize,
+    ) -> Result<T, ConnectorError> {
+        let url = reqwest::Url::parse(&format!("{}{path}", self.base))
+            .map_err(|e| ConnectorError::Rejected(format!("bad connector URL: {e}")))?;
+        let target = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        let mut request = self.client.request(method.clone(), url);
         if let Some(key) = key {
             request = request.header(IDEMPOTENCY_HEADER, header_value(key)?);
         }
-        finish(request.send().await).await
+        if !body.is_empty() {
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+        }
+        for (name, value) in self.auth.headers(method.as_str(), &target, key.unwrap_or(""), &body, unix_now()) {
+            let value = reqwest::header::HeaderValue::from_str(&value)
+                .map_err(|_| ConnectorError::Rejected(format!("{name} is not a valid header value")))?;
+            request = request.header(name, value);
+        }
+        let response = request.body(body).send().await.map_err(transport_error)?;
+        let status = response.status();
+        let json = is_json(response.headers());
+        let body = read_bounded(response, limit).await?;
+        if !status.is_success() {
+            return Err(status_error(status, &body));
+        }
+        if !json {
+            return Err(ConnectorError::Malformed("the answer's Content-Type is not application/json".into()));
+        }
+        serde_json::from_slice(&body).map_err(|e| ConnectorError::Malformed(format!("undecodable body: {e}")))
     }
 }
 
@@ -71,38 +195,43 @@ fn header_value(key: &str) -> Result<reqwest::header::HeaderValue, ConnectorErro
         .map_err(|_| ConnectorError::Rejected("idempotency key is not a valid header value".into()))
 }
 
-/// Turns a response (or transport failure) into the decoded body or an error.
-async fn finish<T: DeserializeOwned>(sent: Result<reqwest::Response, reqwest::Error>) -> Result<T, ConnectorError> {
-    let response = sent.map_err(transport_error)?;
-    let status = response.status();
-    let body = response.bytes().await.map_err(transport_error)?;
-    if status.is_success() {
-        return serde_json::from_slice(&body).map_err(|e| ConnectorError::Malformed(format!("undecodable body: {e}")));
+/// Whether the Content-Type is `application/json` (parameters allowed).
+fn is_json(headers: &reqwest::header::HeaderMap) -> bool {
+    let Some(value) = headers.get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    value.split(';').next().is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// The body, refused unread past `limit` when the length is announced, and
+/// as soon as it passes `limit` when it is not.
+async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, ConnectorError> {
+    let too_big = || ConnectorError::Malformed(format!("response body over the {limit}-byte limit"));
+    if response.content_length().is_some_and(|len| len > limit as u64) {
+        return Err(too_big());
     }
-    let message = error_message(status, &body);
-    Err(match status {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn status_error(status: StatusCode, body: &[u8]) -> ConnectorError {
+    let message = error_message(status, body);
+    match status {
         StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => ConnectorError::Timeout,
         StatusCode::TOO_MANY_REQUESTS => ConnectorError::Unavailable(message),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ConnectorError::Unauthorized(message),
         s if s.is_client_error() => ConnectorError::Rejected(message),
         s if s.is_server_error() => ConnectorError::Unavailable(message),
         _ => ConnectorError::Malformed(format!("unexpected status {status}")),
-    })
+    }
 }
 
 fn transport_error(e: reqwest::Error) -> ConnectorError {
-    if e.is_timeout() { ConnectorError::Timeout } else { ConnectorError::Unavailable(error_chain(&e)) }
-}
-
-/// The error and its causes ("connection refused" hides in the sources).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    if e.is_timeout() { ConnectorError::Timeout } else { ConnectorError::Unavailable(bursar_tls::error_chain(&e)) }
 }
 
 /// The `error` field of a JSON error body, else the body as text, else the
@@ -117,18 +246,23 @@ fn error_message(status: StatusCode, body: &[u8]) -> String {
         Err(_) => String::from_utf8_lossy(body).trim().to_string(),
     };
     let text = if text.is_empty() { status.to_string() } else { text };
-    text.chars().take(MAX_MESSAGE_LEN).collect()
+    text.chars().take(MAX_MESSAGE_LEN).filter(|c| !c.is_control()).collect()
+}
+
+/// An answer that does not fit the request is malformed: never applied.
+fn checked<T>(result: Result<T, String>, connector: &str) -> Result<T, ConnectorError> {
+    result.map_err(|why| ConnectorError::Malformed(format!("{connector} answer does not match the request: {why}")))
 }
 
 /// Screening over HTTP: `POST {base}/screening/screen`.
 #[derive(Debug, Clone)]
 pub struct HttpScreening {
-    endpoint: Endpoint,
+    endpoint: HttpEndpoint,
 }
 
 impl HttpScreening {
-    pub fn new(base_url: &str, client: reqwest::Client) -> Self {
-        HttpScreening { endpoint: Endpoint::new(base_url, client) }
+    pub fn new(endpoint: HttpEndpoint) -> Self {
+        HttpScreening { endpoint }
     }
 }
 
@@ -138,28 +272,22 @@ impl Screening for HttpScreening {
         key: &'a str,
         request: &'a ScreeningRequest,
     ) -> BoxFuture<'a, Result<ScreeningVerdict, ConnectorError>> {
-        Box::pin(self.endpoint.post("/screening/screen", key, request))
+        Box::pin(async move {
+            let answer: ScreeningAnswer = self.endpoint.post("/screening/screen", key, request).await?;
+            checked(answer.check(key, request), "screening")
+        })
     }
-}
-
-/// The JSON body of `POST /fx/quote`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub(crate) struct QuoteBody {
-    pub source_asset: String,
-    pub target_asset: String,
-    #[serde(with = "super::decimal")]
-    pub source_amount: u128,
 }
 
 /// FX over HTTP: `POST {base}/fx/quote`.
 #[derive(Debug, Clone)]
 pub struct HttpFxRates {
-    endpoint: Endpoint,
+    endpoint: HttpEndpoint,
 }
 
 impl HttpFxRates {
-    pub fn new(base_url: &str, client: reqwest::Client) -> Self {
-        HttpFxRates { endpoint: Endpoint::new(base_url, client) }
+    pub fn new(endpoint: HttpEndpoint) -> Self {
+        HttpFxRates { endpoint }
     }
 }
 
@@ -173,7 +301,10 @@ impl FxRates for HttpFxRates {
     ) -> BoxFuture<'a, Result<FxQuote, ConnectorError>> {
         let body =
             QuoteBody { source_asset: source_asset.to_string(), target_asset: target_asset.to_string(), source_amount };
-        Box::pin(async move { self.endpoint.post("/fx/quote", key, &body).await })
+        Box::pin(async move {
+            let answer: QuoteAnswer = self.endpoint.post("/fx/quote", key, &body).await?;
+            checked(answer.check(key, &body), "fx")
+        })
     }
 }
 
@@ -181,12 +312,12 @@ impl FxRates for HttpFxRates {
 /// `GET {base}/payouts/status` (key in the header).
 #[derive(Debug, Clone)]
 pub struct HttpPayoutRail {
-    endpoint: Endpoint,
+    endpoint: HttpEndpoint,
 }
 
 impl HttpPayoutRail {
-    pub fn new(base_url: &str, client: reqwest::Client) -> Self {
-        HttpPayoutRail { endpoint: Endpoint::new(base_url, client) }
+    pub fn new(endpoint: HttpEndpoint) -> Self {
+        HttpPayoutRail { endpoint }
     }
 }
 
@@ -196,23 +327,29 @@ impl PayoutRail for HttpPayoutRail {
         key: &'a str,
         request: &'a PayoutRequest,
     ) -> BoxFuture<'a, Result<PayoutStatus, ConnectorError>> {
-        Box::pin(self.endpoint.post("/payouts/send", key, request))
+        Box::pin(async move {
+            let answer: PayoutAnswer = self.endpoint.post("/payouts/send", key, request).await?;
+            checked(answer.check(key, request), "payout")
+        })
     }
 
     fn status<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<PayoutStatus, ConnectorError>> {
-        Box::pin(self.endpoint.get("/payouts/status", Some(key)))
+        Box::pin(async move {
+            let answer: StatusAnswer = self.endpoint.get("/payouts/status", Some(key), MAX_RESPONSE_BYTES).await?;
+            checked(answer.check(key), "payout status")
+        })
     }
 }
 
 /// Incoming funds over HTTP: `POST {base}/funds/expect`.
 #[derive(Debug, Clone)]
 pub struct HttpIncomingFunds {
-    endpoint: Endpoint,
+    endpoint: HttpEndpoint,
 }
 
 impl HttpIncomingFunds {
-    pub fn new(base_url: &str, client: reqwest::Client) -> Self {
-        HttpIncomingFunds { endpoint: Endpoint::new(base_url, client) }
+    pub fn new(endpoint: HttpEndpoint) -> Self {
+        HttpIncomingFunds { endpoint }
     }
 }
 
@@ -222,27 +359,22 @@ impl IncomingFunds for HttpIncomingFunds {
         key: &'a str,
         request: &'a FundsRequest,
     ) -> BoxFuture<'a, Result<FundsInstructions, ConnectorError>> {
-        Box::pin(self.endpoint.post("/funds/expect", key, request))
+        Box::pin(async move {
+            let answer: FundsAnswer = self.endpoint.post("/funds/expect", key, request).await?;
+            checked(answer.check(key, request), "funds")
+        })
     }
-}
-
-/// The JSON body of `POST /control/down`: all connectors, or one.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub(crate) struct DownBody {
-    pub down: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connector: Option<String>,
 }
 
 /// Controls a simulator server remotely: outages and the call log.
 #[derive(Debug, Clone)]
 pub struct HttpSimControl {
-    endpoint: Endpoint,
+    endpoint: HttpEndpoint,
 }
 
 impl HttpSimControl {
-    pub fn new(base_url: &str, client: reqwest::Client) -> Self {
-        HttpSimControl { endpoint: Endpoint::new(base_url, client) }
+    pub fn new(endpoint: HttpEndpoint) -> Self {
+        HttpSimControl { endpoint }
     }
 
     /// Turns the outage of every connector on or off.
@@ -257,12 +389,48 @@ impl HttpSimControl {
 
     /// The server's in-memory call log, oldest first.
     pub async fn calls(&self) -> Result<Vec<CallRecord>, ConnectorError> {
-        self.endpoint.get("/control/calls", None).await
+        self.endpoint.get("/control/calls", None, MAX_CALL_LOG_BYTES).await
     }
 
     async fn post_down(&self, body: DownBody) -> Result<(), ConnectorError> {
-        let request = self.endpoint.client.post(format!("{}/control/down", self.endpoint.base)).json(&body);
-        let _: serde_json::Value = finish(request.send().await).await?;
+        let body = serde_json::to_vec(&body).map_err(|e| ConnectorError::Rejected(e.to_string()))?;
+        let _: serde_json::Value =
+            self.endpoint.call(Method::POST, "/control/down", None, body, MAX_RESPONSE_BYTES).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_beyond_loopback_is_warned_about() {
+        for quiet in ["http://127.0.0.1:3200", "http://localhost:3200/x", "http://[::1]:1", "https://bank.example"] {
+            assert_eq!(plaintext_warning(quiet), None, "{quiet}");
+        }
+        let warning = plaintext_warning("http://10.1.2.3:3200/api").expect("a warning");
+        assert!(warning.contains("http://10.1.2.3:3200") && warning.contains("https://"), "{warning}");
+        assert!(plaintext_warning("http://bank.internal").is_some());
+    }
+
+    #[test]
+    fn endpoints_refuse_unusable_urls() {
+        for bad in ["ftp://x", "not a url", "http://user:pw@host", "https://host/?token=1", "file:///etc/passwd"] {
+            assert!(HttpEndpoint::plain(bad).is_err(), "{bad}");
+        }
+        assert!(HttpEndpoint::plain("https://bank.example/connectors/").is_ok());
+    }
+
+    #[test]
+    fn statuses_map_to_errors() {
+        let unauthorized = status_error(StatusCode::UNAUTHORIZED, br#"{"error":"wrong bearer token"}"#);
+        assert_eq!(unauthorized, ConnectorError::Unauthorized("wrong bearer token".into()));
+        assert!(matches!(status_error(StatusCode::FORBIDDEN, b""), ConnectorError::Unauthorized(_)));
+        assert!(
+            matches!(status_error(StatusCode::UNPROCESSABLE_ENTITY, b"no"), ConnectorError::Rejected(m) if m == "no")
+        );
+        assert!(matches!(status_error(StatusCode::FOUND, b""), ConnectorError::Malformed(_)));
+        assert_eq!(status_error(StatusCode::GATEWAY_TIMEOUT, b""), ConnectorError::Timeout);
     }
 }

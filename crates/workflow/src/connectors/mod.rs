@@ -4,15 +4,18 @@
 //! payment.
 //!
 //! Each connector has a built-in simulator (so a node runs with no outside
-//! service; see [`Simulators`]), an HTTP client (`Http*`), and an HTTP server
-//! exposing the simulators ([`serve_simulators`]) so tests can run them in a
-//! process that outlives the node.
+//! service; see [`Simulators`]), an HTTP client (`Http*`, authenticated by
+//! [`ConnectorAuth`], over HTTPS with a private CA when configured), and an
+//! HTTP server exposing the simulators ([`serve_simulators`]) so tests can
+//! run them in a process that outlives the node; it checks the same
+//! credentials a bank's endpoint would.
 //!
 //! Every method is ONE attempt (retries, timeouts and circuit breakers wrap
 //! calls elsewhere) and takes the caller's idempotency key, derived from the
 //! order and step: repeating a call with the same key returns the first
 //! result and never repeats the side effect.
 
+mod auth;
 mod funds;
 mod fx;
 mod http_client;
@@ -20,6 +23,7 @@ mod http_server;
 mod payout;
 mod screening;
 mod sim;
+mod wire;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,10 +31,14 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use auth::{ConnectorAuth, MAX_SKEW_SECS, SIGNATURE_HEADER, TIMESTAMP_HEADER, canonical_string, unix_now};
 pub use funds::FundsSimulator;
 pub use fx::{FxSimulator, RATE_SCALE_PPB, default_fx_rates};
-pub use http_client::{HttpFxRates, HttpIncomingFunds, HttpPayoutRail, HttpScreening, HttpSimControl, http_client};
-pub use http_server::{serve_simulators, simulators_router};
+pub use http_client::{
+    HttpConnectorsConfig, HttpEndpoint, HttpFxRates, HttpIncomingFunds, HttpPayoutRail, HttpScreening, HttpSimControl,
+    MAX_RESPONSE_BYTES, http_client, plaintext_warning,
+};
+pub use http_server::{SimServerOptions, serve_simulators, serve_simulators_with, simulators_router};
 pub use payout::{PayoutSettings, PayoutSimulator};
 pub use screening::{AssetLimits, ScreeningRules, ScreeningSimulator};
 pub use sim::{CallRecord, SimClock, SimConfig, SimControls, Simulators, SimulatorsConfig};
@@ -51,6 +59,10 @@ pub enum ConnectorError {
     /// The service refused the request for good (4xx).
     #[error("connector rejected the request: {0}")]
     Rejected(String),
+    /// The service refused our credentials (401/403): a configuration
+    /// problem, so the call is retried (the order waits) until it is fixed.
+    #[error("connector refused the credentials: {0}")]
+    Unauthorized(String),
     /// The service answered with something that could not be understood.
     #[error("malformed connector response: {0}")]
     Malformed(String),
@@ -216,14 +228,15 @@ pub struct Connectors {
 }
 
 impl Connectors {
-    /// HTTP clients for all four connectors at one base URL (for example a
-    /// process running [`serve_simulators`]), sharing one `reqwest` client.
-    pub fn http(base_url: &str, client: reqwest::Client) -> Self {
+    /// HTTP clients for all four connectors at one endpoint (for example a
+    /// process running [`serve_simulators`]), sharing one client and its
+    /// credentials.
+    pub fn http(endpoint: HttpEndpoint) -> Self {
         Connectors {
-            screening: Arc::new(HttpScreening::new(base_url, client.clone())),
-            fx: Arc::new(HttpFxRates::new(base_url, client.clone())),
-            payout: Arc::new(HttpPayoutRail::new(base_url, client.clone())),
-            funds: Arc::new(HttpIncomingFunds::new(base_url, client)),
+            screening: Arc::new(HttpScreening::new(endpoint.clone())),
+            fx: Arc::new(HttpFxRates::new(endpoint.clone())),
+            payout: Arc::new(HttpPayoutRail::new(endpoint.clone())),
+            funds: Arc::new(HttpIncomingFunds::new(endpoint)),
         }
     }
 }
@@ -268,6 +281,7 @@ mod tests {
         assert!(ConnectorError::Timeout.is_retryable());
         assert!(ConnectorError::Unavailable("x".into()).is_retryable());
         assert!(ConnectorError::Malformed("x".into()).is_retryable());
+        assert!(ConnectorError::Unauthorized("x".into()).is_retryable());
         assert!(!ConnectorError::Rejected("x".into()).is_retryable());
     }
 

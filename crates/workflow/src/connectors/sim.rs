@@ -353,6 +353,7 @@ impl SimCore {
             Err(ConnectorError::Unavailable(_)) => "unavailable",
             Err(ConnectorError::Rejected(_)) => "rejected",
             Err(ConnectorError::Malformed(_)) => "malformed",
+            Err(ConnectorError::Unauthorized(_)) => "unauthorized",
         };
         self.controls.record(self.connector, operation, key, outcome, effect);
     }
