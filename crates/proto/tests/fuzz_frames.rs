@@ -65,6 +65,10 @@ proptest! {
         }
         match check_request(&header, &body) {
             Ok(RequestOp::Ping) => prop_assert!(header.operation == PING && body.is_empty() && header.count == 0),
+            Ok(RequestOp::Authenticate) => {
+                prop_assert!(header.operation == bursar_proto::AUTHENTICATE);
+                prop_assert!(body.len() <= bursar_proto::AUTH_TOKEN_MAX);
+            }
             Ok(RequestOp::Op(op)) => {
                 prop_assert!(op.binary_allowed(), "{} reached through the binary protocol", op.name());
                 prop_assert_eq!(body.len(), op.event_size() * header.count as usize);
