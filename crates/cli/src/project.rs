@@ -16,6 +16,15 @@ pub struct PostgresArgs {
     /// PostgreSQL connection: `postgresql://user@host:port/db` or `host=… port=… user=… dbname=…`.
     #[arg(long, env = "BURSAR_PG_URL", hide_env_values = true)]
     url: String,
+    /// TLS to PostgreSQL: disable, prefer, require, verify-ca or verify-full
+    /// (libpq's meanings; wins over `sslmode` in --url). verify-full checks
+    /// the certificate's chain and host name.
+    #[arg(long, value_parser = parse_sslmode)]
+    pg_sslmode: Option<bursar_projection::pg_tls::SslMode>,
+    /// A PEM CA certificate for the server's certificate (wins over
+    /// `sslrootcert` in --url).
+    #[arg(long)]
+    pg_ca_file: Option<std::path::PathBuf>,
     /// Base URL of the server's HTTP API.
     #[arg(long, env = "BURSAR_URL", default_value = "http://127.0.0.1:8080")]
     server: String,
@@ -41,6 +50,7 @@ pub fn run(command: ProjectCommand) -> anyhow::Result<()> {
         bail!("an API key is needed to read events: set BURSAR_KEY (or --key)");
     }
     let mut config = bursar_projection::Config::new(args.url, args.server, args.key);
+    config.pg_tls = bursar_projection::pg_tls::PgTlsOptions { mode: args.pg_sslmode, ca_file: args.pg_ca_file };
     config.batch = args.batch as usize;
     config.rebuild = args.rebuild;
     config.wait_ms = args.wait_ms;
@@ -71,4 +81,8 @@ pub fn run(command: ProjectCommand) -> anyhow::Result<()> {
     bursar_projection::run(&config, &control).map_err(anyhow::Error::msg).context("bursar project postgres")?;
     eprintln!("project: stopped after seq {}", control.applied.load(Ordering::Acquire));
     Ok(())
+}
+
+fn parse_sslmode(text: &str) -> Result<bursar_projection::pg_tls::SslMode, String> {
+    text.parse()
 }

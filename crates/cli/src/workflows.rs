@@ -4,7 +4,9 @@
 
 use anyhow::{Context, bail};
 use bursar_workflow::config::OrdersConfig;
-use bursar_workflow::connectors::{SimConfig, Simulators, SimulatorsConfig};
+use bursar_workflow::connectors::{
+    ConnectorAuth, HttpConnectorsConfig, SimConfig, SimServerOptions, Simulators, SimulatorsConfig, plaintext_warning,
+};
 use bursar_workflow::pii::PiiKeyring;
 use bursar_workflow::runtime::{ConnectorSource, WorkflowSettings};
 use std::net::SocketAddr;
@@ -41,8 +43,59 @@ pub struct WorkflowArgs {
     /// instead of the built-in simulators.
     #[arg(long)]
     pub connectors_url: Option<String>,
+    /// A PEM CA certificate trusted for an https:// --connectors-url, besides
+    /// the public roots (a bank's private CA).
+    #[arg(long, requires = "connectors_url")]
+    pub connectors_ca_file: Option<PathBuf>,
+    /// A PEM certificate chain presented to the connectors (mutual TLS).
+    #[arg(long, requires_all = ["connectors_url", "connectors_key_file"])]
+    pub connectors_cert_file: Option<PathBuf>,
+    /// The PEM private key of --connectors-cert-file.
+    #[arg(long, requires = "connectors_cert_file")]
+    pub connectors_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub auth: ConnectorAuthArgs,
     #[command(flatten)]
     pub sim: SimArgs,
+}
+
+/// Credentials of connector requests: sent by `bursar start`, demanded by
+/// `bursar simulate`.
+#[derive(clap::Args, Clone)]
+pub struct ConnectorAuthArgs {
+    /// A bearer token for connector requests (16+ visible characters). Prefer
+    /// the environment or --connectors-token-file: arguments show in `ps`.
+    #[arg(long, env = "BURSAR_CONNECTORS_TOKEN", hide_env_values = true, conflicts_with = "connectors_token_file")]
+    pub connectors_token: Option<String>,
+    /// A file holding the bearer token.
+    #[arg(long)]
+    pub connectors_token_file: Option<PathBuf>,
+    /// A file holding an HMAC-SHA256 key in hex (32+ bytes): every connector
+    /// request is signed (Bursar-Timestamp, Bursar-Signature).
+    #[arg(long)]
+    pub connectors_hmac_key_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ConnectorAuthArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token never reaches a log.
+        f.debug_struct("ConnectorAuthArgs")
+            .field("connectors_token", &self.connectors_token.as_ref().map(|_| "<set>"))
+            .field("connectors_token_file", &self.connectors_token_file)
+            .field("connectors_hmac_key_file", &self.connectors_hmac_key_file)
+            .finish()
+    }
+}
+
+impl ConnectorAuthArgs {
+    pub fn load(&self) -> anyhow::Result<ConnectorAuth> {
+        ConnectorAuth::load(
+            self.connectors_token_file.as_deref(),
+            self.connectors_token.as_deref(),
+            self.connectors_hmac_key_file.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)
+    }
 }
 
 /// Settings of the connector simulators.
@@ -130,11 +183,31 @@ impl WorkflowArgs {
     pub fn settings(&self, data_dir: &Path) -> anyhow::Result<WorkflowSettings> {
         let mut settings = WorkflowSettings::new(self.orders_config()?, self.keyring(data_dir)?);
         settings.connectors = match &self.connectors_url {
-            Some(url) => ConnectorSource::Http(url.trim_end_matches('/').to_string()),
+            Some(url) => ConnectorSource::Http(self.http_connectors(url)?),
             None => ConnectorSource::Simulated(Box::new(self.sim.config()?)),
         };
         settings.sim_call_log = self.sim.sim_call_log.clone();
         Ok(settings)
+    }
+}
+
+impl WorkflowArgs {
+    /// Checks the URL, credentials and TLS files now, so a mistake stops the start.
+    fn http_connectors(&self, url: &str) -> anyhow::Result<HttpConnectorsConfig> {
+        let config = HttpConnectorsConfig {
+            base_url: url.to_string(),
+            auth: self.auth.load()?,
+            ca_file: self.connectors_ca_file.clone(),
+            client_identity: self.connectors_cert_file.clone().zip(self.connectors_key_file.clone()),
+        };
+        if let Some(warning) = plaintext_warning(url) {
+            if !config.auth.is_none() {
+                bail!("{warning} (refused: connector credentials are set)");
+            }
+            eprintln!("bursar: warning: {warning}");
+        }
+        config.endpoint().map_err(anyhow::Error::msg)?;
+        Ok(config)
     }
 }
 
@@ -150,6 +223,15 @@ pub struct SimulateArgs {
     /// Where to serve the simulators' HTTP API.
     #[arg(long, default_value = "127.0.0.1:3200")]
     pub listen: SocketAddr,
+    /// Serve HTTPS with this PEM certificate chain.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The credentials every request must carry (refused with 401 otherwise).
+    #[command(flatten)]
+    pub auth: ConnectorAuthArgs,
     #[command(flatten)]
     pub sim: SimArgs,
 }
@@ -157,6 +239,12 @@ pub struct SimulateArgs {
 /// `bursar simulate`: serves the connector simulators until SIGINT/SIGTERM.
 pub fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let config = args.sim.config()?;
+    let mut options = SimServerOptions { auth: args.auth.load()?, ..Default::default() };
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let identity = bursar_tls::Identity::load(cert, key, "--tls-cert/--tls-key").map_err(anyhow::Error::msg)?;
+        options.tls = Some(Arc::new(bursar_tls::server_config(identity, None).map_err(anyhow::Error::msg)?));
+    }
+    let scheme = if options.tls.is_some() { "https" } else { "http" };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
         let mut controls = bursar_workflow::connectors::SimControls::default();
@@ -165,9 +253,9 @@ pub fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         }
         let sims = Simulators::with_controls(config, controls, None);
         let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("listening on {}", args.listen))?;
-        println!("bursar: connector simulators on http://{}", listener.local_addr()?);
+        println!("bursar: connector simulators on {scheme}://{}", listener.local_addr()?);
         tokio::select! {
-            served = bursar_workflow::connectors::serve_simulators(sims, listener) => served.context("serving the simulators")?,
+            served = bursar_workflow::connectors::serve_simulators_with(sims, listener, options) => served.context("serving the simulators")?,
             _ = tokio::signal::ctrl_c() => {}
         }
         anyhow::Ok(())
