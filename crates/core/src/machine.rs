@@ -436,8 +436,7 @@ impl Machine {
         let mut sections = stored.sections;
         let service = sections.split_off(ledger_sections);
         let [keys, idempotency, audit_bytes, audit_offsets, order_book, webhooks, access, proposers]: [Vec<Vec<u8>>;
-            8] =
-            service.try_into().map_err(|_| "service sections are missing")?;
+            8] = service.try_into().map_err(|_| "service sections are missing")?;
         let ledger = StateMachine::restore(limits, SnapshotChunks { header: stored.header, sections })?;
         let mut machine = Machine { ledger, ..Default::default() };
         for key in decode_keys(&keys.concat())? {

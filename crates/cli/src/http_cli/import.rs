@@ -934,6 +934,10 @@ fn transfer_exists(api: &super::client::Api, id: &str) -> Result<bool, CliError>
 }
 
 #[cfg(test)]
+#[path = "import_fuzz.rs"]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
