@@ -218,6 +218,11 @@ impl Node {
         }
         let needs_admin =
             if clustered { keys.read().unwrap_or_else(|e| e.into_inner()).is_empty() } else { needs_admin };
+        // Before the listener: a client that finds the port open can
+        // authenticate with the admin key at once.
+        if needs_admin {
+            report.admin_key = Some(bootstrap_admin_key(&engine_tx, config.admin_key.clone(), clustered)?);
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let addr = match config.listen {
             Some(listen) => {
@@ -237,9 +242,6 @@ impl Node {
             None => None,
         };
         runtime.spawn(tick(engine_tx.clone(), stop_rx));
-        if needs_admin {
-            report.admin_key = Some(bootstrap_admin_key(&engine_tx, config.admin_key.clone(), clustered)?);
-        }
         let signals = runtime.block_on(async {
             use tokio::signal::unix::{SignalKind, signal};
             Some((signal(SignalKind::terminate()).ok()?, signal(SignalKind::interrupt()).ok()?))
