@@ -235,6 +235,7 @@ fn one_client_holding_thousands_of_sockets_does_not_starve_another() {
         hogs.push(s);
     }
 
+    common::install_crypto();
     let other = reqwest::blocking::Client::builder()
         .local_address(Some("127.0.0.2".parse().expect("an address")))
         .timeout(Duration::from_secs(60))

@@ -303,7 +303,7 @@ protocol_errors! {
     Unauthenticated = 13, "unauthenticated", false => "Authenticate first with an active API key; the server closes the connection after 3 failures or once its key is revoked.",
     Forbidden = 14, "forbidden", false => "The key's role or ledgers do not allow this request; the message names the reason.",
     TlsRequired = 15, "tls_required", true => "This port serves TLS only; connect with TLS.",
-    NotApplied = 20, "not_applied", false => "Cluster mode: the replicas refused the log entry holding this write (for example, it came from an earlier run of this replica); nothing was applied, so retrying is safe.",
+    NotApplied = 16, "not_applied", false => "Cluster mode: the replicas refused the log entry holding this write (for example, it came from an earlier run of this replica); nothing was applied, so retrying is safe.",
 }
 
 impl std::fmt::Display for ProtocolError {

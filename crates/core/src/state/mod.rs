@@ -114,15 +114,15 @@ const PREFETCH_AHEAD: usize = 8;
 /// next entry, so one entry's work stays bounded.
 pub const EXPIRIES_PER_ENTRY_MAX: usize = 8190;
 
-/// Latest entry time the machine takes: `i64::MAX` ns (year 2262). A later
-/// log timestamp (a bad clock, a damaged or hostile entry) is read as this,
-/// so event timestamps (entry time plus one per event) can never overflow
-/// and always fit a signed 64-bit column.
-pub const ENTRY_TIME_MAX: u64 = i64::MAX as u64;
+/// Latest entry time the machine takes: 2^64 − 2^40 ns. A later log
+/// timestamp (a bad clock, a damaged or hostile entry) is read as this, so
+/// event timestamps (entry time plus one per event) keep 2^40 nanoseconds of
+/// room and cannot overflow; a pending timeout that would reach past 2^64
+/// is still `overflows_timeout`, as the spec (and the model test) define it.
+pub const ENTRY_TIME_MAX: u64 = u64::MAX - (1 << 40);
 
-/// Largest `last_timestamp` a snapshot may hold: the entry time limit plus
-/// room for more events than any log will ever hold.
-pub const LAST_TIMESTAMP_MAX: u64 = ENTRY_TIME_MAX + (1 << 62);
+/// Largest `last_timestamp` a snapshot may hold: `last_timestamp + 1` fits.
+pub const LAST_TIMESTAMP_MAX: u64 = u64::MAX - 1;
 
 pub struct StateMachine {
     limits: Limits,

@@ -157,6 +157,13 @@ impl<'a> Req<'a> {
     }
 }
 
+/// Makes ring the process's rustls provider: reqwest is built without one
+/// (`rustls-no-provider`, so that nothing pulls in aws-lc) and refuses to
+/// build a client until one is installed.
+pub fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A blocking HTTP client for one server. Cheap to clone (shared pool).
 #[derive(Clone)]
 pub struct Client {
@@ -166,6 +173,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str) -> Client {
+        install_crypto();
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
