@@ -87,8 +87,8 @@ fn publish(urls: &str, messages: Vec<Vec<u8>>) -> Vec<u64> {
     })
 }
 
-/// The payload of the newest committed entry holding a binary-protocol
-/// `create_transfers` command, as stored.
+/// The payload of the newest committed entry holding a `create_transfers`
+/// command, as stored.
 fn newest_transfer_entry(urls: &str) -> Vec<u8> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
@@ -98,7 +98,9 @@ fn newest_transfer_entry(urls: &str) -> Vec<u8> {
         let last = stream.info().await.unwrap().state.last_sequence;
         for position in (1..=last).rev() {
             let payload = stream.get_raw_message(position).await.unwrap().payload.to_vec();
-            if payload.get(bursar_cluster::seal::SEAL_BYTES) == Some(&(Operation::CreateTransfers as u8)) {
+            let body = payload.get(bursar_cluster::seal::SEAL_BYTES..).unwrap_or_default();
+            let commands = bursar_core::command::decode_body(body).unwrap_or_default();
+            if commands.iter().any(|c| c.command().operation == Operation::CreateTransfers) {
                 return payload;
             }
         }
