@@ -43,7 +43,27 @@ impl NatsCluster {
     /// configuration (accounts, users, a `tls { }` block for clients). A
     /// single node runs JetStream without a `cluster { }` block: alone, it
     /// could never elect a meta leader among routes.
+    ///
+    /// Ports are picked free and bound a moment later, so another process
+    /// may take one in between: a node that could not bind is retried on
+    /// new ports a few times.
     pub fn start_with(dir: &Path, size: usize, extra: &str) -> Result<NatsCluster, String> {
+        const ATTEMPTS: usize = 5;
+        let mut attempt = 1;
+        loop {
+            match NatsCluster::start_once(dir, size, extra) {
+                Err(e) if attempt < ATTEMPTS && e.contains("address already in use") => {
+                    for i in 0..size {
+                        let _ = std::fs::remove_dir_all(dir.join(format!("n{}", i + 1)));
+                    }
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once(dir: &Path, size: usize, extra: &str) -> Result<NatsCluster, String> {
         assert!(size >= 1, "a cluster has at least one node");
         let binary = find_binary()?;
         let ports: Vec<(u16, u16, u16)> =
