@@ -9,7 +9,6 @@ use crate::problem::{self, ApiResult, Problem};
 use axum::extract::State;
 use bursar_core::Operation;
 use bursar_core::service::access::{AccessFilter, AccessKind, AccessRecord};
-use bursar_core::service::keys::Role;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -46,10 +45,7 @@ pub async fn list(
     principal: Principal,
     QueryParams(q): QueryParams<AccessQuery>,
 ) -> ApiResult<axum::Json<Page<AccessBody>>> {
-    principal.require(&[Role::Admin, Role::Auditor, Role::Compliance])?;
-    if principal.is_scoped() {
-        return Err(Problem::forbidden("the access trail spans every ledger; this key is restricted to some"));
-    }
+    super::require_trail_reader(&principal, "access trail")?;
     let limit = page_limit(q.limit)?;
     let kind = match q.kind.as_deref() {
         None => 0,
@@ -57,12 +53,7 @@ pub async fn list(
             Problem::bad_request("invalid_query", format!("unknown access kind {name:?}")).field("kind")
         })? as u8,
     };
-    let after_seq = match q.cursor.as_deref() {
-        None => 0,
-        Some(c) => {
-            c.parse::<u64>().map_err(|_| Problem::bad_request("invalid_query", "invalid cursor").field("cursor"))?
-        }
-    };
+    let after_seq = super::cursor::<u64>(q.cursor.as_deref())?;
     let filter = AccessFilter { after_seq, limit, kind, reserved: [0; 3] };
     let response = app.read(Operation::ListAccess, bytemuck::bytes_of(&filter).to_vec()).await?;
     let (scanned_to, records) = decode(&response.body).map_err(Problem::internal)?;

@@ -9,7 +9,6 @@ use axum::extract::State;
 use bursar_core::Operation;
 use bursar_core::command::AuditFilter;
 use bursar_core::service::audit::AuditRecord;
-use bursar_core::service::keys::Role;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -42,17 +41,9 @@ pub async fn list(
     principal: Principal,
     QueryParams(q): QueryParams<AuditQuery>,
 ) -> ApiResult<axum::Json<Page<AuditBody>>> {
-    principal.require(&[Role::Admin, Role::Auditor, Role::Compliance])?;
-    if principal.is_scoped() {
-        return Err(Problem::forbidden("the audit trail spans every ledger; this key is restricted to some"));
-    }
+    super::require_trail_reader(&principal, "audit trail")?;
     let limit = page_limit(q.limit)?;
-    let after_seq = match q.cursor.as_deref() {
-        None => 0,
-        Some(c) => {
-            c.parse::<u64>().map_err(|_| Problem::bad_request("invalid_query", "invalid cursor").field("cursor"))?
-        }
-    };
+    let after_seq = super::cursor::<u64>(q.cursor.as_deref())?;
     let filter = AuditFilter { after_seq, limit, reserved: 0 };
     let response = app.read(Operation::ListAudit, bytemuck::bytes_of(&filter).to_vec()).await?;
     let records = decode_records(&response.body).map_err(Problem::internal)?;

@@ -6,7 +6,7 @@ use crate::app::App;
 use crate::dto::{IdempotencyKeyHeader, LedgerBody, LedgerRequest, Page};
 use crate::engine_client::WriteContext;
 use crate::extract::{IdempotencyKey, JsonBody, Principal, QueryParams, RequestContext};
-use crate::problem::{self, ApiResult, Problem};
+use crate::problem::{self, ApiResult};
 use axum::extract::State;
 use axum::response::Response;
 use bursar_core::service::keys::Role;
@@ -74,12 +74,7 @@ pub async fn list(
     QueryParams(q): QueryParams<LedgerQuery>,
 ) -> ApiResult<axum::Json<Page<LedgerBody>>> {
     let limit = page_limit(q.limit)?;
-    let after_id = match q.cursor.as_deref() {
-        None => 0,
-        Some(c) => {
-            c.parse::<u32>().map_err(|_| Problem::bad_request("invalid_query", "invalid cursor").field("cursor"))?
-        }
-    };
+    let after_id = super::cursor::<u32>(q.cursor.as_deref())?;
     let filter = LedgerFilter { after_id, limit };
     let response = app.read(Operation::ListLedgers, bytemuck::bytes_of(&filter).to_vec()).await?;
     let ledgers: Vec<Ledger> = super::records::<Ledger>(&response.body);

@@ -113,6 +113,25 @@ fn page_limit(limit: Option<u32>) -> Result<u32, Problem> {
     }
 }
 
+/// A numeric page cursor (`next_cursor` of the previous page); none is 0.
+fn cursor<T: std::str::FromStr + Default>(cursor: Option<&str>) -> Result<T, Problem> {
+    match cursor {
+        None => Ok(T::default()),
+        Some(c) => c.parse().map_err(|_| Problem::bad_request("invalid_query", "invalid cursor").field("cursor")),
+    }
+}
+
+/// The audit and access trails span every ledger: readable by admins,
+/// auditors and compliance, with keys not restricted to some ledgers.
+fn require_trail_reader(principal: &crate::extract::Principal, trail: &str) -> Result<(), Problem> {
+    use bursar_core::service::keys::Role;
+    principal.require(&[Role::Admin, Role::Auditor, Role::Compliance])?;
+    if principal.is_scoped() {
+        return Err(Problem::forbidden(format!("the {trail} spans every ledger; this key is restricted to some")));
+    }
+    Ok(())
+}
+
 fn check_batch_size(n: usize, field: &str) -> Result<(), Problem> {
     let max = bursar_core::records::BATCH_EVENTS_MAX;
     if n == 0 || n > max {

@@ -226,12 +226,7 @@ pub async fn list(
             Problem::bad_request("invalid_query", format!("unknown order state {name:?}")).field("state")
         })? as u8,
     };
-    let after_id = match q.cursor.as_deref() {
-        None => 0,
-        Some(c) => {
-            c.parse::<u128>().map_err(|_| Problem::bad_request("invalid_query", "invalid cursor").field("cursor"))?
-        }
-    };
+    let after_id = super::cursor::<u128>(q.cursor.as_deref())?;
     let filter = OrderFilter { after_id, limit, state, ..Default::default() };
     let response = app.read(Operation::ListOrders, bytemuck::bytes_of(&filter).to_vec()).await?;
     let rows: Vec<Order> = super::records::<Order>(&response.body);

@@ -408,10 +408,7 @@ pub async fn dead_letters(
     let id = parse_id(&id)?;
     read_one(&app, id).await?;
     let limit = page_limit(q.limit)?;
-    let after = match q.cursor.as_deref() {
-        None => 0,
-        Some(c) => c.parse().map_err(|_| Problem::bad_request("invalid_query", "invalid cursor").field("cursor"))?,
-    };
+    let after = super::cursor(q.cursor.as_deref())?;
     let filter = WebhookFilter { id, after, limit, redeliveries: 0 };
     let response = app.read(Operation::ListDeadLetters, bytemuck::bytes_of(&filter).to_vec()).await?;
     let v: Vec<DeadLetter> = response.body.chunks_exact(DeadLetter::SIZE).map(bytemuck::pod_read_unaligned).collect();
