@@ -5,8 +5,8 @@
 //! from the log, and connector calls carry idempotency keys, so a call the
 //! old holder had in flight is not repeated by the connector.
 
+use bursar_runtime::supervisor::Escalation;
 use bursar_server::node::NodeHandle;
-use bursar_workflow::supervisor::Escalation;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use std::sync::Arc;

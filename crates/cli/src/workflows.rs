@@ -3,11 +3,11 @@
 //! connectors outliving a node).
 
 use anyhow::{Context, bail};
-use bursar_workflow::config::OrdersConfig;
+use bursar_core::orders::settings::OrdersConfig;
+use bursar_crypto::pii::PiiKeyring;
 use bursar_workflow::connectors::{
     ConnectorAuth, HttpConnectorsConfig, SimConfig, SimServerOptions, Simulators, SimulatorsConfig, plaintext_warning,
 };
-use bursar_workflow::pii::PiiKeyring;
 use bursar_workflow::runtime::{ConnectorSource, WorkflowSettings};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -23,7 +23,7 @@
 
 use crate::cluster_key::{ClusterKeys, Purpose};
 use async_nats::jetstream::{self, kv};
-use bursar_workflow::resilience::Backoff;
+use bursar_runtime::resilience::Backoff;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use std::collections::BTreeMap;

@@ -29,7 +29,7 @@ use async_nats::jetstream::{self, ErrorCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE;
 use bursar_log::{BundleInfo, SnapshotStore};
-use bursar_workflow::resilience::Backoff;
+use bursar_runtime::resilience::Backoff;
 use futures_util::TryStreamExt;
 use std::collections::HashSet;
 use std::fmt::Display;

@@ -1,8 +1,8 @@
 //! Shared state of the HTTP front end, and its configuration.
 
+use bursar_core::orders::settings::OrdersConfig;
+use bursar_crypto::pii::PiiKeyring;
 use bursar_server::engine::{EngineMsg, KeyTable};
-use bursar_workflow::config::OrdersConfig;
-use bursar_workflow::pii::PiiKeyring;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

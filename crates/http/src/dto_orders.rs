@@ -10,12 +10,12 @@ use axum::http::StatusCode;
 use bursar_core::orders::book::{EVENT_CREATE, EVENT_EXPIRE};
 use bursar_core::orders::money::transfer_id;
 use bursar_core::orders::records::{REASON_MAX, REFERENCE_MAX, reference_str};
+use bursar_core::orders::settings::OrdersConfig;
 use bursar_core::orders::{
     Actor, CommandKind, Order, OrderCommand, OrderCommandResult, OrderCreate, OrderState, TimelineEvent, Verdict,
     order_flags,
 };
-use bursar_workflow::config::OrdersConfig;
-use bursar_workflow::pii::{OrderPii, PiiError};
+use bursar_crypto::pii::{OrderPii, PiiError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa::openapi::RefOr;

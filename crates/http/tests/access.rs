@@ -8,12 +8,12 @@
 mod common;
 
 use bursar_core::Operation;
+use bursar_core::orders::settings::OrdersConfig;
 use bursar_core::orders::{Actor, CommandKind, OrderCommand, Verdict};
+use bursar_crypto::pii::PiiKeyring;
 use bursar_http::{HttpConfig, OrdersApi};
 use bursar_proto::RequestOp;
 use bursar_server::engine::{EngineMsg, Request};
-use bursar_workflow::config::OrdersConfig;
-use bursar_workflow::pii::PiiKeyring;
 use common::{ADMIN_KEY, Req, TestNode, transfer_body};
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -15,11 +15,11 @@
 
 mod common;
 
+use bursar_core::orders::settings::OrdersConfig;
+use bursar_crypto::pii::PiiKeyring;
 use bursar_fuzz as fz;
 use bursar_http::webhooks::DestinationPolicy;
 use bursar_http::{HttpConfig, OrdersApi, WebhooksApi};
-use bursar_workflow::config::OrdersConfig;
-use bursar_workflow::pii::PiiKeyring;
 use common::{ADMIN_KEY, Req, TestNode, fresh_key};
 use proptest::prelude::*;
 use proptest::sample::Index;

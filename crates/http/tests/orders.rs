@@ -8,9 +8,9 @@
 
 mod common;
 
+use bursar_core::orders::settings::OrdersConfig;
+use bursar_crypto::pii::PiiKeyring;
 use bursar_http::{HttpConfig, OrdersApi};
-use bursar_workflow::config::OrdersConfig;
-use bursar_workflow::pii::PiiKeyring;
 use common::{ADMIN_KEY, Client, Req, TestNode, fresh_key};
 use reqwest::Method;
 use serde_json::{Value, json};

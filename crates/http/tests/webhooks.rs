@@ -5,11 +5,11 @@ mod common;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use bursar_crypto::pii::PiiKeyring;
 use bursar_http::webhooks::DestinationPolicy;
 use bursar_http::webhooks::delivery::DeliverySettings;
 use bursar_http::{HttpConfig, WebhooksApi};
 use bursar_server::{Node, NodeConfig};
-use bursar_workflow::pii::PiiKeyring;
 use common::{ADMIN_KEY, Client};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};

@@ -7,8 +7,8 @@ pub mod nats;
 pub mod nats_cluster;
 pub mod nats_server;
 
+use bursar_runtime::supervisor::{Child, Escalation, Intensity, Restart, Strategy, Supervisor, SupervisorStats};
 use bursar_server::node::NodeHandle;
-use bursar_workflow::supervisor::{Child, Escalation, Intensity, Restart, Strategy, Supervisor, SupervisorStats};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +38,6 @@ pub fn start(node: &NodeHandle, nats_config: Option<nats::NatsRelayConfig>) -> R
         root = root.child(Child::worker("relay-nats", Restart::Permanent, move || relay.clone().run()));
     }
     let stats = root.stats();
-    let done = node.runtime.spawn(bursar_workflow::supervisor::run_root(root, node.stop.clone()));
+    let done = node.runtime.spawn(bursar_runtime::supervisor::run_root(root, node.stop.clone()));
     Relays { nats: nats_status, stats, done }
 }

@@ -37,7 +37,7 @@ use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream::StorageType};
 use bursar_http::event_reader::EventReader;
 use bursar_nats::{NatsEndpoint, NatsError, NatsSecurity};
-use bursar_workflow::resilience::Backoff;
+use bursar_runtime::resilience::Backoff;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;

@@ -2,16 +2,16 @@
 //! (simulated by default, HTTP when configured), and the executor under the
 //! supervision tree.
 
-use crate::config::OrdersConfig;
 use crate::connectors::{
     HttpConnectorsConfig, HttpFxRates, HttpIncomingFunds, HttpPayoutRail, HttpScreening, Simulators, SimulatorsConfig,
 };
 use crate::engine_link::EngineLink;
 use crate::executor::{Breakers, Connectors, Executor, ExecutorSettings};
-use crate::pii::PiiKeyring;
-use crate::resilience::{BreakerConfig, CircuitBreaker, RetryPolicy};
-use crate::supervisor::{Child, Escalation, Intensity, Restart, Strategy, Supervisor, SupervisorStats};
+use bursar_core::orders::settings::OrdersConfig;
 use bursar_core::{Ledger, Operation};
+use bursar_crypto::pii::PiiKeyring;
+use bursar_runtime::resilience::{BreakerConfig, CircuitBreaker, RetryPolicy};
+use bursar_runtime::supervisor::{Child, Escalation, Intensity, Restart, Strategy, Supervisor, SupervisorStats};
 use bursar_server::node::NodeHandle;
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc};
@@ -85,7 +85,7 @@ pub fn start(node: &NodeHandle, settings: WorkflowSettings) -> Result<Workflows,
     });
     let root = Supervisor::new("root", Strategy::OneForOne, settings.intensity).child(executor);
     let stats = root.stats();
-    let done = node.runtime.spawn(crate::supervisor::run_root(root, node.stop.clone()));
+    let done = node.runtime.spawn(bursar_runtime::supervisor::run_root(root, node.stop.clone()));
     Ok(Workflows { simulators, stats, done })
 }
 

@@ -3,14 +3,15 @@
 //! deadlines across a restart, and the ledger's invariants at the end.
 
 use bursar_core::Operation;
+use bursar_core::orders::settings::OrdersConfig;
+use bursar_workflow::new_order::{NewOrder, create_event};
 use bursar_core::orders::{Order, OrderState};
+use bursar_crypto::pii::{OrderPii, PiiKeyring};
+use bursar_runtime::resilience::{BreakerConfig, RetryPolicy};
 use bursar_server::{Node, NodeConfig};
-use bursar_workflow::config::{NewOrder, OrdersConfig};
 use bursar_workflow::connectors::{ScreeningRules, SimConfig, SimulatorsConfig};
 use bursar_workflow::engine_link::EngineLink;
 use bursar_workflow::executor::ExecutorSettings;
-use bursar_workflow::pii::{OrderPii, PiiKeyring};
-use bursar_workflow::resilience::{BreakerConfig, RetryPolicy};
 use bursar_workflow::runtime::{ConnectorSource, WorkflowSettings, Workflows};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -76,7 +77,7 @@ fn create(r: &Running, s: &WorkflowSettings, ids: std::ops::Range<u128>, amount:
                 payout_at: 0,
                 pii: &p,
             };
-            s.orders.create_event(&new, &s.keyring).unwrap()
+            create_event(&s.orders, &new, &s.keyring).unwrap()
         })
         .collect();
     let response = r

@@ -5,11 +5,12 @@
 use anyhow::{Context, bail};
 use bursar_core::Operation;
 use bursar_core::orders::OrderState;
+use bursar_core::orders::settings::OrdersConfig;
+use bursar_workflow::new_order::{NewOrder, create_event};
+use bursar_crypto::pii::{OrderPii, PiiKeyring};
 use bursar_server::{Node, NodeConfig};
-use bursar_workflow::config::{NewOrder, OrdersConfig};
 use bursar_workflow::connectors::{SimConfig, SimulatorsConfig};
 use bursar_workflow::engine_link::EngineLink;
-use bursar_workflow::pii::{OrderPii, PiiKeyring};
 use bursar_workflow::runtime::{ConnectorSource, WorkflowSettings};
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
@@ -126,7 +127,7 @@ async fn create_all(
                     payout_at: 0,
                     pii: &pii,
                 };
-                s.orders.create_event(&o, &s.keyring).map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message))
+                create_event(&s.orders, &o, &s.keyring).map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let at = Instant::now();

@@ -10,6 +10,7 @@ pub mod codes;
 pub mod invariants;
 pub mod money;
 pub mod records;
+pub mod settings;
 
 pub use apply::Ctx;
 pub use book::{OrderBook, OrderEntry, TimelineEvent};

@@ -13,11 +13,11 @@ use bursar_core::Operation;
 use bursar_core::service::webhooks::{
     DeadLetter, REDELIVERY, WebhookFilter, WebhookRecord, WebhookUpdate, WebhookUpdateResult,
 };
+use bursar_crypto::pii::PiiKeyring;
+use bursar_runtime::resilience::Backoff;
+use bursar_runtime::supervisor::{Child, Escalation, Intensity, Restart, Strategy, Supervisor, SupervisorStats};
 use bursar_server::node::NodeHandle;
 use bursar_workflow::engine_link::EngineLink;
-use bursar_workflow::pii::PiiKeyring;
-use bursar_workflow::resilience::Backoff;
-use bursar_workflow::supervisor::{Child, Escalation, Intensity, Restart, Strategy, Supervisor, SupervisorStats};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
@@ -109,7 +109,7 @@ pub fn start(
     let intensity = Intensity { max_restarts: 10, within: Duration::from_secs(60) };
     let root = Supervisor::new("webhooks", Strategy::OneForOne, intensity).child(manager);
     let stats = root.stats();
-    let done = node.runtime.spawn(bursar_workflow::supervisor::run_root(root, node.stop.clone()));
+    let done = node.runtime.spawn(bursar_runtime::supervisor::run_root(root, node.stop.clone()));
     Ok(WebhookWorkers { stats, done })
 }
 

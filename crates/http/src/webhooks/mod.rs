@@ -24,7 +24,7 @@ pub fn secret_aad(id: u64) -> Vec<u8> {
 
 /// `Bursar-Signature`: `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
-    let mac = bursar_workflow::signing::hmac_sha256_hex(secret, &[timestamp.to_string().as_bytes(), b".", body]);
+    let mac = bursar_crypto::signing::hmac_sha256_hex(secret, &[timestamp.to_string().as_bytes(), b".", body]);
     format!("t={timestamp},v1={mac}")
 }
 

@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::HeaderMap;
 
-use crate::signing::{hmac_sha256_hex, sha256, sha256_hex, verify_hmac_sha256_hex};
+use bursar_crypto::signing::{hmac_sha256_hex, sha256, sha256_hex, verify_hmac_sha256_hex};
 
 /// Unix seconds at which the request was signed.
 pub const TIMESTAMP_HEADER: &str = "Bursar-Timestamp";

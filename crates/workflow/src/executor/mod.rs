@@ -13,12 +13,12 @@ mod steps;
 
 pub use steps::{PII_STATES, idempotency_key, is_actionable};
 
-use crate::config::OrdersConfig;
 use crate::connectors::{FundsNotification, FxRates, IncomingFunds, PayoutRail, Screening};
 use crate::engine_link::{CommandQueue, EngineLink, FeedOrder};
-use crate::pii::PiiKeyring;
-use crate::resilience::{CircuitBreaker, RetryPolicy};
+use bursar_core::orders::settings::OrdersConfig;
 use bursar_core::orders::{Actor, CommandKind, OrderChange, OrderCommand, OrderCommandResult, OrderState};
+use bursar_crypto::pii::PiiKeyring;
+use bursar_runtime::resilience::{CircuitBreaker, RetryPolicy};
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -331,7 +331,7 @@ pub fn now_nanos() -> u64 {
     bursar_server::engine::now_nanos()
 }
 
-impl crate::resilience::Retryable for crate::connectors::ConnectorError {
+impl bursar_runtime::resilience::Retryable for crate::connectors::ConnectorError {
     fn is_retryable(&self) -> bool {
         crate::connectors::ConnectorError::is_retryable(self)
     }

@@ -13,9 +13,9 @@ use crate::connectors::{
     ConnectorError, FundsRequest, PayoutRequest, PayoutStatus, ScreeningRequest, ScreeningVerdict,
 };
 use crate::engine_link::FeedOrder;
-use crate::pii::OrderPii;
-use crate::resilience::{CallError, call_with_retry};
 use bursar_core::orders::{Actor, CommandKind, OrderChange, OrderCommand, OrderState, Verdict};
+use bursar_crypto::pii::OrderPii;
+use bursar_runtime::resilience::{CallError, call_with_retry};
 use std::time::Duration;
 
 /// What a step produced.

@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use bursar_workflow::pii::{OrderPii, PII_SLOT, PiiError, PiiKeyring};
+use bursar_crypto::pii::{OrderPii, PII_SLOT, PiiError, PiiKeyring};
 
 const KEY_A: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 const KEY_B: &str = "f0e1d2c3b4a5968778695a4b3c2d1e0f00112233445566778899aabbccddeeff";

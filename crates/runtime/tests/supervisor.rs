@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bursar_workflow::supervisor::{Child, Escalation, Intensity, Restart, Strategy, Supervisor};
+use bursar_runtime::supervisor::{Child, Escalation, Intensity, Restart, Strategy, Supervisor};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use bursar_workflow::resilience::{
+use bursar_runtime::resilience::{
     BreakerConfig, BreakerOpen, BreakerState, CallError, CircuitBreaker, Outcome, RetryPolicy, Retryable,
     backoff_ceiling, backoff_delay, call_with_retry,
 };

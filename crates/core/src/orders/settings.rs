@@ -1,9 +1,10 @@
 //! The order settings shared by the API edge (which resolves them into each
 //! create command, so replay never depends on today's configuration) and the
-//! executor (which needs asset codes for connector calls).
+//! executor (which needs asset codes for connector calls). Apply never reads
+//! them: they are configuration, resolved before a command is logged.
 
-use bursar_core::orders::money::FeeSchedule;
-use bursar_core::orders::order_flags;
+use crate::orders::money::FeeSchedule;
+use crate::orders::order_flags;
 
 /// One asset orders may use: its code, the ledger that holds it, and the
 /// ledger's minor-unit scale (used when the node creates missing ledgers).
@@ -59,7 +60,7 @@ impl OrdersConfig {
             let [code, ledger, scale] = parts[..] else {
                 return Err(format!("asset {item:?} is not CODE:LEDGER:SCALE"));
             };
-            if bursar_core::Ledger::pack_asset(code).is_none() {
+            if crate::Ledger::pack_asset(code).is_none() {
                 return Err(format!("asset code {code:?} is not 1-16 of A-Z, 0-9, '_', '-', '.'"));
             }
             let ledger =
@@ -78,67 +79,6 @@ impl OrdersConfig {
             return Err("no assets given".into());
         }
         Ok(assets)
-    }
-}
-
-/// An order as a client asks for it, before the edge resolves it.
-pub struct NewOrder<'a> {
-    pub id: u128,
-    pub customer_id: u128,
-    pub source_asset: &'a str,
-    pub source_amount: u128,
-    pub target_asset: &'a str,
-    /// Earliest payout time, unix nanoseconds; 0 = as soon as ready.
-    pub payout_at: u64,
-    pub pii: &'a crate::pii::OrderPii,
-}
-
-/// Why a new order cannot become a create command; `field` names the input.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewOrderError {
-    pub field: &'static str,
-    pub message: String,
-}
-
-impl OrdersConfig {
-    /// Resolves assets to ledgers, computes the fee, stamps timeouts and fee
-    /// policy, and encrypts the personal data (bound to the order id).
-    pub fn create_event(
-        &self,
-        o: &NewOrder<'_>,
-        keyring: &crate::pii::PiiKeyring,
-    ) -> Result<bursar_core::orders::OrderCreate, NewOrderError> {
-        let err = |field, message: String| NewOrderError { field, message };
-        let source_ledger = self
-            .ledger_of(o.source_asset)
-            .ok_or_else(|| err("source_asset", format!("{} is not an order asset", o.source_asset)))?;
-        let target_ledger = self
-            .ledger_of(o.target_asset)
-            .ok_or_else(|| err("target_asset", format!("{} is not an order asset", o.target_asset)))?;
-        let fee_amount =
-            self.fee.fee(o.source_amount).ok_or_else(|| err("source_amount", "the fee overflows".into()))?;
-        o.pii.validate().map_err(|e| match e {
-            crate::pii::PiiError::Invalid { field, reason } => err(field, reason),
-            other => err("sender", other.to_string()),
-        })?;
-        let blob = keyring.encrypt(o.id, o.pii).map_err(|e| err("sender", e.to_string()))?;
-        let mut event = bursar_core::orders::OrderCreate {
-            id: o.id,
-            customer_id: o.customer_id,
-            source_amount: o.source_amount,
-            fee_amount,
-            payout_at: o.payout_at,
-            source_ledger,
-            target_ledger,
-            funds_timeout_seconds: self.funds_timeout_seconds,
-            review_timeout_seconds: self.review_timeout_seconds,
-            flags: self.flags,
-            pii_len: blob.len() as u16,
-            ..Default::default()
-        };
-        let slot = event.pii.get_mut(..blob.len()).ok_or_else(|| err("sender", "personal data too long".into()))?;
-        slot.copy_from_slice(&blob);
-        Ok(event)
     }
 }
 
