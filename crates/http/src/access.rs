@@ -17,8 +17,7 @@ use axum::http::StatusCode;
 use bursar_core::Operation;
 use bursar_core::records::BATCH_EVENTS_MAX;
 use bursar_core::service::access::{AccessEvent, AccessKind};
-use bursar_proto::RequestOp;
-use bursar_server::engine::{EngineMsg, Request};
+use bursar_server::handle::{EngineHandle, REPLY_WAIT_DEFAULT, Waits};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -58,7 +57,8 @@ pub fn client_bytes(addr: Option<SocketAddr>) -> [u8; 16] {
 impl AccessRecorder {
     /// Starts the recorder task on the current runtime; it ends (after a
     /// last flush) when `stop` turns true or every handle is dropped.
-    pub fn start(engine: mpsc::Sender<EngineMsg>, stop: watch::Receiver<bool>) -> AccessRecorder {
+    pub fn start(engine: EngineHandle, stop: watch::Receiver<bool>) -> AccessRecorder {
+        let engine = engine.with_waits(Waits { queue: ENGINE_TIMEOUT, reply: REPLY_WAIT_DEFAULT });
         let (tx, rx) = mpsc::channel(QUEUE_MAX);
         let dropped = Arc::new(AtomicU64::new(0));
         tokio::spawn(run(engine, rx, stop, dropped.clone()));
@@ -125,7 +125,7 @@ impl Refusals {
 }
 
 async fn run(
-    engine: mpsc::Sender<EngineMsg>,
+    engine: EngineHandle,
     mut rx: mpsc::Receiver<Msg>,
     mut stop: watch::Receiver<bool>,
     dropped: Arc<AtomicU64>,
@@ -182,7 +182,7 @@ fn accept(
     }
 }
 
-async fn flush(engine: &mpsc::Sender<EngineMsg>, refusals: &mut Refusals, dropped: &AtomicU64) {
+async fn flush(engine: &EngineHandle, refusals: &mut Refusals, dropped: &AtomicU64) {
     let events = refusals.take(dropped);
     if !events.is_empty() && !write(engine, &events).await {
         tracing::warn!(records = events.len(), "refusals could not be written to the access trail");
@@ -190,21 +190,19 @@ async fn flush(engine: &mpsc::Sender<EngineMsg>, refusals: &mut Refusals, droppe
 }
 
 /// One `RecordAccess` command; true once it is durable and applied.
-async fn write(engine: &mpsc::Sender<EngineMsg>, events: &[AccessEvent]) -> bool {
-    let (tx, rx) = oneshot::channel();
+async fn write(engine: &EngineHandle, events: &[AccessEvent]) -> bool {
     let body = bytemuck::cast_slice(events).to_vec();
-    let request =
-        Request { op: RequestOp::Op(Operation::RecordAccess), request_id: 0, body, envelope: None, reply: tx };
-    if engine.send_timeout(EngineMsg::Request(request), ENGINE_TIMEOUT).await.is_err() {
-        return false;
-    }
-    match rx.await {
-        Ok(r) if r.status == 0 && r.body.is_empty() => {
+    match engine.request(Operation::RecordAccess, body).await {
+        Ok(r) if r.body.is_empty() => {
             metrics::counter!("bursar_access_records_total").increment(events.len() as u64);
             true
         }
         Ok(r) => {
-            tracing::error!(status = r.status, "the engine refused access records");
+            tracing::error!(results = r.body.len(), "the engine refused access records");
+            false
+        }
+        Err(e @ bursar_server::handle::EngineError::Refused { .. }) => {
+            tracing::error!(error = %e, "the engine refused access records");
             false
         }
         Err(_) => false,

@@ -2,11 +2,10 @@
 
 use bursar_core::orders::settings::OrdersConfig;
 use bursar_crypto::pii::PiiKeyring;
-use bursar_server::engine::{EngineMsg, KeyTable};
+use bursar_server::engine::KeyTable;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 #[derive(Clone, Debug)]
 pub struct HttpConfig {
@@ -95,7 +94,7 @@ impl Default for HttpConfig {
 }
 
 pub struct AppState {
-    pub engine: mpsc::Sender<EngineMsg>,
+    pub engine: bursar_server::handle::EngineHandle,
     pub keys: KeyTable,
     pub config: HttpConfig,
     /// Idempotency scopes of requests currently being executed.

@@ -9,9 +9,9 @@ use axum::http::StatusCode;
 use bursar_core::machine::Outcome;
 use bursar_core::{EventResult, Operation};
 use bursar_proto::RequestOp;
-use bursar_server::engine::{EngineMsg, OwnedEnvelope, Request};
+use bursar_server::engine::OwnedEnvelope;
 use bursar_server::gate::Response;
-use tokio::sync::{mpsc, oneshot};
+use bursar_server::handle::EngineError;
 
 /// What a write produced.
 pub struct Written {
@@ -119,19 +119,17 @@ impl AppState {
     }
 
     async fn call(&self, op: RequestOp, body: Vec<u8>, envelope: Option<OwnedEnvelope>) -> Result<Response, Problem> {
-        let (tx, rx) = oneshot::channel();
-        let request = Request { op, request_id: 0, body, envelope, reply: tx };
-        match self.engine.send_timeout(EngineMsg::Request(request), self.config.queue_timeout).await {
-            Ok(()) => {}
-            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                return Err(Problem::overloaded("the engine's queue is full; retry later"));
+        self.engine.call(op, body, envelope).await.map_err(|e| match e {
+            EngineError::QueueFull(_) => Problem::overloaded("the engine's queue is full; retry later"),
+            EngineError::Stopped => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping").retry_after(1)
             }
-            Err(mpsc::error::SendTimeoutError::Closed(_)) => {
-                return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "the server is stopping")
-                    .retry_after(1));
+            // Retrying with the same Idempotency-Key is safe: it finds the write if it landed.
+            EngineError::NoReply { .. } => {
+                Problem::new(StatusCode::GATEWAY_TIMEOUT, "outcome_unknown", e.to_string()).retry_after(1)
             }
-        }
-        rx.await.map_err(|_| Problem::internal("the engine stopped before answering; the outcome is unknown"))
+            EngineError::Dropped | EngineError::Refused { .. } => Problem::internal(e.to_string()),
+        })
     }
 }
 

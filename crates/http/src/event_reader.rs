@@ -6,26 +6,27 @@
 use crate::dto_events::{EventPage, JsonEvent, decode_page, page_json};
 use bursar_core::Operation;
 use bursar_core::events::EventFilter;
+use bursar_server::handle::EngineHandle;
 use bursar_server::node::NodeHandle;
-use bursar_workflow::engine_link::EngineLink;
 use tokio::sync::watch;
 
 #[derive(Clone)]
 pub struct EventReader {
-    link: EngineLink,
+    engine: EngineHandle,
     tail: watch::Receiver<u64>,
 }
 
 impl EventReader {
     pub fn new(node: &NodeHandle) -> EventReader {
-        EventReader { link: EngineLink::new(node.engine.clone()), tail: node.events_tail.clone() }
+        EventReader { engine: node.engine_handle(), tail: node.events_tail.clone() }
     }
 
     /// Up to `limit` (≤ 8190) events after `after`, of the kinds in the
     /// `kinds` mask (0: all; see `dto_events::kinds_mask`).
     pub async fn page(&self, after: u64, limit: u32, kinds: u32) -> Result<EventPage, String> {
         let filter = EventFilter { after, limit, kinds, reserved: [0; 16] };
-        let response = self.link.request(Operation::GetEvents, bytemuck::bytes_of(&filter).to_vec()).await?;
+        let body = bytemuck::bytes_of(&filter).to_vec();
+        let response = self.engine.request(Operation::GetEvents, body).await.map_err(|e| e.to_string())?;
         decode_page(&response.body)
     }
 
@@ -33,7 +34,8 @@ impl EventReader {
     /// JSON bytes (the same bytes), for relays that only forward them.
     pub async fn json_page(&self, after: u64, limit: u32, kinds: u32) -> Result<(u64, Vec<JsonEvent>), String> {
         let filter = EventFilter { after, limit, kinds, reserved: [0; 16] };
-        let response = self.link.request(Operation::GetEvents, bytemuck::bytes_of(&filter).to_vec()).await?;
+        let body = bytemuck::bytes_of(&filter).to_vec();
+        let response = self.engine.request(Operation::GetEvents, body).await.map_err(|e| e.to_string())?;
         page_json(&response.body)
     }
 

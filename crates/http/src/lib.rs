@@ -73,10 +73,13 @@ pub fn start(
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let access = {
         let _runtime = node.runtime.enter();
-        access::AccessRecorder::start(node.engine.clone(), node.stop.clone())
+        access::AccessRecorder::start(node.engine_handle(), node.stop.clone())
     };
     let app: App = Arc::new(AppState {
-        engine: node.engine.clone(),
+        engine: node.engine_handle().with_waits(bursar_server::handle::Waits {
+            queue: config.queue_timeout,
+            reply: bursar_server::handle::REPLY_WAIT_DEFAULT,
+        }),
         keys: node.keys.clone(),
         in_flight: Default::default(),
         metrics: metrics_handle(),
@@ -96,7 +99,7 @@ pub fn start(
 impl AppState {
     /// Gauges sampled when metrics are scraped.
     pub fn record_gauges(&self) {
-        let queued = self.engine.max_capacity() - self.engine.capacity();
+        let queued = self.engine.queued();
         metrics::gauge!("bursar_engine_queue_depth").set(queued as f64);
         let in_flight = self.in_flight.lock().map(|s| s.len()).unwrap_or(0);
         metrics::gauge!("bursar_idempotency_in_flight").set(in_flight as f64);

@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod engine;
 pub mod gate;
+pub mod handle;
 pub mod keys;
 pub mod net;
 pub mod node;

@@ -95,6 +95,13 @@ pub struct NodeHandle {
     pub events_tail: watch::Receiver<u64>,
 }
 
+impl NodeHandle {
+    /// A line to the engine with the default waits (`handle::WAITS_DEFAULT`).
+    pub fn engine_handle(&self) -> crate::handle::EngineHandle {
+        crate::handle::EngineHandle::new(self.engine.clone(), crate::handle::WAITS_DEFAULT)
+    }
+}
+
 pub struct Node {
     addr: Option<SocketAddr>,
     keys: KeyTable,

@@ -7,16 +7,15 @@
 use bursar_core::orders::{Order, OrderChange, OrderCommand, OrderCommandResult, OrderFilter, OrderState};
 use bursar_core::records::{BATCH_EVENTS_MAX, decode_all};
 use bursar_core::{EventResult, Operation};
-use bursar_proto::RequestOp;
-use bursar_server::engine::{EngineMsg, Request};
 use bursar_server::gate::Response;
+use bursar_server::handle::{EngineHandle, Waits};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-/// How long a request may wait for the engine before the caller gives up
-/// (the command may still apply; the change feed will show it).
+/// How long a request may wait for the engine, for room in its queue and
+/// again for the reply (the command may still apply when the reply is late;
+/// the change feed will show it).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Order-command batches in flight to the engine at once.
@@ -27,29 +26,17 @@ const QUEUE_DEPTH: usize = 1 << 16;
 
 #[derive(Clone)]
 pub struct EngineLink {
-    engine: mpsc::Sender<EngineMsg>,
-    next_id: Arc<AtomicU64>,
+    engine: EngineHandle,
 }
 
 impl EngineLink {
-    pub fn new(engine: mpsc::Sender<EngineMsg>) -> EngineLink {
-        EngineLink { engine, next_id: Arc::new(AtomicU64::new(1 << 62)) }
+    pub fn new(engine: &EngineHandle) -> EngineLink {
+        EngineLink { engine: engine.with_waits(Waits { queue: REQUEST_TIMEOUT, reply: REQUEST_TIMEOUT }) }
     }
 
     /// Sends one request and waits for its durable reply.
     pub async fn request(&self, op: Operation, body: Vec<u8>) -> Result<Response, String> {
-        let (reply, rx) = oneshot::channel();
-        let request_id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let request = Request { op: RequestOp::Op(op), request_id, body, envelope: None, reply };
-        self.engine.send(EngineMsg::Request(request)).await.map_err(|_| "the engine stopped".to_string())?;
-        let response = tokio::time::timeout(REQUEST_TIMEOUT, rx)
-            .await
-            .map_err(|_| format!("no reply to {} within {REQUEST_TIMEOUT:?}", op.name()))?
-            .map_err(|_| "the engine dropped the request".to_string())?;
-        if response.status != 0 {
-            return Err(format!("{} failed: {}", op.name(), String::from_utf8_lossy(&response.body)));
-        }
-        Ok(response)
+        self.engine.request(op, body).await.map_err(|e| e.to_string())
     }
 
     /// Orders changed after `after_seq`, in change order.

@@ -65,7 +65,7 @@ pub struct Workflows {
 /// Creates the configured asset ledgers that are missing, then starts the
 /// executor under a one-for-one root supervisor on the node's runtime.
 pub fn start(node: &NodeHandle, settings: WorkflowSettings) -> Result<Workflows, String> {
-    let link = EngineLink::new(node.engine.clone());
+    let link = EngineLink::new(&node.engine_handle());
     node.runtime.block_on(ensure_ledgers(&link, &settings.orders))?;
     let _guard = node.runtime.enter();
     let (funds_tx, funds_rx) = mpsc::channel(1 << 16);

@@ -4,7 +4,6 @@
 
 use bursar_core::Operation;
 use bursar_core::orders::settings::OrdersConfig;
-use bursar_workflow::new_order::{NewOrder, create_event};
 use bursar_core::orders::{Order, OrderState};
 use bursar_crypto::pii::{OrderPii, PiiKeyring};
 use bursar_runtime::resilience::{BreakerConfig, RetryPolicy};
@@ -12,6 +11,7 @@ use bursar_server::{Node, NodeConfig};
 use bursar_workflow::connectors::{ScreeningRules, SimConfig, SimulatorsConfig};
 use bursar_workflow::engine_link::EngineLink;
 use bursar_workflow::executor::ExecutorSettings;
+use bursar_workflow::new_order::{NewOrder, create_event};
 use bursar_workflow::runtime::{ConnectorSource, WorkflowSettings, Workflows};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -37,7 +37,7 @@ fn start(dir: &Path, settings: &WorkflowSettings) -> Running {
     let config = NodeConfig::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
     let node = Node::start(config).expect("the node starts");
     let workflows = bursar_workflow::runtime::start(&node.handle(), settings.clone()).expect("workflows start");
-    let link = EngineLink::new(node.handle().engine.clone());
+    let link = EngineLink::new(&node.handle().engine_handle());
     Running { node, workflows, link }
 }
 

@@ -6,11 +6,11 @@ use anyhow::{Context, bail};
 use bursar_core::Operation;
 use bursar_core::orders::OrderState;
 use bursar_core::orders::settings::OrdersConfig;
-use bursar_workflow::new_order::{NewOrder, create_event};
 use bursar_crypto::pii::{OrderPii, PiiKeyring};
 use bursar_server::{Node, NodeConfig};
 use bursar_workflow::connectors::{SimConfig, SimulatorsConfig};
 use bursar_workflow::engine_link::EngineLink;
+use bursar_workflow::new_order::{NewOrder, create_event};
 use bursar_workflow::runtime::{ConnectorSource, WorkflowSettings};
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
@@ -40,7 +40,7 @@ pub fn run(args: OrdersArgs) -> anyhow::Result<()> {
     let settings = settings(&args)?;
     let workflows = bursar_workflow::runtime::start(&node.handle(), settings.clone())
         .map_err(|e| anyhow::anyhow!("starting the workflows: {e}"))?;
-    let link = EngineLink::new(node.handle().engine.clone());
+    let link = EngineLink::new(&node.handle().engine_handle());
     let rt = node.handle().runtime.clone();
     eprintln!(
         "bench: {} orders, connector latency {} ms, data dir {}",

@@ -167,7 +167,7 @@ impl Deliverer {
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let inner = Inner {
             reader: EventReader::new(node),
-            link: EngineLink::new(node.engine.clone()),
+            link: EngineLink::new(&node.engine_handle()),
             keyring,
             policy,
             permits: Semaphore::new(settings.in_flight.max(1)),
