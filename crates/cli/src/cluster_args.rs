@@ -4,9 +4,7 @@ use bursar_cluster::{ClusterConfig, ClusterKeys};
 use bursar_nats::NatsEndpoint;
 use std::path::PathBuf;
 
-/// The environment variable holding the cluster keys (never a flag: the
-/// process list would show it).
-pub const CLUSTER_KEY_ENV: &str = "BURSAR_CLUSTER_KEY";
+pub use bursar_cluster::cluster_key::CLUSTER_KEY_ENV;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct ClusterArgs {

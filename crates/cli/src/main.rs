@@ -1,10 +1,10 @@
-//! `bursar`: the one binary. Runs the server, the benchmark, the offline
-//! verifier and small client commands.
+//! `bursar`: the one binary users deploy. Runs the server, the offline
+//! verifier and the client commands; `bench` and `chaos` run the developer
+//! tools `bursar-bench` and `bursar-chaos` found next to it.
 
-mod bench;
-mod chaos;
 mod client_cmds;
 mod cluster_args;
+mod dev_tools;
 mod http_cli;
 mod nats_args;
 mod project;
@@ -35,8 +35,9 @@ enum Command {
     Start(Box<start::StartArgs>),
     /// Check a data directory offline: every entry, a full replay, every invariant; print the state digest.
     Verify(start::VerifyArgs),
-    /// Benchmark: load a server with transfers and check the balances.
-    Bench(bench::BenchArgs),
+    /// Benchmark: load a server with transfers and check the balances (runs `bursar-bench`).
+    #[command(disable_help_flag = true)]
+    Bench(dev_tools::ToolArgs),
     /// Check that a server is up and ready.
     Ping(client_cmds::PingArgs),
     /// Look up accounts or transfers by id.
@@ -67,9 +68,9 @@ enum Command {
     /// Read models fed by the change stream: `project postgres`.
     #[command(subcommand)]
     Project(project::ProjectCommand),
-    /// Fault-injection tests of cluster mode on a real local cluster: `chaos bank`.
-    #[command(subcommand)]
-    Chaos(chaos::ChaosCommand),
+    /// Fault-injection tests of cluster mode on a real local cluster: `chaos bank` (runs `bursar-chaos`).
+    #[command(disable_help_flag = true)]
+    Chaos(dev_tools::ToolArgs),
     /// Serve the order connector simulators over HTTP (for `start --connectors-url`).
     Simulate(workflows::SimulateArgs),
 }
@@ -94,8 +95,8 @@ fn main() -> ExitCode {
         Command::Simulate(args) => workflows::simulate(args),
         Command::Project(c) => project::run(c),
         Command::Verify(args) => start::verify(args),
-        Command::Bench(args) => bench::run(args),
-        Command::Chaos(c) => chaos::run(c),
+        Command::Bench(args) => return dev_tools::run("bursar-bench", args),
+        Command::Chaos(args) => return dev_tools::run("bursar-chaos", args),
         Command::Ping(args) => client_cmds::ping(args),
         Command::Lookup(args) => client_cmds::lookup(args),
         Command::Audit(AuditCommand::Verify(args)) => start::audit_verify(args),

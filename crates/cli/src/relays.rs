@@ -1,6 +1,6 @@
 //! Change-stream relay options of `bursar start`.
 
-use bursar_relay::nats::NatsRelayConfig;
+use bursar_outbound::nats::NatsRelayConfig;
 use bursar_server::node::NodeHandle;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -37,9 +37,9 @@ impl RelayArgs {
     }
 
     /// Starts the configured relays (none: `None`).
-    pub fn start(&self, node: &NodeHandle) -> Option<bursar_relay::Relays> {
+    pub fn start(&self, node: &NodeHandle) -> Option<bursar_outbound::relays::Relays> {
         let nats = self.nats_config()?;
         println!("bursar: relaying events to NATS JetStream at {} (stream {})", nats.nats.redacted(), nats.stream);
-        Some(bursar_relay::start(node, Some(nats)))
+        Some(bursar_outbound::relays::start(node, Some(nats)))
     }
 }

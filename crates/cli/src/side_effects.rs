@@ -19,7 +19,7 @@ const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// What to run, as configured.
 pub struct SideEffects {
     pub workflows: Option<bursar_workflow::runtime::WorkflowSettings>,
-    pub webhooks: Option<(Arc<bursar_http::WebhooksApi>, bursar_http::webhooks::delivery::DeliverySettings)>,
+    pub webhooks: Option<(Arc<bursar_http::WebhooksApi>, bursar_outbound::webhooks::delivery::DeliverySettings)>,
     pub relays: crate::relays::RelayArgs,
 }
 
@@ -38,9 +38,13 @@ impl SideEffects {
             done.push(("order workflows", w.done));
         }
         if let Some((api, settings)) = &self.webhooks {
-            let w =
-                bursar_http::webhooks::delivery::start(node, api.keyring.clone(), api.policy.clone(), settings.clone())
-                    .map_err(|e| format!("starting the webhook workers: {e}"))?;
+            let w = bursar_outbound::webhooks::delivery::start(
+                node,
+                api.keyring.clone(),
+                api.policy.clone(),
+                settings.clone(),
+            )
+            .map_err(|e| format!("starting the webhook workers: {e}"))?;
             done.push(("webhooks", w.done));
         }
         if let Some(r) = self.relays.start(node) {

@@ -110,9 +110,9 @@ pub struct WebhookArgs {
 }
 
 impl WebhookArgs {
-    pub fn settings(&self) -> bursar_http::webhooks::delivery::DeliverySettings {
+    pub fn settings(&self) -> bursar_outbound::webhooks::delivery::DeliverySettings {
         use std::time::Duration;
-        bursar_http::webhooks::delivery::DeliverySettings {
+        bursar_outbound::webhooks::delivery::DeliverySettings {
             retry_period: Duration::from_secs(self.webhook_retry_seconds),
             max_backoff: Duration::from_secs(self.webhook_max_backoff_seconds),
             attempt_timeout: Duration::from_secs(self.webhook_timeout_seconds),
@@ -188,7 +188,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
             Some(s) => s.keyring.clone(),
             None => args.workflows.keyring(&args.data_dir)?,
         };
-        let policy = bursar_http::webhooks::DestinationPolicy::parse(&args.webhooks.webhook_allow)
+        let policy = bursar_outbound::webhooks::DestinationPolicy::parse(&args.webhooks.webhook_allow)
             .map_err(|e| anyhow::anyhow!(e))?;
         Some(std::sync::Arc::new(bursar_http::WebhooksApi::new(keyring, std::sync::Arc::new(policy))))
     };

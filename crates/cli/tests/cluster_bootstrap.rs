@@ -17,7 +17,7 @@ mod process_common;
 
 use bursar_client::Client;
 use bursar_core::{Account, Ledger, Transfer};
-use bursar_relay::nats_cluster::NatsCluster;
+use bursar_testkit::nats_cluster::NatsCluster;
 use cluster_common::{Replica, assert_same_state, connect, start, verify, wait_for};
 use process_common::Proc;
 use std::time::Duration;

@@ -24,7 +24,7 @@ use bursar_client::Client as BinaryClient;
 use bursar_core::command::{Command, Operation, encode_command};
 use bursar_core::records::encode_all;
 use bursar_core::{Account, Ledger, Transfer};
-use bursar_relay::nats_cluster::NatsCluster;
+use bursar_testkit::nats_cluster::NatsCluster;
 use cluster_common::{Replica, assert_same_state, connect, field, start, wait_for};
 use common::{ADMIN_KEY, Client};
 use process_common::Proc;

@@ -24,7 +24,7 @@ mod process_common;
 use process_common::*;
 
 use bursar_core::orders::money::{AccountKind, account_id};
-use bursar_relay::nats_cluster::NatsCluster;
+use bursar_testkit::nats_cluster::NatsCluster;
 use common::{ADMIN_KEY, Client};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};

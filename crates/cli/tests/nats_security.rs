@@ -11,10 +11,10 @@
 mod common;
 mod process_common;
 
-use bursar_nats::testing::TestPki;
 use bursar_nats::{NatsEndpoint, NatsSecurity};
-use bursar_relay::nats::read_stream_from;
-use bursar_relay::nats_cluster::NatsCluster;
+use bursar_outbound::nats::read_stream_from;
+use bursar_testkit::nats_cluster::NatsCluster;
+use bursar_testkit::pki::TestPki;
 use common::{ADMIN_KEY, Client};
 use process_common::{Proc, bursar, free_port, start_replica_until_ready};
 use std::path::Path;

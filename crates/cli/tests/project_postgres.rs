@@ -13,7 +13,7 @@
 #[path = "../../http/tests/common/mod.rs"]
 mod common;
 
-use bursar_projection::temp_postgres::TempPostgres;
+use bursar_testkit::postgres::TempPostgres;
 use common::{ADMIN_KEY, Client, Req};
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -13,8 +13,8 @@
 mod common;
 mod process_common;
 
-use bursar_relay::nats::{msg_id, read_stream};
-use bursar_relay::nats_server::{NatsServer, free_port};
+use bursar_outbound::nats::{msg_id, read_stream};
+use bursar_testkit::nats_server::{NatsServer, free_port};
 use common::{ADMIN_KEY, Client, Req, Resp};
 use process_common::{Proc, Rng, start_until_ready};
 use reqwest::Method;

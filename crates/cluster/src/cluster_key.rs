@@ -13,6 +13,10 @@
 //! `ID:HEX,ID:HEX,...`; `--cluster-key-file` holds the same, one key per
 //! line, `#` comments allowed, and must not be readable by group or others.
 
+/// The environment variable holding the cluster keys (never a flag: the
+/// process list would show it).
+pub const CLUSTER_KEY_ENV: &str = "BURSAR_CLUSTER_KEY";
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;

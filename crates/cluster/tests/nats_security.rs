@@ -8,11 +8,11 @@
 
 use bursar_cluster::log_stream::{ensure_stream, follow, publish_proposals};
 use bursar_cluster::{ClusterConfig, replica};
-use bursar_nats::testing::TestPki;
 use bursar_nats::{NatsEndpoint, NatsSecurity};
-use bursar_relay::nats_cluster::NatsCluster;
 use bursar_server::engine::EngineMsg;
 use bursar_server::replication::Proposal;
+use bursar_testkit::nats_cluster::NatsCluster;
+use bursar_testkit::pki::TestPki;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;

@@ -12,7 +12,7 @@ use bursar_core::machine::Machine;
 use bursar_core::records::encode_all;
 use bursar_core::{Account, Ledger, Limits, Transfer};
 use bursar_log::SnapshotStore;
-use bursar_relay::nats_cluster::NatsCluster;
+use bursar_testkit::nats_cluster::NatsCluster;
 use futures_util::TryStreamExt;
 use std::future::Future;
 use std::path::Path;

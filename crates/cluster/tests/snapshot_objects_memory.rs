@@ -8,7 +8,7 @@ use async_nats::jetstream;
 use bursar_cluster::snapshot_objects::{SnapshotObjectsConfig, download, upload};
 use bursar_core::state::{ChunkBytes, Snapshot, SnapshotSection};
 use bursar_log::SnapshotStore;
-use bursar_relay::nats_cluster::NatsCluster;
+use bursar_testkit::nats_cluster::NatsCluster;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

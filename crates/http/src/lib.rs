@@ -5,19 +5,19 @@
 
 pub mod access;
 pub mod app;
-pub mod dto;
-pub mod dto_events;
-pub mod dto_orders;
 pub mod engine_client;
-pub mod event_reader;
 pub mod extract;
 pub mod middleware;
 pub mod openapi;
-pub mod problem;
 pub mod results;
 pub mod routes;
 pub mod serve;
-pub mod webhooks;
+
+// The JSON shapes and problem+json live in `bursar-api` (shared with the
+// relays and webhooks), the webhook policy and delivery in `bursar-outbound`;
+// the routes name them through these paths.
+pub use bursar_api::{dto, dto_events, dto_orders, problem};
+pub use bursar_outbound::webhooks;
 
 pub use app::{HttpConfig, OrdersApi, WebhooksApi};
 pub use serve::TlsFiles;

@@ -6,9 +6,9 @@ mod common;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use bursar_crypto::pii::PiiKeyring;
-use bursar_http::webhooks::DestinationPolicy;
-use bursar_http::webhooks::delivery::DeliverySettings;
 use bursar_http::{HttpConfig, WebhooksApi};
+use bursar_outbound::webhooks::DestinationPolicy;
+use bursar_outbound::webhooks::delivery::DeliverySettings;
 use bursar_server::{Node, NodeConfig};
 use common::{ADMIN_KEY, Client};
 use hmac::{Hmac, Mac};
@@ -99,7 +99,7 @@ impl HookNode {
         let api = Arc::new(WebhooksApi::new(keyring.clone(), policy.clone()));
         let http = HttpConfig { webhooks: Some(api), ..Default::default() };
         let server = bursar_http::start(&node.handle(), "127.0.0.1:0".parse().unwrap(), http, None).unwrap();
-        bursar_http::webhooks::delivery::start(&node.handle(), keyring.clone(), policy, settings).unwrap();
+        bursar_outbound::webhooks::delivery::start(&node.handle(), keyring.clone(), policy, settings).unwrap();
         let client = Client::new(&format!("http://{}", server.local_addr()));
         HookNode { node: Some(node), client }
     }

@@ -9,8 +9,6 @@ pub mod connect;
 pub mod error;
 mod files;
 pub mod servers;
-#[cfg(feature = "test-support")]
-pub mod testing;
 
 pub use connect::{NatsEndpoint, NatsSecurity, NatsTarget};
 pub use error::{NatsError, NatsErrorKind};

@@ -14,7 +14,6 @@ pub mod apply;
 pub mod events;
 pub mod pg_tls;
 pub mod schema;
-pub mod temp_postgres;
 
 use apply::{Batch, pg_error};
 use events::Page;

@@ -6,7 +6,7 @@
 use bursar_projection::apply::Batch;
 use bursar_projection::events::{Account, Body, Event, Ledger, Order, Transfer, TransferKind};
 use bursar_projection::schema;
-use bursar_projection::temp_postgres::TempPostgres;
+use bursar_testkit::postgres::TempPostgres;
 
 const DAY: u64 = 86_400_000_000_000;
 /// 2026-11-21 00:00 UTC in nanoseconds.

@@ -3,7 +3,7 @@
 //! `hostssl`-only access (docs/projection.md).
 
 use bursar_projection::pg_tls::{PgConnector, PgTlsOptions, SslMode};
-use bursar_projection::temp_postgres::TempPostgres;
+use bursar_testkit::postgres::TempPostgres;
 use std::path::{Path, PathBuf};
 
 /// A CA and a server certificate it issued for `localhost` (no IP name).

@@ -2,7 +2,7 @@
 //! (fails, never skips, when the binary is missing) and connections to it.
 
 use async_nats::jetstream;
-use bursar_relay::nats_cluster::NatsCluster;
+use bursar_testkit::nats_cluster::NatsCluster;
 use std::time::Duration;
 
 /// Starts a 3-node cluster under `dir`, failing the test with the harness's message.

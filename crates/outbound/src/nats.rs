@@ -33,9 +33,9 @@
 //! after it, so the next ack reports the break. Acks are half of the
 //! broker's and the relay's work per message.
 
+use crate::event_reader::EventReader;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream::StorageType};
-use bursar_http::event_reader::EventReader;
 use bursar_nats::{NatsEndpoint, NatsError, NatsSecurity};
 use bursar_runtime::resilience::Backoff;
 use bytes::Bytes;

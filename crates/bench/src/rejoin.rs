@@ -11,8 +11,8 @@
 
 use super::load::{self, LoadParams};
 use super::workload::{Distribution, Ids};
-use crate::chaos::procs::Procs;
 use anyhow::{Context, bail};
+use bursar_chaos::procs::Procs;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -63,7 +63,7 @@ pub fn run(args: RejoinBenchArgs) -> anyhow::Result<()> {
         inflight: args.inflight as usize,
         seed: args.seed,
         ids: Ids { run: args.seed },
-        key: Some(crate::chaos::procs::ADMIN_KEY.to_string()),
+        key: Some(bursar_chaos::procs::ADMIN_KEY.to_string()),
     };
     load::setup(&addrs[0], &p)?;
     let outcome = load::run(&addrs[0], &p, true)?;

@@ -58,7 +58,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 pub fn spawn_server(dir: &Path, addr: &str, admin_key: &str, log: &Path) -> anyhow::Result<Child> {
-    let exe: PathBuf = std::env::current_exe().context("locating the bursar binary")?;
+    let exe: PathBuf = bursar_chaos::procs::bursar_binary().map_err(anyhow::Error::msg)?;
     let log = std::fs::File::create(log)?;
     Command::new(exe)
         .args(["start", "--data-dir"])

@@ -6,8 +6,8 @@
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream::StorageType};
-use bursar_relay::nats::read_stream;
-use bursar_relay::nats_cluster::NatsCluster;
+use bursar_outbound::nats::read_stream;
+use bursar_testkit::nats_cluster::NatsCluster;
 use std::time::{Duration, Instant};
 
 const STREAM: &str = "LOG";

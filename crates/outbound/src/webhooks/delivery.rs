@@ -7,8 +7,8 @@
 //! `Bursar-Event-Id`).
 
 use super::{DestinationError, DestinationPolicy, Target, secret_aad, signature};
-use crate::dto_events::EventBody;
 use crate::event_reader::EventReader;
+use bursar_api::dto_events::EventBody;
 use bursar_core::Operation;
 use bursar_core::service::webhooks::{
     DeadLetter, REDELIVERY, WebhookFilter, WebhookRecord, WebhookUpdate, WebhookUpdateResult,

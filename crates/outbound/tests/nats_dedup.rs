@@ -4,8 +4,8 @@
 //! the stream is refused. Needs `nats-server` (fails, never skips, without).
 
 use async_nats::jetstream;
-use bursar_relay::nats::{Expect, message_headers};
-use bursar_relay::nats_server::{NatsServer, free_port};
+use bursar_outbound::nats::{Expect, message_headers};
+use bursar_testkit::nats_server::{NatsServer, free_port};
 
 async fn publish(js: &jetstream::Context, seq: u64, expect: Expect) -> Result<jetstream::publish::PublishAck, String> {
     let ack = js

@@ -8,9 +8,9 @@
 use super::load::{self, LoadParams};
 use super::workload::{BENCH_LEDGER, Distribution, Ids, Tally};
 use anyhow::{Context, bail};
-use bursar_projection::temp_postgres::TempPostgres;
 use bursar_projection::{Config, Control};
 use bursar_server::{Node, NodeConfig};
+use bursar_testkit::postgres::TempPostgres;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

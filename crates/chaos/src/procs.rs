@@ -7,12 +7,29 @@
 
 use super::Shared;
 use bursar_client::{Client, ClientOptions};
-use bursar_relay::nats_cluster::NatsCluster;
-use bursar_relay::nats_server::free_port;
+use bursar_testkit::nats_cluster::NatsCluster;
+use bursar_testkit::nats_server::free_port;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The `bursar` binary the replicas run: `BURSAR_BIN`, else the one next to
+/// this program (`cargo build` puts them side by side).
+pub fn bursar_binary() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("BURSAR_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let me = std::env::current_exe().map_err(|e| format!("locating this program: {e}"))?;
+    let exe = me.with_file_name("bursar");
+    if !exe.is_file() {
+        return Err(format!(
+            "the bursar binary is not at {}: build it next to this program (cargo build --release -p bursar) or set BURSAR_BIN",
+            exe.display()
+        ));
+    }
+    Ok(exe)
+}
 
 /// Replicas in the cluster (and NATS nodes: one each).
 pub const SIZE: usize = 3;
@@ -77,7 +94,7 @@ impl Procs {
     /// NATS servers' URLs (comma-separated); returns once every replica
     /// is ready.
     pub fn start_with(dir: &Path, setup: impl FnOnce(&str) -> ReplicaSetup) -> Result<Procs, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("locating the bursar binary: {e}"))?;
+        let exe = bursar_binary()?;
         let nats = NatsCluster::start(dir, SIZE)?;
         let urls = nats.urls();
         let setup = setup(&urls);
@@ -140,7 +157,7 @@ impl Procs {
             .args(["--addr", &r.addr])
             .args(&self.setup.args)
             .env("BURSAR_ADMIN_KEY", ADMIN_KEY)
-            .env(crate::cluster_args::CLUSTER_KEY_ENV, &self.cluster_key)
+            .env(bursar_cluster::cluster_key::CLUSTER_KEY_ENV, &self.cluster_key)
             .envs(self.setup.env.iter().map(|(k, v)| (k, v)));
         if let Some(http) = &r.http {
             command.args(["--http", http]);

@@ -9,7 +9,7 @@
 mod bank;
 mod checks;
 mod nemesis;
-pub(crate) mod procs;
+pub mod procs;
 
 use anyhow::{Context, anyhow, bail};
 use std::path::{Path, PathBuf};

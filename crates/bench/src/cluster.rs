@@ -4,8 +4,8 @@
 
 use super::load::{self, LoadParams};
 use super::workload::{Distribution, Ids};
-use crate::chaos::procs::Procs;
 use anyhow::bail;
+use bursar_chaos::procs::Procs;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -46,7 +46,7 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<()> {
         inflight: args.inflight as usize,
         seed: args.seed,
         ids: Ids { run: args.seed },
-        key: Some(crate::chaos::procs::ADMIN_KEY.to_string()),
+        key: Some(bursar_chaos::procs::ADMIN_KEY.to_string()),
     };
     load::setup(&addr, &p)?;
     let outcome = load::run(&addr, &p, true)?;

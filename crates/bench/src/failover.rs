@@ -19,9 +19,9 @@
 //! again before the next run. At the end every order must complete with one
 //! payout each, and the relay's stream must hold every event once, in order.
 
-use crate::chaos::procs::{ADMIN_KEY, Procs, ReplicaSetup, SIZE};
 use anyhow::{Context, anyhow, bail};
-use bursar_relay::nats::read_stream;
+use bursar_chaos::procs::{ADMIN_KEY, Procs, ReplicaSetup, SIZE};
+use bursar_outbound::nats::read_stream;
 use bursar_workflow::connectors::{SimConfig, SimControls, Simulators, SimulatorsConfig, serve_simulators};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};

@@ -6,10 +6,10 @@
 use super::load::{self, LoadParams};
 use super::workload::{Distribution, Ids};
 use anyhow::{Context, bail};
-use bursar_http::event_reader::EventReader;
-use bursar_relay::nats::{NatsRelayConfig, RelayStatus, SEQ_HEADER, msg_id, read_stream};
-use bursar_relay::nats_server::{NatsServer, free_port};
+use bursar_outbound::event_reader::EventReader;
+use bursar_outbound::nats::{NatsRelayConfig, RelayStatus, SEQ_HEADER, msg_id, read_stream};
 use bursar_server::{Node, NodeConfig};
+use bursar_testkit::nats_server::{NatsServer, free_port};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -74,7 +74,7 @@ pub fn run(args: RelayNatsArgs) -> anyhow::Result<()> {
     config.max_in_flight = args.max_in_flight as usize;
     let stream_name = config.stream.clone();
     let started = Instant::now();
-    let relays = bursar_relay::start(&node.handle(), Some(config));
+    let relays = bursar_outbound::relays::start(&node.handle(), Some(config));
     let status = relays.nats.clone().context("the relay started")?;
     let deadline = started + Duration::from_secs(args.timeout_seconds);
 

@@ -3,7 +3,7 @@
 //! the same JSON bodies `GET /v1/events` serves, and a wait for new ones.
 //! A page is answered only once everything in it is durable.
 
-use crate::dto_events::{EventPage, JsonEvent, decode_page, page_json};
+use bursar_api::dto_events::{EventPage, JsonEvent, decode_page, page_json};
 use bursar_core::Operation;
 use bursar_core::events::EventFilter;
 use bursar_server::handle::EngineHandle;

@@ -32,7 +32,7 @@ pub fn parse_decimal(field: &str, s: &str) -> ApiResult<u128> {
     s.parse::<u128>().map_err(|_| Problem::invalid_field(field, format!("{field} exceeds 2^128 - 1")))
 }
 
-pub(crate) fn parse_u64(field: &str, s: &str) -> ApiResult<u64> {
+pub fn parse_u64(field: &str, s: &str) -> ApiResult<u64> {
     let v = parse_decimal(field, s)?;
     u64::try_from(v).map_err(|_| Problem::invalid_field(field, format!("{field} exceeds 2^64 - 1")))
 }
@@ -45,7 +45,7 @@ const ACCOUNT_FLAGS: [(&str, u16); 5] = [
     ("closed", AF::CLOSED),
 ];
 
-pub(crate) const TRANSFER_FLAGS: [(&str, u16); 8] = [
+pub const TRANSFER_FLAGS: [(&str, u16); 8] = [
     ("linked", TF::LINKED),
     ("pending", TF::PENDING),
     ("post_pending", TF::POST_PENDING),
@@ -79,7 +79,7 @@ fn flag_names(flags: u16, table: &[(&'static str, u16)]) -> Vec<String> {
 // the OpenAPI document only: the fields that hold them say so with
 // `#[schema(value_type = ...)]`. Parsing stays with the functions above.
 
-pub(crate) fn string_schema(description: &str, pattern: &str, example: &str) -> RefOr<Schema> {
+pub fn string_schema(description: &str, pattern: &str, example: &str) -> RefOr<Schema> {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .description(Some(description))
@@ -88,7 +88,7 @@ pub(crate) fn string_schema(description: &str, pattern: &str, example: &str) -> 
         .into()
 }
 
-pub(crate) fn names_schema<'a>(description: &str, names: impl IntoIterator<Item = &'a str>) -> RefOr<Schema> {
+pub fn names_schema<'a>(description: &str, names: impl IntoIterator<Item = &'a str>) -> RefOr<Schema> {
     ObjectBuilder::new().schema_type(Type::String).description(Some(description)).enum_values(Some(names)).into()
 }
 
@@ -601,7 +601,7 @@ impl RateLimitBody {
 
 /// An expiry from the request: a nanosecond time after `now` (the node's
 /// clock), or 0 when absent.
-pub(crate) fn parse_expiry(field: &str, s: Option<&str>, now: u64) -> ApiResult<u64> {
+pub fn parse_expiry(field: &str, s: Option<&str>, now: u64) -> ApiResult<u64> {
     let Some(s) = s else { return Ok(0) };
     let at = parse_u64(field, s)?;
     if at <= now {

@@ -245,7 +245,7 @@ fn differs(o: &Op, t: &Transfer) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chaos::bank::FUNDS;
+    use crate::bank::FUNDS;
 
     fn op(id: u128, debit: u128, credit: u128, amount: u128, outcome: Outcome) -> Op {
         Op { id, debit, credit, amount, outcome }
@@ -273,7 +273,7 @@ mod tests {
                     debit_account_id: o.debit,
                     credit_account_id: o.credit,
                     amount: o.amount,
-                    ledger: crate::chaos::bank::LEDGER,
+                    ledger: crate::bank::LEDGER,
                     code: 1,
                     ..Default::default()
                 };

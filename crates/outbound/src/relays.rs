@@ -1,12 +1,9 @@
-//! Relays of the change stream (`docs/events.md`) to outside brokers. Each
+//! The relays of the change stream (`docs/events.md`) to outside brokers. Each
 //! runs inside the node, reads events in-process (`EventReader`, which only
 //! reads: a relay that falls behind never slows the engine) and keeps its
 //! place in the broker itself.
 
-pub mod nats;
-pub mod nats_cluster;
-pub mod nats_server;
-
+use crate::nats;
 use bursar_runtime::supervisor::{Child, Escalation, Intensity, Restart, Strategy, Supervisor, SupervisorStats};
 use bursar_server::node::NodeHandle;
 use std::sync::Arc;
@@ -28,7 +25,7 @@ pub struct Relays {
 /// times a minute) makes the supervisor give up.
 pub fn start(node: &NodeHandle, nats_config: Option<nats::NatsRelayConfig>) -> Relays {
     let _guard = node.runtime.enter();
-    let reader = bursar_http::event_reader::EventReader::new(node);
+    let reader = crate::event_reader::EventReader::new(node);
     let intensity = Intensity { max_restarts: 5, within: Duration::from_secs(60) };
     let mut root = Supervisor::new("relays", Strategy::OneForOne, intensity);
     let mut nats_status = None;

@@ -1,4 +1,4 @@
-//! `bursar chaos bank` against a real cluster (three `nats-server`, three
+//! `bursar chaos bank` (the `bursar-chaos` binary) against a real cluster (three `nats-server`, three
 //! replicas) for 45 s under the seeded nemesis: no anomaly, and enough
 //! transfers and faults that the run means something.
 //!
@@ -23,10 +23,13 @@ fn summary(line: &str) -> Option<[u64; 4]> {
 
 #[test]
 fn the_bank_survives_the_nemesis() {
-    let out = Command::new(env!("CARGO_BIN_EXE_bursar"))
-        .args(["chaos", "bank", "--duration", "45", "--seed", "7"])
+    // `bursar-chaos` runs the `bursar` binary next to it, which
+    // `cargo test --workspace` builds (it is the binary of the cli crate's
+    // integration tests); alone, build it first: `cargo build -p bursar`.
+    let out = Command::new(env!("CARGO_BIN_EXE_bursar-chaos"))
+        .args(["bank", "--duration", "45", "--seed", "7"])
         .output()
-        .expect("the bursar binary runs");
+        .expect("the bursar-chaos binary runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let log = format!("--- stdout\n{stdout}\n--- stderr\n{stderr}");
