@@ -9,7 +9,6 @@ mod http_cli;
 mod nats_args;
 mod project;
 mod relays;
-mod side_effects;
 mod start;
 mod workflows;
 

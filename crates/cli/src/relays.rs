@@ -1,7 +1,6 @@
 //! Change-stream relay options of `bursar start`.
 
 use bursar_outbound::nats::NatsRelayConfig;
-use bursar_server::node::NodeHandle;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct RelayArgs {
@@ -34,12 +33,5 @@ impl RelayArgs {
             Some(config) => crate::nats_args::check(&config.nats, "--relay-nats"),
             None => Ok(()),
         }
-    }
-
-    /// Starts the configured relays (none: `None`).
-    pub fn start(&self, node: &NodeHandle) -> Option<bursar_outbound::relays::Relays> {
-        let nats = self.nats_config()?;
-        println!("bursar: relaying events to NATS JetStream at {} (stream {})", nats.nats.redacted(), nats.stream);
-        Some(bursar_outbound::relays::start(node, Some(nats)))
     }
 }

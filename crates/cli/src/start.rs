@@ -1,9 +1,11 @@
 //! `bursar start` and `bursar verify`.
 
-use anyhow::{Context, bail};
-use bursar_server::{Node, NodeConfig};
+use anyhow::bail;
+use bursar_node::{HttpSettings, NodeSettings};
+use bursar_server::NodeConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct StartArgs {
@@ -177,57 +179,47 @@ impl StartArgs {
     }
 }
 
-pub fn start(args: StartArgs) -> anyhow::Result<()> {
-    let workflow_settings =
-        if args.workflows.no_orders { None } else { Some(args.workflows.settings(&args.data_dir)?) };
+/// The node `args` describe, checked (files read, keys loaded) before
+/// anything starts.
+fn settings(args: &StartArgs) -> anyhow::Result<NodeSettings> {
+    let workflows = if args.workflows.no_orders { None } else { Some(args.workflows.settings(&args.data_dir)?) };
     // Webhook secrets are sealed with the same keys as orders' personal data.
     let webhooks = if args.webhooks.no_webhooks {
         None
     } else {
-        let keyring = match &workflow_settings {
+        let keyring = match &workflows {
             Some(s) => s.keyring.clone(),
             None => args.workflows.keyring(&args.data_dir)?,
         };
         let policy = bursar_outbound::webhooks::DestinationPolicy::parse(&args.webhooks.webhook_allow)
             .map_err(|e| anyhow::anyhow!(e))?;
-        Some(std::sync::Arc::new(bursar_http::WebhooksApi::new(keyring, std::sync::Arc::new(policy))))
+        Some(Arc::new(bursar_http::WebhooksApi::new(keyring, Arc::new(policy))))
     };
     args.relays.check()?;
-    let (replicator, cluster) = match args.cluster.config()? {
-        Some(config) => {
-            bootstrap(&config, &args.data_dir)?;
-            let (replicator, handle) = bursar_cluster::JetStreamReplicator::new(config);
-            let replicator = replicator.share_snapshots_from(args.data_dir.clone());
-            (Some(Box::new(replicator) as Box<dyn bursar_server::replication::Replicator>), Some(handle))
-        }
-        None => (None, None),
-    };
-    let node = Node::start_with(args.node_config()?, replicator)
-        .with_context(|| format!("starting with data directory {}", args.data_dir.display()))?;
-    let side_effects = crate::side_effects::SideEffects {
-        workflows: workflow_settings.clone(),
-        webhooks: webhooks.clone().map(|api| (api, args.webhooks.settings())),
-        relays: args.relays.clone(),
-    };
-    let http = if args.no_http {
-        None
-    } else {
-        let tls = args.tls();
-        let mut http_config = args.http_config();
-        http_config.webhooks = webhooks.clone();
-        http_config.orders = workflow_settings.as_ref().map(|s| {
-            std::sync::Arc::new(bursar_http::OrdersApi { config: (*s.orders).clone(), keyring: s.keyring.clone() })
-        });
-        let server = bursar_http::start(&node.handle(), args.http, http_config, tls.as_ref())
-            .map_err(|e| anyhow::anyhow!("starting the HTTP API: {e}"))?;
-        Some((server.local_addr(), tls.is_some()))
-    };
-    // After the HTTP API, which installs the metrics recorder the relays report to.
-    let orders_on = workflow_settings.is_some();
-    let escalated: std::pin::Pin<Box<dyn Future<Output = String>>> = match &cluster {
-        None => Box::pin(side_effects.run_always(&node.handle())?),
-        Some(c) => Box::pin(side_effects.run_under_lease(node.handle(), c.lease_held.clone())?),
-    };
+    let http = (!args.no_http).then(|| {
+        let mut config = args.http_config();
+        config.webhooks = webhooks.clone();
+        config.orders = workflows
+            .as_ref()
+            .map(|s| Arc::new(bursar_http::OrdersApi { config: (*s.orders).clone(), keyring: s.keyring.clone() }));
+        HttpSettings { listen: args.http, config, tls: args.tls() }
+    });
+    Ok(NodeSettings {
+        data_dir: args.data_dir.clone(),
+        engine: args.node_config()?,
+        http,
+        webhooks: webhooks.map(|api| (api, args.webhooks.settings())),
+        workflows,
+        relay_nats: args.relays.nats_config(),
+        cluster: args.cluster.config()?,
+    })
+}
+
+pub fn start(args: StartArgs) -> anyhow::Result<()> {
+    let node = bursar_node::start(settings(&args)?)?;
+    if let Some((position, took)) = node.bootstrapped_from {
+        println!("bursar: bootstrapped from the cluster's snapshot at position {position} in {} ms", took.as_millis());
+    }
     let r = node.report();
     let binary = match node.binary_addr() {
         Some(a) if args.addr_tls_cert.is_some() => format!("{a} (TLS)"),
@@ -249,10 +241,10 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         r.replayed_entries,
         r.recovery.as_millis()
     );
-    if let Some((addr, tls)) = http {
+    if let Some(addr) = node.http_addr {
         println!(
             "bursar: HTTP API on {}://{addr}/v1 (OpenAPI at /v1/openapi.json)",
-            if tls { "https" } else { "http" }
+            if args.tls_cert.is_some() { "https" } else { "http" }
         );
     }
     match &r.admin_key {
@@ -262,30 +254,15 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         Some((_, false)) => println!("bursar: created the first admin key from BURSAR_ADMIN_KEY"),
         None => {}
     }
-    if orders_on {
+    if !args.workflows.no_orders {
         println!(
             "bursar: payment orders on (connectors: {}){}",
             args.workflows.connectors_url.as_deref().unwrap_or("built-in simulators"),
-            if cluster.is_some() { "; executors run on the lease holder" } else { "" }
+            if node.cluster { "; executors run on the lease holder" } else { "" }
         );
     }
-    node.run_until_signal_or(escalated);
+    node.run_until_signal();
     println!("bursar: stopped cleanly");
-    Ok(())
-}
-
-/// A replica with an empty data directory starts from the cluster's newest
-/// snapshot (the log before it may be purged).
-fn bootstrap(config: &bursar_cluster::ClusterConfig, data_dir: &std::path::Path) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
-    let bootstrapped = bursar_cluster::bootstrap_if_empty(config, data_dir)
-        .map_err(|e| anyhow::anyhow!("bootstrapping {} from the cluster: {e}", data_dir.display()))?;
-    if let Some(position) = bootstrapped {
-        println!(
-            "bursar: bootstrapped from the cluster's snapshot at position {position} in {} ms",
-            started.elapsed().as_millis()
-        );
-    }
     Ok(())
 }
 

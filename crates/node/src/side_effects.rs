@@ -20,7 +20,7 @@ const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub struct SideEffects {
     pub workflows: Option<bursar_workflow::runtime::WorkflowSettings>,
     pub webhooks: Option<(Arc<bursar_http::WebhooksApi>, bursar_outbound::webhooks::delivery::DeliverySettings)>,
-    pub relays: crate::relays::RelayArgs,
+    pub relay_nats: Option<bursar_outbound::nats::NatsRelayConfig>,
 }
 
 /// Supervision trees that end when their node handle's `stop` turns true.
@@ -47,16 +47,17 @@ impl SideEffects {
             .map_err(|e| format!("starting the webhook workers: {e}"))?;
             done.push(("webhooks", w.done));
         }
-        if let Some(r) = self.relays.start(node) {
-            done.push(("relays", r.done));
+        if let Some(nats) = &self.relay_nats {
+            println!("bursar: relaying events to NATS JetStream at {} (stream {})", nats.nats.redacted(), nats.stream);
+            done.push(("relays", bursar_outbound::relays::start(node, Some(nats.clone())).done));
         }
         Ok(Running { done })
     }
 
     /// Single node: runs them until the node stops. The future resolves
     /// only if a supervision tree gave up (with why).
-    pub fn run_always(&self, node: &NodeHandle) -> anyhow::Result<impl Future<Output = String> + use<>> {
-        let running = self.start(node).map_err(|e| anyhow::anyhow!(e))?;
+    pub fn run_always(&self, node: &NodeHandle) -> Result<impl Future<Output = String> + use<>, String> {
+        let running = self.start(node)?;
         Ok(async move {
             match running.finished().await {
                 Err(why) => why,
