@@ -16,8 +16,8 @@ use bursar_core::service::webhooks::{
 use bursar_crypto::pii::PiiKeyring;
 use bursar_runtime::resilience::Backoff;
 use bursar_runtime::supervisor::{Child, Escalation, Intensity, Restart, Strategy, Supervisor, SupervisorStats};
+use bursar_server::handle::EngineHandle;
 use bursar_server::node::NodeHandle;
-use bursar_workflow::engine_link::EngineLink;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
@@ -120,7 +120,7 @@ struct Deliverer {
 
 struct Inner {
     reader: EventReader,
-    link: EngineLink,
+    engine: EngineHandle,
     keyring: Arc<PiiKeyring>,
     policy: Arc<DestinationPolicy>,
     settings: DeliverySettings,
@@ -167,7 +167,7 @@ impl Deliverer {
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let inner = Inner {
             reader: EventReader::new(node),
-            link: EngineLink::new(&node.engine_handle()),
+            engine: node.engine_handle(),
             keyring,
             policy,
             permits: Semaphore::new(settings.in_flight.max(1)),
@@ -382,7 +382,8 @@ impl Deliverer {
 
     async fn records(&self, id: u64) -> Result<Vec<WebhookRecord>, String> {
         let filter = WebhookFilter { id, ..Default::default() };
-        let response = self.inner.link.request(Operation::ListWebhooks, bytemuck::bytes_of(&filter).to_vec()).await?;
+        let body = bytemuck::bytes_of(&filter).to_vec();
+        let response = self.inner.engine.request(Operation::ListWebhooks, body).await.map_err(|e| e.to_string())?;
         decode_records(&response.body).map(|(_, records)| records)
     }
 
@@ -393,8 +394,12 @@ impl Deliverer {
 
     async fn redeliveries(&self, id: u64) -> Result<Vec<u64>, String> {
         let filter = WebhookFilter { id, after: 0, limit: REDELIVERY_PAGE, redeliveries: 1 };
-        let response =
-            self.inner.link.request(Operation::ListDeadLetters, bytemuck::bytes_of(&filter).to_vec()).await?;
+        let response = self
+            .inner
+            .engine
+            .request(Operation::ListDeadLetters, bytemuck::bytes_of(&filter).to_vec())
+            .await
+            .map_err(|e| e.to_string())?;
         Ok(response
             .body
             .chunks_exact(DeadLetter::SIZE)
@@ -417,7 +422,8 @@ impl Deliverer {
     ) -> Result<(), String> {
         let (attempts, status, error) = failure.unwrap_or_default();
         let e = WebhookUpdate { id, seq, attempts, status, error, flags, reserved: 0 };
-        let response = self.inner.link.request(op, bytemuck::bytes_of(&e).to_vec()).await?;
+        let response =
+            self.inner.engine.request(op, bytemuck::bytes_of(&e).to_vec()).await.map_err(|e| e.to_string())?;
         let results: Vec<bursar_core::EventResult> =
             response.body.chunks_exact(bursar_core::EventResult::SIZE).map(bytemuck::pod_read_unaligned).collect();
         match results.first().and_then(|r| WebhookUpdateResult::from_code(r.code)) {
