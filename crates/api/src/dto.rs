@@ -362,7 +362,7 @@ impl From<&Account> for AccountBody {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"accounts": [{"id": "5", "ledger": 1, "code": 1}, {"id": "6", "ledger": 1, "code": 1}]}))]
 pub struct AccountBatchRequest {
-    #[schema(min_items = 1, max_items = 8190)]
+    #[schema(min_items = 1, max_items = 8190)] // = BATCH_EVENTS_MAX: utoipa takes a literal only (tested)
     pub accounts: Vec<AccountRequest>,
 }
 
@@ -493,7 +493,7 @@ impl From<&Transfer> for TransferBody {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"transfers": [{"id": "5", "debit_account_id": "1", "credit_account_id": "2", "amount": "10", "ledger": 1, "code": 1, "flags": ["linked"]}, {"id": "6", "debit_account_id": "2", "credit_account_id": "3", "amount": "10", "ledger": 1, "code": 1}]}))]
 pub struct TransferBatchRequest {
-    #[schema(min_items = 1, max_items = 8190)]
+    #[schema(min_items = 1, max_items = 8190)] // = BATCH_EVENTS_MAX: utoipa takes a literal only (tested)
     pub transfers: Vec<TransferRequest>,
 }
 
@@ -778,6 +778,20 @@ pub struct Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The schemas' `maxItems` are literals (utoipa takes no constant):
+    /// they must be the engine's batch limit.
+    #[test]
+    fn batch_schemas_allow_exactly_the_engines_batch() {
+        use utoipa::PartialSchema;
+        for (schema, field) in
+            [(AccountBatchRequest::schema(), "accounts"), (TransferBatchRequest::schema(), "transfers")]
+        {
+            let json = serde_json::to_value(&schema).expect("a schema serializes");
+            let max = &json["properties"][field]["maxItems"];
+            assert_eq!(max.as_u64(), Some(bursar_core::records::BATCH_EVENTS_MAX as u64), "{field}: {json}");
+        }
+    }
 
     #[test]
     fn ids_and_amounts_parse_strictly() {

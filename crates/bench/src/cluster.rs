@@ -6,6 +6,7 @@ use super::load::{self, LoadParams};
 use super::workload::{Distribution, Ids};
 use anyhow::bail;
 use bursar_chaos::procs::Procs;
+use bursar_core::records::BATCH_EVENTS_MAX;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -14,8 +15,9 @@ pub struct ClusterBenchArgs {
     accounts: u64,
     #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     transfers: u64,
-    /// Transfers per request (at most 8190).
-    #[arg(long, default_value_t = 8189, value_parser = clap::value_parser!(u64).range(1..=8190))]
+    /// Transfers per request (at most the server's 8190; by default one
+    /// less, the reference batch of the design's cluster target).
+    #[arg(long, default_value_t = BATCH_EVENTS_MAX as u64 - 1, value_parser = clap::value_parser!(u64).range(1..=BATCH_EVENTS_MAX as i64))]
     batch: u64,
     /// Concurrent client connections (spread over the replicas in turn).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]

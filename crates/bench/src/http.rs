@@ -5,6 +5,7 @@ use super::LoadArgs;
 use super::load::{LoadParams, report_progress};
 use super::workload::{BENCH_LEDGER, Generator, Tally};
 use anyhow::{Context, bail};
+use bursar_core::records::BATCH_EVENTS_MAX;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
@@ -170,7 +171,7 @@ async fn setup(admin: &Api, p: &LoadParams) -> anyhow::Result<String> {
     let operator = Api { key: secret.clone(), ..admin.clone() };
     let mut start = 0;
     while start < p.accounts {
-        let n = (p.accounts - start).min(8190);
+        let n = (p.accounts - start).min(BATCH_EVENTS_MAX as u64);
         let mut body = String::from(r#"{"accounts":["#);
         for i in start..start + n {
             if i > start {

@@ -6,6 +6,7 @@ use anyhow::{Context, bail};
 use bursar_core::Operation;
 use bursar_core::orders::OrderState;
 use bursar_core::orders::settings::OrdersConfig;
+use bursar_core::records::BATCH_EVENTS_MAX;
 use bursar_crypto::pii::{OrderPii, PiiKeyring};
 use bursar_server::{Node, NodeConfig};
 use bursar_workflow::connectors::{SimConfig, SimulatorsConfig};
@@ -26,7 +27,7 @@ pub struct OrdersArgs {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     latency_ms: u64,
     /// Orders per create request.
-    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=8190))]
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=BATCH_EVENTS_MAX as i64))]
     batch: u64,
     /// Give up if not all orders complete within this many seconds.
     #[arg(long, default_value_t = 600)]
@@ -154,7 +155,7 @@ async fn watch_completions(
     let mut cursor = 0;
     while done.len() < count {
         // Summaries: the watcher needs only ids and states.
-        let page = link.feed(cursor, 8190, 0).await?;
+        let page = link.feed(cursor, BATCH_EVENTS_MAX as u32, 0).await?;
         let now = Instant::now();
         for o in &page {
             cursor = o.change.change_seq;
@@ -169,7 +170,7 @@ async fn watch_completions(
         if Instant::now() > deadline {
             return Err(format!("only {} of {count} orders completed in {timeout:?}", done.len()));
         }
-        if page.len() < 8190 {
+        if page.len() < BATCH_EVENTS_MAX {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -8,6 +8,7 @@
 use super::load::{self, LoadParams};
 use super::workload::{BENCH_LEDGER, Distribution, Ids, Tally};
 use anyhow::{Context, bail};
+use bursar_core::records::BATCH_EVENTS_MAX;
 use bursar_projection::{Config, Control};
 use bursar_server::{Node, NodeConfig};
 use bursar_testkit::postgres::TempPostgres;
@@ -51,7 +52,7 @@ pub fn run(args: ProjectPostgresArgs) -> anyhow::Result<()> {
     let p = LoadParams {
         accounts: args.accounts,
         transfers: args.transfers,
-        batch: 8190,
+        batch: BATCH_EVENTS_MAX as u64,
         distribution: Distribution::Uniform,
         clients: 2,
         inflight: 4,

@@ -13,6 +13,7 @@ use super::load::{self, LoadParams};
 use super::workload::{Distribution, Ids};
 use anyhow::{Context, bail};
 use bursar_chaos::procs::Procs;
+use bursar_core::records::BATCH_EVENTS_MAX;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -57,7 +58,7 @@ pub fn run(args: RejoinBenchArgs) -> anyhow::Result<()> {
     let p = LoadParams {
         accounts: args.accounts,
         transfers: args.transfers - args.tail,
-        batch: 8189,
+        batch: BATCH_EVENTS_MAX as u64 - 1,
         distribution: Distribution::Uniform,
         clients: 1,
         inflight: args.inflight as usize,

@@ -6,6 +6,7 @@
 use super::load::{self, LoadParams};
 use super::workload::{Distribution, Ids};
 use anyhow::{Context, bail};
+use bursar_core::records::BATCH_EVENTS_MAX;
 use bursar_outbound::event_reader::EventReader;
 use bursar_outbound::nats::{NatsRelayConfig, RelayStatus, SEQ_HEADER, msg_id, read_stream};
 use bursar_server::{Node, NodeConfig};
@@ -50,7 +51,7 @@ pub fn run(args: RelayNatsArgs) -> anyhow::Result<()> {
     let params = LoadParams {
         accounts: args.accounts,
         transfers: args.transfers,
-        batch: 8190,
+        batch: BATCH_EVENTS_MAX as u64,
         distribution: Distribution::Uniform,
         clients: 1,
         inflight: 4,

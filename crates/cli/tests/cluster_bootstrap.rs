@@ -16,6 +16,7 @@ mod common;
 mod process_common;
 
 use bursar_client::Client;
+use bursar_core::records::BATCH_EVENTS_MAX;
 use bursar_core::{Account, Ledger, Transfer};
 use bursar_testkit::nats_cluster::NatsCluster;
 use cluster_common::{Replica, assert_same_state, connect, start, verify, wait_for};
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 const ADMIN: &str = "cluster-bootstrap-admin-key-0123";
 const ACCOUNTS: u128 = 1000;
-const BATCH: u64 = 8190;
+const BATCH: u64 = BATCH_EVENTS_MAX as u64;
 
 fn setup(c: &mut Client) {
     let usd = Ledger { id: 1, scale: 2, asset: Ledger::pack_asset("USD").unwrap(), ..Default::default() };

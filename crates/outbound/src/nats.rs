@@ -36,6 +36,7 @@
 use crate::event_reader::EventReader;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream::StorageType};
+use bursar_core::records::BATCH_EVENTS_MAX;
 use bursar_nats::{NatsEndpoint, NatsError, NatsSecurity};
 use bursar_runtime::resilience::Backoff;
 use bytes::Bytes;
@@ -52,7 +53,7 @@ const RELAY: &str = "nats";
 /// Header holding the event's `seq` (the relay's resume point).
 pub const SEQ_HEADER: &str = "Bursar-Seq";
 /// Events per page read from the engine (its maximum).
-const PAGE: u32 = 8190;
+const PAGE: u32 = BATCH_EVENTS_MAX as u32;
 /// Pages read ahead of the publisher.
 const PAGES_AHEAD: usize = 4;
 /// One message in this many asks the broker for an ack (see the module docs).

@@ -5,6 +5,7 @@
 use bursar_core::Operation;
 use bursar_core::orders::settings::OrdersConfig;
 use bursar_core::orders::{Order, OrderState};
+use bursar_core::records::BATCH_EVENTS_MAX;
 use bursar_crypto::pii::{OrderPii, PiiKeyring};
 use bursar_runtime::resilience::{BreakerConfig, RetryPolicy};
 use bursar_server::{Node, NodeConfig};
@@ -90,7 +91,7 @@ fn create(r: &Running, s: &WorkflowSettings, ids: std::ops::Range<u128>, amount:
 }
 
 fn orders(r: &Running) -> BTreeMap<u128, Order> {
-    let all = r.node.handle().runtime.block_on(r.link.changes(0, 8190)).unwrap();
+    let all = r.node.handle().runtime.block_on(r.link.changes(0, BATCH_EVENTS_MAX as u32)).unwrap();
     all.into_iter().map(|o| (o.id, o)).collect()
 }
 

@@ -21,6 +21,7 @@
 
 use super::output;
 use super::{CliError, Global};
+use bursar_core::records::BATCH_EVENTS_MAX;
 use bursar_http::dto::{BatchResult, TransferRequest};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -29,7 +30,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Most events in one request (the server's limit).
-const BATCH_MAX: usize = 8190;
+const BATCH_MAX: usize = BATCH_EVENTS_MAX;
 const BATCH_DEFAULT: u32 = 1000;
 /// A batch closes once its body passes this many bytes...
 const SOFT_BYTES: usize = 3 << 20;
@@ -51,7 +52,7 @@ pub struct ImportArgs {
     /// Transfers per request, 1-8190 (default 1000, or the size an
     /// interrupted run used). A linked chain is never split: one that does
     /// not fit starts the next batch, and a longer one is a batch of its own.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=8190))]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=BATCH_MAX as i64))]
     pub batch: Option<u32>,
     /// No progress bar (it is hidden anyway when stderr is not a terminal).
     #[arg(long, short)]
@@ -637,7 +638,7 @@ pub fn run(a: ImportArgs) -> Result<(), CliError> {
             Err(m) => output::err_line(&format!("warning: {m}")),
         }
     }
-    let batch_size = a.batch.or(earlier.as_ref().map(|p| p.batch).filter(|b| (1..=8190).contains(b)));
+    let batch_size = a.batch.or(earlier.as_ref().map(|p| p.batch).filter(|b| (1..=BATCH_MAX as u32).contains(b)));
     let batch_size = batch_size.unwrap_or(BATCH_DEFAULT);
 
     // 1. Validate everything, count, hash.
