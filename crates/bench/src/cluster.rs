@@ -17,7 +17,7 @@ pub struct ClusterBenchArgs {
     transfers: u64,
     /// Transfers per request (at most the server's 8190; by default one
     /// less, the reference batch of the design's cluster target).
-    #[arg(long, default_value_t = BATCH_EVENTS_MAX as u64 - 1, value_parser = clap::value_parser!(u64).range(1..=BATCH_EVENTS_MAX as i64))]
+    #[arg(long, default_value_t = BATCH_EVENTS_MAX as u64 - 1, value_parser = clap::value_parser!(u64).range(1..=BATCH_EVENTS_MAX as u64))]
     batch: u64,
     /// Concurrent client connections (spread over the replicas in turn).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]

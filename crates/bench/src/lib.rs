@@ -61,7 +61,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000_000))]
     transfers: u64,
     /// Transfers per request (at most 8190).
-    #[arg(long, default_value_t = BATCH_EVENTS_MAX as u64, value_parser = clap::value_parser!(u64).range(1..=BATCH_EVENTS_MAX as i64))]
+    #[arg(long, default_value_t = BATCH_EVENTS_MAX as u64, value_parser = clap::value_parser!(u64).range(1..=BATCH_EVENTS_MAX as u64))]
     batch: u64,
     #[arg(long, value_enum, default_value_t = Distribution::Uniform)]
     distribution: Distribution,

@@ -27,7 +27,7 @@ pub struct OrdersArgs {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     latency_ms: u64,
     /// Orders per create request.
-    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=BATCH_EVENTS_MAX as i64))]
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=BATCH_EVENTS_MAX as u64))]
     batch: u64,
     /// Give up if not all orders complete within this many seconds.
     #[arg(long, default_value_t = 600)]

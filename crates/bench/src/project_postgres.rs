@@ -52,7 +52,7 @@ pub fn run(args: ProjectPostgresArgs) -> anyhow::Result<()> {
     let p = LoadParams {
         accounts: args.accounts,
         transfers: args.transfers,
-        batch: BATCH_EVENTS_MAX as u64,
+        batch: BATCH_EVENTS_MAX,
         distribution: Distribution::Uniform,
         clients: 2,
         inflight: 4,

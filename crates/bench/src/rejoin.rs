@@ -58,7 +58,7 @@ pub fn run(args: RejoinBenchArgs) -> anyhow::Result<()> {
     let p = LoadParams {
         accounts: args.accounts,
         transfers: args.transfers - args.tail,
-        batch: BATCH_EVENTS_MAX as u64 - 1,
+        batch: BATCH_EVENTS_MAX - 1,
         distribution: Distribution::Uniform,
         clients: 1,
         inflight: args.inflight as usize,

@@ -51,7 +51,7 @@ pub fn run(args: RelayNatsArgs) -> anyhow::Result<()> {
     let params = LoadParams {
         accounts: args.accounts,
         transfers: args.transfers,
-        batch: BATCH_EVENTS_MAX as u64,
+        batch: BATCH_EVENTS_MAX,
         distribution: Distribution::Uniform,
         clients: 1,
         inflight: 4,
