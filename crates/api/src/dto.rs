@@ -12,7 +12,6 @@ use utoipa::{IntoParams, ToSchema};
 
 // The shapes of payment orders live in their own module; they are part of
 // this one's namespace like every other shape.
-pub use crate::dto_orders::*;
 
 /// A u128 id from a decimal string or a UUID.
 pub fn parse_id(field: &str, s: &str) -> ApiResult<u128> {

@@ -10,7 +10,12 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "bursar bench", bin_name = "bursar bench", version, about = "Benchmark: load a server with transfers and check the balances")]
+#[command(
+    name = "bursar bench",
+    bin_name = "bursar bench",
+    version,
+    about = "Benchmark: load a server with transfers and check the balances"
+)]
 struct Cli {
     #[command(flatten)]
     args: bursar_bench::BenchArgs,

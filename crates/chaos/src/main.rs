@@ -9,7 +9,12 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "bursar chaos", bin_name = "bursar chaos", version, about = "Fault-injection tests of cluster mode on a real local cluster")]
+#[command(
+    name = "bursar chaos",
+    bin_name = "bursar chaos",
+    version,
+    about = "Fault-injection tests of cluster mode on a real local cluster"
+)]
 struct Cli {
     #[command(subcommand)]
     command: bursar_chaos::ChaosCommand,

@@ -35,7 +35,8 @@ fn the_tool_gets_every_argument_and_its_exit_status_is_kept() {
     let tool = dir.path().join("bursar-bench");
     std::fs::write(&tool, "#!/bin/sh\nfor a in \"$@\"; do echo \"arg:$a\"; done\nexit 7\n").unwrap();
     std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = Command::new(&bursar).args(["bench", "cluster", "--help", "--batch", "-1", "two words"]).output().unwrap();
+    let out =
+        Command::new(&bursar).args(["bench", "cluster", "--help", "--batch", "-1", "two words"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout, "arg:cluster\narg:--help\narg:--batch\narg:-1\narg:two words\n");
     assert_eq!(out.status.code(), Some(7), "the tool's exit status is bursar's");

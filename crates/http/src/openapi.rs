@@ -3,6 +3,7 @@
 
 use crate::dto::*;
 use crate::dto_events::EventBody;
+use crate::dto_orders::*;
 use crate::problem::{self, ProblemBody};
 use crate::routes::events::{self, EventPageBody};
 use crate::routes::webhooks::{

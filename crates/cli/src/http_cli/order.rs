@@ -3,8 +3,9 @@
 use super::client::{Api, encode};
 use super::output::{self, Table};
 use super::{CliError, Global, idempotency_key, to_body};
-use bursar_http::dto::{
-    CancelRequest, FundsRequest, OrderBody, OrderEventList, OrderRequest, Page, RecipientRequest, ReviewRequest,
+use bursar_api::dto::Page;
+use bursar_api::dto_orders::{
+    CancelRequest, FundsRequest, OrderBody, OrderEventList, OrderRequest, RecipientRequest, ReviewRequest,
     SenderRequest,
 };
 

@@ -8,9 +8,10 @@
 
 use super::{mark_replayed, page_limit};
 use crate::app::{App, OrdersApi};
-use crate::dto::{
-    CancelRequest, FundsRequest, Id, IdempotencyKeyHeader, OrderBody, OrderEventBody, OrderEventList, OrderRequest,
-    OrderStateName, Page, PiiView, ReviewRequest, parse_id, pii_problem,
+use crate::dto::{Id, IdempotencyKeyHeader, Page, parse_id};
+use crate::dto_orders::{
+    CancelRequest, FundsRequest, OrderBody, OrderEventBody, OrderEventList, OrderRequest, OrderStateName, PiiView,
+    ReviewRequest, pii_problem,
 };
 use crate::engine_client::WriteContext;
 use crate::extract::{IdempotencyKey, JsonBody, OptionalJsonBody, PathId, Principal, QueryParams, RequestContext};
