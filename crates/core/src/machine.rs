@@ -108,7 +108,7 @@ impl Machine {
         let now = self.ledger.entry_time();
         self.idempotency.expire(now);
         let ctx = orders::Ctx { now, position, key_id: 0, api: false };
-        orders::apply::expire_due(&mut self.ledger, &mut self.orders, &ctx, crate::state::EXPIRIES_PER_ENTRY_MAX);
+        orders::apply::expire_due(&mut self.ledger, &mut self.orders, &ctx, crate::limits::EXPIRIES_PER_ENTRY_MAX);
     }
 
     /// Applies one command, appending its sparse results (or the replayed
@@ -455,6 +455,33 @@ impl Machine {
         machine.check_journal_refs()?;
         Ok(machine)
     }
+
+    /// Every service reference in the journal names something that exists
+    /// (the ledger's own references are checked by `StateMachine::restore`).
+    pub(crate) fn check_journal_refs(&self) -> Result<(), String> {
+        let ledger = self.ledger();
+        for (slot, r) in ledger.journal().iter().enumerate() {
+            let ok = match r.kind {
+                crate::events::kind::KEY_CREATED => self.keys().get(r.aux).is_some(),
+                crate::events::kind::KEY_REVOKED => self.keys().get(r.aux).is_some_and(|k| k.revoked_at != 0),
+                crate::events::kind::AUDIT_RECORDED => r.aux >= 1 && r.aux <= self.audit().len(),
+                crate::events::kind::ORDER => {
+                    let o = ledger.order_event_at(r.index);
+                    self.orders().get(o.order_id).is_some_and(|e| (o.timeline as usize) < e.timeline.len())
+                }
+                _ => true,
+            };
+            if !ok {
+                return Err(format!("journal slot {slot} (kind {}) points at nothing", r.kind));
+            }
+        }
+        Ok(())
+    }
+
+    /// Events in the journal: the last event's sequence.
+    pub fn events_len(&self) -> u64 {
+        self.ledger().journal().len() as u64
+    }
 }
 
 /// Section names after the ledger's, in stored order.
@@ -570,7 +597,8 @@ fn encode_keys(keys: &[ApiKey]) -> Vec<u8> {
 }
 
 fn decode_keys(bytes: &[u8]) -> Result<Vec<ApiKey>, String> {
-    use crate::service::keys::{KEYS_MAX, Role};
+    use crate::limits::KEYS_MAX;
+    use crate::service::keys::Role;
     let mut c = crate::service::Cursor::new(bytes);
     let first = c.u64()?;
     let extended = first == KEYS_FORMAT_2;

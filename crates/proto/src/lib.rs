@@ -29,7 +29,7 @@
 //! [`AuthReply`]. This op and its two errors were added within version 1:
 //! the framing is unchanged, so the version stays 1.
 
-use bursar_core::records::BATCH_EVENTS_MAX;
+use bursar_core::limits::BATCH_EVENTS_MAX;
 use bursar_core::{EventResult, Operation};
 
 pub const MAGIC: u32 = 0x5052_5542;

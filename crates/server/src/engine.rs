@@ -10,11 +10,12 @@
 use crate::gate::{Gate, ReplyTo, Response};
 use crate::replication::{Committed, Proposal, ProposalFailed, ReplicaLink};
 use crate::snapshotter::SnapshotTrigger;
-use bursar_core::command::{AuditFilter, Envelope, LogCommand, decode_body, envelope_prefix};
+use bursar_core::command::{Envelope, LogCommand, decode_body, envelope_prefix};
 use bursar_core::entry::{EntryHeader, Origin, RejectReason};
 use bursar_core::machine::{Admission, Machine, Outcome};
-use bursar_core::records::{AccountFilter, LedgerFilter, decode_at};
+use bursar_core::records::decode_at;
 use bursar_core::service::keys::Keys;
+use bursar_core::state::QueryErrorKind;
 use bursar_core::{Command, EventResult, Operation};
 use bursar_proto::{PING, ProtocolError, RequestOp};
 use std::collections::BTreeMap;
@@ -174,7 +175,7 @@ impl Engine {
             gate,
             snapshots,
             keys,
-            results: Vec::with_capacity(bursar_core::records::BATCH_EVENTS_MAX),
+            results: Vec::with_capacity(bursar_core::limits::BATCH_EVENTS_MAX),
             order_changes: Arc::new(tokio::sync::Notify::new()),
             events_tail,
             cluster: None,
@@ -538,8 +539,8 @@ impl Engine {
         }
     }
 
+    /// Answers a read from the applied state; core encodes the reply.
     fn answer_read(&self, r: &Request) -> Response {
-        use bursar_core::service::webhooks::WebhookFilter;
         let op = match r.op {
             RequestOp::Ping => return ok_response(PING, r.request_id, 0, Vec::new()),
             RequestOp::Authenticate => {
@@ -548,111 +549,16 @@ impl Engine {
             }
             RequestOp::Op(op) => op,
         };
-        let code = op as u8;
-        let records = |bytes: Vec<u8>, count: usize| ok_response(code, r.request_id, count, bytes);
-        let ids = || r.body.chunks_exact(16).map(|b| u128::from_le_bytes(b.try_into().expect("16-byte chunk")));
-        let ledger = self.sm.ledger();
-        let result = match op {
-            Operation::ListLedgers => {
-                let filter: LedgerFilter = decode_at(&r.body, 0);
-                ledger.list_ledgers(&filter).map(|v| records(bytemuck::cast_slice(&v).to_vec(), v.len()))
-            }
-            Operation::LookupAccounts => {
-                let v = ledger.lookup_accounts(ids());
-                Ok(records(bytemuck::cast_slice(&v).to_vec(), v.len()))
-            }
-            Operation::LookupTransfers => {
-                let v = ledger.lookup_transfers(ids());
-                Ok(records(bytemuck::cast_slice(&v).to_vec(), v.len()))
-            }
-            Operation::GetAccountTransfers => {
-                let filter: AccountFilter = decode_at(&r.body, 0);
-                ledger.account_transfers(&filter).map(|v| records(bytemuck::cast_slice(&v).to_vec(), v.len()))
-            }
-            Operation::GetAccountBalances => {
-                let filter: AccountFilter = decode_at(&r.body, 0);
-                ledger.account_balances(&filter).map(|v| records(bytemuck::cast_slice(&v).to_vec(), v.len()))
-            }
-            Operation::ListAudit => {
-                let filter: AuditFilter = decode_at(&r.body, 0);
-                let page = self.sm.audit().page(filter.after_seq, filter.limit.min(1000) as usize);
-                let mut body = Vec::new();
-                for rec in &page {
-                    let bytes = rec.encode();
-                    body.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-                    body.extend_from_slice(&bytes);
-                }
-                Ok(records(body, page.len()))
-            }
-            Operation::LookupOrders => {
-                let orders = self.sm.orders();
-                let v: Vec<_> = ids().filter_map(|id| orders.get(id).map(|e| e.order)).collect();
-                Ok(records(bytemuck::cast_slice(&v).to_vec(), v.len()))
-            }
-            Operation::ListOrders => {
-                let filter: bursar_core::orders::OrderFilter = decode_at(&r.body, 0);
-                let (body, count) = self.sm.orders().encode_list(&filter);
-                Ok(records(body, count))
-            }
-            Operation::GetOrderEvents => match ids().next().and_then(|id| self.sm.orders().get(id)) {
-                Some(e) => Ok(records(e.encode_timeline(), e.timeline.len())),
-                None => Ok(records(Vec::new(), 0)),
-            },
-            Operation::GetEvents => {
-                let filter: bursar_core::events::EventFilter = decode_at(&r.body, 0);
-                let page = self.sm.events_page(&filter);
-                Ok(records(page.body, page.count))
-            }
-            Operation::ListWebhooks => {
-                // `next_id: u64`, then the records: the HTTP edge seals a new
-                // webhook's secret for the id it will get.
-                let filter: WebhookFilter = decode_at(&r.body, 0);
-                let hooks = self.sm.webhooks();
-                let mut body = hooks.next_id().to_le_bytes().to_vec();
-                let mut count = 0;
-                for w in hooks.iter().filter(|w| filter.id == 0 || w.id == filter.id) {
-                    body.extend_from_slice(bytemuck::bytes_of(w));
-                    count += 1;
-                }
-                Ok(records(body, count))
-            }
-            Operation::ListDeadLetters => {
-                let filter: WebhookFilter = decode_at(&r.body, 0);
-                let limit = (filter.limit as usize).clamp(1, DEAD_LETTERS_PAGE_MAX);
-                let hooks = self.sm.webhooks();
-                let v = if filter.redeliveries == 0 {
-                    hooks.dead_letters(filter.id, filter.after, limit)
-                } else {
-                    let seqs = hooks.redeliveries(filter.id).into_iter().filter(|s| *s > filter.after).take(limit);
-                    seqs.map(|seq| bursar_core::service::webhooks::DeadLetter { seq, ..Default::default() }).collect()
+        match self.sm.query(op, &r.body) {
+            Ok(reply) => ok_response(op as u8, r.request_id, reply.count, reply.body),
+            Err(e) => {
+                let error = match e.kind {
+                    QueryErrorKind::InvalidFilter => ProtocolError::InvalidFilter,
+                    QueryErrorKind::NotARead => ProtocolError::UnknownOperation,
                 };
-                Ok(records(bytemuck::cast_slice(&v).to_vec(), v.len()))
+                error_response(op as u8, r.request_id, error, &e.detail)
             }
-            Operation::ListAccess => {
-                let filter: bursar_core::service::access::AccessFilter = decode_at(&r.body, 0);
-                // `scanned_to: u64`, then the records: a kind filter may
-                // stop before `limit` matches, and the reader resumes there.
-                let (page, scanned_to) = self.sm.access().page(&filter);
-                let mut body = scanned_to.to_le_bytes().to_vec();
-                body.extend_from_slice(bytemuck::cast_slice(&page));
-                Ok(records(body, page.len()))
-            }
-            Operation::CreateLedgers
-            | Operation::CreateAccounts
-            | Operation::CreateTransfers
-            | Operation::CreateKeys
-            | Operation::RevokeKeys
-            | Operation::RotateKeys
-            | Operation::CreateOrders
-            | Operation::OrderCommands
-            | Operation::CreateWebhooks
-            | Operation::DeleteWebhooks
-            | Operation::WebhookProgress
-            | Operation::WebhookDeadLetters
-            | Operation::ReplayDeadLetters
-            | Operation::RecordAccess => unreachable!("writes are applied through the log"),
-        };
-        result.unwrap_or_else(|e| error_response(code, r.request_id, ProtocolError::InvalidFilter, &e.detail))
+        }
     }
 
     fn finish(mut self, ack: Option<std::sync::mpsc::Sender<()>>) {
@@ -667,9 +573,6 @@ impl Engine {
         }
     }
 }
-
-/// Largest page of dead letters a read returns.
-pub const DEAD_LETTERS_PAGE_MAX: usize = 10_000;
 
 pub fn ok_response(operation: u8, request_id: u64, count: usize, body: Vec<u8>) -> Response {
     Response {

@@ -4,8 +4,9 @@
 //! Commands from many orders are folded into batches so the log sees a few
 //! large entries rather than many small ones.
 
+use bursar_core::limits::BATCH_EVENTS_MAX;
 use bursar_core::orders::{Order, OrderChange, OrderCommand, OrderCommandResult, OrderFilter, OrderState};
-use bursar_core::records::{BATCH_EVENTS_MAX, decode_all};
+use bursar_core::records::decode_all;
 use bursar_core::{EventResult, Operation};
 use bursar_proto::RequestOp;
 use bursar_server::engine::{EngineMsg, Request};

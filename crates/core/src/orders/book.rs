@@ -1,16 +1,10 @@
 //! Where orders are kept: persistent (copy-on-write) ordered maps, so a
 //! snapshot is an O(1) clone and iteration order never depends on hashing.
 
-use super::records::{ORDER_PAGE_MAX, Order, OrderChange, OrderFilter, OrderState};
+use super::records::{Order, OrderChange, OrderFilter, OrderState};
+use crate::limits::{ORDER_PAGE_MAX, TIMELINE_MAX};
 use imbl::{OrdMap, OrdSet};
 use std::sync::Arc;
-
-/// Most orders the state machine holds; a create beyond it is refused.
-pub const ORDERS_MAX: usize = 16 << 20;
-
-/// Most events kept per order. Transitions are always kept (an order has at
-/// most a dozen); refusals and deferrals beyond the cap are only counted.
-pub const TIMELINE_MAX: usize = 256;
 
 /// Timeline kind of the create event (commands use their `CommandKind` code).
 pub const EVENT_CREATE: u8 = 0;

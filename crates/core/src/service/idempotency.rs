@@ -13,12 +13,10 @@
 //! The map is a persistent B-tree (`imbl`): a snapshot clones it in O(1) and
 //! serializes it on the snapshot thread.
 
+use crate::limits::EXPIRIES_PER_ENTRY_MAX;
 use crate::state::EventResult;
 use imbl::{OrdMap, Vector};
 use std::sync::Arc;
-
-/// Records swept per log entry, to bound one entry's work.
-pub const EXPIRIES_PER_ENTRY_MAX: usize = 8190;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdempotencyRecord {

@@ -26,6 +26,7 @@ use crate::codes::{CreateAccountResult, CreateTransferResult};
 use crate::command::{Command, Operation};
 use crate::events::{EventRef, OrderEventRef};
 use crate::index::IdIndex;
+use crate::limits::ENTRY_TIME_MAX;
 use crate::records::{Account, BalanceRecord, FailedTransfer, Ledger, Transfer, decode_at};
 use crate::wide::Sum256;
 use bytemuck::{Pod, Zeroable};
@@ -109,20 +110,6 @@ impl Default for Limits {
 
 /// How many events ahead of the one being applied the index is prefetched.
 const PREFETCH_AHEAD: usize = 8;
-
-/// Pending expiries swept at the start of one entry; the rest wait for the
-/// next entry, so one entry's work stays bounded.
-pub const EXPIRIES_PER_ENTRY_MAX: usize = 8190;
-
-/// Latest entry time the machine takes: 2^64 − 2^40 ns. A later log
-/// timestamp (a bad clock, a damaged or hostile entry) is read as this, so
-/// event timestamps (entry time plus one per event) keep 2^40 nanoseconds of
-/// room and cannot overflow; a pending timeout that would reach past 2^64
-/// is still `overflows_timeout`, as the spec (and the model test) define it.
-pub const ENTRY_TIME_MAX: u64 = u64::MAX - (1 << 40);
-
-/// Largest `last_timestamp` a snapshot may hold: `last_timestamp + 1` fits.
-pub const LAST_TIMESTAMP_MAX: u64 = u64::MAX - 1;
 
 pub struct StateMachine {
     limits: Limits,

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::command::{Command, LogCommand, Operation};
+use crate::limits::EVENTS_PAGE_MAX;
 use crate::records::{Ledger, NANOS_PER_SECOND, Transfer, encode_all, transfer_flags as TF};
 use crate::state::{Limits, Snapshot, SnapshotChunks};
 
