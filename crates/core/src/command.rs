@@ -10,6 +10,7 @@
 //! An envelope wraps one command of an HTTP request with who sent it, its
 //! idempotency scope and fingerprint, and what the audit trail records.
 
+use crate::entry::{EntryHeader, decode_header};
 use crate::limits::{BATCH_EVENTS_MAX, ENVELOPE_MAX};
 use crate::records::{Account, AccountFilter, Ledger, LedgerFilter, Transfer};
 use bytemuck::{Pod, Zeroable};
@@ -396,7 +397,7 @@ fn decode_command(bytes: &[u8]) -> Result<(Command<'_>, usize), String> {
 }
 
 fn decode_envelope(payload: &[u8]) -> Result<LogCommand<'_>, String> {
-    let mut c = crate::service::Cursor::new(payload);
+    let mut c = crate::cursor::Cursor::new(payload);
     if c.u8()? != 1 {
         return Err("unknown envelope version".into());
     }
@@ -443,6 +444,25 @@ fn decode_envelope(payload: &[u8]) -> Result<LogCommand<'_>, String> {
 
 fn bounded<'a>(s: &'a str, max: usize, what: &str) -> Result<&'a str, String> {
     if s.len() > max { Err(format!("envelope {what} is longer than {max} bytes")) } else { Ok(s) }
+}
+
+/// A decoded log entry body.
+#[derive(Clone, Debug)]
+pub struct Entry<'a> {
+    pub header: EntryHeader,
+    pub commands: Vec<LogCommand<'a>>,
+}
+
+impl<'a> Entry<'a> {
+    pub fn plain(commands: Vec<LogCommand<'a>>) -> Entry<'a> {
+        Entry { header: EntryHeader::None, commands }
+    }
+}
+
+/// Decodes a log entry body: its header, if any, then its commands.
+pub fn decode_entry(body: &[u8]) -> Result<Entry<'_>, String> {
+    let (header, commands) = decode_header(body)?;
+    Ok(Entry { header, commands: decode_body(commands)? })
 }
 
 #[cfg(test)]

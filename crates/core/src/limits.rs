@@ -34,6 +34,10 @@ pub const LAST_TIMESTAMP_MAX: u64 = u64::MAX - 1;
 
 // Ledger records.
 
+/// Size of the largest ledger record (accounts and transfers): what a
+/// batch's bytes are computed from (`records.rs` asserts every record fits).
+pub const RECORD_SIZE_MAX: usize = 128;
+
 /// Longest asset code, in bytes (the packed field of a ledger record).
 pub const ASSET_CODE_MAX: usize = 16;
 
@@ -134,30 +138,28 @@ pub const PROPOSERS_MAX: usize = 1024;
 
 /// One sweep never does more work than one batch.
 const _: () = assert!(EXPIRIES_PER_ENTRY_MAX <= BATCH_EVENTS_MAX);
-/// A full batch of the largest core record (transfers, accounts: 128 bytes)
-/// fits in an envelope.
-const _: () = assert!(BATCH_EVENTS_MAX * crate::records::Transfer::SIZE <= ENVELOPE_MAX);
-/// An envelope's strings fit in it beside a full batch.
+/// A full batch of the largest ledger record and an envelope's strings
+/// (plus its fixed fields) fit in one envelope.
 const _: () = assert!(
-    BATCH_EVENTS_MAX * crate::records::Transfer::SIZE + REQUEST_ID_MAX + ROUTE_MAX + IDEMPOTENCY_KEY_MAX + 256
-        <= ENVELOPE_MAX
+    BATCH_EVENTS_MAX * RECORD_SIZE_MAX + REQUEST_ID_MAX + ROUTE_MAX + IDEMPOTENCY_KEY_MAX + 256 <= ENVELOPE_MAX
 );
 /// Request id and route carry a u8 length, the idempotency key a u16 one.
-const _: () = assert!(REQUEST_ID_MAX <= u8::MAX as usize && ROUTE_MAX <= u8::MAX as usize);
+const _: () = assert!(REQUEST_ID_MAX <= u8::MAX as usize);
+const _: () = assert!(ROUTE_MAX <= u8::MAX as usize);
 const _: () = assert!(IDEMPOTENCY_KEY_MAX <= u16::MAX as usize);
 const _: () = assert!(ACCESS_ROUTE_MAX <= u8::MAX as usize);
 /// A key event renders its name length and ledger count as u8.
-const _: () = assert!(KEY_NAME_MAX <= u8::MAX as usize && KEY_LEDGERS_MAX <= u8::MAX as usize);
+const _: () = assert!(KEY_NAME_MAX <= u8::MAX as usize);
+const _: () = assert!(KEY_LEDGERS_MAX <= u8::MAX as usize);
 /// Pages of fixed-size records are no larger than a batch, so they fit in a
 /// frame as a batch does.
 const _: () = assert!(ORDER_PAGE_MAX as usize <= BATCH_EVENTS_MAX);
 const _: () = assert!(EVENTS_PAGE_MAX <= BATCH_EVENTS_MAX);
 const _: () = assert!(QUERY_PAGE_MAX <= BATCH_EVENTS_MAX);
-const _: () = assert!(ACCESS_PAGE_MAX <= BATCH_EVENTS_MAX && AUDIT_PAGE_MAX <= BATCH_EVENTS_MAX);
+const _: () = assert!(ACCESS_PAGE_MAX <= BATCH_EVENTS_MAX);
+const _: () = assert!(AUDIT_PAGE_MAX <= BATCH_EVENTS_MAX);
 /// A page scan covers at least one full page.
 const _: () = assert!(EVENTS_PAGE_MAX <= EVENTS_SCAN_MAX);
-/// Orders are indexed by arena position.
-const _: () = assert!(ORDERS_MAX < crate::index::POSITION_MAX as usize);
 /// Timeline positions are stored as u32 in journal references.
 const _: () = assert!(TIMELINE_MAX <= u32::MAX as usize);
 /// 10^SCALE_MAX fits in u128.

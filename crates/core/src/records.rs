@@ -272,6 +272,11 @@ impl LedgerFilter {
     pub const SIZE: usize = 8;
 }
 
+/// Batch sizes in `limits` are computed from the largest record.
+const _: () = assert!(Ledger::SIZE <= crate::limits::RECORD_SIZE_MAX);
+const _: () = assert!(Account::SIZE <= crate::limits::RECORD_SIZE_MAX);
+const _: () = assert!(Transfer::SIZE <= crate::limits::RECORD_SIZE_MAX);
+
 const _: () = {
     assert!(std::mem::size_of::<Ledger>() == Ledger::SIZE);
     assert!(std::mem::size_of::<Account>() == Account::SIZE);

@@ -18,7 +18,7 @@ use bursar_core::Operation;
 use bursar_core::limits::BATCH_EVENTS_MAX;
 use bursar_core::service::access::{AccessEvent, AccessKind};
 use bursar_proto::RequestOp;
-use bursar_server::engine::{EngineMsg, Request};
+use bursar_server::message::{EngineMsg, Request};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

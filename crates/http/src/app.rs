@@ -1,6 +1,7 @@
 //! Shared state of the HTTP front end, and its configuration.
 
-use bursar_server::engine::{EngineMsg, KeyTable};
+use bursar_server::engine::KeyTable;
+use bursar_server::message::EngineMsg;
 use bursar_workflow::config::OrdersConfig;
 use bursar_workflow::pii::PiiKeyring;
 use std::collections::HashSet;

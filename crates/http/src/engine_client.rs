@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use bursar_core::machine::Outcome;
 use bursar_core::{EventResult, Operation};
 use bursar_proto::RequestOp;
-use bursar_server::engine::{EngineMsg, OwnedEnvelope, Request};
-use bursar_server::gate::Response;
+use bursar_server::message::Response;
+use bursar_server::message::{EngineMsg, OwnedEnvelope, Request};
 use tokio::sync::{mpsc, oneshot};
 
 /// What a write produced.

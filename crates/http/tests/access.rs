@@ -11,7 +11,7 @@ use bursar_core::Operation;
 use bursar_core::orders::{Actor, CommandKind, OrderCommand, Verdict};
 use bursar_http::{HttpConfig, OrdersApi};
 use bursar_proto::RequestOp;
-use bursar_server::engine::{EngineMsg, Request};
+use bursar_server::message::{EngineMsg, Request};
 use bursar_workflow::config::OrdersConfig;
 use bursar_workflow::pii::PiiKeyring;
 use common::{ADMIN_KEY, Req, TestNode, transfer_body};

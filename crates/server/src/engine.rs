@@ -7,12 +7,15 @@
 //! from the applied state and gated the same way, so no client ever sees
 //! state that a crash could take back.
 
-use crate::gate::{Gate, ReplyTo, Response};
-use crate::replication::{Committed, Proposal, ProposalFailed, ReplicaLink};
+use crate::gate::Gate;
+use crate::message::{
+    Committed, EngineMsg, Proposal, ProposalFailed, ReplyTo, Request, Response, error_response, ok_response,
+};
+use crate::replication::ReplicaLink;
 use crate::snapshotter::SnapshotTrigger;
-use bursar_core::command::{Envelope, LogCommand, decode_body, envelope_prefix};
+use bursar_core::command::{LogCommand, decode_body, envelope_prefix};
 use bursar_core::entry::{EntryHeader, Origin, RejectReason};
-use bursar_core::machine::{Admission, Machine, Outcome};
+use bursar_core::machine::{Admission, Machine};
 use bursar_core::records::decode_at;
 use bursar_core::service::keys::Keys;
 use bursar_core::state::QueryErrorKind;
@@ -46,68 +49,10 @@ pub trait EngineLog: Send {
     fn close(self: Box<Self>) -> Result<(), String>;
 }
 
-/// A checked request from a client connection.
-pub struct Request {
-    pub op: RequestOp,
-    pub request_id: u64,
-    pub body: Vec<u8>,
-    /// Set for HTTP writes: logged around the command.
-    pub envelope: Option<OwnedEnvelope>,
-    pub reply: ReplyTo,
-}
-
-/// An envelope that owns its strings, for the trip to the engine.
-#[derive(Clone, Debug, Default)]
-pub struct OwnedEnvelope {
-    pub key_id: u64,
-    pub idempotency: Option<([u8; 16], [u8; 16])>,
-    pub retention_seconds: u32,
-    pub idempotency_limit: u32,
-    pub request_id: String,
-    pub route: String,
-    pub idempotency_key: String,
-}
-
-impl OwnedEnvelope {
-    pub fn borrow(&self) -> Envelope<'_> {
-        Envelope {
-            key_id: self.key_id,
-            idempotency: self.idempotency,
-            retention_seconds: self.retention_seconds,
-            idempotency_limit: self.idempotency_limit,
-            request_id: &self.request_id,
-            route: &self.route,
-            idempotency_key: &self.idempotency_key,
-        }
-    }
-}
-
 /// The API keys as of the last applied entry, shared with the HTTP layer.
 /// The engine replaces the `Arc` after any key change, before the reply to
 /// that change is released.
 pub type KeyTable = Arc<std::sync::RwLock<Arc<Keys>>>;
-
-pub enum EngineMsg {
-    Request(Request),
-    /// Wakes the engine so due pending transfers expire without traffic.
-    Tick,
-    /// Finish queued work, snapshot, close the log, then acknowledge.
-    Shutdown(std::sync::mpsc::Sender<()>),
-    /// Cluster mode: the next entry the replicated log committed.
-    Committed(Committed),
-    /// Cluster mode: a proposal's commit could not be confirmed.
-    ProposalFailed(ProposalFailed),
-}
-
-impl EngineMsg {
-    fn body_len(&self) -> usize {
-        match self {
-            EngineMsg::Request(r) => r.body.len(),
-            EngineMsg::Committed(c) => c.body.len(),
-            _ => 0,
-        }
-    }
-}
 
 pub struct Engine {
     sm: Machine,
@@ -574,38 +519,9 @@ impl Engine {
     }
 }
 
-pub fn ok_response(operation: u8, request_id: u64, count: usize, body: Vec<u8>) -> Response {
-    Response {
-        operation,
-        status: 0,
-        request_id,
-        count: count as u32,
-        body,
-        outcome: Outcome::Executed,
-        record: Vec::new(),
-    }
-}
-
 fn publish_keys(table: &KeyTable, sm: &Machine) {
     let keys = Arc::new(sm.keys().clone());
     *table.write().unwrap_or_else(|e| e.into_inner()) = keys;
-}
-
-pub fn error_response(operation: u8, request_id: u64, error: ProtocolError, message: &str) -> Response {
-    let mut body = message.as_bytes().to_vec();
-    body.truncate(bursar_proto::MESSAGE_MAX);
-    while std::str::from_utf8(&body).is_err() {
-        body.pop();
-    }
-    Response {
-        operation,
-        status: error.code(),
-        request_id,
-        count: 0,
-        body,
-        outcome: Outcome::Executed,
-        record: Vec::new(),
-    }
 }
 
 /// A boot number for this run of `node`: after every run the state has

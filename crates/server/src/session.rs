@@ -2,7 +2,7 @@
 //! authenticated with, and what that key's role and ledgers allow. The
 //! rules mirror the HTTP API's (see `docs/security/binary.md`).
 
-use crate::engine::OwnedEnvelope;
+use crate::message::OwnedEnvelope;
 use bursar_core::Operation;
 use bursar_core::records::{Account, Ledger, Transfer};
 use bursar_core::service::keys::{ApiKey, Keys, Role};

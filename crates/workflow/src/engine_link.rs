@@ -9,8 +9,8 @@ use bursar_core::orders::{Order, OrderChange, OrderCommand, OrderCommandResult, 
 use bursar_core::records::decode_all;
 use bursar_core::{EventResult, Operation};
 use bursar_proto::RequestOp;
-use bursar_server::engine::{EngineMsg, Request};
-use bursar_server::gate::Response;
+use bursar_server::message::Response;
+use bursar_server::message::{EngineMsg, Request};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -17,10 +17,10 @@ use super::money::{self, AccountKind, Movement};
 use super::records::{
     Actor, CommandKind, Order, OrderCommand, OrderCreate, OrderState, PII_SLOT, Verdict, order_flags,
 };
-use crate::command::{Command, Operation};
+use crate::codes::EventResult;
 use crate::limits::REASON_MAX;
 use crate::records::{Account, NANOS_PER_SECOND, Transfer, encode_all};
-use crate::state::{EventResult, StateMachine};
+use crate::state::{Batch, StateMachine};
 use bytemuck::Zeroable;
 
 type C = OrderCommandResult;
@@ -145,7 +145,7 @@ fn ensure_accounts(sm: &mut StateMachine, ledger: u32, customer: Option<u128>) -
         return true;
     }
     let mut results = Vec::new();
-    sm.execute(&Command { operation: Operation::CreateAccounts, events: encode_all(&missing) }, &mut results);
+    sm.execute_batch(Batch::Accounts(encode_all(&missing)), &mut results);
     results.is_empty()
 }
 
@@ -386,7 +386,7 @@ fn transition(
 /// Runs one linked chain; on failure names the transfer that failed.
 fn execute_transfers(sm: &mut StateMachine, transfers: &[Transfer]) -> Result<(), String> {
     let mut results: Vec<EventResult> = Vec::new();
-    sm.execute(&Command { operation: Operation::CreateTransfers, events: encode_all(transfers) }, &mut results);
+    sm.execute_batch(Batch::Transfers(encode_all(transfers)), &mut results);
     let linked_failed = crate::codes::CreateTransferResult::LinkedEventFailed.code();
     match results.iter().find(|r| r.code != linked_failed).or(results.first()) {
         None => Ok(()),

@@ -49,7 +49,7 @@ impl TimelineEvent {
         out.extend_from_slice(reason);
     }
 
-    pub(crate) fn decode(c: &mut crate::service::Cursor<'_>) -> Result<TimelineEvent, String> {
+    pub(crate) fn decode(c: &mut crate::cursor::Cursor<'_>) -> Result<TimelineEvent, String> {
         let (timestamp, position, key_id) = (c.u64()?, c.u64()?, c.u64()?);
         let [kind, actor, from, to] = c.array::<4>()?;
         let (result, first_transfer_seq, transfers) = (c.u32()?, c.u32()?, c.u8()?);
@@ -72,7 +72,7 @@ impl TimelineEvent {
 
     /// Decodes a list of events as `GetOrderEvents` returns them.
     pub fn decode_list(bytes: &[u8]) -> Result<Vec<TimelineEvent>, String> {
-        let mut c = crate::service::Cursor::new(bytes);
+        let mut c = crate::cursor::Cursor::new(bytes);
         let count = c.u32()? as usize;
         let mut out = Vec::with_capacity(count.min(TIMELINE_MAX + 16));
         for _ in 0..count {
@@ -312,7 +312,7 @@ impl OrderBook {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<OrderBook, String> {
-        let mut c = crate::service::Cursor::new(bytes);
+        let mut c = crate::cursor::Cursor::new(bytes);
         let last_change = c.u64()?;
         let count = c.u64()?;
         let mut book = OrderBook::default();

@@ -25,7 +25,7 @@ impl H {
         h
     }
 
-    fn apply(&mut self, op: Operation, events: &[u8]) -> Vec<crate::state::EventResult> {
+    fn apply(&mut self, op: Operation, events: &[u8]) -> Vec<crate::codes::EventResult> {
         let time = (self.log.len() as u64 + 1) * NANOS_PER_SECOND;
         self.log.push((time, op, events.to_vec()));
         let c = Command { operation: op, events };

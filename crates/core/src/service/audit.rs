@@ -111,7 +111,7 @@ impl AuditRecord {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<AuditRecord, String> {
-        let mut c = super::Cursor::new(bytes);
+        let mut c = crate::cursor::Cursor::new(bytes);
         let (seq, timestamp, log_position, key_id) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?);
         let operation = c.u8()?;
         let outcome = AuditOutcome::from_code(c.u8()?).ok_or("invalid audit outcome")?;

@@ -13,8 +13,8 @@
 //! The map is a persistent B-tree (`imbl`): a snapshot clones it in O(1) and
 //! serializes it on the snapshot thread.
 
+use crate::codes::EventResult;
 use crate::limits::EXPIRIES_PER_ENTRY_MAX;
-use crate::state::EventResult;
 use imbl::{OrdMap, Vector};
 use std::sync::Arc;
 
@@ -116,7 +116,7 @@ impl IdempotencyStore {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<IdempotencyStore, String> {
-        let mut c = crate::service::Cursor::new(bytes);
+        let mut c = crate::cursor::Cursor::new(bytes);
         let count = c.u64()?;
         let mut store = IdempotencyStore::default();
         for _ in 0..count {

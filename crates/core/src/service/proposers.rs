@@ -155,7 +155,7 @@ impl Proposers {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Proposers, String> {
-        let mut c = super::Cursor::new(bytes);
+        let mut c = crate::cursor::Cursor::new(bytes);
         let count = c.u32()? as usize;
         if count > PROPOSERS_MAX {
             return Err(format!("{count} proposers stored, at most {PROPOSERS_MAX} are tracked"));

@@ -394,7 +394,7 @@ impl Webhooks {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Webhooks, String> {
-        let mut c = super::Cursor::new(bytes);
+        let mut c = crate::cursor::Cursor::new(bytes);
         let mut out = Webhooks { last_id: c.u64()?, by_id: BTreeMap::new() };
         let count = c.u64()?;
         if count > (WEBHOOKS_MAX + TOMBSTONES_MAX) as u64 {
