@@ -8,6 +8,7 @@
 //! state that a crash could take back.
 
 use crate::gate::Gate;
+use crate::limits::{BOOTS_KEPT, CLUSTER_GROUP_BYTES_MAX, GROUP_BYTES_MAX, GROUP_REQUESTS_MAX, WAITING_PROPOSALS_MAX};
 use crate::message::{
     Committed, EngineMsg, Proposal, ProposalFailed, ReplyTo, Request, Response, error_response, ok_response,
 };
@@ -26,14 +27,6 @@ use std::sync::Arc;
 use std::time::Instant;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
-
-/// Most requests folded into one log entry.
-pub const GROUP_REQUESTS_MAX: usize = 64;
-/// Most body bytes folded into one log entry (the log allows 64 MiB).
-pub const GROUP_BYTES_MAX: usize = 16 << 20;
-/// In cluster mode, where an entry is one message of the replicated log:
-/// this plus one request (HTTP bodies are at most 4 MiB) stays under 8 MiB.
-pub const CLUSTER_GROUP_BYTES_MAX: usize = 3 << 20;
 
 /// Applying one entry slower than this is logged.
 const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(50);
@@ -96,13 +89,6 @@ struct Waiting {
     since: Instant,
     requests: Vec<(ReplyTo, u64, u8)>,
 }
-
-/// Boots of this process remembered to recognise its entries (a boot
-/// changes only when the log shows a newer run of this node id).
-const BOOTS_KEPT: usize = 64;
-/// Most proposals awaiting their commit (the replicator bounds its queue
-/// far below this; exceeding it means proposals leak).
-const WAITING_PROPOSALS_MAX: usize = 1 << 16;
 
 impl Engine {
     pub fn new(

@@ -5,6 +5,7 @@ pub mod clock;
 pub mod engine;
 pub mod gate;
 pub mod keys;
+pub mod limits;
 pub mod message;
 pub mod net;
 pub mod node;

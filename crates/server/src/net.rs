@@ -7,8 +7,9 @@
 //! so many connections, so they cannot crowd out other clients.
 
 use crate::engine::KeyTable;
+use crate::limits::AUTH_FAILURES_MAX;
 use crate::message::{EngineMsg, Request, Response, error_response, ok_response};
-use crate::session::{AUTH_FAILURES_MAX, Session, authenticate, filter_reply, needs_account_check, unauthenticated};
+use crate::session::{Session, authenticate, filter_reply, needs_account_check, unauthenticated};
 use bursar_core::Operation;
 use bursar_proto::{HEADER_SIZE, Header, ProtocolError, RequestOp, check_request};
 use std::collections::HashMap;

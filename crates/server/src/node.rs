@@ -404,8 +404,8 @@ fn bootstrap_admin_key(
         Some(_) => {
             return Err(NodeError::Recovery(format!(
                 "BURSAR_ADMIN_KEY must be {} to {} printable characters without spaces",
-                crate::keys::SUPPLIED_TOKEN_MIN,
-                crate::keys::TOKEN_MAX
+                crate::limits::SUPPLIED_TOKEN_MIN,
+                crate::limits::TOKEN_MAX
             )));
         }
         None => (crate::keys::generate_token(), true),

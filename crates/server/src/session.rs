@@ -9,10 +9,6 @@ use bursar_core::service::keys::{ApiKey, Keys, Role};
 use bursar_proto::{AuthReply, ProtocolError};
 use std::sync::Arc;
 
-/// Failed authentications (or requests before one) a connection may make
-/// before the server closes it.
-pub const AUTH_FAILURES_MAX: u32 = 3;
-
 /// An authenticated connection's key, as of the key table it was last
 /// checked against.
 #[derive(Clone)]
