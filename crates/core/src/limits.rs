@@ -16,7 +16,7 @@ pub const BATCH_EVENTS_MAX: usize = 8190;
 /// Most expiries (pending transfers, order deadlines, idempotency records)
 /// swept in one log entry; the rest wait for the next entry, so one entry's
 /// work stays bounded like one batch's.
-pub const EXPIRIES_PER_ENTRY_MAX: usize = 8190;
+pub const EXPIRIES_PER_ENTRY_MAX: usize = BATCH_EVENTS_MAX;
 
 /// Largest envelope (fields plus the wrapped command): a full batch plus its
 /// bounded strings, with room to spare.
@@ -50,15 +50,15 @@ pub const SCALE_MAX: u8 = 38;
 /// the same as a batch, so a page is one frame.
 pub const QUERY_PAGE_MAX: usize = BATCH_EVENTS_MAX;
 
-/// Most events in one page of the change journal.
-pub const EVENTS_PAGE_MAX: usize = 8190;
+/// Most events in one page of the change journal: as many as a batch.
+pub const EVENTS_PAGE_MAX: usize = BATCH_EVENTS_MAX;
 
 /// Most journal slots one page scans when a kind filter skips events, so a
 /// read stays bounded; the page then ends early (`next_after` moves on).
 pub const EVENTS_SCAN_MAX: usize = 1 << 20;
 
-/// Most orders one read returns.
-pub const ORDER_PAGE_MAX: u32 = 8190;
+/// Most orders one read returns: as many as a batch.
+pub const ORDER_PAGE_MAX: u32 = BATCH_EVENTS_MAX as u32;
 
 /// Most audit records one read returns (records are variable-sized, up to a
 /// few hundred bytes, so a page stays well under a frame).

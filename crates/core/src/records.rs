@@ -1,6 +1,7 @@
 //! The fixed-size records of the ledger. Each is `repr(C)`, has no padding and
 //! is stored, logged and sent on the wire as its little-endian bytes, so a
-//! batch of 8190 transfers is one 1 MiB slice that needs no parsing.
+//! full batch of transfers (`limits::BATCH_EVENTS_MAX`) is one 1 MiB slice
+//! that needs no parsing.
 
 use crate::limits::ASSET_CODE_MAX;
 use bytemuck::{Pod, Zeroable};

@@ -3,7 +3,7 @@
 //! for it, so a damaged or hostile file is an error, never an allocation of
 //! its choosing.
 
-/// Largest entry body: 64 MiB (a batch of 8190 transfers is 1 MiB, and the
+/// Largest entry body: 64 MiB (a full batch of transfers is 1 MiB, and the
 /// engine groups at most 16 MiB of requests). Checked before any buffer is
 /// allocated for a body read from disk.
 pub const ENTRY_BODY_MAX: u32 = 64 << 20;

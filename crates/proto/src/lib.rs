@@ -29,13 +29,14 @@
 //! [`AuthReply`]. This op and its two errors were added within version 1:
 //! the framing is unchanged, so the version stays 1.
 
-use bursar_core::limits::BATCH_EVENTS_MAX;
+use bursar_core::limits::{BATCH_EVENTS_MAX, RECORD_SIZE_MAX};
 use bursar_core::{EventResult, Operation};
 
 pub const MAGIC: u32 = 0x5052_5542;
 pub const VERSION: u16 = 1;
 pub const HEADER_SIZE: usize = 64;
-/// Largest body: a 1 MiB frame minus the header (8190 transfers fit).
+/// Largest body: a 1 MiB frame minus the header (a full batch of
+/// `BATCH_EVENTS_MAX` transfers fits).
 pub const BODY_MAX: usize = (1 << 20) - HEADER_SIZE;
 /// Largest error message body.
 pub const MESSAGE_MAX: usize = 4096;
@@ -47,7 +48,9 @@ pub const AUTHENTICATE: u8 = 128;
 /// Longest secret an authenticate body may hold.
 pub const AUTH_TOKEN_MAX: usize = 256;
 
-const _: () = assert!(BATCH_EVENTS_MAX * 128 <= BODY_MAX);
+const _: () = assert!(BATCH_EVENTS_MAX * RECORD_SIZE_MAX <= BODY_MAX);
+/// The stable `too_many_events` message names the limit.
+const _: () = assert!(BATCH_EVENTS_MAX == 8190);
 
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -82,8 +82,8 @@ impl Default for ExecutorSettings {
     }
 }
 
-/// Most orders read from the feed at once.
-const FEED_PAGE: u32 = 8190;
+/// Most orders read from the feed at once: a whole page.
+const FEED_PAGE: u32 = bursar_core::limits::ORDER_PAGE_MAX;
 
 pub struct Executor {
     pub link: EngineLink,
