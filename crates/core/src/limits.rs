@@ -4,8 +4,8 @@
 //!
 //! These values are part of the contract: a command beyond one is refused
 //! with a stable result code, a query beyond one is clamped or refused. They
-//! also bound what a snapshot may hold, so raising one is a format change
-//! for older nodes replaying newer logs.
+//! also bound what a snapshot may hold and decide how a log replays, so
+//! changing one is treated like a format change.
 
 // Batches and entries.
 
@@ -47,7 +47,7 @@ pub const SCALE_MAX: u8 = 38;
 // Pages a read returns.
 
 /// Most records a ledger query (list, lookup, account history) returns:
-/// the same as a batch, so a page is one frame.
+/// the same as a batch, so a page of ledger records fits in one frame.
 pub const QUERY_PAGE_MAX: usize = BATCH_EVENTS_MAX;
 
 /// Most events in one page of the change journal: as many as a batch.
@@ -60,8 +60,9 @@ pub const EVENTS_SCAN_MAX: usize = 1 << 20;
 /// Most orders one read returns: as many as a batch.
 pub const ORDER_PAGE_MAX: u32 = BATCH_EVENTS_MAX as u32;
 
-/// Most audit records one read returns (records are variable-sized, up to a
-/// few hundred bytes, so a page stays well under a frame).
+/// Most audit records one read returns. A record is variable-sized, at most
+/// about 500 bytes (its strings are bounded below), so a page stays around
+/// half a MiB.
 pub const AUDIT_PAGE_MAX: usize = 1000;
 
 /// Most access-trail records one page returns.
@@ -151,8 +152,8 @@ const _: () = assert!(ACCESS_ROUTE_MAX <= u8::MAX as usize);
 /// A key event renders its name length and ledger count as u8.
 const _: () = assert!(KEY_NAME_MAX <= u8::MAX as usize);
 const _: () = assert!(KEY_LEDGERS_MAX <= u8::MAX as usize);
-/// Pages of fixed-size records are no larger than a batch, so they fit in a
-/// frame as a batch does.
+/// No page is larger than a batch, so one read's work is bounded like one
+/// write's.
 const _: () = assert!(ORDER_PAGE_MAX as usize <= BATCH_EVENTS_MAX);
 const _: () = assert!(EVENTS_PAGE_MAX <= BATCH_EVENTS_MAX);
 const _: () = assert!(QUERY_PAGE_MAX <= BATCH_EVENTS_MAX);

@@ -32,8 +32,8 @@ pub const WAITING_PROPOSALS_MAX: usize = 1 << 16;
 /// Shortest secret accepted from `BURSAR_ADMIN_KEY`.
 pub const SUPPLIED_TOKEN_MIN: usize = 16;
 
-/// Longest secret accepted anywhere (the binary protocol's authenticate
-/// body has the same bound).
+/// Longest secret `keys::token_is_plausible` accepts (the binary
+/// protocol's authenticate body has the same bound).
 pub const TOKEN_MAX: usize = 256;
 
 /// Failed authentications (or requests before one) a connection may make
