@@ -591,7 +591,7 @@ impl RateLimitBody {
     pub fn to_key(self) -> ApiResult<bursar_core::service::keys::KeyRateLimit> {
         let limit = bursar_core::service::keys::KeyRateLimit { per_second: self.per_second, burst: self.burst };
         if limit.is_default() || !limit.is_valid() {
-            let max = bursar_core::service::keys::RATE_LIMIT_MAX;
+            let max = bursar_core::limits::RATE_LIMIT_MAX;
             return Err(Problem::invalid_field("rate_limit", format!("per_second and burst must be 1 to {max}")));
         }
         Ok(limit)

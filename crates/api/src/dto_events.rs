@@ -141,7 +141,7 @@ struct WireEvent<'a> {
 }
 
 /// Splits a `GetEvents` reply into its cursor and its events' headers and
-/// payloads (format in `bursar_core::events::Machine::events_page`).
+/// payloads (format in `bursar_core::query::events`, `Machine::events_page`).
 fn split_wire(body: &[u8]) -> Result<(u64, Vec<WireEvent<'_>>), String> {
     let next_after = u64::from_le_bytes(body.get(..8).ok_or("short events reply")?.try_into().expect("8 bytes"));
     let mut rest = &body[8..];

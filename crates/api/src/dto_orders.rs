@@ -7,9 +7,10 @@
 use crate::dto::{Id, U64, U128, names_schema, parse_decimal, parse_id, parse_u64};
 use crate::problem::{ApiResult, Problem};
 use axum::http::StatusCode;
+use bursar_core::limits::{REASON_MAX, REFERENCE_MAX};
 use bursar_core::orders::book::{EVENT_CREATE, EVENT_EXPIRE};
 use bursar_core::orders::money::transfer_id;
-use bursar_core::orders::records::{REASON_MAX, REFERENCE_MAX, reference_str};
+use bursar_core::orders::records::reference_str;
 use bursar_core::orders::settings::OrdersConfig;
 use bursar_core::orders::{
     Actor, CommandKind, Order, OrderCommand, OrderCommandResult, OrderCreate, OrderState, TimelineEvent, Verdict,

@@ -12,7 +12,8 @@
 //! `ClientOptions::tls`, the connection is TLS (rustls with ring), trusting
 //! only the given CA certificates.
 
-use bursar_core::records::{Account, AccountFilter, BATCH_EVENTS_MAX, BalanceRecord, Ledger, LedgerFilter, Transfer};
+use bursar_core::limits::BATCH_EVENTS_MAX;
+use bursar_core::records::{Account, AccountFilter, BalanceRecord, Ledger, LedgerFilter, Transfer};
 use bursar_core::{EventResult, Operation};
 use bursar_proto::{AUTHENTICATE, AuthReply, HEADER_SIZE, Header, Kind, PING, ProtocolError};
 use std::collections::VecDeque;

@@ -7,7 +7,7 @@ use crate::lease::{self, LeaseConfig};
 use crate::log_stream::{self, MAX_PAYLOAD_MIN};
 use crate::{ClusterConfig, checkpoints, snapshot_objects};
 use async_nats::jetstream;
-use bursar_server::engine::EngineMsg;
+use bursar_server::message::EngineMsg;
 use bursar_server::replication::{Checkpoints, ReplicaLink, Replicator, SnapshotWritten};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

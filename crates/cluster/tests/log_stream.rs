@@ -12,8 +12,8 @@ use bursar_cluster::{ClusterConfig, ClusterKeys};
 use bursar_core::command::{Command, Operation, encode_command};
 use bursar_core::entry::{EntryHeader, Origin, RejectReason};
 use bursar_core::records::{Ledger, encode_all};
-use bursar_server::engine::EngineMsg;
-use bursar_server::replication::{Committed, Proposal};
+use bursar_server::message::EngineMsg;
+use bursar_server::message::{Committed, Proposal};
 use std::time::Duration;
 use tokio::sync::mpsc;
 

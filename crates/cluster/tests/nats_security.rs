@@ -9,8 +9,7 @@
 use bursar_cluster::log_stream::{ensure_stream, follow, publish_proposals};
 use bursar_cluster::{ClusterConfig, replica};
 use bursar_nats::{NatsEndpoint, NatsSecurity};
-use bursar_server::engine::EngineMsg;
-use bursar_server::replication::Proposal;
+use bursar_server::message::{EngineMsg, Proposal};
 use bursar_testkit::nats_cluster::NatsCluster;
 use bursar_testkit::pki::TestPki;
 use std::path::Path;

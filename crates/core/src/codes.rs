@@ -3,6 +3,8 @@
 //! the order the state machine checks them, so the first failing check is the
 //! one reported. `docs/result-codes.md` is generated from these tables.
 
+use bytemuck::{Pod, Zeroable};
+
 macro_rules! result_codes {
     ($(#[$meta:meta])* $name:ident { $($variant:ident = $value:literal => $doc:literal,)* }) => {
         $(#[$meta])*
@@ -219,6 +221,21 @@ impl CreateTransferResult {
         let code = self.code();
         (CreateTransferResult::DebitAccountNotFound.code()..=CreateTransferResult::ExceedsDebits.code()).contains(&code)
     }
+}
+
+/// The outcome of one event that was not `ok` (results are sparse: events
+/// that succeeded are not listed).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct EventResult {
+    /// Index of the event within its command.
+    pub index: u32,
+    /// The result code of the command's operation.
+    pub code: u32,
+}
+
+impl EventResult {
+    pub const SIZE: usize = 8;
 }
 
 #[cfg(test)]

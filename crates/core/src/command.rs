@@ -10,7 +10,9 @@
 //! An envelope wraps one command of an HTTP request with who sent it, its
 //! idempotency scope and fingerprint, and what the audit trail records.
 
-use crate::records::{Account, AccountFilter, BATCH_EVENTS_MAX, Ledger, LedgerFilter, Transfer};
+use crate::entry::{EntryHeader, decode_header};
+use crate::limits::{BATCH_EVENTS_MAX, ENVELOPE_MAX};
+use crate::records::{Account, AccountFilter, Ledger, LedgerFilter, Transfer};
 use bytemuck::{Pod, Zeroable};
 
 /// A page of the audit trail: records with seq after `after_seq`.
@@ -274,8 +276,6 @@ pub fn encode_command(body: &mut Vec<u8>, command: &Command<'_>) {
 
 /// The envelope's operation code in a log entry body.
 pub const ENVELOPE: u8 = 32;
-/// Largest envelope (fields plus the wrapped command).
-pub const ENVELOPE_MAX: usize = 2 << 20;
 
 /// Who sent a command over HTTP, and what its idempotency record and audit
 /// record need.
@@ -317,9 +317,9 @@ pub fn envelope_prefix(env: &Envelope<'_>, command: &Command<'_>) -> Result<Vec<
     let check = |s: &str, max: usize, what: &str| {
         if s.len() > max { Err(format!("{what} is longer than {max} bytes")) } else { Ok(()) }
     };
-    check(env.request_id, crate::service::audit::REQUEST_ID_MAX, "request id")?;
-    check(env.route, crate::service::audit::ROUTE_MAX, "route")?;
-    check(env.idempotency_key, crate::service::audit::IDEMPOTENCY_KEY_MAX, "idempotency key")?;
+    check(env.request_id, crate::limits::REQUEST_ID_MAX, "request id")?;
+    check(env.route, crate::limits::ROUTE_MAX, "route")?;
+    check(env.idempotency_key, crate::limits::IDEMPOTENCY_KEY_MAX, "idempotency key")?;
     let mut fields = Vec::with_capacity(96);
     fields.push(1); // version
     fields.push(u8::from(env.idempotency.is_some()));
@@ -397,7 +397,7 @@ fn decode_command(bytes: &[u8]) -> Result<(Command<'_>, usize), String> {
 }
 
 fn decode_envelope(payload: &[u8]) -> Result<LogCommand<'_>, String> {
-    let mut c = crate::service::Cursor::new(payload);
+    let mut c = crate::cursor::Cursor::new(payload);
     if c.u8()? != 1 {
         return Err("unknown envelope version".into());
     }
@@ -422,9 +422,9 @@ fn decode_envelope(payload: &[u8]) -> Result<LogCommand<'_>, String> {
     if !has_idempotency && (scope, fingerprint) != ([0; 16], [0; 16]) {
         return Err("an envelope without an idempotency key carries a scope".into());
     }
-    let request_id = bounded(c.str_u8_ref()?, crate::service::audit::REQUEST_ID_MAX, "request id")?;
-    let route = bounded(c.str_u8_ref()?, crate::service::audit::ROUTE_MAX, "route")?;
-    let idempotency_key = bounded(c.str_u16_ref()?, crate::service::audit::IDEMPOTENCY_KEY_MAX, "idempotency key")?;
+    let request_id = bounded(c.str_u8_ref()?, crate::limits::REQUEST_ID_MAX, "request id")?;
+    let route = bounded(c.str_u8_ref()?, crate::limits::ROUTE_MAX, "route")?;
+    let idempotency_key = bounded(c.str_u16_ref()?, crate::limits::IDEMPOTENCY_KEY_MAX, "idempotency key")?;
     let rest = c.rest();
     let (command, used) = decode_command(rest)?;
     if used != rest.len() {
@@ -444,6 +444,25 @@ fn decode_envelope(payload: &[u8]) -> Result<LogCommand<'_>, String> {
 
 fn bounded<'a>(s: &'a str, max: usize, what: &str) -> Result<&'a str, String> {
     if s.len() > max { Err(format!("envelope {what} is longer than {max} bytes")) } else { Ok(s) }
+}
+
+/// A decoded log entry body.
+#[derive(Clone, Debug)]
+pub struct Entry<'a> {
+    pub header: EntryHeader,
+    pub commands: Vec<LogCommand<'a>>,
+}
+
+impl<'a> Entry<'a> {
+    pub fn plain(commands: Vec<LogCommand<'a>>) -> Entry<'a> {
+        Entry { header: EntryHeader::None, commands }
+    }
+}
+
+/// Decodes a log entry body: its header, if any, then its commands.
+pub fn decode_entry(body: &[u8]) -> Result<Entry<'_>, String> {
+    let (header, commands) = decode_header(body)?;
+    Ok(Entry { header, commands: decode_body(commands)? })
 }
 
 #[cfg(test)]

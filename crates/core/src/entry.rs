@@ -18,8 +18,8 @@
 //! either kind changes nothing but time and one audit record. The local log
 //! thus records each decision once, so a restart or `bursar verify` replays
 //! it without the cluster keys.
-
-use crate::command::{LogCommand, decode_body};
+//!
+//! This module decodes the header; `command::decode_entry` the whole body.
 
 /// The item code of an origin header.
 pub const ORIGIN: u8 = 33;
@@ -85,19 +85,6 @@ pub enum EntryHeader {
     Rejected(Rejection),
 }
 
-/// A decoded log entry body.
-#[derive(Clone, Debug)]
-pub struct Entry<'a> {
-    pub header: EntryHeader,
-    pub commands: Vec<LogCommand<'a>>,
-}
-
-impl<'a> Entry<'a> {
-    pub fn plain(commands: Vec<LogCommand<'a>>) -> Entry<'a> {
-        Entry { header: EntryHeader::None, commands }
-    }
-}
-
 impl EntryHeader {
     /// The proposal this entry authentically comes from: an admitted
     /// entry's origin, or a refused one whose seal verified (its body did
@@ -152,22 +139,22 @@ pub fn encode_rejection(r: &Rejection) -> Vec<u8> {
     out
 }
 
-/// Decodes a log entry body: its header, if any, then its commands.
-pub fn decode_entry(body: &[u8]) -> Result<Entry<'_>, String> {
+/// Splits a log entry body into its header, if any, and the commands'
+/// bytes after it (none after a rejection).
+pub fn decode_header(body: &[u8]) -> Result<(EntryHeader, &[u8]), String> {
     match body.first() {
         Some(&ORIGIN) => {
             let fields = item(body, ORIGIN_LEN, "origin")?;
-            let mut c = crate::service::Cursor::new(fields);
+            let mut c = crate::cursor::Cursor::new(fields);
             let origin = Origin { node: c.u32()?, key_id: c.u32()?, boot: c.u64()?, proposal: c.u64()? };
-            let commands = decode_body(&body[8 + ORIGIN_LEN..])?;
-            Ok(Entry { header: EntryHeader::Origin(origin), commands })
+            Ok((EntryHeader::Origin(origin), &body[8 + ORIGIN_LEN..]))
         }
         Some(&REJECTED) => {
             let fields = item(body, REJECTED_LEN, "rejection")?;
             if body.len() != 8 + REJECTED_LEN {
                 return Err("a rejected entry holds bytes after its record".into());
             }
-            let mut c = crate::service::Cursor::new(fields);
+            let mut c = crate::cursor::Cursor::new(fields);
             let reason = RejectReason::from_u8(c.u8()?).ok_or("a rejection has an unknown reason")?;
             if c.array::<3>()? != [0; 3] {
                 return Err("reserved rejection bytes are not zero".into());
@@ -176,9 +163,9 @@ pub fn decode_entry(body: &[u8]) -> Result<Entry<'_>, String> {
             let payload_len = c.u32()?;
             let payload_hash = c.array::<32>()?;
             let rejection = Rejection { reason, claimed, payload_len, payload_hash };
-            Ok(Entry { header: EntryHeader::Rejected(rejection), commands: Vec::new() })
+            Ok((EntryHeader::Rejected(rejection), &[]))
         }
-        _ => Ok(Entry::plain(decode_body(body)?)),
+        _ => Ok((EntryHeader::None, body)),
     }
 }
 
@@ -199,7 +186,7 @@ fn item<'a>(body: &'a [u8], len: usize, what: &str) -> Result<&'a [u8], String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Command, Operation, encode_command};
+    use crate::command::{Command, Operation, decode_entry, encode_command};
     use crate::records::{Transfer, encode_all};
 
     fn origin() -> Origin {

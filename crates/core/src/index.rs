@@ -25,7 +25,7 @@ pub const POSITION_MAX: u32 = u32::MAX - 2;
 /// so it is drained after capacity/8 inserts; the new table is then at most
 /// (3/4 + 1/8)/2 full.
 const MIGRATE_PER_INSERT: usize = 8;
-const MIN_CAPACITY: usize = 16;
+const CAPACITY_MIN: usize = 16;
 
 /// A slot: the hash tag in the high 32 bits, position + 1 in the low 32.
 /// All-zero is empty, so a new table is zeroed memory that the kernel maps
@@ -70,7 +70,7 @@ struct Table {
 
 impl Table {
     fn new(capacity: usize) -> Table {
-        let capacity = capacity.max(MIN_CAPACITY).next_power_of_two();
+        let capacity = capacity.max(CAPACITY_MIN).next_power_of_two();
         // vec![0; n] allocates zeroed memory without touching it.
         let slots = vec![EMPTY; capacity];
         crate::mem::advise_huge_pages(slots.as_ptr() as *const u8, capacity * std::mem::size_of::<Slot>());

@@ -10,18 +10,21 @@ compile_error!("records are stored as little-endian bytes; big-endian targets ar
 pub mod arena;
 pub mod codes;
 pub mod command;
+pub(crate) mod cursor;
 pub mod entry;
 pub mod events;
 pub mod index;
+pub mod limits;
 pub mod machine;
 pub mod mem;
 pub mod orders;
+pub mod query;
 pub mod records;
 pub mod service;
 pub mod state;
 pub mod wide;
 
-pub use codes::{CreateAccountResult, CreateLedgerResult, CreateTransferResult};
+pub use codes::{CreateAccountResult, CreateLedgerResult, CreateTransferResult, EventResult};
 pub use command::{Command, Operation};
 pub use records::{Account, AccountFilter, BalanceRecord, Balances, FailedTransfer, Ledger, LedgerFilter, Transfer};
-pub use state::{EventResult, LedgerTotals, Limits, PendingState, StateMachine};
+pub use state::{LedgerTotals, Limits, PendingState, StateMachine};

@@ -7,8 +7,9 @@
 //! record, then the audit record. A plain (binary protocol) command executes
 //! and gets an audit record with key id 0.
 
-use crate::command::{Command, Envelope, LogCommand, Operation};
-use crate::entry::{Entry, EntryHeader, Origin, RejectReason, Rejection};
+use crate::codes::EventResult;
+use crate::command::{Command, Entry, Envelope, LogCommand, Operation};
+use crate::entry::{EntryHeader, Origin, RejectReason, Rejection};
 use crate::orders::{self, OrderBook, OrderCommand, OrderCreate};
 use crate::records::{NANOS_PER_SECOND, decode_at};
 use crate::service::access::{AccessEvent, AccessTrail};
@@ -17,9 +18,7 @@ use crate::service::idempotency::{Check, IdempotencyRecord, IdempotencyStore};
 use crate::service::keys::{ApiKey, KeyEvent, KeyRateLimit, Keys, RevokeEvent, RotateEvent};
 use crate::service::proposers::Proposers;
 use crate::service::webhooks::{WebhookCreate, WebhookUpdate, WebhookUpdateResult, Webhooks};
-use crate::state::{
-    ChunkBytes, EventResult, Limits, Snapshot, SnapshotChunks, SnapshotSection, StateMachine, StateSnapshot,
-};
+use crate::state::{Batch, ChunkBytes, Limits, Snapshot, SnapshotChunks, SnapshotSection, StateMachine, StateSnapshot};
 use std::sync::Arc;
 
 /// What applying one log command did.
@@ -108,7 +107,7 @@ impl Machine {
         let now = self.ledger.entry_time();
         self.idempotency.expire(now);
         let ctx = orders::Ctx { now, position, key_id: 0, api: false };
-        orders::apply::expire_due(&mut self.ledger, &mut self.orders, &ctx, crate::state::EXPIRIES_PER_ENTRY_MAX);
+        orders::apply::expire_due(&mut self.ledger, &mut self.orders, &ctx, crate::limits::EXPIRIES_PER_ENTRY_MAX);
     }
 
     /// Applies one command, appending its sparse results (or the replayed
@@ -455,6 +454,33 @@ impl Machine {
         machine.check_journal_refs()?;
         Ok(machine)
     }
+
+    /// Every service reference in the journal names something that exists
+    /// (the ledger's own references are checked by `StateMachine::restore`).
+    pub(crate) fn check_journal_refs(&self) -> Result<(), String> {
+        let ledger = self.ledger();
+        for (slot, r) in ledger.journal().iter().enumerate() {
+            let ok = match r.kind {
+                crate::events::kind::KEY_CREATED => self.keys().get(r.aux).is_some(),
+                crate::events::kind::KEY_REVOKED => self.keys().get(r.aux).is_some_and(|k| k.revoked_at != 0),
+                crate::events::kind::AUDIT_RECORDED => r.aux >= 1 && r.aux <= self.audit().len(),
+                crate::events::kind::ORDER => {
+                    let o = ledger.order_event_at(r.index);
+                    self.orders().get(o.order_id).is_some_and(|e| (o.timeline as usize) < e.timeline.len())
+                }
+                _ => true,
+            };
+            if !ok {
+                return Err(format!("journal slot {slot} (kind {}) points at nothing", r.kind));
+            }
+        }
+        Ok(())
+    }
+
+    /// Events in the journal: the last event's sequence.
+    pub fn events_len(&self) -> u64 {
+        self.ledger().journal().len() as u64
+    }
 }
 
 /// Section names after the ledger's, in stored order.
@@ -570,8 +596,9 @@ fn encode_keys(keys: &[ApiKey]) -> Vec<u8> {
 }
 
 fn decode_keys(bytes: &[u8]) -> Result<Vec<ApiKey>, String> {
-    use crate::service::keys::{KEYS_MAX, Role};
-    let mut c = crate::service::Cursor::new(bytes);
+    use crate::limits::KEYS_MAX;
+    use crate::service::keys::Role;
+    let mut c = crate::cursor::Cursor::new(bytes);
     let first = c.u64()?;
     let extended = first == KEYS_FORMAT_2;
     let count = if extended { c.u64()? } else { first };
@@ -608,6 +635,37 @@ fn decode_u64s(bytes: &[u8]) -> Result<Vec<u64>, String> {
         return Err("an offsets chunk is not a whole number of u64".into());
     }
     Ok(bytes.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))).collect())
+}
+
+/// The ledger's side of a command: the state machine runs ledger batches and
+/// knows nothing of operations, so that `state` does not depend on `command`.
+impl StateMachine {
+    /// Applies one write command of the ledger, appending a result for every
+    /// event that was not `ok`. The command must be valid (`Command::validate`).
+    pub fn execute(&mut self, command: &Command<'_>, results: &mut Vec<EventResult>) {
+        let batch = match command.operation {
+            Operation::CreateLedgers => Batch::Ledgers(command.events),
+            Operation::CreateAccounts => Batch::Accounts(command.events),
+            Operation::CreateTransfers => Batch::Transfers(command.events),
+            other => panic!("{} is not a write operation; the engine validates commands", other.name()),
+        };
+        self.execute_batch(batch, results);
+    }
+
+    /// Applies a whole entry: the convenience path for replay and tests.
+    pub fn apply_entry(&mut self, position: u64, timestamp: u64, commands: &[Command<'_>]) -> Vec<Vec<EventResult>> {
+        self.begin_entry(position, timestamp);
+        let out = commands
+            .iter()
+            .map(|c| {
+                let mut results = Vec::new();
+                self.execute(c, &mut results);
+                results
+            })
+            .collect();
+        self.end_entry();
+        out
+    }
 }
 
 #[cfg(test)]

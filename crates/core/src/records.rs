@@ -1,21 +1,16 @@
 //! The fixed-size records of the ledger. Each is `repr(C)`, has no padding and
 //! is stored, logged and sent on the wire as its little-endian bytes, so a
-//! batch of 8190 transfers is one 1 MiB slice that needs no parsing.
+//! full batch of transfers (`limits::BATCH_EVENTS_MAX`) is one 1 MiB slice
+//! that needs no parsing.
 
+use crate::limits::ASSET_CODE_MAX;
 use bytemuck::{Pod, Zeroable};
 
-/// Largest number of events in one batch: 8190 × 128 bytes plus a frame
-/// header fits in 1 MiB.
-pub const BATCH_EVENTS_MAX: usize = 8190;
+/// Old path, for the CLI until it imports `crate::limits` (i14 restructure).
+pub use crate::limits::BATCH_EVENTS_MAX;
 
 /// Nanoseconds in a second, for pending-transfer timeouts given in seconds.
 pub const NANOS_PER_SECOND: u64 = 1_000_000_000;
-
-/// Longest asset code, in bytes.
-pub const ASSET_CODE_MAX: usize = 16;
-
-/// Largest minor-unit scale: 10^38 is the largest power of ten below u128::MAX.
-pub const SCALE_MAX: u8 = 38;
 
 /// A ledger: one asset and its minor-unit scale. Transfers move value only
 /// within one ledger.
@@ -277,6 +272,11 @@ pub struct LedgerFilter {
 impl LedgerFilter {
     pub const SIZE: usize = 8;
 }
+
+/// Batch sizes in `limits` are computed from the largest record.
+const _: () = assert!(Ledger::SIZE <= crate::limits::RECORD_SIZE_MAX);
+const _: () = assert!(Account::SIZE <= crate::limits::RECORD_SIZE_MAX);
+const _: () = assert!(Transfer::SIZE <= crate::limits::RECORD_SIZE_MAX);
 
 const _: () = {
     assert!(std::mem::size_of::<Ledger>() == Ledger::SIZE);

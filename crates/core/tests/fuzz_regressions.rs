@@ -87,7 +87,7 @@ fn regression_entry_timestamp_near_u64_max_overflowed_the_clock() {
         m.check_invariants_deep().unwrap();
     }
     let stamp = m.ledger().transfer(701).unwrap().timestamp;
-    assert!(stamp > bursar_core::state::ENTRY_TIME_MAX && stamp < bursar_core::state::LAST_TIMESTAMP_MAX);
+    assert!(stamp > bursar_core::limits::ENTRY_TIME_MAX && stamp < bursar_core::limits::LAST_TIMESTAMP_MAX);
 }
 
 /// Finding of `fuzz_apply_entry`: an idempotent replay whose recorded

@@ -27,6 +27,7 @@ mod strategies;
 
 use bursar_core::codes::{CreateAccountResult as AR, CreateLedgerResult as LR, CreateTransferResult as TR};
 use bursar_core::command::{Command, Operation};
+use bursar_core::limits::{BATCH_EVENTS_MAX, EXPIRIES_PER_ENTRY_MAX, QUERY_PAGE_MAX};
 use bursar_core::records::{account_flags as AF, encode_all, filter_flags as FF, transfer_flags as TF};
 use bursar_core::state::Snapshot;
 use bursar_core::state::{SnapshotChunks, StateSnapshot};
@@ -379,7 +380,7 @@ fn resolve_new_transfer(
 // ------------------------------------------------------------------- checks
 
 fn full_filter(account_id: u128, flags: u32) -> AccountFilter {
-    AccountFilter { account_id, limit: 8190, flags, ..Default::default() }
+    AccountFilter { account_id, limit: QUERY_PAGE_MAX as u32, flags, ..Default::default() }
 }
 
 /// Compares everything observable about the state, and runs the deep
@@ -628,20 +629,20 @@ fn scripted(entries: &[(u64, Vec<CmdSpec>)]) -> Result<Vec<EntryResults>, TestCa
     Ok(h.results)
 }
 
-/// More pending transfers fall due at once than one entry sweeps: 8190 are
+/// More pending transfers fall due at once than one entry sweeps: 8190 (`EXPIRIES_PER_ENTRY_MAX`) are
 /// expired at the start of the entry, the rest are due but not swept, so a
 /// post of one of them in that entry is `pending_transfer_expired`, and the
 /// next entry sweeps them.
 #[test]
 fn sweep_is_bounded_per_entry_and_due_transfers_cannot_be_posted() {
-    let n = 8190 + 3;
+    let n = EXPIRIES_PER_ENTRY_MAX + 3;
     let pending: Vec<Transfer> =
         (1..=n as u128).map(|id| Transfer { timeout: 1, ..transfer(id, 1, 2, 1, TF::PENDING) }).collect();
     let second = 1_000_000_000u64;
     let post = Transfer { pending_id: n as u128, ..transfer(100_000, 0, 0, 1, TF::POST_PENDING) };
     let results = scripted(&[
         (1_000, vec![CmdSpec::Ledgers(vec![usd()]), accounts_spec(&[account(1, AF::HISTORY), account(2, 0)])]),
-        (2_000, vec![transfers_spec(&pending[..8190]), transfers_spec(&pending[8190..])]),
+        (2_000, vec![transfers_spec(&pending[..BATCH_EVENTS_MAX]), transfers_spec(&pending[BATCH_EVENTS_MAX..])]),
         (3_000 + 3 * second, vec![transfers_spec(&[post])]),
         (4_000 + 3 * second, vec![]),
     ])
@@ -915,8 +916,9 @@ fn bulk_run(shape: IdShape, seed: u64) {
         if missing <= 0 {
             break;
         }
-        let batch: Vec<Transfer> =
-            (0..(missing / 2).clamp(1, 8190)).map(|_| ok(&mut rng, if missing == 1 { 1 } else { 2 }, false)).collect();
+        let batch: Vec<Transfer> = (0..(missing / 2).clamp(1, BATCH_EVENTS_MAX as i64))
+            .map(|_| ok(&mut rng, if missing == 1 { 1 } else { 2 }, false))
+            .collect();
         entry(&mut h, vec![transfers_spec(&batch)], 1_000);
     }
     let mut across: Vec<Transfer> = (0..10).map(|_| ok(&mut rng, 2, true)).collect();
@@ -933,7 +935,7 @@ fn bulk_run(shape: IdShape, seed: u64) {
         if missing <= 0 {
             break;
         }
-        let batch: Vec<Transfer> = (0..missing.min(8190)).map(|_| failing()).collect();
+        let batch: Vec<Transfer> = (0..missing.min(BATCH_EVENTS_MAX as i64)).map(|_| failing()).collect();
         entry(&mut h, vec![transfers_spec(&batch)], 1_000);
     }
     let mut chains = Vec::new();

@@ -15,7 +15,7 @@
 use crate::problem::Problem;
 use axum::http::StatusCode;
 use bursar_core::Operation;
-use bursar_core::records::BATCH_EVENTS_MAX;
+use bursar_core::limits::BATCH_EVENTS_MAX;
 use bursar_core::service::access::{AccessEvent, AccessKind};
 use bursar_server::handle::{EngineHandle, REPLY_WAIT_DEFAULT, Waits};
 use std::collections::BTreeMap;

@@ -9,9 +9,8 @@ use axum::http::StatusCode;
 use bursar_core::machine::Outcome;
 use bursar_core::{EventResult, Operation};
 use bursar_proto::RequestOp;
-use bursar_server::engine::OwnedEnvelope;
-use bursar_server::gate::Response;
 use bursar_server::handle::EngineError;
+use bursar_server::message::{OwnedEnvelope, Response};
 
 /// What a write produced.
 pub struct Written {

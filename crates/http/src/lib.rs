@@ -46,7 +46,7 @@ pub fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle>
         .get_or_init(|| {
             let seconds =
                 [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
-            let batch_max = bursar_core::records::BATCH_EVENTS_MAX as f64;
+            let batch_max = bursar_core::limits::BATCH_EVENTS_MAX as f64;
             let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 512.0, 2048.0, batch_max, 65536.0];
             metrics_exporter_prometheus::PrometheusBuilder::new()
                 .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()), &seconds)

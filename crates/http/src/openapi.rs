@@ -152,12 +152,12 @@ mod tests {
     #[test]
     fn declared_bounds_match_the_code() {
         let doc: Value = serde_json::from_str(&document()).unwrap();
-        let batch = bursar_core::records::BATCH_EVENTS_MAX as u64;
+        let batch = bursar_core::limits::BATCH_EVENTS_MAX as u64;
         for (name, field) in [("AccountBatchRequest", "accounts"), ("TransferBatchRequest", "transfers")] {
             let items = &schema(&doc, name)["properties"][field];
             assert_eq!((items["minItems"].as_u64(), items["maxItems"].as_u64()), (Some(1), Some(batch)), "{name}");
         }
-        use bursar_core::service::keys::{KEY_LEDGERS_MAX, KEY_NAME_MAX};
+        use bursar_core::limits::{KEY_LEDGERS_MAX, KEY_NAME_MAX};
         let key = &schema(&doc, "KeyRequest")["properties"];
         assert_eq!(key["ledgers"]["maxItems"].as_u64(), Some(KEY_LEDGERS_MAX as u64));
         assert_eq!(key["name"]["maxLength"].as_u64(), Some(KEY_NAME_MAX as u64), "{}", key["name"]);

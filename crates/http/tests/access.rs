@@ -13,7 +13,7 @@ use bursar_core::orders::{Actor, CommandKind, OrderCommand, Verdict};
 use bursar_crypto::pii::PiiKeyring;
 use bursar_http::{HttpConfig, OrdersApi};
 use bursar_proto::RequestOp;
-use bursar_server::engine::{EngineMsg, Request};
+use bursar_server::message::{EngineMsg, Request};
 use common::{ADMIN_KEY, Req, TestNode, transfer_body};
 use reqwest::Method;
 use serde_json::{Value, json};

@@ -4,6 +4,7 @@
 //! recognizable (`.tmp`) and removed on open.
 
 use crate::LogError;
+use crate::limits::MODE_SCAN_MAX;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice, Write};
 use std::os::fd::AsRawFd;
@@ -31,9 +32,6 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
 pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
     fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
 }
-
-/// Most entries `loose_modes` looks at, so a huge directory cannot stall a start.
-const MODE_SCAN_MAX: usize = 100_000;
 
 /// Paths under `dir` (itself included, three levels deep) that group or
 /// others may access. Existing files are reported, never changed: an

@@ -14,6 +14,7 @@
 pub mod error;
 pub mod file_log;
 mod fsutil;
+pub mod limits;
 pub use fsutil::{DIR_MODE, FILE_MODE, create_private_dir_all, loose_modes};
 pub mod snapshot_store;
 

@@ -29,13 +29,14 @@
 //! [`AuthReply`]. This op and its two errors were added within version 1:
 //! the framing is unchanged, so the version stays 1.
 
-use bursar_core::records::BATCH_EVENTS_MAX;
+use bursar_core::limits::{BATCH_EVENTS_MAX, RECORD_SIZE_MAX};
 use bursar_core::{EventResult, Operation};
 
 pub const MAGIC: u32 = 0x5052_5542;
 pub const VERSION: u16 = 1;
 pub const HEADER_SIZE: usize = 64;
-/// Largest body: a 1 MiB frame minus the header (8190 transfers fit).
+/// Largest body: a 1 MiB frame minus the header (a full batch of
+/// `BATCH_EVENTS_MAX` transfers fits).
 pub const BODY_MAX: usize = (1 << 20) - HEADER_SIZE;
 /// Largest error message body.
 pub const MESSAGE_MAX: usize = 4096;
@@ -47,7 +48,9 @@ pub const AUTHENTICATE: u8 = 128;
 /// Longest secret an authenticate body may hold.
 pub const AUTH_TOKEN_MAX: usize = 256;
 
-const _: () = assert!(BATCH_EVENTS_MAX * 128 <= BODY_MAX);
+const _: () = assert!(BATCH_EVENTS_MAX * RECORD_SIZE_MAX <= BODY_MAX);
+/// The stable `too_many_events` message names the limit.
+const _: () = assert!(BATCH_EVENTS_MAX == 8190); // the message names 8190 = BATCH_EVENTS_MAX
 
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,7 +297,7 @@ protocol_errors! {
     BodyTooLarge = 4, "body_too_large", true => "The body exceeds 1 MiB minus the header.",
     BodyChecksumMismatch = 5, "body_checksum_mismatch", false => "The body does not match its checksum.",
     InvalidBodySize = 6, "invalid_body_size", false => "The body is not `count` whole records of the operation's size.",
-    TooManyEvents = 7, "too_many_events", false => "The request has more events than the operation allows (8190).",
+    TooManyEvents = 7, "too_many_events", false => "The request has more events than the operation allows (8190).", // = BATCH_EVENTS_MAX, asserted above
     InvalidFilter = 8, "invalid_filter", false => "The query filter is invalid; the message names the field.",
     ServerBusy = 9, "server_busy", false => "The server's queues are full; retry later.",
     ShuttingDown = 10, "shutting_down", true => "The server is shutting down.",
@@ -357,8 +360,9 @@ mod tests {
         assert_eq!(check(PING, &[], 0), Ok(RequestOp::Ping));
         let filters = vec![0u8; 128];
         assert_eq!(check(Operation::GetAccountTransfers as u8, &filters, 2), Err(ProtocolError::TooManyEvents));
-        let too_many = vec![0u8; 16 * 8191];
-        assert_eq!(check(Operation::LookupAccounts as u8, &too_many, 8191), Err(ProtocolError::TooManyEvents));
+        let too_many = vec![0u8; 16 * (BATCH_EVENTS_MAX + 1)];
+        let count = BATCH_EVENTS_MAX as u32 + 1;
+        assert_eq!(check(Operation::LookupAccounts as u8, &too_many, count), Err(ProtocolError::TooManyEvents));
         let h = Header::request(3, 1, &body, 2);
         let mut damaged = body.clone();
         damaged[5] ^= 1;

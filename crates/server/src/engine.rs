@@ -7,14 +7,19 @@
 //! from the applied state and gated the same way, so no client ever sees
 //! state that a crash could take back.
 
-use crate::gate::{Gate, ReplyTo, Response};
-use crate::replication::{Committed, Proposal, ProposalFailed, ReplicaLink};
+use crate::gate::Gate;
+use crate::limits::{BOOTS_KEPT, CLUSTER_GROUP_BYTES_MAX, GROUP_BYTES_MAX, GROUP_REQUESTS_MAX, WAITING_PROPOSALS_MAX};
+use crate::message::{
+    Committed, EngineMsg, Proposal, ProposalFailed, ReplyTo, Request, Response, error_response, ok_response,
+};
+use crate::replication::ReplicaLink;
 use crate::snapshotter::SnapshotTrigger;
-use bursar_core::command::{AuditFilter, Envelope, LogCommand, decode_body, envelope_prefix};
+use bursar_core::command::{LogCommand, decode_body, envelope_prefix};
 use bursar_core::entry::{EntryHeader, Origin, RejectReason};
-use bursar_core::machine::{Admission, Machine, Outcome};
-use bursar_core::records::{AccountFilter, LedgerFilter, decode_at};
+use bursar_core::machine::{Admission, Machine};
+use bursar_core::records::decode_at;
 use bursar_core::service::keys::Keys;
+use bursar_core::state::QueryErrorKind;
 use bursar_core::{Command, EventResult, Operation};
 use bursar_proto::{PING, ProtocolError, RequestOp};
 use std::collections::BTreeMap;
@@ -22,14 +27,6 @@ use std::sync::Arc;
 use std::time::Instant;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
-
-/// Most requests folded into one log entry.
-pub const GROUP_REQUESTS_MAX: usize = 64;
-/// Most body bytes folded into one log entry (the log allows 64 MiB).
-pub const GROUP_BYTES_MAX: usize = 16 << 20;
-/// In cluster mode, where an entry is one message of the replicated log:
-/// this plus one request (HTTP bodies are at most 4 MiB) stays under 8 MiB.
-pub const CLUSTER_GROUP_BYTES_MAX: usize = 3 << 20;
 
 /// Applying one entry slower than this is logged.
 const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(50);
@@ -45,68 +42,10 @@ pub trait EngineLog: Send {
     fn close(self: Box<Self>) -> Result<(), String>;
 }
 
-/// A checked request from a client connection.
-pub struct Request {
-    pub op: RequestOp,
-    pub request_id: u64,
-    pub body: Vec<u8>,
-    /// Set for HTTP writes: logged around the command.
-    pub envelope: Option<OwnedEnvelope>,
-    pub reply: ReplyTo,
-}
-
-/// An envelope that owns its strings, for the trip to the engine.
-#[derive(Clone, Debug, Default)]
-pub struct OwnedEnvelope {
-    pub key_id: u64,
-    pub idempotency: Option<([u8; 16], [u8; 16])>,
-    pub retention_seconds: u32,
-    pub idempotency_limit: u32,
-    pub request_id: String,
-    pub route: String,
-    pub idempotency_key: String,
-}
-
-impl OwnedEnvelope {
-    pub fn borrow(&self) -> Envelope<'_> {
-        Envelope {
-            key_id: self.key_id,
-            idempotency: self.idempotency,
-            retention_seconds: self.retention_seconds,
-            idempotency_limit: self.idempotency_limit,
-            request_id: &self.request_id,
-            route: &self.route,
-            idempotency_key: &self.idempotency_key,
-        }
-    }
-}
-
 /// The API keys as of the last applied entry, shared with the HTTP layer.
 /// The engine replaces the `Arc` after any key change, before the reply to
 /// that change is released.
 pub type KeyTable = Arc<std::sync::RwLock<Arc<Keys>>>;
-
-pub enum EngineMsg {
-    Request(Request),
-    /// Wakes the engine so due pending transfers expire without traffic.
-    Tick,
-    /// Finish queued work, snapshot, close the log, then acknowledge.
-    Shutdown(std::sync::mpsc::Sender<()>),
-    /// Cluster mode: the next entry the replicated log committed.
-    Committed(Committed),
-    /// Cluster mode: a proposal's commit could not be confirmed.
-    ProposalFailed(ProposalFailed),
-}
-
-impl EngineMsg {
-    fn body_len(&self) -> usize {
-        match self {
-            EngineMsg::Request(r) => r.body.len(),
-            EngineMsg::Committed(c) => c.body.len(),
-            _ => 0,
-        }
-    }
-}
 
 pub struct Engine {
     sm: Machine,
@@ -151,13 +90,6 @@ struct Waiting {
     requests: Vec<(ReplyTo, u64, u8)>,
 }
 
-/// Boots of this process remembered to recognise its entries (a boot
-/// changes only when the log shows a newer run of this node id).
-const BOOTS_KEPT: usize = 64;
-/// Most proposals awaiting their commit (the replicator bounds its queue
-/// far below this; exceeding it means proposals leak).
-const WAITING_PROPOSALS_MAX: usize = 1 << 16;
-
 impl Engine {
     pub fn new(
         sm: Machine,
@@ -174,7 +106,7 @@ impl Engine {
             gate,
             snapshots,
             keys,
-            results: Vec::with_capacity(bursar_core::records::BATCH_EVENTS_MAX),
+            results: Vec::with_capacity(bursar_core::limits::BATCH_EVENTS_MAX),
             order_changes: Arc::new(tokio::sync::Notify::new()),
             events_tail,
             cluster: None,
@@ -538,8 +470,8 @@ impl Engine {
         }
     }
 
+    /// Answers a read from the applied state; core encodes the reply.
     fn answer_read(&self, r: &Request) -> Response {
-        use bursar_core::service::webhooks::WebhookFilter;
         let op = match r.op {
             RequestOp::Ping => return ok_response(PING, r.request_id, 0, Vec::new()),
             RequestOp::Authenticate => {
@@ -548,111 +480,16 @@ impl Engine {
             }
             RequestOp::Op(op) => op,
         };
-        let code = op as u8;
-        let records = |bytes: Vec<u8>, count: usize| ok_response(code, r.request_id, count, bytes);
-        let ids = || r.body.chunks_exact(16).map(|b| u128::from_le_bytes(b.try_into().expect("16-byte chunk")));
-        let ledger = self.sm.ledger();
-        let result = match op {
-            Operation::ListLedgers => {
-                let filter: LedgerFilter = decode_at(&r.body, 0);
-                ledger.list_ledgers(&filter).map(|v| records(bytemuck::cast_slice(&v).to_vec(), v.len()))
-            }
-            Operation::LookupAccounts => {
-                let v = ledger.lookup_accounts(ids());
-                Ok(records(bytemuck::cast_slice(&v).to_vec(), v.len()))
-            }
-            Operation::LookupTransfers => {
-                let v = ledger.lookup_transfers(ids());
-                Ok(records(bytemuck::cast_slice(&v).to_vec(), v.len()))
-            }
-            Operation::GetAccountTransfers => {
-                let filter: AccountFilter = decode_at(&r.body, 0);
-                ledger.account_transfers(&filter).map(|v| records(bytemuck::cast_slice(&v).to_vec(), v.len()))
-            }
-            Operation::GetAccountBalances => {
-                let filter: AccountFilter = decode_at(&r.body, 0);
-                ledger.account_balances(&filter).map(|v| records(bytemuck::cast_slice(&v).to_vec(), v.len()))
-            }
-            Operation::ListAudit => {
-                let filter: AuditFilter = decode_at(&r.body, 0);
-                let page = self.sm.audit().page(filter.after_seq, filter.limit.min(1000) as usize);
-                let mut body = Vec::new();
-                for rec in &page {
-                    let bytes = rec.encode();
-                    body.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-                    body.extend_from_slice(&bytes);
-                }
-                Ok(records(body, page.len()))
-            }
-            Operation::LookupOrders => {
-                let orders = self.sm.orders();
-                let v: Vec<_> = ids().filter_map(|id| orders.get(id).map(|e| e.order)).collect();
-                Ok(records(bytemuck::cast_slice(&v).to_vec(), v.len()))
-            }
-            Operation::ListOrders => {
-                let filter: bursar_core::orders::OrderFilter = decode_at(&r.body, 0);
-                let (body, count) = self.sm.orders().encode_list(&filter);
-                Ok(records(body, count))
-            }
-            Operation::GetOrderEvents => match ids().next().and_then(|id| self.sm.orders().get(id)) {
-                Some(e) => Ok(records(e.encode_timeline(), e.timeline.len())),
-                None => Ok(records(Vec::new(), 0)),
-            },
-            Operation::GetEvents => {
-                let filter: bursar_core::events::EventFilter = decode_at(&r.body, 0);
-                let page = self.sm.events_page(&filter);
-                Ok(records(page.body, page.count))
-            }
-            Operation::ListWebhooks => {
-                // `next_id: u64`, then the records: the HTTP edge seals a new
-                // webhook's secret for the id it will get.
-                let filter: WebhookFilter = decode_at(&r.body, 0);
-                let hooks = self.sm.webhooks();
-                let mut body = hooks.next_id().to_le_bytes().to_vec();
-                let mut count = 0;
-                for w in hooks.iter().filter(|w| filter.id == 0 || w.id == filter.id) {
-                    body.extend_from_slice(bytemuck::bytes_of(w));
-                    count += 1;
-                }
-                Ok(records(body, count))
-            }
-            Operation::ListDeadLetters => {
-                let filter: WebhookFilter = decode_at(&r.body, 0);
-                let limit = (filter.limit as usize).clamp(1, DEAD_LETTERS_PAGE_MAX);
-                let hooks = self.sm.webhooks();
-                let v = if filter.redeliveries == 0 {
-                    hooks.dead_letters(filter.id, filter.after, limit)
-                } else {
-                    let seqs = hooks.redeliveries(filter.id).into_iter().filter(|s| *s > filter.after).take(limit);
-                    seqs.map(|seq| bursar_core::service::webhooks::DeadLetter { seq, ..Default::default() }).collect()
+        match self.sm.query(op, &r.body) {
+            Ok(reply) => ok_response(op as u8, r.request_id, reply.count, reply.body),
+            Err(e) => {
+                let error = match e.kind {
+                    QueryErrorKind::InvalidFilter => ProtocolError::InvalidFilter,
+                    QueryErrorKind::NotARead => ProtocolError::UnknownOperation,
                 };
-                Ok(records(bytemuck::cast_slice(&v).to_vec(), v.len()))
+                error_response(op as u8, r.request_id, error, &e.detail)
             }
-            Operation::ListAccess => {
-                let filter: bursar_core::service::access::AccessFilter = decode_at(&r.body, 0);
-                // `scanned_to: u64`, then the records: a kind filter may
-                // stop before `limit` matches, and the reader resumes there.
-                let (page, scanned_to) = self.sm.access().page(&filter);
-                let mut body = scanned_to.to_le_bytes().to_vec();
-                body.extend_from_slice(bytemuck::cast_slice(&page));
-                Ok(records(body, page.len()))
-            }
-            Operation::CreateLedgers
-            | Operation::CreateAccounts
-            | Operation::CreateTransfers
-            | Operation::CreateKeys
-            | Operation::RevokeKeys
-            | Operation::RotateKeys
-            | Operation::CreateOrders
-            | Operation::OrderCommands
-            | Operation::CreateWebhooks
-            | Operation::DeleteWebhooks
-            | Operation::WebhookProgress
-            | Operation::WebhookDeadLetters
-            | Operation::ReplayDeadLetters
-            | Operation::RecordAccess => unreachable!("writes are applied through the log"),
-        };
-        result.unwrap_or_else(|e| error_response(code, r.request_id, ProtocolError::InvalidFilter, &e.detail))
+        }
     }
 
     fn finish(mut self, ack: Option<std::sync::mpsc::Sender<()>>) {
@@ -668,41 +505,9 @@ impl Engine {
     }
 }
 
-/// Largest page of dead letters a read returns.
-pub const DEAD_LETTERS_PAGE_MAX: usize = 10_000;
-
-pub fn ok_response(operation: u8, request_id: u64, count: usize, body: Vec<u8>) -> Response {
-    Response {
-        operation,
-        status: 0,
-        request_id,
-        count: count as u32,
-        body,
-        outcome: Outcome::Executed,
-        record: Vec::new(),
-    }
-}
-
 fn publish_keys(table: &KeyTable, sm: &Machine) {
     let keys = Arc::new(sm.keys().clone());
     *table.write().unwrap_or_else(|e| e.into_inner()) = keys;
-}
-
-pub fn error_response(operation: u8, request_id: u64, error: ProtocolError, message: &str) -> Response {
-    let mut body = message.as_bytes().to_vec();
-    body.truncate(bursar_proto::MESSAGE_MAX);
-    while std::str::from_utf8(&body).is_err() {
-        body.pop();
-    }
-    Response {
-        operation,
-        status: error.code(),
-        request_id,
-        count: 0,
-        body,
-        outcome: Outcome::Executed,
-        record: Vec::new(),
-    }
 }
 
 /// A boot number for this run of `node`: after every run the state has

@@ -3,27 +3,9 @@
 //! fsync runs in parallel), so a reply must never leave before the fsync: a
 //! client may only see what survives a crash.
 
+use crate::message::{ReplyTo, Response};
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
-use tokio::sync::oneshot;
-
-/// One reply to one request, as the connection writes it back.
-#[derive(Debug)]
-pub struct Response {
-    pub operation: u8,
-    pub status: u16,
-    pub request_id: u64,
-    pub count: u32,
-    pub body: Vec<u8>,
-    /// For writes: whether the command ran or an idempotency record
-    /// answered (always `Executed` for the binary protocol).
-    pub outcome: bursar_core::machine::Outcome,
-    /// For a single-event HTTP create: the stored record's bytes (empty if
-    /// it does not exist), so the response needs no second round trip.
-    pub record: Vec<u8>,
-}
-
-pub type ReplyTo = oneshot::Sender<Response>;
 
 struct Waiting {
     position: u64,
@@ -141,7 +123,7 @@ fn send_all(replies: Vec<(ReplyTo, Response)>) {
 
 fn fail_all(replies: Vec<(ReplyTo, Response)>, reason: &str) {
     for (to, r) in replies {
-        let _ = to.send(crate::engine::error_response(
+        let _ = to.send(crate::message::error_response(
             r.operation,
             r.request_id,
             bursar_proto::ProtocolError::Internal,
@@ -153,6 +135,7 @@ fn fail_all(replies: Vec<(ReplyTo, Response)>, reason: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::oneshot;
 
     fn response(id: u64) -> Response {
         Response {

@@ -7,8 +7,7 @@
 //! wrong on the way. What a caller does with an error (retry, 503, defer) is
 //! its own decision.
 
-use crate::engine::{EngineMsg, OwnedEnvelope, Request};
-use crate::gate::Response;
+use crate::message::{EngineMsg, OwnedEnvelope, Request, Response};
 use bursar_core::Operation;
 use bursar_proto::{ProtocolError, RequestOp};
 use std::sync::Arc;

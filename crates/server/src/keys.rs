@@ -1,13 +1,11 @@
 //! API key secrets: generated from the operating system's random source,
 //! hashed before they go anywhere near the log.
 
+use crate::limits::{SUPPLIED_TOKEN_MIN, TOKEN_MAX};
 use bursar_core::service::keys::{KeyEvent, Role};
 
 /// Prefix of generated keys, so they are recognisable in configs and leaks.
 pub const TOKEN_PREFIX: &str = "bsk_";
-/// Shortest secret accepted from `BURSAR_ADMIN_KEY`.
-pub const SUPPLIED_TOKEN_MIN: usize = 16;
-pub const TOKEN_MAX: usize = 256;
 
 /// A new random key: `bsk_` and 64 hex digits (256 bits).
 pub fn generate_token() -> String {

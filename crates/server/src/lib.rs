@@ -6,6 +6,8 @@ pub mod engine;
 pub mod gate;
 pub mod handle;
 pub mod keys;
+pub mod limits;
+pub mod message;
 pub mod net;
 pub mod node;
 pub mod rate_limit;

@@ -6,9 +6,10 @@
 //! slow connections are closed at a deadline, and one address may hold only
 //! so many connections, so they cannot crowd out other clients.
 
-use crate::engine::{EngineMsg, KeyTable, Request, error_response, ok_response};
-use crate::gate::Response;
-use crate::session::{AUTH_FAILURES_MAX, Session, authenticate, filter_reply, needs_account_check, unauthenticated};
+use crate::engine::KeyTable;
+use crate::limits::AUTH_FAILURES_MAX;
+use crate::message::{EngineMsg, Request, Response, error_response, ok_response};
+use crate::session::{Session, authenticate, filter_reply, needs_account_check, unauthenticated};
 use bursar_core::Operation;
 use bursar_proto::{HEADER_SIZE, Header, ProtocolError, RequestOp, check_request};
 use std::collections::HashMap;
@@ -415,7 +416,7 @@ impl<S: AsyncRead + AsyncWrite> Reader<'_, S> {
 }
 
 /// A request without its reply channel yet (set when it is queued).
-fn request(op: RequestOp, request_id: u64, body: Vec<u8>, envelope: Option<crate::engine::OwnedEnvelope>) -> Request {
+fn request(op: RequestOp, request_id: u64, body: Vec<u8>, envelope: Option<crate::message::OwnedEnvelope>) -> Request {
     let (reply, _) = oneshot::channel();
     Request { op, request_id, body, envelope, reply }
 }

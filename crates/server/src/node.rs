@@ -1,8 +1,9 @@
 //! A single node: recovery from disk, then the engine, snapshotter, syncer
 //! and listener threads. `Node::start` returns once the node serves.
 
-use crate::engine::{Engine, EngineLog, EngineMsg, KeyTable, OwnedEnvelope, Request, fatal_storage_error};
+use crate::engine::{Engine, EngineLog, KeyTable, fatal_storage_error};
 use crate::gate::Gate;
+use crate::message::{EngineMsg, OwnedEnvelope, Request};
 use crate::net::{Listener, NetLimits, serve};
 use crate::recovery::recover;
 use crate::replication::Replicator;
@@ -410,8 +411,8 @@ fn bootstrap_admin_key(
         Some(_) => {
             return Err(NodeError::Recovery(format!(
                 "BURSAR_ADMIN_KEY must be {} to {} printable characters without spaces",
-                crate::keys::SUPPLIED_TOKEN_MIN,
-                crate::keys::TOKEN_MAX
+                crate::limits::SUPPLIED_TOKEN_MIN,
+                crate::limits::TOKEN_MAX
             )));
         }
         None => (crate::keys::generate_token(), true),
@@ -443,7 +444,7 @@ fn submit(
     operation: bursar_core::Operation,
     body: Vec<u8>,
     envelope: OwnedEnvelope,
-) -> Result<crate::gate::Response, String> {
+) -> Result<crate::message::Response, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let op = bursar_proto::RequestOp::Op(operation);
     let request = Request { op, request_id: 0, body, envelope: Some(envelope), reply: tx };

@@ -8,7 +8,8 @@
 //! token bucket of `burst` tokens refilled at `rate` per second, in integer
 //! nanoseconds, with one number per key.
 
-use bursar_core::service::keys::{ApiKey, KeyRateLimit, RATE_LIMIT_MAX};
+use bursar_core::limits::RATE_LIMIT_MAX;
+use bursar_core::service::keys::{ApiKey, KeyRateLimit};
 use std::collections::HashMap;
 use std::sync::Mutex;
 

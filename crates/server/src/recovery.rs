@@ -3,7 +3,8 @@
 //! wrong; nothing is skipped.
 
 use bursar_core::Limits;
-use bursar_core::entry::{RejectReason, decode_entry};
+use bursar_core::command::decode_entry;
+use bursar_core::entry::RejectReason;
 use bursar_core::machine::Machine;
 use bursar_log::{FileLog, OpenReport, SnapshotStore};
 

@@ -7,40 +7,8 @@
 //! local file log keeps a copy of every committed entry under the same
 //! position (a cache for fast restarts and the snapshots' hash chain).
 
-use crate::engine::EngineMsg;
-use bursar_core::entry::{EntryHeader, Origin};
+use crate::message::{EngineMsg, Proposal};
 use tokio::sync::{mpsc, watch};
-
-/// A group of writes for the replicated log. Its origin (node, boot,
-/// proposal number) is unique forever; the replicator fills in the key id
-/// it seals the proposal with.
-#[derive(Debug)]
-pub struct Proposal {
-    pub origin: Origin,
-    /// The proposer's clock; the state machine keeps entry time monotonic.
-    pub timestamp: u64,
-    /// An entry body, exactly as the file log stores it.
-    pub body: Vec<u8>,
-}
-
-/// An entry the replicated log committed, delivered in log order, as the
-/// replicator judged it: authenticated (its origin, then its commands) or
-/// rejected (no commands). The local log stores `header` then `body`.
-#[derive(Debug)]
-pub struct Committed {
-    pub position: u64,
-    pub timestamp: u64,
-    pub header: EntryHeader,
-    pub body: bytes::Bytes,
-}
-
-/// Why a proposal's requests get no result: its commit was not confirmed
-/// in time, so it may still be applied (or already was).
-#[derive(Debug)]
-pub struct ProposalFailed {
-    pub id: u64,
-    pub reason: String,
-}
 
 /// A replicated log: where proposals go and where committed entries come
 /// from. Implemented on NATS JetStream by `bursar-cluster`.

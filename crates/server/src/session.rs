@@ -2,16 +2,12 @@
 //! authenticated with, and what that key's role and ledgers allow. The
 //! rules mirror the HTTP API's (see `docs/security/binary.md`).
 
-use crate::engine::OwnedEnvelope;
+use crate::message::OwnedEnvelope;
 use bursar_core::Operation;
 use bursar_core::records::{Account, Ledger, Transfer};
 use bursar_core::service::keys::{ApiKey, Keys, Role};
 use bursar_proto::{AuthReply, ProtocolError};
 use std::sync::Arc;
-
-/// Failed authentications (or requests before one) a connection may make
-/// before the server closes it.
-pub const AUTH_FAILURES_MAX: u32 = 3;
 
 /// An authenticated connection's key, as of the key table it was last
 /// checked against.

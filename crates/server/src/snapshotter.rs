@@ -5,6 +5,7 @@
 //! not fatal: the log stays the source of truth.
 
 use crate::gate::Gate;
+use crate::limits::SNAPSHOTS_KEPT;
 use crate::replication::SnapshotWritten;
 use bursar_core::machine::{Machine, MachineSnapshot};
 use bursar_log::SnapshotStore;
@@ -12,9 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
-
-/// Snapshots kept on disk (the newest ones).
-pub const SNAPSHOTS_KEPT: usize = 2;
 
 struct Job {
     snapshot: MachineSnapshot,

@@ -10,7 +10,7 @@ use bursar_core::service::audit::AuditRecord;
 use bursar_core::service::keys::Role;
 use bursar_core::{Account, Ledger, Operation, Transfer};
 use bursar_proto::{HEADER_SIZE, Header, PING, ProtocolError};
-use bursar_server::engine::{EngineMsg, Request};
+use bursar_server::message::{EngineMsg, Request};
 use bursar_server::{Node, NodeConfig};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

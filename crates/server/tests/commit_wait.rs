@@ -16,8 +16,9 @@ use bursar_client::{Client, ClientOptions};
 use bursar_core::entry::{EntryHeader, Origin};
 use bursar_core::{Account, Ledger};
 use bursar_proto::ProtocolError;
-use bursar_server::engine::EngineMsg;
-use bursar_server::replication::{Committed, ReplicaLink, Replicator};
+use bursar_server::message::Committed;
+use bursar_server::message::EngineMsg;
+use bursar_server::replication::{ReplicaLink, Replicator};
 use bursar_server::{Node, NodeConfig};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -68,7 +69,7 @@ impl Replicator for MemoryLog {
         engine: mpsc::Sender<EngineMsg>,
     ) -> Result<ReplicaLink, String> {
         assert_eq!(after, 0, "the test starts from an empty data dir");
-        let (proposals, mut rx) = mpsc::channel::<bursar_server::replication::Proposal>(16);
+        let (proposals, mut rx) = mpsc::channel::<bursar_server::message::Proposal>(16);
         self.inner.lock().unwrap().engine = Some(engine.clone());
         let inner = self.inner.clone();
         runtime.spawn(async move {

@@ -2,6 +2,7 @@
 //! bad input, which must get an error reply and leave the server serving.
 
 use bursar_client::{Client, ClientError, ClientOptions};
+use bursar_core::limits::BATCH_EVENTS_MAX;
 use bursar_core::records::{AccountFilter, filter_flags, transfer_flags};
 use bursar_core::{Account, CreateTransferResult, Ledger, Operation, Transfer};
 use bursar_proto::{HEADER_SIZE, Header, ProtocolError};
@@ -135,13 +136,16 @@ fn bad_frames_get_errors_and_the_server_keeps_serving() {
     s.write_all(ADMIN.as_bytes()).unwrap();
     assert_eq!(read_reply(&mut s).0.status, 0, "authenticated");
     let body = bursar_core::records::encode_all(&[transfer(50, 1, 2, 1)]).to_vec();
+    let too_many = vec![0u8; 16 * (BATCH_EVENTS_MAX + 1)];
     let cases: Vec<(Vec<u8>, Vec<u8>, ProtocolError)> = vec![
         (Header::request(99, 1, &body, 1).encode().to_vec(), body.clone(), ProtocolError::UnknownOperation),
         (Header::request(3, 2, &body, 2).encode().to_vec(), body.clone(), ProtocolError::InvalidBodySize),
         (Header::request(3, 3, &body, 1).encode().to_vec(), flip(&body), ProtocolError::BodyChecksumMismatch),
         (
-            Header::request(Operation::LookupAccounts as u8, 4, &vec![0; 16 * 8191], 8191).encode().to_vec(),
-            vec![0; 16 * 8191],
+            Header::request(Operation::LookupAccounts as u8, 4, &too_many, BATCH_EVENTS_MAX as u32 + 1)
+                .encode()
+                .to_vec(),
+            too_many.clone(),
             ProtocolError::TooManyEvents,
         ),
     ];
@@ -174,7 +178,7 @@ fn client_refuses_oversize_batches_and_pipelines_in_order() {
     let node = start(dir.path());
     let mut c = client(&node);
     seed(&mut c);
-    let too_many = vec![Transfer::default(); 8191];
+    let too_many = vec![Transfer::default(); BATCH_EVENTS_MAX + 1];
     assert!(matches!(c.create_transfers(&too_many), Err(ClientError::TooManyEvents { .. })));
     let ids: Vec<u64> = (0..10u128)
         .map(|i| {

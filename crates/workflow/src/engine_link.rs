@@ -4,11 +4,12 @@
 //! Commands from many orders are folded into batches so the log sees a few
 //! large entries rather than many small ones.
 
+use bursar_core::limits::BATCH_EVENTS_MAX;
 use bursar_core::orders::{Order, OrderChange, OrderCommand, OrderCommandResult, OrderFilter, OrderState};
-use bursar_core::records::{BATCH_EVENTS_MAX, decode_all};
+use bursar_core::records::decode_all;
 use bursar_core::{EventResult, Operation};
-use bursar_server::gate::Response;
 use bursar_server::handle::{EngineHandle, Waits};
+use bursar_server::message::Response;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};

@@ -91,7 +91,7 @@ fn create(r: &Running, s: &WorkflowSettings, ids: std::ops::Range<u128>, amount:
 }
 
 fn orders(r: &Running) -> BTreeMap<u128, Order> {
-    let all = r.node.handle().runtime.block_on(r.link.changes(0, BATCH_EVENTS_MAX as u32)).unwrap();
+    let all = r.node.handle().runtime.block_on(r.link.changes(0, bursar_core::limits::ORDER_PAGE_MAX)).unwrap();
     all.into_iter().map(|o| (o.id, o)).collect()
 }
 

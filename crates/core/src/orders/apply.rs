@@ -15,11 +15,12 @@ use super::book::{EVENT_CREATE, EVENT_EXPIRE, OrderBook, OrderEntry, TimelineEve
 use super::codes::{CreateOrderResult, OrderCommandResult};
 use super::money::{self, AccountKind, Movement};
 use super::records::{
-    Actor, CommandKind, Order, OrderCommand, OrderCreate, OrderState, PII_SLOT, REASON_MAX, Verdict, order_flags,
+    Actor, CommandKind, Order, OrderCommand, OrderCreate, OrderState, PII_SLOT, Verdict, order_flags,
 };
-use crate::command::{Command, Operation};
+use crate::codes::EventResult;
+use crate::limits::REASON_MAX;
 use crate::records::{Account, NANOS_PER_SECOND, Transfer, encode_all};
-use crate::state::{EventResult, StateMachine};
+use crate::state::{Batch, StateMachine};
 use bytemuck::Zeroable;
 
 type C = OrderCommandResult;
@@ -53,7 +54,7 @@ pub fn create(sm: &mut StateMachine, book: &mut OrderBook, e: &OrderCreate, ctx:
     if sm.ledger(e.target_ledger).is_none() {
         return R::TargetLedgerNotFound;
     }
-    if book.len() >= super::book::ORDERS_MAX {
+    if book.len() >= crate::limits::ORDERS_MAX {
         return R::OrdersLimitReached;
     }
     if !ensure_accounts(sm, e.source_ledger, Some(e.customer_id)) || !ensure_accounts(sm, e.target_ledger, None) {
@@ -144,7 +145,7 @@ fn ensure_accounts(sm: &mut StateMachine, ledger: u32, customer: Option<u128>) -
         return true;
     }
     let mut results = Vec::new();
-    sm.execute(&Command { operation: Operation::CreateAccounts, events: encode_all(&missing) }, &mut results);
+    sm.execute_batch(Batch::Accounts(encode_all(&missing)), &mut results);
     results.is_empty()
 }
 
@@ -330,7 +331,7 @@ fn clear_deadline(o: &mut Order, _: &OrderCommand, _: &Ctx, _: &Movement) {
 }
 
 fn set_reference(o: &mut Order, c: &OrderCommand, _: &Ctx, _: &Movement) {
-    if c.reference != [0; super::records::REFERENCE_MAX] {
+    if c.reference != [0; crate::limits::REFERENCE_MAX] {
         o.reference = c.reference;
     }
 }
@@ -385,7 +386,7 @@ fn transition(
 /// Runs one linked chain; on failure names the transfer that failed.
 fn execute_transfers(sm: &mut StateMachine, transfers: &[Transfer]) -> Result<(), String> {
     let mut results: Vec<EventResult> = Vec::new();
-    sm.execute(&Command { operation: Operation::CreateTransfers, events: encode_all(transfers) }, &mut results);
+    sm.execute_batch(Batch::Transfers(encode_all(transfers)), &mut results);
     let linked_failed = crate::codes::CreateTransferResult::LinkedEventFailed.code();
     match results.iter().find(|r| r.code != linked_failed).or(results.first()) {
         None => Ok(()),

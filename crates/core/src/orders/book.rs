@@ -1,16 +1,10 @@
 //! Where orders are kept: persistent (copy-on-write) ordered maps, so a
 //! snapshot is an O(1) clone and iteration order never depends on hashing.
 
-use super::records::{ORDER_PAGE_MAX, Order, OrderChange, OrderFilter, OrderState};
+use super::records::{Order, OrderChange, OrderFilter, OrderState};
+use crate::limits::{ORDER_PAGE_MAX, TIMELINE_MAX};
 use imbl::{OrdMap, OrdSet};
 use std::sync::Arc;
-
-/// Most orders the state machine holds; a create beyond it is refused.
-pub const ORDERS_MAX: usize = 16 << 20;
-
-/// Most events kept per order. Transitions are always kept (an order has at
-/// most a dozen); refusals and deferrals beyond the cap are only counted.
-pub const TIMELINE_MAX: usize = 256;
 
 /// Timeline kind of the create event (commands use their `CommandKind` code).
 pub const EVENT_CREATE: u8 = 0;
@@ -55,7 +49,7 @@ impl TimelineEvent {
         out.extend_from_slice(reason);
     }
 
-    pub(crate) fn decode(c: &mut crate::service::Cursor<'_>) -> Result<TimelineEvent, String> {
+    pub(crate) fn decode(c: &mut crate::cursor::Cursor<'_>) -> Result<TimelineEvent, String> {
         let (timestamp, position, key_id) = (c.u64()?, c.u64()?, c.u64()?);
         let [kind, actor, from, to] = c.array::<4>()?;
         let (result, first_transfer_seq, transfers) = (c.u32()?, c.u32()?, c.u8()?);
@@ -78,7 +72,7 @@ impl TimelineEvent {
 
     /// Decodes a list of events as `GetOrderEvents` returns them.
     pub fn decode_list(bytes: &[u8]) -> Result<Vec<TimelineEvent>, String> {
-        let mut c = crate::service::Cursor::new(bytes);
+        let mut c = crate::cursor::Cursor::new(bytes);
         let count = c.u32()? as usize;
         let mut out = Vec::with_capacity(count.min(TIMELINE_MAX + 16));
         for _ in 0..count {
@@ -318,7 +312,7 @@ impl OrderBook {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<OrderBook, String> {
-        let mut c = crate::service::Cursor::new(bytes);
+        let mut c = crate::cursor::Cursor::new(bytes);
         let last_change = c.u64()?;
         let count = c.u64()?;
         let mut book = OrderBook::default();

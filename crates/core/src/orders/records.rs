@@ -3,17 +3,12 @@
 //! Like the ledger's records they are `repr(C)`, padding-free and sent and
 //! logged as their little-endian bytes.
 
+use crate::limits::{REASON_MAX, REFERENCE_MAX};
 use bytemuck::{Pod, Zeroable};
 
 /// Bytes of encrypted personal data an order carries. The core never sees
 /// plaintext: the API edge encrypts before the command reaches the log.
 pub const PII_SLOT: usize = 384;
-
-/// Longest reason text on a command (UTF-8 bytes).
-pub const REASON_MAX: usize = 128;
-
-/// Longest external reference (rail or bank reference, ASCII).
-pub const REFERENCE_MAX: usize = 32;
 
 /// Where an order stands. Codes are stable.
 #[repr(u8)]
@@ -474,9 +469,6 @@ impl OrderChange {
         Ok(out)
     }
 }
-
-/// Most records one read returns.
-pub const ORDER_PAGE_MAX: u32 = 8190;
 
 pub fn pack_reference(reference: &str) -> [u8; REFERENCE_MAX] {
     let mut out = [0u8; REFERENCE_MAX];

@@ -3,10 +3,11 @@
 
 use super::money::{AccountKind, account_id};
 use super::*;
+use crate::codes::EventResult;
 use crate::command::{Command, LogCommand, Operation};
 use crate::machine::Machine;
 use crate::records::{Ledger, NANOS_PER_SECOND, encode_all};
-use crate::state::{EventResult, Limits, Snapshot, SnapshotChunks};
+use crate::state::{Limits, Snapshot, SnapshotChunks};
 
 const USD: u32 = 840;
 const EUR: u32 = 978;

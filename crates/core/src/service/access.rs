@@ -8,12 +8,8 @@
 //! writes the chunks that are new.
 
 use crate::arena::CowArena;
+use crate::limits::{ACCESS_PAGE_MAX, ACCESS_ROUTE_MAX};
 use bytemuck::{Pod, Zeroable};
-
-/// Longest route kept, in bytes (for example `GET /v1/orders/{id}`).
-pub const ACCESS_ROUTE_MAX: usize = 64;
-/// Most records one page returns.
-pub const ACCESS_PAGE_MAX: usize = 1000;
 
 /// What an access record is about. Codes are stable.
 #[repr(u8)]

@@ -7,11 +7,7 @@
 //! the offset of each), so snapshots only write what is new.
 
 use crate::arena::CowArena;
-
-/// Longest request id, route and idempotency key kept, in bytes.
-pub const REQUEST_ID_MAX: usize = 64;
-pub const ROUTE_MAX: usize = 64;
-pub const IDEMPOTENCY_KEY_MAX: usize = 255;
+use crate::limits::{IDEMPOTENCY_KEY_MAX, REQUEST_ID_MAX, ROUTE_MAX};
 
 /// What happened to the request.
 #[repr(u8)]
@@ -115,7 +111,7 @@ impl AuditRecord {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<AuditRecord, String> {
-        let mut c = super::Cursor::new(bytes);
+        let mut c = crate::cursor::Cursor::new(bytes);
         let (seq, timestamp, log_position, key_id) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?);
         let operation = c.u8()?;
         let outcome = AuditOutcome::from_code(c.u8()?).ok_or("invalid audit outcome")?;

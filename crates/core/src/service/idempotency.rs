@@ -13,12 +13,10 @@
 //! The map is a persistent B-tree (`imbl`): a snapshot clones it in O(1) and
 //! serializes it on the snapshot thread.
 
-use crate::state::EventResult;
+use crate::codes::EventResult;
+use crate::limits::EXPIRIES_PER_ENTRY_MAX;
 use imbl::{OrdMap, Vector};
 use std::sync::Arc;
-
-/// Records swept per log entry, to bound one entry's work.
-pub const EXPIRIES_PER_ENTRY_MAX: usize = 8190;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdempotencyRecord {
@@ -118,7 +116,7 @@ impl IdempotencyStore {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<IdempotencyStore, String> {
-        let mut c = crate::service::Cursor::new(bytes);
+        let mut c = crate::cursor::Cursor::new(bytes);
         let count = c.u64()?;
         let mut store = IdempotencyStore::default();
         for _ in 0..count {

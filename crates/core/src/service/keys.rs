@@ -9,17 +9,9 @@
 //! time it compares is log time (`rotate`, and which admin keys count as
 //! usable), which is deterministic.
 
+use crate::limits::{KEY_LEDGERS_MAX, KEY_NAME_MAX, KEYS_MAX, RATE_LIMIT_MAX};
 use bytemuck::{Pod, Zeroable};
 use std::collections::BTreeMap;
-
-/// Most ledgers one key may be restricted to.
-pub const KEY_LEDGERS_MAX: usize = 32;
-/// Longest key name, in bytes.
-pub const KEY_NAME_MAX: usize = 64;
-/// Most keys (active and revoked) the engine keeps.
-pub const KEYS_MAX: usize = 10_000;
-/// Largest per-key rate and burst, in requests (per second).
-pub const RATE_LIMIT_MAX: u32 = 1_000_000;
 
 /// A key's own token bucket: `per_second` requests refill a bucket of
 /// `burst`. Zeros: the node's default applies.

@@ -18,14 +18,12 @@
 //! refuses the same entries.
 
 use crate::entry::{Origin, RejectReason};
+use crate::limits::PROPOSERS_MAX;
 use std::collections::BTreeMap;
 
 /// Proposal numbers remembered per run: far more than a replica can have
 /// unconfirmed (its publisher has at most a few hundred in flight).
 pub const WINDOW: u64 = 1 << 16;
-/// Replicas tracked. Node ids are bounded and a cluster has a handful;
-/// only holders of the cluster key can add one.
-pub const PROPOSERS_MAX: usize = 1024;
 const WORDS: usize = (WINDOW / 64) as usize;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,7 +155,7 @@ impl Proposers {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Proposers, String> {
-        let mut c = super::Cursor::new(bytes);
+        let mut c = crate::cursor::Cursor::new(bytes);
         let count = c.u32()? as usize;
         if count > PROPOSERS_MAX {
             return Err(format!("{count} proposers stored, at most {PROPOSERS_MAX} are tracked"));

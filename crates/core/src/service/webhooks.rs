@@ -7,17 +7,13 @@
 //! log (progress, dead letters), so a restart resumes from the recorded
 //! cursor: delivery is at-least-once.
 
+use crate::limits::{DEAD_LETTERS_MAX, TOMBSTONES_MAX, WEBHOOKS_MAX};
 use bytemuck::{Pod, Zeroable};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-/// Most live (not deleted) webhooks.
-pub const WEBHOOKS_MAX: usize = 1000;
-/// Most deleted webhooks kept for reads; the oldest is forgotten beyond it.
-pub const TOMBSTONES_MAX: usize = 1000;
-/// Most dead letters kept per webhook; the oldest is dropped (and counted).
-pub const DEAD_LETTERS_MAX: usize = 100_000;
-/// Longest webhook URL, in bytes.
-pub const URL_MAX: usize = 2048;
+/// Old path, for the HTTP webhook policy until it imports `crate::limits` (i14 restructure).
+pub use crate::limits::URL_MAX;
+
 /// Room for the sealed secret.
 pub const SECRET_SLOT: usize = 256;
 
@@ -398,7 +394,7 @@ impl Webhooks {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Webhooks, String> {
-        let mut c = super::Cursor::new(bytes);
+        let mut c = crate::cursor::Cursor::new(bytes);
         let mut out = Webhooks { last_id: c.u64()?, by_id: BTreeMap::new() };
         let count = c.u64()?;
         if count > (WEBHOOKS_MAX + TOMBSTONES_MAX) as u64 {

@@ -1,6 +1,7 @@
 //! Expiry of pending transfers by log time.
 
-use super::{EXPIRIES_PER_ENTRY_MAX, PendingState, StateMachine};
+use super::{PendingState, StateMachine};
+use crate::limits::EXPIRIES_PER_ENTRY_MAX;
 
 impl StateMachine {
     /// Expires pending transfers due at or before `now`, oldest first, at most

@@ -2,7 +2,8 @@
 
 use super::{LedgerTotals, StateMachine};
 use crate::codes::CreateLedgerResult as R;
-use crate::records::{Ledger, SCALE_MAX};
+use crate::limits::SCALE_MAX;
+use crate::records::Ledger;
 
 impl StateMachine {
     /// Checks in the order of `CreateLedgerResult`.

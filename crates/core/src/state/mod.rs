@@ -22,13 +22,14 @@ pub use snapshot::{
 };
 
 use crate::arena::CowArena;
+use crate::codes::EventResult;
 use crate::codes::{CreateAccountResult, CreateTransferResult};
-use crate::command::{Command, Operation};
 use crate::events::{EventRef, OrderEventRef};
 use crate::index::IdIndex;
+use crate::limits::ENTRY_TIME_MAX;
 use crate::records::{Account, BalanceRecord, FailedTransfer, Ledger, Transfer, decode_at};
 use crate::wide::Sum256;
-use bytemuck::{Pod, Zeroable};
+use bytemuck::Pod;
 use std::collections::{BTreeMap, BTreeSet};
 use undo::Undo;
 
@@ -42,19 +43,13 @@ pub(crate) type Failed = CowArena<FailedTransfer, 14>;
 pub(crate) type Journal = CowArena<EventRef, 16>;
 pub(crate) type OrderEvents = CowArena<OrderEventRef, 12>;
 
-/// The outcome of one event that was not `ok` (results are sparse: events
-/// that succeeded are not listed).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
-pub struct EventResult {
-    /// Index of the event within its command.
-    pub index: u32,
-    /// The result code of the command's operation.
-    pub code: u32,
-}
-
-impl EventResult {
-    pub const SIZE: usize = 8;
+/// A batch of ledger events of one kind, as `execute_batch` runs them: the
+/// bytes of whole records (a command's events).
+#[derive(Clone, Copy, Debug)]
+pub enum Batch<'a> {
+    Ledgers(&'a [u8]),
+    Accounts(&'a [u8]),
+    Transfers(&'a [u8]),
 }
 
 /// Where a pending transfer stands. Stored as one byte per transfer.
@@ -109,20 +104,6 @@ impl Default for Limits {
 
 /// How many events ahead of the one being applied the index is prefetched.
 const PREFETCH_AHEAD: usize = 8;
-
-/// Pending expiries swept at the start of one entry; the rest wait for the
-/// next entry, so one entry's work stays bounded.
-pub const EXPIRIES_PER_ENTRY_MAX: usize = 8190;
-
-/// Latest entry time the machine takes: 2^64 − 2^40 ns. A later log
-/// timestamp (a bad clock, a damaged or hostile entry) is read as this, so
-/// event timestamps (entry time plus one per event) keep 2^40 nanoseconds of
-/// room and cannot overflow; a pending timeout that would reach past 2^64
-/// is still `overflows_timeout`, as the spec (and the model test) define it.
-pub const ENTRY_TIME_MAX: u64 = u64::MAX - (1 << 40);
-
-/// Largest `last_timestamp` a snapshot may hold: `last_timestamp + 1` fits.
-pub const LAST_TIMESTAMP_MAX: u64 = u64::MAX - 1;
 
 pub struct StateMachine {
     limits: Limits,
@@ -295,15 +276,14 @@ impl StateMachine {
         self.sweep_expired(now);
     }
 
-    /// Applies one write command, appending a result for every event that was
-    /// not `ok`. The command must be valid (`Command::validate`).
-    pub fn execute(&mut self, command: &Command<'_>, results: &mut Vec<EventResult>) {
+    /// Runs one batch of ledger events, appending a result for every event
+    /// that was not `ok`. The batch holds whole records (`Command::validate`).
+    pub fn execute_batch(&mut self, batch: Batch<'_>, results: &mut Vec<EventResult>) {
         assert!(self.in_entry, "execute outside an entry");
-        let count = command.count();
-        match command.operation {
-            Operation::CreateLedgers => {
-                for i in 0..count {
-                    let ledger: Ledger = decode_at(command.events, i);
+        match batch {
+            Batch::Ledgers(events) => {
+                for i in 0..events.len() / Ledger::SIZE {
+                    let ledger: Ledger = decode_at(events, i);
                     let timestamp = self.tick();
                     let code = self.create_ledger(&ledger, timestamp);
                     if code != crate::codes::CreateLedgerResult::Ok {
@@ -311,8 +291,8 @@ impl StateMachine {
                     }
                 }
             }
-            Operation::CreateAccounts => self.execute_chained(
-                command,
+            Batch::Accounts(events) => self.execute_chained(
+                events,
                 results,
                 |a: &Account| a.flags & crate::records::account_flags::LINKED != 0,
                 |sm, a, ts| sm.create_account(a, ts).code(),
@@ -321,8 +301,8 @@ impl StateMachine {
                 CreateAccountResult::LinkedEventChainOpen.code(),
                 |_, _, _, _| {},
             ),
-            Operation::CreateTransfers => self.execute_chained(
-                command,
+            Batch::Transfers(events) => self.execute_chained(
+                events,
                 results,
                 |t: &Transfer| t.flags & crate::records::transfer_flags::LINKED != 0,
                 |sm, t, ts| sm.create_transfer(t, ts).code(),
@@ -331,7 +311,6 @@ impl StateMachine {
                 CreateTransferResult::LinkedEventChainOpen.code(),
                 |sm, t, ts, code| sm.record_failed_transfer(t, ts, code),
             ),
-            other => panic!("{} is not a write operation; the engine validates commands", other.name()),
         }
     }
 
@@ -341,7 +320,7 @@ impl StateMachine {
     #[allow(clippy::too_many_arguments)]
     fn execute_chained<T: Pod>(
         &mut self,
-        command: &Command<'_>,
+        events: &[u8],
         results: &mut Vec<EventResult>,
         is_linked: impl Fn(&T) -> bool,
         create: impl Fn(&mut Self, &T, u64) -> u32,
@@ -350,19 +329,19 @@ impl StateMachine {
         chain_open: u32,
         after_failure: impl Fn(&mut Self, &T, u64, u32),
     ) {
-        let count = command.count();
+        let size = std::mem::size_of::<T>();
+        let count = events.len() / size;
         let mut chain_start: Option<usize> = None;
         let mut chain_failed = false;
-        let size = command.operation.event_size();
         for i in 0..count {
             if i + PREFETCH_AHEAD < count {
                 // Every record starts with its id: load its index bucket now
                 // so the lookup PREFETCH_AHEAD events later hits the cache.
                 let at = (i + PREFETCH_AHEAD) * size;
-                let id = u128::from_le_bytes(command.events[at..at + 16].try_into().expect("16-byte id"));
+                let id = u128::from_le_bytes(events[at..at + 16].try_into().expect("16-byte id"));
                 prefetch(self, id);
             }
-            let event: T = decode_at(command.events, i);
+            let event: T = decode_at(events, i);
             let timestamp = self.tick();
             let linked = is_linked(&event);
             if linked && chain_start.is_none() {
@@ -416,21 +395,6 @@ impl StateMachine {
         {
             panic!("invariant broken after entry {}: {e}", self.position);
         }
-    }
-
-    /// Applies a whole entry: the convenience path for replay and tests.
-    pub fn apply_entry(&mut self, position: u64, timestamp: u64, commands: &[Command<'_>]) -> Vec<Vec<EventResult>> {
-        self.begin_entry(position, timestamp);
-        let out = commands
-            .iter()
-            .map(|c| {
-                let mut results = Vec::new();
-                self.execute(c, &mut results);
-                results
-            })
-            .collect();
-        self.end_entry();
-        out
     }
 
     fn tick(&mut self) -> u64 {

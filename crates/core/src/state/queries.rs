@@ -1,9 +1,8 @@
 //! Read-only queries over the applied state.
 
 use super::StateMachine;
-use crate::records::{
-    Account, AccountFilter, BATCH_EVENTS_MAX, BalanceRecord, Ledger, LedgerFilter, Transfer, filter_flags as FF,
-};
+use crate::limits::QUERY_PAGE_MAX;
+use crate::records::{Account, AccountFilter, BalanceRecord, Ledger, LedgerFilter, Transfer, filter_flags as FF};
 
 /// Why a query was refused. The kinds are stable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,12 +15,15 @@ pub struct QueryError {
 pub enum QueryErrorKind {
     /// The filter has an invalid field; the detail names it.
     InvalidFilter,
+    /// A write was asked as a query (writes are applied through the log).
+    NotARead,
 }
 
 impl QueryErrorKind {
     pub fn name(self) -> &'static str {
         match self {
             QueryErrorKind::InvalidFilter => "invalid_filter",
+            QueryErrorKind::NotARead => "not_a_read",
         }
     }
 }
@@ -93,8 +95,8 @@ impl StateMachine {
 }
 
 fn check_limit(limit: u32) -> Result<(), QueryError> {
-    if limit == 0 || limit as usize > BATCH_EVENTS_MAX {
-        return Err(invalid("limit must be between 1 and 8190"));
+    if limit == 0 || limit as usize > QUERY_PAGE_MAX {
+        return Err(invalid(&format!("limit must be between 1 and {QUERY_PAGE_MAX}")));
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::codes::{CreateAccountResult as AR, CreateLedgerResult as LR, CreateTransferResult as TR};
+use crate::command::{Command, Operation};
 use crate::records::{AccountFilter, account_flags as AF, encode_all, transfer_flags as TF};
 
 struct Harness {

@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 /// Nanoseconds per second of a pending timeout.
 const NANOS: u128 = 1_000_000_000;
 /// Largest number of expiries swept at the start of one entry.
-const SWEEP_MAX: usize = 8190;
+const SWEEP_MAX: usize = bursar_core::limits::EXPIRIES_PER_ENTRY_MAX;
 /// Largest query limit.
-const LIMIT_MAX: u32 = 8190;
+const LIMIT_MAX: u32 = bursar_core::limits::QUERY_PAGE_MAX as u32;
 
 /// Capacity limits (the same meaning as `bursar_core::Limits`).
 #[derive(Clone, Copy, Debug)]

@@ -483,11 +483,14 @@ fn ts_sel() -> impl Strategy<Value = TsSel> {
     ]
 }
 
+/// The largest query limit; one more is refused.
+const PAGE_MAX: u32 = bursar_core::limits::QUERY_PAGE_MAX as u32;
+
 fn query_spec() -> impl Strategy<Value = QuerySpec> {
     (
         prop_oneof![20 => 1u128..=13, 1 => Just(0u128), 1 => Just(u128::MAX)],
         prop_oneof![30 => 0u32..8, 1 => Just(8u32), 1 => Just(1u32 << 31)],
-        prop_oneof![2 => Just(1u32), 3 => 2u32..=5, 3 => Just(8190u32), 1 => Just(0u32), 1 => Just(8191u32)],
+        prop_oneof![2 => Just(1u32), 3 => 2u32..=5, 3 => Just(PAGE_MAX), 1 => Just(0u32), 1 => Just(PAGE_MAX + 1)],
         ts_sel(),
         ts_sel(),
         percent(2),

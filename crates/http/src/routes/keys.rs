@@ -17,9 +17,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bursar_core::Operation;
-use bursar_core::service::keys::{
-    KEY_LEDGERS_MAX, KEY_NAME_MAX, KeyEvent, RevokeEvent, RevokeKeyResult, Role, RotateEvent,
-};
+use bursar_core::limits::{KEY_LEDGERS_MAX, KEY_NAME_MAX};
+use bursar_core::service::keys::{KeyEvent, RevokeEvent, RevokeKeyResult, Role, RotateEvent};
 
 /// The `n`th candidate key id of an idempotency scope: nonzero, below 2^53.
 /// Each execution under a scope takes the first candidate not yet used, so

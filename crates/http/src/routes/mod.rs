@@ -133,7 +133,7 @@ fn require_trail_reader(principal: &crate::extract::Principal, trail: &str) -> R
 }
 
 fn check_batch_size(n: usize, field: &str) -> Result<(), Problem> {
-    let max = bursar_core::records::BATCH_EVENTS_MAX;
+    let max = bursar_core::limits::BATCH_EVENTS_MAX;
     if n == 0 || n > max {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,

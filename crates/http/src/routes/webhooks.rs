@@ -18,7 +18,7 @@ use bursar_core::service::keys::Role;
 use bursar_core::service::webhooks::{
     CreateWebhookResult, DeadLetter, WebhookCreate, WebhookFilter, WebhookRecord, WebhookUpdate, WebhookUpdateResult,
 };
-use bursar_core::{EventResult, records::BATCH_EVENTS_MAX};
+use bursar_core::{EventResult, limits::BATCH_EVENTS_MAX};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};

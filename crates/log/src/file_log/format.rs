@@ -1,13 +1,12 @@
 //! The entry header: encoding, decoding and the checks that need nothing but
 //! the header's own 96 bytes. The layout table is in the `file_log` docs.
 
+use crate::limits::ENTRY_BODY_MAX;
+
 /// "BURL" as little-endian bytes.
 pub const ENTRY_MAGIC: u32 = 0x4C52_5542;
 pub const ENTRY_VERSION: u16 = 1;
 pub const ENTRY_HEADER_SIZE: usize = 96;
-/// Largest entry body: 64 MiB (a batch of 8190 transfers is 1 MiB). Checked
-/// before any buffer is allocated for a body read from disk.
-pub const ENTRY_BODY_MAX: u32 = 64 << 20;
 
 /// A decoded header whose magic, CRC, version, reserved field and body
 /// length bound have been checked.

@@ -72,7 +72,8 @@ mod recovery;
 mod scan;
 mod syncer;
 
-pub use format::{ENTRY_BODY_MAX, ENTRY_HEADER_SIZE, ENTRY_MAGIC, ENTRY_VERSION};
+use crate::limits::ENTRY_BODY_MAX;
+pub use format::{ENTRY_HEADER_SIZE, ENTRY_MAGIC, ENTRY_VERSION};
 pub use reader::{Entry, EntryIter};
 pub use scan::{ScanStop, scan};
 pub use syncer::DurableCallback;

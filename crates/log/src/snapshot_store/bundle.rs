@@ -19,9 +19,10 @@
 //! (removed by the next prune), never a visible snapshot.
 
 use super::manifest::{self, ChunkRef, Manifest};
-use super::{CHUNK_HEADER, MANIFEST_BYTES_MAX, SnapshotStore, chunk_header, chunk_name, manifest_name, open_chunk};
+use super::{CHUNK_HEADER, SnapshotStore, chunk_header, chunk_name, manifest_name, open_chunk};
 use crate::LogError;
 use crate::fsutil::{sync_dir, write_file_atomic, write_file_atomic_with};
+use crate::limits::MANIFEST_BYTES_MAX;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::path::Path;

@@ -12,19 +12,15 @@
 //! trailer: blake3(all preceding bytes) [32]
 //! ```
 
-use super::CHUNK_PAYLOAD_MAX;
 use crate::LogError;
+use crate::limits::{CHUNK_PAYLOAD_MAX, MANIFEST_BYTES_MAX, SECTIONS_MAX};
 use std::path::Path;
 
 /// "BURS" as little-endian bytes.
 pub const MANIFEST_MAGIC: u32 = 0x5352_5542;
 pub const MANIFEST_VERSION: u16 = 1;
-/// Largest manifest read or written (about 6 million chunk references).
-pub const MANIFEST_BYTES_MAX: u64 = 256 << 20;
 const TRAILER: usize = 32;
 const CHUNK_REF: usize = 40;
-/// More sections than any state has; bounds the parse of a bad count.
-const SECTIONS_MAX: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct ChunkRef {

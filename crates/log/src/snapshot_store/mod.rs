@@ -27,10 +27,11 @@ mod bundle;
 mod manifest;
 
 pub use bundle::{BUNDLE_MAGIC, BUNDLE_VERSION, BundleInfo};
-pub use manifest::{MANIFEST_BYTES_MAX, MANIFEST_MAGIC, MANIFEST_VERSION};
+pub use manifest::{MANIFEST_MAGIC, MANIFEST_VERSION};
 
 use crate::LogError;
 use crate::fsutil::{create_dir_durable, list_files, parse_numbered, remove_temp_files, sync_dir, write_file_atomic};
+use crate::limits::{CHUNK_PAYLOAD_MAX, MANIFEST_BYTES_MAX};
 use bursar_core::state::{Snapshot, SnapshotChunks};
 use manifest::{ChunkRef, Manifest, SectionRefs};
 use std::collections::{HashMap, HashSet};
@@ -49,8 +50,6 @@ const CHUNK_SUFFIX: &str = ".chunk";
 pub const CHUNK_MAGIC: u32 = 0x4352_5542;
 pub const CHUNK_VERSION: u16 = 1;
 const CHUNK_HEADER: usize = 16;
-/// Largest chunk payload (the largest arena chunk is 8 MiB).
-pub const CHUNK_PAYLOAD_MAX: u64 = 64 << 20;
 
 /// What a `write` did.
 #[derive(Clone, Debug, PartialEq, Eq)]

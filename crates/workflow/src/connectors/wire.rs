@@ -31,9 +31,9 @@ pub(crate) struct DownBody {
 
 /// Longest reason (a screening rule, a rail's failure code): what an order
 /// records (`REASON_MAX` in the core).
-const REASON_MAX: usize = bursar_core::orders::records::REASON_MAX;
+const REASON_MAX: usize = bursar_core::limits::REASON_MAX;
 /// Longest reference (a rail's or bank's): what an order records.
-const REFERENCE_MAX: usize = bursar_core::orders::records::REFERENCE_MAX;
+const REFERENCE_MAX: usize = bursar_core::limits::REFERENCE_MAX;
 
 /// An answer to one request: the key it was sent with, what it repeats of
 /// the request, and the result.

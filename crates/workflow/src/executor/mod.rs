@@ -17,7 +17,6 @@ use crate::connectors::{FundsNotification, FxRates, IncomingFunds, PayoutRail, S
 use crate::engine_link::{CommandQueue, EngineLink, FeedOrder};
 use bursar_core::orders::settings::OrdersConfig;
 use bursar_core::orders::{Actor, CommandKind, OrderChange, OrderCommand, OrderCommandResult, OrderState};
-use bursar_core::records::BATCH_EVENTS_MAX;
 use bursar_crypto::pii::PiiKeyring;
 use bursar_runtime::resilience::{CircuitBreaker, RetryPolicy};
 use std::collections::{BTreeSet, HashSet, VecDeque};
@@ -83,8 +82,8 @@ impl Default for ExecutorSettings {
     }
 }
 
-/// Most orders read from the feed at once.
-const FEED_PAGE: u32 = BATCH_EVENTS_MAX as u32;
+/// Most orders read from the feed at once: a whole page.
+const FEED_PAGE: u32 = bursar_core::limits::ORDER_PAGE_MAX;
 
 pub struct Executor {
     pub link: EngineLink,

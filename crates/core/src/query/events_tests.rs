@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::command::{Command, LogCommand, Operation};
+use crate::limits::EVENTS_PAGE_MAX;
 use crate::records::{Ledger, NANOS_PER_SECOND, Transfer, encode_all, transfer_flags as TF};
 use crate::state::{Limits, Snapshot, SnapshotChunks};
 
@@ -24,7 +25,7 @@ impl H {
         h
     }
 
-    fn apply(&mut self, op: Operation, events: &[u8]) -> Vec<crate::state::EventResult> {
+    fn apply(&mut self, op: Operation, events: &[u8]) -> Vec<crate::codes::EventResult> {
         let time = (self.log.len() as u64 + 1) * NANOS_PER_SECOND;
         self.log.push((time, op, events.to_vec()));
         let c = Command { operation: op, events };
