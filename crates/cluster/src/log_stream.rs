@@ -124,6 +124,7 @@ pub async fn publish_proposals(
                 let Some(p) = p else { break };
                 let headers = proposal_headers(&p);
                 let payload = seal::seal(&config.keys, &config.stream, p.origin, p.timestamp, &p.body);
+                assert_eq!(payload.len(), seal::SEAL_BYTES + p.body.len(), "invariant: a seal adds exactly its header and MAC");
                 let id = p.origin.proposal;
                 in_flight.push(publish_until_acked(js.clone(), subject.clone(), headers, payload.into(), config.clone(), id));
             }
@@ -243,6 +244,8 @@ async fn follow_from(
                 *next - 1
             ));
         }
+        // Strictly one after the last entry sent: older ones were skipped and a gap stops the process.
+        assert_eq!(position, *next, "invariant: committed entries go to the engine without gap or repeat");
         let committed = committed_entry(position, &message.payload, &config.keys, &config.stream);
         if engine.send(EngineMsg::Committed(committed)).await.is_err() {
             return Ok(());
@@ -288,7 +291,8 @@ pub fn committed_entry(position: u64, payload: &bytes::Bytes, keys: &ClusterKeys
         }
         EntryHeader::None => unreachable!("judging always names an origin or a rejection"),
     }
-    Committed { position, timestamp: judged.timestamp, header: judged.header, body: payload.slice(judged.body) }
+    assert!(judged.body.end <= payload.len(), "invariant: the judged body lies inside the payload");
+    Committed::new(position, judged.timestamp, judged.header, payload.slice(judged.body))
 }
 
 /// Stops the process: continuing would make this replica diverge.

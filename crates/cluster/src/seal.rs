@@ -48,6 +48,12 @@ pub fn seal(keys: &ClusterKeys, stream: &str, origin: Origin, timestamp: u64, bo
     out.extend_from_slice(&header);
     out.extend_from_slice(&mac);
     out.extend_from_slice(body);
+    // Paired with `judge`: what is sealed parses back and authenticates.
+    assert_eq!(parse_header(&out), Some(SealFields { origin, timestamp }), "invariant: a sealed header parses back");
+    debug_assert!(
+        keys.verify(origin.key_id, Purpose::LogEntry, &[stream.as_bytes(), &header, body], &mac).is_ok(),
+        "invariant: a sealed proposal authenticates under the key that sealed it"
+    );
     out
 }
 

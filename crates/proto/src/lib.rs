@@ -93,7 +93,20 @@ impl Header {
         }
     }
 
+    /// The header's 64 bytes. Checked both ways: what is encoded decodes
+    /// back to the same header (and `decode` re-encodes what it accepted).
     pub fn encode(&self) -> [u8; HEADER_SIZE] {
+        assert!(
+            self.body_len as usize <= BODY_MAX,
+            "invariant: headers are built from bounded bodies, yet body_len {} > {BODY_MAX}",
+            self.body_len
+        );
+        let h = self.encode_unchecked();
+        debug_assert_eq!(Header::decode_unchecked(&h).as_ref(), Ok(self), "invariant: an encoded header decodes back");
+        h
+    }
+
+    fn encode_unchecked(&self) -> [u8; HEADER_SIZE] {
         let mut h = [0u8; HEADER_SIZE];
         h[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         h[8..10].copy_from_slice(&VERSION.to_le_bytes());
@@ -112,6 +125,14 @@ impl Header {
     /// Decodes and checks a header. Errors that leave the framing intact
     /// carry the request id so the reply can name it.
     pub fn decode(h: &[u8; HEADER_SIZE]) -> Result<Header, ProtocolError> {
+        let header = Header::decode_unchecked(h)?;
+        // Every field is checked or copied, so an accepted header is the
+        // only encoding of itself: no two byte strings mean the same frame.
+        debug_assert_eq!(&header.encode_unchecked(), h, "invariant: a decoded header re-encodes to its bytes");
+        Ok(header)
+    }
+
+    fn decode_unchecked(h: &[u8; HEADER_SIZE]) -> Result<Header, ProtocolError> {
         let u16_at = |i: usize| u16::from_le_bytes([h[i], h[i + 1]]);
         let u32_at = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().expect("4 bytes"));
         if u32_at(0) != MAGIC || u32_at(4) != crc32c::crc32c(&h[8..]) {
@@ -218,6 +239,7 @@ impl AuthReply {
         b[0..8].copy_from_slice(&self.key_id.to_le_bytes());
         b[8] = self.role;
         b[9] = self.ledgers;
+        debug_assert_eq!(AuthReply::decode(&b), Some(*self), "invariant: an encoded auth reply decodes back");
         b
     }
 
@@ -333,6 +355,28 @@ mod tests {
         let decoded = Header::decode(&h.encode()).unwrap();
         assert_eq!(decoded, h);
         assert_eq!(check_request(&decoded, &body), Ok(RequestOp::Op(Operation::CreateTransfers)));
+    }
+
+    /// Every kind, operation code and status, with empty and full bodies:
+    /// `encode` and `decode` check each other (the debug assertions pair
+    /// up), and the round trip is exact both ways.
+    #[test]
+    fn every_frame_kind_round_trips_both_ways() {
+        let full = vec![7u8; BODY_MAX];
+        let statuses: Vec<u16> = std::iter::once(0).chain(ProtocolError::ALL.iter().map(|e| e.code())).collect();
+        for body in [&[][..], &full[..1], &full[..]] {
+            for operation in 0..=u8::MAX {
+                let request = Header::request(operation, u64::from(operation), body, 1);
+                let replies = statuses.iter().map(|&s| Header::reply(operation, s, u64::MAX, body, u32::MAX));
+                for h in std::iter::once(request).chain(replies) {
+                    let bytes = h.encode();
+                    let back = Header::decode(&bytes).unwrap();
+                    assert_eq!(back, h);
+                    assert_eq!(back.encode(), bytes);
+                    assert_eq!(back.check_body(body), Ok(()));
+                }
+            }
+        }
     }
 
     #[test]

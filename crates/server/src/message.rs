@@ -110,6 +110,20 @@ pub struct Committed {
     pub body: bytes::Bytes,
 }
 
+impl Committed {
+    /// A committed entry as the replicator hands it over; asserts what the
+    /// engine relies on when it copies the entry into the local log.
+    pub fn new(position: u64, timestamp: u64, header: EntryHeader, body: bytes::Bytes) -> Committed {
+        assert!(position >= 1, "invariant: replicated log positions start at 1");
+        assert!(!matches!(header, EntryHeader::None), "invariant: a committed entry names an origin or a rejection");
+        assert!(
+            !matches!(header, EntryHeader::Rejected(_)) || body.is_empty(),
+            "invariant: a rejected entry carries no commands"
+        );
+        Committed { position, timestamp, header, body }
+    }
+}
+
 /// Why a proposal's requests get no result: its commit was not confirmed
 /// in time, so it may still be applied (or already was).
 #[derive(Debug)]

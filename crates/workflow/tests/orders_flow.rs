@@ -5,7 +5,6 @@
 use bursar_core::Operation;
 use bursar_core::orders::settings::OrdersConfig;
 use bursar_core::orders::{Order, OrderState};
-use bursar_core::records::BATCH_EVENTS_MAX;
 use bursar_crypto::pii::{OrderPii, PiiKeyring};
 use bursar_runtime::resilience::{BreakerConfig, RetryPolicy};
 use bursar_server::{Node, NodeConfig};

@@ -30,6 +30,7 @@ pub(crate) fn encode(base: Base) -> [u8; BASE_SIZE] {
     b[8..40].copy_from_slice(&base.chain);
     let crc = crc32c::crc32c(&b[0..40]);
     b[40..44].copy_from_slice(&crc.to_le_bytes());
+    debug_assert_eq!(decode(&b), Ok(base), "invariant: an encoded base decodes back");
     b
 }
 

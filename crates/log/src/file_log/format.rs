@@ -44,7 +44,21 @@ fn hash_at(b: &[u8; ENTRY_HEADER_SIZE], at: usize) -> [u8; 32] {
 }
 
 impl Header {
+    /// The header's 96 bytes. Checked both ways: what is encoded decodes
+    /// back to the same header (and `decode` re-encodes what it accepted).
     pub fn encode(&self) -> [u8; ENTRY_HEADER_SIZE] {
+        assert!(self.position >= 1, "invariant: log positions start at 1, yet an entry has position 0");
+        assert!(
+            self.body_len <= ENTRY_BODY_MAX,
+            "invariant: append bounds bodies, yet body_len {} > {ENTRY_BODY_MAX}",
+            self.body_len
+        );
+        let b = self.encode_unchecked();
+        debug_assert_eq!(Header::decode_unchecked(&b), Ok(*self), "invariant: an encoded entry header decodes back");
+        b
+    }
+
+    fn encode_unchecked(&self) -> [u8; ENTRY_HEADER_SIZE] {
         let mut b = [0u8; ENTRY_HEADER_SIZE];
         b[0..4].copy_from_slice(&ENTRY_MAGIC.to_le_bytes());
         b[8..10].copy_from_slice(&ENTRY_VERSION.to_le_bytes());
@@ -60,6 +74,14 @@ impl Header {
 
     /// Decodes and checks a header; the error says which check failed.
     pub fn decode(b: &[u8; ENTRY_HEADER_SIZE]) -> Result<Header, String> {
+        let header = Header::decode_unchecked(b)?;
+        // Every field is checked or copied: an accepted header is the only
+        // encoding of itself, so its chain hash names exactly these bytes.
+        debug_assert_eq!(&header.encode_unchecked(), b, "invariant: a decoded entry header re-encodes to its bytes");
+        Ok(header)
+    }
+
+    fn decode_unchecked(b: &[u8; ENTRY_HEADER_SIZE]) -> Result<Header, String> {
         let magic = u32_at(b, 0);
         if magic != ENTRY_MAGIC {
             return Err(format!("bad entry magic {magic:#010x}"));
@@ -111,6 +133,29 @@ mod tests {
         assert_eq!(Header::decode(&b), Ok(sample()));
     }
 
+    /// Headers as append writes them (a chain from position 1, body
+    /// lengths at both bounds): `encode` and `decode` check each other (the
+    /// debug assertions pair up), and each link names the previous header.
+    #[test]
+    fn a_chain_of_headers_round_trips_both_ways() {
+        let mut prev_chain = [0u8; 32];
+        for (i, body_len) in [0, 1, ENTRY_BODY_MAX].into_iter().enumerate() {
+            let h = Header { position: i as u64 + 1, timestamp: u64::MAX, body_len, prev_chain, body_hash: [7; 32] };
+            let bytes = h.encode();
+            let back = Header::decode(&bytes).unwrap();
+            assert_eq!(back, h);
+            assert_eq!(back.encode(), bytes);
+            assert_eq!(back.prev_chain, prev_chain);
+            prev_chain = chain_of(&bytes);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "append bounds bodies")]
+    fn encoding_an_oversized_header_is_a_bug() {
+        Header { body_len: ENTRY_BODY_MAX + 1, ..sample() }.encode();
+    }
+
     #[test]
     fn every_single_bit_flip_is_rejected() {
         let b = sample().encode();
@@ -124,6 +169,7 @@ mod tests {
     #[test]
     fn oversized_body_is_rejected_even_with_a_valid_crc() {
         let h = Header { body_len: ENTRY_BODY_MAX + 1, ..sample() };
-        assert!(Header::decode(&h.encode()).unwrap_err().contains("exceeds"));
+        // Forged bytes: `encode` itself refuses to write such a header.
+        assert!(Header::decode(&h.encode_unchecked()).unwrap_err().contains("exceeds"));
     }
 }

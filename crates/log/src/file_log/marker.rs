@@ -22,6 +22,7 @@ pub(crate) fn encode(position: u64) -> [u8; MARKER_SIZE] {
     b[0..8].copy_from_slice(&position.to_le_bytes());
     let crc = crc32c::crc32c(&position.to_le_bytes());
     b[8..12].copy_from_slice(&crc.to_le_bytes());
+    debug_assert_eq!(decode(&b), Ok(position), "invariant: an encoded durable marker decodes back");
     b
 }
 

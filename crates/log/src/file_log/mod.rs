@@ -239,7 +239,22 @@ impl FileLog {
         }
     }
 
+    /// What an open found; asserts what recovery promises about it.
     fn report(&self, durable_marker: u64, truncated_bytes: u64) -> OpenReport {
+        assert!(
+            self.last_position >= durable_marker,
+            "invariant: recovery reaches the durable marker ({} < {durable_marker})",
+            self.last_position
+        );
+        assert!(
+            self.first_position() <= self.last_position + 1,
+            "invariant: the log starts at {} but ends at {}",
+            self.first_position(),
+            self.last_position
+        );
+        let consecutive =
+            self.segments.windows(2).all(|w| w[0].first < w[1].first && w[1].first <= self.last_position + 1);
+        assert!(consecutive, "invariant: recovered segments are in order and none starts past the end");
         OpenReport {
             last_position: self.last_position,
             last_chain: self.last_chain,
@@ -354,7 +369,11 @@ impl FileLog {
         if w.active_len > 0 && w.active_len >= self.segment_bytes {
             self.segments.push(w.roll(position, prev_chain)?);
         }
-        self.last_chain = w.write_entry(position, timestamp, prev_chain, parts, len as u32)?;
+        let active = self.segments.last().expect("invariant: a writable log has an active segment");
+        assert!(active.first <= position, "invariant: entry {position} goes to a segment starting at {}", active.first);
+        let chain = w.write_entry(position, timestamp, prev_chain, parts, len as u32)?;
+        assert_ne!(chain, prev_chain, "invariant: entry {position}'s chain hash must differ from the one it links to");
+        self.last_chain = chain;
         self.last_position = position;
         Ok(position)
     }
@@ -451,6 +470,11 @@ impl Writer {
             hasher.update(p);
         }
         let body_hash = *hasher.finalize().as_bytes();
+        debug_assert_eq!(
+            parts.iter().map(|p| p.len() as u64).sum::<u64>(),
+            u64::from(body_len),
+            "invariant: the header's body_len is the parts' total"
+        );
         let header = Header { position, timestamp, body_len, prev_chain, body_hash }.encode();
         let mut slices = Vec::with_capacity(parts.len() + 1);
         slices.push(IoSlice::new(&header));
@@ -461,6 +485,11 @@ impl Writer {
             return Err(err);
         }
         self.active_len += ENTRY_HEADER_SIZE as u64 + u64::from(body_len);
+        debug_assert_eq!(
+            self.active.file.metadata().map(|m| m.len()).ok(),
+            Some(self.active_len),
+            "invariant: the active segment holds exactly the entries written to it"
+        );
         self.shared.appended(position);
         Ok(chain_of(&header))
     }

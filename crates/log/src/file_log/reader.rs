@@ -107,6 +107,12 @@ impl SegmentReader {
         }
         let chain = chain_of(&raw);
         self.offset += ENTRY_HEADER_SIZE as u64 + u64::from(header.body_len);
+        assert!(
+            self.offset <= self.len,
+            "invariant: a verified entry ends inside its file ({} > {})",
+            self.offset,
+            self.len
+        );
         self.next_position += 1;
         self.prev_chain = Some(chain);
         Ok(Step::Entry(Verified { header, chain }))
@@ -212,6 +218,14 @@ impl EntryIter {
             let reader = self.reader()?;
             match reader.step(wanted.then_some(&mut body))? {
                 Step::Entry(v) => {
+                    // The segment reader checked the entry against its own
+                    // count and link; the iterator's must agree with them.
+                    assert_eq!(v.header.position, self.next_position, "invariant: entries come back in position order");
+                    assert_eq!(
+                        v.header.prev_chain, self.prev_chain,
+                        "invariant: entry {} links to the one before",
+                        self.next_position
+                    );
                     self.next_position += 1;
                     self.prev_chain = v.chain;
                     if wanted {

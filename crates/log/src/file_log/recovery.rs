@@ -93,6 +93,10 @@ pub(crate) fn recover(
         return Err(LogError::Corrupt { file, offset, reason });
     }
     let Scan { segments, last_position, last_chain, truncated_bytes, .. } = scan;
+    assert!(
+        segments.last().is_none_or(|s| s.first <= last_position + 1),
+        "invariant: the last segment starts at or before the next position"
+    );
     Ok(Recovered { segments, last_position, last_chain, truncated_bytes })
 }
 
@@ -119,6 +123,11 @@ impl Scan {
             match reader.step(Some(&mut self.body))? {
                 Step::End => break,
                 Step::Entry(v) => {
+                    assert_eq!(
+                        v.header.position,
+                        self.last_position + 1,
+                        "invariant: recovery counts entries as the reader does"
+                    );
                     start_chain.get_or_insert(v.header.prev_chain);
                     self.last_position = v.header.position;
                     self.last_chain = v.chain;
@@ -140,6 +149,13 @@ impl Scan {
             let reason = format!("the log holds no entries but its first segment starts at position {first}");
             return Err(LogError::corrupt(path, 0, reason));
         };
+        assert!(
+            reader.offset() <= reader.len(),
+            "invariant: {}'s recovered end {} is within its length {}",
+            path.display(),
+            reader.offset(),
+            reader.len()
+        );
         self.segments.push(Segment { first, path: path.to_path_buf(), start_chain });
         Ok((path.to_path_buf(), reader.offset()))
     }
@@ -187,6 +203,7 @@ impl Scan {
             );
             return Err(LogError::corrupt(reader.path(), d.offset, reason));
         }
+        assert!(d.offset <= reader.len(), "invariant: damage is found inside the file");
         let bytes = reader.len() - d.offset;
         tracing::warn!(
             file = %reader.path().display(),

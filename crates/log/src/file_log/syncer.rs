@@ -87,7 +87,10 @@ impl Shared {
     }
 
     pub fn appended(&self, position: u64) {
-        self.lock().appended = position;
+        let mut st = self.lock();
+        assert_eq!(position, st.appended + 1, "invariant: the syncer learns of every entry, in order");
+        st.appended = position;
+        drop(st);
         self.wake.notify_one();
     }
 
@@ -141,7 +144,13 @@ impl Shared {
             (st.active.clone(), st.appended)
         };
         self.sync_file(&active)?;
-        self.lock().synced = target;
+        let mut st = self.lock();
+        // Serialized by sync_lock, so nobody moved `synced` meanwhile: the
+        // durable position only ever grows, as `on_durable` promises.
+        assert!(target > st.synced, "invariant: durable position {target} does not pass {}", st.synced);
+        assert!(target <= st.appended, "invariant: synced entries {target} were appended ({})", st.appended);
+        st.synced = target;
+        drop(st);
         if let Err(e) = self.marker.write(target) {
             self.fail(e.to_string());
             return Err(e);

@@ -68,6 +68,12 @@ fn bundle_header() -> [u8; HEADER as usize] {
     h
 }
 
+/// The size of the bundle of a manifest (`raw`, parsed as `m`).
+fn bundle_bytes(raw: &[u8], m: &Manifest) -> u64 {
+    let chunks: u64 = distinct_chunks(m).iter().map(|c| RECORD_HEADER + c.len).sum();
+    HEADER + RECORD_HEADER + raw.len() as u64 + chunks + 1 + TRAILER
+}
+
 /// The distinct chunks of a manifest, in manifest order: a chunk named twice
 /// (two sections with equal bytes) is shipped once.
 fn distinct_chunks(m: &Manifest) -> Vec<ChunkRef> {
@@ -80,8 +86,7 @@ impl SnapshotStore {
     /// from the manifest alone (to size transfer timeouts).
     pub fn bundle_size(&self, position: u64) -> Result<u64, LogError> {
         let (raw, m) = self.read_manifest_raw(position)?;
-        let chunks: u64 = distinct_chunks(&m).iter().map(|c| RECORD_HEADER + c.len).sum();
-        Ok(HEADER + RECORD_HEADER + raw.len() as u64 + chunks + 1 + TRAILER)
+        Ok(bundle_bytes(&raw, &m))
     }
 
     /// Writes the snapshot at `position` to `out` as a bundle (see the module
@@ -100,7 +105,9 @@ impl SnapshotStore {
         w.write(&[KIND_END])?;
         let trailer = w.hasher.finalize();
         w.out.write_all(trailer.as_bytes()).and_then(|()| w.out.flush()).map_err(stream_error)?;
-        Ok(BundleInfo { position, bytes: w.bytes + TRAILER })
+        let bytes = w.bytes + TRAILER;
+        assert_eq!(bytes, bundle_bytes(&raw, &m), "invariant: an exported bundle has the size bundle_size promised");
+        Ok(BundleInfo { position, bytes })
     }
 
     fn export_chunk<W: Write>(
@@ -151,9 +158,14 @@ impl SnapshotStore {
             return Err(bad(r.offset, reason));
         }
         check_trailer_and_end(&mut r)?;
+        assert!(expected.is_empty(), "invariant: every chunk the manifest names was imported");
         sync_dir(&self.chunks_dir)?;
         write_file_atomic(&self.root, &manifest_name(m.position), &[&raw])?;
         sync_dir(&self.root)?;
+        debug_assert!(
+            self.read_manifest_raw(m.position).is_ok_and(|(stored, back)| stored == raw && back == m),
+            "invariant: an imported manifest reads back as it arrived"
+        );
         Ok(m.position)
     }
 

@@ -28,13 +28,13 @@ pub(crate) struct ChunkRef {
     pub len: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct SectionRefs {
     pub name: String,
     pub chunks: Vec<ChunkRef>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Manifest {
     pub position: u64,
     pub chain: [u8; 32],
@@ -116,7 +116,14 @@ pub(crate) fn decode(bytes: &[u8], path: &Path) -> Result<Manifest, LogError> {
     if c.at != body.len() {
         return Err(c.fail("unexpected bytes after the last section"));
     }
-    Ok(Manifest { position, chain, digest, header, sections })
+    let m = Manifest { position, chain, digest, header, sections };
+    // Every byte is checked or copied, so an accepted manifest is the only
+    // encoding of itself: a MAC over its bytes names exactly this snapshot.
+    debug_assert!(
+        bytes.len() as u64 > MANIFEST_BYTES_MAX || encode(&m).is_ok_and(|e| e == bytes),
+        "invariant: a decoded manifest re-encodes to its bytes"
+    );
+    Ok(m)
 }
 
 fn section(c: &mut Cursor<'_>) -> Result<SectionRefs, LogError> {

@@ -135,6 +135,7 @@ fn read_chunk(path: &Path, stored: &ChunkRef) -> Result<Vec<u8>, LogError> {
     if *blake3::hash(&payload).as_bytes() != stored.hash {
         return Err(LogError::corrupt(path, CHUNK_HEADER as u64, "chunk payload does not match its hash"));
     }
+    assert_eq!(payload.len() as u64, stored.len, "invariant: a chunk reads back with the length the manifest names");
     Ok(payload)
 }
 
@@ -237,8 +238,17 @@ impl SnapshotStore {
         info.digest = bursar_core::state::digest_from_chunk_hashes(&header, &parts);
         let manifest = Manifest { position: snap.position(), chain, digest: info.digest, header, sections };
         let bytes = manifest::encode(&manifest)?;
+        debug_assert_eq!(
+            manifest::decode(&bytes, Path::new("<encoded manifest>")).ok().as_ref(),
+            Some(&manifest),
+            "invariant: an encoded manifest decodes back"
+        );
         info.bytes_written += write_file_atomic(&self.root, &manifest_name(snap.position()), &[&bytes])?;
         sync_dir(&self.root)?;
+        debug_assert!(
+            self.read_manifest_raw(snap.position()).is_ok_and(|(stored, _)| stored == bytes),
+            "invariant: the manifest reads back as written"
+        );
         self.previous = known;
         Ok(info)
     }
@@ -331,6 +341,12 @@ impl SnapshotStore {
             let chunks = s.chunks.iter().map(|c| read_chunk(&self.chunk_path(&c.hash), c)).collect::<Result<_, _>>()?;
             sections.push(chunks);
         }
+        let counts = |s: &[Vec<Vec<u8>>]| s.iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(
+            counts(&sections),
+            m.sections.iter().map(|s| s.chunks.len()).collect::<Vec<_>>(),
+            "invariant: a loaded snapshot has the manifest's sections and chunk counts"
+        );
         let chunks = SnapshotChunks { header: m.header, sections };
         Ok(LoadedSnapshot { position, chain: m.chain, digest: m.digest, chunks, skipped: Vec::new() })
     }
