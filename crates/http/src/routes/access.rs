@@ -2,6 +2,7 @@
 //! ledgers): personal-data reads and 401/403 refusals (see `crate::access`).
 
 use super::page_limit;
+use super::paths;
 use crate::app::App;
 use crate::dto::{AccessBody, Page};
 use crate::extract::{Principal, QueryParams};
@@ -29,7 +30,7 @@ pub struct AccessQuery {
 
 /// Access records in order: who read decrypted personal data, and every
 /// refused request (aggregated per client per second, with a count).
-#[utoipa::path(get, path = "/v1/access-log", operation_id = "list_access_log", tag = "audit",
+#[utoipa::path(get, path = paths::LIST_ACCESS_LOG.path, operation_id = "list_access_log", tag = "audit",
     params(AccessQuery),
     responses(
         (status = 200, description = "A page of access records", body = Page<AccessBody>),

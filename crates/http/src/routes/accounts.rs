@@ -1,6 +1,7 @@
 //! Accounts: created by operators, read by every role; an account's
 //! transfers and balance history, paginated by timestamp.
 
+use super::paths;
 use super::transfers::prefix_field;
 use super::{batch_response, check_batch_size, page_limit, record, single_response};
 use crate::app::App;
@@ -20,7 +21,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 /// Create an account (operator).
-#[utoipa::path(post, path = "/v1/accounts", operation_id = "create_account", tag = "accounts", request_body = AccountRequest,
+#[utoipa::path(post, path = paths::CREATE_ACCOUNT.path, operation_id = "create_account", tag = "accounts", request_body = AccountRequest,
     params(IdempotencyKeyHeader),
     responses(
         (status = 201, description = "Created", body = AccountCreated),
@@ -46,13 +47,13 @@ pub async fn create(
     principal.require(&[Role::Operator])?;
     let a = req.to_record()?;
     principal.require_ledger(a.ledger)?;
-    let w = WriteContext::new(&principal, &ctx, "POST /v1/accounts", Some(&key));
+    let w = WriteContext::new(&principal, &ctx, paths::CREATE_ACCOUNT, Some(&key));
     let written = app.write(&w, Operation::CreateAccounts, bytemuck::bytes_of(&a).to_vec(), None).await?;
     Ok(single_response(Operation::CreateAccounts, &written, |r| AccountCreated::from(&record::<Account>(r))))
 }
 
 /// Create up to 8190 accounts in one atomic log entry (operator).
-#[utoipa::path(post, path = "/v1/accounts/batch", operation_id = "create_accounts", tag = "accounts", request_body = AccountBatchRequest,
+#[utoipa::path(post, path = paths::CREATE_ACCOUNTS.path, operation_id = "create_accounts", tag = "accounts", request_body = AccountBatchRequest,
     params(IdempotencyKeyHeader),
     responses(
         (status = 200, description = "Applied; the events that were not ok", body = BatchResult),
@@ -82,7 +83,7 @@ pub async fn create_batch(
         principal.require_ledger(r.ledger)?;
         records.push(r);
     }
-    let w = WriteContext::new(&principal, &ctx, "POST /v1/accounts/batch", Some(&key));
+    let w = WriteContext::new(&principal, &ctx, paths::CREATE_ACCOUNTS, Some(&key));
     let written = app.write(&w, Operation::CreateAccounts, bytemuck::cast_slice(&records).to_vec(), None).await?;
     Ok(batch_response(Operation::CreateAccounts, records.len(), &written))
 }
@@ -100,7 +101,7 @@ async fn account(app: &App, principal: &Principal, id: &str) -> ApiResult<Accoun
 }
 
 /// Look an account up, with its balances.
-#[utoipa::path(get, path = "/v1/accounts/{id}", operation_id = "get_account", tag = "accounts",
+#[utoipa::path(get, path = paths::GET_ACCOUNT.path, operation_id = "get_account", tag = "accounts",
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1")),
     responses(
         (status = 200, description = "The account", body = AccountBody),
@@ -212,7 +213,7 @@ fn next_cursor(f: &AccountFilter, count: usize, last_timestamp: Option<u64>) -> 
 }
 
 /// An account's transfers, oldest first unless order=desc.
-#[utoipa::path(get, path = "/v1/accounts/{id}/transfers", operation_id = "get_account_transfers", tag = "accounts",
+#[utoipa::path(get, path = paths::GET_ACCOUNT_TRANSFERS.path, operation_id = "get_account_transfers", tag = "accounts",
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1"), HistoryQuery),
     responses(
         (status = 200, description = "A page of the account's transfers", body = Page<TransferBody>),
@@ -239,7 +240,7 @@ pub async fn transfers(
 }
 
 /// An account's balances after each change (accounts with the history flag).
-#[utoipa::path(get, path = "/v1/accounts/{id}/balances", operation_id = "get_account_balances", tag = "accounts",
+#[utoipa::path(get, path = paths::GET_ACCOUNT_BALANCES.path, operation_id = "get_account_balances", tag = "accounts",
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1"), BalancesQuery),
     responses(
         (status = 200, description = "A page of the account's balances", body = Page<BalanceBody>),

@@ -1,6 +1,7 @@
 //! The audit trail (admin, auditors and compliance not restricted to ledgers).
 
 use super::page_limit;
+use super::paths;
 use crate::app::App;
 use crate::dto::{AuditBody, Page};
 use crate::extract::{Principal, QueryParams};
@@ -25,7 +26,7 @@ pub struct AuditQuery {
 }
 
 /// Audit records in order, each chained to the one before by its hash.
-#[utoipa::path(get, path = "/v1/audit", operation_id = "list_audit", tag = "audit",
+#[utoipa::path(get, path = paths::LIST_AUDIT.path, operation_id = "list_audit", tag = "audit",
     params(AuditQuery),
     responses(
         (status = 200, description = "A page of audit records", body = Page<AuditBody>),

@@ -1,6 +1,7 @@
 //! Ledgers: created by admins, listed by every role (scoped keys see their
 //! own ledgers only).
 
+use super::paths;
 use super::{page_limit, record, single_response};
 use crate::app::App;
 use crate::dto::{IdempotencyKeyHeader, LedgerBody, LedgerRequest, Page};
@@ -15,7 +16,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 /// Create a ledger (admin).
-#[utoipa::path(post, path = "/v1/ledgers", operation_id = "create_ledger", tag = "ledgers", request_body = LedgerRequest,
+#[utoipa::path(post, path = paths::CREATE_LEDGER.path, operation_id = "create_ledger", tag = "ledgers", request_body = LedgerRequest,
     params(IdempotencyKeyHeader),
     responses(
         (status = 201, description = "Created", body = LedgerBody),
@@ -40,7 +41,7 @@ pub async fn create(
 ) -> ApiResult<Response> {
     principal.require(&[Role::Admin])?;
     let ledger = req.to_record()?;
-    let w = WriteContext::new(&principal, &ctx, "POST /v1/ledgers", Some(&key));
+    let w = WriteContext::new(&principal, &ctx, paths::CREATE_LEDGER, Some(&key));
     let written = app.write(&w, Operation::CreateLedgers, bytemuck::bytes_of(&ledger).to_vec(), None).await?;
     Ok(single_response(Operation::CreateLedgers, &written, |r| LedgerBody::from(&record::<Ledger>(r))))
 }
@@ -58,7 +59,7 @@ pub struct LedgerQuery {
 }
 
 /// List ledgers by id.
-#[utoipa::path(get, path = "/v1/ledgers", operation_id = "list_ledgers", tag = "ledgers",
+#[utoipa::path(get, path = paths::LIST_LEDGERS.path, operation_id = "list_ledgers", tag = "ledgers",
     params(LedgerQuery),
     responses(
         (status = 200, description = "A page of ledgers", body = Page<LedgerBody>),

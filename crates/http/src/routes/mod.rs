@@ -8,6 +8,7 @@ pub mod keys;
 pub mod ledgers;
 pub mod ops;
 pub mod orders;
+pub mod paths;
 pub mod transfers;
 pub mod webhooks;
 
@@ -16,44 +17,50 @@ use crate::engine_client::Written;
 use crate::problem::Problem;
 use crate::results::{Single, single};
 use axum::Router;
+use axum::handler::Handler;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use bursar_core::Operation;
 use serde::Serialize;
 
 pub fn router(app: App) -> Router {
+    use paths::*;
     let api = Router::new()
-        .route("/v1/ledgers", post(ledgers::create).get(ledgers::list))
-        .route("/v1/accounts", post(accounts::create))
-        .route("/v1/accounts/batch", post(accounts::create_batch))
-        .route("/v1/accounts/{id}", get(accounts::get_one))
-        .route("/v1/accounts/{id}/transfers", get(accounts::transfers))
-        .route("/v1/accounts/{id}/balances", get(accounts::balances))
-        .route("/v1/transfers", post(transfers::create))
-        .route("/v1/transfers/batch", post(transfers::create_batch))
-        .route("/v1/transfers/{id}", get(transfers::get_one))
-        .route("/v1/orders", post(orders::create).get(orders::list))
-        .route("/v1/orders/{id}", get(orders::get_one))
-        .route("/v1/orders/{id}/events", get(orders::events))
-        .route("/v1/orders/{id}/cancel", post(orders::cancel))
-        .route("/v1/orders/{id}/review", post(orders::review))
-        .route("/v1/orders/{id}/funds", post(orders::funds))
-        .route("/v1/keys", post(keys::create).get(keys::list))
-        .route("/v1/keys/{id}", delete(keys::revoke))
-        .route("/v1/keys/{id}/rotate", post(keys::rotate))
-        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
-        .route("/v1/webhooks/{id}", get(webhooks::get_one).delete(webhooks::delete))
-        .route("/v1/webhooks/{id}/dead-letters", get(webhooks::dead_letters))
-        .route("/v1/webhooks/{id}/replay", post(webhooks::replay))
-        .route("/v1/audit", get(audit::list))
-        .route("/v1/access-log", get(access::list))
-        .route("/v1/events", get(events::list))
-        .route("/v1/events/stream", get(events::stream))
-        .route("/v1/openapi.json", get(ops::openapi))
-        .route("/metrics", get(ops::metrics))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
+        .at(CREATE_LEDGER, ledgers::create)
+        .at(LIST_LEDGERS, ledgers::list)
+        .at(CREATE_ACCOUNT, accounts::create)
+        .at(CREATE_ACCOUNTS, accounts::create_batch)
+        .at(GET_ACCOUNT, accounts::get_one)
+        .at(GET_ACCOUNT_TRANSFERS, accounts::transfers)
+        .at(GET_ACCOUNT_BALANCES, accounts::balances)
+        .at(CREATE_TRANSFER, transfers::create)
+        .at(CREATE_TRANSFERS, transfers::create_batch)
+        .at(GET_TRANSFER, transfers::get_one)
+        .at(CREATE_ORDER, orders::create)
+        .at(LIST_ORDERS, orders::list)
+        .at(GET_ORDER, orders::get_one)
+        .at(GET_ORDER_EVENTS, orders::events)
+        .at(CANCEL_ORDER, orders::cancel)
+        .at(REVIEW_ORDER, orders::review)
+        .at(ORDER_FUNDS_RECEIVED, orders::funds)
+        .at(CREATE_KEY, keys::create)
+        .at(LIST_KEYS, keys::list)
+        .at(REVOKE_KEY, keys::revoke)
+        .at(ROTATE_KEY, keys::rotate)
+        .at(CREATE_WEBHOOK, webhooks::create)
+        .at(LIST_WEBHOOKS, webhooks::list)
+        .at(GET_WEBHOOK, webhooks::get_one)
+        .at(DELETE_WEBHOOK, webhooks::delete)
+        .at(LIST_DEAD_LETTERS, webhooks::dead_letters)
+        .at(REPLAY_WEBHOOK, webhooks::replay)
+        .at(LIST_AUDIT, audit::list)
+        .at(LIST_ACCESS_LOG, access::list)
+        .at(LIST_EVENTS, events::list)
+        .at(STREAM_EVENTS, events::stream)
+        .at(OPENAPI, ops::openapi)
+        .at(METRICS, ops::metrics)
+        .at(HEALTHZ, ops::healthz)
+        .at(READYZ, ops::readyz)
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), crate::middleware::refusals))
         .route_layer(axum::middleware::from_fn(crate::middleware::metrics))
         .fallback(|| async { Problem::not_found("no such route") })
@@ -63,6 +70,18 @@ pub fn router(app: App) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(app.config.body_limit))
         .layer(axum::middleware::from_fn_with_state(app.clone(), crate::middleware::outer));
     api.with_state(app)
+}
+
+/// Serves a route of the table: several routes on one path share its
+/// method router (axum merges them).
+trait At {
+    fn at<H: Handler<T, App>, T: 'static>(self, route: paths::Route, handler: H) -> Self;
+}
+
+impl At for Router<App> {
+    fn at<H: Handler<T, App>, T: 'static>(self, route: paths::Route, handler: H) -> Self {
+        self.route(route.path, axum::routing::on(route.method.filter(), handler))
+    }
 }
 
 /// Marks replayed responses.

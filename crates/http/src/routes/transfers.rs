@@ -1,6 +1,7 @@
 //! Transfers: created by operators (singly or in batches with every flag:
 //! linked, pending, post, void, balancing, closing), read by every role.
 
+use super::paths;
 use super::{batch_response, check_batch_size, record, single_response};
 use crate::app::App;
 use crate::dto::{
@@ -23,7 +24,7 @@ fn check_scope(principal: &Principal, t: &Transfer) -> Result<(), Problem> {
 }
 
 /// Create a transfer (operator).
-#[utoipa::path(post, path = "/v1/transfers", operation_id = "create_transfer", tag = "transfers", request_body = TransferRequest,
+#[utoipa::path(post, path = paths::CREATE_TRANSFER.path, operation_id = "create_transfer", tag = "transfers", request_body = TransferRequest,
     params(IdempotencyKeyHeader),
     responses(
         (status = 201, description = "Created", body = TransferBody),
@@ -49,13 +50,13 @@ pub async fn create(
     principal.require(&[Role::Operator])?;
     let t = req.to_record()?;
     check_scope(&principal, &t)?;
-    let w = WriteContext::new(&principal, &ctx, "POST /v1/transfers", Some(&key));
+    let w = WriteContext::new(&principal, &ctx, paths::CREATE_TRANSFER, Some(&key));
     let written = app.write(&w, Operation::CreateTransfers, bytemuck::bytes_of(&t).to_vec(), None).await?;
     Ok(single_response(Operation::CreateTransfers, &written, |r| TransferBody::from(&record::<Transfer>(r))))
 }
 
 /// Create up to 8190 transfers in one atomic log entry (operator).
-#[utoipa::path(post, path = "/v1/transfers/batch", operation_id = "create_transfers", tag = "transfers", request_body = TransferBatchRequest,
+#[utoipa::path(post, path = paths::CREATE_TRANSFERS.path, operation_id = "create_transfers", tag = "transfers", request_body = TransferBatchRequest,
     params(IdempotencyKeyHeader),
     responses(
         (status = 200, description = "Applied; the events that were not ok", body = BatchResult),
@@ -85,7 +86,7 @@ pub async fn create_batch(
         check_scope(&principal, &r)?;
         records.push(r);
     }
-    let w = WriteContext::new(&principal, &ctx, "POST /v1/transfers/batch", Some(&key));
+    let w = WriteContext::new(&principal, &ctx, paths::CREATE_TRANSFERS, Some(&key));
     let body = bytemuck::cast_slice(&records).to_vec();
     let written = app.write(&w, Operation::CreateTransfers, body, None).await?;
     Ok(batch_response(Operation::CreateTransfers, records.len(), &written))
@@ -101,7 +102,7 @@ pub(crate) fn prefix_field(mut p: Problem, list: &str, index: usize) -> Problem 
 }
 
 /// Look a transfer up.
-#[utoipa::path(get, path = "/v1/transfers/{id}", operation_id = "get_transfer", tag = "transfers",
+#[utoipa::path(get, path = paths::GET_TRANSFER.path, operation_id = "get_transfer", tag = "transfers",
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1")),
     responses(
         (status = 200, description = "The transfer", body = TransferBody),

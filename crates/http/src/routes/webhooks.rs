@@ -1,6 +1,7 @@
 //! Webhooks (admin): subscribe a URL to events, list, delete, read dead
 //! letters and replay them. See docs/webhooks.md.
 
+use super::paths;
 use super::{mark_replayed, page_limit};
 use crate::app::{App, WebhooksApi};
 use crate::dto::{OptionalIdempotencyKeyHeader, Page};
@@ -199,7 +200,7 @@ fn update_problem(code: u32, id: u64) -> Problem {
 
 /// Subscribe a URL to events (admin). The signing secret is in this
 /// response only.
-#[utoipa::path(post, path = "/v1/webhooks", operation_id = "create_webhook", tag = "webhooks",
+#[utoipa::path(post, path = paths::CREATE_WEBHOOK.path, operation_id = "create_webhook", tag = "webhooks",
     request_body = WebhookRequest, params(OptionalIdempotencyKeyHeader),
     responses(
         (status = 201, description = "Created; the secret is shown only here (not on a replay)", body = WebhookBody),
@@ -258,7 +259,7 @@ pub async fn create(
             r
         }
     };
-    let route = "POST /v1/webhooks";
+    let route = paths::CREATE_WEBHOOK;
     let w = WriteContext::new(&principal, &ctx, route, key.as_ref());
     // Creates run one at a time so the id read is still the next one when
     // the create applies: the secret is sealed for exactly that id.
@@ -310,7 +311,7 @@ pub async fn create(
 }
 
 /// List webhooks (admin), deleted ones included; secrets are never shown.
-#[utoipa::path(get, path = "/v1/webhooks", operation_id = "list_webhooks", tag = "webhooks",
+#[utoipa::path(get, path = paths::LIST_WEBHOOKS.path, operation_id = "list_webhooks", tag = "webhooks",
     responses(
         (status = 200, description = "Every webhook", body = WebhookList),
         (status = 401, response = problem::Unauthorized),
@@ -327,7 +328,7 @@ pub async fn list(State(app): State<App>, principal: Principal) -> ApiResult<axu
 }
 
 /// One webhook (admin).
-#[utoipa::path(get, path = "/v1/webhooks/{id}", operation_id = "get_webhook", tag = "webhooks",
+#[utoipa::path(get, path = paths::GET_WEBHOOK.path, operation_id = "get_webhook", tag = "webhooks",
     params(("id" = u64, Path, description = "The webhook's id", example = 1)),
     responses(
         (status = 200, description = "The webhook", body = WebhookBody),
@@ -351,7 +352,7 @@ pub async fn get_one(
 }
 
 /// Delete a webhook (admin): deliveries stop and its dead letters go.
-#[utoipa::path(delete, path = "/v1/webhooks/{id}", operation_id = "delete_webhook", tag = "webhooks",
+#[utoipa::path(delete, path = paths::DELETE_WEBHOOK.path, operation_id = "delete_webhook", tag = "webhooks",
     params(("id" = u64, Path, description = "The webhook's id", example = 1), OptionalIdempotencyKeyHeader),
     responses(
         (status = 200, description = "The deleted webhook", body = WebhookBody),
@@ -375,7 +376,7 @@ pub async fn delete(
     api(&app)?;
     let id = parse_id(&id)?;
     let event = WebhookUpdate { id, ..Default::default() };
-    let w = WriteContext::new(&principal, &ctx, "DELETE /v1/webhooks/{id}", key.as_ref());
+    let w = WriteContext::new(&principal, &ctx, paths::DELETE_WEBHOOK, key.as_ref());
     let written = app.write(&w, Operation::DeleteWebhooks, bytemuck::bytes_of(&event).to_vec(), None).await?;
     let response = match written.results.first() {
         Some(r) => update_problem(r.code, id).into_response(),
@@ -385,7 +386,7 @@ pub async fn delete(
 }
 
 /// A webhook's dead letters by seq (admin).
-#[utoipa::path(get, path = "/v1/webhooks/{id}/dead-letters", operation_id = "list_dead_letters", tag = "webhooks",
+#[utoipa::path(get, path = paths::LIST_DEAD_LETTERS.path, operation_id = "list_dead_letters", tag = "webhooks",
     params(("id" = u64, Path, description = "The webhook's id", example = 1), DeadLetterQuery),
     responses(
         (status = 200, description = "A page of dead letters", body = Page<DeadLetterBody>),
@@ -419,7 +420,7 @@ pub async fn dead_letters(
 /// Redeliver dead letters (admin): all of them, or the `seqs` named.
 /// Redeliveries go out beside the in-order stream; one that fails for the
 /// whole retry period is a dead letter again.
-#[utoipa::path(post, path = "/v1/webhooks/{id}/replay", operation_id = "replay_webhook", tag = "webhooks",
+#[utoipa::path(post, path = paths::REPLAY_WEBHOOK.path, operation_id = "replay_webhook", tag = "webhooks",
     request_body = ReplayRequest,
     params(("id" = u64, Path, description = "The webhook's id", example = 1), OptionalIdempotencyKeyHeader),
     responses(
@@ -454,7 +455,7 @@ pub async fn replay(
         Some(seqs) if seqs.contains(&0) => return Err(Problem::invalid_field("seqs", "seqs start at 1")),
         Some(seqs) => seqs.iter().map(|seq| WebhookUpdate { id, seq: *seq, ..Default::default() }).collect(),
     };
-    let w = WriteContext::new(&principal, &ctx, "POST /v1/webhooks/{id}/replay", key.as_ref());
+    let w = WriteContext::new(&principal, &ctx, paths::REPLAY_WEBHOOK, key.as_ref());
     let written = app.write(&w, Operation::ReplayDeadLetters, bytemuck::cast_slice(&events).to_vec(), None).await?;
     let mut not_found = Vec::new();
     for r in &written.results {
