@@ -26,15 +26,7 @@ use utoipa::IntoParams;
     responses(
         (status = 201, description = "Created", body = AccountCreated),
         (status = 200, description = "The account exists with the same fields", body = AccountCreated),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 409, response = problem::Conflict),
-        (status = 413, response = problem::PayloadTooLarge),
-        (status = 415, response = problem::UnsupportedMediaType),
-        (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::CreateProblems,
     ),
     security(("bearer" = [])))]
 pub async fn create(
@@ -57,15 +49,7 @@ pub async fn create(
     params(IdempotencyKeyHeader),
     responses(
         (status = 200, description = "Applied; the events that were not ok", body = BatchResult),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 409, response = problem::Conflict),
-        (status = 413, response = problem::PayloadTooLarge),
-        (status = 415, response = problem::UnsupportedMediaType),
-        (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::CreateProblems,
     ),
     security(("bearer" = [])))]
 pub async fn create_batch(
@@ -105,12 +89,7 @@ async fn account(app: &App, principal: &Principal, id: &str) -> ApiResult<Accoun
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1")),
     responses(
         (status = 200, description = "The account", body = AccountBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::LookupProblems,
     ),
     security(("bearer" = [])))]
 pub async fn get_one(
@@ -217,12 +196,7 @@ fn next_cursor(f: &AccountFilter, count: usize, last_timestamp: Option<u64>) -> 
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1"), HistoryQuery),
     responses(
         (status = 200, description = "A page of the account's transfers", body = Page<TransferBody>),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::LookupProblems,
     ),
     security(("bearer" = [])))]
 pub async fn transfers(
@@ -244,12 +218,7 @@ pub async fn transfers(
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1"), BalancesQuery),
     responses(
         (status = 200, description = "A page of the account's balances", body = Page<BalanceBody>),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::LookupProblems,
     ),
     security(("bearer" = [])))]
 pub async fn balances(

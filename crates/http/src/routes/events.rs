@@ -72,11 +72,7 @@ pub struct EventPageBody {
     params(EventsQuery),
     responses(
         (status = 200, description = "A page of events", body = EventPageBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::BaseProblems,
     ),
     security(("bearer" = [])))]
 pub async fn list(

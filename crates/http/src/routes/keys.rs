@@ -55,15 +55,7 @@ fn current(app: &App, id: u64) -> Option<KeyBody> {
     params(IdempotencyKeyHeader),
     responses(
         (status = 201, description = "Created; the secret is shown only here (not on a replay)", body = KeyBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 409, response = problem::Conflict),
-        (status = 413, response = problem::PayloadTooLarge),
-        (status = 415, response = problem::UnsupportedMediaType),
-        (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::CreateProblems,
     ),
     security(("bearer" = [])))]
 pub async fn create(
@@ -160,16 +152,7 @@ pub const ROTATE_GRACE_DEFAULT: u64 = 3600;
     params(("id" = u64, Path, description = "The key to replace", example = 1), IdempotencyKeyHeader),
     responses(
         (status = 201, description = "The new key; the secret is shown only here (not on a replay)", body = KeyBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 409, response = problem::Conflict),
-        (status = 413, response = problem::PayloadTooLarge),
-        (status = 415, response = problem::UnsupportedMediaType),
-        (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::CommandProblems,
     ),
     security(("bearer" = [])))]
 pub async fn rotate(
@@ -223,14 +206,9 @@ pub async fn list(State(app): State<App>, principal: Principal) -> ApiResult<axu
     params(("id" = u64, Path, description = "The key's id", example = 1), OptionalIdempotencyKeyHeader),
     responses(
         (status = 200, description = "The revoked key", body = KeyBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
+        problem::LookupProblems,
         (status = 409, response = problem::Conflict),
         (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
     ),
     security(("bearer" = [])))]
 pub async fn revoke(

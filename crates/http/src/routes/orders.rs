@@ -119,15 +119,7 @@ async fn lookup(app: &App, id: u128) -> ApiResult<Option<Order>> {
     responses(
         (status = 201, description = "Created", body = OrderBody),
         (status = 200, description = "The order exists with the same fields (personal data is not compared)", body = OrderBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 409, response = problem::Conflict),
-        (status = 413, response = problem::PayloadTooLarge),
-        (status = 415, response = problem::UnsupportedMediaType),
-        (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::CreateProblems,
     ),
     security(("bearer" = [])))]
 pub async fn create(
@@ -166,12 +158,7 @@ pub async fn create(
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1001")),
     responses(
         (status = 200, description = "The order; personal data masked for auditors", body = OrderBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::LookupProblems,
     ),
     security(("bearer" = [])))]
 pub async fn get_one(
@@ -245,12 +232,7 @@ pub async fn list(
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1001")),
     responses(
         (status = 200, description = "The order's events, oldest first", body = OrderEventList),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::LookupProblems,
     ),
     security(("bearer" = [])))]
 pub async fn events(
@@ -346,16 +328,7 @@ pub fn maker_checker_problem() -> Problem {
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1001"), IdempotencyKeyHeader),
     responses(
         (status = 200, description = "The order after the command", body = OrderBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 409, response = problem::Conflict),
-        (status = 413, response = problem::PayloadTooLarge),
-        (status = 415, response = problem::UnsupportedMediaType),
-        (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::CommandProblems,
     ),
     security(("bearer" = [])))]
 pub async fn cancel(
@@ -376,16 +349,7 @@ pub async fn cancel(
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1001"), IdempotencyKeyHeader),
     responses(
         (status = 200, description = "The order after the command", body = OrderBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 409, response = problem::Conflict),
-        (status = 413, response = problem::PayloadTooLarge),
-        (status = 415, response = problem::UnsupportedMediaType),
-        (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::CommandProblems,
     ),
     security(("bearer" = [])))]
 pub async fn review(
@@ -406,16 +370,7 @@ pub async fn review(
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1001"), IdempotencyKeyHeader),
     responses(
         (status = 200, description = "The order after the command", body = OrderBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 409, response = problem::Conflict),
-        (status = 413, response = problem::PayloadTooLarge),
-        (status = 415, response = problem::UnsupportedMediaType),
-        (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::CommandProblems,
     ),
     security(("bearer" = [])))]
 pub async fn funds(

@@ -204,14 +204,10 @@ fn update_problem(code: u32, id: u64) -> Problem {
     request_body = WebhookRequest, params(OptionalIdempotencyKeyHeader),
     responses(
         (status = 201, description = "Created; the secret is shown only here (not on a replay)", body = WebhookBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
+        problem::BaseProblems,
         (status = 413, response = problem::PayloadTooLarge),
         (status = 415, response = problem::UnsupportedMediaType),
         (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
     ),
     security(("bearer" = [])))]
 pub async fn create(
@@ -332,12 +328,7 @@ pub async fn list(State(app): State<App>, principal: Principal) -> ApiResult<axu
     params(("id" = u64, Path, description = "The webhook's id", example = 1)),
     responses(
         (status = 200, description = "The webhook", body = WebhookBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::LookupProblems,
     ),
     security(("bearer" = [])))]
 pub async fn get_one(
@@ -356,13 +347,8 @@ pub async fn get_one(
     params(("id" = u64, Path, description = "The webhook's id", example = 1), OptionalIdempotencyKeyHeader),
     responses(
         (status = 200, description = "The deleted webhook", body = WebhookBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
+        problem::LookupProblems,
         (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
     ),
     security(("bearer" = [])))]
 pub async fn delete(
@@ -390,12 +376,7 @@ pub async fn delete(
     params(("id" = u64, Path, description = "The webhook's id", example = 1), DeadLetterQuery),
     responses(
         (status = 200, description = "A page of dead letters", body = Page<DeadLetterBody>),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::LookupProblems,
     ),
     security(("bearer" = [])))]
 pub async fn dead_letters(
@@ -425,14 +406,9 @@ pub async fn dead_letters(
     params(("id" = u64, Path, description = "The webhook's id", example = 1), OptionalIdempotencyKeyHeader),
     responses(
         (status = 202, description = "Queued for redelivery", body = ReplayBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
+        problem::LookupProblems,
         (status = 415, response = problem::UnsupportedMediaType),
         (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
     ),
     security(("bearer" = [])))]
 pub async fn replay(
