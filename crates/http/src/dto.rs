@@ -551,6 +551,13 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+impl<T> Page<T> {
+    /// The same page with each item rendered.
+    pub fn map<'a, U>(&'a self, render: impl FnMut(&'a T) -> U) -> Page<U> {
+        Page { data: self.data.iter().map(render).collect(), next_cursor: self.next_cursor.clone() }
+    }
+}
+
 // ---------------------------------------------------------------- keys
 
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]

@@ -2,8 +2,7 @@
 //! transfers and balance history, paginated by timestamp.
 
 use super::paths;
-use super::transfers::prefix_field;
-use super::{batch_response, check_batch_size, page_limit, record, single_response};
+use super::{batch_records, page_limit, write_batch, write_one};
 use crate::app::App;
 use crate::dto::{
     AccountBatchRequest, AccountBody, AccountCreated, AccountRequest, BalanceBody, BatchResult, Id,
@@ -40,8 +39,7 @@ pub async fn create(
     let a = req.to_record()?;
     principal.require_ledger(a.ledger)?;
     let w = WriteContext::new(&principal, &ctx, paths::CREATE_ACCOUNT, Some(&key));
-    let written = app.write(&w, Operation::CreateAccounts, bytemuck::bytes_of(&a).to_vec(), None).await?;
-    Ok(single_response(Operation::CreateAccounts, &written, |r| AccountCreated::from(&record::<Account>(r))))
+    write_one(&app, &w, Operation::CreateAccounts, &a, |a| AccountCreated::from(a)).await
 }
 
 /// Create up to 8190 accounts in one atomic log entry (operator).
@@ -60,16 +58,10 @@ pub async fn create_batch(
     JsonBody(req): JsonBody<AccountBatchRequest>,
 ) -> ApiResult<Response> {
     principal.require(&[Role::Operator])?;
-    check_batch_size(req.accounts.len(), "accounts")?;
-    let mut records = Vec::with_capacity(req.accounts.len());
-    for (i, a) in req.accounts.iter().enumerate() {
-        let r = a.to_record().map_err(|p| prefix_field(p, "accounts", i))?;
-        principal.require_ledger(r.ledger)?;
-        records.push(r);
-    }
+    let records =
+        batch_records("accounts", &req.accounts, AccountRequest::to_record, |a| principal.require_ledger(a.ledger))?;
     let w = WriteContext::new(&principal, &ctx, paths::CREATE_ACCOUNTS, Some(&key));
-    let written = app.write(&w, Operation::CreateAccounts, bytemuck::cast_slice(&records).to_vec(), None).await?;
-    Ok(batch_response(Operation::CreateAccounts, records.len(), &written))
+    write_batch(&app, &w, Operation::CreateAccounts, &records).await
 }
 
 /// The account, checked against the key's ledgers.
@@ -191,6 +183,24 @@ fn next_cursor(f: &AccountFilter, count: usize, last_timestamp: Option<u64>) -> 
     (count == f.limit as usize).then(|| last_timestamp.map(|t| format!("{dir}:{t}"))).flatten()
 }
 
+/// One page of an account's history (`GetAccountTransfers` or
+/// `GetAccountBalances`), and the cursor of the next.
+async fn history<R: bytemuck::Pod>(
+    app: &App,
+    principal: &Principal,
+    id: &str,
+    q: &HistoryQuery,
+    op: Operation,
+    timestamp: impl Fn(&R) -> u64,
+) -> ApiResult<Page<R>> {
+    let a = account(app, principal, id).await?;
+    let f = filter(a.id, q, op == Operation::GetAccountTransfers)?;
+    let response = app.read(op, bytemuck::bytes_of(&f).to_vec()).await?;
+    let rows: Vec<R> = super::records::<R>(&response.body);
+    let next_cursor = next_cursor(&f, rows.len(), rows.last().map(timestamp));
+    Ok(Page { data: rows, next_cursor })
+}
+
 /// An account's transfers, oldest first unless order=desc.
 #[utoipa::path(get, path = paths::GET_ACCOUNT_TRANSFERS.path, operation_id = "get_account_transfers", tag = "accounts",
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1"), HistoryQuery),
@@ -205,12 +215,8 @@ pub async fn transfers(
     PathId(id): PathId,
     QueryParams(q): QueryParams<HistoryQuery>,
 ) -> ApiResult<axum::Json<Page<TransferBody>>> {
-    let a = account(&app, &principal, &id).await?;
-    let f = filter(a.id, &q, true)?;
-    let response = app.read(Operation::GetAccountTransfers, bytemuck::bytes_of(&f).to_vec()).await?;
-    let rows: Vec<Transfer> = super::records::<Transfer>(&response.body);
-    let next_cursor = next_cursor(&f, rows.len(), rows.last().map(|t| t.timestamp));
-    Ok(axum::Json(Page { data: rows.iter().map(TransferBody::from).collect(), next_cursor }))
+    let page = history(&app, &principal, &id, &q, Operation::GetAccountTransfers, |t: &Transfer| t.timestamp).await?;
+    Ok(axum::Json(page.map(TransferBody::from)))
 }
 
 /// An account's balances after each change (accounts with the history flag).
@@ -227,10 +233,7 @@ pub async fn balances(
     PathId(id): PathId,
     QueryParams(q): QueryParams<HistoryQuery>,
 ) -> ApiResult<axum::Json<Page<BalanceBody>>> {
-    let a = account(&app, &principal, &id).await?;
-    let f = filter(a.id, &q, false)?;
-    let response = app.read(Operation::GetAccountBalances, bytemuck::bytes_of(&f).to_vec()).await?;
-    let rows: Vec<BalanceRecord> = super::records::<BalanceRecord>(&response.body);
-    let next_cursor = next_cursor(&f, rows.len(), rows.last().map(|b| b.timestamp));
-    Ok(axum::Json(Page { data: rows.iter().map(BalanceBody::from).collect(), next_cursor }))
+    let page =
+        history(&app, &principal, &id, &q, Operation::GetAccountBalances, |b: &BalanceRecord| b.timestamp).await?;
+    Ok(axum::Json(page.map(BalanceBody::from)))
 }

@@ -2,7 +2,7 @@
 //! own ledgers only).
 
 use super::paths;
-use super::{page_limit, record, single_response};
+use super::{page_limit, write_one};
 use crate::app::App;
 use crate::dto::{IdempotencyKeyHeader, LedgerBody, LedgerRequest, Page};
 use crate::engine_client::WriteContext;
@@ -34,8 +34,7 @@ pub async fn create(
     principal.require(&[Role::Admin])?;
     let ledger = req.to_record()?;
     let w = WriteContext::new(&principal, &ctx, paths::CREATE_LEDGER, Some(&key));
-    let written = app.write(&w, Operation::CreateLedgers, bytemuck::bytes_of(&ledger).to_vec(), None).await?;
-    Ok(single_response(Operation::CreateLedgers, &written, |r| LedgerBody::from(&record::<Ledger>(r))))
+    write_one(&app, &w, Operation::CreateLedgers, &ledger, |l| LedgerBody::from(l)).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -13,8 +13,8 @@ pub mod transfers;
 pub mod webhooks;
 
 use crate::app::App;
-use crate::engine_client::Written;
-use crate::problem::Problem;
+use crate::engine_client::WriteContext;
+use crate::problem::{ApiResult, Problem};
 use crate::results::{Single, single};
 use axum::Router;
 use axum::handler::Handler;
@@ -92,21 +92,63 @@ fn mark_replayed(mut response: Response, replayed: bool) -> Response {
     response
 }
 
-/// The response to a single-event create: 201 created, 200 exists (both
-/// with the stored record), or the result's problem.
-fn single_response<T: Serialize>(op: Operation, written: &Written, render: impl FnOnce(&[u8]) -> T) -> Response {
+/// Writes the create of one record and answers: 201 created, 200 exists
+/// (both with the stored record), or the result's problem.
+async fn write_one<R: bytemuck::Pod + Default, T: Serialize>(
+    app: &App,
+    w: &WriteContext<'_>,
+    op: Operation,
+    new: &R,
+    render: impl FnOnce(&R) -> T,
+) -> ApiResult<Response> {
+    let written = app.write(w, op, bytemuck::bytes_of(new).to_vec(), None).await?;
+    let stored = || axum::Json(render(&record::<R>(&written.record)));
     let response = match single(op, &written.results) {
-        Single::Created => (StatusCode::CREATED, axum::Json(render(&written.record))).into_response(),
-        Single::Exists => (StatusCode::OK, axum::Json(render(&written.record))).into_response(),
+        Single::Created => (StatusCode::CREATED, stored()).into_response(),
+        Single::Exists => (StatusCode::OK, stored()).into_response(),
         Single::Failed(problem) => problem.into_response(),
     };
-    mark_replayed(response, written.replayed)
+    Ok(mark_replayed(response, written.replayed))
 }
 
-/// The response to a batch: 200 with the events that were not ok.
-fn batch_response(op: Operation, events: usize, written: &Written) -> Response {
-    let body = crate::results::batch(op, events, &written.results);
-    mark_replayed((StatusCode::OK, axum::Json(body)).into_response(), written.replayed)
+/// Writes a batch in one log entry and answers 200 with the events that
+/// were not ok.
+async fn write_batch<R: bytemuck::Pod>(
+    app: &App,
+    w: &WriteContext<'_>,
+    op: Operation,
+    records: &[R],
+) -> ApiResult<Response> {
+    let written = app.write(w, op, bytemuck::cast_slice(records).to_vec(), None).await?;
+    let body = crate::results::batch(op, records.len(), &written.results);
+    Ok(mark_replayed((StatusCode::OK, axum::Json(body)).into_response(), written.replayed))
+}
+
+/// The records of a batch request's `list`, each converted and checked in
+/// order; a field problem names its item: `transfers[3].amount`.
+fn batch_records<I, R>(
+    list: &str,
+    items: &[I],
+    convert: impl Fn(&I) -> ApiResult<R>,
+    check: impl Fn(&R) -> ApiResult<()>,
+) -> ApiResult<Vec<R>> {
+    check_batch_size(items.len(), list)?;
+    let mut records = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let r = convert(item).map_err(|p| prefix_field(p, list, i))?;
+        check(&r)?;
+        records.push(r);
+    }
+    Ok(records)
+}
+
+/// Names the item of a batch a field problem is in: `transfers[3].amount`.
+pub(crate) fn prefix_field(mut p: Problem, list: &str, index: usize) -> Problem {
+    p.field = Some(match p.field {
+        Some(f) => format!("{list}[{index}].{f}"),
+        None => format!("{list}[{index}]"),
+    });
+    p
 }
 
 /// Fixed-size records from an engine reply body.

@@ -2,7 +2,7 @@
 //! linked, pending, post, void, balancing, closing), read by every role.
 
 use super::paths;
-use super::{batch_response, check_batch_size, record, single_response};
+use super::{batch_records, write_batch, write_one};
 use crate::app::App;
 use crate::dto::{
     BatchResult, Id, IdempotencyKeyHeader, TransferBatchRequest, TransferBody, TransferRequest, parse_id,
@@ -43,8 +43,7 @@ pub async fn create(
     let t = req.to_record()?;
     check_scope(&principal, &t)?;
     let w = WriteContext::new(&principal, &ctx, paths::CREATE_TRANSFER, Some(&key));
-    let written = app.write(&w, Operation::CreateTransfers, bytemuck::bytes_of(&t).to_vec(), None).await?;
-    Ok(single_response(Operation::CreateTransfers, &written, |r| TransferBody::from(&record::<Transfer>(r))))
+    write_one(&app, &w, Operation::CreateTransfers, &t, |t| TransferBody::from(t)).await
 }
 
 /// Create up to 8190 transfers in one atomic log entry (operator).
@@ -63,26 +62,10 @@ pub async fn create_batch(
     JsonBody(req): JsonBody<TransferBatchRequest>,
 ) -> ApiResult<Response> {
     principal.require(&[Role::Operator])?;
-    check_batch_size(req.transfers.len(), "transfers")?;
-    let mut records = Vec::with_capacity(req.transfers.len());
-    for (i, t) in req.transfers.iter().enumerate() {
-        let r = t.to_record().map_err(|p| prefix_field(p, "transfers", i))?;
-        check_scope(&principal, &r)?;
-        records.push(r);
-    }
+    let records =
+        batch_records("transfers", &req.transfers, TransferRequest::to_record, |t| check_scope(&principal, t))?;
     let w = WriteContext::new(&principal, &ctx, paths::CREATE_TRANSFERS, Some(&key));
-    let body = bytemuck::cast_slice(&records).to_vec();
-    let written = app.write(&w, Operation::CreateTransfers, body, None).await?;
-    Ok(batch_response(Operation::CreateTransfers, records.len(), &written))
-}
-
-/// Names the item of a batch a field problem is in: `transfers[3].amount`.
-pub(crate) fn prefix_field(mut p: Problem, list: &str, index: usize) -> Problem {
-    p.field = Some(match p.field {
-        Some(f) => format!("{list}[{index}].{f}"),
-        None => format!("{list}[{index}]"),
-    });
-    p
+    write_batch(&app, &w, Operation::CreateTransfers, &records).await
 }
 
 /// Look a transfer up.
