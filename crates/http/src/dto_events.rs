@@ -95,9 +95,14 @@ pub fn type_name(kind: u8) -> Option<&'static str> {
     })
 }
 
+/// A name in a list of event types that names no type or family.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown event type {0:?}")]
+pub struct UnknownEventType(pub String);
+
 /// The wire kind bit mask for a list of type prefixes (`transfer`,
 /// `transfer.posted`, `order`, …); unknown names are errors.
-pub fn kinds_mask(types: &str) -> Result<u32, String> {
+pub fn kinds_mask(types: &str) -> Result<u32, UnknownEventType> {
     let mut mask = 0u32;
     for t in types.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         let matched: u32 = (1..=kind::MAX)
@@ -105,7 +110,7 @@ pub fn kinds_mask(types: &str) -> Result<u32, String> {
             .map(|k| 1u32 << k)
             .sum();
         if matched == 0 {
-            return Err(format!("unknown event type {t:?}"));
+            return Err(UnknownEventType(t.to_string()));
         }
         mask |= matched;
     }

@@ -190,7 +190,7 @@ fn parse_seq(s: Option<&str>, field: &str) -> ApiResult<u64> {
 }
 
 fn parse_types(types: Option<&str>) -> ApiResult<u32> {
-    types.map_or(Ok(0), |t| kinds_mask(t).map_err(|e| Problem::invalid_field("types", e)))
+    types.map_or(Ok(0), |t| kinds_mask(t).map_err(|e| Problem::invalid_field("types", e.to_string())))
 }
 
 /// One page from the engine, decoded.

@@ -151,6 +151,24 @@ pub(crate) fn prefix_field(mut p: Problem, list: &str, index: usize) -> Problem 
     p
 }
 
+/// An engine reply a route cannot decode (a bug, or engine and API of
+/// different versions): answered 500.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    #[error("short {0} reply")]
+    Short(&'static str),
+    #[error("an {0} reply is not a whole number of records")]
+    Ragged(&'static str),
+    #[error("{0}")]
+    Record(String),
+}
+
+impl From<ReplyError> for Problem {
+    fn from(e: ReplyError) -> Problem {
+        Problem::internal(e.to_string())
+    }
+}
+
 /// Fixed-size records from an engine reply body.
 fn records<T: bytemuck::Pod>(body: &[u8]) -> Vec<T> {
     body.chunks_exact(std::mem::size_of::<T>()).map(bytemuck::pod_read_unaligned).collect()

@@ -227,7 +227,7 @@ pub async fn create(
     if req.types.len() > 64 {
         return Err(Problem::invalid_field("types", "at most 64 types"));
     }
-    let kinds = kinds_mask(&req.types.join(",")).map_err(|e| Problem::invalid_field("types", e))?;
+    let kinds = kinds_mask(&req.types.join(",")).map_err(|e| Problem::invalid_field("types", e.to_string()))?;
     let secret = match &req.secret {
         Some(s) if (SECRET_MIN..=SECRET_MAX).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()) => s.clone(),
         Some(_) => {
