@@ -36,6 +36,11 @@ pub fn parse_u64(field: &str, s: &str) -> ApiResult<u64> {
     u64::try_from(v).map_err(|_| Problem::invalid_field(field, format!("{field} exceeds 2^64 - 1")))
 }
 
+/// An optional field parsed by `parse`; absent is 0.
+pub(crate) fn or_zero<T: Default>(field: &str, v: Option<&str>, parse: fn(&str, &str) -> ApiResult<T>) -> ApiResult<T> {
+    v.map(|s| parse(field, s)).transpose().map(Option::unwrap_or_default)
+}
+
 const ACCOUNT_FLAGS: [(&str, u16); 5] = [
     ("linked", AF::LINKED),
     ("debits_must_not_exceed_credits", AF::DEBITS_MUST_NOT_EXCEED_CREDITS),
@@ -263,13 +268,8 @@ impl AccountRequest {
             ledger: self.ledger,
             code: self.code,
             flags: parse_flags(&self.flags, &ACCOUNT_FLAGS, "flags")?,
-            user_data_128: self
-                .user_data_128
-                .as_deref()
-                .map(|s| parse_decimal("user_data_128", s))
-                .transpose()?
-                .unwrap_or(0),
-            user_data_64: self.user_data_64.as_deref().map(|s| parse_u64("user_data_64", s)).transpose()?.unwrap_or(0),
+            user_data_128: or_zero("user_data_128", self.user_data_128.as_deref(), parse_decimal)?,
+            user_data_64: or_zero("user_data_64", self.user_data_64.as_deref(), parse_u64)?,
             user_data_32: self.user_data_32.unwrap_or(0),
             ..Default::default()
         })
@@ -411,7 +411,6 @@ pub struct TransferRequest {
 impl TransferRequest {
     pub fn to_record(&self) -> ApiResult<Transfer> {
         let flags = parse_flags(&self.flags, &TRANSFER_FLAGS, "flags")?;
-        let optional_id = |field: &str, v: &Option<String>| v.as_deref().map(|s| parse_id(field, s)).transpose();
         let amount = match self.amount.as_deref() {
             Some(s) => parse_decimal("amount", s)?,
             None if flags & TF::POST_PENDING != 0 => u128::MAX,
@@ -420,17 +419,12 @@ impl TransferRequest {
         };
         Ok(Transfer {
             id: parse_id("id", &self.id)?,
-            debit_account_id: optional_id("debit_account_id", &self.debit_account_id)?.unwrap_or(0),
-            credit_account_id: optional_id("credit_account_id", &self.credit_account_id)?.unwrap_or(0),
+            debit_account_id: or_zero("debit_account_id", self.debit_account_id.as_deref(), parse_id)?,
+            credit_account_id: or_zero("credit_account_id", self.credit_account_id.as_deref(), parse_id)?,
             amount,
-            pending_id: optional_id("pending_id", &self.pending_id)?.unwrap_or(0),
-            user_data_128: self
-                .user_data_128
-                .as_deref()
-                .map(|s| parse_decimal("user_data_128", s))
-                .transpose()?
-                .unwrap_or(0),
-            user_data_64: self.user_data_64.as_deref().map(|s| parse_u64("user_data_64", s)).transpose()?.unwrap_or(0),
+            pending_id: or_zero("pending_id", self.pending_id.as_deref(), parse_id)?,
+            user_data_128: or_zero("user_data_128", self.user_data_128.as_deref(), parse_decimal)?,
+            user_data_64: or_zero("user_data_64", self.user_data_64.as_deref(), parse_u64)?,
             user_data_32: self.user_data_32.unwrap_or(0),
             timeout: self.timeout.unwrap_or(0),
             ledger: self.ledger.unwrap_or(0),
@@ -548,6 +542,13 @@ impl From<&BalanceRecord> for BalanceBody {
 pub struct Page<T> {
     pub data: Vec<T>,
     pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// The same page with each item rendered.
+    pub fn map<'a, U>(&'a self, render: impl FnMut(&'a T) -> U) -> Page<U> {
+        Page { data: self.data.iter().map(render).collect(), next_cursor: self.next_cursor.clone() }
+    }
 }
 
 // ---------------------------------------------------------------- keys

@@ -95,9 +95,14 @@ pub fn type_name(kind: u8) -> Option<&'static str> {
     })
 }
 
+/// A name in a list of event types that names no type or family.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown event type {0:?}")]
+pub struct UnknownEventType(pub String);
+
 /// The wire kind bit mask for a list of type prefixes (`transfer`,
 /// `transfer.posted`, `order`, …); unknown names are errors.
-pub fn kinds_mask(types: &str) -> Result<u32, String> {
+pub fn kinds_mask(types: &str) -> Result<u32, UnknownEventType> {
     let mut mask = 0u32;
     for t in types.split(',').map(str::trim).filter(|t| !t.is_empty()) {
         let matched: u32 = (1..=kind::MAX)
@@ -105,7 +110,7 @@ pub fn kinds_mask(types: &str) -> Result<u32, String> {
             .map(|k| 1u32 << k)
             .sum();
         if matched == 0 {
-            return Err(format!("unknown event type {t:?}"));
+            return Err(UnknownEventType(t.to_string()));
         }
         mask |= matched;
     }
@@ -289,7 +294,10 @@ fn write_transfer_json(seq: u64, timestamp: u64, k: u8, p: &[u8], out: &mut Vec<
     let t: Transfer = record(p.get(..Transfer::SIZE).ok_or("short transfer")?)?;
     let pending = u128::from_le_bytes(p.get(Transfer::SIZE..).ok_or("short")?.try_into().map_err(|_| "size")?);
     let mut buf = itoa::Buffer::new();
-    let mut num = |out: &mut Vec<u8>, quoted: bool, v: u128| {
+    // Each field: the JSON text before it (key, punctuation), then the
+    // number, quoted where serde writes a string.
+    let mut field = |out: &mut Vec<u8>, before: &[u8], quoted: bool, v: u128| {
+        out.extend_from_slice(before);
         if quoted {
             out.push(b'"');
         }
@@ -298,32 +306,20 @@ fn write_transfer_json(seq: u64, timestamp: u64, k: u8, p: &[u8], out: &mut Vec<
             out.push(b'"');
         }
     };
-    out.extend_from_slice(b"{\"seq\":");
-    num(out, false, u128::from(seq));
+    field(out, b"{\"seq\":", false, u128::from(seq));
     out.extend_from_slice(b",\"type\":\"");
     out.extend_from_slice(type_name(k).ok_or("not a transfer kind")?.as_bytes());
-    out.extend_from_slice(b"\",\"version\":");
-    num(out, false, u128::from(EVENT_VERSION));
-    out.extend_from_slice(b",\"timestamp\":");
-    num(out, true, u128::from(timestamp));
-    out.extend_from_slice(b",\"accounts\":[");
-    num(out, true, t.debit_account_id);
-    out.push(b',');
-    num(out, true, t.credit_account_id);
-    out.extend_from_slice(b"],\"data\":{\"id\":");
-    num(out, true, t.id);
-    out.extend_from_slice(b",\"debit_account_id\":");
-    num(out, true, t.debit_account_id);
-    out.extend_from_slice(b",\"credit_account_id\":");
-    num(out, true, t.credit_account_id);
-    out.extend_from_slice(b",\"amount\":");
-    num(out, true, t.amount);
-    out.extend_from_slice(b",\"pending_id\":");
-    num(out, true, t.pending_id);
-    out.extend_from_slice(b",\"ledger\":");
-    num(out, false, u128::from(t.ledger));
-    out.extend_from_slice(b",\"code\":");
-    num(out, false, u128::from(t.code));
+    field(out, b"\",\"version\":", false, u128::from(EVENT_VERSION));
+    field(out, b",\"timestamp\":", true, u128::from(timestamp));
+    field(out, b",\"accounts\":[", true, t.debit_account_id);
+    field(out, b",", true, t.credit_account_id);
+    field(out, b"],\"data\":{\"id\":", true, t.id);
+    field(out, b",\"debit_account_id\":", true, t.debit_account_id);
+    field(out, b",\"credit_account_id\":", true, t.credit_account_id);
+    field(out, b",\"amount\":", true, t.amount);
+    field(out, b",\"pending_id\":", true, t.pending_id);
+    field(out, b",\"ledger\":", false, u128::from(t.ledger));
+    field(out, b",\"code\":", false, u128::from(t.code));
     out.extend_from_slice(b",\"flags\":[");
     let mut first = true;
     for (name, bit) in crate::dto::TRANSFER_FLAGS {
@@ -337,19 +333,13 @@ fn write_transfer_json(seq: u64, timestamp: u64, k: u8, p: &[u8], out: &mut Vec<
             out.push(b'"');
         }
     }
-    out.extend_from_slice(b"],\"timeout\":");
-    num(out, false, u128::from(t.timeout));
-    out.extend_from_slice(b",\"user_data_128\":");
-    num(out, true, t.user_data_128);
-    out.extend_from_slice(b",\"user_data_64\":");
-    num(out, true, u128::from(t.user_data_64));
-    out.extend_from_slice(b",\"user_data_32\":");
-    num(out, false, u128::from(t.user_data_32));
-    out.extend_from_slice(b",\"timestamp\":");
-    num(out, true, u128::from(t.timestamp));
+    field(out, b"],\"timeout\":", false, u128::from(t.timeout));
+    field(out, b",\"user_data_128\":", true, t.user_data_128);
+    field(out, b",\"user_data_64\":", true, u128::from(t.user_data_64));
+    field(out, b",\"user_data_32\":", false, u128::from(t.user_data_32));
+    field(out, b",\"timestamp\":", true, u128::from(t.timestamp));
     if t.pending_id != 0 || k == kind::TRANSFER_EXPIRED {
-        out.extend_from_slice(b",\"pending_amount\":");
-        num(out, true, pending);
+        field(out, b",\"pending_amount\":", true, pending);
     }
     out.extend_from_slice(b"}}");
     Ok(())

@@ -4,7 +4,7 @@
 //! travels in plaintext only between the client and this edge: it is sealed
 //! with the order's id as associated data before the command is logged.
 
-use crate::dto::{Id, U64, U128, names_schema, parse_decimal, parse_id, parse_u64};
+use crate::dto::{Id, U64, U128, names_schema, or_zero, parse_decimal, parse_id, parse_u64};
 use crate::problem::{ApiResult, Problem};
 use axum::http::StatusCode;
 use bursar_core::limits::{REASON_MAX, REFERENCE_MAX};
@@ -214,7 +214,7 @@ impl OrderRequest {
         let id = parse_id("id", &self.id)?;
         let customer_id = parse_id("customer_id", &self.customer_id)?;
         let source_amount = parse_decimal("source_amount", &self.source_amount)?;
-        let payout_at = self.payout_at.as_deref().map(|s| parse_u64("payout_at", s)).transpose()?.unwrap_or(0);
+        let payout_at = or_zero("payout_at", self.payout_at.as_deref(), parse_u64)?;
         let ledger = |field: &str, code: &str| {
             config.ledger_of(code).ok_or_else(|| {
                 let known: Vec<&str> = config.assets.iter().map(|a| a.code.as_str()).collect();

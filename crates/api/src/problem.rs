@@ -3,6 +3,8 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use std::collections::BTreeMap;
+use utoipa::openapi::{Ref, RefOr};
 use utoipa::{ToResponse, ToSchema};
 
 /// An error response.
@@ -116,6 +118,57 @@ pub struct TooManyRequests(pub ProblemBody);
     headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))
 )]
 pub struct Unavailable(pub ProblemBody);
+
+/// Declares a set of problem responses that the routes' annotations name
+/// at once: `responses((status = 200, ...), problem::LookupProblems)`.
+macro_rules! problem_set {
+    ($(#[$doc:meta])* $name:ident { $($status:literal => $response:ident),* $(,)? }) => {
+        $(#[$doc])*
+        pub struct $name;
+
+        impl utoipa::IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::response::Response>> {
+                // References to the components, as `(status = 404, response = NotFound)` makes.
+                [$(($status, <$response as ToResponse>::response().0)),*]
+                    .into_iter()
+                    .map(|(status, name)| (status.to_string(), Ref::from_response_name(name).into()))
+                    .collect()
+            }
+        }
+    };
+}
+
+problem_set! {
+    /// What reading one record can answer besides the record.
+    LookupProblems {
+        400 => BadRequest, 401 => Unauthorized, 403 => Forbidden, 404 => NotFound, 500 => InternalError,
+        503 => Unavailable,
+    }
+}
+
+problem_set! {
+    /// What every route that checks its input and the key's role can
+    /// answer (reading a trail or a feed answers nothing else).
+    BaseProblems { 400 => BadRequest, 401 => Unauthorized, 403 => Forbidden, 500 => InternalError, 503 => Unavailable }
+}
+
+problem_set! {
+    /// What a create with a JSON body can answer besides the record.
+    CreateProblems {
+        400 => BadRequest, 401 => Unauthorized, 403 => Forbidden, 409 => Conflict, 413 => PayloadTooLarge,
+        415 => UnsupportedMediaType, 422 => Unprocessable, 500 => InternalError, 503 => Unavailable,
+    }
+}
+
+problem_set! {
+    /// What a command on an existing record can answer besides the record:
+    /// those of a create, and 404.
+    CommandProblems {
+        400 => BadRequest, 401 => Unauthorized, 403 => Forbidden, 404 => NotFound, 409 => Conflict,
+        413 => PayloadTooLarge, 415 => UnsupportedMediaType, 422 => Unprocessable, 500 => InternalError,
+        503 => Unavailable,
+    }
+}
 
 impl Problem {
     pub fn new(status: StatusCode, code: impl Into<String>, detail: impl Into<String>) -> Problem {

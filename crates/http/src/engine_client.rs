@@ -24,8 +24,8 @@ pub struct Written {
 pub struct WriteContext<'a> {
     pub principal: &'a Principal,
     pub request_id: &'a str,
-    /// For example `POST /v1/transfers`.
-    pub route: &'a str,
+    /// For example `POST /v1/transfers`: the route's name from the table.
+    pub route: &'static str,
     pub idempotency_key: Option<&'a IdempotencyKey>,
 }
 
@@ -33,10 +33,10 @@ impl<'a> WriteContext<'a> {
     pub fn new(
         principal: &'a Principal,
         ctx: &'a crate::extract::RequestContext,
-        route: &'a str,
+        route: crate::routes::paths::Route,
         idempotency_key: Option<&'a IdempotencyKey>,
     ) -> WriteContext<'a> {
-        WriteContext { principal, request_id: &ctx.request_id, route, idempotency_key }
+        WriteContext { principal, request_id: &ctx.request_id, route: route.name, idempotency_key }
     }
 }
 

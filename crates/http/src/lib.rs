@@ -59,19 +59,30 @@ pub fn metrics_handle() -> Option<metrics_exporter_prometheus::PrometheusHandle>
         .clone()
 }
 
+/// Why the HTTP API did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] serve::TlsError),
+    #[error("cannot listen on {addr}: {error}")]
+    Listen { addr: SocketAddr, error: std::io::Error },
+    #[error("{0}")]
+    LocalAddr(std::io::Error),
+}
+
 /// Binds `listen` and serves the API on the node's runtime.
 pub fn start(
     node: &NodeHandle,
     listen: SocketAddr,
     config: HttpConfig,
     tls: Option<&TlsFiles>,
-) -> Result<HttpServer, String> {
+) -> Result<HttpServer, StartError> {
     let acceptor = tls.map(serve::tls_acceptor).transpose()?;
     let listener = node
         .runtime
         .block_on(tokio::net::TcpListener::bind(listen))
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|error| StartError::Listen { addr: listen, error })?;
+    let addr = listener.local_addr().map_err(StartError::LocalAddr)?;
     let access = {
         let _runtime = node.runtime.enter();
         access::AccessRecorder::start(node.engine_handle(), node.stop.clone())

@@ -192,4 +192,21 @@ mod tests {
             }
         }
     }
+
+    /// The annotations name their route's path from the route table, but
+    /// their method is a keyword of their own: the document and the table
+    /// must list the same methods and paths.
+    #[test]
+    fn operations_are_the_route_table() {
+        let doc: Value = serde_json::from_str(&document()).unwrap();
+        let mut documented = std::collections::BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                documented.insert(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+        let table: std::collections::BTreeSet<String> =
+            crate::routes::paths::ALL.iter().map(|r| r.name.to_string()).collect();
+        assert_eq!(documented, table);
+    }
 }

@@ -25,27 +25,46 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// Why the HTTPS files are unusable; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading {}: {error}", path.display())]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("{}: not a PEM certificate chain: {error}", path.display())]
+    NotCertificates { path: PathBuf, error: std::io::Error },
+    #[error("{} holds no certificate", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{}: not a PEM private key: {error}", path.display())]
+    NotPrivateKey { path: PathBuf, error: std::io::Error },
+    #[error("{} holds no private key", path.display())]
+    NoPrivateKey { path: PathBuf },
+    #[error("{0}")]
+    Protocols(rustls::Error),
+    #[error("the certificate and key do not fit together: {0}")]
+    Mismatch(rustls::Error),
+}
+
 /// Loads the certificate chain and key; errors name the file.
-pub fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, String> {
-    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()));
+pub fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|error| TlsError::Read { path: p.clone(), error });
     let cert_pem = read(&files.cert)?;
     let key_pem = read(&files.key)?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: not a PEM certificate chain: {e}", files.cert.display()))?;
+        .map_err(|error| TlsError::NotCertificates { path: files.cert.clone(), error })?;
     if certs.is_empty() {
-        return Err(format!("{} holds no certificate", files.cert.display()));
+        return Err(TlsError::NoCertificate { path: files.cert.clone() });
     }
     let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| format!("{}: not a PEM private key: {e}", files.key.display()))?
-        .ok_or_else(|| format!("{} holds no private key", files.key.display()))?;
+        .map_err(|error| TlsError::NotPrivateKey { path: files.key.clone(), error })?
+        .ok_or_else(|| TlsError::NoPrivateKey { path: files.key.clone() })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .map_err(TlsError::Protocols)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("the certificate and key do not fit together: {e}"))?;
+        .map_err(TlsError::Mismatch)?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -34,11 +34,7 @@ fn node() -> TestNode {
 }
 
 fn order_body(id: u128) -> Value {
-    json!({
-        "id": id.to_string(), "customer_id": "77", "source_asset": "USD", "source_amount": "10000",
-        "target_asset": "EUR", "sender": {"name": "Quintessa Marlowe", "country": "GB"},
-        "recipient": {"name": RECIPIENT, "bank_account": "DE89370400440532013000"},
-    })
+    common::order_body(id, "Quintessa Marlowe")
 }
 
 /// What the executor and the bank connector do in a running node: plain

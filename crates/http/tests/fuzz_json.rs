@@ -68,15 +68,7 @@ const NAMES: &[&str] = &[
 ];
 
 fn order_body(id: u128) -> Value {
-    json!({
-        "id": id.to_string(),
-        "customer_id": "77",
-        "source_asset": "USD",
-        "source_amount": "10000",
-        "target_asset": "EUR",
-        "sender": {"name": "Quintessa Marlowe", "country": "GB"},
-        "recipient": {"name": "Bartholomew Ickenham", "bank_account": "DE89370400440532013000"},
-    })
+    common::order_body(id, "Quintessa Marlowe")
 }
 
 /// Every route that takes a JSON body, with a valid body.

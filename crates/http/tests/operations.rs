@@ -58,3 +58,23 @@ fn metrics_count_requests_idempotency_and_the_engine() {
         .unwrap();
     assert!(replayed >= 1.0, "the replay was counted");
 }
+
+/// The router serves every route of the table, with its method: none falls
+/// through to "no such route" or "method not allowed".
+#[test]
+fn every_route_of_the_table_is_served() {
+    use bursar_http::routes::paths;
+    let node = TestNode::start();
+    for route in paths::ALL {
+        let method = match route.method {
+            paths::Method::Get => Method::GET,
+            paths::Method::Post => Method::POST,
+            paths::Method::Delete => Method::DELETE,
+        };
+        let r = node.client.send(Req::new(method, route.path.replace("{id}", "1")));
+        assert_ne!(r.status, 405, "{}: {}", route.name, r.body);
+        if r.status == 404 {
+            assert_ne!(r.json()["detail"], "no such route", "{}", route.name);
+        }
+    }
+}

@@ -74,15 +74,7 @@ fn create_ledgers(client: &Client) {
 }
 
 fn order_body(id: u128) -> Value {
-    json!({
-        "id": id.to_string(),
-        "customer_id": "77",
-        "source_asset": "USD",
-        "source_amount": "10000",
-        "target_asset": "EUR",
-        "sender": {"name": SENDER, "country": "GB"},
-        "recipient": {"name": RECIPIENT, "bank_account": IBAN},
-    })
+    common::order_body(id, SENDER)
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The access trail (admin, auditors and compliance not restricted to
 //! ledgers): personal-data reads and 401/403 refusals (see `crate::access`).
 
-use super::page_limit;
+use super::paths;
+use super::{ReplyError, page_limit};
 use crate::app::App;
 use crate::dto::{AccessBody, Page};
 use crate::extract::{Principal, QueryParams};
@@ -29,15 +30,11 @@ pub struct AccessQuery {
 
 /// Access records in order: who read decrypted personal data, and every
 /// refused request (aggregated per client per second, with a count).
-#[utoipa::path(get, path = "/v1/access-log", operation_id = "list_access_log", tag = "audit",
+#[utoipa::path(get, path = paths::LIST_ACCESS_LOG.path, operation_id = "list_access_log", tag = "audit",
     params(AccessQuery),
     responses(
         (status = 200, description = "A page of access records", body = Page<AccessBody>),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::BaseProblems,
     ),
     security(("bearer" = [])))]
 pub async fn list(
@@ -56,7 +53,7 @@ pub async fn list(
     let after_seq = super::cursor::<u64>(q.cursor.as_deref())?;
     let filter = AccessFilter { after_seq, limit, kind, reserved: [0; 3] };
     let response = app.read(Operation::ListAccess, bytemuck::bytes_of(&filter).to_vec()).await?;
-    let (scanned_to, records) = decode(&response.body).map_err(Problem::internal)?;
+    let (scanned_to, records) = decode(&response.body)?;
     // A kind filter scans a bounded window: a short page may still have a next one.
     let window_done = kind != 0 && scanned_to >= after_seq.saturating_add(u64::from(limit) * 64);
     let next_cursor = (records.len() == limit as usize || window_done).then(|| scanned_to.to_string());
@@ -64,11 +61,11 @@ pub async fn list(
 }
 
 /// `scanned_to: u64`, then fixed-size records, as the engine sends them.
-fn decode(body: &[u8]) -> Result<(u64, Vec<AccessRecord>), String> {
-    let head = body.get(..8).ok_or("short access reply")?;
+fn decode(body: &[u8]) -> Result<(u64, Vec<AccessRecord>), ReplyError> {
+    let head = body.get(..8).ok_or(ReplyError::Short("access"))?;
     let rest = &body[8..];
     if !rest.len().is_multiple_of(AccessRecord::SIZE) {
-        return Err("an access reply is not a whole number of records".into());
+        return Err(ReplyError::Ragged("access"));
     }
     let scanned_to = u64::from_le_bytes(head.try_into().expect("8 bytes"));
     Ok((scanned_to, rest.chunks_exact(AccessRecord::SIZE).map(bytemuck::pod_read_unaligned).collect()))

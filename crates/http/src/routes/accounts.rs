@@ -1,8 +1,8 @@
 //! Accounts: created by operators, read by every role; an account's
 //! transfers and balance history, paginated by timestamp.
 
-use super::transfers::prefix_field;
-use super::{batch_response, check_batch_size, page_limit, record, single_response};
+use super::paths;
+use super::{batch_records, page_limit, write_batch, write_one};
 use crate::app::App;
 use crate::dto::{
     AccountBatchRequest, AccountBody, AccountCreated, AccountRequest, BalanceBody, BatchResult, Id,
@@ -20,20 +20,12 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 /// Create an account (operator).
-#[utoipa::path(post, path = "/v1/accounts", operation_id = "create_account", tag = "accounts", request_body = AccountRequest,
+#[utoipa::path(post, path = paths::CREATE_ACCOUNT.path, operation_id = "create_account", tag = "accounts", request_body = AccountRequest,
     params(IdempotencyKeyHeader),
     responses(
         (status = 201, description = "Created", body = AccountCreated),
         (status = 200, description = "The account exists with the same fields", body = AccountCreated),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 409, response = problem::Conflict),
-        (status = 413, response = problem::PayloadTooLarge),
-        (status = 415, response = problem::UnsupportedMediaType),
-        (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::CreateProblems,
     ),
     security(("bearer" = [])))]
 pub async fn create(
@@ -46,25 +38,16 @@ pub async fn create(
     principal.require(&[Role::Operator])?;
     let a = req.to_record()?;
     principal.require_ledger(a.ledger)?;
-    let w = WriteContext::new(&principal, &ctx, "POST /v1/accounts", Some(&key));
-    let written = app.write(&w, Operation::CreateAccounts, bytemuck::bytes_of(&a).to_vec(), None).await?;
-    Ok(single_response(Operation::CreateAccounts, &written, |r| AccountCreated::from(&record::<Account>(r))))
+    let w = WriteContext::new(&principal, &ctx, paths::CREATE_ACCOUNT, Some(&key));
+    write_one(&app, &w, Operation::CreateAccounts, &a, |a| AccountCreated::from(a)).await
 }
 
 /// Create up to 8190 accounts in one atomic log entry (operator).
-#[utoipa::path(post, path = "/v1/accounts/batch", operation_id = "create_accounts", tag = "accounts", request_body = AccountBatchRequest,
+#[utoipa::path(post, path = paths::CREATE_ACCOUNTS.path, operation_id = "create_accounts", tag = "accounts", request_body = AccountBatchRequest,
     params(IdempotencyKeyHeader),
     responses(
         (status = 200, description = "Applied; the events that were not ok", body = BatchResult),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 409, response = problem::Conflict),
-        (status = 413, response = problem::PayloadTooLarge),
-        (status = 415, response = problem::UnsupportedMediaType),
-        (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::CreateProblems,
     ),
     security(("bearer" = [])))]
 pub async fn create_batch(
@@ -75,16 +58,10 @@ pub async fn create_batch(
     JsonBody(req): JsonBody<AccountBatchRequest>,
 ) -> ApiResult<Response> {
     principal.require(&[Role::Operator])?;
-    check_batch_size(req.accounts.len(), "accounts")?;
-    let mut records = Vec::with_capacity(req.accounts.len());
-    for (i, a) in req.accounts.iter().enumerate() {
-        let r = a.to_record().map_err(|p| prefix_field(p, "accounts", i))?;
-        principal.require_ledger(r.ledger)?;
-        records.push(r);
-    }
-    let w = WriteContext::new(&principal, &ctx, "POST /v1/accounts/batch", Some(&key));
-    let written = app.write(&w, Operation::CreateAccounts, bytemuck::cast_slice(&records).to_vec(), None).await?;
-    Ok(batch_response(Operation::CreateAccounts, records.len(), &written))
+    let records =
+        batch_records("accounts", &req.accounts, AccountRequest::to_record, |a| principal.require_ledger(a.ledger))?;
+    let w = WriteContext::new(&principal, &ctx, paths::CREATE_ACCOUNTS, Some(&key));
+    write_batch(&app, &w, Operation::CreateAccounts, &records).await
 }
 
 /// The account, checked against the key's ledgers.
@@ -100,16 +77,11 @@ async fn account(app: &App, principal: &Principal, id: &str) -> ApiResult<Accoun
 }
 
 /// Look an account up, with its balances.
-#[utoipa::path(get, path = "/v1/accounts/{id}", operation_id = "get_account", tag = "accounts",
+#[utoipa::path(get, path = paths::GET_ACCOUNT.path, operation_id = "get_account", tag = "accounts",
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1")),
     responses(
         (status = 200, description = "The account", body = AccountBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::LookupProblems,
     ),
     security(("bearer" = [])))]
 pub async fn get_one(
@@ -211,17 +183,30 @@ fn next_cursor(f: &AccountFilter, count: usize, last_timestamp: Option<u64>) -> 
     (count == f.limit as usize).then(|| last_timestamp.map(|t| format!("{dir}:{t}"))).flatten()
 }
 
+/// One page of an account's history (`GetAccountTransfers` or
+/// `GetAccountBalances`), and the cursor of the next.
+async fn history<R: bytemuck::Pod>(
+    app: &App,
+    principal: &Principal,
+    id: &str,
+    q: &HistoryQuery,
+    op: Operation,
+    timestamp: impl Fn(&R) -> u64,
+) -> ApiResult<Page<R>> {
+    let a = account(app, principal, id).await?;
+    let f = filter(a.id, q, op == Operation::GetAccountTransfers)?;
+    let response = app.read(op, bytemuck::bytes_of(&f).to_vec()).await?;
+    let rows: Vec<R> = super::records::<R>(&response.body);
+    let next_cursor = next_cursor(&f, rows.len(), rows.last().map(timestamp));
+    Ok(Page { data: rows, next_cursor })
+}
+
 /// An account's transfers, oldest first unless order=desc.
-#[utoipa::path(get, path = "/v1/accounts/{id}/transfers", operation_id = "get_account_transfers", tag = "accounts",
+#[utoipa::path(get, path = paths::GET_ACCOUNT_TRANSFERS.path, operation_id = "get_account_transfers", tag = "accounts",
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1"), HistoryQuery),
     responses(
         (status = 200, description = "A page of the account's transfers", body = Page<TransferBody>),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::LookupProblems,
     ),
     security(("bearer" = [])))]
 pub async fn transfers(
@@ -230,25 +215,16 @@ pub async fn transfers(
     PathId(id): PathId,
     QueryParams(q): QueryParams<HistoryQuery>,
 ) -> ApiResult<axum::Json<Page<TransferBody>>> {
-    let a = account(&app, &principal, &id).await?;
-    let f = filter(a.id, &q, true)?;
-    let response = app.read(Operation::GetAccountTransfers, bytemuck::bytes_of(&f).to_vec()).await?;
-    let rows: Vec<Transfer> = super::records::<Transfer>(&response.body);
-    let next_cursor = next_cursor(&f, rows.len(), rows.last().map(|t| t.timestamp));
-    Ok(axum::Json(Page { data: rows.iter().map(TransferBody::from).collect(), next_cursor }))
+    let page = history(&app, &principal, &id, &q, Operation::GetAccountTransfers, |t: &Transfer| t.timestamp).await?;
+    Ok(axum::Json(page.map(TransferBody::from)))
 }
 
 /// An account's balances after each change (accounts with the history flag).
-#[utoipa::path(get, path = "/v1/accounts/{id}/balances", operation_id = "get_account_balances", tag = "accounts",
+#[utoipa::path(get, path = paths::GET_ACCOUNT_BALANCES.path, operation_id = "get_account_balances", tag = "accounts",
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1"), BalancesQuery),
     responses(
         (status = 200, description = "A page of the account's balances", body = Page<BalanceBody>),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::LookupProblems,
     ),
     security(("bearer" = [])))]
 pub async fn balances(
@@ -257,10 +233,7 @@ pub async fn balances(
     PathId(id): PathId,
     QueryParams(q): QueryParams<HistoryQuery>,
 ) -> ApiResult<axum::Json<Page<BalanceBody>>> {
-    let a = account(&app, &principal, &id).await?;
-    let f = filter(a.id, &q, false)?;
-    let response = app.read(Operation::GetAccountBalances, bytemuck::bytes_of(&f).to_vec()).await?;
-    let rows: Vec<BalanceRecord> = super::records::<BalanceRecord>(&response.body);
-    let next_cursor = next_cursor(&f, rows.len(), rows.last().map(|b| b.timestamp));
-    Ok(axum::Json(Page { data: rows.iter().map(BalanceBody::from).collect(), next_cursor }))
+    let page =
+        history(&app, &principal, &id, &q, Operation::GetAccountBalances, |b: &BalanceRecord| b.timestamp).await?;
+    Ok(axum::Json(page.map(BalanceBody::from)))
 }

@@ -1,10 +1,11 @@
 //! The audit trail (admin, auditors and compliance not restricted to ledgers).
 
-use super::page_limit;
+use super::paths;
+use super::{ReplyError, page_limit};
 use crate::app::App;
 use crate::dto::{AuditBody, Page};
 use crate::extract::{Principal, QueryParams};
-use crate::problem::{self, ApiResult, Problem};
+use crate::problem::{self, ApiResult};
 use axum::extract::State;
 use bursar_core::Operation;
 use bursar_core::command::AuditFilter;
@@ -25,15 +26,11 @@ pub struct AuditQuery {
 }
 
 /// Audit records in order, each chained to the one before by its hash.
-#[utoipa::path(get, path = "/v1/audit", operation_id = "list_audit", tag = "audit",
+#[utoipa::path(get, path = paths::LIST_AUDIT.path, operation_id = "list_audit", tag = "audit",
     params(AuditQuery),
     responses(
         (status = 200, description = "A page of audit records", body = Page<AuditBody>),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::BaseProblems,
     ),
     security(("bearer" = [])))]
 pub async fn list(
@@ -46,21 +43,21 @@ pub async fn list(
     let after_seq = super::cursor::<u64>(q.cursor.as_deref())?;
     let filter = AuditFilter { after_seq, limit, reserved: 0 };
     let response = app.read(Operation::ListAudit, bytemuck::bytes_of(&filter).to_vec()).await?;
-    let records = decode_records(&response.body).map_err(Problem::internal)?;
+    let records = decode_records(&response.body)?;
     let next_cursor = (records.len() == limit as usize).then(|| records.last().map(|r| r.seq.to_string())).flatten();
     Ok(axum::Json(Page { data: records.iter().map(AuditBody::from).collect(), next_cursor }))
 }
 
 /// Length-prefixed encoded records, as the engine sends them.
-fn decode_records(mut body: &[u8]) -> Result<Vec<AuditRecord>, String> {
+fn decode_records(mut body: &[u8]) -> Result<Vec<AuditRecord>, ReplyError> {
     let mut out = Vec::new();
     while !body.is_empty() {
         let len = body
             .get(..4)
             .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
-            .ok_or("short audit reply")?;
-        let record = body.get(4..4 + len).ok_or("short audit reply")?;
-        out.push(AuditRecord::decode(record)?);
+            .ok_or(ReplyError::Short("audit"))?;
+        let record = body.get(4..4 + len).ok_or(ReplyError::Short("audit"))?;
+        out.push(AuditRecord::decode(record).map_err(|e| ReplyError::Record(e.to_string()))?);
         body = &body[4 + len..];
     }
     Ok(out)

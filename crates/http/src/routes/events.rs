@@ -3,6 +3,7 @@
 //! from any sequence. Events span every ledger, so only admins and
 //! unrestricted auditors read them.
 
+use super::paths;
 use crate::app::App;
 use crate::dto_events::{EventBody, decode_page, kinds_mask};
 use crate::extract::{Principal, QueryParams};
@@ -67,15 +68,11 @@ pub struct EventPageBody {
 }
 
 /// Events after a sequence, oldest first.
-#[utoipa::path(get, path = "/v1/events", operation_id = "list_events", tag = "events",
+#[utoipa::path(get, path = paths::LIST_EVENTS.path, operation_id = "list_events", tag = "events",
     params(EventsQuery),
     responses(
         (status = 200, description = "A page of events", body = EventPageBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::BaseProblems,
     ),
     security(("bearer" = [])))]
 pub async fn list(
@@ -111,7 +108,7 @@ pub async fn list(
 
 /// Events as Server-Sent Events: `id` is the sequence, `event` the type,
 /// `data` the event's JSON. Reconnect with `Last-Event-ID` to resume.
-#[utoipa::path(get, path = "/v1/events/stream", operation_id = "stream_events", tag = "events",
+#[utoipa::path(get, path = paths::STREAM_EVENTS.path, operation_id = "stream_events", tag = "events",
     params(StreamQuery),
     responses(
         (status = 200, description = "An endless text/event-stream of events", content_type = "text/event-stream", body = String),
@@ -193,7 +190,7 @@ fn parse_seq(s: Option<&str>, field: &str) -> ApiResult<u64> {
 }
 
 fn parse_types(types: Option<&str>) -> ApiResult<u32> {
-    types.map_or(Ok(0), |t| kinds_mask(t).map_err(|e| Problem::invalid_field("types", e)))
+    types.map_or(Ok(0), |t| kinds_mask(t).map_err(|e| Problem::invalid_field("types", e.to_string())))
 }
 
 /// One page from the engine, decoded.

@@ -3,6 +3,7 @@
 //! period).
 
 use super::mark_replayed;
+use super::paths;
 use crate::app::App;
 use crate::dto::{
     IdempotencyKeyHeader, KeyBody, KeyList, KeyRequest, OptionalIdempotencyKeyHeader, RotateRequest, parse_expiry,
@@ -49,19 +50,11 @@ fn current(app: &App, id: u64) -> Option<KeyBody> {
 }
 
 /// Create an API key (admin). The secret is in this response only.
-#[utoipa::path(post, path = "/v1/keys", operation_id = "create_key", tag = "keys", request_body = KeyRequest,
+#[utoipa::path(post, path = paths::CREATE_KEY.path, operation_id = "create_key", tag = "keys", request_body = KeyRequest,
     params(IdempotencyKeyHeader),
     responses(
         (status = 201, description = "Created; the secret is shown only here (not on a replay)", body = KeyBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 409, response = problem::Conflict),
-        (status = 413, response = problem::PayloadTooLarge),
-        (status = 415, response = problem::UnsupportedMediaType),
-        (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::CreateProblems,
     ),
     security(("bearer" = [])))]
 pub async fn create(
@@ -92,7 +85,7 @@ pub async fn create(
         .expect("invariant: bounds checked above")
         .expiring(expires_at)
         .limited(rate_limit);
-    let w = WriteContext::new(&principal, &ctx, "POST /v1/keys", Some(&key));
+    let w = WriteContext::new(&principal, &ctx, paths::CREATE_KEY, Some(&key));
     let canonical = serde_json::to_vec(&req).expect("a key request serializes");
     let written = app.write(&w, Operation::CreateKeys, bytemuck::bytes_of(&event).to_vec(), Some(&canonical)).await?;
     new.respond(&app, Operation::CreateKeys, written, token)
@@ -153,21 +146,12 @@ pub const ROTATE_GRACE_DEFAULT: u64 = 3600;
 /// Rotate an API key (admin): a new key with the same role, ledgers, name
 /// and rate limit, and a new secret (shown only here). The old key keeps
 /// working for `grace_seconds` (log time), never longer than it would have.
-#[utoipa::path(post, path = "/v1/keys/{id}/rotate", operation_id = "rotate_key", tag = "keys",
+#[utoipa::path(post, path = paths::ROTATE_KEY.path, operation_id = "rotate_key", tag = "keys",
     request_body = Option<RotateRequest>,
     params(("id" = u64, Path, description = "The key to replace", example = 1), IdempotencyKeyHeader),
     responses(
         (status = 201, description = "The new key; the secret is shown only here (not on a replay)", body = KeyBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 409, response = problem::Conflict),
-        (status = 413, response = problem::PayloadTooLarge),
-        (status = 415, response = problem::UnsupportedMediaType),
-        (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::CommandProblems,
     ),
     security(("bearer" = [])))]
 pub async fn rotate(
@@ -195,14 +179,14 @@ pub async fn rotate(
         expires_at,
         reserved: [0; 16],
     };
-    let w = WriteContext::new(&principal, &ctx, "POST /v1/keys/{id}/rotate", Some(&key));
+    let w = WriteContext::new(&principal, &ctx, paths::ROTATE_KEY, Some(&key));
     let canonical = serde_json::to_vec(&(id, &req)).expect("a rotate request serializes");
     let written = app.write(&w, Operation::RotateKeys, bytemuck::bytes_of(&event).to_vec(), Some(&canonical)).await?;
     new.respond(&app, Operation::RotateKeys, written, token)
 }
 
 /// List API keys (admin); secrets are never shown.
-#[utoipa::path(get, path = "/v1/keys", operation_id = "list_keys", tag = "keys",
+#[utoipa::path(get, path = paths::LIST_KEYS.path, operation_id = "list_keys", tag = "keys",
     responses(
         (status = 200, description = "Every key", body = KeyList),
         (status = 401, response = problem::Unauthorized),
@@ -217,18 +201,13 @@ pub async fn list(State(app): State<App>, principal: Principal) -> ApiResult<axu
 }
 
 /// Revoke an API key (admin). Revoking a revoked key changes nothing.
-#[utoipa::path(delete, path = "/v1/keys/{id}", operation_id = "revoke_key", tag = "keys",
+#[utoipa::path(delete, path = paths::REVOKE_KEY.path, operation_id = "revoke_key", tag = "keys",
     params(("id" = u64, Path, description = "The key's id", example = 1), OptionalIdempotencyKeyHeader),
     responses(
         (status = 200, description = "The revoked key", body = KeyBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
+        problem::LookupProblems,
         (status = 409, response = problem::Conflict),
         (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
     ),
     security(("bearer" = [])))]
 pub async fn revoke(
@@ -241,7 +220,7 @@ pub async fn revoke(
     principal.require(&[Role::Admin])?;
     let id: u64 = id.parse().map_err(|_| Problem::invalid_field("id", "a key id is a decimal number"))?;
     let event = RevokeEvent { id, reserved: 0 };
-    let route = "DELETE /v1/keys/{id}";
+    let route = paths::REVOKE_KEY;
     let w = WriteContext::new(&principal, &ctx, route, key.as_ref());
     let written = app.write(&w, Operation::RevokeKeys, bytemuck::bytes_of(&event).to_vec(), None).await?;
     let already = written.results.first().is_some_and(|r| r.code == RevokeKeyResult::AlreadyRevoked.code());

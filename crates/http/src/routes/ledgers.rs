@@ -1,7 +1,8 @@
 //! Ledgers: created by admins, listed by every role (scoped keys see their
 //! own ledgers only).
 
-use super::{page_limit, record, single_response};
+use super::paths;
+use super::{page_limit, write_one};
 use crate::app::App;
 use crate::dto::{IdempotencyKeyHeader, LedgerBody, LedgerRequest, Page};
 use crate::engine_client::WriteContext;
@@ -15,20 +16,12 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 /// Create a ledger (admin).
-#[utoipa::path(post, path = "/v1/ledgers", operation_id = "create_ledger", tag = "ledgers", request_body = LedgerRequest,
+#[utoipa::path(post, path = paths::CREATE_LEDGER.path, operation_id = "create_ledger", tag = "ledgers", request_body = LedgerRequest,
     params(IdempotencyKeyHeader),
     responses(
         (status = 201, description = "Created", body = LedgerBody),
         (status = 200, description = "The ledger exists with the same fields", body = LedgerBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 409, response = problem::Conflict),
-        (status = 413, response = problem::PayloadTooLarge),
-        (status = 415, response = problem::UnsupportedMediaType),
-        (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::CreateProblems,
     ),
     security(("bearer" = [])))]
 pub async fn create(
@@ -40,9 +33,8 @@ pub async fn create(
 ) -> ApiResult<Response> {
     principal.require(&[Role::Admin])?;
     let ledger = req.to_record()?;
-    let w = WriteContext::new(&principal, &ctx, "POST /v1/ledgers", Some(&key));
-    let written = app.write(&w, Operation::CreateLedgers, bytemuck::bytes_of(&ledger).to_vec(), None).await?;
-    Ok(single_response(Operation::CreateLedgers, &written, |r| LedgerBody::from(&record::<Ledger>(r))))
+    let w = WriteContext::new(&principal, &ctx, paths::CREATE_LEDGER, Some(&key));
+    write_one(&app, &w, Operation::CreateLedgers, &ledger, |l| LedgerBody::from(l)).await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -58,7 +50,7 @@ pub struct LedgerQuery {
 }
 
 /// List ledgers by id.
-#[utoipa::path(get, path = "/v1/ledgers", operation_id = "list_ledgers", tag = "ledgers",
+#[utoipa::path(get, path = paths::LIST_LEDGERS.path, operation_id = "list_ledgers", tag = "ledgers",
     params(LedgerQuery),
     responses(
         (status = 200, description = "A page of ledgers", body = Page<LedgerBody>),

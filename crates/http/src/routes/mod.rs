@@ -8,52 +8,59 @@ pub mod keys;
 pub mod ledgers;
 pub mod ops;
 pub mod orders;
+pub mod paths;
 pub mod transfers;
 pub mod webhooks;
 
 use crate::app::App;
-use crate::engine_client::Written;
-use crate::problem::Problem;
+use crate::engine_client::WriteContext;
+use crate::problem::{ApiResult, Problem};
 use crate::results::{Single, single};
 use axum::Router;
+use axum::handler::Handler;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use bursar_core::Operation;
 use serde::Serialize;
 
 pub fn router(app: App) -> Router {
+    use paths::*;
     let api = Router::new()
-        .route("/v1/ledgers", post(ledgers::create).get(ledgers::list))
-        .route("/v1/accounts", post(accounts::create))
-        .route("/v1/accounts/batch", post(accounts::create_batch))
-        .route("/v1/accounts/{id}", get(accounts::get_one))
-        .route("/v1/accounts/{id}/transfers", get(accounts::transfers))
-        .route("/v1/accounts/{id}/balances", get(accounts::balances))
-        .route("/v1/transfers", post(transfers::create))
-        .route("/v1/transfers/batch", post(transfers::create_batch))
-        .route("/v1/transfers/{id}", get(transfers::get_one))
-        .route("/v1/orders", post(orders::create).get(orders::list))
-        .route("/v1/orders/{id}", get(orders::get_one))
-        .route("/v1/orders/{id}/events", get(orders::events))
-        .route("/v1/orders/{id}/cancel", post(orders::cancel))
-        .route("/v1/orders/{id}/review", post(orders::review))
-        .route("/v1/orders/{id}/funds", post(orders::funds))
-        .route("/v1/keys", post(keys::create).get(keys::list))
-        .route("/v1/keys/{id}", delete(keys::revoke))
-        .route("/v1/keys/{id}/rotate", post(keys::rotate))
-        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
-        .route("/v1/webhooks/{id}", get(webhooks::get_one).delete(webhooks::delete))
-        .route("/v1/webhooks/{id}/dead-letters", get(webhooks::dead_letters))
-        .route("/v1/webhooks/{id}/replay", post(webhooks::replay))
-        .route("/v1/audit", get(audit::list))
-        .route("/v1/access-log", get(access::list))
-        .route("/v1/events", get(events::list))
-        .route("/v1/events/stream", get(events::stream))
-        .route("/v1/openapi.json", get(ops::openapi))
-        .route("/metrics", get(ops::metrics))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
+        .at(CREATE_LEDGER, ledgers::create)
+        .at(LIST_LEDGERS, ledgers::list)
+        .at(CREATE_ACCOUNT, accounts::create)
+        .at(CREATE_ACCOUNTS, accounts::create_batch)
+        .at(GET_ACCOUNT, accounts::get_one)
+        .at(GET_ACCOUNT_TRANSFERS, accounts::transfers)
+        .at(GET_ACCOUNT_BALANCES, accounts::balances)
+        .at(CREATE_TRANSFER, transfers::create)
+        .at(CREATE_TRANSFERS, transfers::create_batch)
+        .at(GET_TRANSFER, transfers::get_one)
+        .at(CREATE_ORDER, orders::create)
+        .at(LIST_ORDERS, orders::list)
+        .at(GET_ORDER, orders::get_one)
+        .at(GET_ORDER_EVENTS, orders::events)
+        .at(CANCEL_ORDER, orders::cancel)
+        .at(REVIEW_ORDER, orders::review)
+        .at(ORDER_FUNDS_RECEIVED, orders::funds)
+        .at(CREATE_KEY, keys::create)
+        .at(LIST_KEYS, keys::list)
+        .at(REVOKE_KEY, keys::revoke)
+        .at(ROTATE_KEY, keys::rotate)
+        .at(CREATE_WEBHOOK, webhooks::create)
+        .at(LIST_WEBHOOKS, webhooks::list)
+        .at(GET_WEBHOOK, webhooks::get_one)
+        .at(DELETE_WEBHOOK, webhooks::delete)
+        .at(LIST_DEAD_LETTERS, webhooks::dead_letters)
+        .at(REPLAY_WEBHOOK, webhooks::replay)
+        .at(LIST_AUDIT, audit::list)
+        .at(LIST_ACCESS_LOG, access::list)
+        .at(LIST_EVENTS, events::list)
+        .at(STREAM_EVENTS, events::stream)
+        .at(OPENAPI, ops::openapi)
+        .at(METRICS, ops::metrics)
+        .at(HEALTHZ, ops::healthz)
+        .at(READYZ, ops::readyz)
         .route_layer(axum::middleware::from_fn_with_state(app.clone(), crate::middleware::refusals))
         .route_layer(axum::middleware::from_fn(crate::middleware::metrics))
         .fallback(|| async { Problem::not_found("no such route") })
@@ -65,6 +72,18 @@ pub fn router(app: App) -> Router {
     api.with_state(app)
 }
 
+/// Serves a route of the table: several routes on one path share its
+/// method router (axum merges them).
+trait At {
+    fn at<H: Handler<T, App>, T: 'static>(self, route: paths::Route, handler: H) -> Self;
+}
+
+impl At for Router<App> {
+    fn at<H: Handler<T, App>, T: 'static>(self, route: paths::Route, handler: H) -> Self {
+        self.route(route.path, axum::routing::on(route.method.filter(), handler))
+    }
+}
+
 /// Marks replayed responses.
 fn mark_replayed(mut response: Response, replayed: bool) -> Response {
     if replayed {
@@ -73,21 +92,81 @@ fn mark_replayed(mut response: Response, replayed: bool) -> Response {
     response
 }
 
-/// The response to a single-event create: 201 created, 200 exists (both
-/// with the stored record), or the result's problem.
-fn single_response<T: Serialize>(op: Operation, written: &Written, render: impl FnOnce(&[u8]) -> T) -> Response {
+/// Writes the create of one record and answers: 201 created, 200 exists
+/// (both with the stored record), or the result's problem.
+async fn write_one<R: bytemuck::Pod + Default, T: Serialize>(
+    app: &App,
+    w: &WriteContext<'_>,
+    op: Operation,
+    new: &R,
+    render: impl FnOnce(&R) -> T,
+) -> ApiResult<Response> {
+    let written = app.write(w, op, bytemuck::bytes_of(new).to_vec(), None).await?;
+    let stored = || axum::Json(render(&record::<R>(&written.record)));
     let response = match single(op, &written.results) {
-        Single::Created => (StatusCode::CREATED, axum::Json(render(&written.record))).into_response(),
-        Single::Exists => (StatusCode::OK, axum::Json(render(&written.record))).into_response(),
+        Single::Created => (StatusCode::CREATED, stored()).into_response(),
+        Single::Exists => (StatusCode::OK, stored()).into_response(),
         Single::Failed(problem) => problem.into_response(),
     };
-    mark_replayed(response, written.replayed)
+    Ok(mark_replayed(response, written.replayed))
 }
 
-/// The response to a batch: 200 with the events that were not ok.
-fn batch_response(op: Operation, events: usize, written: &Written) -> Response {
-    let body = crate::results::batch(op, events, &written.results);
-    mark_replayed((StatusCode::OK, axum::Json(body)).into_response(), written.replayed)
+/// Writes a batch in one log entry and answers 200 with the events that
+/// were not ok.
+async fn write_batch<R: bytemuck::Pod>(
+    app: &App,
+    w: &WriteContext<'_>,
+    op: Operation,
+    records: &[R],
+) -> ApiResult<Response> {
+    let written = app.write(w, op, bytemuck::cast_slice(records).to_vec(), None).await?;
+    let body = crate::results::batch(op, records.len(), &written.results);
+    Ok(mark_replayed((StatusCode::OK, axum::Json(body)).into_response(), written.replayed))
+}
+
+/// The records of a batch request's `list`, each converted and checked in
+/// order; a field problem names its item: `transfers[3].amount`.
+fn batch_records<I, R>(
+    list: &str,
+    items: &[I],
+    convert: impl Fn(&I) -> ApiResult<R>,
+    check: impl Fn(&R) -> ApiResult<()>,
+) -> ApiResult<Vec<R>> {
+    check_batch_size(items.len(), list)?;
+    let mut records = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let r = convert(item).map_err(|p| prefix_field(p, list, i))?;
+        check(&r)?;
+        records.push(r);
+    }
+    Ok(records)
+}
+
+/// Names the item of a batch a field problem is in: `transfers[3].amount`.
+pub(crate) fn prefix_field(mut p: Problem, list: &str, index: usize) -> Problem {
+    p.field = Some(match p.field {
+        Some(f) => format!("{list}[{index}].{f}"),
+        None => format!("{list}[{index}]"),
+    });
+    p
+}
+
+/// An engine reply a route cannot decode (a bug, or engine and API of
+/// different versions): answered 500.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    #[error("short {0} reply")]
+    Short(&'static str),
+    #[error("an {0} reply is not a whole number of records")]
+    Ragged(&'static str),
+    #[error("{0}")]
+    Record(String),
+}
+
+impl From<ReplyError> for Problem {
+    fn from(e: ReplyError) -> Problem {
+        Problem::internal(e.to_string())
+    }
 }
 
 /// Fixed-size records from an engine reply body.

@@ -1,6 +1,7 @@
 //! Operational endpoints, no key needed: health, readiness, metrics and the
 //! OpenAPI document.
 
+use super::paths;
 use crate::app::App;
 use crate::dto::Status;
 use crate::problem::{self, ApiResult, Problem};
@@ -10,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use std::sync::OnceLock;
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations", responses(
+#[utoipa::path(get, path = paths::HEALTHZ.path, operation_id = "healthz", tag = "operations", responses(
     (status = 200, description = "Up", body = Status),
     (status = 503, response = problem::Unavailable),
 ))]
@@ -19,7 +20,7 @@ pub async fn healthz() -> axum::Json<Status> {
 }
 
 /// The engine answers and everything it applied is durable.
-#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations", responses(
+#[utoipa::path(get, path = paths::READYZ.path, operation_id = "readyz", tag = "operations", responses(
     (status = 200, description = "Ready", body = Status),
     (status = 500, response = problem::InternalError),
     (status = 503, response = problem::Unavailable),
@@ -30,7 +31,7 @@ pub async fn readyz(State(app): State<App>) -> ApiResult<axum::Json<Status>> {
 }
 
 /// Prometheus text format.
-#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations", responses(
+#[utoipa::path(get, path = paths::METRICS.path, operation_id = "metrics", tag = "operations", responses(
     (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain"),
     (status = 503, response = problem::Unavailable),
 ))]
@@ -43,7 +44,7 @@ pub async fn metrics(State(app): State<App>) -> Response {
 }
 
 /// This API's OpenAPI 3 document, generated from the code.
-#[utoipa::path(get, path = "/v1/openapi.json", operation_id = "openapi", tag = "operations", responses(
+#[utoipa::path(get, path = paths::OPENAPI.path, operation_id = "openapi", tag = "operations", responses(
     (status = 200, description = "This document", body = Object, content_type = "application/json"),
     (status = 503, response = problem::Unavailable),
 ))]

@@ -6,6 +6,7 @@
 //! created an order may not review it (maker-checker). Without order
 //! settings every route answers 503 `orders_disabled`.
 
+use super::paths;
 use super::{mark_replayed, page_limit};
 use crate::app::{App, OrdersApi};
 use crate::dto::{Id, IdempotencyKeyHeader, Page, parse_id};
@@ -114,20 +115,12 @@ async fn lookup(app: &App, id: u128) -> ApiResult<Option<Order>> {
 /// Create a payment order (operator). The fee, the timeouts and the fee
 /// policy come from the server's order settings; the personal data is
 /// encrypted before it is logged.
-#[utoipa::path(post, path = "/v1/orders", operation_id = "create_order", tag = "orders", request_body = OrderRequest,
+#[utoipa::path(post, path = paths::CREATE_ORDER.path, operation_id = "create_order", tag = "orders", request_body = OrderRequest,
     params(IdempotencyKeyHeader),
     responses(
         (status = 201, description = "Created", body = OrderBody),
         (status = 200, description = "The order exists with the same fields (personal data is not compared)", body = OrderBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 409, response = problem::Conflict),
-        (status = 413, response = problem::PayloadTooLarge),
-        (status = 415, response = problem::UnsupportedMediaType),
-        (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::CreateProblems,
     ),
     security(("bearer" = [])))]
 pub async fn create(
@@ -150,9 +143,9 @@ pub async fn create(
     let blob = orders.keyring.encrypt(e.id, &pii).map_err(pii_problem)?;
     e.pii[..blob.len()].copy_from_slice(&blob);
     e.pii_len = blob.len() as u16;
-    let w = WriteContext::new(&principal, &ctx, "POST /v1/orders", Some(&key));
+    let w = WriteContext::new(&principal, &ctx, paths::CREATE_ORDER, Some(&key));
     let written = app.write(&w, Operation::CreateOrders, bytemuck::bytes_of(&e).to_vec(), Some(&canonical)).await?;
-    let route = "POST /v1/orders";
+    let route = paths::CREATE_ORDER.name;
     let response = match single(Operation::CreateOrders, &written.results) {
         Single::Created => answer(&app, &orders, &principal, route, StatusCode::CREATED, &written.record).await?,
         Single::Exists => answer(&app, &orders, &principal, route, StatusCode::OK, &written.record).await?,
@@ -162,16 +155,11 @@ pub async fn create(
 }
 
 /// Look an order up.
-#[utoipa::path(get, path = "/v1/orders/{id}", operation_id = "get_order", tag = "orders",
+#[utoipa::path(get, path = paths::GET_ORDER.path, operation_id = "get_order", tag = "orders",
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1001")),
     responses(
         (status = 200, description = "The order; personal data masked for auditors", body = OrderBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::LookupProblems,
     ),
     security(("bearer" = [])))]
 pub async fn get_one(
@@ -184,7 +172,7 @@ pub async fn get_one(
     let o = lookup(&app, id).await?.ok_or_else(|| not_found(id))?;
     check_scope(&principal, &o)?;
     let body = render(&orders, &principal, &o)?;
-    record_reads(&app, &principal, "GET /v1/orders/{id}", StatusCode::OK, [o.id]).await?;
+    record_reads(&app, &principal, paths::GET_ORDER.name, StatusCode::OK, [o.id]).await?;
     Ok(axum::Json(body))
 }
 
@@ -204,7 +192,7 @@ pub struct OrderQuery {
 }
 
 /// List orders by id, optionally in one state.
-#[utoipa::path(get, path = "/v1/orders", operation_id = "list_orders", tag = "orders",
+#[utoipa::path(get, path = paths::LIST_ORDERS.path, operation_id = "list_orders", tag = "orders",
     params(OrderQuery),
     responses(
         (status = 200, description = "A page of orders; personal data masked for auditors", body = Page<OrderBody>),
@@ -235,22 +223,17 @@ pub async fn list(
     // A scoped key sees the orders on its ledgers only (pages may be short).
     let visible: Vec<&Order> = rows.iter().filter(|o| check_scope(&principal, o).is_ok()).collect();
     let data = visible.iter().map(|o| render(&orders, &principal, o)).collect::<ApiResult<Vec<_>>>()?;
-    record_reads(&app, &principal, "GET /v1/orders", StatusCode::OK, visible.iter().map(|o| o.id)).await?;
+    record_reads(&app, &principal, paths::LIST_ORDERS.name, StatusCode::OK, visible.iter().map(|o| o.id)).await?;
     Ok(axum::Json(Page { data, next_cursor }))
 }
 
 /// An order's timeline: its creation, every command (refused ones too) and
 /// deadlines, with the ledger transfers each step made.
-#[utoipa::path(get, path = "/v1/orders/{id}/events", operation_id = "get_order_events", tag = "orders",
+#[utoipa::path(get, path = paths::GET_ORDER_EVENTS.path, operation_id = "get_order_events", tag = "orders",
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1001")),
     responses(
         (status = 200, description = "The order's events, oldest first", body = OrderEventList),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::LookupProblems,
     ),
     security(("bearer" = [])))]
 pub async fn events(
@@ -284,7 +267,7 @@ async fn command(
     ctx: RequestContext,
     key: IdempotencyKey,
     roles: &[Role],
-    route: &str,
+    route: paths::Route,
     id: &str,
     build: impl FnOnce(u128) -> ApiResult<OrderCommand>,
 ) -> ApiResult<Response> {
@@ -306,7 +289,7 @@ async fn command(
     let written = app.write(&w, Operation::OrderCommands, bytemuck::bytes_of(&c).to_vec(), None).await?;
     let response = match single(Operation::OrderCommands, &written.results) {
         Single::Created | Single::Exists => {
-            answer(&app, &orders, &principal, route, StatusCode::OK, &written.record).await?
+            answer(&app, &orders, &principal, route.name, StatusCode::OK, &written.record).await?
         }
         Single::Failed(problem) => problem.into_response(),
     };
@@ -341,21 +324,12 @@ pub fn maker_checker_problem() -> Problem {
 
 /// Cancel an order (operator). Before funds arrive it is `cancelled`; with
 /// funds held or FX locked the money goes back and it is `refunded`.
-#[utoipa::path(post, path = "/v1/orders/{id}/cancel", operation_id = "cancel_order", tag = "orders",
+#[utoipa::path(post, path = paths::CANCEL_ORDER.path, operation_id = "cancel_order", tag = "orders",
     request_body = Option<CancelRequest>,
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1001"), IdempotencyKeyHeader),
     responses(
         (status = 200, description = "The order after the command", body = OrderBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 409, response = problem::Conflict),
-        (status = 413, response = problem::PayloadTooLarge),
-        (status = 415, response = problem::UnsupportedMediaType),
-        (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::CommandProblems,
     ),
     security(("bearer" = [])))]
 pub async fn cancel(
@@ -366,26 +340,17 @@ pub async fn cancel(
     PathId(id): PathId,
     OptionalJsonBody(req): OptionalJsonBody<CancelRequest>,
 ) -> ApiResult<Response> {
-    command(app, principal, ctx, key, MOVERS, "POST /v1/orders/{id}/cancel", &id, |id| req.to_command(id)).await
+    command(app, principal, ctx, key, MOVERS, paths::CANCEL_ORDER, &id, |id| req.to_command(id)).await
 }
 
 /// Decide an order on hold (operator or compliance): approve or reject it.
 /// The key that created the order may not (403 `maker_checker`).
-#[utoipa::path(post, path = "/v1/orders/{id}/review", operation_id = "review_order", tag = "orders",
+#[utoipa::path(post, path = paths::REVIEW_ORDER.path, operation_id = "review_order", tag = "orders",
     request_body = ReviewRequest,
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1001"), IdempotencyKeyHeader),
     responses(
         (status = 200, description = "The order after the command", body = OrderBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 409, response = problem::Conflict),
-        (status = 413, response = problem::PayloadTooLarge),
-        (status = 415, response = problem::UnsupportedMediaType),
-        (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::CommandProblems,
     ),
     security(("bearer" = [])))]
 pub async fn review(
@@ -396,26 +361,17 @@ pub async fn review(
     PathId(id): PathId,
     JsonBody(req): JsonBody<ReviewRequest>,
 ) -> ApiResult<Response> {
-    command(app, principal, ctx, key, REVIEWERS, "POST /v1/orders/{id}/review", &id, |id| req.to_command(id)).await
+    command(app, principal, ctx, key, REVIEWERS, paths::REVIEW_ORDER, &id, |id| req.to_command(id)).await
 }
 
 /// Notify incoming funds (operator; what a bank integration calls). The
 /// amount must equal the order's `source_amount`; the funds are then held.
-#[utoipa::path(post, path = "/v1/orders/{id}/funds", operation_id = "order_funds_received", tag = "orders",
+#[utoipa::path(post, path = paths::ORDER_FUNDS_RECEIVED.path, operation_id = "order_funds_received", tag = "orders",
     request_body = FundsRequest,
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1001"), IdempotencyKeyHeader),
     responses(
         (status = 200, description = "The order after the command", body = OrderBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 409, response = problem::Conflict),
-        (status = 413, response = problem::PayloadTooLarge),
-        (status = 415, response = problem::UnsupportedMediaType),
-        (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::CommandProblems,
     ),
     security(("bearer" = [])))]
 pub async fn funds(
@@ -426,5 +382,5 @@ pub async fn funds(
     PathId(id): PathId,
     JsonBody(req): JsonBody<FundsRequest>,
 ) -> ApiResult<Response> {
-    command(app, principal, ctx, key, MOVERS, "POST /v1/orders/{id}/funds", &id, |id| req.to_command(id)).await
+    command(app, principal, ctx, key, MOVERS, paths::ORDER_FUNDS_RECEIVED, &id, |id| req.to_command(id)).await
 }

@@ -1,7 +1,8 @@
 //! Transfers: created by operators (singly or in batches with every flag:
 //! linked, pending, post, void, balancing, closing), read by every role.
 
-use super::{batch_response, check_batch_size, record, single_response};
+use super::paths;
+use super::{batch_records, write_batch, write_one};
 use crate::app::App;
 use crate::dto::{
     BatchResult, Id, IdempotencyKeyHeader, TransferBatchRequest, TransferBody, TransferRequest, parse_id,
@@ -23,20 +24,12 @@ fn check_scope(principal: &Principal, t: &Transfer) -> Result<(), Problem> {
 }
 
 /// Create a transfer (operator).
-#[utoipa::path(post, path = "/v1/transfers", operation_id = "create_transfer", tag = "transfers", request_body = TransferRequest,
+#[utoipa::path(post, path = paths::CREATE_TRANSFER.path, operation_id = "create_transfer", tag = "transfers", request_body = TransferRequest,
     params(IdempotencyKeyHeader),
     responses(
         (status = 201, description = "Created", body = TransferBody),
         (status = 200, description = "The transfer exists with the same fields", body = TransferBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 409, response = problem::Conflict),
-        (status = 413, response = problem::PayloadTooLarge),
-        (status = 415, response = problem::UnsupportedMediaType),
-        (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::CreateProblems,
     ),
     security(("bearer" = [])))]
 pub async fn create(
@@ -49,25 +42,16 @@ pub async fn create(
     principal.require(&[Role::Operator])?;
     let t = req.to_record()?;
     check_scope(&principal, &t)?;
-    let w = WriteContext::new(&principal, &ctx, "POST /v1/transfers", Some(&key));
-    let written = app.write(&w, Operation::CreateTransfers, bytemuck::bytes_of(&t).to_vec(), None).await?;
-    Ok(single_response(Operation::CreateTransfers, &written, |r| TransferBody::from(&record::<Transfer>(r))))
+    let w = WriteContext::new(&principal, &ctx, paths::CREATE_TRANSFER, Some(&key));
+    write_one(&app, &w, Operation::CreateTransfers, &t, |t| TransferBody::from(t)).await
 }
 
 /// Create up to 8190 transfers in one atomic log entry (operator).
-#[utoipa::path(post, path = "/v1/transfers/batch", operation_id = "create_transfers", tag = "transfers", request_body = TransferBatchRequest,
+#[utoipa::path(post, path = paths::CREATE_TRANSFERS.path, operation_id = "create_transfers", tag = "transfers", request_body = TransferBatchRequest,
     params(IdempotencyKeyHeader),
     responses(
         (status = 200, description = "Applied; the events that were not ok", body = BatchResult),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 409, response = problem::Conflict),
-        (status = 413, response = problem::PayloadTooLarge),
-        (status = 415, response = problem::UnsupportedMediaType),
-        (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::CreateProblems,
     ),
     security(("bearer" = [])))]
 pub async fn create_batch(
@@ -78,39 +62,18 @@ pub async fn create_batch(
     JsonBody(req): JsonBody<TransferBatchRequest>,
 ) -> ApiResult<Response> {
     principal.require(&[Role::Operator])?;
-    check_batch_size(req.transfers.len(), "transfers")?;
-    let mut records = Vec::with_capacity(req.transfers.len());
-    for (i, t) in req.transfers.iter().enumerate() {
-        let r = t.to_record().map_err(|p| prefix_field(p, "transfers", i))?;
-        check_scope(&principal, &r)?;
-        records.push(r);
-    }
-    let w = WriteContext::new(&principal, &ctx, "POST /v1/transfers/batch", Some(&key));
-    let body = bytemuck::cast_slice(&records).to_vec();
-    let written = app.write(&w, Operation::CreateTransfers, body, None).await?;
-    Ok(batch_response(Operation::CreateTransfers, records.len(), &written))
-}
-
-/// Names the item of a batch a field problem is in: `transfers[3].amount`.
-pub(crate) fn prefix_field(mut p: Problem, list: &str, index: usize) -> Problem {
-    p.field = Some(match p.field {
-        Some(f) => format!("{list}[{index}].{f}"),
-        None => format!("{list}[{index}]"),
-    });
-    p
+    let records =
+        batch_records("transfers", &req.transfers, TransferRequest::to_record, |t| check_scope(&principal, t))?;
+    let w = WriteContext::new(&principal, &ctx, paths::CREATE_TRANSFERS, Some(&key));
+    write_batch(&app, &w, Operation::CreateTransfers, &records).await
 }
 
 /// Look a transfer up.
-#[utoipa::path(get, path = "/v1/transfers/{id}", operation_id = "get_transfer", tag = "transfers",
+#[utoipa::path(get, path = paths::GET_TRANSFER.path, operation_id = "get_transfer", tag = "transfers",
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1")),
     responses(
         (status = 200, description = "The transfer", body = TransferBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::LookupProblems,
     ),
     security(("bearer" = [])))]
 pub async fn get_one(

@@ -1,6 +1,7 @@
 //! Webhooks (admin): subscribe a URL to events, list, delete, read dead
 //! letters and replay them. See docs/webhooks.md.
 
+use super::paths;
 use super::{mark_replayed, page_limit};
 use crate::app::{App, WebhooksApi};
 use crate::dto::{OptionalIdempotencyKeyHeader, Page};
@@ -199,18 +200,14 @@ fn update_problem(code: u32, id: u64) -> Problem {
 
 /// Subscribe a URL to events (admin). The signing secret is in this
 /// response only.
-#[utoipa::path(post, path = "/v1/webhooks", operation_id = "create_webhook", tag = "webhooks",
+#[utoipa::path(post, path = paths::CREATE_WEBHOOK.path, operation_id = "create_webhook", tag = "webhooks",
     request_body = WebhookRequest, params(OptionalIdempotencyKeyHeader),
     responses(
         (status = 201, description = "Created; the secret is shown only here (not on a replay)", body = WebhookBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
+        problem::BaseProblems,
         (status = 413, response = problem::PayloadTooLarge),
         (status = 415, response = problem::UnsupportedMediaType),
         (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
     ),
     security(("bearer" = [])))]
 pub async fn create(
@@ -230,7 +227,7 @@ pub async fn create(
     if req.types.len() > 64 {
         return Err(Problem::invalid_field("types", "at most 64 types"));
     }
-    let kinds = kinds_mask(&req.types.join(",")).map_err(|e| Problem::invalid_field("types", e))?;
+    let kinds = kinds_mask(&req.types.join(",")).map_err(|e| Problem::invalid_field("types", e.to_string()))?;
     let secret = match &req.secret {
         Some(s) if (SECRET_MIN..=SECRET_MAX).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic()) => s.clone(),
         Some(_) => {
@@ -258,7 +255,7 @@ pub async fn create(
             r
         }
     };
-    let route = "POST /v1/webhooks";
+    let route = paths::CREATE_WEBHOOK;
     let w = WriteContext::new(&principal, &ctx, route, key.as_ref());
     // Creates run one at a time so the id read is still the next one when
     // the create applies: the secret is sealed for exactly that id.
@@ -310,7 +307,7 @@ pub async fn create(
 }
 
 /// List webhooks (admin), deleted ones included; secrets are never shown.
-#[utoipa::path(get, path = "/v1/webhooks", operation_id = "list_webhooks", tag = "webhooks",
+#[utoipa::path(get, path = paths::LIST_WEBHOOKS.path, operation_id = "list_webhooks", tag = "webhooks",
     responses(
         (status = 200, description = "Every webhook", body = WebhookList),
         (status = 401, response = problem::Unauthorized),
@@ -327,16 +324,11 @@ pub async fn list(State(app): State<App>, principal: Principal) -> ApiResult<axu
 }
 
 /// One webhook (admin).
-#[utoipa::path(get, path = "/v1/webhooks/{id}", operation_id = "get_webhook", tag = "webhooks",
+#[utoipa::path(get, path = paths::GET_WEBHOOK.path, operation_id = "get_webhook", tag = "webhooks",
     params(("id" = u64, Path, description = "The webhook's id", example = 1)),
     responses(
         (status = 200, description = "The webhook", body = WebhookBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::LookupProblems,
     ),
     security(("bearer" = [])))]
 pub async fn get_one(
@@ -351,17 +343,12 @@ pub async fn get_one(
 }
 
 /// Delete a webhook (admin): deliveries stop and its dead letters go.
-#[utoipa::path(delete, path = "/v1/webhooks/{id}", operation_id = "delete_webhook", tag = "webhooks",
+#[utoipa::path(delete, path = paths::DELETE_WEBHOOK.path, operation_id = "delete_webhook", tag = "webhooks",
     params(("id" = u64, Path, description = "The webhook's id", example = 1), OptionalIdempotencyKeyHeader),
     responses(
         (status = 200, description = "The deleted webhook", body = WebhookBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
+        problem::LookupProblems,
         (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
     ),
     security(("bearer" = [])))]
 pub async fn delete(
@@ -375,7 +362,7 @@ pub async fn delete(
     api(&app)?;
     let id = parse_id(&id)?;
     let event = WebhookUpdate { id, ..Default::default() };
-    let w = WriteContext::new(&principal, &ctx, "DELETE /v1/webhooks/{id}", key.as_ref());
+    let w = WriteContext::new(&principal, &ctx, paths::DELETE_WEBHOOK, key.as_ref());
     let written = app.write(&w, Operation::DeleteWebhooks, bytemuck::bytes_of(&event).to_vec(), None).await?;
     let response = match written.results.first() {
         Some(r) => update_problem(r.code, id).into_response(),
@@ -385,16 +372,11 @@ pub async fn delete(
 }
 
 /// A webhook's dead letters by seq (admin).
-#[utoipa::path(get, path = "/v1/webhooks/{id}/dead-letters", operation_id = "list_dead_letters", tag = "webhooks",
+#[utoipa::path(get, path = paths::LIST_DEAD_LETTERS.path, operation_id = "list_dead_letters", tag = "webhooks",
     params(("id" = u64, Path, description = "The webhook's id", example = 1), DeadLetterQuery),
     responses(
         (status = 200, description = "A page of dead letters", body = Page<DeadLetterBody>),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::LookupProblems,
     ),
     security(("bearer" = [])))]
 pub async fn dead_letters(
@@ -419,19 +401,14 @@ pub async fn dead_letters(
 /// Redeliver dead letters (admin): all of them, or the `seqs` named.
 /// Redeliveries go out beside the in-order stream; one that fails for the
 /// whole retry period is a dead letter again.
-#[utoipa::path(post, path = "/v1/webhooks/{id}/replay", operation_id = "replay_webhook", tag = "webhooks",
+#[utoipa::path(post, path = paths::REPLAY_WEBHOOK.path, operation_id = "replay_webhook", tag = "webhooks",
     request_body = ReplayRequest,
     params(("id" = u64, Path, description = "The webhook's id", example = 1), OptionalIdempotencyKeyHeader),
     responses(
         (status = 202, description = "Queued for redelivery", body = ReplayBody),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 403, response = problem::Forbidden),
-        (status = 404, response = problem::NotFound),
+        problem::LookupProblems,
         (status = 415, response = problem::UnsupportedMediaType),
         (status = 422, response = problem::Unprocessable),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
     ),
     security(("bearer" = [])))]
 pub async fn replay(
@@ -454,7 +431,7 @@ pub async fn replay(
         Some(seqs) if seqs.contains(&0) => return Err(Problem::invalid_field("seqs", "seqs start at 1")),
         Some(seqs) => seqs.iter().map(|seq| WebhookUpdate { id, seq: *seq, ..Default::default() }).collect(),
     };
-    let w = WriteContext::new(&principal, &ctx, "POST /v1/webhooks/{id}/replay", key.as_ref());
+    let w = WriteContext::new(&principal, &ctx, paths::REPLAY_WEBHOOK, key.as_ref());
     let written = app.write(&w, Operation::ReplayDeadLetters, bytemuck::cast_slice(&events).to_vec(), None).await?;
     let mut not_found = Vec::new();
     for r in &written.results {

@@ -19,6 +19,19 @@ pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef";
 /// Keys of a problem body: nothing else may be in a 401 or 403.
 pub const PROBLEM_KEYS: [&str; 6] = ["type", "title", "status", "code", "detail", "field"];
 
+/// A payment order of 100.00 USD to EUR from `sender` (to a German IBAN).
+pub fn order_body(id: u128, sender: &str) -> Value {
+    json!({
+        "id": id.to_string(),
+        "customer_id": "77",
+        "source_asset": "USD",
+        "source_amount": "10000",
+        "target_asset": "EUR",
+        "sender": {"name": sender, "country": "GB"},
+        "recipient": {"name": "Bartholomew Ickenham", "bank_account": "DE89370400440532013000"},
+    })
+}
+
 /// A node with its HTTP API, shut down cleanly when dropped.
 pub struct TestNode {
     node: Option<Node>,
