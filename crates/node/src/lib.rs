@@ -45,7 +45,7 @@ pub enum StartError {
     #[error("starting with data directory {dir}: {source}")]
     Engine { dir: String, source: bursar_server::NodeError },
     #[error("starting the HTTP API: {0}")]
-    Http(String),
+    Http(#[from] bursar_http::StartError),
     #[error("starting the side effects: {0}")]
     SideEffects(String),
 }
