@@ -33,7 +33,7 @@ impl<'a> WriteContext<'a> {
     pub fn new(
         principal: &'a Principal,
         ctx: &'a crate::extract::RequestContext,
-        route: crate::routes::paths::Route,
+        route: crate::paths::Route,
         idempotency_key: Option<&'a IdempotencyKey>,
     ) -> WriteContext<'a> {
         WriteContext { principal, request_id: &ctx.request_id, route: route.name, idempotency_key }

@@ -9,7 +9,9 @@ pub mod engine_client;
 pub mod extract;
 pub mod middleware;
 pub mod openapi;
+pub mod paths;
 pub mod results;
+pub mod router;
 pub mod routes;
 pub mod serve;
 
@@ -103,7 +105,7 @@ pub fn start(
         config: config.clone(),
         access,
     });
-    let router = routes::router(app);
+    let router = router::router(app);
     node.runtime.spawn(serve::accept_loop(listener, router, acceptor, config, node.stop.clone()));
     Ok(HttpServer { addr })
 }

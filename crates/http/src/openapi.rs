@@ -31,7 +31,7 @@ use utoipa::{Modify, OpenApi};
         webhooks::replay,
         audit::list, access::list,
         events::list, events::stream,
-        ops::healthz, ops::readyz, ops::metrics, ops::openapi,
+        ops::healthz, ops::readyz, ops::metrics, serve,
     ),
     components(
         schemas(
@@ -138,6 +138,21 @@ pub fn document() -> String {
     ApiDoc::openapi().to_pretty_json().expect("the OpenAPI document serializes")
 }
 
+/// This API's OpenAPI 3 document, generated from the code.
+#[utoipa::path(get, path = crate::paths::OPENAPI.path, operation_id = "openapi", tag = "operations", responses(
+    (status = 200, description = "This document", body = Object, content_type = "application/json"),
+    (status = 503, response = problem::Unavailable),
+))]
+pub async fn serve() -> axum::response::Response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let json = DOC.get_or_init(document);
+    let mut r = (StatusCode::OK, json.clone()).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,8 +220,7 @@ mod tests {
                 documented.insert(format!("{} {path}", method.to_uppercase()));
             }
         }
-        let table: std::collections::BTreeSet<String> =
-            crate::routes::paths::ALL.iter().map(|r| r.name.to_string()).collect();
+        let table: std::collections::BTreeSet<String> = crate::paths::ALL.iter().map(|r| r.name.to_string()).collect();
         assert_eq!(documented, table);
     }
 }

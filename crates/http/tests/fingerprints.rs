@@ -6,7 +6,7 @@
 //! the code before the route table existed; they must never change.
 
 use bursar_http::engine_client::fingerprint;
-use bursar_http::routes::paths::{self, Route};
+use bursar_http::paths::{self, Route};
 
 /// Every write route: its name as fed to the fingerprint, and the
 /// fingerprint of [`canonical`] under it.

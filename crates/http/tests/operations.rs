@@ -63,7 +63,7 @@ fn metrics_count_requests_idempotency_and_the_engine() {
 /// through to "no such route" or "method not allowed".
 #[test]
 fn every_route_of_the_table_is_served() {
-    use bursar_http::routes::paths;
+    use bursar_http::paths;
     let node = TestNode::start();
     for route in paths::ALL {
         let method = match route.method {

@@ -4,11 +4,10 @@
 use super::paths;
 use crate::app::App;
 use crate::dto::Status;
-use crate::problem::{self, ApiResult, Problem};
+use crate::problem::{self, ApiResult};
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use std::sync::OnceLock;
 
 /// The process is up.
 #[utoipa::path(get, path = paths::HEALTHZ.path, operation_id = "healthz", tag = "operations", responses(
@@ -41,17 +40,4 @@ pub async fn metrics(State(app): State<App>) -> Response {
     let mut r = (StatusCode::OK, text).into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     r
-}
-
-/// This API's OpenAPI 3 document, generated from the code.
-#[utoipa::path(get, path = paths::OPENAPI.path, operation_id = "openapi", tag = "operations", responses(
-    (status = 200, description = "This document", body = Object, content_type = "application/json"),
-    (status = 503, response = problem::Unavailable),
-))]
-pub async fn openapi() -> Result<Response, Problem> {
-    static DOC: OnceLock<String> = OnceLock::new();
-    let json = DOC.get_or_init(crate::openapi::document);
-    let mut r = (StatusCode::OK, json.clone()).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(r)
 }
