@@ -1,4 +1,4 @@
-//! Test support (feature `test-support`): a private CA and certificates
+//! Test support: a private CA and certificates
 //! made for each test with rcgen, written as PEM files, and the
 //! `nats-server` configuration blocks that use them. Never for production:
 //! keys are generated in-process and written unencrypted to a temp dir.
