@@ -20,6 +20,7 @@
 //! it without the cluster keys.
 
 use crate::command::{LogCommand, decode_body};
+use crate::error::DecodeError;
 
 /// The item code of an origin header.
 pub const ORIGIN: u8 = 33;
@@ -153,24 +154,26 @@ pub fn encode_rejection(r: &Rejection) -> Vec<u8> {
 }
 
 /// Decodes a log entry body: its header, if any, then its commands.
-pub fn decode_entry(body: &[u8]) -> Result<Entry<'_>, String> {
+pub fn decode_entry(body: &[u8]) -> Result<Entry<'_>, DecodeError> {
     match body.first() {
         Some(&ORIGIN) => {
-            let fields = item(body, ORIGIN_LEN, "origin")?;
+            let fields = item(body, ORIGIN_LEN, ORIGIN_ITEM)?;
             let mut c = crate::service::Cursor::new(fields);
             let origin = Origin { node: c.u32()?, key_id: c.u32()?, boot: c.u64()?, proposal: c.u64()? };
             let commands = decode_body(&body[8 + ORIGIN_LEN..])?;
             Ok(Entry { header: EntryHeader::Origin(origin), commands })
         }
         Some(&REJECTED) => {
-            let fields = item(body, REJECTED_LEN, "rejection")?;
+            let fields = item(body, REJECTED_LEN, REJECTED_ITEM)?;
             if body.len() != 8 + REJECTED_LEN {
-                return Err("a rejected entry holds bytes after its record".into());
+                return Err(DecodeError::BytesAfterRejection);
             }
             let mut c = crate::service::Cursor::new(fields);
-            let reason = RejectReason::from_u8(c.u8()?).ok_or("a rejection has an unknown reason")?;
+            let code = c.u8()?;
+            let reason = RejectReason::from_u8(code)
+                .ok_or(DecodeError::UnknownCode { what: "rejection reason", code: u64::from(code) })?;
             if c.array::<3>()? != [0; 3] {
-                return Err("reserved rejection bytes are not zero".into());
+                return Err(DecodeError::ReservedNotZero { what: "rejection" });
             }
             let claimed = Origin { node: c.u32()?, key_id: c.u32()?, boot: c.u64()?, proposal: c.u64()? };
             let payload_len = c.u32()?;
@@ -182,16 +185,27 @@ pub fn decode_entry(body: &[u8]) -> Result<Entry<'_>, String> {
     }
 }
 
+/// A header item's names in error messages (static, so errors stay typed).
+#[derive(Clone, Copy)]
+struct Item {
+    name: &'static str,
+    header: &'static str,
+    reserved: &'static str,
+}
+
+const ORIGIN_ITEM: Item = Item { name: "origin", header: "the origin header", reserved: "origin header" };
+const REJECTED_ITEM: Item = Item { name: "rejection", header: "the rejection header", reserved: "rejection header" };
+
 /// The fields of a fixed-length header item at the start of `body`.
-fn item<'a>(body: &'a [u8], len: usize, what: &str) -> Result<&'a [u8], String> {
+fn item(body: &[u8], len: usize, what: Item) -> Result<&[u8], DecodeError> {
     if body.len() < 8 + len {
-        return Err(format!("the {what} header is cut short"));
+        return Err(DecodeError::CutShort { what: what.header });
     }
     if body[1..4] != [0, 0, 0] {
-        return Err(format!("reserved {what} header bytes are not zero"));
+        return Err(DecodeError::ReservedNotZero { what: what.reserved });
     }
     if u32::from_le_bytes(body[4..8].try_into().expect("4-byte slice")) as usize != len {
-        return Err(format!("the {what} header has the wrong length"));
+        return Err(DecodeError::HeaderLength { what: what.name });
     }
     Ok(&body[8..8 + len])
 }

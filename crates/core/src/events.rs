@@ -113,7 +113,7 @@ impl Machine {
 
     /// Every service reference in the journal names something that exists
     /// (the ledger's own references are checked by `StateMachine::restore`).
-    pub(crate) fn check_journal_refs(&self) -> Result<(), String> {
+    pub(crate) fn check_journal_refs(&self) -> Result<(), crate::error::DecodeError> {
         let ledger = self.ledger();
         for (slot, r) in ledger.journal().iter().enumerate() {
             let ok = match r.kind {
@@ -127,7 +127,7 @@ impl Machine {
                 _ => true,
             };
             if !ok {
-                return Err(format!("journal slot {slot} (kind {}) points at nothing", r.kind));
+                return Err(crate::error::DecodeError::DanglingJournalSlot { slot: slot as u64, kind: r.kind });
             }
         }
         Ok(())

@@ -11,6 +11,7 @@ pub mod arena;
 pub mod codes;
 pub mod command;
 pub mod entry;
+pub mod error;
 pub mod events;
 pub mod index;
 pub mod machine;
@@ -23,5 +24,6 @@ pub mod wide;
 
 pub use codes::{CreateAccountResult, CreateLedgerResult, CreateTransferResult};
 pub use command::{Command, Operation};
+pub use error::{AuditFault, CommandError, DecodeError, InvariantError};
 pub use records::{Account, AccountFilter, BalanceRecord, Balances, FailedTransfer, Ledger, LedgerFilter, Transfer};
 pub use state::{EventResult, LedgerTotals, Limits, PendingState, StateMachine};

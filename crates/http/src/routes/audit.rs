@@ -60,7 +60,7 @@ fn decode_records(mut body: &[u8]) -> Result<Vec<AuditRecord>, String> {
             .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
             .ok_or("short audit reply")?;
         let record = body.get(4..4 + len).ok_or("short audit reply")?;
-        out.push(AuditRecord::decode(record)?);
+        out.push(AuditRecord::decode(record).map_err(|e| e.to_string())?);
         body = &body[4 + len..];
     }
     Ok(out)
