@@ -119,6 +119,10 @@ enum CaSource {
 }
 
 fn client_config(mode: SslMode, ca: Option<&CaSource>) -> Result<rustls::ClientConfig, String> {
+    tls_config(mode, ca).map_err(|e| e.to_string())
+}
+
+fn tls_config(mode: SslMode, ca: Option<&CaSource>) -> Result<rustls::ClientConfig, PgTlsError> {
     let roots = match ca {
         Some(CaSource::File(path)) => Some(bursar_tls::roots(false, &read_ca(path)?)?),
         Some(CaSource::System) => Some(bursar_tls::roots(true, &[])?),
@@ -127,18 +131,27 @@ fn client_config(mode: SslMode, ca: Option<&CaSource>) -> Result<rustls::ClientC
     };
     let Some(roots) = roots else {
         // prefer/require without a CA: encrypted against eavesdroppers, like libpq.
-        return bursar_tls::client_config_with_verifier(Arc::new(EncryptOnly::new()), None);
+        return Ok(bursar_tls::client_config_with_verifier(Arc::new(EncryptOnly::new()), None)?);
     };
     if mode == SslMode::VerifyFull {
-        return bursar_tls::client_config(roots, None);
+        return Ok(bursar_tls::client_config(roots, None)?);
     }
     let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), bursar_tls::provider())
         .build()
-        .map_err(|e| format!("the PostgreSQL CA: {e}"))?;
-    bursar_tls::client_config_with_verifier(Arc::new(ChainOnly(chain)), None)
+        .map_err(PgTlsError::Ca)?;
+    Ok(bursar_tls::client_config_with_verifier(Arc::new(ChainOnly(chain)), None)?)
 }
 
-fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// Why the TLS settings for PostgreSQL could not be built.
+#[derive(Debug, thiserror::Error)]
+enum PgTlsError {
+    #[error(transparent)]
+    Tls(#[from] bursar_tls::TlsError),
+    #[error("the PostgreSQL CA: {0}")]
+    Ca(#[source] rustls::server::VerifierBuilderError),
+}
+
+fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, bursar_tls::TlsError> {
     bursar_tls::read_certs(path, "--pg-ca-file/sslrootcert")
 }
 

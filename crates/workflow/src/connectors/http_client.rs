@@ -56,16 +56,17 @@ impl HttpConnectorsConfig {
     pub fn endpoint(&self) -> Result<HttpEndpoint, String> {
         let mut roots_extra = Vec::new();
         if let Some(path) = &self.ca_file {
-            roots_extra = bursar_tls::read_certs(path, "--connectors-ca-file")?;
+            roots_extra = bursar_tls::read_certs(path, "--connectors-ca-file").map_err(|e| e.to_string())?;
         }
         let roots = bursar_tls::roots(true, &roots_extra).map_err(|e| format!("--connectors-ca-file: {e}"))?;
         let identity = match &self.client_identity {
-            Some((cert, key)) => {
-                Some(bursar_tls::Identity::load(cert, key, "--connectors-cert-file/--connectors-key-file")?)
-            }
+            Some((cert, key)) => Some(
+                bursar_tls::Identity::load(cert, key, "--connectors-cert-file/--connectors-key-file")
+                    .map_err(|e| e.to_string())?,
+            ),
             None => None,
         };
-        let tls = bursar_tls::client_config(roots, identity)?;
+        let tls = bursar_tls::client_config(roots, identity).map_err(|e| e.to_string())?;
         HttpEndpoint::new(&self.base_url, http_client(tls)?, self.auth.clone())
     }
 }
