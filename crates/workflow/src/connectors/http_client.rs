@@ -251,7 +251,7 @@ fn error_message(status: StatusCode, body: &[u8]) -> String {
 }
 
 /// An answer that does not fit the request is malformed: never applied.
-fn checked<T>(result: Result<T, String>, connector: &str) -> Result<T, ConnectorError> {
+fn checked<T>(result: Result<T, super::wire::AnswerError>, connector: &str) -> Result<T, ConnectorError> {
     result.map_err(|why| ConnectorError::Malformed(format!("{connector} answer does not match the request: {why}")))
 }
 
