@@ -184,16 +184,16 @@ fn apply_loop(
             Err(RecvTimeoutError::Disconnected) => return Err("the fetch thread stopped".into()),
         };
         let mut batch = Batch::new(*cursor);
-        batch.push(first.after, first.next_after, &first.events)?;
+        batch.push(first.after, first.next_after, &first.events).map_err(|e| e.to_string())?;
         // Take whatever else is already fetched, up to the batch size.
         while (batch.events as usize) < config.batch {
             match pages.try_recv() {
-                Ok(p) => batch.push(p.after, p.next_after, &p.events)?,
+                Ok(p) => batch.push(p.after, p.next_after, &p.events).map_err(|e| e.to_string())?,
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return Err("the fetch thread stopped".into()),
             }
         }
-        batch.apply(client)?;
+        batch.apply(client).map_err(|e| e.to_string())?;
         *cursor = batch.to;
         *progressed = true;
         control.applied.store(batch.to, Ordering::Release);
@@ -316,6 +316,6 @@ impl HttpSource {
             let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
             return Err(format!("GET {url}: {status}: {text}"));
         }
-        events::decode_page(after, &body)
+        events::decode_page(after, &body).map_err(|e| e.to_string())
     }
 }
