@@ -90,7 +90,7 @@ pub fn run(config: &Config, control: &Control) -> Result<(), String> {
         return Err("the batch size must be at least 1".into());
     }
     let source = HttpSource::new(&config.server_url, config.key.clone(), config.wait_ms)?;
-    let pg = pg_tls::PgConnector::new(&config.pg_url, &config.pg_tls)?;
+    let pg = pg_tls::PgConnector::new(&config.pg_url, &config.pg_tls).map_err(|e| e.to_string())?;
     let mut rebuild = config.rebuild;
     let mut backoff = Backoff::default();
     while !control.stop.load(Ordering::Acquire) {
@@ -126,7 +126,7 @@ fn session(
     rebuild: &mut bool,
     progressed: &mut bool,
 ) -> Result<(), String> {
-    let mut client = pg.connect()?;
+    let mut client = pg.connect().map_err(|e| e.to_string())?;
     // The advisory lock keeps two projectors starting at once from racing
     // on CREATE TABLE; the cursor check in every batch does the rest.
     client
