@@ -31,7 +31,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use auth::{ConnectorAuth, MAX_SKEW_SECS, SIGNATURE_HEADER, TIMESTAMP_HEADER, canonical_string, unix_now};
+pub use auth::{
+    AuthConfigError, AuthRefusal, ConnectorAuth, MAX_SKEW_SECS, SIGNATURE_HEADER, TIMESTAMP_HEADER, canonical_string,
+    unix_now,
+};
 pub use funds::FundsSimulator;
 pub use fx::{FxSimulator, RATE_SCALE_PPB, default_fx_rates};
 pub use http_client::{
