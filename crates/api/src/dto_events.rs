@@ -194,7 +194,7 @@ fn decode_event(seq: u64, timestamp: u64, k: u8, p: &[u8]) -> Result<EventBody, 
             (type_name(k).expect("key kinds are named").to_string(), EventData::Key(KeyBody::from(&key)))
         }
         kind::AUDIT_RECORDED => {
-            let a = AuditRecord::decode(p)?;
+            let a = AuditRecord::decode(p).map_err(|e| e.to_string())?;
             ("audit.recorded".to_string(), EventData::Audit(AuditBody::from(&a)))
         }
         other => return Err(format!("unknown kind {other}")),
@@ -214,7 +214,9 @@ fn decode_order(p: &[u8]) -> Result<OrderChangeBody, String> {
     let head = p.get(..FIXED).ok_or("short order event")?;
     let u = |i: usize| u128::from_le_bytes(head[i * 16..i * 16 + 16].try_into().expect("16 bytes"));
     let l = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
-    let e = TimelineEvent::decode_list(&[&1u32.to_le_bytes()[..], &p[FIXED..]].concat())?.remove(0);
+    let e = TimelineEvent::decode_list(&[&1u32.to_le_bytes()[..], &p[FIXED..]].concat())
+        .map_err(|e| e.to_string())?
+        .remove(0);
     let state = OrderState::from_code(e.to).ok_or("unknown order state")?.name().to_string();
     let opt = |v: u128| (v != 0).then(|| v.to_string());
     Ok(OrderChangeBody {

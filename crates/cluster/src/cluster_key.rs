@@ -19,7 +19,7 @@ pub const CLUSTER_KEY_ENV: &str = "BURSAR_CLUSTER_KEY";
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Bytes of a cluster key (64 hex digits).
 pub const KEY_BYTES: usize = 32;
@@ -68,11 +68,47 @@ impl fmt::Debug for ClusterKeys {
     }
 }
 
+/// Why cluster keys were refused. Never holds key material: items are
+/// named by their place (1-based) or their id.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cluster key {item}: give it an id (ID:HEX) when several keys are set")]
+    MissingId { item: usize },
+    #[error("cluster key {item}: the id must be a number from 1 to {}", u32::MAX)]
+    BadId { item: usize },
+    #[error("cluster key {id}: must be {} hex digits ({KEY_BYTES} bytes)", KEY_BYTES * 2)]
+    BadHex { id: u32 },
+    #[error("more than {KEYS_MAX} cluster keys")]
+    TooMany,
+    #[error("cluster key id {id} is given twice")]
+    Duplicate { id: u32 },
+    #[error("no cluster key given")]
+    Empty,
+    #[error("cluster key file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cluster key file {}: not a regular file", path.display())]
+    NotAFile { path: PathBuf },
+    #[error("cluster key file {shown}: mode {mode:o} lets others read it; `chmod 600 {shown}` first", shown = path.display())]
+    Readable { path: PathBuf, mode: u32 },
+    #[error("cluster key file {}: larger than {KEY_FILE_BYTES_MAX} bytes", path.display())]
+    FileTooLarge { path: PathBuf },
+    #[error("cluster key file {}: {source}", path.display())]
+    InFile {
+        path: PathBuf,
+        #[source]
+        source: Box<KeyError>,
+    },
+}
+
 impl ClusterKeys {
     /// Parses `HEX` or `ID:HEX` items separated by commas or newlines
     /// (blank lines and `#` comments ignored); the first is the active key.
     /// Errors never contain key material.
-    pub fn parse(text: &str) -> Result<ClusterKeys, String> {
+    pub fn parse(text: &str) -> Result<ClusterKeys, KeyError> {
         let items = text
             .lines()
             .map(|line| line.split('#').next().unwrap_or(""))
@@ -85,46 +121,41 @@ impl ClusterKeys {
             let (id, hex) = match item.split_once(':') {
                 Some((id, hex)) => (parse_id(id.trim(), n)?, hex.trim()),
                 None if n == 0 => (1, item),
-                None => return Err(format!("cluster key {}: give it an id (ID:HEX) when several keys are set", n + 1)),
+                None => return Err(KeyError::MissingId { item: n + 1 }),
             };
-            let key = parse_hex(hex)
-                .ok_or_else(|| format!("cluster key {id}: must be {} hex digits ({KEY_BYTES} bytes)", KEY_BYTES * 2))?;
+            let key = parse_hex(hex).ok_or(KeyError::BadHex { id })?;
             if keys.len() == KEYS_MAX {
-                return Err(format!("more than {KEYS_MAX} cluster keys"));
+                return Err(KeyError::TooMany);
             }
             if keys.insert(id, Subkeys::derive(&key)).is_some() {
-                return Err(format!("cluster key id {id} is given twice"));
+                return Err(KeyError::Duplicate { id });
             }
             active.get_or_insert(id);
         }
-        let active = active.ok_or("no cluster key given")?;
+        let active = active.ok_or(KeyError::Empty)?;
         Ok(ClusterKeys { active, keys })
     }
 
     /// Reads a key file; refuses one that group or others may read.
-    pub fn from_file(path: &Path) -> Result<ClusterKeys, String> {
+    pub fn from_file(path: &Path) -> Result<ClusterKeys, KeyError> {
         use std::io::Read;
         use std::os::unix::fs::PermissionsExt;
-        let shown = path.display();
-        let file = std::fs::File::open(path).map_err(|e| format!("cluster key file {shown}: {e}"))?;
-        let meta = file.metadata().map_err(|e| format!("cluster key file {shown}: {e}"))?;
+        let read = |source| KeyError::Read { path: path.to_path_buf(), source };
+        let file = std::fs::File::open(path).map_err(read)?;
+        let meta = file.metadata().map_err(read)?;
         if !meta.is_file() {
-            return Err(format!("cluster key file {shown}: not a regular file"));
+            return Err(KeyError::NotAFile { path: path.to_path_buf() });
         }
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(format!(
-                "cluster key file {shown}: mode {mode:o} lets others read it; `chmod 600 {shown}` first"
-            ));
+            return Err(KeyError::Readable { path: path.to_path_buf(), mode });
         }
         let mut text = String::new();
-        file.take(KEY_FILE_BYTES_MAX + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| format!("cluster key file {shown}: {e}"))?;
+        file.take(KEY_FILE_BYTES_MAX + 1).read_to_string(&mut text).map_err(read)?;
         if text.len() as u64 > KEY_FILE_BYTES_MAX {
-            return Err(format!("cluster key file {shown}: larger than {KEY_FILE_BYTES_MAX} bytes"));
+            return Err(KeyError::FileTooLarge { path: path.to_path_buf() });
         }
-        ClusterKeys::parse(&text).map_err(|e| format!("cluster key file {shown}: {e}"))
+        ClusterKeys::parse(&text).map_err(|e| KeyError::InFile { path: path.to_path_buf(), source: Box::new(e) })
     }
 
     /// The id of the key this replica signs with.
@@ -183,10 +214,10 @@ fn keyed_hash(key: &[u8; KEY_BYTES], parts: &[&[u8]]) -> blake3::Hash {
     h.finalize()
 }
 
-fn parse_id(text: &str, n: usize) -> Result<u32, String> {
+fn parse_id(text: &str, n: usize) -> Result<u32, KeyError> {
     match text.parse::<u32>() {
         Ok(id) if id > 0 => Ok(id),
-        _ => Err(format!("cluster key {}: the id must be a number from 1 to {}", n + 1, u32::MAX)),
+        _ => Err(KeyError::BadId { item: n + 1 }),
     }
 }
 
@@ -234,12 +265,12 @@ mod tests {
             (&format!("0:{A}"), "the id must be"),
             (&format!("{A},{B}"), "give it an id"),
         ] {
-            let e = ClusterKeys::parse(text).unwrap_err();
+            let e = ClusterKeys::parse(text).unwrap_err().to_string();
             assert!(e.contains(expect), "{text:?}: {e}");
             assert!(!e.contains(&A[..16]) && !e.contains(&B[..16]), "{e}");
         }
         let many = (1..=KEYS_MAX as u32 + 1).map(|i| format!("{i}:{A}")).collect::<Vec<_>>().join(",");
-        assert!(ClusterKeys::parse(&many).unwrap_err().contains("more than"));
+        assert!(ClusterKeys::parse(&many).unwrap_err().to_string().contains("more than"));
         assert!(!format!("{:?}", ClusterKeys::parse(A).unwrap()).contains(&A[..8]));
     }
 
@@ -261,7 +292,7 @@ mod tests {
         let path = dir.path().join("cluster.key");
         std::fs::write(&path, format!("2:{A}\n")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(ClusterKeys::from_file(&path).unwrap_err().contains("chmod 600"));
+        assert!(ClusterKeys::from_file(&path).unwrap_err().to_string().contains("chmod 600"));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(ClusterKeys::from_file(&path).unwrap().active(), 2);
     }

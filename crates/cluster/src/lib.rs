@@ -18,7 +18,7 @@ use bursar_nats::{NatsEndpoint, NatsSecurity};
 use std::time::Duration;
 
 pub use bootstrap::bootstrap_if_empty;
-pub use cluster_key::ClusterKeys;
+pub use cluster_key::{ClusterKeys, KeyError};
 pub use replica::{ClusterHandle, JetStreamReplicator};
 
 /// How a replica reaches the cluster and names what it shares there.

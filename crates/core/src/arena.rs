@@ -36,17 +36,13 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
 
     /// Rebuilds an arena from chunks as a snapshot stored them. Every chunk but
     /// the last must be full.
-    pub fn from_chunks(chunks: Vec<Vec<T>>) -> Result<Self, String> {
+    pub fn from_chunks(chunks: Vec<Vec<T>>) -> Result<Self, crate::error::DecodeError> {
         let mut len = 0;
         let count = chunks.len();
         let mut out = Vec::with_capacity(count);
         for (i, chunk) in chunks.into_iter().enumerate() {
             if chunk.len() > Self::CHUNK || (i + 1 < count && chunk.len() != Self::CHUNK) || chunk.is_empty() {
-                return Err(format!(
-                    "chunk {i} holds {} elements; chunks hold {} and only the last may be short",
-                    chunk.len(),
-                    Self::CHUNK
-                ));
+                return Err(crate::error::DecodeError::ArenaChunk { index: i, len: chunk.len(), chunk: Self::CHUNK });
             }
             len += chunk.len();
             out.push(Arc::new(Self::with_full_capacity(&chunk)));

@@ -11,6 +11,7 @@
 //! idempotency scope and fingerprint, and what the audit trail records.
 
 use crate::entry::{EntryHeader, decode_header};
+use crate::error::{CommandError, DecodeError};
 use crate::limits::{BATCH_EVENTS_MAX, ENVELOPE_MAX};
 use crate::records::{Account, AccountFilter, Ledger, LedgerFilter, Transfer};
 use bytemuck::{Pod, Zeroable};
@@ -253,16 +254,16 @@ impl<'a> Command<'a> {
 
     /// Checks that a write command is well formed: a write operation and a
     /// whole number of events, at most a batch.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), CommandError> {
         let size = self.operation.event_size();
         if !self.operation.is_write() {
-            return Err(format!("{} is not a write operation", self.operation.name()));
+            return Err(CommandError::NotWrite { operation: self.operation.name() });
         }
         if !self.events.len().is_multiple_of(size) {
-            return Err(format!("{} bytes is not a whole number of {}-byte events", self.events.len(), size));
+            return Err(CommandError::PartialEvent { len: self.events.len(), size });
         }
         if self.count() > BATCH_EVENTS_MAX {
-            return Err(format!("{} events exceed the batch limit of {BATCH_EVENTS_MAX}", self.count()));
+            return Err(CommandError::BatchTooLarge { count: self.count(), max: BATCH_EVENTS_MAX });
         }
         Ok(())
     }
@@ -313,9 +314,9 @@ impl<'a> LogCommand<'a> {
 
 /// The bytes that precede an enveloped command's header and events in a
 /// body (the envelope header and fields). Errors if a field is too long.
-pub fn envelope_prefix(env: &Envelope<'_>, command: &Command<'_>) -> Result<Vec<u8>, String> {
-    let check = |s: &str, max: usize, what: &str| {
-        if s.len() > max { Err(format!("{what} is longer than {max} bytes")) } else { Ok(()) }
+pub fn envelope_prefix(env: &Envelope<'_>, command: &Command<'_>) -> Result<Vec<u8>, CommandError> {
+    let check = |s: &str, max: usize, what: &'static str| {
+        if s.len() > max { Err(CommandError::FieldTooLong { what, max }) } else { Ok(()) }
     };
     check(env.request_id, crate::limits::REQUEST_ID_MAX, "request id")?;
     check(env.route, crate::limits::ROUTE_MAX, "route")?;
@@ -339,7 +340,7 @@ pub fn envelope_prefix(env: &Envelope<'_>, command: &Command<'_>) -> Result<Vec<
     fields.extend_from_slice(env.idempotency_key.as_bytes());
     let len = fields.len() + Command::HEADER_SIZE + command.events.len();
     if len > ENVELOPE_MAX {
-        return Err(format!("envelope of {len} bytes exceeds {ENVELOPE_MAX}"));
+        return Err(CommandError::EnvelopeTooLarge { len, max: ENVELOPE_MAX });
     }
     let mut out = Vec::with_capacity(8 + fields.len());
     out.push(ENVELOPE);
@@ -350,19 +351,19 @@ pub fn envelope_prefix(env: &Envelope<'_>, command: &Command<'_>) -> Result<Vec<
 }
 
 /// Decodes a log entry body into its commands.
-pub fn decode_body(body: &[u8]) -> Result<Vec<LogCommand<'_>>, String> {
+pub fn decode_body(body: &[u8]) -> Result<Vec<LogCommand<'_>>, DecodeError> {
     let mut out = Vec::new();
     let mut rest = body;
     while !rest.is_empty() {
         if rest.len() < Command::HEADER_SIZE {
-            return Err(format!("{} trailing bytes are shorter than a command header", rest.len()));
+            return Err(DecodeError::ShortTail { len: rest.len() });
         }
         if rest[0] == ENVELOPE {
             if rest[1..4] != [0, 0, 0] {
-                return Err("reserved envelope header bytes are not zero".into());
+                return Err(DecodeError::ReservedNotZero { what: "envelope header" });
             }
             let len = u32::from_le_bytes(rest[4..8].try_into().expect("4-byte slice")) as usize;
-            let payload = rest[8..].get(..len).ok_or("envelope declares more bytes than the body holds")?;
+            let payload = rest[8..].get(..len).ok_or(DecodeError::EnvelopeOverrun)?;
             out.push(decode_envelope(payload)?);
             rest = &rest[8 + len..];
         } else {
@@ -375,52 +376,52 @@ pub fn decode_body(body: &[u8]) -> Result<Vec<LogCommand<'_>>, String> {
 }
 
 /// Decodes one command at the start of `bytes`; returns it and its length.
-fn decode_command(bytes: &[u8]) -> Result<(Command<'_>, usize), String> {
+fn decode_command(bytes: &[u8]) -> Result<(Command<'_>, usize), DecodeError> {
     if bytes.len() < Command::HEADER_SIZE {
-        return Err("a command header is cut short".into());
+        return Err(DecodeError::CutShort { what: "a command header" });
     }
-    let operation = Operation::from_code(bytes[0]).ok_or_else(|| format!("unknown operation code {}", bytes[0]))?;
+    let operation = Operation::from_code(bytes[0])
+        .ok_or(DecodeError::UnknownCode { what: "operation code", code: u64::from(bytes[0]) })?;
     if bytes[1..4] != [0, 0, 0] {
-        return Err("reserved command header bytes are not zero".into());
+        return Err(DecodeError::ReservedNotZero { what: "command header" });
     }
     let count = u32::from_le_bytes(bytes[4..8].try_into().expect("4-byte slice")) as usize;
     if count > BATCH_EVENTS_MAX {
-        return Err(format!("command of {count} events exceeds the batch limit"));
+        return Err(DecodeError::CommandTooLarge { count, max: BATCH_EVENTS_MAX });
     }
     let len = count * operation.event_size();
-    let events = bytes[Command::HEADER_SIZE..]
-        .get(..len)
-        .ok_or_else(|| format!("command declares {count} events but the body ends early"))?;
+    let events = bytes[Command::HEADER_SIZE..].get(..len).ok_or(DecodeError::CommandEndsEarly { count })?;
     let command = Command { operation, events };
     command.validate()?;
     Ok((command, Command::HEADER_SIZE + len))
 }
 
-fn decode_envelope(payload: &[u8]) -> Result<LogCommand<'_>, String> {
+fn decode_envelope(payload: &[u8]) -> Result<LogCommand<'_>, DecodeError> {
     let mut c = crate::cursor::Cursor::new(payload);
-    if c.u8()? != 1 {
-        return Err("unknown envelope version".into());
+    let version = c.u8()?;
+    if version != 1 {
+        return Err(DecodeError::UnknownCode { what: "envelope version", code: u64::from(version) });
     }
     let has_idempotency = match c.u8()? {
         0 => false,
         1 => true,
-        _ => return Err("invalid envelope flags".into()),
+        flags => return Err(DecodeError::UnknownCode { what: "envelope flags", code: u64::from(flags) }),
     };
     // Reserved bytes and field lengths are checked as the encoder writes
     // them, so every body has one encoding and nothing in it is ignored.
     if c.array::<2>()? != [0; 2] {
-        return Err("reserved envelope bytes are not zero".into());
+        return Err(DecodeError::ReservedNotZero { what: "envelope" });
     }
     let retention_seconds = c.u32()?;
     let key_id = c.u64()?;
     let idempotency_limit = c.u32()?;
     if c.array::<4>()? != [0; 4] {
-        return Err("reserved envelope bytes are not zero".into());
+        return Err(DecodeError::ReservedNotZero { what: "envelope" });
     }
     let scope = c.array::<16>()?;
     let fingerprint = c.array::<16>()?;
     if !has_idempotency && (scope, fingerprint) != ([0; 16], [0; 16]) {
-        return Err("an envelope without an idempotency key carries a scope".into());
+        return Err(DecodeError::ScopeWithoutKey);
     }
     let request_id = bounded(c.str_u8_ref()?, crate::limits::REQUEST_ID_MAX, "request id")?;
     let route = bounded(c.str_u8_ref()?, crate::limits::ROUTE_MAX, "route")?;
@@ -428,7 +429,7 @@ fn decode_envelope(payload: &[u8]) -> Result<LogCommand<'_>, String> {
     let rest = c.rest();
     let (command, used) = decode_command(rest)?;
     if used != rest.len() {
-        return Err("an envelope holds bytes after its command".into());
+        return Err(DecodeError::BytesAfterCommand);
     }
     let envelope = Envelope {
         key_id,
@@ -442,8 +443,8 @@ fn decode_envelope(payload: &[u8]) -> Result<LogCommand<'_>, String> {
     Ok(LogCommand::Enveloped(envelope, command))
 }
 
-fn bounded<'a>(s: &'a str, max: usize, what: &str) -> Result<&'a str, String> {
-    if s.len() > max { Err(format!("envelope {what} is longer than {max} bytes")) } else { Ok(s) }
+fn bounded<'a>(s: &'a str, max: usize, what: &'static str) -> Result<&'a str, DecodeError> {
+    if s.len() > max { Err(DecodeError::EnvelopeFieldTooLong { what, max }) } else { Ok(s) }
 }
 
 /// A decoded log entry body.
@@ -460,7 +461,7 @@ impl<'a> Entry<'a> {
 }
 
 /// Decodes a log entry body: its header, if any, then its commands.
-pub fn decode_entry(body: &[u8]) -> Result<Entry<'_>, String> {
+pub fn decode_entry(body: &[u8]) -> Result<Entry<'_>, DecodeError> {
     let (header, commands) = decode_header(body)?;
     Ok(Entry { header, commands: decode_body(commands)? })
 }

@@ -21,6 +21,8 @@
 //!
 //! This module decodes the header; `command::decode_entry` the whole body.
 
+use crate::error::DecodeError;
+
 /// The item code of an origin header.
 pub const ORIGIN: u8 = 33;
 /// The item code of a rejection.
@@ -141,23 +143,25 @@ pub fn encode_rejection(r: &Rejection) -> Vec<u8> {
 
 /// Splits a log entry body into its header, if any, and the commands'
 /// bytes after it (none after a rejection).
-pub fn decode_header(body: &[u8]) -> Result<(EntryHeader, &[u8]), String> {
+pub fn decode_header(body: &[u8]) -> Result<(EntryHeader, &[u8]), DecodeError> {
     match body.first() {
         Some(&ORIGIN) => {
-            let fields = item(body, ORIGIN_LEN, "origin")?;
+            let fields = item(body, ORIGIN_LEN, ORIGIN_ITEM)?;
             let mut c = crate::cursor::Cursor::new(fields);
             let origin = Origin { node: c.u32()?, key_id: c.u32()?, boot: c.u64()?, proposal: c.u64()? };
             Ok((EntryHeader::Origin(origin), &body[8 + ORIGIN_LEN..]))
         }
         Some(&REJECTED) => {
-            let fields = item(body, REJECTED_LEN, "rejection")?;
+            let fields = item(body, REJECTED_LEN, REJECTED_ITEM)?;
             if body.len() != 8 + REJECTED_LEN {
-                return Err("a rejected entry holds bytes after its record".into());
+                return Err(DecodeError::BytesAfterRejection);
             }
             let mut c = crate::cursor::Cursor::new(fields);
-            let reason = RejectReason::from_u8(c.u8()?).ok_or("a rejection has an unknown reason")?;
+            let code = c.u8()?;
+            let reason = RejectReason::from_u8(code)
+                .ok_or(DecodeError::UnknownCode { what: "rejection reason", code: u64::from(code) })?;
             if c.array::<3>()? != [0; 3] {
-                return Err("reserved rejection bytes are not zero".into());
+                return Err(DecodeError::ReservedNotZero { what: "rejection" });
             }
             let claimed = Origin { node: c.u32()?, key_id: c.u32()?, boot: c.u64()?, proposal: c.u64()? };
             let payload_len = c.u32()?;
@@ -169,16 +173,27 @@ pub fn decode_header(body: &[u8]) -> Result<(EntryHeader, &[u8]), String> {
     }
 }
 
+/// A header item's names in error messages (static, so errors stay typed).
+#[derive(Clone, Copy)]
+struct Item {
+    name: &'static str,
+    header: &'static str,
+    reserved: &'static str,
+}
+
+const ORIGIN_ITEM: Item = Item { name: "origin", header: "the origin header", reserved: "origin header" };
+const REJECTED_ITEM: Item = Item { name: "rejection", header: "the rejection header", reserved: "rejection header" };
+
 /// The fields of a fixed-length header item at the start of `body`.
-fn item<'a>(body: &'a [u8], len: usize, what: &str) -> Result<&'a [u8], String> {
+fn item(body: &[u8], len: usize, what: Item) -> Result<&[u8], DecodeError> {
     if body.len() < 8 + len {
-        return Err(format!("the {what} header is cut short"));
+        return Err(DecodeError::CutShort { what: what.header });
     }
     if body[1..4] != [0, 0, 0] {
-        return Err(format!("reserved {what} header bytes are not zero"));
+        return Err(DecodeError::ReservedNotZero { what: what.reserved });
     }
     if u32::from_le_bytes(body[4..8].try_into().expect("4-byte slice")) as usize != len {
-        return Err(format!("the {what} header has the wrong length"));
+        return Err(DecodeError::HeaderLength { what: what.name });
     }
     Ok(&body[8..8 + len])
 }

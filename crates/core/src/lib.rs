@@ -12,6 +12,7 @@ pub mod codes;
 pub mod command;
 pub(crate) mod cursor;
 pub mod entry;
+pub mod error;
 pub mod events;
 pub mod index;
 pub mod limits;
@@ -26,5 +27,6 @@ pub mod wide;
 
 pub use codes::{CreateAccountResult, CreateLedgerResult, CreateTransferResult, EventResult};
 pub use command::{Command, Operation};
+pub use error::{AuditFault, CommandError, DecodeError, InvariantError};
 pub use records::{Account, AccountFilter, BalanceRecord, Balances, FailedTransfer, Ledger, LedgerFilter, Transfer};
 pub use state::{LedgerTotals, Limits, PendingState, StateMachine};

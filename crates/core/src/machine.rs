@@ -10,6 +10,7 @@
 use crate::codes::EventResult;
 use crate::command::{Command, Entry, Envelope, LogCommand, Operation};
 use crate::entry::{EntryHeader, Origin, RejectReason, Rejection};
+use crate::error::{DecodeError, InvariantError};
 use crate::orders::{self, OrderBook, OrderCommand, OrderCreate};
 use crate::records::{NANOS_PER_SECOND, decode_at};
 use crate::service::access::{AccessEvent, AccessTrail};
@@ -406,14 +407,14 @@ impl Machine {
         self.snapshot().digest()
     }
 
-    pub fn check_invariants_deep(&self) -> Result<(), String> {
+    pub fn check_invariants_deep(&self) -> Result<(), InvariantError> {
         self.ledger.check_invariants_deep()?;
         orders::invariants::check(&self.ledger, &self.orders)?;
-        self.audit.verify().map_err(|(seq, why)| format!("audit record {seq} {why}"))
+        self.audit.verify().map_err(|(seq, fault)| InvariantError::Audit { seq, fault })
     }
 
     /// Rebuilds a machine from a stored snapshot, checking everything.
-    pub fn restore(limits: Limits, stored: SnapshotChunks) -> Result<Machine, String> {
+    pub fn restore(limits: Limits, stored: SnapshotChunks) -> Result<Machine, DecodeError> {
         let ledger_sections = crate::state::SECTIONS.len();
         let mut stored = stored;
         // Snapshots from before webhooks, the access trail or replay
@@ -426,16 +427,15 @@ impl Machine {
             }
         }
         if stored.sections.len() != ledger_sections + SERVICE_SECTIONS.len() {
-            return Err(format!(
-                "expected {} sections, found {}",
-                ledger_sections + SERVICE_SECTIONS.len(),
-                stored.sections.len()
-            ));
+            return Err(DecodeError::Sections {
+                expected: ledger_sections + SERVICE_SECTIONS.len(),
+                found: stored.sections.len(),
+            });
         }
         let mut sections = stored.sections;
         let service = sections.split_off(ledger_sections);
         let [keys, idempotency, audit_bytes, audit_offsets, order_book, webhooks, access, proposers]: [Vec<Vec<u8>>;
-            8] = service.try_into().map_err(|_| "service sections are missing")?;
+            8] = service.try_into().expect("invariant: the section count was checked above");
         let ledger = StateMachine::restore(limits, SnapshotChunks { header: stored.header, sections })?;
         let mut machine = Machine { ledger, ..Default::default() };
         for key in decode_keys(&keys.concat())? {
@@ -457,7 +457,7 @@ impl Machine {
 
     /// Every service reference in the journal names something that exists
     /// (the ledger's own references are checked by `StateMachine::restore`).
-    pub(crate) fn check_journal_refs(&self) -> Result<(), String> {
+    pub(crate) fn check_journal_refs(&self) -> Result<(), DecodeError> {
         let ledger = self.ledger();
         for (slot, r) in ledger.journal().iter().enumerate() {
             let ok = match r.kind {
@@ -471,7 +471,7 @@ impl Machine {
                 _ => true,
             };
             if !ok {
-                return Err(format!("journal slot {slot} (kind {}) points at nothing", r.kind));
+                return Err(DecodeError::DanglingJournalSlot { slot: slot as u64, kind: r.kind });
             }
         }
         Ok(())
@@ -595,7 +595,7 @@ fn encode_keys(keys: &[ApiKey]) -> Vec<u8> {
     out
 }
 
-fn decode_keys(bytes: &[u8]) -> Result<Vec<ApiKey>, String> {
+fn decode_keys(bytes: &[u8]) -> Result<Vec<ApiKey>, DecodeError> {
     use crate::limits::KEYS_MAX;
     use crate::service::keys::Role;
     let mut c = crate::cursor::Cursor::new(bytes);
@@ -603,18 +603,21 @@ fn decode_keys(bytes: &[u8]) -> Result<Vec<ApiKey>, String> {
     let extended = first == KEYS_FORMAT_2;
     let count = if extended { c.u64()? } else { first };
     if count > KEYS_MAX as u64 {
-        return Err(format!("the keys section holds {count} keys, more than {KEYS_MAX}"));
+        return Err(DecodeError::TooMany { what: "keys", count, max: KEYS_MAX as u64 });
     }
     let mut keys = Vec::new();
     for _ in 0..count {
         let id = c.u64()?;
         let hash = c.array::<32>()?;
-        let role = Role::from_code(c.u8()?).ok_or("stored key has an invalid role")?;
+        let code = c.u8()?;
+        let role = Role::from_code(code).ok_or(DecodeError::UnknownCode { what: "key role", code: u64::from(code) })?;
         let ledger_count = c.u8()? as usize;
         let name_len = c.u8()? as usize;
         c.skip(1)?;
         let ledgers = (0..ledger_count).map(|_| c.u32()).collect::<Result<Vec<_>, _>>()?;
-        let name = std::str::from_utf8(c.take(name_len)?).map_err(|_| "stored key name is not UTF-8")?.to_string();
+        let name = std::str::from_utf8(c.take(name_len)?)
+            .map_err(|_| DecodeError::NotUtf8 { what: "stored key name" })?
+            .to_string();
         let (created_at, revoked_at) = (c.u64()?, c.u64()?);
         let (expires_at, rate_limit) = if extended {
             (c.u64()?, KeyRateLimit { per_second: c.u32()?, burst: c.u32()? })
@@ -622,7 +625,7 @@ fn decode_keys(bytes: &[u8]) -> Result<Vec<ApiKey>, String> {
             (0, KeyRateLimit::default())
         };
         if !rate_limit.is_valid() {
-            return Err(format!("stored key {id} has an invalid rate limit"));
+            return Err(DecodeError::KeyRateLimit { id });
         }
         keys.push(ApiKey { id, hash, role, ledgers, name, created_at, revoked_at, expires_at, rate_limit });
     }
@@ -630,9 +633,9 @@ fn decode_keys(bytes: &[u8]) -> Result<Vec<ApiKey>, String> {
     Ok(keys)
 }
 
-fn decode_u64s(bytes: &[u8]) -> Result<Vec<u64>, String> {
+fn decode_u64s(bytes: &[u8]) -> Result<Vec<u64>, DecodeError> {
     if !bytes.len().is_multiple_of(8) {
-        return Err("an offsets chunk is not a whole number of u64".into());
+        return Err(DecodeError::ChunkMisaligned { what: "audit offsets", len: bytes.len(), size: 8 });
     }
     Ok(bytes.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))).collect())
 }

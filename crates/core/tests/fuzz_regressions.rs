@@ -34,7 +34,7 @@ fn regression_envelope_reserved_bytes_were_ignored() {
     for at in [10, 11, 8 + 20, 8 + 23] {
         let mut body = valid.clone();
         body[at] = 1;
-        assert!(decode_body(&body).unwrap_err().contains("reserved"), "byte {at}");
+        assert!(decode_body(&body).unwrap_err().to_string().contains("reserved"), "byte {at}");
     }
 }
 
@@ -64,7 +64,7 @@ fn regression_envelope_fields_beyond_the_encoder_limits_were_accepted() {
     longer[8 + 56] += 1;
     let len = u32::from_le_bytes(longer[4..8].try_into().unwrap()) + 1;
     longer[4..8].copy_from_slice(&len.to_le_bytes());
-    assert!(decode_body(&longer).unwrap_err().contains("longer than 64"));
+    assert!(decode_body(&longer).unwrap_err().to_string().contains("longer than 64"));
     // A scope without the idempotency flag.
     let mut scoped = body.clone();
     scoped[8 + 24] = 7; // the scope starts after the reserved bytes

@@ -129,7 +129,7 @@ proptest! {
         }
         match Machine::restore(Limits::default(), s) {
             Ok(restored) => exercise(restored)?,
-            Err(e) => prop_assert!(!e.is_empty()),
+            Err(e) => prop_assert!(!e.to_string().is_empty()),
         }
     }
 }

@@ -530,7 +530,7 @@ proptest! {
                 let snap = restored.snapshot();
                 prop_assert_eq!(snap.digest(), digest);
                 held = Some((replay.snapshot(), digest, i));
-                restored = StateMachine::restore(limits, stored(&snap)).map_err(TestCaseError::fail)?;
+                restored = StateMachine::restore(limits, stored(&snap)).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(restored.digest(), digest, "restored digest at entry {}", position);
                 prop_assert_eq!(restored.position(), position - 1);
                 prop_assert_eq!(restored.last_timestamp(), replay.last_timestamp());
@@ -552,7 +552,7 @@ proptest! {
         // writer would, it restores and replays to the same end.
         if let Some((snap, digest, from)) = held {
             prop_assert_eq!(snap.digest(), digest, "held snapshot changed under later writes");
-            let mut late = StateMachine::restore(limits, stored(&snap)).map_err(TestCaseError::fail)?;
+            let mut late = StateMachine::restore(limits, stored(&snap)).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(late.digest(), digest);
             for (i, entry) in h.log.iter().enumerate().skip(from) {
                 let commands: Vec<Command<'_>> = entry.commands.iter().map(command_of).collect();
@@ -567,7 +567,7 @@ proptest! {
         prop_assert_eq!(replay.position(), h.sm.position());
         check_state(&restored, &h.model, h.shape)?;
         // A snapshot of the final state restores to the same digest too.
-        let last = StateMachine::restore(limits, stored(&h.sm.snapshot())).map_err(TestCaseError::fail)?;
+        let last = StateMachine::restore(limits, stored(&h.sm.snapshot())).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(last.digest(), h.sm.digest());
         check_state(&last, &h.model, h.shape)?;
     }

@@ -43,7 +43,7 @@ pub enum StartError {
     #[error("bootstrapping {dir} from the cluster: {why}")]
     Bootstrap { dir: String, why: String },
     #[error("starting with data directory {dir}: {source}")]
-    Engine { dir: String, source: bursar_server::NodeError },
+    Engine { dir: String, source: Box<bursar_server::NodeError> },
     #[error("starting the HTTP API: {0}")]
     Http(#[from] bursar_http::StartError),
     #[error("starting the side effects: {0}")]
@@ -102,7 +102,8 @@ pub fn start(settings: NodeSettings) -> Result<RunningNode, StartError> {
         }
         None => (None, None),
     };
-    let node = Node::start_with(settings.engine, replicator).map_err(|source| StartError::Engine { dir, source })?;
+    let node = Node::start_with(settings.engine, replicator)
+        .map_err(|source| StartError::Engine { dir, source: Box::new(source) })?;
     let http_addr = match settings.http {
         None => None,
         Some(http) => {

@@ -12,6 +12,22 @@ use std::io::Write as _;
 const NANOS_PER_DAY: u64 = 86_400_000_000_000;
 
 /// A signed amount kept as two u128 sums, so that no delta ever narrows.
+/// Why a batch could not be built or applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("a balance delta overflows u128 in one batch")]
+    DeltaOverflows,
+    #[error("a daily volume overflows u128")]
+    VolumeOverflows,
+    #[error("a page after {after} does not continue the batch ending at {end}")]
+    Discontinuous { after: u64, end: u64 },
+    /// Rolled back; the caller resynchronizes from the table.
+    #[error("the stored cursor is {stored}, not {expected}: another projector is writing this database")]
+    Stale { stored: i64, expected: u64 },
+    #[error("{}", pg_error(.0))]
+    Pg(#[from] postgres::Error),
+}
+
 #[derive(Default, Clone, Copy)]
 struct Signed {
     plus: u128,
@@ -19,12 +35,12 @@ struct Signed {
 }
 
 impl Signed {
-    fn add(&mut self, v: u128) -> Result<(), String> {
-        self.plus = self.plus.checked_add(v).ok_or("a balance delta overflows u128 in one batch")?;
+    fn add(&mut self, v: u128) -> Result<(), ApplyError> {
+        self.plus = self.plus.checked_add(v).ok_or(ApplyError::DeltaOverflows)?;
         Ok(())
     }
-    fn sub(&mut self, v: u128) -> Result<(), String> {
-        self.minus = self.minus.checked_add(v).ok_or("a balance delta overflows u128 in one batch")?;
+    fn sub(&mut self, v: u128) -> Result<(), ApplyError> {
+        self.minus = self.minus.checked_add(v).ok_or(ApplyError::DeltaOverflows)?;
         Ok(())
     }
     fn write(self, out: &mut String) {
@@ -70,9 +86,9 @@ impl Batch {
     }
 
     /// Adds a page; it must start where the batch ends.
-    pub fn push(&mut self, after: u64, next_after: u64, events: &[Event]) -> Result<(), String> {
+    pub fn push(&mut self, after: u64, next_after: u64, events: &[Event]) -> Result<(), ApplyError> {
         if after != self.to {
-            return Err(format!("a page after {after} does not continue the batch ending at {}", self.to));
+            return Err(ApplyError::Discontinuous { after, end: self.to });
         }
         for e in events {
             self.add(e)?;
@@ -82,7 +98,7 @@ impl Batch {
         Ok(())
     }
 
-    fn add(&mut self, e: &Event) -> Result<(), String> {
+    fn add(&mut self, e: &Event) -> Result<(), ApplyError> {
         let at = timestamptz(e.timestamp);
         match &e.body {
             Body::Ledger(l) => {
@@ -118,14 +134,15 @@ impl Batch {
                 let day = e.timestamp / NANOS_PER_DAY;
                 let (debit, credit) = (t.debit_account_id, t.credit_account_id);
                 let seq = e.seq;
-                let mut both = |f: &mut dyn FnMut(&mut Daily, bool) -> Result<(), String>| -> Result<(), String> {
-                    let d = self.daily.entry((debit, day)).or_default();
-                    d.last_seq = seq;
-                    f(d, true)?;
-                    let c = self.daily.entry((credit, day)).or_default();
-                    c.last_seq = seq;
-                    f(c, false)
-                };
+                let mut both =
+                    |f: &mut dyn FnMut(&mut Daily, bool) -> Result<(), ApplyError>| -> Result<(), ApplyError> {
+                        let d = self.daily.entry((debit, day)).or_default();
+                        d.last_seq = seq;
+                        f(d, true)?;
+                        let c = self.daily.entry((credit, day)).or_default();
+                        c.last_seq = seq;
+                        f(c, false)
+                    };
                 match t.kind {
                     TransferKind::Single => both(&mut |d, is_debit| post(d, is_debit, t.amount))?,
                     TransferKind::Pending => both(&mut |d, is_debit| pending(d, is_debit, t.amount, true))?,
@@ -196,23 +213,13 @@ impl Batch {
     /// Applies the batch in one transaction, checking that the stored cursor
     /// is still where the batch starts (another projector, or a stale
     /// session, cannot apply it twice).
-    pub fn apply(&self, client: &mut postgres::Client) -> Result<(), String> {
-        self.apply_tx(client).map_err(|e| match e {
-            Failure::Pg(e) => pg_error(&e),
-            Failure::Stale(m) => m,
-        })
-    }
-
-    fn apply_tx(&self, client: &mut postgres::Client) -> Result<(), Failure> {
+    pub fn apply(&self, client: &mut postgres::Client) -> Result<(), ApplyError> {
         let mut tx = client.transaction()?;
         let row = tx.query_one("SELECT last_seq FROM projection_state WHERE id = 1 FOR UPDATE", &[])?;
         let stored: i64 = row.get(0);
         if stored != seq_i64(self.from) {
             // Rolled back on drop; the caller resynchronizes from the table.
-            return Err(Failure::Stale(format!(
-                "the stored cursor is {stored}, not {}: another projector is writing this database",
-                self.from
-            )));
+            return Err(ApplyError::Stale { stored, expected: self.from });
         }
         copy(&mut tx, "COPY ledgers (id, asset, scale, timestamp, created_at, seq) FROM STDIN", &self.ledgers)?;
         copy(
@@ -277,17 +284,6 @@ impl Batch {
     }
 }
 
-enum Failure {
-    Pg(postgres::Error),
-    Stale(String),
-}
-
-impl From<postgres::Error> for Failure {
-    fn from(e: postgres::Error) -> Self {
-        Failure::Pg(e)
-    }
-}
-
 /// A PostgreSQL error with the server's message when there is one.
 pub fn pg_error(e: &postgres::Error) -> String {
     match e.as_db_error() {
@@ -296,19 +292,18 @@ pub fn pg_error(e: &postgres::Error) -> String {
     }
 }
 
-fn post(d: &mut Daily, is_debit: bool, amount: u128) -> Result<(), String> {
-    let overflow = || "a daily volume overflows u128".to_string();
+fn post(d: &mut Daily, is_debit: bool, amount: u128) -> Result<(), ApplyError> {
     if is_debit {
         d.debits_posted.add(amount)?;
-        d.debit_volume = d.debit_volume.checked_add(amount).ok_or_else(overflow)?;
+        d.debit_volume = d.debit_volume.checked_add(amount).ok_or(ApplyError::VolumeOverflows)?;
     } else {
         d.credits_posted.add(amount)?;
-        d.credit_volume = d.credit_volume.checked_add(amount).ok_or_else(overflow)?;
+        d.credit_volume = d.credit_volume.checked_add(amount).ok_or(ApplyError::VolumeOverflows)?;
     }
     Ok(())
 }
 
-fn pending(d: &mut Daily, is_debit: bool, amount: u128, reserve: bool) -> Result<(), String> {
+fn pending(d: &mut Daily, is_debit: bool, amount: u128, reserve: bool) -> Result<(), ApplyError> {
     let s = if is_debit { &mut d.debits_pending } else { &mut d.credits_pending };
     if reserve { s.add(amount) } else { s.sub(amount) }
 }

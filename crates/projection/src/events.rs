@@ -170,44 +170,80 @@ struct RawData {
     state: Option<String>,
 }
 
+/// Why a page of events from the server was refused (nothing of it is applied).
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("events page: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("next_after {0:?}")]
+    NextAfter(String),
+    #[error("event {seq} after {last}: the stream went backwards")]
+    Backwards { seq: u64, last: u64 },
+    #[error("next_after {next_after} before the page's last event {last}")]
+    NextAfterBehind { next_after: u64, last: u64 },
+    #[error("event {seq}: {source}")]
+    Event {
+        seq: u64,
+        #[source]
+        source: EventError,
+    },
+}
+
+/// Why one event was refused: a field it needs is missing or malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("no {field}")]
+    Missing { field: &'static str },
+    #[error("{kind} without {field}")]
+    Without { kind: &'static str, field: &'static str },
+    #[error("{field} {value:?} is not an unsigned integer")]
+    NotInteger { field: &'static str, value: String },
+    #[error("ledger id out of range")]
+    LedgerIdRange,
+}
+
+fn without(kind: &'static str, field: &'static str) -> EventError {
+    EventError::Without { kind, field }
+}
+
 /// Decodes a `GET /v1/events` body asked with `after`.
-pub fn decode_page(after: u64, body: &[u8]) -> Result<Page, String> {
-    let raw: RawPage = serde_json::from_slice(body).map_err(|e| format!("events page: {e}"))?;
-    let next_after = raw.next_after.parse::<u64>().map_err(|_| format!("next_after {:?}", raw.next_after))?;
+pub fn decode_page(after: u64, body: &[u8]) -> Result<Page, PageError> {
+    let raw: RawPage = serde_json::from_slice(body).map_err(PageError::Json)?;
+    let next_after = raw.next_after.parse::<u64>().map_err(|_| PageError::NextAfter(raw.next_after.clone()))?;
     let mut events = Vec::with_capacity(raw.data.len());
     let mut last = after;
     for e in raw.data {
         if e.seq <= last {
-            return Err(format!("event {} after {last}: the stream went backwards", e.seq));
+            return Err(PageError::Backwards { seq: e.seq, last });
         }
         last = e.seq;
         let seq = e.seq;
-        events.push(decode_event(e).map_err(|m| format!("event {seq}: {m}"))?);
+        events.push(decode_event(e).map_err(|source| PageError::Event { seq, source })?);
     }
     if next_after < last {
-        return Err(format!("next_after {next_after} before the page's last event {last}"));
+        return Err(PageError::NextAfterBehind { next_after, last });
     }
     Ok(Page { after, next_after, events })
 }
 
-fn decode_event(e: RawEvent) -> Result<Event, String> {
+fn decode_event(e: RawEvent) -> Result<Event, EventError> {
     let d = e.data;
     let timestamp = int::<u64>(Some(&e.timestamp), "timestamp")?;
     let body = match e.event_type.as_str() {
         "ledger.created" => Body::Ledger(Ledger {
             id: match d.id {
-                Some(Id::Number(n)) => u32::try_from(n).map_err(|_| "ledger id out of range")?,
+                Some(Id::Number(n)) => u32::try_from(n).map_err(|_| EventError::LedgerIdRange)?,
                 Some(Id::Text(s)) => int(Some(&s), "id")?,
-                None => return Err("ledger without id".into()),
+                None => return Err(without("ledger", "id")),
             },
-            asset: d.asset.ok_or("ledger without asset")?,
-            scale: d.scale.ok_or("ledger without scale")?,
+            asset: d.asset.ok_or(without("ledger", "asset"))?,
+            scale: d.scale.ok_or(without("ledger", "scale"))?,
             timestamp: int(d.timestamp.as_deref(), "timestamp")?,
         }),
         "account.created" => Body::Account(Account {
             id: text_id(&d.id)?,
-            ledger: d.ledger.ok_or("account without ledger")?,
-            code: d.code.ok_or("account without code")?,
+            ledger: d.ledger.ok_or(without("account", "ledger"))?,
+            code: d.code.ok_or(without("account", "code"))?,
             flags: d.flags,
             user_data_128: int(d.user_data_128.as_deref(), "user_data_128")?,
             user_data_64: int(d.user_data_64.as_deref(), "user_data_64")?,
@@ -225,7 +261,10 @@ fn decode_event(e: RawEvent) -> Result<Event, String> {
             };
             let pending_amount = match kind {
                 TransferKind::Single | TransferKind::Pending => 0,
-                _ => int(Some(d.pending_amount.as_deref().ok_or("no pending_amount")?), "pending_amount")?,
+                _ => int(
+                    Some(d.pending_amount.as_deref().ok_or(EventError::Missing { field: "pending_amount" })?),
+                    "pending_amount",
+                )?,
             };
             Body::Transfer(Transfer {
                 kind,
@@ -235,8 +274,8 @@ fn decode_event(e: RawEvent) -> Result<Event, String> {
                 amount: int(d.amount.as_deref(), "amount")?,
                 pending_id,
                 pending_amount,
-                ledger: d.ledger.ok_or("transfer without ledger")?,
-                code: d.code.ok_or("transfer without code")?,
+                ledger: d.ledger.ok_or(without("transfer", "ledger"))?,
+                code: d.code.ok_or(without("transfer", "code"))?,
                 flags: d.flags,
                 timeout: d.timeout.unwrap_or(0),
                 user_data_128: int(d.user_data_128.as_deref(), "user_data_128")?,
@@ -248,32 +287,32 @@ fn decode_event(e: RawEvent) -> Result<Event, String> {
         t if t.starts_with("order.") => Body::Order(Order {
             id: int(d.order_id.as_deref(), "order_id")?,
             customer_id: int(d.customer_id.as_deref(), "customer_id")?,
-            source_ledger: d.source_ledger.ok_or("order without source_ledger")?,
-            target_ledger: d.target_ledger.ok_or("order without target_ledger")?,
+            source_ledger: d.source_ledger.ok_or(without("order", "source_ledger"))?,
+            target_ledger: d.target_ledger.ok_or(without("order", "target_ledger"))?,
             source_amount: int(d.source_amount.as_deref(), "source_amount")?,
             fee_amount: int(d.fee_amount.as_deref(), "fee_amount")?,
             target_amount: d.target_amount.as_deref().map(|s| int(Some(s), "target_amount")).transpose()?,
             rate_ppb: d.rate_ppb.as_deref().map(|s| int(Some(s), "rate_ppb")).transpose()?,
             quote_id: d.quote_id.as_deref().map(|s| int(Some(s), "quote_id")).transpose()?,
-            state: d.state.ok_or("order without state")?,
+            state: d.state.ok_or(without("order", "state"))?,
         }),
         _ => Body::Other,
     };
     Ok(Event { seq: e.seq, timestamp, body })
 }
 
-fn text_id(id: &Option<Id>) -> Result<u128, String> {
+fn text_id(id: &Option<Id>) -> Result<u128, EventError> {
     match id {
         Some(Id::Text(s)) => int(Some(s), "id"),
         Some(Id::Number(n)) => Ok(u128::from(*n)),
-        None => Err("no id".into()),
+        None => Err(EventError::Missing { field: "id" }),
     }
 }
 
 /// A decimal string field; absent is an error (amounts are never guessed).
-fn int<T: std::str::FromStr>(s: Option<&str>, field: &str) -> Result<T, String> {
-    let s = s.ok_or_else(|| format!("no {field}"))?;
-    s.parse::<T>().map_err(|_| format!("{field} {s:?} is not an unsigned integer"))
+fn int<T: std::str::FromStr>(s: Option<&str>, field: &'static str) -> Result<T, EventError> {
+    let s = s.ok_or(EventError::Missing { field })?;
+    s.parse::<T>().map_err(|_| EventError::NotInteger { field, value: s.to_string() })
 }
 
 #[cfg(test)]
@@ -305,6 +344,6 @@ mod tests {
     fn refuses_a_stream_going_backwards() {
         let body =
             br#"{"data":[{"seq":3,"type":"key.created","version":1,"timestamp":"1","data":{}}],"next_after":"3"}"#;
-        assert!(decode_page(3, body).unwrap_err().contains("backwards"));
+        assert!(decode_page(3, body).unwrap_err().to_string().contains("backwards"));
     }
 }

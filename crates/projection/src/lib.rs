@@ -89,7 +89,7 @@ pub fn run(config: &Config, control: &Control) -> Result<(), String> {
         return Err("the batch size must be at least 1".into());
     }
     let source = HttpSource::new(&config.server_url, config.key.clone(), config.wait_ms)?;
-    let pg = pg_tls::PgConnector::new(&config.pg_url, &config.pg_tls)?;
+    let pg = pg_tls::PgConnector::new(&config.pg_url, &config.pg_tls).map_err(|e| e.to_string())?;
     let mut rebuild = config.rebuild;
     let mut backoff = Backoff::default();
     while !control.stop.load(Ordering::Acquire) {
@@ -125,7 +125,7 @@ fn session(
     rebuild: &mut bool,
     progressed: &mut bool,
 ) -> Result<(), String> {
-    let mut client = pg.connect()?;
+    let mut client = pg.connect().map_err(|e| e.to_string())?;
     // The advisory lock keeps two projectors starting at once from racing
     // on CREATE TABLE; the cursor check in every batch does the rest.
     client
@@ -183,16 +183,16 @@ fn apply_loop(
             Err(RecvTimeoutError::Disconnected) => return Err("the fetch thread stopped".into()),
         };
         let mut batch = Batch::new(*cursor);
-        batch.push(first.after, first.next_after, &first.events)?;
+        batch.push(first.after, first.next_after, &first.events).map_err(|e| e.to_string())?;
         // Take whatever else is already fetched, up to the batch size.
         while (batch.events as usize) < config.batch {
             match pages.try_recv() {
-                Ok(p) => batch.push(p.after, p.next_after, &p.events)?,
+                Ok(p) => batch.push(p.after, p.next_after, &p.events).map_err(|e| e.to_string())?,
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => return Err("the fetch thread stopped".into()),
             }
         }
-        batch.apply(client)?;
+        batch.apply(client).map_err(|e| e.to_string())?;
         *cursor = batch.to;
         *progressed = true;
         control.applied.store(batch.to, Ordering::Release);
@@ -315,6 +315,6 @@ impl HttpSource {
             let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
             return Err(format!("GET {url}: {status}: {text}"));
         }
-        events::decode_page(after, &body)
+        events::decode_page(after, &body).map_err(|e| e.to_string())
     }
 }

@@ -55,6 +55,46 @@ impl FromStr for SslMode {
     }
 }
 
+/// Why a connection to PostgreSQL could not be set up or made. Never quotes
+/// the connection string (it may hold a password).
+#[derive(Debug, thiserror::Error)]
+pub enum PgConnectError {
+    #[error("the connection string is over {max} bytes")]
+    TooLong { max: usize },
+    #[error("the connection string: {0}")]
+    ConnInfo(#[source] ConnInfoError),
+    #[error("the connection string: {0}")]
+    Parse(#[source] postgres::Error),
+    /// `sslmode` in the connection string (`SslMode::from_str`'s message).
+    #[error("{0}")]
+    SslMode(String),
+    #[error(transparent)]
+    Tls(#[from] PgTlsError),
+    /// The server refused (its code and message).
+    #[error("{}", crate::apply::pg_error(.0))]
+    Refused(#[source] postgres::Error),
+    /// No session: TLS, network or protocol, with every cause spelled out.
+    #[error("postgresql: {}", bursar_tls::error_chain(.0))]
+    Connect(#[source] postgres::Error),
+}
+
+/// A connection string that does not parse where this module reads it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnInfoError {
+    #[error("a truncated %-escape")]
+    TruncatedEscape,
+    #[error("a bad %-escape")]
+    BadEscape,
+    #[error("a %-escape is not UTF-8")]
+    EscapeNotUtf8,
+    #[error("{key:?} has no value (key=value expected)")]
+    NoValue { key: String },
+    #[error("a dangling \\")]
+    DanglingBackslash,
+    #[error("an unterminated quote")]
+    UnterminatedQuote,
+}
+
 /// TLS options given beside the connection string; they win over it.
 #[derive(Clone, Debug, Default)]
 pub struct PgTlsOptions {
@@ -70,16 +110,16 @@ pub struct PgConnector {
 }
 
 impl PgConnector {
-    pub fn new(conninfo: &str, options: &PgTlsOptions) -> Result<PgConnector, String> {
+    pub fn new(conninfo: &str, options: &PgTlsOptions) -> Result<PgConnector, PgConnectError> {
         if conninfo.len() > MAX_CONNINFO_LEN {
-            return Err(format!("the connection string is over {MAX_CONNINFO_LEN} bytes"));
+            return Err(PgConnectError::TooLong { max: MAX_CONNINFO_LEN });
         }
-        let (rest, url_mode, url_ca) = split_tls_options(conninfo)?;
+        let (rest, url_mode, url_ca) = split_tls_options(conninfo).map_err(PgConnectError::ConnInfo)?;
         // Never echo the connection string: it may hold a password.
-        let mut config = postgres::Config::from_str(&rest).map_err(|e| format!("the connection string: {e}"))?;
+        let mut config = postgres::Config::from_str(&rest).map_err(PgConnectError::Parse)?;
         let mode = match (options.mode, url_mode) {
             (Some(mode), _) => mode,
-            (None, Some(text)) => text.parse()?,
+            (None, Some(text)) => text.parse().map_err(PgConnectError::SslMode)?,
             (None, None) => SslMode::Prefer,
         };
         let ca = match (&options.ca_file, url_ca) {
@@ -95,20 +135,20 @@ impl PgConnector {
         });
         let tls = match mode {
             SslMode::Disable => None,
-            _ => Some(tokio_postgres_rustls::MakeRustlsConnect::new(client_config(mode, ca.as_ref())?)),
+            _ => Some(tokio_postgres_rustls::MakeRustlsConnect::new(tls_config(mode, ca.as_ref())?)),
         };
         Ok(PgConnector { config, tls })
     }
 
     /// One connection; TLS failures are spelled out (unknown CA, wrong host name).
-    pub fn connect(&self) -> Result<postgres::Client, String> {
+    pub fn connect(&self) -> Result<postgres::Client, PgConnectError> {
         let connected = match &self.tls {
             None => self.config.connect(postgres::NoTls),
             Some(tls) => self.config.connect(tls.clone()),
         };
         connected.map_err(|e| match e.as_db_error() {
-            Some(_) => crate::apply::pg_error(&e),
-            None => format!("postgresql: {}", bursar_tls::error_chain(&e)),
+            Some(_) => PgConnectError::Refused(e),
+            None => PgConnectError::Connect(e),
         })
     }
 }
@@ -118,7 +158,7 @@ enum CaSource {
     System,
 }
 
-fn client_config(mode: SslMode, ca: Option<&CaSource>) -> Result<rustls::ClientConfig, String> {
+fn tls_config(mode: SslMode, ca: Option<&CaSource>) -> Result<rustls::ClientConfig, PgTlsError> {
     let roots = match ca {
         Some(CaSource::File(path)) => Some(bursar_tls::roots(false, &read_ca(path)?)?),
         Some(CaSource::System) => Some(bursar_tls::roots(true, &[])?),
@@ -127,24 +167,33 @@ fn client_config(mode: SslMode, ca: Option<&CaSource>) -> Result<rustls::ClientC
     };
     let Some(roots) = roots else {
         // prefer/require without a CA: encrypted against eavesdroppers, like libpq.
-        return bursar_tls::client_config_with_verifier(Arc::new(EncryptOnly::new()), None);
+        return Ok(bursar_tls::client_config_with_verifier(Arc::new(EncryptOnly::new()), None)?);
     };
     if mode == SslMode::VerifyFull {
-        return bursar_tls::client_config(roots, None);
+        return Ok(bursar_tls::client_config(roots, None)?);
     }
     let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), bursar_tls::provider())
         .build()
-        .map_err(|e| format!("the PostgreSQL CA: {e}"))?;
-    bursar_tls::client_config_with_verifier(Arc::new(ChainOnly(chain)), None)
+        .map_err(PgTlsError::Ca)?;
+    Ok(bursar_tls::client_config_with_verifier(Arc::new(ChainOnly(chain)), None)?)
 }
 
-fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+/// Why the TLS settings for PostgreSQL could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PgTlsError {
+    #[error(transparent)]
+    Tls(#[from] bursar_tls::TlsError),
+    #[error("the PostgreSQL CA: {0}")]
+    Ca(#[source] rustls::server::VerifierBuilderError),
+}
+
+fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, bursar_tls::TlsError> {
     bursar_tls::read_certs(path, "--pg-ca-file/sslrootcert")
 }
 
 /// Takes `sslmode` and `sslrootcert` out of a connection string (URL or
 /// `key=value` form): the rest, and their values.
-fn split_tls_options(conninfo: &str) -> Result<(String, Option<String>, Option<String>), String> {
+fn split_tls_options(conninfo: &str) -> Result<(String, Option<String>, Option<String>), ConnInfoError> {
     let (mut mode, mut ca) = (None, None);
     let mut take = |key: &str, value: String| match key {
         "sslmode" => {
@@ -165,7 +214,7 @@ fn split_tls_options(conninfo: &str) -> Result<(String, Option<String>, Option<S
     Ok((rest, mode, ca))
 }
 
-fn split_url(url: &str, take: &mut impl FnMut(&str, String) -> bool) -> Result<String, String> {
+fn split_url(url: &str, take: &mut impl FnMut(&str, String) -> bool) -> Result<String, ConnInfoError> {
     let Some((base, query)) = url.split_once('?') else { return Ok(url.to_string()) };
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -177,26 +226,26 @@ fn split_url(url: &str, take: &mut impl FnMut(&str, String) -> bool) -> Result<S
     Ok(if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) })
 }
 
-fn percent_decode(text: &str) -> Result<String, String> {
+fn percent_decode(text: &str) -> Result<String, ConnInfoError> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3).ok_or("the connection string: a truncated %-escape")?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| "the connection string: a bad %-escape")?);
+            let hex = text.get(i + 1..i + 3).ok_or(ConnInfoError::TruncatedEscape)?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| ConnInfoError::BadEscape)?);
             i += 3;
         } else {
             out.push(bytes[i]);
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| "the connection string: a %-escape is not UTF-8".into())
+    String::from_utf8(out).map_err(|_| ConnInfoError::EscapeNotUtf8)
 }
 
 /// `key = value` pairs, values bare or single-quoted with `\` escapes (libpq);
 /// the kept pairs are written back quoted.
-fn split_pairs(text: &str, take: &mut impl FnMut(&str, String) -> bool) -> Result<String, String> {
+fn split_pairs(text: &str, take: &mut impl FnMut(&str, String) -> bool) -> Result<String, ConnInfoError> {
     let mut chars = text.chars().peekable();
     let mut kept = Vec::new();
     loop {
@@ -210,7 +259,7 @@ fn split_pairs(text: &str, take: &mut impl FnMut(&str, String) -> bool) -> Resul
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
-            return Err(format!("the connection string: {key:?} has no value (key=value expected)"));
+            return Err(ConnInfoError::NoValue { key });
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         let mut value = String::new();
@@ -218,9 +267,9 @@ fn split_pairs(text: &str, take: &mut impl FnMut(&str, String) -> bool) -> Resul
             loop {
                 match chars.next() {
                     Some('\'') => break,
-                    Some('\\') => value.push(chars.next().ok_or("the connection string: a dangling \\")?),
+                    Some('\\') => value.push(chars.next().ok_or(ConnInfoError::DanglingBackslash)?),
                     Some(c) => value.push(c),
-                    None => return Err("the connection string: an unterminated quote".into()),
+                    None => return Err(ConnInfoError::UnterminatedQuote),
                 }
             }
         } else {
@@ -354,10 +403,13 @@ mod tests {
         assert!(
             PgConnector::new("host=x sslmode=allow", &PgTlsOptions::default())
                 .err()
-                .is_some_and(|e| e.contains("sslmode"))
+                .is_some_and(|e| e.to_string().contains("sslmode"))
         );
         let missing = PgTlsOptions { mode: Some(SslMode::VerifyFull), ca_file: Some("/nonexistent/ca.pem".into()) };
-        let err = PgConnector::new("host=x password=hunter2", &missing).err().expect("a missing CA file is an error");
+        let err = PgConnector::new("host=x password=hunter2", &missing)
+            .err()
+            .expect("a missing CA file is an error")
+            .to_string();
         assert!(err.contains("/nonexistent/ca.pem") && !err.contains("hunter2"), "{err}");
     }
 }

@@ -102,7 +102,7 @@ fn batches_apply_exactly_once() {
     batch.push(0, 8, &first).unwrap();
     batch.apply(&mut db).unwrap();
     // The same batch again: refused, nothing changes.
-    assert!(batch.apply(&mut db).unwrap_err().contains("stored cursor is 8"));
+    assert!(batch.apply(&mut db).unwrap_err().to_string().contains("stored cursor is 8"));
 
     // The next day: post 200 of the 500, void the 300, a pending that expires.
     let second = vec![

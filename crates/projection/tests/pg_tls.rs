@@ -40,7 +40,7 @@ fn conninfo(pg: &TempPostgres, host: &str, extra: &str) -> String {
 
 fn connect(conninfo: &str, mode: SslMode, ca: Option<&Path>) -> Result<postgres::Client, String> {
     let options = PgTlsOptions { mode: Some(mode), ca_file: ca.map(Path::to_path_buf) };
-    PgConnector::new(conninfo, &options)?.connect()
+    PgConnector::new(conninfo, &options).and_then(|c| c.connect()).map_err(|e| e.to_string())
 }
 
 fn is_encrypted(client: &mut postgres::Client) -> bool {

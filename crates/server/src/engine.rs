@@ -35,11 +35,11 @@ const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(50);
 pub trait EngineLog: Send {
     /// Appends an entry whose body is the concatenation of `parts`; returns
     /// its position. Durability is reported separately (to the gate).
-    fn append(&mut self, timestamp: u64, parts: &[&[u8]]) -> Result<u64, String>;
+    fn append(&mut self, timestamp: u64, parts: &[&[u8]]) -> Result<u64, bursar_log::LogError>;
     /// The chain hash of the last appended entry.
     fn last_chain(&self) -> [u8; 32];
     /// Stops after everything appended is durable.
-    fn close(self: Box<Self>) -> Result<(), String>;
+    fn close(self: Box<Self>) -> Result<(), bursar_log::LogError>;
 }
 
 /// The API keys as of the last applied entry, shared with the HTTP layer.

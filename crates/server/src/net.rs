@@ -339,7 +339,7 @@ impl<S: AsyncRead + AsyncWrite> Reader<'_, S> {
             return Next::ReplyAndClose(refused(code, id, ProtocolError::Unauthenticated, why));
         }
         if let Err(why) = session.authorize(op, &body) {
-            return Next::Reply(refused(code, id, ProtocolError::Forbidden, &why));
+            return Next::Reply(refused(code, id, ProtocolError::Forbidden, &why.to_string()));
         }
         let scope = session.scope().cloned();
         if op.is_write() {

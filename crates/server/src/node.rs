@@ -57,11 +57,38 @@ pub enum NodeError {
     #[error("{0}")]
     Log(#[from] bursar_log::LogError),
     #[error("recovery failed: {0}")]
-    Recovery(String),
+    Recovery(#[from] crate::recovery::RecoveryError),
+    /// The replicator could not join the cluster (its own message).
+    #[error("recovery failed: joining the cluster: {0}")]
+    Join(String),
+    #[error("recovery failed: the local log failed while catching up to position {end}")]
+    CatchUp { end: u64 },
+    #[error("recovery failed: creating an API key failed: {0}")]
+    CreateKey(CreateKeyError),
+    #[error("recovery failed: BURSAR_ADMIN_KEY must be {min} to {max} printable characters without spaces")]
+    AdminKeyMalformed { min: usize, max: usize },
+    #[error(
+        "recovery failed: a cluster replica needs BURSAR_ADMIN_KEY on the first start (every replica the same), \
+         so that replicas starting together create one admin key"
+    )]
+    AdminKeyRequired,
+    #[error("recovery failed: creating the first admin key failed: {0}")]
+    AdminKey(CreateKeyError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Why `Node::create_key` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateKeyError {
+    #[error("invalid name or ledgers")]
+    Invalid,
+    #[error("the engine stopped before replying")]
+    EngineStopped,
+    #[error("status {status} with {count} results")]
+    Refused { status: u16, count: u32 },
 }
 
 /// What recovery found, for the start-up message.
@@ -121,14 +148,14 @@ pub struct Node {
 struct FileEngineLog(FileLog);
 
 impl EngineLog for FileEngineLog {
-    fn append(&mut self, timestamp: u64, parts: &[&[u8]]) -> Result<u64, String> {
-        self.0.append(timestamp, parts).map_err(|e| e.to_string())
+    fn append(&mut self, timestamp: u64, parts: &[&[u8]]) -> Result<u64, bursar_log::LogError> {
+        self.0.append(timestamp, parts)
     }
     fn last_chain(&self) -> [u8; 32] {
         self.0.last_chain()
     }
-    fn close(self: Box<Self>) -> Result<(), String> {
-        self.0.close().map(|_| ()).map_err(|e| e.to_string())
+    fn close(self: Box<Self>) -> Result<(), bursar_log::LogError> {
+        self.0.close().map(|_| ())
     }
 }
 
@@ -160,7 +187,7 @@ impl Node {
         let options = FileLogOptions { dir: config.data_dir.clone(), segment_bytes: config.segment_bytes };
         let (mut log, open) = FileLog::open(options)?;
         let store = SnapshotStore::open(&config.data_dir)?;
-        let recovered = recover(&log, &open, &store).map_err(NodeError::Recovery)?;
+        let recovered = recover(&log, &open, &store)?;
         let sm = recovered.state;
         let needs_admin = sm.keys().is_empty();
         let mut report = StartReport {
@@ -196,11 +223,9 @@ impl Node {
             .build()?;
         let clustered = replicator.is_some();
         let mut link = match replicator {
-            Some(mut replicator) => Some(
-                replicator
-                    .start(runtime.handle(), position, engine_tx.clone())
-                    .map_err(|e| NodeError::Recovery(format!("joining the cluster: {e}")))?,
-            ),
+            Some(mut replicator) => {
+                Some(replicator.start(runtime.handle(), position, engine_tx.clone()).map_err(NodeError::Join)?)
+            }
             None => None,
         };
         let log_end = link.as_ref().map(|l| l.log_end);
@@ -303,7 +328,7 @@ impl Node {
         name: &str,
     ) -> Result<String, NodeError> {
         let token = crate::keys::generate_token();
-        let failed = |why: String| NodeError::Recovery(format!("creating an API key failed: {why}"));
+        let failed = NodeError::CreateKey;
         let event = bursar_core::service::keys::KeyEvent::new(
             crate::keys::generate_key_id(),
             crate::keys::token_hash(&token),
@@ -311,13 +336,13 @@ impl Node {
             ledgers,
             name,
         )
-        .ok_or_else(|| failed("invalid name or ledgers".into()))?;
+        .ok_or(failed(CreateKeyError::Invalid))?;
         let envelope = OwnedEnvelope { route: "EMBEDDED create key".into(), ..Default::default() };
         let response =
             submit(&self.engine_tx, bursar_core::Operation::CreateKeys, bytemuck::bytes_of(&event).to_vec(), envelope)
-                .map_err(failed)?;
+                .map_err(|_| failed(CreateKeyError::EngineStopped))?;
         if response.status != 0 || response.count != 0 {
-            return Err(failed(format!("status {} with {} results", response.status, response.count)));
+            return Err(failed(CreateKeyError::Refused { status: response.status, count: response.count }));
         }
         Ok(token)
     }
@@ -392,7 +417,7 @@ fn catch_up(gate: &Gate, from: u64, end: u64) -> Result<(), NodeError> {
         tracing::info!(from, to = end, "catching up with the replicated log");
     }
     if !gate.wait_durable(end) {
-        return Err(NodeError::Recovery(format!("the local log failed while catching up to position {end}")));
+        return Err(NodeError::CatchUp { end });
     }
     Ok(())
 }
@@ -409,30 +434,26 @@ fn bootstrap_admin_key(
     let (token, generated) = match supplied {
         Some(t) if crate::keys::token_is_plausible(&t) => (t, false),
         Some(_) => {
-            return Err(NodeError::Recovery(format!(
-                "BURSAR_ADMIN_KEY must be {} to {} printable characters without spaces",
-                crate::limits::SUPPLIED_TOKEN_MIN,
-                crate::limits::TOKEN_MAX
-            )));
+            return Err(NodeError::AdminKeyMalformed {
+                min: crate::limits::SUPPLIED_TOKEN_MIN,
+                max: crate::limits::TOKEN_MAX,
+            });
         }
         None => (crate::keys::generate_token(), true),
     };
     if clustered && generated {
-        return Err(NodeError::Recovery(
-            "a cluster replica needs BURSAR_ADMIN_KEY on the first start (every replica the same), \
-             so that replicas starting together create one admin key"
-                .into(),
-        ));
+        return Err(NodeError::AdminKeyRequired);
     }
     let id = if clustered { crate::keys::key_id_from_token(&token) } else { crate::keys::generate_key_id() };
     let event = crate::keys::admin_key_event(id, &token);
     let envelope = OwnedEnvelope { route: "BOOTSTRAP admin key".into(), ..Default::default() };
-    let failed = |why: String| NodeError::Recovery(format!("creating the first admin key failed: {why}"));
+    let failed = NodeError::AdminKey;
     let body = bytemuck::bytes_of(&event).to_vec();
-    let response = submit(engine, bursar_core::Operation::CreateKeys, body, envelope).map_err(failed)?;
+    let response = submit(engine, bursar_core::Operation::CreateKeys, body, envelope)
+        .map_err(|_| failed(CreateKeyError::EngineStopped))?;
     let exists_already = clustered && response.status == 0 && response.count == 1;
     if response.status != 0 || (response.count != 0 && !exists_already) {
-        return Err(failed(format!("status {} with {} results", response.status, response.count)));
+        return Err(failed(CreateKeyError::Refused { status: response.status, count: response.count }));
     }
     Ok((token, generated))
 }
@@ -444,13 +465,17 @@ fn submit(
     operation: bursar_core::Operation,
     body: Vec<u8>,
     envelope: OwnedEnvelope,
-) -> Result<crate::message::Response, String> {
+) -> Result<crate::message::Response, EngineStopped> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let op = bursar_proto::RequestOp::Op(operation);
     let request = Request { op, request_id: 0, body, envelope: Some(envelope), reply: tx };
-    engine.blocking_send(EngineMsg::Request(request)).map_err(|e| e.to_string())?;
-    rx.blocking_recv().map_err(|e| e.to_string())
+    engine.blocking_send(EngineMsg::Request(request)).map_err(|_| EngineStopped)?;
+    rx.blocking_recv().map_err(|_| EngineStopped)
 }
+
+/// The engine thread is gone: its queue or the reply channel closed.
+#[derive(Debug)]
+struct EngineStopped;
 
 /// Wakes the engine regularly so that due pending transfers expire even
 /// when no client writes.

@@ -2,11 +2,41 @@
 //! Every check that fails stops the start with a message naming what is
 //! wrong; nothing is skipped.
 
+use bursar_core::DecodeError;
 use bursar_core::Limits;
 use bursar_core::command::decode_entry;
 use bursar_core::entry::RejectReason;
 use bursar_core::machine::Machine;
-use bursar_log::{FileLog, OpenReport, SnapshotStore};
+use bursar_log::{FileLog, LogError, OpenReport, SnapshotStore};
+
+/// Why recovery (or a replay) stopped; each names the position concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("snapshot at position {position} is ahead of the log, which ends at {log_end}: log entries are missing")]
+    SnapshotAhead { position: u64, log_end: u64 },
+    #[error("snapshot at position {position} does not match the log's hash chain there")]
+    ChainMismatch { position: u64 },
+    #[error("snapshot at position {position} is inconsistent: {source}")]
+    SnapshotInconsistent {
+        position: u64,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("snapshot at position {position} restores to a state with a different digest")]
+    DigestMismatch { position: u64 },
+    #[error("the log starts at position {first} and there is no snapshot to start from")]
+    NoSnapshot { first: u64 },
+    #[error("replay stopped at position {stopped} before the log's end at {until}")]
+    ReplayStopped { stopped: u64, until: u64 },
+    #[error("log entry {position} has a valid checksum but an invalid body: {source}")]
+    InvalidBody {
+        position: u64,
+        #[source]
+        source: DecodeError,
+    },
+}
 
 pub struct Recovered {
     pub state: Machine,
@@ -14,60 +44,55 @@ pub struct Recovered {
     pub replayed_entries: u64,
 }
 
-pub fn recover(log: &FileLog, open: &OpenReport, store: &SnapshotStore) -> Result<Recovered, String> {
-    let (mut sm, snapshot_position) = match store.load_latest().map_err(|e| e.to_string())? {
+pub fn recover(log: &FileLog, open: &OpenReport, store: &SnapshotStore) -> Result<Recovered, RecoveryError> {
+    let (mut sm, snapshot_position) = match store.load_latest()? {
         Some(snapshot) => {
             let position = snapshot.position;
             if position > open.last_position {
-                return Err(format!(
-                    "snapshot at position {position} is ahead of the log, which ends at {}: log entries are missing",
-                    open.last_position
-                ));
+                return Err(RecoveryError::SnapshotAhead { position, log_end: open.last_position });
             }
             // `first_position - 1` too: a log seeded after this snapshot
             // starts there, and its base chain must be the snapshot's.
             if position + 1 >= open.first_position {
-                let chain = log.chain_at(position).map_err(|e| e.to_string())?;
+                let chain = log.chain_at(position)?;
                 if chain != snapshot.chain {
-                    return Err(format!("snapshot at position {position} does not match the log's hash chain there"));
+                    return Err(RecoveryError::ChainMismatch { position });
                 }
             }
             let digest = snapshot.digest;
             let sm = Machine::restore(Limits::default(), snapshot.chunks)
-                .map_err(|e| format!("snapshot at position {position} is inconsistent: {e}"))?;
+                .map_err(|source| RecoveryError::SnapshotInconsistent { position, source })?;
             if sm.digest() != digest {
-                return Err(format!("snapshot at position {position} restores to a state with a different digest"));
+                return Err(RecoveryError::DigestMismatch { position });
             }
             (sm, Some(position))
         }
         None => {
             if open.last_position > 0 && open.first_position > 1 {
-                return Err(format!(
-                    "the log starts at position {} and there is no snapshot to start from",
-                    open.first_position
-                ));
+                return Err(RecoveryError::NoSnapshot { first: open.first_position });
             }
             (Machine::default(), None)
         }
     };
-    let replayed = replay(log, &mut sm, open.last_position, |_| Ok(()))?;
+    let replayed = replay(log, &mut sm, open.last_position, |_| Ok::<(), RecoveryError>(()))?;
     Ok(Recovered { state: sm, snapshot_position, replayed_entries: replayed })
 }
 
 /// Applies log entries after the state's position up to `until`. `after`
-/// runs after each entry (verify uses it to compare snapshot digests).
-pub fn replay(
+/// runs after each entry (verify uses it to compare snapshot digests); its
+/// error type is the caller's, which holds every `RecoveryError`.
+pub fn replay<E: From<RecoveryError>>(
     log: &FileLog,
     sm: &mut Machine,
     until: u64,
-    mut after: impl FnMut(&Machine) -> Result<(), String>,
-) -> Result<u64, String> {
+    mut after: impl FnMut(&Machine) -> Result<(), E>,
+) -> Result<u64, E> {
     let mut count = 0;
     if sm.position() >= until {
         return Ok(0);
     }
     for entry in log.entries_from(sm.position() + 1) {
-        let entry = entry.map_err(|e| e.to_string())?;
+        let entry = entry.map_err(RecoveryError::from)?;
         if entry.position > until {
             break;
         }
@@ -76,7 +101,7 @@ pub fn replay(
         count += 1;
     }
     if sm.position() != until {
-        return Err(format!("replay stopped at position {} before the log's end at {until}", sm.position()));
+        return Err(RecoveryError::ReplayStopped { stopped: sm.position(), until }.into());
     }
     Ok(count)
 }
@@ -96,9 +121,8 @@ pub fn apply_logged(
     position: u64,
     timestamp: u64,
     body: &[u8],
-) -> Result<Option<RejectReason>, String> {
-    let entry = decode_entry(body)
-        .map_err(|e| format!("log entry {position} has a valid checksum but an invalid body: {e}"))?;
+) -> Result<Option<RejectReason>, RecoveryError> {
+    let entry = decode_entry(body).map_err(|source| RecoveryError::InvalidBody { position, source })?;
     match sm.apply_decoded(position, timestamp, &entry) {
         Ok(_) => Ok(None),
         Err(reason) => {
@@ -139,6 +163,6 @@ mod tests {
     fn a_log_seeded_with_another_chain_is_refused() {
         let (_dir, log, open, store) = seeded([6; 32]);
         let err = recover(&log, &open, &store).err().unwrap();
-        assert!(err.contains("does not match the log's hash chain"), "{err}");
+        assert!(err.to_string().contains("does not match the log's hash chain"), "{err}");
     }
 }

@@ -9,6 +9,17 @@ use bursar_core::service::keys::{ApiKey, Keys, Role};
 use bursar_proto::{AuthReply, ProtocolError};
 use std::sync::Arc;
 
+/// Why a key may not send a request (the reply's message).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Forbidden {
+    #[error("the {role} role may not {operation}")]
+    Role { role: &'static str, operation: &'static str },
+    #[error("event {index}: a key restricted to ledgers must name the ledger of every event")]
+    NoLedger { index: usize },
+    #[error("event {index}: this key may not act on ledger {ledger}")]
+    OutOfScope { index: usize, ledger: u32 },
+}
+
 /// An authenticated connection's key, as of the key table it was last
 /// checked against.
 #[derive(Clone)]
@@ -74,7 +85,7 @@ impl Session {
     /// Whether the key may send this request. Ledger scopes are checked on
     /// every event of a write (the whole request is refused if one is
     /// outside them) and on replies of reads (see [`filter_reply`]).
-    pub fn authorize(&self, op: Operation, body: &[u8]) -> Result<(), String> {
+    pub fn authorize(&self, op: Operation, body: &[u8]) -> Result<(), Forbidden> {
         let role = self.key.role;
         let allowed = match op {
             // As over HTTP: ledgers are the admin's.
@@ -87,14 +98,14 @@ impl Session {
             _ => true,
         };
         if !allowed {
-            return Err(format!("the {} role may not {}", role.name(), op.name()));
+            return Err(Forbidden::Role { role: role.name(), operation: op.name() });
         }
         let Some(scope) = &self.scope else { return Ok(()) };
         let check = |i: usize, ledger: u32| {
             if ledger == 0 {
-                Err(format!("event {i}: a key restricted to ledgers must name the ledger of every event"))
+                Err(Forbidden::NoLedger { index: i })
             } else if scope.binary_search(&ledger).is_err() {
-                Err(format!("event {i}: this key may not act on ledger {ledger}"))
+                Err(Forbidden::OutOfScope { index: i, ledger })
             } else {
                 Ok(())
             }
@@ -192,7 +203,7 @@ mod tests {
         let ok = bursar_core::records::encode_all(&[t(7), t(7)]).to_vec();
         assert!(scoped.authorize(Operation::CreateTransfers, &ok).is_ok());
         let bad = bursar_core::records::encode_all(&[t(7), t(8)]).to_vec();
-        assert!(scoped.authorize(Operation::CreateTransfers, &bad).unwrap_err().starts_with("event 1:"));
+        assert!(scoped.authorize(Operation::CreateTransfers, &bad).unwrap_err().to_string().starts_with("event 1:"));
         let (body, count) = filter_reply(Operation::LookupTransfers as u8, &bad, 2, &[7]);
         assert_eq!((body.len(), count), (Transfer::SIZE, 1));
     }

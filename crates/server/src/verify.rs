@@ -6,11 +6,74 @@
 //! `Machine::digest` the cluster's divergence guard compares at its
 //! checkpoints. `verify_until` stops the replay at an earlier position.
 
-use crate::recovery::replay;
+use crate::recovery::{RecoveryError, replay};
 use bursar_core::machine::Machine;
-use bursar_core::{Ledger, LedgerTotals};
-use bursar_log::{FileLog, FileLogOptions, OpenReport, SnapshotStore};
-use std::path::Path;
+use bursar_core::{AuditFault, DecodeError, InvariantError, Ledger, LedgerTotals};
+use bursar_log::{FileLog, FileLogOptions, LogError, OpenReport, SnapshotStore};
+use std::path::{Path, PathBuf};
+
+/// What `verify` or `verify_audit` found wrong; each names the position,
+/// snapshot or audit record concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("{} holds no Bursar log", .0.display())]
+    NoLog(PathBuf),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error(transparent)]
+    Recovery(#[from] RecoveryError),
+    #[error("position {end} is beyond the log's end at position {last}")]
+    BeyondEnd { end: u64, last: u64 },
+    #[error(
+        "position {end} is before this directory's log, which starts at position {first}: \
+         the entries up to {base} are not here, so the state at {end} cannot be rebuilt from it"
+    )]
+    BeforeLog { end: u64, first: u64, base: u64 },
+    #[error("the log starts at position {first} and there is no snapshot to start the replay from")]
+    NoStartSnapshot { first: u64 },
+    #[error(
+        "position {end} is before the oldest snapshot kept that the log continues from (at position {oldest}; \
+         the log starts at {first}): the state at {end} cannot be rebuilt from this directory"
+    )]
+    BeforeOldestSnapshot { end: u64, oldest: u64, first: u64 },
+    #[error("the snapshot at position {position} does not match the log's hash chain there")]
+    ChainMismatch { position: u64 },
+    #[error("the snapshot at position {position} is inconsistent: {source}")]
+    SnapshotInconsistent {
+        position: u64,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("the snapshot at position {position} restores to a state with a different digest")]
+    DigestMismatch { position: u64 },
+    #[error("the snapshot at position {position} differs from the replayed state there")]
+    ReplayDiffers { position: u64 },
+    #[error("invariant broken after replay: {0}")]
+    Invariant(#[source] InvariantError),
+    #[error("audit record {record} (and any after it) is in damaged log entry {position}: {source}")]
+    DamagedEntry {
+        record: u64,
+        position: u64,
+        #[source]
+        source: LogError,
+    },
+    #[error("audit record {seq} {fault}")]
+    Audit { seq: u64, fault: AuditFault },
+    #[error("snapshot at position {position}: {source}")]
+    SnapshotUnreadable {
+        position: u64,
+        #[source]
+        source: LogError,
+    },
+    #[error("snapshot at position {position}: {source}")]
+    SnapshotUnrestorable {
+        position: u64,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("the snapshot at position {position} holds audit records that differ from the log's")]
+    AuditDiffers { position: u64 },
+}
 
 pub struct VerifyReport {
     /// The log's last position: every entry up to it was read and checked
@@ -70,7 +133,7 @@ fn hex(bytes: &[u8; 32]) -> String {
 }
 
 /// Verifies the whole data directory: `verify_until(data_dir, None)`.
-pub fn verify(data_dir: &Path) -> Result<VerifyReport, String> {
+pub fn verify(data_dir: &Path) -> Result<VerifyReport, VerifyError> {
     verify_until(data_dir, None)
 }
 
@@ -81,31 +144,31 @@ pub fn verify(data_dir: &Path) -> Result<VerifyReport, String> {
 /// stops at `until`, checking the snapshots up to there. A position past
 /// the log's end, or before the state the replay can start from, is an
 /// error.
-pub fn verify_until(data_dir: &Path, until: Option<u64>) -> Result<VerifyReport, String> {
+pub fn verify_until(data_dir: &Path, until: Option<u64>) -> Result<VerifyReport, VerifyError> {
     if !data_dir.join("log").is_dir() {
-        return Err(format!("{} holds no Bursar log", data_dir.display()));
+        return Err(VerifyError::NoLog(data_dir.to_path_buf()));
     }
     let options = FileLogOptions { dir: data_dir.to_path_buf(), segment_bytes: u64::MAX };
-    let (log, open) = FileLog::open_read_only(options).map_err(|e| e.to_string())?;
-    let store = SnapshotStore::open_read_only(data_dir).map_err(|e| e.to_string())?;
-    let snapshots = store.list().map_err(|e| e.to_string())?;
+    let (log, open) = FileLog::open_read_only(options)?;
+    let store = SnapshotStore::open_read_only(data_dir)?;
+    let snapshots = store.list()?;
     let end = until.unwrap_or(open.last_position);
     if end > open.last_position {
-        return Err(format!("position {end} is beyond the log's end at position {}", open.last_position));
+        return Err(VerifyError::BeyondEnd { end, last: open.last_position });
     }
     let mut checked = 0;
     let mut sm = if open.first_position <= 1 {
         Machine::default()
     } else {
         let position = start_snapshot(&open, &snapshots, end)?;
-        let s = store.load(position).map_err(|e| e.to_string())?;
-        if log.chain_at(position).map_err(|e| e.to_string())? != s.chain {
-            return Err(format!("the snapshot at position {position} does not match the log's hash chain there"));
+        let s = store.load(position)?;
+        if log.chain_at(position)? != s.chain {
+            return Err(VerifyError::ChainMismatch { position });
         }
         let sm = Machine::restore(bursar_core::Limits::default(), s.chunks)
-            .map_err(|e| format!("the snapshot at position {position} is inconsistent: {e}"))?;
+            .map_err(|source| VerifyError::SnapshotInconsistent { position, source })?;
         if sm.digest() != s.digest {
-            return Err(format!("the snapshot at position {position} restores to a state with a different digest"));
+            return Err(VerifyError::DigestMismatch { position });
         }
         checked += 1;
         sm
@@ -115,15 +178,15 @@ pub fn verify_until(data_dir: &Path, until: Option<u64>) -> Result<VerifyReport,
     replay(&log, &mut sm, end, |sm| {
         if pending_checks.last() == Some(&sm.position()) {
             let position = pending_checks.pop().expect("checked above");
-            let s = store.load(position).map_err(|e| e.to_string())?;
+            let s = store.load(position)?;
             if s.digest != sm.digest() {
-                return Err(format!("the snapshot at position {position} differs from the replayed state there"));
+                return Err(VerifyError::ReplayDiffers { position });
             }
             checked += 1;
         }
         Ok(())
     })?;
-    sm.check_invariants_deep().map_err(|e| format!("invariant broken after replay: {e}"))?;
+    sm.check_invariants_deep().map_err(VerifyError::Invariant)?;
     Ok(VerifyReport {
         entries: open.last_position,
         position: sm.position(),
@@ -142,21 +205,15 @@ pub fn verify_until(data_dir: &Path, until: Option<u64>) -> Result<VerifyReport,
 /// at position 1 (older segments removed, or a log seeded after a
 /// snapshot): the oldest one the log continues from, which must not be
 /// after `end`.
-fn start_snapshot(open: &OpenReport, snapshots: &[u64], end: u64) -> Result<u64, String> {
+fn start_snapshot(open: &OpenReport, snapshots: &[u64], end: u64) -> Result<u64, VerifyError> {
     let first = open.first_position;
     let base = first - 1;
     if end < base {
-        return Err(format!(
-            "position {end} is before this directory's log, which starts at position {first}: \
-             the entries up to {base} are not here, so the state at {end} cannot be rebuilt from it"
-        ));
+        return Err(VerifyError::BeforeLog { end, first, base });
     }
     match snapshots.iter().copied().find(|p| *p >= base) {
-        None => Err(format!("the log starts at position {first} and there is no snapshot to start the replay from")),
-        Some(oldest) if oldest > end => Err(format!(
-            "position {end} is before the oldest snapshot kept that the log continues from (at position {oldest}; \
-             the log starts at {first}): the state at {end} cannot be rebuilt from this directory"
-        )),
+        None => Err(VerifyError::NoStartSnapshot { first }),
+        Some(oldest) if oldest > end => Err(VerifyError::BeforeOldestSnapshot { end, oldest, first }),
         Some(oldest) => Ok(oldest),
     }
 }
@@ -182,37 +239,35 @@ impl AuditReport {
 /// Recomputes the audit trail from the log, entry by entry, and checks
 /// every record's hash and link, and that every snapshot holds the same
 /// records. Damage names the first audit record it affects.
-pub fn verify_audit(data_dir: &Path) -> Result<AuditReport, String> {
+pub fn verify_audit(data_dir: &Path) -> Result<AuditReport, VerifyError> {
     if !data_dir.join("log").is_dir() {
-        return Err(format!("{} holds no Bursar log", data_dir.display()));
+        return Err(VerifyError::NoLog(data_dir.to_path_buf()));
     }
     let mut sm = Machine::default();
+    // `scan` stops with the callback's message (as `LogError::Invalid`).
     let scanned = bursar_log::scan(data_dir, |entry| {
-        crate::recovery::apply_logged(&mut sm, entry.position, entry.timestamp, &entry.body)?;
+        crate::recovery::apply_logged(&mut sm, entry.position, entry.timestamp, &entry.body)
+            .map_err(|e| e.to_string())?;
         Ok(())
     });
     if let Err(stop) = scanned {
         // Damage past the last acknowledged entry is a torn tail from a
         // crash, not tampering: the log opens. Anything else is damage.
         let options = FileLogOptions { dir: data_dir.to_path_buf(), segment_bytes: u64::MAX };
-        if let Err(e) = FileLog::open_read_only(options) {
-            return Err(format!(
-                "audit record {} (and any after it) is in damaged log entry {}: {e}",
-                sm.audit().len() + 1,
-                stop.position
-            ));
+        if let Err(source) = FileLog::open_read_only(options) {
+            return Err(VerifyError::DamagedEntry { record: sm.audit().len() + 1, position: stop.position, source });
         }
     }
-    sm.audit().verify().map_err(|(seq, why)| format!("audit record {seq} {why}"))?;
-    let store = SnapshotStore::open_read_only(data_dir).map_err(|e| e.to_string())?;
+    sm.audit().verify().map_err(|(seq, fault)| VerifyError::Audit { seq, fault })?;
+    let store = SnapshotStore::open_read_only(data_dir)?;
     let mut checked = 0;
-    for position in store.list().map_err(|e| e.to_string())? {
-        let loaded = store.load(position).map_err(|e| format!("snapshot at position {position}: {e}"))?;
+    for position in store.list()? {
+        let loaded = store.load(position).map_err(|source| VerifyError::SnapshotUnreadable { position, source })?;
         let snap = Machine::restore(bursar_core::Limits::default(), loaded.chunks)
-            .map_err(|e| format!("snapshot at position {position}: {e}"))?;
+            .map_err(|source| VerifyError::SnapshotUnrestorable { position, source })?;
         let n = snap.audit().len();
         if n > sm.audit().len() || snap.audit().head() != sm.audit().get(n).map_or([0; 32], |r| r.hash) {
-            return Err(format!("the snapshot at position {position} holds audit records that differ from the log's"));
+            return Err(VerifyError::AuditDiffers { position });
         }
         checked += 1;
     }
@@ -358,7 +413,7 @@ mod tests {
     fn positions_the_directory_cannot_rebuild_are_errors() {
         let full = tempfile::tempdir().unwrap();
         let reference = write_dir(full.path(), 0, [0; 32], &[6]);
-        let err = verify_until(full.path(), Some(ENTRIES + 1)).err().unwrap();
+        let err = verify_until(full.path(), Some(ENTRIES + 1)).err().unwrap().to_string();
         assert!(
             err.contains(&format!("position {} is beyond the log's end at position {ENTRIES}", ENTRIES + 1)),
             "{err}"
@@ -368,7 +423,7 @@ mod tests {
 
         let seeded = tempfile::tempdir().unwrap();
         write_dir(seeded.path(), 6, reference.chains[6], &[9, 12]);
-        let err = verify_until(seeded.path(), Some(5)).err().unwrap();
+        let err = verify_until(seeded.path(), Some(5)).err().unwrap().to_string();
         assert!(err.contains("position 5 is before this directory's log, which starts at position 7"), "{err}");
         assert_eq!(until(seeded.path(), 6).digest, reference.digests[6]);
         // The snapshot it was seeded from is pruned (two are kept): the
@@ -376,7 +431,7 @@ mod tests {
         // be rebuilt.
         SnapshotStore::open(seeded.path()).unwrap().prune(2).unwrap();
         for position in [6, 8] {
-            let err = verify_until(seeded.path(), Some(position)).err().unwrap();
+            let err = verify_until(seeded.path(), Some(position)).err().unwrap().to_string();
             assert!(err.contains(&format!("position {position} is before the oldest snapshot")), "{err}");
             assert!(err.contains("at position 9"), "{err}");
         }
@@ -386,7 +441,7 @@ mod tests {
         for position in [9, 12] {
             std::fs::remove_file(seeded.path().join(format!("snapshots/snapshot-{position:020}.manifest"))).unwrap();
         }
-        let err = verify_until(seeded.path(), Some(10)).err().unwrap();
+        let err = verify_until(seeded.path(), Some(10)).err().unwrap().to_string();
         assert!(err.contains("no snapshot to start the replay from"), "{err}");
     }
 
@@ -404,7 +459,7 @@ mod tests {
         }
         std::fs::remove_file(seeded.path().join(format!("snapshots/snapshot-{:020}.manifest", 6))).unwrap();
         store.write(&other.snapshot(), [7; 32]).unwrap();
-        let err = verify_until(seeded.path(), Some(10)).err().unwrap();
+        let err = verify_until(seeded.path(), Some(10)).err().unwrap().to_string();
         assert!(err.contains("the snapshot at position 6 does not match the log's hash chain"), "{err}");
     }
 }

@@ -157,7 +157,7 @@ async fn https_with_a_private_ca_and_mutual_tls() {
     // Bad TLS files stop the start with the option's name.
     let missing =
         HttpConnectorsConfig { base_url: base, ca_file: Some("/nonexistent.pem".into()), ..Default::default() };
-    assert!(missing.endpoint().unwrap_err().contains("--connectors-ca-file"));
+    assert!(missing.endpoint().unwrap_err().to_string().contains("--connectors-ca-file"));
 }
 
 /// A connector that answers every `POST /payouts/send` with `body`.

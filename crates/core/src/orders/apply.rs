@@ -372,7 +372,8 @@ fn transition(
     if count > 0 {
         let transfers = m.linked();
         if let Err(detail) = execute_transfers(sm, &transfers) {
-            return Err((C::LedgerRejected, detail));
+            // The detail is stored as the timeline event's reason.
+            return Err((C::LedgerRejected, detail.to_string()));
         }
     }
     if c.kind != CommandKind::Defer as u8 {
@@ -383,16 +384,24 @@ fn transition(
     Ok((step.to, (first, count as u8)))
 }
 
+/// A transfer of an order step that the ledger refused.
+#[derive(Debug, thiserror::Error)]
+#[error("transfer {index} of the step: {code}")]
+struct StepTransferFailed {
+    index: u32,
+    code: &'static str,
+}
+
 /// Runs one linked chain; on failure names the transfer that failed.
-fn execute_transfers(sm: &mut StateMachine, transfers: &[Transfer]) -> Result<(), String> {
+fn execute_transfers(sm: &mut StateMachine, transfers: &[Transfer]) -> Result<(), StepTransferFailed> {
     let mut results: Vec<EventResult> = Vec::new();
     sm.execute_batch(Batch::Transfers(encode_all(transfers)), &mut results);
     let linked_failed = crate::codes::CreateTransferResult::LinkedEventFailed.code();
     match results.iter().find(|r| r.code != linked_failed).or(results.first()) {
         None => Ok(()),
         Some(r) => {
-            let name = crate::codes::CreateTransferResult::from_code(r.code).map(|c| c.name()).unwrap_or("unknown");
-            Err(format!("transfer {} of the step: {name}", r.index))
+            let code = crate::codes::CreateTransferResult::from_code(r.code).map(|c| c.name()).unwrap_or("unknown");
+            Err(StepTransferFailed { index: r.index, code })
         }
     }
 }

@@ -2,6 +2,7 @@
 //! snapshot is an O(1) clone and iteration order never depends on hashing.
 
 use super::records::{Order, OrderChange, OrderFilter, OrderState};
+use crate::error::{DecodeError, InvariantError};
 use crate::limits::{ORDER_PAGE_MAX, TIMELINE_MAX};
 use imbl::{OrdMap, OrdSet};
 use std::sync::Arc;
@@ -49,12 +50,13 @@ impl TimelineEvent {
         out.extend_from_slice(reason);
     }
 
-    pub(crate) fn decode(c: &mut crate::cursor::Cursor<'_>) -> Result<TimelineEvent, String> {
+    pub(crate) fn decode(c: &mut crate::cursor::Cursor<'_>) -> Result<TimelineEvent, DecodeError> {
         let (timestamp, position, key_id) = (c.u64()?, c.u64()?, c.u64()?);
         let [kind, actor, from, to] = c.array::<4>()?;
         let (result, first_transfer_seq, transfers) = (c.u32()?, c.u32()?, c.u8()?);
         let len = c.u8()? as usize;
-        let reason = std::str::from_utf8(c.take(len)?).map_err(|_| "an order event reason is not UTF-8")?;
+        let reason =
+            std::str::from_utf8(c.take(len)?).map_err(|_| DecodeError::NotUtf8 { what: "an order event reason" })?;
         Ok(TimelineEvent {
             timestamp,
             position,
@@ -71,7 +73,7 @@ impl TimelineEvent {
     }
 
     /// Decodes a list of events as `GetOrderEvents` returns them.
-    pub fn decode_list(bytes: &[u8]) -> Result<Vec<TimelineEvent>, String> {
+    pub fn decode_list(bytes: &[u8]) -> Result<Vec<TimelineEvent>, DecodeError> {
         let mut c = crate::cursor::Cursor::new(bytes);
         let count = c.u32()? as usize;
         let mut out = Vec::with_capacity(count.min(TIMELINE_MAX + 16));
@@ -270,29 +272,29 @@ impl OrderBook {
     }
 
     /// Checks that every index agrees with the orders.
-    pub fn check_indexes(&self) -> Result<(), String> {
+    pub fn check_indexes(&self) -> Result<(), InvariantError> {
         if self.by_state.len() != self.orders.len() || self.changes.len() != self.orders.len() {
-            return Err("an order index has the wrong size".into());
+            return Err(InvariantError::OrderIndexSize);
         }
         let mut deadlines = 0;
         for e in self.iter() {
             let o = &e.order;
-            OrderState::from_code(o.state).ok_or_else(|| format!("order {} has state {}", o.id, o.state))?;
+            OrderState::from_code(o.state).ok_or(InvariantError::OrderState { order: o.id, state: o.state })?;
             if !self.by_state.contains(&(o.state, o.id)) || self.changes.get(&o.change_seq) != Some(&o.id) {
-                return Err(format!("order {} is missing from an index", o.id));
+                return Err(InvariantError::OrderNotIndexed { order: o.id });
             }
             if o.change_seq > self.last_change {
-                return Err(format!("order {} is ahead of the change feed", o.id));
+                return Err(InvariantError::OrderAheadOfFeed { order: o.id });
             }
             if o.deadline != 0 {
                 deadlines += 1;
                 if !self.deadlines.contains(&(o.deadline, o.id)) {
-                    return Err(format!("order {} is missing from the deadlines", o.id));
+                    return Err(InvariantError::OrderNoDeadline { order: o.id });
                 }
             }
         }
         if deadlines != self.deadlines.len() {
-            return Err("the deadline index has stale entries".into());
+            return Err(InvariantError::StaleDeadlines);
         }
         Ok(())
     }
@@ -311,7 +313,7 @@ impl OrderBook {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<OrderBook, String> {
+    pub fn decode(bytes: &[u8]) -> Result<OrderBook, DecodeError> {
         let mut c = crate::cursor::Cursor::new(bytes);
         let last_change = c.u64()?;
         let count = c.u64()?;
@@ -322,7 +324,7 @@ impl OrderBook {
             let events = c.u32()? as usize;
             let timeline = (0..events).map(|_| TimelineEvent::decode(&mut c)).collect::<Result<Vec<_>, _>>()?;
             if book.orders.contains_key(&order.id) {
-                return Err(format!("order {} is stored twice", order.id));
+                return Err(DecodeError::StoredTwice { what: "order", id: order.id });
             }
             book.put(OrderEntry { order, timeline, dropped_events }, false);
         }

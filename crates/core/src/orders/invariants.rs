@@ -5,6 +5,7 @@
 use super::book::OrderBook;
 use super::money::{AccountKind, account_id};
 use super::records::OrderState;
+use crate::error::InvariantError;
 use crate::state::StateMachine;
 use std::collections::BTreeMap;
 
@@ -18,7 +19,7 @@ struct Expected {
     paying: u128,
 }
 
-pub fn check(sm: &StateMachine, book: &OrderBook) -> Result<(), String> {
+pub fn check(sm: &StateMachine, book: &OrderBook) -> Result<(), InvariantError> {
     book.check_indexes()?;
     let mut expected: BTreeMap<u32, Expected> = BTreeMap::new();
     for e in book.iter() {
@@ -34,7 +35,7 @@ pub fn check(sm: &StateMachine, book: &OrderBook) -> Result<(), String> {
             add(&mut expected.entry(o.target_ledger).or_default().paying, o.target_amount)?;
         }
         if o.deadline != 0 && !matches!(state, OrderState::Created | OrderState::AwaitingFunds | OrderState::OnHold) {
-            return Err(format!("order {} in state {} has a deadline", o.id, state.name()));
+            return Err(InvariantError::UnexpectedDeadline { order: o.id, state: state.name() });
         }
     }
     let ledgers: Vec<u32> = sm.ledger_totals().map(|(l, _)| l.id).collect();
@@ -43,25 +44,28 @@ pub fn check(sm: &StateMachine, book: &OrderBook) -> Result<(), String> {
         let escrow = sm.account(account_id(AccountKind::Escrow, ledger, 0));
         let held = escrow.map_or(0, |a| a.credits_pending.wrapping_sub(a.debits_pending));
         if held != want.held {
-            return Err(format!("ledger {ledger}: escrow holds {held}, orders hold {}", want.held));
+            return Err(InvariantError::Escrow { ledger, held, expected: want.held });
         }
         let clearing = sm.account(account_id(AccountKind::PayoutClearing, ledger, 0));
         let net = clearing.map_or(0, |a| a.credits_posted.wrapping_sub(a.debits_posted));
         let paying = clearing.map_or(0, |a| a.debits_pending);
         if net != want.clearing || paying != want.paying {
-            return Err(format!(
-                "ledger {ledger}: payout clearing has {net} posted and {paying} pending, orders expect {} and {}",
-                want.clearing, want.paying
-            ));
+            return Err(InvariantError::Clearing {
+                ledger,
+                net,
+                paying,
+                want_net: want.clearing,
+                want_paying: want.paying,
+            });
         }
     }
     if let Some(ledger) = expected.keys().next() {
-        return Err(format!("orders use ledger {ledger}, which does not exist"));
+        return Err(InvariantError::OrdersOnUnknownLedger { ledger: *ledger });
     }
     Ok(())
 }
 
-fn add(sum: &mut u128, v: u128) -> Result<(), String> {
-    *sum = sum.checked_add(v).ok_or("order amounts overflow a ledger's 128-bit balance")?;
+fn add(sum: &mut u128, v: u128) -> Result<(), InvariantError> {
+    *sum = sum.checked_add(v).ok_or(InvariantError::OrderAmountsOverflow)?;
     Ok(())
 }

@@ -456,13 +456,16 @@ impl OrderChange {
     }
 
     /// Splits a summary feed reply into summaries and their personal data.
-    pub fn decode_feed(mut bytes: &[u8]) -> Result<Vec<(OrderChange, &[u8])>, String> {
+    pub fn decode_feed(mut bytes: &[u8]) -> Result<Vec<(OrderChange, &[u8])>, crate::error::DecodeError> {
         let mut out = Vec::with_capacity(bytes.len() / OrderChange::SIZE);
         while !bytes.is_empty() {
-            let head = bytes.get(..OrderChange::SIZE).ok_or("a feed reply ends inside a summary")?;
+            let head =
+                bytes.get(..OrderChange::SIZE).ok_or(crate::error::DecodeError::FeedCut { what: "a summary" })?;
             let change: OrderChange = bytemuck::pod_read_unaligned(head);
             let end = OrderChange::SIZE + usize::from(change.pii_len);
-            let pii = bytes.get(OrderChange::SIZE..end).ok_or("a feed reply ends inside personal data")?;
+            let pii = bytes
+                .get(OrderChange::SIZE..end)
+                .ok_or(crate::error::DecodeError::FeedCut { what: "personal data" })?;
             out.push((change, pii));
             bytes = &bytes[end..];
         }

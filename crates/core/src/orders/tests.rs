@@ -393,7 +393,7 @@ fn the_summary_feed_carries_personal_data_only_in_the_states_asked_for() {
         h.m.orders().encode_list(&OrderFilter { changes: OrderFilter::CHANGES_ORDERS, after_seq: 1, ..filter });
     assert_eq!((whole.len(), count), (2 * Order::SIZE, 2));
     assert_eq!(
-        OrderChange::decode_feed(&body[..body.len() - 1]).unwrap_err(),
+        OrderChange::decode_feed(&body[..body.len() - 1]).unwrap_err().to_string(),
         "a feed reply ends inside personal data"
     );
 }

@@ -206,18 +206,23 @@ impl AccessTrail {
     }
 
     /// Rebuilds the trail from snapshot chunks, checking the sequence.
-    pub(crate) fn restore(chunks: Vec<Vec<u8>>) -> Result<AccessTrail, String> {
+    pub(crate) fn restore(chunks: Vec<Vec<u8>>) -> Result<AccessTrail, crate::error::DecodeError> {
+        use crate::error::DecodeError;
         let mut decoded = Vec::with_capacity(chunks.len());
         for c in chunks {
             if !c.len().is_multiple_of(AccessRecord::SIZE) {
-                return Err("an access record chunk is not a whole number of records".into());
+                return Err(DecodeError::ChunkMisaligned {
+                    what: "access record",
+                    len: c.len(),
+                    size: AccessRecord::SIZE,
+                });
             }
             decoded.push(c.chunks_exact(AccessRecord::SIZE).map(bytemuck::pod_read_unaligned).collect());
         }
         let trail = AccessTrail { records: CowArena::from_chunks(decoded)? };
         for (i, r) in trail.records.iter().enumerate() {
             if r.seq != i as u64 + 1 {
-                return Err(format!("access record {} holds seq {}", i + 1, r.seq));
+                return Err(DecodeError::AccessSeq { index: i as u64 + 1, seq: r.seq });
             }
         }
         Ok(trail)

@@ -7,6 +7,7 @@
 //! the offset of each), so snapshots only write what is new.
 
 use crate::arena::CowArena;
+use crate::error::{AuditFault, DecodeError};
 use crate::limits::{IDEMPOTENCY_KEY_MAX, REQUEST_ID_MAX, ROUTE_MAX};
 
 /// What happened to the request.
@@ -110,11 +111,13 @@ impl AuditRecord {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<AuditRecord, String> {
+    pub fn decode(bytes: &[u8]) -> Result<AuditRecord, DecodeError> {
         let mut c = crate::cursor::Cursor::new(bytes);
         let (seq, timestamp, log_position, key_id) = (c.u64()?, c.u64()?, c.u64()?, c.u64()?);
         let operation = c.u8()?;
-        let outcome = AuditOutcome::from_code(c.u8()?).ok_or("invalid audit outcome")?;
+        let code = c.u8()?;
+        let outcome = AuditOutcome::from_code(code)
+            .ok_or(DecodeError::UnknownCode { what: "audit outcome", code: u64::from(code) })?;
         c.skip(2)?;
         let (events, ok, first_error) = (c.u32()?, c.u32()?, c.u32()?);
         let request_id = c.str_u8()?;
@@ -213,18 +216,18 @@ impl AuditTrail {
         self.decode(seq).ok()
     }
 
-    fn decode(&self, seq: u64) -> Result<AuditRecord, String> {
+    fn decode(&self, seq: u64) -> Result<AuditRecord, AuditFault> {
         if seq == 0 || seq > self.len() {
-            return Err("does not exist".into());
+            return Err(AuditFault::Missing);
         }
         let i = (seq - 1) as usize;
         let start = *self.offsets.get(i) as usize;
         let end = if i + 1 < self.offsets.len() { *self.offsets.get(i + 1) as usize } else { self.bytes.len() };
         if start > end || end > self.bytes.len() {
-            return Err("has invalid bounds".into());
+            return Err(AuditFault::Bounds);
         }
         let bytes: Vec<u8> = (start..end).map(|p| *self.bytes.get(p)).collect();
-        AuditRecord::decode(&bytes).map_err(|e| format!("does not decode: {e}"))
+        AuditRecord::decode(&bytes).map_err(|e| AuditFault::Undecodable(Box::new(e)))
     }
 
     /// Records with seq > `after`, at most `limit`.
@@ -233,18 +236,18 @@ impl AuditTrail {
     }
 
     /// Recomputes every record's hash and link; the first broken record.
-    pub fn verify(&self) -> Result<(), (u64, String)> {
+    pub fn verify(&self) -> Result<(), (u64, AuditFault)> {
         let mut prev = [0u8; 32];
         for seq in 1..=self.len() {
             let r = self.decode(seq).map_err(|e| (seq, e))?;
             if r.seq != seq {
-                return Err((seq, format!("holds seq {}", r.seq)));
+                return Err((seq, AuditFault::WrongSeq(r.seq)));
             }
             if r.prev_hash != prev {
-                return Err((seq, "does not link to the record before it".into()));
+                return Err((seq, AuditFault::BrokenLink));
             }
             if r.compute_hash() != r.hash {
-                return Err((seq, "its content does not match its hash".into()));
+                return Err((seq, AuditFault::HashMismatch));
             }
             prev = r.hash;
         }
@@ -255,14 +258,14 @@ impl AuditTrail {
         (self.bytes.view(), self.offsets.view())
     }
 
-    pub(crate) fn restore(bytes: Vec<Vec<u8>>, offsets: Vec<Vec<u64>>) -> Result<AuditTrail, String> {
+    pub(crate) fn restore(bytes: Vec<Vec<u8>>, offsets: Vec<Vec<u64>>) -> Result<AuditTrail, DecodeError> {
         let trail = AuditTrail {
             bytes: CowArena::from_chunks(bytes)?,
             offsets: CowArena::from_chunks(offsets)?,
             head: [0; 32],
         };
         let mut trail = trail;
-        trail.verify().map_err(|(seq, why)| format!("audit record {seq} {why}"))?;
+        trail.verify().map_err(|(seq, fault)| DecodeError::Audit { seq, fault })?;
         trail.head = trail.get(trail.len()).map_or([0; 32], |r| r.hash);
         Ok(trail)
     }

@@ -115,7 +115,8 @@ impl IdempotencyStore {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<IdempotencyStore, String> {
+    pub fn decode(bytes: &[u8]) -> Result<IdempotencyStore, crate::error::DecodeError> {
+        use crate::error::DecodeError;
         let mut c = crate::cursor::Cursor::new(bytes);
         let count = c.u64()?;
         let mut store = IdempotencyStore::default();
@@ -127,11 +128,12 @@ impl IdempotencyStore {
             let n = c.u32()? as usize;
             let created_at = c.u64()?;
             let expires_at = c.u64()?;
-            let raw = c.take(n.checked_mul(EventResult::SIZE).ok_or("result count overflows")?)?;
+            let raw =
+                c.take(n.checked_mul(EventResult::SIZE).ok_or(DecodeError::ResultCountOverflows { count: n })?)?;
             let results: Vec<EventResult> =
                 raw.chunks_exact(EventResult::SIZE).map(bytemuck::pod_read_unaligned).collect();
             if store.records.contains_key(&scope) {
-                return Err("an idempotency scope is stored twice".into());
+                return Err(DecodeError::ScopeStoredTwice);
             }
             store.record(
                 scope,

@@ -389,9 +389,9 @@ impl Keys {
 
     /// Undo of a create within a failed linked chain is not needed: key
     /// commands are not linked. Used by restore.
-    pub(crate) fn insert_restored(&mut self, key: ApiKey) -> Result<(), String> {
+    pub(crate) fn insert_restored(&mut self, key: ApiKey) -> Result<(), crate::error::DecodeError> {
         if key.id == 0 || self.by_id.contains_key(&key.id) || self.by_hash.contains_key(&key.hash) {
-            return Err(format!("key {} is invalid or stored twice", key.id));
+            return Err(crate::error::DecodeError::InvalidOrStoredTwice { what: "key", id: u128::from(key.id) });
         }
         self.by_hash.insert(key.hash, key.id);
         self.by_id.insert(key.id, key);

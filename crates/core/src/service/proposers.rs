@@ -154,11 +154,12 @@ impl Proposers {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Proposers, String> {
+    pub fn decode(bytes: &[u8]) -> Result<Proposers, crate::error::DecodeError> {
+        use crate::error::DecodeError;
         let mut c = crate::cursor::Cursor::new(bytes);
         let count = c.u32()? as usize;
         if count > PROPOSERS_MAX {
-            return Err(format!("{count} proposers stored, at most {PROPOSERS_MAX} are tracked"));
+            return Err(DecodeError::TooMany { what: "proposers", count: count as u64, max: PROPOSERS_MAX as u64 });
         }
         let refused = c.u64()?;
         let mut by_node = BTreeMap::new();
@@ -168,10 +169,10 @@ impl Proposers {
             let seen = (0..WORDS).map(|_| c.u64()).collect::<Result<Vec<_>, _>>()?.into_boxed_slice();
             let window = Window { boot, highest, seen };
             if !window.is_set(highest) {
-                return Err(format!("node {node}'s newest proposal is not marked as seen"));
+                return Err(DecodeError::NewestProposalUnseen { node });
             }
             if by_node.insert(node, window).is_some() {
-                return Err(format!("node {node} is stored twice"));
+                return Err(DecodeError::StoredTwice { what: "node", id: u128::from(node) });
             }
         }
         c.finish()?;

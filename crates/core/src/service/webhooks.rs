@@ -393,33 +393,42 @@ impl Webhooks {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Webhooks, String> {
+    pub fn decode(bytes: &[u8]) -> Result<Webhooks, crate::error::DecodeError> {
+        use crate::error::DecodeError;
         let mut c = crate::cursor::Cursor::new(bytes);
         let mut out = Webhooks { last_id: c.u64()?, by_id: BTreeMap::new() };
         let count = c.u64()?;
         if count > (WEBHOOKS_MAX + TOMBSTONES_MAX) as u64 {
-            return Err(format!("{count} stored webhooks exceed the limit"));
+            return Err(DecodeError::TooMany { what: "webhooks", count, max: (WEBHOOKS_MAX + TOMBSTONES_MAX) as u64 });
         }
         for _ in 0..count {
             let record: WebhookRecord = bytemuck::pod_read_unaligned(c.take(WebhookRecord::SIZE)?);
             let dead_count = c.u64()?;
             if dead_count > DEAD_LETTERS_MAX as u64 {
-                return Err(format!("{dead_count} dead letters exceed the limit"));
+                return Err(DecodeError::TooMany {
+                    what: "dead letters",
+                    count: dead_count,
+                    max: DEAD_LETTERS_MAX as u64,
+                });
             }
             let dead = (0..dead_count)
                 .map(|_| c.take(DeadLetter::SIZE).map(bytemuck::pod_read_unaligned))
                 .collect::<Result<VecDeque<DeadLetter>, _>>()?;
             let redeliver_count = c.u64()?;
             if redeliver_count > DEAD_LETTERS_MAX as u64 {
-                return Err(format!("{redeliver_count} redeliveries exceed the limit"));
+                return Err(DecodeError::TooMany {
+                    what: "redeliveries",
+                    count: redeliver_count,
+                    max: DEAD_LETTERS_MAX as u64,
+                });
             }
             let redeliver = (0..redeliver_count).map(|_| c.u64()).collect::<Result<BTreeSet<u64>, _>>()?;
             if record.id == 0 || record.id > out.last_id || out.by_id.contains_key(&record.id) {
-                return Err(format!("stored webhook id {} is invalid", record.id));
+                return Err(DecodeError::WebhookId { id: record.id });
             }
             let w = Webhook { record: Box::new(record), dead, redeliver };
             if w.record.dead_letters != w.dead.len() as u64 || w.record.redeliveries != w.redeliver.len() as u64 {
-                return Err(format!("stored webhook {} has inconsistent counts", record.id));
+                return Err(DecodeError::WebhookCounts { id: record.id });
             }
             out.by_id.insert(record.id, w);
         }

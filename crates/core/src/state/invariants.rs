@@ -3,6 +3,7 @@
 //! and transfers (after every entry in debug builds, and in `bursar verify`).
 
 use super::{LedgerTotals, PendingState, StateMachine};
+use crate::error::InvariantError as E;
 use crate::records::{account_flags as AF, transfer_flags as F};
 use std::collections::BTreeMap;
 
@@ -18,24 +19,23 @@ impl StateMachine {
 
     /// Recomputes every invariant from scratch. O(accounts + live pending
     /// transfers).
-    pub fn check_invariants(&self) -> Result<(), String> {
+    pub fn check_invariants(&self) -> Result<(), E> {
         self.check_totals()?;
         self.check_accounts()?;
         self.check_pending()
     }
 
     /// Everything, including checks that scan every transfer.
-    pub fn check_invariants_deep(&self) -> Result<(), String> {
+    pub fn check_invariants_deep(&self) -> Result<(), E> {
         self.check_invariants()?;
         self.check_transfer_states()
     }
 
-    fn check_totals(&self) -> Result<(), String> {
+    fn check_totals(&self) -> Result<(), E> {
         let mut sums: BTreeMap<u32, LedgerTotals> =
             self.ledgers.keys().map(|id| (*id, LedgerTotals::default())).collect();
         for a in self.accounts.iter() {
-            let s =
-                sums.get_mut(&a.ledger).ok_or_else(|| format!("account {} is on unknown ledger {}", a.id, a.ledger))?;
+            let s = sums.get_mut(&a.ledger).ok_or(E::AccountOnUnknownLedger { account: a.id, ledger: a.ledger })?;
             s.debits_pending = s.debits_pending.plus(a.debits_pending);
             s.debits_posted = s.debits_posted.plus(a.debits_posted);
             s.credits_pending = s.credits_pending.plus(a.credits_pending);
@@ -43,102 +43,104 @@ impl StateMachine {
             s.accounts += 1;
         }
         for (id, s) in &sums {
-            let kept = self.totals.get(id).ok_or_else(|| format!("ledger {id} has no totals"))?;
+            let kept = self.totals.get(id).ok_or(E::NoTotals { ledger: *id })?;
             if s != kept {
-                return Err(format!(
-                    "ledger {id}: totals recomputed from accounts {s:?} differ from the running totals {kept:?}"
-                ));
+                return Err(E::TotalsDiffer { ledger: *id, recomputed: format!("{s:?}"), kept: format!("{kept:?}") });
             }
             if s.debits_pending != s.credits_pending || s.debits_posted != s.credits_posted {
-                return Err(format!("ledger {id}: debits and credits differ: {s:?}"));
+                return Err(E::Unbalanced { ledger: *id, totals: format!("{s:?}") });
             }
         }
         if self.totals.len() != sums.len() {
-            return Err("totals exist for a ledger that does not".into());
+            return Err(E::TotalsWithoutLedger);
         }
         Ok(())
     }
 
-    fn check_accounts(&self) -> Result<(), String> {
+    fn check_accounts(&self) -> Result<(), E> {
         for a in self.accounts.iter() {
             let debits = a.debits_pending.checked_add(a.debits_posted);
             let credits = a.credits_pending.checked_add(a.credits_posted);
             let (Some(debits), Some(credits)) = (debits, credits) else {
-                return Err(format!("account {}: pending plus posted overflows", a.id));
+                return Err(E::AccountOverflows { account: a.id });
             };
             if a.has(AF::DEBITS_MUST_NOT_EXCEED_CREDITS) && debits > a.credits_posted {
-                return Err(format!("account {}: debits {debits} exceed posted credits {}", a.id, a.credits_posted));
+                return Err(E::DebitsExceedCredits { account: a.id, debits, credits_posted: a.credits_posted });
             }
             if a.has(AF::CREDITS_MUST_NOT_EXCEED_DEBITS) && credits > a.debits_posted {
-                return Err(format!("account {}: credits {credits} exceed posted debits {}", a.id, a.debits_posted));
+                return Err(E::CreditsExceedDebits { account: a.id, credits, debits_posted: a.debits_posted });
             }
         }
         if self.account_transfers.len() != self.accounts.len() || self.account_history.len() != self.accounts.len() {
-            return Err("per-account indexes do not cover every account".into());
+            return Err(E::AccountIndexes);
         }
         Ok(())
     }
 
     /// Pending balances equal the sums of live pending transfers, and the
     /// expiry schedule matches them.
-    fn check_pending(&self) -> Result<(), String> {
+    fn check_pending(&self) -> Result<(), E> {
         let mut debits = vec![0u128; self.accounts.len()];
         let mut credits = vec![0u128; self.accounts.len()];
         let mut scheduled = 0;
         for &p in &self.live_pending {
             let t = self.transfers.get(p as usize);
             if self.state_of(p) != PendingState::Pending || !t.has(F::PENDING) {
-                return Err(format!("transfer {} is listed as live pending but is not", t.id));
+                return Err(E::NotLivePending { transfer: t.id });
             }
             if t.timeout != 0 {
                 scheduled += 1;
                 if !self.expiries.contains(&(super::transfers::expiry_of(t), p)) {
-                    return Err(format!("pending transfer {} is not scheduled to expire", t.id));
+                    return Err(E::NotScheduled { transfer: t.id });
                 }
             }
-            let dr = self.find_account(t.debit_account_id).ok_or("pending transfer with unknown debit account")?;
-            let cr = self.find_account(t.credit_account_id).ok_or("pending transfer with unknown credit account")?;
-            debits[dr as usize] = debits[dr as usize].checked_add(t.amount).ok_or("pending sum overflows")?;
-            credits[cr as usize] = credits[cr as usize].checked_add(t.amount).ok_or("pending sum overflows")?;
+            let dr = self
+                .find_account(t.debit_account_id)
+                .ok_or(E::PendingUnknownAccount { transfer: t.id, side: "debit" })?;
+            let cr = self
+                .find_account(t.credit_account_id)
+                .ok_or(E::PendingUnknownAccount { transfer: t.id, side: "credit" })?;
+            debits[dr as usize] = debits[dr as usize].checked_add(t.amount).ok_or(E::PendingSumOverflows)?;
+            credits[cr as usize] = credits[cr as usize].checked_add(t.amount).ok_or(E::PendingSumOverflows)?;
         }
         if scheduled != self.expiries.len() {
-            return Err(format!(
-                "{} expiries scheduled for {scheduled} live pending transfers with a timeout",
-                self.expiries.len()
-            ));
+            return Err(E::Expiries { scheduled: self.expiries.len(), expected: scheduled });
         }
         for (i, a) in self.accounts.iter().enumerate() {
             if a.debits_pending != debits[i] || a.credits_pending != credits[i] {
-                return Err(format!(
-                    "account {}: pending balances {}/{} differ from live pending transfers {}/{}",
-                    a.id, a.debits_pending, a.credits_pending, debits[i], credits[i]
-                ));
+                return Err(E::PendingBalances {
+                    account: a.id,
+                    debits: a.debits_pending,
+                    credits: a.credits_pending,
+                    want_debits: debits[i],
+                    want_credits: credits[i],
+                });
             }
         }
         Ok(())
     }
 
-    fn check_transfer_states(&self) -> Result<(), String> {
+    fn check_transfer_states(&self) -> Result<(), E> {
         if self.transfer_states.len() != self.transfers.len() {
-            return Err("pending states do not cover every transfer".into());
+            return Err(E::PendingStates);
         }
         let mut live = 0usize;
         let mut last = 0u64;
         for (i, t) in self.transfers.iter().enumerate() {
             if t.timestamp <= last {
-                return Err(format!("transfer {} has timestamp {} not after {last}", t.id, t.timestamp));
+                return Err(E::TimestampOrder { transfer: t.id, timestamp: t.timestamp, previous: last });
             }
             last = t.timestamp;
             let state = self.state_of(i as u32);
             if (state == PendingState::None) == t.has(F::PENDING) {
-                return Err(format!("transfer {}: pending flag and state {state:?} disagree", t.id));
+                return Err(E::PendingFlag { transfer: t.id, state: format!("{state:?}") });
             }
             if state == PendingState::Pending {
                 live += 1;
             }
         }
         if live != self.live_pending.len() {
-            return Err(format!("{live} transfers are pending but {} are listed live", self.live_pending.len()));
+            return Err(E::LiveCount { live, listed: self.live_pending.len() });
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ use super::{
     Transfers,
 };
 use crate::arena::ArenaView;
+use crate::error::DecodeError;
 use crate::events::{EventRef, OrderEventRef};
 use crate::index::IdIndex;
 use crate::records::{
@@ -167,18 +168,18 @@ impl StateMachine {
 
     /// Rebuilds a state from stored chunks, rebuilding every index and
     /// checking every invariant. Errors describe what is inconsistent.
-    pub fn restore(limits: super::Limits, stored: SnapshotChunks) -> Result<StateMachine, String> {
+    pub fn restore(limits: super::Limits, stored: SnapshotChunks) -> Result<StateMachine, DecodeError> {
         let (position, last_timestamp, ledgers) = decode_header(&stored.header)?;
         let [accounts, transfers, states, history, failed, journal, order_events]: [Vec<Vec<u8>>; 7] = stored
             .sections
             .try_into()
-            .map_err(|s: Vec<_>| format!("expected {} sections, found {}", SECTIONS.len(), s.len()))?;
+            .map_err(|s: Vec<_>| DecodeError::Sections { expected: SECTIONS.len(), found: s.len() })?;
         let mut sm = StateMachine::new(limits);
         sm.position = position;
         sm.last_timestamp = last_timestamp;
         for l in ledgers {
             if l.id == 0 || l.asset_str().is_none() || sm.ledgers.insert(l.id, l).is_some() {
-                return Err(format!("ledger {} is invalid or duplicated", l.id));
+                return Err(DecodeError::InvalidOrStoredTwice { what: "ledger", id: u128::from(l.id) });
             }
             sm.totals.insert(l.id, LedgerTotals::default());
         }
@@ -198,20 +199,20 @@ impl StateMachine {
         Ok(sm)
     }
 
-    fn rebuild_accounts(&mut self) -> Result<(), String> {
+    fn rebuild_accounts(&mut self) -> Result<(), DecodeError> {
         self.account_index = IdIndex::with_capacity(self.accounts.len());
         for (p, a) in self.accounts.iter().enumerate() {
             if a.id == 0 || a.id == u128::MAX {
-                return Err(format!("account at position {p} has invalid id {}", a.id));
+                return Err(DecodeError::InvalidId { what: "account", position: p as u64, id: a.id });
             }
             if self.account_index.find(a.id, |q| self.accounts.get(q as usize).id).is_some() {
-                return Err(format!("account {} is stored twice", a.id));
+                return Err(DecodeError::StoredTwice { what: "account", id: a.id });
             }
             self.account_index.insert(a.id, p as u32);
             let totals = self
                 .totals
                 .get_mut(&a.ledger)
-                .ok_or_else(|| format!("account {} is on unknown ledger {}", a.id, a.ledger))?;
+                .ok_or(DecodeError::AccountOnUnknownLedger { account: a.id, ledger: a.ledger })?;
             totals.debits_pending = totals.debits_pending.plus(a.debits_pending);
             totals.debits_posted = totals.debits_posted.plus(a.debits_posted);
             totals.credits_pending = totals.credits_pending.plus(a.credits_pending);
@@ -223,27 +224,27 @@ impl StateMachine {
         Ok(())
     }
 
-    fn rebuild_transfers(&mut self) -> Result<(), String> {
+    fn rebuild_transfers(&mut self) -> Result<(), DecodeError> {
         if self.transfer_states.len() != self.transfers.len() {
-            return Err(format!(
-                "{} pending states for {} transfers",
-                self.transfer_states.len(),
-                self.transfers.len()
-            ));
+            return Err(DecodeError::PendingStates {
+                states: self.transfer_states.len(),
+                transfers: self.transfers.len(),
+            });
         }
         self.transfer_index = IdIndex::with_capacity(self.transfers.len());
         for p in 0..self.transfers.len() {
             let t = *self.transfers.get(p);
             if self.find_transfer(t.id).is_some() {
-                return Err(format!("transfer {} is stored twice", t.id));
+                return Err(DecodeError::StoredTwice { what: "transfer", id: t.id });
             }
             self.transfer_index.insert(t.id, p as u32);
             for id in [t.debit_account_id, t.credit_account_id] {
-                let a = self.find_account(id).ok_or_else(|| format!("transfer {} names unknown account {id}", t.id))?;
+                let a =
+                    self.find_account(id).ok_or(DecodeError::TransferUnknownAccount { transfer: t.id, account: id })?;
                 self.account_transfers[a as usize].push(p as u32);
             }
             let state = PendingState::from_byte(*self.transfer_states.get(p))
-                .ok_or_else(|| format!("transfer {} has an invalid pending state", t.id))?;
+                .ok_or(DecodeError::InvalidPendingState { transfer: t.id })?;
             if state == PendingState::Pending {
                 self.live_pending.insert(p as u32);
                 if t.timeout != 0 && t.has(F::PENDING) {
@@ -254,14 +255,13 @@ impl StateMachine {
         Ok(())
     }
 
-    fn rebuild_history(&mut self) -> Result<(), String> {
+    fn rebuild_history(&mut self) -> Result<(), DecodeError> {
         for p in 0..self.history.len() {
             let r = *self.history.get(p);
-            let a = self
-                .find_account(r.account_id)
-                .ok_or_else(|| format!("balance record for unknown account {}", r.account_id))?;
+            let a =
+                self.find_account(r.account_id).ok_or(DecodeError::BalanceUnknownAccount { account: r.account_id })?;
             if !self.accounts.get(a as usize).has(AF::HISTORY) {
-                return Err(format!("balance record for account {} without the history flag", r.account_id));
+                return Err(DecodeError::BalanceWithoutHistory { account: r.account_id });
             }
             self.account_history[a as usize].push(p as u32);
         }
@@ -269,7 +269,7 @@ impl StateMachine {
     }
 
     /// Every journal slot must point at a record that exists.
-    fn check_journal(&self) -> Result<(), String> {
+    fn check_journal(&self) -> Result<(), DecodeError> {
         use crate::events::kind as K;
         for seq in 0..self.journal.len() {
             let r = self.journal.get(seq);
@@ -284,18 +284,18 @@ impl StateMachine {
                 _ => false,
             };
             if !ok {
-                return Err(format!("journal slot {seq} (kind {}) points at nothing", r.kind));
+                return Err(DecodeError::DanglingJournalSlot { slot: seq as u64, kind: r.kind });
             }
         }
         Ok(())
     }
 
-    fn rebuild_failed(&mut self) -> Result<(), String> {
+    fn rebuild_failed(&mut self) -> Result<(), DecodeError> {
         self.failed_index = IdIndex::with_capacity(self.failed.len());
         for p in 0..self.failed.len() {
             let f = *self.failed.get(p);
             if self.find_failed(f.id).is_some() {
-                return Err(format!("failed transfer id {} is stored twice", f.id));
+                return Err(DecodeError::StoredTwice { what: "failed transfer id", id: f.id });
             }
             self.failed_index.insert(f.id, p as u32);
         }
@@ -303,28 +303,36 @@ impl StateMachine {
     }
 }
 
-fn decode_header(header: &[u8]) -> Result<(u64, u64, Vec<Ledger>), String> {
-    let word = |i: usize| -> Result<u64, String> {
+fn decode_header(header: &[u8]) -> Result<(u64, u64, Vec<Ledger>), DecodeError> {
+    let word = |i: usize| -> Result<u64, DecodeError> {
         header
             .get(i * 8..i * 8 + 8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-            .ok_or_else(|| "snapshot header is too short".to_string())
+            .ok_or(DecodeError::HeaderTooShort)
     };
     let (position, last_timestamp, count) = (word(0)?, word(1)?, word(2)?);
     let rest = &header[24..];
     if rest.len() as u64 != count.saturating_mul(Ledger::SIZE as u64) {
-        return Err(format!("snapshot header declares {count} ledgers but holds {} bytes", rest.len()));
+        return Err(DecodeError::LedgerCount { count, len: rest.len() });
     }
-    let ledgers = crate::records::decode_all(rest).ok_or("ledger records are misaligned")?;
+    let ledgers = crate::records::decode_all(rest).ok_or(DecodeError::ChunkMisaligned {
+        what: "ledger",
+        len: rest.len(),
+        size: Ledger::SIZE,
+    })?;
     Ok((position, last_timestamp, ledgers))
 }
 
-fn decode_chunks<T: Pod>(chunks: Vec<Vec<u8>>, name: &str) -> Result<Vec<Vec<T>>, String> {
+fn decode_chunks<T: Pod>(chunks: Vec<Vec<u8>>, name: &'static str) -> Result<Vec<Vec<T>>, DecodeError> {
     chunks
         .into_iter()
         .map(|bytes| {
             if bytes.len() % std::mem::size_of::<T>() != 0 {
-                return Err(format!("a {name} chunk of {} bytes is not a whole number of records", bytes.len()));
+                return Err(DecodeError::ChunkMisaligned {
+                    what: name,
+                    len: bytes.len(),
+                    size: std::mem::size_of::<T>(),
+                });
             }
             Ok(bytes.chunks_exact(std::mem::size_of::<T>()).map(bytemuck::pod_read_unaligned).collect())
         })

@@ -385,7 +385,7 @@ fn restore_rejects_inconsistent_chunks() {
         StateMachine::restore(Limits::default(), SnapshotChunks { header: snap.header(), sections: sections.clone() })
             .err()
             .unwrap();
-    assert!(err.contains("stored twice"), "{err}");
+    assert!(err.to_string().contains("stored twice"), "{err}");
     sections[0][0].truncate(100);
     assert!(StateMachine::restore(Limits::default(), SnapshotChunks { header: snap.header(), sections }).is_err());
 }

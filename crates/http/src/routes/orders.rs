@@ -251,7 +251,7 @@ pub async fn events(
     if response.body.is_empty() {
         return Err(not_found(id));
     }
-    let events = TimelineEvent::decode_list(&response.body).map_err(Problem::internal)?;
+    let events = TimelineEvent::decode_list(&response.body).map_err(|e| Problem::internal(e.to_string()))?;
     Ok(axum::Json(OrderEventList { data: events.iter().map(|e| OrderEventBody::new(id, e)).collect() }))
 }
 
@@ -306,7 +306,7 @@ async fn check_maker(app: &App, principal: &Principal, o: &Order) -> ApiResult<(
         return Ok(());
     }
     let response = app.read(Operation::GetOrderEvents, o.id.to_le_bytes().to_vec()).await?;
-    let events = TimelineEvent::decode_list(&response.body).map_err(Problem::internal)?;
+    let events = TimelineEvent::decode_list(&response.body).map_err(|e| Problem::internal(e.to_string()))?;
     let creator = events.first().filter(|e| e.kind == bursar_core::orders::book::EVENT_CREATE).map_or(0, |e| e.key_id);
     if creator != 0 && creator == principal.key.id {
         return Err(maker_checker_problem());

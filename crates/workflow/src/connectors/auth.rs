@@ -9,7 +9,7 @@
 //! [`MAX_SKEW_SECS`] (within it, a replay repeats an idempotent call).
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -53,29 +53,75 @@ impl fmt::Debug for ConnectorAuth {
     }
 }
 
+/// Why connector credentials were refused at start. Names the source (file
+/// or variable), never the secret.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    #[error("a connector token must be {} to {} visible ASCII characters without spaces", TOKEN_LEN.start(), TOKEN_LEN.end())]
+    BadToken,
+    #[error("a connector HMAC key must be {} to {} bytes, not {len}", HMAC_KEY_LEN.start(), HMAC_KEY_LEN.end())]
+    BadKeyLength { len: usize },
+    #[error("give the connector token once: --connectors-token-file or BURSAR_CONNECTORS_TOKEN")]
+    TokenTwice,
+    #[error("{}: the HMAC key must be hex (64 or more hex digits)", path.display())]
+    KeyNotHex { path: PathBuf },
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {len} bytes is too large for a secret file", path.display())]
+    FileTooLarge { path: PathBuf, len: u64 },
+    #[error("{}: {source}", path.display())]
+    InFile {
+        path: PathBuf,
+        #[source]
+        source: Box<AuthConfigError>,
+    },
+    #[error("BURSAR_CONNECTORS_TOKEN: {0}")]
+    InEnv(#[source] Box<AuthConfigError>),
+}
+
+/// Why a received connector request was refused (never shows the expected secret).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthRefusal {
+    #[error("missing bearer token (Authorization header)")]
+    MissingToken,
+    #[error("the Authorization header is not a bearer token")]
+    NotBearer,
+    #[error("wrong bearer token")]
+    WrongToken,
+    #[error("missing {0} header")]
+    MissingHeader(&'static str),
+    #[error("{TIMESTAMP_HEADER} is not unix seconds")]
+    BadTimestamp,
+    #[error("{TIMESTAMP_HEADER} is {skew} s away from the server's clock (at most {MAX_SKEW_SECS} s allowed)")]
+    Skew { skew: u64 },
+    #[error("{SIGNATURE_HEADER} must be v1=<hex>")]
+    BadSignatureFormat,
+    #[error("{SIGNATURE_HEADER} does not match the request")]
+    BadSignature,
+    #[error("{0} appears more than once")]
+    Repeated(String),
+    #[error("{0} must be visible ASCII")]
+    NotAscii(String),
+}
+
 impl ConnectorAuth {
     /// A bearer token: 16 to 4096 visible ASCII characters.
-    pub fn with_token(mut self, token: &str) -> Result<Self, String> {
+    pub fn with_token(mut self, token: &str) -> Result<Self, AuthConfigError> {
         if !TOKEN_LEN.contains(&token.len()) || !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(format!(
-                "a connector token must be {} to {} visible ASCII characters without spaces",
-                TOKEN_LEN.start(),
-                TOKEN_LEN.end()
-            ));
+            return Err(AuthConfigError::BadToken);
         }
         self.token = Some(Secret(token.as_bytes().into()));
         Ok(self)
     }
 
     /// An HMAC key of 32 to 1024 bytes.
-    pub fn with_hmac_key(mut self, key: &[u8]) -> Result<Self, String> {
+    pub fn with_hmac_key(mut self, key: &[u8]) -> Result<Self, AuthConfigError> {
         if !HMAC_KEY_LEN.contains(&key.len()) {
-            return Err(format!(
-                "a connector HMAC key must be {} to {} bytes, not {}",
-                HMAC_KEY_LEN.start(),
-                HMAC_KEY_LEN.end(),
-                key.len()
-            ));
+            return Err(AuthConfigError::BadKeyLength { len: key.len() });
         }
         self.hmac_key = Some(Secret(key.into()));
         Ok(self)
@@ -87,26 +133,27 @@ impl ConnectorAuth {
         token_file: Option<&Path>,
         token_env: Option<&str>,
         hmac_key_file: Option<&Path>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, AuthConfigError> {
+        let in_file = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e| AuthConfigError::InFile { path, source: Box::new(e) }
+        };
         let mut auth = ConnectorAuth::default();
         match (token_file, token_env) {
-            (Some(_), Some(_)) => {
-                return Err("give the connector token once: --connectors-token-file or BURSAR_CONNECTORS_TOKEN".into());
-            }
+            (Some(_), Some(_)) => return Err(AuthConfigError::TokenTwice),
             (Some(path), None) => {
                 let text = read_secret(path)?;
-                auth = auth.with_token(text.trim()).map_err(|e| format!("{}: {e}", path.display()))?;
+                auth = auth.with_token(text.trim()).map_err(in_file(path))?;
             }
             (None, Some(token)) => {
-                auth = auth.with_token(token.trim()).map_err(|e| format!("BURSAR_CONNECTORS_TOKEN: {e}"))?
+                auth = auth.with_token(token.trim()).map_err(|e| AuthConfigError::InEnv(Box::new(e)))?
             }
             (None, None) => {}
         }
         if let Some(path) = hmac_key_file {
             let text = read_secret(path)?;
-            let key = hex::decode(text.trim())
-                .map_err(|_| format!("{}: the HMAC key must be hex (64 or more hex digits)", path.display()))?;
-            auth = auth.with_hmac_key(&key).map_err(|e| format!("{}: {e}", path.display()))?;
+            let key = hex::decode(text.trim()).map_err(|_| AuthConfigError::KeyNotHex { path: path.to_path_buf() })?;
+            auth = auth.with_hmac_key(&key).map_err(in_file(path))?;
         }
         Ok(auth)
     }
@@ -147,34 +194,31 @@ impl ConnectorAuth {
         headers: &HeaderMap,
         body: &[u8],
         now_unix: u64,
-    ) -> Result<(), String> {
+    ) -> Result<(), AuthRefusal> {
         if let Some(token) = &self.token {
-            let given = header(headers, "authorization")?.ok_or("missing bearer token (Authorization header)")?;
-            let given = given.strip_prefix("Bearer ").ok_or("the Authorization header is not a bearer token")?;
+            let given = header(headers, "authorization")?.ok_or(AuthRefusal::MissingToken)?;
+            let given = given.strip_prefix("Bearer ").ok_or(AuthRefusal::NotBearer)?;
             // Digests of equal length: the comparison reveals nothing useful about the token.
             if sha256(given.as_bytes()) != sha256(&token.0) {
-                return Err("wrong bearer token".into());
+                return Err(AuthRefusal::WrongToken);
             }
         }
         if let Some(key) = &self.hmac_key {
-            let timestamp = header(headers, TIMESTAMP_HEADER)?.ok_or(format!("missing {TIMESTAMP_HEADER} header"))?;
+            let timestamp = header(headers, TIMESTAMP_HEADER)?.ok_or(AuthRefusal::MissingHeader(TIMESTAMP_HEADER))?;
             let at: u64 = match timestamp.len() {
                 1..=20 if timestamp.bytes().all(|b| b.is_ascii_digit()) => timestamp.parse().ok(),
                 _ => None,
             }
-            .ok_or(format!("{TIMESTAMP_HEADER} is not unix seconds"))?;
+            .ok_or(AuthRefusal::BadTimestamp)?;
             if at.abs_diff(now_unix) > MAX_SKEW_SECS {
-                return Err(format!(
-                    "{TIMESTAMP_HEADER} is {} s away from the server's clock (at most {MAX_SKEW_SECS} s allowed)",
-                    at.abs_diff(now_unix)
-                ));
+                return Err(AuthRefusal::Skew { skew: at.abs_diff(now_unix) });
             }
-            let signature = header(headers, SIGNATURE_HEADER)?.ok_or(format!("missing {SIGNATURE_HEADER} header"))?;
-            let hex = signature.strip_prefix("v1=").ok_or(format!("{SIGNATURE_HEADER} must be v1=<hex>"))?;
+            let signature = header(headers, SIGNATURE_HEADER)?.ok_or(AuthRefusal::MissingHeader(SIGNATURE_HEADER))?;
+            let hex = signature.strip_prefix("v1=").ok_or(AuthRefusal::BadSignatureFormat)?;
             let key_header = header(headers, super::http_client::IDEMPOTENCY_HEADER)?.unwrap_or("");
             let signed = canonical_string(method, path_and_query, at, key_header, body);
             if !verify_hmac_sha256_hex(&key.0, &[signed.as_bytes()], hex) {
-                return Err(format!("{SIGNATURE_HEADER} does not match the request"));
+                return Err(AuthRefusal::BadSignature);
             }
         }
         Ok(())
@@ -207,22 +251,22 @@ pub fn unix_now() -> u64 {
 }
 
 /// A header once, as text; a repeated or non-ASCII one is refused.
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, String> {
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, AuthRefusal> {
     let mut values = headers.get_all(name).iter();
     let Some(value) = values.next() else { return Ok(None) };
     if values.next().is_some() {
-        return Err(format!("{name} appears more than once"));
+        return Err(AuthRefusal::Repeated(name.to_string()));
     }
-    value.to_str().map(Some).map_err(|_| format!("{name} must be visible ASCII"))
+    value.to_str().map(Some).map_err(|_| AuthRefusal::NotAscii(name.to_string()))
 }
 
-fn read_secret(path: &Path) -> Result<String, String> {
-    let shown = path.display();
-    let len = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?.len();
+fn read_secret(path: &Path) -> Result<String, AuthConfigError> {
+    let read = |source| AuthConfigError::Read { path: path.to_path_buf(), source };
+    let len = std::fs::metadata(path).map_err(read)?.len();
     if len > SECRET_FILE_MAX {
-        return Err(format!("{shown}: {len} bytes is too large for a secret file"));
+        return Err(AuthConfigError::FileTooLarge { path: path.to_path_buf(), len });
     }
-    std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))
+    std::fs::read_to_string(path).map_err(read)
 }
 
 #[cfg(test)]
@@ -248,7 +292,7 @@ mod tests {
         let headers = to_map(auth.headers("POST", "/payouts/send", "k1", b"{}", now), "k1");
         assert_eq!(auth.verify("POST", "/payouts/send", &headers, b"{}", now + 299), Ok(()));
         let refused = |method, path, headers: &HeaderMap, body: &[u8], at| {
-            auth.verify(method, path, headers, body, at).expect_err("must be refused")
+            auth.verify(method, path, headers, body, at).expect_err("must be refused").to_string()
         };
         assert!(refused("POST", "/payouts/send", &headers, b"{ }", now).contains("does not match"));
         assert!(refused("GET", "/payouts/send", &headers, b"{}", now).contains("does not match"));
@@ -307,12 +351,12 @@ mod tests {
         std::fs::write(&token_file, "  very-secret-token-value\n").unwrap();
         let loaded = ConnectorAuth::load(Some(&token_file), None, Some(&key_file)).unwrap();
         assert!(loaded.token.is_some() && loaded.hmac_key.as_ref().is_some_and(|k| k.0.len() == 32));
-        assert!(ConnectorAuth::load(Some(&token_file), Some("x"), None).unwrap_err().contains("once"));
+        assert!(ConnectorAuth::load(Some(&token_file), Some("x"), None).unwrap_err().to_string().contains("once"));
         std::fs::write(&key_file, "not hex at all").unwrap();
-        let err = ConnectorAuth::load(None, None, Some(&key_file)).unwrap_err();
+        let err = ConnectorAuth::load(None, None, Some(&key_file)).unwrap_err().to_string();
         assert!(err.contains("must be hex") && !err.contains("not hex at all"), "{err}");
         std::fs::write(&token_file, "tiny").unwrap();
-        let err = ConnectorAuth::load(Some(&token_file), None, None).unwrap_err();
+        let err = ConnectorAuth::load(Some(&token_file), None, None).unwrap_err().to_string();
         assert!(!err.contains("tiny"), "{err}");
         assert!(ConnectorAuth::load(None, None, None).unwrap().is_none());
     }

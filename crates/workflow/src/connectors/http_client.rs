@@ -47,18 +47,44 @@ pub struct HttpConnectorsConfig {
     pub client_identity: Option<(PathBuf, PathBuf)>,
 }
 
+/// Why the connectors' HTTP endpoint could not be set up; names the option
+/// or the URL (never a credential: URLs with user info are refused).
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error(transparent)]
+    Tls(#[from] bursar_tls::TlsError),
+    #[error("--connectors-ca-file: {0}")]
+    Roots(#[source] bursar_tls::TlsError),
+    #[error("cannot build the connector HTTP client: {}", bursar_tls::error_chain(.0))]
+    Client(#[source] reqwest::Error),
+    /// `reason` is the URL parser's (its error type is not re-exported by reqwest).
+    #[error("connectors URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("connectors URL {url:?}: must be http:// or https:// with a host")]
+    NotHttp { url: String },
+    #[error("connectors URL {url:?}: no user info or query (credentials go in files)")]
+    UserInfoOrQuery { url: String },
+}
+
+/// For callers whose own errors are still strings (the workflow runtime).
+impl From<EndpointError> for String {
+    fn from(e: EndpointError) -> String {
+        e.to_string()
+    }
+}
+
 impl HttpConnectorsConfig {
     pub fn new(base_url: &str) -> Self {
         HttpConnectorsConfig { base_url: base_url.to_string(), ..Default::default() }
     }
 
     /// Reads the TLS files and builds the client; errors name the bad option.
-    pub fn endpoint(&self) -> Result<HttpEndpoint, String> {
+    pub fn endpoint(&self) -> Result<HttpEndpoint, EndpointError> {
         let mut roots_extra = Vec::new();
         if let Some(path) = &self.ca_file {
             roots_extra = bursar_tls::read_certs(path, "--connectors-ca-file")?;
         }
-        let roots = bursar_tls::roots(true, &roots_extra).map_err(|e| format!("--connectors-ca-file: {e}"))?;
+        let roots = bursar_tls::roots(true, &roots_extra).map_err(EndpointError::Roots)?;
         let identity = match &self.client_identity {
             Some((cert, key)) => {
                 Some(bursar_tls::Identity::load(cert, key, "--connectors-cert-file/--connectors-key-file")?)
@@ -74,14 +100,14 @@ impl HttpConnectorsConfig {
 /// enforce their own per-call timeouts; the 30 s client timeout is only a
 /// backstop so a forgotten timeout can't hang a call forever. Redirects are
 /// not followed: credentials go only where they were configured to go.
-pub fn http_client(tls: bursar_tls::rustls::ClientConfig) -> Result<reqwest::Client, String> {
+pub fn http_client(tls: bursar_tls::rustls::ClientConfig) -> Result<reqwest::Client, EndpointError> {
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .timeout(Duration::from_secs(30))
         .connect_timeout(Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| format!("cannot build the connector HTTP client: {}", bursar_tls::error_chain(&e)))
+        .map_err(EndpointError::Client)
 }
 
 /// A plain-HTTP warning for `base_url`, if it sends requests (personal data,
@@ -112,13 +138,14 @@ pub struct HttpEndpoint {
 
 impl HttpEndpoint {
     /// Refuses a base URL that is not absolute `http(s)://host...` (no user info).
-    pub fn new(base_url: &str, client: reqwest::Client, auth: ConnectorAuth) -> Result<Self, String> {
-        let url = reqwest::Url::parse(base_url).map_err(|e| format!("connectors URL {base_url:?}: {e}"))?;
+    pub fn new(base_url: &str, client: reqwest::Client, auth: ConnectorAuth) -> Result<Self, EndpointError> {
+        let url = reqwest::Url::parse(base_url)
+            .map_err(|e| EndpointError::BadUrl { url: base_url.to_string(), reason: e.to_string() })?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(format!("connectors URL {base_url:?}: must be http:// or https:// with a host"));
+            return Err(EndpointError::NotHttp { url: base_url.to_string() });
         }
         if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
-            return Err(format!("connectors URL {base_url:?}: no user info or query (credentials go in files)"));
+            return Err(EndpointError::UserInfoOrQuery { url: base_url.to_string() });
         }
         let base = url.as_str().trim_end_matches('/').to_string();
         Ok(HttpEndpoint { base, client, auth: Arc::new(auth) })
@@ -126,7 +153,7 @@ impl HttpEndpoint {
 
     /// A plain endpoint without credentials and with the public roots only
     /// (for tests and loopback simulators).
-    pub fn plain(base_url: &str) -> Result<Self, String> {
+    pub fn plain(base_url: &str) -> Result<Self, EndpointError> {
         HttpConnectorsConfig::new(base_url).endpoint()
     }
 
@@ -250,7 +277,7 @@ fn error_message(status: StatusCode, body: &[u8]) -> String {
 }
 
 /// An answer that does not fit the request is malformed: never applied.
-fn checked<T>(result: Result<T, String>, connector: &str) -> Result<T, ConnectorError> {
+fn checked<T>(result: Result<T, super::wire::AnswerError>, connector: &str) -> Result<T, ConnectorError> {
     result.map_err(|why| ConnectorError::Malformed(format!("{connector} answer does not match the request: {why}")))
 }
 

@@ -108,7 +108,7 @@ async fn authenticate(
     if let Err(why) = auth.verify(parts.method.as_str(), target, &parts.headers, &bytes, unix_now()) {
         refused.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(path = parts.uri.path(), "connector request refused: {why}");
-        return error(StatusCode::UNAUTHORIZED, why);
+        return error(StatusCode::UNAUTHORIZED, why.to_string());
     }
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
 }

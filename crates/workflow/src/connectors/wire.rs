@@ -79,14 +79,37 @@ impl<E, T> Answer<E, T> {
     }
 }
 
+/// Why a connector's answer was refused: it is about another request, or
+/// a field the order would record is out of bounds.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error("the answer is for idempotency key {got:?}, not {want:?}")]
+    WrongKey { got: String, want: String },
+    /// The echoed request and the one asked, as their `Debug` text.
+    #[error("the answer is about {got}, not the request {asked}")]
+    WrongRequest { got: String, asked: String },
+    #[error("quote_id is 0")]
+    ZeroQuoteId,
+    #[error("rate_ppb is 0: a rate must be positive")]
+    ZeroRate,
+    #[error("rate_ppb {rate_ppb} overflows the target amount of {amount}")]
+    RateOverflows { rate_ppb: u128, amount: u128 },
+    #[error("expires_at_unix_nanos is 0")]
+    ZeroExpiry,
+    #[error("reference must be 1 to {REFERENCE_MAX} visible ASCII characters")]
+    BadReference,
+    #[error("reason must be 1 to {REASON_MAX} bytes without control characters")]
+    BadReason,
+}
+
 impl<E: PartialEq + std::fmt::Debug, T> Answer<E, T> {
     /// The result, if the answer names `key` and repeats `asked`.
-    fn matching(self, key: &str, asked: &E) -> Result<T, String> {
+    fn matching(self, key: &str, asked: &E) -> Result<T, AnswerError> {
         if self.idempotency_key != key {
-            return Err(format!("the answer is for idempotency key {:?}, not {key:?}", self.idempotency_key));
+            return Err(AnswerError::WrongKey { got: self.idempotency_key, want: key.to_string() });
         }
         if self.echo != *asked {
-            return Err(format!("the answer is about {:?}, not the request {asked:?}", self.echo));
+            return Err(AnswerError::WrongRequest { got: format!("{:?}", self.echo), asked: format!("{asked:?}") });
         }
         Ok(self.result)
     }
@@ -108,7 +131,7 @@ impl MoneyEcho {
 }
 
 impl ScreeningAnswer {
-    pub fn check(self, key: &str, request: &ScreeningRequest) -> Result<ScreeningVerdict, String> {
+    pub fn check(self, key: &str, request: &ScreeningRequest) -> Result<ScreeningVerdict, AnswerError> {
         let verdict = self.matching(key, &OrderEcho::of_screening(request))?;
         match &verdict {
             ScreeningVerdict::Pass => {}
@@ -119,45 +142,45 @@ impl ScreeningAnswer {
 }
 
 impl QuoteAnswer {
-    pub fn check(self, key: &str, asked: &QuoteBody) -> Result<FxQuote, String> {
+    pub fn check(self, key: &str, asked: &QuoteBody) -> Result<FxQuote, AnswerError> {
         let quote = self.matching(key, asked)?;
         if quote.quote_id == 0 {
-            return Err("quote_id is 0".into());
+            return Err(AnswerError::ZeroQuoteId);
         }
         if quote.rate_ppb == 0 {
-            return Err("rate_ppb is 0: a rate must be positive".into());
+            return Err(AnswerError::ZeroRate);
         }
         if bursar_core::orders::money::convert(asked.source_amount, quote.rate_ppb).is_none() {
-            return Err(format!("rate_ppb {} overflows the target amount of {}", quote.rate_ppb, asked.source_amount));
+            return Err(AnswerError::RateOverflows { rate_ppb: quote.rate_ppb, amount: asked.source_amount });
         }
         if quote.expires_at_unix_nanos == 0 {
-            return Err("expires_at_unix_nanos is 0".into());
+            return Err(AnswerError::ZeroExpiry);
         }
         Ok(quote)
     }
 }
 
 impl PayoutAnswer {
-    pub fn check(self, key: &str, request: &PayoutRequest) -> Result<PayoutStatus, String> {
+    pub fn check(self, key: &str, request: &PayoutRequest) -> Result<PayoutStatus, AnswerError> {
         check_status(self.matching(key, &MoneyEcho::of_payout(request))?)
     }
 }
 
 impl StatusAnswer {
-    pub fn check(self, key: &str) -> Result<PayoutStatus, String> {
+    pub fn check(self, key: &str) -> Result<PayoutStatus, AnswerError> {
         check_status(self.matching(key, &NoEcho {})?)
     }
 }
 
 impl FundsAnswer {
-    pub fn check(self, key: &str, request: &FundsRequest) -> Result<FundsInstructions, String> {
+    pub fn check(self, key: &str, request: &FundsRequest) -> Result<FundsInstructions, AnswerError> {
         let instructions = self.matching(key, &MoneyEcho::of_funds(request))?;
         check_reference(&instructions.reference)?;
         Ok(instructions)
     }
 }
 
-fn check_status(status: PayoutStatus) -> Result<PayoutStatus, String> {
+fn check_status(status: PayoutStatus) -> Result<PayoutStatus, AnswerError> {
     match &status {
         PayoutStatus::Pending { reference } | PayoutStatus::Confirmed { reference } => check_reference(reference)?,
         PayoutStatus::Failed { reason } => check_reason(reason)?,
@@ -166,17 +189,17 @@ fn check_status(status: PayoutStatus) -> Result<PayoutStatus, String> {
 }
 
 /// A reference is recorded on the order as is: 1 to 32 visible ASCII characters.
-fn check_reference(reference: &str) -> Result<(), String> {
+fn check_reference(reference: &str) -> Result<(), AnswerError> {
     if reference.is_empty() || reference.len() > REFERENCE_MAX || !reference.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(format!("reference must be 1 to {REFERENCE_MAX} visible ASCII characters"));
+        return Err(AnswerError::BadReference);
     }
     Ok(())
 }
 
 /// A reason is recorded on the order as is: 1 to 128 bytes, no control characters.
-fn check_reason(reason: &str) -> Result<(), String> {
+fn check_reason(reason: &str) -> Result<(), AnswerError> {
     if reason.is_empty() || reason.len() > REASON_MAX || reason.chars().any(char::is_control) {
-        return Err(format!("reason must be 1 to {REASON_MAX} bytes without control characters"));
+        return Err(AnswerError::BadReason);
     }
     Ok(())
 }
@@ -228,7 +251,7 @@ mod tests {
         ] {
             let mut bad = ok.clone();
             bad[field] = value;
-            let err = decode::<PayoutAnswer>(bad).check("k", &payout()).unwrap_err();
+            let err = decode::<PayoutAnswer>(bad).check("k", &payout()).unwrap_err().to_string();
             assert!(err.contains(why), "{field}: {err}");
         }
         for (field, value) in [("amount", json!(1000)), ("amount", json!("-1000")), ("status", json!("paid"))] {
@@ -248,13 +271,15 @@ mod tests {
             QuoteAnswer::new("k", asked.clone(), FxQuote { quote_id: 9, rate_ppb: rate, expires_at_unix_nanos: 1 })
         };
         assert_eq!(quote(920_000_000).check("k", &asked).unwrap().rate_ppb, 920_000_000);
-        assert!(quote(0).check("k", &asked).unwrap_err().contains("positive"));
+        assert!(quote(0).check("k", &asked).unwrap_err().to_string().contains("positive"));
         let big = QuoteBody { source_amount: u128::MAX, ..asked.clone() };
         let doubled = FxQuote { quote_id: 9, rate_ppb: 2_000_000_000, expires_at_unix_nanos: 1 };
-        assert!(QuoteAnswer::new("k", big.clone(), doubled).check("k", &big).unwrap_err().contains("overflows"));
+        assert!(
+            QuoteAnswer::new("k", big.clone(), doubled).check("k", &big).unwrap_err().to_string().contains("overflows")
+        );
         let mut swapped = quote(1);
         swapped.echo.target_asset = "JPY".into();
-        assert!(swapped.check("k", &asked).unwrap_err().contains("not the request"));
+        assert!(swapped.check("k", &asked).unwrap_err().to_string().contains("not the request"));
     }
 
     #[test]
@@ -278,6 +303,6 @@ mod tests {
         assert!(decode::<ScreeningAnswer>(other).check("k", &request).is_err());
         let mut control = ok;
         control["reason"] = json!("a\nb");
-        assert!(decode::<ScreeningAnswer>(control).check("k", &request).unwrap_err().contains("reason"));
+        assert!(decode::<ScreeningAnswer>(control).check("k", &request).unwrap_err().to_string().contains("reason"));
     }
 }
