@@ -65,7 +65,6 @@ const STRING_ERROR_BUDGET: &[(&str, usize)] = &[
     ("node", 4),
     ("outbound", 21),
     ("projection", 27),
-    ("runtime", 4),
     ("server", 17),
     ("testkit", 22),
     ("tls", 9),
