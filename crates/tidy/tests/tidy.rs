@@ -63,7 +63,6 @@ const STRING_ERROR_BUDGET: &[(&str, usize)] = &[
     ("log", 6),
     ("nats", 1),
     ("node", 4),
-    ("outbound", 21),
     ("projection", 27),
     ("server", 17),
     ("testkit", 22),
