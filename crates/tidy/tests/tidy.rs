@@ -62,7 +62,6 @@ const STRING_ERROR_BUDGET: &[(&str, usize)] = &[
     ("core", 60),
     ("log", 6),
     ("nats", 1),
-    ("node", 4),
     ("projection", 27),
     ("server", 17),
     ("testkit", 22),
