@@ -64,7 +64,6 @@ const STRING_ERROR_BUDGET: &[(&str, usize)] = &[
     ("nats", 1),
     ("projection", 27),
     ("server", 17),
-    ("testkit", 22),
     ("tls", 9),
     ("workflow", 33),
 ];
