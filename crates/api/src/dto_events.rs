@@ -121,6 +121,49 @@ fn order_type(k: u8, t: &str) -> bool {
     k == kind::ORDER && t.strip_prefix("order.").is_some_and(|s| OrderState::ALL.iter().any(|st| st.name() == s))
 }
 
+/// A `GetEvents` reply the engine should never send: a bug or a version
+/// mismatch between engine and reader, never user input.
+#[derive(Debug, thiserror::Error)]
+pub enum EventDecodeError {
+    /// The reply ends inside the part named.
+    #[error("short {0}")]
+    Short(&'static str),
+    /// A fixed-size record of the wrong size.
+    #[error("record of {len} bytes, expected {expected}")]
+    RecordSize { len: usize, expected: usize },
+    #[error("unknown kind {0}")]
+    UnknownKind(u8),
+    #[error("not a transfer kind: {0}")]
+    NotTransfer(u8),
+    #[error("unknown order state {0}")]
+    UnknownOrderState(u8),
+    #[error("unknown role {0}")]
+    UnknownRole(u8),
+    /// A record's own decoder (order timeline, audit record) refused it.
+    #[error("{0}")]
+    Record(String),
+    /// The event at `seq` failed to decode.
+    #[error("event {seq}: {source}")]
+    Event {
+        seq: u64,
+        #[source]
+        source: Box<EventDecodeError>,
+    },
+    /// The event at `seq` decoded but failed to render as JSON.
+    #[error("event {seq}: {source}")]
+    Json {
+        seq: u64,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl EventDecodeError {
+    fn at(seq: u64) -> impl FnOnce(EventDecodeError) -> EventDecodeError {
+        move |e| EventDecodeError::Event { seq, source: Box::new(e) }
+    }
+}
+
 /// A decoded page: the sequence to continue after, and the events.
 pub struct EventPage {
     pub next_after: u64,
@@ -128,11 +171,11 @@ pub struct EventPage {
 }
 
 /// Decodes a `GetEvents` reply.
-pub fn decode_page(body: &[u8]) -> Result<EventPage, String> {
+pub fn decode_page(body: &[u8]) -> Result<EventPage, EventDecodeError> {
     let (next_after, wire) = split_wire(body)?;
     let events = wire
         .into_iter()
-        .map(|w| decode_event(w.seq, w.timestamp, w.kind, w.payload).map_err(|e| format!("event {}: {e}", w.seq)))
+        .map(|w| decode_event(w.seq, w.timestamp, w.kind, w.payload).map_err(EventDecodeError::at(w.seq)))
         .collect::<Result<_, _>>()?;
     Ok(EventPage { next_after, events })
 }
@@ -147,22 +190,23 @@ struct WireEvent<'a> {
 
 /// Splits a `GetEvents` reply into its cursor and its events' headers and
 /// payloads (format in `bursar_core::query::events`, `Machine::events_page`).
-fn split_wire(body: &[u8]) -> Result<(u64, Vec<WireEvent<'_>>), String> {
-    let next_after = u64::from_le_bytes(body.get(..8).ok_or("short events reply")?.try_into().expect("8 bytes"));
+fn split_wire(body: &[u8]) -> Result<(u64, Vec<WireEvent<'_>>), EventDecodeError> {
+    let next_after =
+        u64::from_le_bytes(body.get(..8).ok_or(EventDecodeError::Short("events reply"))?.try_into().expect("8 bytes"));
     let mut rest = &body[8..];
     let mut out = Vec::new();
     while !rest.is_empty() {
-        let header = rest.get(..WIRE_HEADER).ok_or("short event header")?;
+        let header = rest.get(..WIRE_HEADER).ok_or(EventDecodeError::Short("event header"))?;
         let word = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().expect("8 bytes"));
         let len = u32::from_le_bytes(header[20..24].try_into().expect("4 bytes")) as usize;
-        let payload = rest.get(WIRE_HEADER..WIRE_HEADER + len).ok_or("short event payload")?;
+        let payload = rest.get(WIRE_HEADER..WIRE_HEADER + len).ok_or(EventDecodeError::Short("event payload"))?;
         out.push(WireEvent { seq: word(0), timestamp: word(8), kind: header[16], payload });
         rest = &rest[WIRE_HEADER + len..];
     }
     Ok((next_after, out))
 }
 
-fn decode_event(seq: u64, timestamp: u64, k: u8, p: &[u8]) -> Result<EventBody, String> {
+fn decode_event(seq: u64, timestamp: u64, k: u8, p: &[u8]) -> Result<EventBody, EventDecodeError> {
     let mut accounts = Vec::new();
     let (event_type, data) = match k {
         kind::LEDGER_CREATED => {
@@ -175,8 +219,7 @@ fn decode_event(seq: u64, timestamp: u64, k: u8, p: &[u8]) -> Result<EventBody, 
             ("account.created".to_string(), EventData::Account(AccountBody::from(&a)))
         }
         kind::TRANSFER_POSTED | kind::TRANSFER_PENDING | kind::TRANSFER_VOIDED | kind::TRANSFER_EXPIRED => {
-            let t: Transfer = record(p.get(..Transfer::SIZE).ok_or("short transfer")?)?;
-            let pending = u128::from_le_bytes(p.get(Transfer::SIZE..).ok_or("short")?.try_into().map_err(|_| "size")?);
+            let (t, pending) = transfer_and_pending(p)?;
             accounts.push(t.debit_account_id.to_string());
             accounts.push(t.credit_account_id.to_string());
             let body = TransferEventBody {
@@ -194,30 +237,38 @@ fn decode_event(seq: u64, timestamp: u64, k: u8, p: &[u8]) -> Result<EventBody, 
             (type_name(k).expect("key kinds are named").to_string(), EventData::Key(KeyBody::from(&key)))
         }
         kind::AUDIT_RECORDED => {
-            let a = AuditRecord::decode(p).map_err(|e| e.to_string())?;
+            let a = AuditRecord::decode(p).map_err(|e| EventDecodeError::Record(e.to_string()))?;
             ("audit.recorded".to_string(), EventData::Audit(AuditBody::from(&a)))
         }
-        other => return Err(format!("unknown kind {other}")),
+        other => return Err(EventDecodeError::UnknownKind(other)),
     };
     Ok(EventBody { seq, event_type, version: EVENT_VERSION, timestamp: timestamp.to_string(), accounts, data })
 }
 
-fn record<T: bytemuck::Pod>(p: &[u8]) -> Result<T, String> {
+/// A transfer event's payload: the transfer, then the pending transfer's
+/// full amount (16 bytes).
+fn transfer_and_pending(p: &[u8]) -> Result<(Transfer, u128), EventDecodeError> {
+    let t: Transfer = record(p.get(..Transfer::SIZE).ok_or(EventDecodeError::Short("transfer"))?)?;
+    let pending: [u8; 16] = record(p.get(Transfer::SIZE..).ok_or(EventDecodeError::Short("pending amount"))?)?;
+    Ok((t, u128::from_le_bytes(pending)))
+}
+
+fn record<T: bytemuck::Pod>(p: &[u8]) -> Result<T, EventDecodeError> {
     if p.len() != std::mem::size_of::<T>() {
-        return Err(format!("record of {} bytes, expected {}", p.len(), std::mem::size_of::<T>()));
+        return Err(EventDecodeError::RecordSize { len: p.len(), expected: std::mem::size_of::<T>() });
     }
     Ok(bytemuck::pod_read_unaligned(p))
 }
 
-fn decode_order(p: &[u8]) -> Result<OrderChangeBody, String> {
+fn decode_order(p: &[u8]) -> Result<OrderChangeBody, EventDecodeError> {
     const FIXED: usize = 7 * 16 + 8;
-    let head = p.get(..FIXED).ok_or("short order event")?;
+    let head = p.get(..FIXED).ok_or(EventDecodeError::Short("order event"))?;
     let u = |i: usize| u128::from_le_bytes(head[i * 16..i * 16 + 16].try_into().expect("16 bytes"));
     let l = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
     let e = TimelineEvent::decode_list(&[&1u32.to_le_bytes()[..], &p[FIXED..]].concat())
-        .map_err(|e| e.to_string())?
+        .map_err(|e| EventDecodeError::Record(e.to_string()))?
         .remove(0);
-    let state = OrderState::from_code(e.to).ok_or("unknown order state")?.name().to_string();
+    let state = OrderState::from_code(e.to).ok_or(EventDecodeError::UnknownOrderState(e.to))?.name().to_string();
     let opt = |v: u128| (v != 0).then(|| v.to_string());
     Ok(OrderChangeBody {
         order_id: u(0).to_string(),
@@ -234,16 +285,16 @@ fn decode_order(p: &[u8]) -> Result<OrderChangeBody, String> {
     })
 }
 
-fn decode_key(p: &[u8]) -> Result<ApiKey, String> {
-    let head = p.get(..28).ok_or("short key event")?;
+fn decode_key(p: &[u8]) -> Result<ApiKey, EventDecodeError> {
+    let head = p.get(..28).ok_or(EventDecodeError::Short("key event"))?;
     let w = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().expect("8 bytes"));
     let (role, ledgers, name_len) = (head[24], head[25] as usize, head[26] as usize);
-    let ledger_bytes = p.get(28..28 + ledgers * 4).ok_or("short key ledgers")?;
-    let name = p.get(28 + ledgers * 4..28 + ledgers * 4 + name_len).ok_or("short key name")?;
+    let ledger_bytes = p.get(28..28 + ledgers * 4).ok_or(EventDecodeError::Short("key ledgers"))?;
+    let name = p.get(28 + ledgers * 4..28 + ledgers * 4 + name_len).ok_or(EventDecodeError::Short("key name"))?;
     Ok(ApiKey {
         id: w(0),
         hash: [0; 32],
-        role: Role::from_code(role).ok_or("unknown role")?,
+        role: Role::from_code(role).ok_or(EventDecodeError::UnknownRole(role))?,
         ledgers: ledger_bytes.chunks_exact(4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes"))).collect(),
         name: String::from_utf8_lossy(name).into_owned(),
         created_at: w(8),
@@ -264,19 +315,19 @@ pub struct JsonEvent {
 /// `serde_json::to_vec(&EventBody)`, but transfer events (the bulk of any
 /// stream) are written straight from their records, without the
 /// intermediate strings (the relays' hot path).
-pub fn page_json(body: &[u8]) -> Result<(u64, Vec<JsonEvent>), String> {
+pub fn page_json(body: &[u8]) -> Result<(u64, Vec<JsonEvent>), EventDecodeError> {
     let (next_after, wire) = split_wire(body)?;
     let mut out = Vec::with_capacity(wire.len());
     for WireEvent { seq, timestamp, kind: k, payload } in wire {
         let event = match transfer_type(k) {
             Some(name) => {
                 let mut json = Vec::with_capacity(512);
-                write_transfer_json(seq, timestamp, k, payload, &mut json).map_err(|e| format!("event {seq}: {e}"))?;
+                write_transfer_json(seq, timestamp, k, payload, &mut json).map_err(EventDecodeError::at(seq))?;
                 JsonEvent { seq, event_type: name.into(), json }
             }
             None => {
-                let e = decode_event(seq, timestamp, k, payload).map_err(|e| format!("event {seq}: {e}"))?;
-                let json = serde_json::to_vec(&e).map_err(|e| format!("event {seq}: {e}"))?;
+                let e = decode_event(seq, timestamp, k, payload).map_err(EventDecodeError::at(seq))?;
+                let json = serde_json::to_vec(&e).map_err(|source| EventDecodeError::Json { seq, source })?;
                 JsonEvent { seq, event_type: e.event_type.into(), json }
             }
         };
@@ -292,9 +343,8 @@ fn transfer_type(k: u8) -> Option<&'static str> {
 
 /// Writes a transfer event exactly as serde writes its `EventBody` (field
 /// order, quoting, optional `pending_amount`); `tests` hold the two equal.
-fn write_transfer_json(seq: u64, timestamp: u64, k: u8, p: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-    let t: Transfer = record(p.get(..Transfer::SIZE).ok_or("short transfer")?)?;
-    let pending = u128::from_le_bytes(p.get(Transfer::SIZE..).ok_or("short")?.try_into().map_err(|_| "size")?);
+fn write_transfer_json(seq: u64, timestamp: u64, k: u8, p: &[u8], out: &mut Vec<u8>) -> Result<(), EventDecodeError> {
+    let (t, pending) = transfer_and_pending(p)?;
     let mut buf = itoa::Buffer::new();
     // Each field: the JSON text before it (key, punctuation), then the
     // number, quoted where serde writes a string.
@@ -310,7 +360,7 @@ fn write_transfer_json(seq: u64, timestamp: u64, k: u8, p: &[u8], out: &mut Vec<
     };
     field(out, b"{\"seq\":", false, u128::from(seq));
     out.extend_from_slice(b",\"type\":\"");
-    out.extend_from_slice(type_name(k).ok_or("not a transfer kind")?.as_bytes());
+    out.extend_from_slice(type_name(k).ok_or(EventDecodeError::NotTransfer(k))?.as_bytes());
     field(out, b"\",\"version\":", false, u128::from(EVENT_VERSION));
     field(out, b",\"timestamp\":", true, u128::from(timestamp));
     field(out, b",\"accounts\":[", true, t.debit_account_id);

@@ -95,15 +95,19 @@ impl Procs {
     /// is ready.
     pub fn start_with(dir: &Path, setup: impl FnOnce(&str) -> ReplicaSetup) -> Result<Procs, String> {
         let exe = bursar_binary()?;
-        let nats = NatsCluster::start(dir, SIZE)?;
+        let nats = NatsCluster::start(dir, SIZE).map_err(|e| e.to_string())?;
         let urls = nats.urls();
         let setup = setup(&urls);
         let mut replicas = Vec::with_capacity(SIZE);
         for i in 0..SIZE {
             let name = format!("r{}", i + 1);
             replicas.push(Replica {
-                addr: format!("127.0.0.1:{}", free_port()?),
-                http: if setup.http { Some(format!("127.0.0.1:{}", free_port()?)) } else { None },
+                addr: format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?),
+                http: if setup.http {
+                    Some(format!("127.0.0.1:{}", free_port().map_err(|e| e.to_string())?))
+                } else {
+                    None
+                },
                 data_dir: dir.join(&name),
                 log: dir.join(format!("{name}.log")),
                 name,

@@ -12,7 +12,7 @@ use bursar_outbound::webhooks::delivery::DeliverySettings;
 use bursar_server::node::NodeHandle;
 use bursar_server::{Node, NodeConfig, StartReport};
 use bursar_workflow::runtime::WorkflowSettings;
-use side_effects::SideEffects;
+use side_effects::{SideEffectError, SideEffects};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -47,7 +47,7 @@ pub enum StartError {
     #[error("starting the HTTP API: {0}")]
     Http(#[from] bursar_http::StartError),
     #[error("starting the side effects: {0}")]
-    SideEffects(String),
+    SideEffects(#[from] SideEffectError),
 }
 
 /// A started node; `run_until_signal` serves until SIGTERM/SIGINT.
@@ -114,13 +114,16 @@ pub fn start(settings: NodeSettings) -> Result<RunningNode, StartError> {
     };
     let side_effects =
         SideEffects { workflows: settings.workflows, webhooks: settings.webhooks, relay_nats: settings.relay_nats };
+    // The engine's signal loop takes the reason as text (it only prints it).
     let escalated: Pin<Box<dyn Future<Output = String>>> = match &cluster {
-        None => Box::pin(side_effects.run_always(&node.handle()).map_err(StartError::SideEffects)?),
-        Some(c) => Box::pin(
-            side_effects
-                .run_under_lease(node.handle(), c.lease_held.clone())
-                .map_err(|e| StartError::SideEffects(e.to_string()))?,
-        ),
+        None => {
+            let escalated = side_effects.run_always(&node.handle())?;
+            Box::pin(async move { escalated.await.to_string() })
+        }
+        Some(c) => {
+            let escalated = side_effects.run_under_lease(node.handle(), c.lease_held.clone())?;
+            Box::pin(async move { escalated.await.to_string() })
+        }
     };
     Ok(RunningNode { node, escalated, http_addr, bootstrapped_from, cluster: cluster.is_some() })
 }

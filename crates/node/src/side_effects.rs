@@ -5,7 +5,8 @@
 //! from the log, and connector calls carry idempotency keys, so a call the
 //! old holder had in flight is not repeated by the connector.
 
-use bursar_runtime::supervisor::Escalation;
+use bursar_outbound::webhooks::delivery::DeliveryError;
+use bursar_runtime::supervisor::{Escalation, WorkerError};
 use bursar_server::node::NodeHandle;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -15,6 +16,31 @@ use tokio::task::JoinHandle;
 
 /// Longest wait for side effects to stop after the lease is lost.
 const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Why the side effects did not start, or stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum SideEffectError {
+    /// Boxed: whatever error the workflow crate's start reports.
+    #[error("starting the order workflows: {0}")]
+    Workflows(#[source] WorkerError),
+    #[error("starting the webhook workers: {0}")]
+    Webhooks(#[source] DeliveryError),
+    #[error("starting the lease thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// A supervision tree gave up.
+    #[error(transparent)]
+    Escalated(#[from] Escalation),
+    /// A supervision tree's task itself ended abnormally.
+    #[error("the {tree} supervisor failed: {source}")]
+    Supervisor {
+        tree: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// Running them without the lease could repeat work a successor does.
+    #[error("side effects did not stop within {0:?} of losing the lease")]
+    StopOverdue(std::time::Duration),
+}
 
 /// What to run, as configured.
 pub struct SideEffects {
@@ -30,11 +56,11 @@ struct Running {
 
 impl SideEffects {
     /// Starts everything configured on `node`.
-    fn start(&self, node: &NodeHandle) -> Result<Running, String> {
+    fn start(&self, node: &NodeHandle) -> Result<Running, SideEffectError> {
         let mut done = Vec::new();
         if let Some(settings) = &self.workflows {
             let w = bursar_workflow::runtime::start(node, settings.clone())
-                .map_err(|e| format!("starting the order workflows: {e}"))?;
+                .map_err(|e| SideEffectError::Workflows(e.into()))?;
             done.push(("order workflows", w.done));
         }
         if let Some((api, settings)) = &self.webhooks {
@@ -44,7 +70,7 @@ impl SideEffects {
                 api.policy.clone(),
                 settings.clone(),
             )
-            .map_err(|e| format!("starting the webhook workers: {e}"))?;
+            .map_err(SideEffectError::Webhooks)?;
             done.push(("webhooks", w.done));
         }
         if let Some(nats) = &self.relay_nats {
@@ -56,7 +82,10 @@ impl SideEffects {
 
     /// Single node: runs them until the node stops. The future resolves
     /// only if a supervision tree gave up (with why).
-    pub fn run_always(&self, node: &NodeHandle) -> Result<impl Future<Output = String> + use<>, String> {
+    pub fn run_always(
+        &self,
+        node: &NodeHandle,
+    ) -> Result<impl Future<Output = SideEffectError> + use<>, SideEffectError> {
         let running = self.start(node)?;
         Ok(async move {
             match running.finished().await {
@@ -73,13 +102,16 @@ impl SideEffects {
         self,
         node: NodeHandle,
         lease_held: watch::Receiver<bool>,
-    ) -> std::io::Result<impl Future<Output = String>> {
+    ) -> Result<impl Future<Output = SideEffectError>, SideEffectError> {
         let (escalated_tx, escalated) = oneshot::channel();
-        std::thread::Builder::new().name("bursar-lease-effects".into()).spawn(move || {
-            if let Err(why) = self.follow_lease(&node, lease_held) {
-                let _ = escalated_tx.send(why);
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("bursar-lease-effects".into())
+            .spawn(move || {
+                if let Err(why) = self.follow_lease(&node, lease_held) {
+                    let _ = escalated_tx.send(why);
+                }
+            })
+            .map_err(SideEffectError::Thread)?;
         Ok(async move {
             match escalated.await {
                 Ok(why) => why,
@@ -89,7 +121,7 @@ impl SideEffects {
     }
 
     /// Starts on each acquisition, stops on each loss, until the node stops.
-    fn follow_lease(&self, node: &NodeHandle, mut lease_held: watch::Receiver<bool>) -> Result<(), String> {
+    fn follow_lease(&self, node: &NodeHandle, mut lease_held: watch::Receiver<bool>) -> Result<(), SideEffectError> {
         let mut node_stop = node.stop.clone();
         loop {
             let acquired = node.runtime.block_on(async {
@@ -132,7 +164,7 @@ impl SideEffects {
                     result = epoch => result,
                     // Running them without the lease could repeat work a
                     // successor does: stop the node instead.
-                    _ = overdue => Err(format!("side effects did not stop within {STOP_TIMEOUT:?} of losing the lease")),
+                    _ = overdue => Err(SideEffectError::StopOverdue(STOP_TIMEOUT)),
                 }
             })?;
             println!("bursar: lease lost or node stopping; orders, webhooks and relays stopped");
@@ -142,14 +174,14 @@ impl SideEffects {
 
 impl Running {
     /// `Err(why)` as soon as one tree escalates; `Ok` once all stopped.
-    async fn finished(self) -> Result<(), String> {
+    async fn finished(self) -> Result<(), SideEffectError> {
         let mut done: FuturesUnordered<_> =
             self.done.into_iter().map(|(name, handle)| async move { (name, handle.await) }).collect();
         while let Some((name, result)) = done.next().await {
             match result {
                 Ok(Ok(())) => {}
-                Ok(Err(escalation)) => return Err(escalation.to_string()),
-                Err(e) => return Err(format!("the {name} supervisor failed: {e}")),
+                Ok(Err(escalation)) => return Err(escalation.into()),
+                Err(source) => return Err(SideEffectError::Supervisor { tree: name, source }),
             }
         }
         Ok(())

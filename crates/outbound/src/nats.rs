@@ -33,7 +33,7 @@
 //! after it, so the next ack reports the break. Acks are half of the
 //! broker's and the relay's work per message.
 
-use crate::event_reader::EventReader;
+use crate::event_reader::{EventReader, ReadError};
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream::StorageType};
 use bursar_core::records::BATCH_EVENTS_MAX;
@@ -141,9 +141,56 @@ struct Outgoing {
 enum SessionEnd {
     /// Retry after a backoff (broker unreachable, publish refused, timeout).
     Retry(String),
-    /// The node stopped: nothing left to relay.
-    Stopped(String),
+    /// The node stopped, or its change stream broke: nothing left to relay.
+    Stopped(RelayError),
 }
+
+/// Why the relay stopped for good (the supervisor decides what follows).
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The engine went away while the relay waited for events.
+    #[error(transparent)]
+    Reader(#[from] ReadError),
+    /// A page of the change stream did not continue where the last ended.
+    #[error("the change stream skipped from {last} to {next}")]
+    Skipped { last: u64, next: u64 },
+}
+
+/// Why a JetStream stream could not be set up or read. Async-nats errors
+/// are kept as their source, boxed (one variant per step, not per type).
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error(transparent)]
+    Connect(#[from] NatsError),
+    #[error("opening stream {stream}: {source}")]
+    Open { stream: String, source: BoxError },
+    #[error("reading stream {stream}: {source}")]
+    Info { stream: String, source: BoxError },
+    /// Publishing would get "no responders" forever; this says why instead.
+    #[error(
+        "stream {stream} exists with subjects {subjects:?}, not {wanted:?}: fix the stream or pick another with --relay-nats-stream"
+    )]
+    Subjects { stream: String, subjects: Vec<String>, wanted: String },
+    #[error("reading message {seq} of {stream}: {source}")]
+    Message { stream: String, seq: u64, source: BoxError },
+    #[error("the last message ({seq}) of stream {stream} has no {SEQ_HEADER} header")]
+    NoSeqHeader { stream: String, seq: u64 },
+    #[error("stream {stream}: {source}")]
+    Get { stream: String, source: BoxError },
+    #[error("creating a consumer: {0}")]
+    Consumer(BoxError),
+    #[error("consuming: {0}")]
+    Consume(BoxError),
+    #[error("message info: {0}")]
+    MessageInfo(BoxError),
+    #[error("the consumer ended")]
+    ConsumerEnded,
+    #[error("read {read} of {last} messages in {timeout:?}")]
+    Timeout { read: usize, last: u64, timeout: Duration },
+}
+
+/// An async-nats error as a source.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl NatsRelay {
     pub fn new(config: NatsRelayConfig, reader: EventReader) -> NatsRelay {
@@ -153,7 +200,7 @@ impl NatsRelay {
     /// Relays until the node stops. Broker trouble never ends it: sessions
     /// are retried with capped, jittered exponential backoff. `Err` only when
     /// the engine went away (the supervisor decides what follows).
-    pub async fn run(self) -> Result<(), String> {
+    pub async fn run(self) -> Result<(), RelayError> {
         let _lag = AbortOnDrop(tokio::spawn(report_lag(self.reader.clone(), self.status.clone())));
         let mut backoff = Backoff::new(self.config.backoff_min, self.config.backoff_max);
         loop {
@@ -193,7 +240,7 @@ impl NatsRelay {
             .build(client);
         let (after, stream_last) = match resume_point(&js, &self.config).await {
             Ok(p) => p,
-            Err(e) => return SessionEnd::Retry(e),
+            Err(e) => return SessionEnd::Retry(e.to_string()),
         };
         if after > self.reader.head() {
             tracing::warn!(
@@ -261,7 +308,7 @@ impl NatsRelay {
                 && let Some(out) = ready.pop_front()
             {
                 if out.seq != next {
-                    return SessionEnd::Stopped(format!("the change stream skipped from {} to {}", next - 1, out.seq));
+                    return SessionEnd::Stopped(RelayError::Skipped { last: next - 1, next: out.seq });
                 }
                 let expect = if first {
                     Expect::StreamSeq(stream_last)
@@ -345,7 +392,8 @@ pub fn msg_id(seq: u64) -> String {
 /// Where to resume: the `Bursar-Seq` of the stream's last message and the
 /// stream's last sequence (0 and 0 for an empty stream). Creates the stream
 /// when it is missing.
-async fn resume_point(js: &jetstream::Context, config: &NatsRelayConfig) -> Result<(u64, u64), String> {
+async fn resume_point(js: &jetstream::Context, config: &NatsRelayConfig) -> Result<(u64, u64), StreamError> {
+    let name = || config.stream.clone();
     let wildcard = format!("{}.>", config.subject_prefix);
     let mut stream = js
         .get_or_create_stream(jetstream::stream::Config {
@@ -356,26 +404,26 @@ async fn resume_point(js: &jetstream::Context, config: &NatsRelayConfig) -> Resu
             ..Default::default()
         })
         .await
-        .map_err(|e| format!("opening stream {}: {e}", config.stream))?;
-    let info = stream.info().await.map_err(|e| format!("reading stream {}: {e}", config.stream))?;
+        .map_err(|e| StreamError::Open { stream: name(), source: e.into() })?;
+    let info = stream.info().await.map_err(|e| StreamError::Info { stream: name(), source: e.into() })?;
     if !info.config.subjects.contains(&wildcard) {
-        // Publishing would get "no responders" forever; say why instead.
-        return Err(format!(
-            "stream {} exists with subjects {:?}, not {wildcard:?}: fix the stream or pick another with --relay-nats-stream",
-            config.stream, info.config.subjects
-        ));
+        return Err(StreamError::Subjects { stream: name(), subjects: info.config.subjects.clone(), wanted: wildcard });
     }
     let last = info.state.last_sequence;
     if info.state.messages == 0 {
         // Empty (new, or purged): there is no record of a relayed event to resume after.
         return Ok((0, last));
     }
-    let message =
-        stream.get_raw_message(last).await.map_err(|e| format!("reading message {last} of {}: {e}", config.stream))?;
-    let seq =
-        message.headers.get(SEQ_HEADER).and_then(|v| v.as_str().parse::<u64>().ok()).ok_or_else(|| {
-            format!("the last message ({last}) of stream {} has no {SEQ_HEADER} header", config.stream)
-        })?;
+    let message = stream.get_raw_message(last).await.map_err(|e| StreamError::Message {
+        stream: name(),
+        seq: last,
+        source: e.into(),
+    })?;
+    let seq = message
+        .headers
+        .get(SEQ_HEADER)
+        .and_then(|v| v.as_str().parse::<u64>().ok())
+        .ok_or_else(|| StreamError::NoSeqHeader { stream: name(), seq: last })?;
     Ok((seq, last))
 }
 
@@ -401,7 +449,7 @@ async fn read_pages(
             if reader.head() > after {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             } else if let Err(e) = reader.wait_beyond(after).await {
-                let _ = tx.send(Err(SessionEnd::Stopped(e))).await;
+                let _ = tx.send(Err(SessionEnd::Stopped(e.into()))).await;
                 return;
             }
             continue;
@@ -450,7 +498,7 @@ pub struct StoredEvent {
 
 /// Reads every message of `stream` in order with an ordered consumer (for
 /// tests, the benchmark and audits of what the relay delivered).
-pub async fn read_stream(url: &str, stream: &str, timeout: Duration) -> Result<Vec<StoredEvent>, String> {
+pub async fn read_stream(url: &str, stream: &str, timeout: Duration) -> Result<Vec<StoredEvent>, StreamError> {
     read_stream_from(&NatsEndpoint::new(url, NatsSecurity::default()), stream, timeout).await
 }
 
@@ -459,12 +507,15 @@ pub async fn read_stream_from(
     nats: &NatsEndpoint,
     stream: &str,
     timeout: Duration,
-) -> Result<Vec<StoredEvent>, String> {
+) -> Result<Vec<StoredEvent>, StreamError> {
     use jetstream::consumer::pull::OrderedConfig;
     let client = nats.connect(timeout, |options| options).await?;
     let js = jetstream::new(client);
-    let mut stream = js.get_stream(stream).await.map_err(|e| format!("stream {stream}: {e}"))?;
-    let last = stream.info().await.map_err(|e| format!("stream info: {e}"))?.state.last_sequence;
+    let name = stream;
+    let mut stream =
+        js.get_stream(name).await.map_err(|e| StreamError::Get { stream: name.to_string(), source: e.into() })?;
+    let info = stream.info().await.map_err(|e| StreamError::Info { stream: name.to_string(), source: e.into() })?;
+    let last = info.state.last_sequence;
     let mut out = Vec::new();
     if last == 0 {
         return Ok(out);
@@ -475,19 +526,21 @@ pub async fn read_stream_from(
             ..Default::default()
         })
         .await
-        .map_err(|e| format!("creating a consumer: {e}"))?;
-    let mut messages = consumer.messages().await.map_err(|e| format!("consuming: {e}"))?;
+        .map_err(|e| StreamError::Consumer(e.into()))?;
+    let mut messages = consumer.messages().await.map_err(|e| StreamError::Consume(e.into()))?;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let next = tokio::time::timeout_at(deadline, messages.next())
-            .await
-            .map_err(|_| format!("read {} of {last} messages in {timeout:?}", out.len()))?;
+        let next = tokio::time::timeout_at(deadline, messages.next()).await.map_err(|_| StreamError::Timeout {
+            read: out.len(),
+            last,
+            timeout,
+        })?;
         let message = match next {
             Some(Ok(m)) => m,
-            Some(Err(e)) => return Err(format!("consuming: {e}")),
-            None => return Err("the consumer ended".to_string()),
+            Some(Err(e)) => return Err(StreamError::Consume(e.into())),
+            None => return Err(StreamError::ConsumerEnded),
         };
-        let info = message.info().map_err(|e| format!("message info: {e}"))?;
+        let info = message.info().map_err(StreamError::MessageInfo)?;
         let stream_seq = info.stream_sequence;
         let headers = message.headers.as_ref();
         let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_string());

@@ -25,14 +25,20 @@ use tokio::sync::watch;
 use tokio::task::{JoinError, JoinHandle};
 use tokio::time::Instant;
 
+/// Why a worker's run failed. Boxed so each worker keeps its own typed error
+/// (and `?` on it): this crate is below every crate with workers and cannot
+/// name their errors, and the supervisor only logs the reason and escalates
+/// it as text.
+pub type WorkerError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The future of one run of a worker: `Err` is a failure, `Ok` a normal exit.
-pub type WorkerFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+pub type WorkerFuture = Pin<Box<dyn Future<Output = Result<(), WorkerError>> + Send>>;
 
 /// Starts a fresh worker each time it is called (once per start or restart).
 pub type WorkerFactory = Arc<dyn Fn() -> WorkerFuture + Send + Sync>;
 
 /// How a child's task ended: its own result, or a panic or cancellation.
-type ChildResult = Result<Result<(), String>, JoinError>;
+type ChildResult = Result<Result<(), WorkerError>, JoinError>;
 
 /// Exit code of the process when the root supervisor escalates (`EX_SOFTWARE`).
 pub const ESCALATION_EXIT_CODE: i32 = 70;
@@ -102,13 +108,18 @@ enum ChildKind {
 }
 
 impl Child {
-    /// A worker; `start` builds a fresh future for each (re)start.
-    pub fn worker<F, Fut>(name: impl Into<String>, restart: Restart, start: F) -> Self
+    /// A worker; `start` builds a fresh future for each (re)start. Its error
+    /// is any error type (or a message): the supervisor boxes it.
+    pub fn worker<F, Fut, E>(name: impl Into<String>, restart: Restart, start: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), String>> + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<WorkerError>,
     {
-        let factory: WorkerFactory = Arc::new(move || Box::pin(start()));
+        let factory: WorkerFactory = Arc::new(move || {
+            let run = start();
+            Box::pin(async move { run.await.map_err(Into::into) })
+        });
         Self { name: name.into(), restart, kind: ChildKind::Worker(factory) }
     }
 
@@ -154,7 +165,7 @@ impl fmt::Debug for Child {
 /// Runs a nested supervisor as a child task. A separate, non-async function
 /// with a boxed result so the recursive `run` future has a nameable type.
 fn nested_run(sup: Supervisor, shutdown: watch::Receiver<bool>) -> WorkerFuture {
-    Box::pin(async move { sup.run(shutdown).await.map_err(|escalation| escalation.to_string()) })
+    Box::pin(async move { sup.run(shutdown).await.map_err(WorkerError::from) })
 }
 
 /// Counters of one supervisor's children, for tests and diagnostics. Shared
@@ -359,7 +370,7 @@ pub fn exit_on_escalation(result: Result<(), Escalation>) {
 
 /// A started child: its task, and for a nested supervisor its shutdown switch.
 struct Task {
-    handle: JoinHandle<Result<(), String>>,
+    handle: JoinHandle<Result<(), WorkerError>>,
     stop: Option<watch::Sender<bool>>,
 }
 
@@ -448,7 +459,7 @@ impl Exit {
     fn from_join(result: ChildResult) -> Self {
         match result {
             Ok(Ok(())) => Self::Normal,
-            Ok(Err(reason)) => Self::Failed(reason),
+            Ok(Err(reason)) => Self::Failed(reason.to_string()),
             Err(err) => match err.try_into_panic() {
                 Ok(payload) => Self::Panicked(panic_message(payload.as_ref())),
                 Err(_) => Self::Cancelled,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bursar_runtime::supervisor::{Child, Escalation, Intensity, Restart, Strategy, Supervisor};
+use bursar_runtime::supervisor::{Child, Escalation, Intensity, Restart, Strategy, Supervisor, WorkerError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -58,7 +58,7 @@ fn forever_with(name: &str, restart: Restart, probe: &Probe) -> Child {
         async move {
             let _guard = guard;
             std::future::pending::<()>().await;
-            Ok(())
+            Ok::<(), WorkerError>(())
         }
     })
 }
@@ -74,7 +74,7 @@ fn panics_once(name: &str, probe: &Probe) -> Child {
                 panic!("first run fails");
             }
             std::future::pending::<()>().await;
-            Ok(())
+            Ok::<(), WorkerError>(())
         }
     })
 }

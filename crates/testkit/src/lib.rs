@@ -8,8 +8,13 @@
 //!   and restarted node by node.
 //! - `postgres`: a throwaway PostgreSQL server.
 //! - `pki`: a private CA and certificates for TLS tests.
+//!
+//! The harnesses fail with [`HarnessError`], the PKI with [`pki::PkiError`].
 
+pub mod error;
 pub mod nats_cluster;
 pub mod nats_server;
 pub mod pki;
 pub mod postgres;
+
+pub use error::HarnessError;

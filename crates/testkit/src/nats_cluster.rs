@@ -4,7 +4,8 @@
 //! chaos harness. Nodes can be killed (SIGKILL), restarted on the same store,
 //! paused (SIGSTOP) and resumed (SIGCONT).
 
-use crate::nats_server::{find_binary, free_port};
+use crate::HarnessError;
+use crate::nats_server::{LISTEN_TIMEOUT, find_binary, free_port};
 use std::fmt::Write as _;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -35,7 +36,7 @@ impl NatsCluster {
     /// Starts `size` clustered JetStream servers under `dir` and waits until
     /// each accepts connections (JetStream's meta leader may take a moment
     /// longer; see [`NatsCluster::urls`] users' retries).
-    pub fn start(dir: &Path, size: usize) -> Result<NatsCluster, String> {
+    pub fn start(dir: &Path, size: usize) -> Result<NatsCluster, HarnessError> {
         NatsCluster::start_with(dir, size, "")
     }
 
@@ -47,12 +48,12 @@ impl NatsCluster {
     /// Ports are picked free and bound a moment later, so another process
     /// may take one in between: a node that could not bind is retried on
     /// new ports a few times.
-    pub fn start_with(dir: &Path, size: usize, extra: &str) -> Result<NatsCluster, String> {
+    pub fn start_with(dir: &Path, size: usize, extra: &str) -> Result<NatsCluster, HarnessError> {
         const ATTEMPTS: usize = 5;
         let mut attempt = 1;
         loop {
             match NatsCluster::start_once(dir, size, extra) {
-                Err(e) if attempt < ATTEMPTS && e.contains("address already in use") => {
+                Err(e) if attempt < ATTEMPTS && e.port_taken() => {
                     for i in 0..size {
                         let _ = std::fs::remove_dir_all(dir.join(format!("n{}", i + 1)));
                     }
@@ -63,16 +64,16 @@ impl NatsCluster {
         }
     }
 
-    fn start_once(dir: &Path, size: usize, extra: &str) -> Result<NatsCluster, String> {
+    fn start_once(dir: &Path, size: usize, extra: &str) -> Result<NatsCluster, HarnessError> {
         assert!(size >= 1, "a cluster has at least one node");
         let binary = find_binary()?;
         let ports: Vec<(u16, u16, u16)> =
-            (0..size).map(|_| Ok((free_port()?, free_port()?, free_port()?))).collect::<Result<_, String>>()?;
+            (0..size).map(|_| Ok((free_port()?, free_port()?, free_port()?))).collect::<Result<_, HarnessError>>()?;
         let mut nodes = Vec::with_capacity(size);
         for (i, (port, cluster_port, monitor_port)) in ports.iter().enumerate() {
             let name = format!("n{}", i + 1);
             let node_dir = dir.join(&name);
-            std::fs::create_dir_all(&node_dir).map_err(|e| format!("creating {}: {e}", node_dir.display()))?;
+            std::fs::create_dir_all(&node_dir).map_err(HarnessError::io("creating", &node_dir))?;
             let routes: Vec<String> = ports
                 .iter()
                 .enumerate()
@@ -94,7 +95,7 @@ impl NatsCluster {
             }
             conf.push_str(extra);
             let config = node_dir.join("nats.conf");
-            std::fs::write(&config, conf).map_err(|e| format!("writing {}: {e}", config.display()))?;
+            std::fs::write(&config, conf).map_err(HarnessError::io("writing", &config))?;
             let log = node_dir.join("nats.log");
             nodes.push(Node { name, port: *port, monitor_port: *monitor_port, config, log, child: None });
         }
@@ -150,15 +151,15 @@ impl NatsCluster {
     }
 
     /// Starts node `i` again on its port and store.
-    pub fn restart(&mut self, i: usize) -> Result<(), String> {
+    pub fn restart(&mut self, i: usize) -> Result<(), HarnessError> {
         self.kill(i);
         let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&node.log)
-            .map_err(|e| format!("opening {}: {e}", node.log.display()))?;
-        let err = log.try_clone().map_err(|e| e.to_string())?;
+            .map_err(HarnessError::io("opening", &node.log))?;
+        let err = log.try_clone().map_err(HarnessError::io("opening", &node.log))?;
         let child = Command::new(&self.binary)
             .arg("-c")
             .arg(&node.config)
@@ -166,21 +167,21 @@ impl NatsCluster {
             .stdout(log)
             .stderr(err)
             .spawn()
-            .map_err(|e| format!("starting {}: {e}", self.binary.display()))?;
+            .map_err(|source| HarnessError::Spawn { program: self.binary.display().to_string(), source })?;
         node.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + LISTEN_TIMEOUT;
         let (name, port) = (self.nodes[i].name.clone(), self.nodes[i].port);
         loop {
             let exited = self.nodes[i].child.as_mut().and_then(|c| c.try_wait().ok().flatten());
             if let Some(status) = exited {
                 self.nodes[i].child = None;
-                return Err(format!("{name} exited with {status}; its log:\n{}", self.log_tail(i)));
+                return Err(HarnessError::Exited { name, status, log: self.log_tail(i) });
             }
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!("{name} not listening after 30 s:\n{}", self.log_tail(i)));
+                return Err(HarnessError::NotListening { name, port, waited: LISTEN_TIMEOUT, log: self.log_tail(i) });
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -2,10 +2,14 @@
 //! tests and `bursar bench relay-nats`. Never a silent no-op: when the binary
 //! is missing, starting fails and says how to get it.
 
+use crate::HarnessError;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Longest wait for a (re)started server to accept connections.
+pub(crate) const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running `nats-server -js`, SIGKILLed when dropped.
 pub struct NatsServer {
@@ -18,7 +22,7 @@ pub struct NatsServer {
 
 /// The `nats-server` binary: `$NATS_SERVER`, else the first on `PATH`, else
 /// `/usr/sbin/nats-server` (where Debian's package puts it).
-pub fn find_binary() -> Result<PathBuf, String> {
+pub fn find_binary() -> Result<PathBuf, HarnessError> {
     if let Some(path) = std::env::var_os("NATS_SERVER") {
         return Ok(PathBuf::from(path));
     }
@@ -27,22 +31,23 @@ pub fn find_binary() -> Result<PathBuf, String> {
         .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/bin")])
         .map(|dir| dir.join("nats-server"))
         .find(|p| p.is_file())
-        .ok_or_else(|| {
-            "nats-server not found (on PATH, /usr/sbin or $NATS_SERVER): install it, e.g. `apt-get install nats-server`"
-                .to_string()
+        .ok_or(HarnessError::NotInstalled {
+            program: "nats-server",
+            searched: "on PATH, /usr/sbin or $NATS_SERVER",
+            install: "install it, e.g. `apt-get install nats-server`",
         })
 }
 
 /// A TCP port free at the moment of asking.
-pub fn free_port() -> Result<u16, String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("binding a free port: {e}"))?;
-    listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+pub fn free_port() -> Result<u16, HarnessError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(HarnessError::FreePort)?;
+    listener.local_addr().map(|a| a.port()).map_err(HarnessError::FreePort)
 }
 
 impl NatsServer {
     /// Starts `nats-server -js -sd <dir>/store -a 127.0.0.1 -p <port>` and
     /// waits until it accepts connections; its output goes to `<dir>/nats.log`.
-    pub fn start(dir: &Path, port: u16) -> Result<NatsServer, String> {
+    pub fn start(dir: &Path, port: u16) -> Result<NatsServer, HarnessError> {
         let mut server = NatsServer {
             child: None,
             binary: find_binary()?,
@@ -71,14 +76,14 @@ impl NatsServer {
     }
 
     /// Starts it again on the same port and store (after [`NatsServer::kill`]).
-    pub fn restart(&mut self) -> Result<(), String> {
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
         self.kill();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
-            .map_err(|e| format!("opening {}: {e}", self.log.display()))?;
-        let err = log.try_clone().map_err(|e| e.to_string())?;
+            .map_err(HarnessError::io("opening", &self.log))?;
+        let err = log.try_clone().map_err(HarnessError::io("opening", &self.log))?;
         let child = Command::new(&self.binary)
             .arg("-js")
             .arg("-sd")
@@ -88,21 +93,23 @@ impl NatsServer {
             .stdout(log)
             .stderr(err)
             .spawn()
-            .map_err(|e| format!("starting {}: {e}", self.binary.display()))?;
+            .map_err(|source| HarnessError::Spawn { program: self.binary.display().to_string(), source })?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + LISTEN_TIMEOUT;
         loop {
             if let Some(child) = self.child.as_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
                 self.child = None;
-                return Err(format!("nats-server exited with {status}; its log:\n{}", self.log_tail()));
+                let (name, log) = ("nats-server".to_string(), self.log_tail());
+                return Err(HarnessError::Exited { name, status, log });
             }
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!("nats-server not listening on {} after 30 s:\n{}", self.port, self.log_tail()));
+                let (name, port, log) = ("nats-server".to_string(), self.port, self.log_tail());
+                return Err(HarnessError::NotListening { name, port, waited: LISTEN_TIMEOUT, log });
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -20,32 +20,45 @@ pub struct TestPki {
     pub client_key: PathBuf,
 }
 
+/// Why a test PKI could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("generating a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("writing {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// A CA: its certificate plus the means to sign others.
 struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl Ca {
-    fn new(name: &str) -> Result<Ca, String> {
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+    fn new(name: &str) -> Result<Ca, PkiError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().map_err(|e| e.to_string())?;
-        let issuer = CertifiedIssuer::self_signed(params, key).map_err(|e| e.to_string())?;
+        let key = KeyPair::generate()?;
+        let issuer = CertifiedIssuer::self_signed(params, key)?;
         Ok(Ca { issuer })
     }
 
     /// A leaf certificate and its key (PEM), for a server or a client.
-    fn leaf(&self, name: &str, server: bool) -> Result<(String, String), String> {
+    fn leaf(&self, name: &str, server: bool) -> Result<(String, String), PkiError> {
         let names = if server { vec!["localhost".to_string(), "127.0.0.1".to_string()] } else { Vec::new() };
-        let mut params = CertificateParams::new(names).map_err(|e| e.to_string())?;
+        let mut params = CertificateParams::new(names)?;
         params.distinguished_name.push(DnType::CommonName, name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages =
             vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
-        let key = KeyPair::generate().map_err(|e| e.to_string())?;
-        let cert = params.signed_by(&key, &self.issuer).map_err(|e| e.to_string())?;
+        let key = KeyPair::generate()?;
+        let cert = params.signed_by(&key, &self.issuer)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
 }
@@ -53,14 +66,16 @@ impl Ca {
 impl TestPki {
     /// Generates a CA named `name` and its certificates into `dir` (files
     /// prefixed with `name`, so several PKIs can share a directory).
-    pub fn generate(dir: &Path, name: &str) -> Result<TestPki, String> {
+    pub fn generate(dir: &Path, name: &str) -> Result<TestPki, PkiError> {
         let ca = Ca::new(&format!("{name} test CA"))?;
         let (server_cert, server_key) = ca.leaf(&format!("{name} nats-server"), true)?;
         let (client_cert, client_key) = ca.leaf(&format!("{name} bursar replica"), false)?;
-        let write = |file: &str, text: &str| -> Result<PathBuf, String> {
+        let write = |file: &str, text: &str| -> Result<PathBuf, PkiError> {
             let path = dir.join(format!("{name}-{file}"));
-            std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))?;
-            Ok(path)
+            match std::fs::write(&path, text) {
+                Ok(()) => Ok(path),
+                Err(source) => Err(PkiError::Write { path, source }),
+            }
         };
         Ok(TestPki {
             ca: write("ca.pem", &ca.issuer.pem())?,

@@ -5,6 +5,7 @@
 //! PostgreSQL command runs as the `postgres` system user (via `runuser`) and
 //! the directory is handed to that user.
 
+use crate::HarnessError;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ pub struct TempPostgres {
 impl TempPostgres {
     /// initdb and start; fails with a clear message when PostgreSQL is not
     /// installed.
-    pub fn start() -> Result<TempPostgres, String> {
+    pub fn start() -> Result<TempPostgres, HarnessError> {
         let pg = TempPostgres::init()?;
         pg.start_server()?;
         Ok(pg)
@@ -29,13 +30,13 @@ impl TempPostgres {
     /// Like [`TempPostgres::start`], with `ssl = on` serving `cert_pem`
     /// (a chain) and `key_pem`, and TCP clients accepted over TLS only
     /// (`hostssl` in pg_hba.conf).
-    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Result<TempPostgres, String> {
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Result<TempPostgres, HarnessError> {
         let pg = TempPostgres::init()?;
         pg.write_data_file("server.crt", cert_pem)?;
         pg.write_data_file("server.key", key_pem)?;
         pg.write_data_file("pg_hba.conf", "local all all trust\nhostssl all all 127.0.0.1/32 trust\n")?;
         let conf = pg.data().join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf).map_err(|e| format!("{}: {e}", conf.display()))?;
+        let mut text = std::fs::read_to_string(&conf).map_err(HarnessError::io("reading", &conf))?;
         text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
         pg.write_data_file("postgresql.conf", &text)?;
         pg.start_server()?;
@@ -44,25 +45,25 @@ impl TempPostgres {
 
     /// A file in the data directory, owned by the server's user, private
     /// (PostgreSQL refuses a key readable by others).
-    fn write_data_file(&self, name: &str, text: &str) -> Result<(), String> {
+    fn write_data_file(&self, name: &str, text: &str) -> Result<(), HarnessError> {
         use std::os::unix::fs::PermissionsExt;
         let path = self.data().join(name);
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, text).map_err(HarnessError::io("writing", &path))?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(HarnessError::io("making private", &path))?;
         if let Some(user) = self.run_as {
             let ok = Command::new("chown").arg(format!("{user}:{user}")).arg(&path).status().is_ok_and(|s| s.success());
             if !ok {
-                return Err(format!("cannot give {} to {user}", path.display()));
+                return Err(HarnessError::Chown { path, user });
             }
         }
         Ok(())
     }
 
     /// initdb in a fresh temp dir, without starting the server.
-    fn init() -> Result<TempPostgres, String> {
+    fn init() -> Result<TempPostgres, HarnessError> {
         let bin = find_bin()?;
-        let dir = tempfile::Builder::new().prefix("bursar-pg-").tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let dir = tempfile::Builder::new().prefix("bursar-pg-").tempdir().map_err(HarnessError::TempDir)?;
         // SAFETY: geteuid has no preconditions and cannot fail.
         let root = unsafe { libc::geteuid() } == 0;
         let run_as = root.then_some("postgres");
@@ -71,15 +72,13 @@ impl TempPostgres {
                 .arg("postgres:postgres")
                 .arg(dir.path())
                 .status()
-                .map_err(|e| format!("chown: {e}"))?
+                .map_err(|source| HarnessError::Spawn { program: "chown".to_string(), source })?
                 .success();
             if !ok {
-                return Err("running as root, but the temp dir cannot be given to the `postgres` user \
-                            (initdb refuses root; create that user)"
-                    .into());
+                return Err(HarnessError::NoPostgresUser);
             }
         }
-        let pg = TempPostgres { dir, bin, port: free_port()?, run_as };
+        let pg = TempPostgres { dir, bin, port: crate::nats_server::free_port()?, run_as };
         pg.command("initdb")
             .args(["-D"])
             .arg(pg.data())
@@ -106,7 +105,7 @@ impl TempPostgres {
     }
 
     /// Starts the server (again) on the same port and waits until it accepts.
-    pub fn start_server(&self) -> Result<(), String> {
+    pub fn start_server(&self) -> Result<(), HarnessError> {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_wal_size=4GB -c shared_buffers=256MB",
             self.port,
@@ -119,10 +118,11 @@ impl TempPostgres {
             .arg(self.dir.path().join("postgres.log"))
             .args(["-o", &options, "start"])
             .run()?;
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + LISTEN_TIMEOUT;
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if Instant::now() > deadline {
-                return Err(format!("PostgreSQL does not accept connections: {}", self.log_tail()));
+                let (name, port, log) = ("PostgreSQL".to_string(), self.port, self.log_tail());
+                return Err(HarnessError::NotListening { name, port, waited: LISTEN_TIMEOUT, log });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -131,7 +131,7 @@ impl TempPostgres {
 
     /// Like a crash: `pg_ctl stop -m immediate` (no checkpoint; recovery
     /// replays the WAL on the next start).
-    pub fn stop_immediate(&self) -> Result<(), String> {
+    pub fn stop_immediate(&self) -> Result<(), HarnessError> {
         self.command("pg_ctl").args(["-w", "-D"]).arg(self.data()).args(["-m", "immediate", "stop"]).run()
     }
 
@@ -174,16 +174,11 @@ impl Cmd {
         self.0.arg(a);
         self
     }
-    fn run(mut self) -> Result<(), String> {
-        let out = self.0.output().map_err(|e| format!("running {}: {e}", self.1))?;
+    fn run(mut self) -> Result<(), HarnessError> {
+        let out = self.0.output().map_err(|source| HarnessError::Spawn { program: self.1.clone(), source })?;
         if !out.status.success() {
-            return Err(format!(
-                "{} failed ({}): {}{}",
-                self.1,
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ));
+            let output = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            return Err(HarnessError::Failed { program: self.1, status: out.status, output });
         }
         Ok(())
     }
@@ -191,11 +186,15 @@ impl Cmd {
 
 /// `BURSAR_PG_BIN`, else the newest `/usr/lib/postgresql/<v>/bin` (Debian),
 /// else the directory of `pg_ctl` on the PATH.
-fn find_bin() -> Result<PathBuf, String> {
+fn find_bin() -> Result<PathBuf, HarnessError> {
     let has = |d: &Path| d.join("initdb").is_file() && d.join("pg_ctl").is_file();
     if let Ok(d) = std::env::var("BURSAR_PG_BIN") {
         let d = PathBuf::from(d);
-        return if has(&d) { Ok(d) } else { Err(format!("BURSAR_PG_BIN={} has no initdb and pg_ctl", d.display())) };
+        return if has(&d) {
+            Ok(d)
+        } else {
+            Err(HarnessError::BadBinDir { var: "BURSAR_PG_BIN", dir: d, missing: "initdb and pg_ctl" })
+        };
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
@@ -213,12 +212,12 @@ fn find_bin() -> Result<PathBuf, String> {
             return Ok(dir);
         }
     }
-    Err("PostgreSQL server binaries (initdb, pg_ctl) not found: install PostgreSQL \
-         (Debian: apt-get install postgresql) or set BURSAR_PG_BIN to their directory"
-        .into())
+    Err(HarnessError::NotInstalled {
+        program: "PostgreSQL server binaries (initdb, pg_ctl)",
+        searched: "in $BURSAR_PG_BIN, /usr/lib/postgresql/<version>/bin or on PATH",
+        install: "install PostgreSQL (Debian: apt-get install postgresql) or set BURSAR_PG_BIN to their directory",
+    })
 }
 
-fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"))?;
-    Ok(l.local_addr().map_err(|e| format!("finding a free port: {e}"))?.port())
-}
+/// Longest wait for a started server to accept connections.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -197,6 +197,6 @@ fn parse_types(types: Option<&str>) -> ApiResult<u32> {
 pub async fn read_page(app: &App, after: u64, limit: u32, kinds: u32) -> ApiResult<(u64, Vec<EventBody>)> {
     let filter = EventFilter { after, limit, kinds, reserved: [0; 16] };
     let response = app.read(Operation::GetEvents, bytemuck::bytes_of(&filter).to_vec()).await?;
-    let page = decode_page(&response.body).map_err(Problem::internal)?;
+    let page = decode_page(&response.body).map_err(|e| Problem::internal(e.to_string()))?;
     Ok((page.next_after, page.events))
 }

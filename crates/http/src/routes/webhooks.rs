@@ -170,7 +170,7 @@ fn parse_id(id: &str) -> Result<u64, Problem> {
 async fn read_all(app: &App, id: u64) -> Result<(u64, Vec<WebhookRecord>), Problem> {
     let filter = WebhookFilter { id, ..Default::default() };
     let response = app.read(Operation::ListWebhooks, bytemuck::bytes_of(&filter).to_vec()).await?;
-    decode_records(&response.body).map_err(Problem::internal)
+    decode_records(&response.body).map_err(|e| Problem::internal(e.to_string()))
 }
 
 async fn read_one(app: &App, id: u64) -> Result<WebhookRecord, Problem> {
@@ -236,7 +236,7 @@ pub async fn create(
                 format!("the secret must be {SECRET_MIN} to {SECRET_MAX} printable ASCII characters"),
             ));
         }
-        None => generate_secret().map_err(Problem::internal)?,
+        None => generate_secret().map_err(|e| Problem::internal(e.to_string()))?,
     };
     // What the idempotency fingerprint covers: never the secret itself (a
     // generated one differs on every try), only whether it was chosen and

@@ -7,16 +7,16 @@
 //! `Bursar-Event-Id`).
 
 use super::{DestinationError, DestinationPolicy, Target, secret_aad, signature};
-use crate::event_reader::EventReader;
+use crate::event_reader::{EventReader, ReadError};
 use bursar_api::dto_events::EventBody;
 use bursar_core::Operation;
 use bursar_core::service::webhooks::{
     DeadLetter, REDELIVERY, WebhookFilter, WebhookRecord, WebhookUpdate, WebhookUpdateResult,
 };
-use bursar_crypto::pii::PiiKeyring;
+use bursar_crypto::pii::{PiiError, PiiKeyring};
 use bursar_runtime::resilience::Backoff;
 use bursar_runtime::supervisor::{Child, Escalation, Intensity, Restart, Strategy, Supervisor, SupervisorStats};
-use bursar_server::handle::EngineHandle;
+use bursar_server::handle::{EngineError, EngineHandle};
 use bursar_server::node::NodeHandle;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -88,6 +88,53 @@ const PAGE: u32 = 100;
 /// Redeliveries read at once.
 const REDELIVERY_PAGE: u32 = 1000;
 
+/// Why delivery for a webhook (or the whole manager) stopped; the
+/// supervisor or the manager restarts it.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The TLS client configuration could not be built.
+    #[error("webhook TLS: {0}")]
+    Tls(#[source] rustls::Error),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Records(#[from] RecordsError),
+    #[error("cannot open the secret of webhook {id}: {source}")]
+    Secret {
+        id: u64,
+        #[source]
+        source: PiiError,
+    },
+    #[error("webhook {id}: {source}")]
+    Target {
+        id: u64,
+        #[source]
+        source: DestinationError,
+    },
+    #[error("event {seq}: {source}")]
+    Encode {
+        seq: u64,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the delivery permits closed")]
+    PermitsClosed,
+    /// The engine refused to record progress or a dead letter.
+    #[error("{operation} for webhook {id} seq {seq}: {result:?}")]
+    Update { operation: &'static str, id: u64, seq: u64, result: Option<WebhookUpdateResult> },
+}
+
+/// A `ListWebhooks` reply that does not decode (a bug, never user input).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordsError {
+    #[error("short ListWebhooks reply")]
+    Short,
+    #[error("a ListWebhooks reply is not whole records")]
+    NotWhole { len: usize },
+}
+
 /// The running workers.
 pub struct WebhookWorkers {
     pub stats: Arc<SupervisorStats>,
@@ -102,7 +149,7 @@ pub fn start(
     keyring: Arc<PiiKeyring>,
     policy: Arc<DestinationPolicy>,
     settings: DeliverySettings,
-) -> Result<WebhookWorkers, String> {
+) -> Result<WebhookWorkers, DeliveryError> {
     let _guard = node.runtime.enter();
     let deliverer = Deliverer::new(node, keyring, policy, settings)?;
     let manager = Child::worker("webhooks", Restart::Permanent, move || deliverer.clone().run());
@@ -156,12 +203,12 @@ impl Deliverer {
         keyring: Arc<PiiKeyring>,
         policy: Arc<DestinationPolicy>,
         settings: DeliverySettings,
-    ) -> Result<Deliverer, String> {
+    ) -> Result<Deliverer, DeliveryError> {
         let mut roots = rustls::RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("webhook TLS: {e}"))?
+            .map_err(DeliveryError::Tls)?
             .with_root_certificates(roots)
             .with_no_client_auth();
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -180,7 +227,7 @@ impl Deliverer {
     /// The manager: keeps one task per live webhook (at most
     /// `WEBHOOKS_MAX`), stops the tasks of deleted ones and restarts the
     /// ones that failed, on the next poll.
-    async fn run(self) -> Result<(), String> {
+    async fn run(self) -> Result<(), DeliveryError> {
         // Dropping the set (a supervisor restart or shutdown) aborts every task.
         let mut set = tokio::task::JoinSet::new();
         let mut tasks: BTreeMap<u64, tokio::task::AbortHandle> = BTreeMap::new();
@@ -212,15 +259,15 @@ impl Deliverer {
         }
     }
 
-    async fn webhook(&self, id: u64) -> Result<(), String> {
+    async fn webhook(&self, id: u64) -> Result<(), DeliveryError> {
         let settings = &self.inner.settings;
         let Some(record) = self.record(id).await? else { return Ok(()) };
         let secret = self
             .inner
             .keyring
             .open(&secret_aad(id), record.sealed_secret())
-            .map_err(|e| format!("cannot open the secret of webhook {id}: {e}"))?;
-        let target = Target::parse(record.url_str()).map_err(|e| format!("webhook {id}: {e}"))?;
+            .map_err(|source| DeliveryError::Secret { id, source })?;
+        let target = Target::parse(record.url_str()).map_err(|source| DeliveryError::Target { id, source })?;
         let lag = metrics::gauge!("bursar_webhook_lag_events", "webhook" => id.to_string());
         let mut cursor = record.cursor;
         let mut progress = Progress { reported: cursor, at: Instant::now() };
@@ -255,7 +302,7 @@ impl Deliverer {
                 lag.set(self.inner.reader.head().saturating_sub(cursor) as f64);
                 let mut reader = self.inner.reader.clone();
                 if let Ok(Err(e)) = tokio::time::timeout(settings.poll, reader.wait_beyond(cursor)).await {
-                    return Err(e);
+                    return Err(e.into());
                 }
                 continue;
             }
@@ -285,7 +332,7 @@ impl Deliverer {
     }
 
     /// Logs the cursor if it moved.
-    async fn flush(&self, id: u64, progress: &mut Progress, cursor: u64) -> Result<(), String> {
+    async fn flush(&self, id: u64, progress: &mut Progress, cursor: u64) -> Result<(), DeliveryError> {
         if cursor > progress.reported {
             self.update(Operation::WebhookProgress, id, cursor, 0, None).await?;
             progress.reported = cursor;
@@ -295,16 +342,23 @@ impl Deliverer {
     }
 
     /// One event, retried until delivered or the retry period is over.
-    async fn deliver(&self, id: u64, target: &Target, secret: &[u8], event: &EventBody) -> Result<Outcome, String> {
+    async fn deliver(
+        &self,
+        id: u64,
+        target: &Target,
+        secret: &[u8],
+        event: &EventBody,
+    ) -> Result<Outcome, DeliveryError> {
         let settings = &self.inner.settings;
-        let body = Bytes::from(serde_json::to_vec(event).map_err(|e| format!("event {}: {e}", event.seq))?);
+        let body =
+            Bytes::from(serde_json::to_vec(event).map_err(|source| DeliveryError::Encode { seq: event.seq, source })?);
         let started = Instant::now();
         let mut backoff = Backoff::new(settings.first_backoff, settings.max_backoff);
         let mut attempts = 0u32;
         loop {
             attempts = attempts.saturating_add(1);
             let result = {
-                let _permit = self.inner.permits.acquire().await.map_err(|_| "the delivery permits closed")?;
+                let _permit = self.inner.permits.acquire().await.map_err(|_| DeliveryError::PermitsClosed)?;
                 self.attempt(id, target, secret, event, body.clone()).await
             };
             let failure = match result {
@@ -380,26 +434,22 @@ impl Deliverer {
         }
     }
 
-    async fn records(&self, id: u64) -> Result<Vec<WebhookRecord>, String> {
+    async fn records(&self, id: u64) -> Result<Vec<WebhookRecord>, DeliveryError> {
         let filter = WebhookFilter { id, ..Default::default() };
         let body = bytemuck::bytes_of(&filter).to_vec();
-        let response = self.inner.engine.request(Operation::ListWebhooks, body).await.map_err(|e| e.to_string())?;
-        decode_records(&response.body).map(|(_, records)| records)
+        let response = self.inner.engine.request(Operation::ListWebhooks, body).await?;
+        Ok(decode_records(&response.body).map(|(_, records)| records)?)
     }
 
     /// The live webhook `id`, if any.
-    async fn record(&self, id: u64) -> Result<Option<WebhookRecord>, String> {
+    async fn record(&self, id: u64) -> Result<Option<WebhookRecord>, DeliveryError> {
         Ok(self.records(id).await?.into_iter().find(|r| r.id == id && r.is_live()))
     }
 
-    async fn redeliveries(&self, id: u64) -> Result<Vec<u64>, String> {
+    async fn redeliveries(&self, id: u64) -> Result<Vec<u64>, DeliveryError> {
         let filter = WebhookFilter { id, after: 0, limit: REDELIVERY_PAGE, redeliveries: 1 };
-        let response = self
-            .inner
-            .engine
-            .request(Operation::ListDeadLetters, bytemuck::bytes_of(&filter).to_vec())
-            .await
-            .map_err(|e| e.to_string())?;
+        let response =
+            self.inner.engine.request(Operation::ListDeadLetters, bytemuck::bytes_of(&filter).to_vec()).await?;
         Ok(response
             .body
             .chunks_exact(DeadLetter::SIZE)
@@ -407,7 +457,7 @@ impl Deliverer {
             .collect())
     }
 
-    async fn event(&self, seq: u64) -> Result<Option<EventBody>, String> {
+    async fn event(&self, seq: u64) -> Result<Option<EventBody>, DeliveryError> {
         let page = self.inner.reader.page(seq.saturating_sub(1), 1, 0).await?;
         Ok(page.events.into_iter().find(|e| e.seq == seq))
     }
@@ -419,18 +469,17 @@ impl Deliverer {
         seq: u64,
         flags: u32,
         failure: Option<(u32, u16, u16)>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DeliveryError> {
         let (attempts, status, error) = failure.unwrap_or_default();
         let e = WebhookUpdate { id, seq, attempts, status, error, flags, reserved: 0 };
-        let response =
-            self.inner.engine.request(op, bytemuck::bytes_of(&e).to_vec()).await.map_err(|e| e.to_string())?;
+        let response = self.inner.engine.request(op, bytemuck::bytes_of(&e).to_vec()).await?;
         let results: Vec<bursar_core::EventResult> =
             response.body.chunks_exact(bursar_core::EventResult::SIZE).map(bytemuck::pod_read_unaligned).collect();
         match results.first().and_then(|r| WebhookUpdateResult::from_code(r.code)) {
             None if results.is_empty() => Ok(()),
             // Deleted meanwhile: the task ends on its next read.
             Some(WebhookUpdateResult::WebhookNotFound) => Ok(()),
-            other => Err(format!("{} for webhook {id} seq {seq}: {other:?}", op.name())),
+            other => Err(DeliveryError::Update { operation: op.name(), id, seq, result: other }),
         }
     }
 }
@@ -441,11 +490,11 @@ struct Progress {
 }
 
 /// A `ListWebhooks` reply: the next id, then the records.
-pub fn decode_records(body: &[u8]) -> Result<(u64, Vec<WebhookRecord>), String> {
-    let head: [u8; 8] = body.get(..8).ok_or("short ListWebhooks reply")?.try_into().expect("8 bytes");
+pub fn decode_records(body: &[u8]) -> Result<(u64, Vec<WebhookRecord>), RecordsError> {
+    let head: [u8; 8] = body.get(..8).ok_or(RecordsError::Short)?.try_into().expect("8 bytes");
     let rest = &body[8..];
     if !rest.len().is_multiple_of(WebhookRecord::SIZE) {
-        return Err("a ListWebhooks reply is not whole records".into());
+        return Err(RecordsError::NotWhole { len: rest.len() });
     }
     Ok((u64::from_le_bytes(head), rest.chunks_exact(WebhookRecord::SIZE).map(bytemuck::pod_read_unaligned).collect()))
 }

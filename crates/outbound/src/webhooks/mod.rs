@@ -29,10 +29,28 @@ pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
 }
 
 /// A fresh signing secret: `whsec_` and 32 random bytes in hex.
-pub fn generate_secret() -> Result<String, String> {
+pub fn generate_secret() -> Result<String, NoRandomness> {
     let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| format!("no randomness: {e}"))?;
+    getrandom::fill(&mut bytes).map_err(NoRandomness)?;
     Ok(format!("whsec_{}", hex::encode(bytes)))
+}
+
+/// The operating system gave no random bytes for a secret.
+#[derive(Debug, thiserror::Error)]
+#[error("no randomness: {0}")]
+pub struct NoRandomness(pub getrandom::Error);
+
+/// A `--webhook-allow` list that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AllowError {
+    #[error("at most {max} --webhook-allow entries")]
+    TooMany { max: usize },
+    #[error("--webhook-allow {entry}: not an IP network")]
+    NotNetwork { entry: String },
+    #[error("--webhook-allow {entry}: bad prefix")]
+    BadPrefix { entry: String },
+    #[error("--webhook-allow {entry}: not a host, IP or CIDR")]
+    Unrecognised { entry: String },
 }
 
 /// Why a destination is refused or unreachable.
@@ -45,6 +63,8 @@ pub enum DestinationError {
     /// The name does not resolve.
     Unresolved(String),
 }
+
+impl std::error::Error for DestinationError {}
 
 impl std::fmt::Display for DestinationError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -122,24 +142,27 @@ pub const ALLOW_MAX: usize = 256;
 
 impl DestinationPolicy {
     /// Parses `--webhook-allow` entries: a host name, an IP, or a CIDR.
-    pub fn parse(entries: &[String]) -> Result<DestinationPolicy, String> {
+    pub fn parse(entries: &[String]) -> Result<DestinationPolicy, AllowError> {
         if entries.len() > ALLOW_MAX {
-            return Err(format!("at most {ALLOW_MAX} --webhook-allow entries"));
+            return Err(AllowError::TooMany { max: ALLOW_MAX });
         }
         let mut allow = Vec::new();
         for e in entries.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
             let rule = if let Some((ip, bits)) = e.split_once('/') {
-                let ip: IpAddr = ip.parse().map_err(|_| format!("--webhook-allow {e}: not an IP network"))?;
+                let ip: IpAddr = ip.parse().map_err(|_| AllowError::NotNetwork { entry: e.to_string() })?;
                 let max = if ip.is_ipv4() { 32 } else { 128 };
-                let bits: u8 =
-                    bits.parse().ok().filter(|b| *b <= max).ok_or(format!("--webhook-allow {e}: bad prefix"))?;
+                let bits: u8 = bits
+                    .parse()
+                    .ok()
+                    .filter(|b| *b <= max)
+                    .ok_or_else(|| AllowError::BadPrefix { entry: e.to_string() })?;
                 AllowRule::Net(ip, bits)
             } else if let Ok(ip) = e.trim_matches(['[', ']']).parse::<IpAddr>() {
                 AllowRule::Net(ip, if ip.is_ipv4() { 32 } else { 128 })
             } else if e.len() <= 253 && e.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
                 AllowRule::Host(e.to_ascii_lowercase())
             } else {
-                return Err(format!("--webhook-allow {e}: not a host, IP or CIDR"));
+                return Err(AllowError::Unrecognised { entry: e.to_string() });
             };
             allow.push(rule);
         }
