@@ -13,18 +13,18 @@ use std::sync::Arc;
 
 /// Largest file read for an option: certificates, keys and credentials are
 /// a few KiB; a CA bundle well under this.
-const MAX_FILE_BYTES: u64 = 1 << 20;
+const FILE_BYTES_MAX: u64 = 1 << 20;
 
-/// The bytes of `path`, at most [`MAX_FILE_BYTES`]. `option` names the
+/// The bytes of `path`, at most [`FILE_BYTES_MAX`]. `option` names the
 /// option that gave the path, for the message.
 pub fn read_bounded(path: &Path, option: &str) -> Result<Vec<u8>, NatsError> {
     let unreadable =
         |why: String| NatsError::new(NatsErrorKind::UnreadableFile, format!("{option} {}: {why}", path.display()));
     let file = std::fs::File::open(path).map_err(|e| unreadable(e.to_string()))?;
     let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| unreadable(e.to_string()))?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(unreadable(format!("larger than {MAX_FILE_BYTES} bytes")));
+    file.take(FILE_BYTES_MAX + 1).read_to_end(&mut bytes).map_err(|e| unreadable(e.to_string()))?;
+    if bytes.len() as u64 > FILE_BYTES_MAX {
+        return Err(unreadable(format!("larger than {FILE_BYTES_MAX} bytes")));
     }
     Ok(bytes)
 }

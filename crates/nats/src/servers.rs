@@ -10,7 +10,7 @@ use async_nats::ServerAddr;
 use std::fmt;
 
 /// Most URLs in one list: a NATS cluster has a handful of servers.
-const MAX_URLS: usize = 64;
+const URLS_MAX: usize = 64;
 
 /// Credentials written in the URLs.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -51,10 +51,10 @@ pub fn parse_servers(urls: &str) -> Result<ServerList, NatsError> {
     if items.is_empty() {
         return Err(NatsError::new(NatsErrorKind::BadUrl, "no NATS server URL given"));
     }
-    if items.len() > MAX_URLS {
+    if items.len() > URLS_MAX {
         return Err(NatsError::new(
             NatsErrorKind::BadUrl,
-            format!("{} NATS server URLs given; at most {MAX_URLS}", items.len()),
+            format!("{} NATS server URLs given; at most {URLS_MAX}", items.len()),
         ));
     }
     let mut list =
@@ -202,7 +202,7 @@ mod tests {
             assert!(e.message.contains(says), "{urls}: {e}");
             assert!(!e.message.contains("secret"), "{e}");
         }
-        let many = vec!["nats://h:4222"; MAX_URLS + 1].join(",");
+        let many = vec!["nats://h:4222"; URLS_MAX + 1].join(",");
         assert!(parse_servers(&many).unwrap_err().message.contains("at most"));
     }
 

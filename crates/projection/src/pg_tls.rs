@@ -25,7 +25,7 @@ use bursar_tls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use bursar_tls::rustls::{self, CertificateError, DigitallySignedStruct, SignatureScheme};
 
 /// Longest connection string accepted.
-const MAX_CONNINFO_LEN: usize = 8192;
+const CONNINFO_LEN_MAX: usize = 8192;
 
 /// libpq's `sslmode`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,8 +111,8 @@ pub struct PgConnector {
 
 impl PgConnector {
     pub fn new(conninfo: &str, options: &PgTlsOptions) -> Result<PgConnector, PgConnectError> {
-        if conninfo.len() > MAX_CONNINFO_LEN {
-            return Err(PgConnectError::TooLong { max: MAX_CONNINFO_LEN });
+        if conninfo.len() > CONNINFO_LEN_MAX {
+            return Err(PgConnectError::TooLong { max: CONNINFO_LEN_MAX });
         }
         let (rest, url_mode, url_ca) = split_tls_options(conninfo).map_err(PgConnectError::ConnInfo)?;
         // Never echo the connection string: it may hold a password.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 /// Largest message the cluster accepts: a log entry of 8190 transfers is
 /// about 1 MiB, with room for envelopes.
-pub const MAX_PAYLOAD: &str = "8MB";
+pub const PAYLOAD_MAX: &str = "8MB";
 
 struct Node {
     name: String,
@@ -84,7 +84,7 @@ impl NatsCluster {
             let _ = writeln!(conf, "server_name: {name}");
             let _ = writeln!(conf, "listen: 127.0.0.1:{port}");
             let _ = writeln!(conf, "http: 127.0.0.1:{monitor_port}");
-            let _ = writeln!(conf, "max_payload: {MAX_PAYLOAD}");
+            let _ = writeln!(conf, "max_payload: {PAYLOAD_MAX}");
             let _ = writeln!(conf, "jetstream {{ store_dir: {:?} }}", node_dir.join("store"));
             if size > 1 {
                 let _ = writeln!(

@@ -190,7 +190,7 @@ async fn answers_that_do_not_fit_the_request_are_malformed() {
         ("another amount", answer("p1", "9", "5000")),
         ("no echo at all", r#"{"status":"confirmed","reference":"PO-1"}"#.to_string()),
         ("not JSON", "<html>confirmed</html>".to_string()),
-        ("oversized", format!("{{\"pad\":\"{}\"}}", "x".repeat(bursar_workflow::connectors::MAX_RESPONSE_BYTES))),
+        ("oversized", format!("{{\"pad\":\"{}\"}}", "x".repeat(bursar_workflow::connectors::RESPONSE_BYTES_MAX))),
     ] {
         let rail = Connectors::http(fake_rail(body).await).payout;
         let err = rail.send("p1", &payout()).await.unwrap_err();

@@ -6,7 +6,7 @@
 //! A signature covers the method, the path and query, a timestamp, the
 //! Idempotency-Key and the SHA-256 of the body, so a captured request can be
 //! neither altered nor replayed once the timestamp is outside
-//! [`MAX_SKEW_SECS`] (within it, a replay repeats an idempotent call).
+//! [`SKEW_SECS_MAX`] (within it, a replay repeats an idempotent call).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ pub const TIMESTAMP_HEADER: &str = "Bursar-Timestamp";
 /// `v1=<hex HMAC-SHA256(key, canonical string)>`.
 pub const SIGNATURE_HEADER: &str = "Bursar-Signature";
 /// Most seconds a signed request's timestamp may differ from the verifier's clock.
-pub const MAX_SKEW_SECS: u64 = 300;
+pub const SKEW_SECS_MAX: u64 = 300;
 /// The first line of the signed string: names the scheme and its version.
 const SCHEME: &str = "BURSAR-HMAC-SHA256-V1";
 /// Bounds of a bearer token (visible ASCII).
@@ -96,7 +96,7 @@ pub enum AuthRefusal {
     MissingHeader(&'static str),
     #[error("{TIMESTAMP_HEADER} is not unix seconds")]
     BadTimestamp,
-    #[error("{TIMESTAMP_HEADER} is {skew} s away from the server's clock (at most {MAX_SKEW_SECS} s allowed)")]
+    #[error("{TIMESTAMP_HEADER} is {skew} s away from the server's clock (at most {SKEW_SECS_MAX} s allowed)")]
     Skew { skew: u64 },
     #[error("{SIGNATURE_HEADER} must be v1=<hex>")]
     BadSignatureFormat,
@@ -210,7 +210,7 @@ impl ConnectorAuth {
                 _ => None,
             }
             .ok_or(AuthRefusal::BadTimestamp)?;
-            if at.abs_diff(now_unix) > MAX_SKEW_SECS {
+            if at.abs_diff(now_unix) > SKEW_SECS_MAX {
                 return Err(AuthRefusal::Skew { skew: at.abs_diff(now_unix) });
             }
             let signature = header(headers, SIGNATURE_HEADER)?.ok_or(AuthRefusal::MissingHeader(SIGNATURE_HEADER))?;

@@ -29,11 +29,11 @@ use super::{
 pub(crate) const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
 
 /// The longest error message kept from a response body.
-const MAX_MESSAGE_LEN: usize = 300;
+const MESSAGE_LEN_MAX: usize = 300;
 /// Largest connector response read; a larger one is refused unread.
-pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
+pub const RESPONSE_BYTES_MAX: usize = 1 << 20;
 /// Largest call log read from a simulator (`GET /control/calls`, tests only).
-const MAX_CALL_LOG_BYTES: usize = 256 << 20;
+const CALL_LOG_BYTES_MAX: usize = 256 << 20;
 
 /// Where HTTP connectors are and how to reach them safely.
 #[derive(Debug, Clone, Default)]
@@ -165,7 +165,7 @@ impl HttpEndpoint {
     ) -> Result<T, ConnectorError> {
         let body =
             serde_json::to_vec(body).map_err(|e| ConnectorError::Rejected(format!("unencodable request: {e}")))?;
-        self.call(Method::POST, path, Some(key), body, MAX_RESPONSE_BYTES).await
+        self.call(Method::POST, path, Some(key), body, RESPONSE_BYTES_MAX).await
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str, key: Option<&str>, limit: usize) -> Result<T, ConnectorError> {
@@ -273,7 +273,7 @@ fn error_message(status: StatusCode, body: &[u8]) -> String {
         Err(_) => String::from_utf8_lossy(body).trim().to_string(),
     };
     let text = if text.is_empty() { status.to_string() } else { text };
-    text.chars().take(MAX_MESSAGE_LEN).filter(|c| !c.is_control()).collect()
+    text.chars().take(MESSAGE_LEN_MAX).filter(|c| !c.is_control()).collect()
 }
 
 /// An answer that does not fit the request is malformed: never applied.
@@ -362,7 +362,7 @@ impl PayoutRail for HttpPayoutRail {
 
     fn status<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<PayoutStatus, ConnectorError>> {
         Box::pin(async move {
-            let answer: StatusAnswer = self.endpoint.get("/payouts/status", Some(key), MAX_RESPONSE_BYTES).await?;
+            let answer: StatusAnswer = self.endpoint.get("/payouts/status", Some(key), RESPONSE_BYTES_MAX).await?;
             checked(answer.check(key), "payout status")
         })
     }
@@ -416,13 +416,13 @@ impl HttpSimControl {
 
     /// The server's in-memory call log, oldest first.
     pub async fn calls(&self) -> Result<Vec<CallRecord>, ConnectorError> {
-        self.endpoint.get("/control/calls", None, MAX_CALL_LOG_BYTES).await
+        self.endpoint.get("/control/calls", None, CALL_LOG_BYTES_MAX).await
     }
 
     async fn post_down(&self, body: DownBody) -> Result<(), ConnectorError> {
         let body = serde_json::to_vec(&body).map_err(|e| ConnectorError::Rejected(e.to_string()))?;
         let _: serde_json::Value =
-            self.endpoint.call(Method::POST, "/control/down", None, body, MAX_RESPONSE_BYTES).await?;
+            self.endpoint.call(Method::POST, "/control/down", None, body, RESPONSE_BYTES_MAX).await?;
         Ok(())
     }
 }

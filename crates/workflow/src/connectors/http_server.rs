@@ -38,11 +38,11 @@ use super::wire::{
 use super::{ConnectorError, FundsRequest, PayoutRequest, ScreeningRequest, Simulators};
 
 /// The longest idempotency key the server accepts.
-const MAX_KEY_LEN: usize = 256;
+const KEY_LEN_MAX: usize = 256;
 /// Largest request body read (a connector request is well under 1 KiB).
-const MAX_REQUEST_BYTES: usize = 64 << 10;
+const REQUEST_BYTES_MAX: usize = 64 << 10;
 /// Most connections served at once over TLS.
-const MAX_TLS_CONNECTIONS: usize = 256;
+const TLS_CONNECTIONS_MAX: usize = 256;
 
 /// How the simulator server is reached: credentials it demands and TLS.
 #[derive(Debug, Clone, Default)]
@@ -100,9 +100,9 @@ async fn authenticate(
 ) -> Response {
     let (auth, refused) = &*state;
     let (parts, body) = request.into_parts();
-    let bytes = match axum::body::to_bytes(body, MAX_REQUEST_BYTES).await {
+    let bytes = match axum::body::to_bytes(body, REQUEST_BYTES_MAX).await {
         Ok(bytes) => bytes,
-        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {MAX_REQUEST_BYTES} bytes")),
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {REQUEST_BYTES_MAX} bytes")),
     };
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     if let Err(why) = auth.verify(parts.method.as_str(), target, &parts.headers, &bytes, unix_now()) {
@@ -119,7 +119,7 @@ async fn serve_tls(
     router: Router,
     acceptor: tokio_rustls::TlsAcceptor,
 ) -> std::io::Result<()> {
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_TLS_CONNECTIONS));
+    let permits = Arc::new(tokio::sync::Semaphore::new(TLS_CONNECTIONS_MAX));
     loop {
         let (stream, _) = listener.accept().await?;
         let Ok(permit) = permits.clone().try_acquire_owned() else { continue };
@@ -219,8 +219,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, BadRequest> {
     let value =
         headers.get(IDEMPOTENCY_HEADER).ok_or_else(|| BadRequest(format!("missing {IDEMPOTENCY_HEADER} header")))?;
     let key = value.to_str().map_err(|_| BadRequest(format!("{IDEMPOTENCY_HEADER} must be visible ASCII")))?;
-    if key.is_empty() || key.len() > MAX_KEY_LEN {
-        return Err(BadRequest(format!("{IDEMPOTENCY_HEADER} must be 1 to {MAX_KEY_LEN} bytes")));
+    if key.is_empty() || key.len() > KEY_LEN_MAX {
+        return Err(BadRequest(format!("{IDEMPOTENCY_HEADER} must be 1 to {KEY_LEN_MAX} bytes")));
     }
     Ok(key.to_string())
 }

@@ -32,14 +32,14 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use auth::{
-    AuthConfigError, AuthRefusal, ConnectorAuth, MAX_SKEW_SECS, SIGNATURE_HEADER, TIMESTAMP_HEADER, canonical_string,
+    AuthConfigError, AuthRefusal, ConnectorAuth, SIGNATURE_HEADER, SKEW_SECS_MAX, TIMESTAMP_HEADER, canonical_string,
     unix_now,
 };
 pub use funds::FundsSimulator;
 pub use fx::{FxSimulator, RATE_SCALE_PPB, default_fx_rates};
 pub use http_client::{
     EndpointError, HttpConnectorsConfig, HttpEndpoint, HttpFxRates, HttpIncomingFunds, HttpPayoutRail, HttpScreening,
-    HttpSimControl, MAX_RESPONSE_BYTES, http_client, plaintext_warning,
+    HttpSimControl, RESPONSE_BYTES_MAX, http_client, plaintext_warning,
 };
 pub use http_server::{SimServerOptions, serve_simulators, serve_simulators_with, simulators_router};
 pub use payout::{PayoutSettings, PayoutSimulator};
