@@ -10,7 +10,7 @@ use crate::dto::{
 };
 use crate::engine_client::WriteContext;
 use crate::extract::{
-    IdempotencyKey, JsonBody, MaybeIdempotencyKey, OptionalJsonBody, PathId, Principal, RequestContext,
+    IdempotencyKey, JsonBody, MaybeIdempotencyKey, OptionalJsonBody, PathId, Principal, RequestContext, Writer,
 };
 use crate::problem::{self, ApiResult, Problem};
 use crate::results::{Single, single};
@@ -59,9 +59,7 @@ fn current(app: &App, id: u64) -> Option<KeyBody> {
     security(("bearer" = [])))]
 pub async fn create(
     State(app): State<App>,
-    principal: Principal,
-    ctx: RequestContext,
-    key: IdempotencyKey,
+    Writer { principal, ctx, key }: Writer,
     JsonBody(req): JsonBody<KeyRequest>,
 ) -> ApiResult<Response> {
     principal.require(&[Role::Admin])?;
@@ -156,9 +154,7 @@ pub const ROTATE_GRACE_DEFAULT: u64 = 3600;
     security(("bearer" = [])))]
 pub async fn rotate(
     State(app): State<App>,
-    principal: Principal,
-    ctx: RequestContext,
-    key: IdempotencyKey,
+    Writer { principal, ctx, key }: Writer,
     PathId(id): PathId,
     OptionalJsonBody(req): OptionalJsonBody<RotateRequest>,
 ) -> ApiResult<Response> {
