@@ -58,6 +58,24 @@ impl Global {
     }
 }
 
+/// The options of a write: its Idempotency-Key and [`Global`].
+#[derive(clap::Args, Clone, Debug)]
+pub struct WriteOpts {
+    /// Idempotency-Key to send (default: a fresh UUID).
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+impl WriteOpts {
+    /// The client, and the key to send: the one given (checked) or a fresh one.
+    pub fn open(&self) -> Result<(client::Api, String), CliError> {
+        let api = self.global.api()?;
+        Ok((api, idempotency_key(&self.idempotency_key)?))
+    }
+}
+
 /// A problem+json error of the API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
