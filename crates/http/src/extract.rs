@@ -215,28 +215,22 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
 }
 
 /// What every idempotent write reads from its request besides the body:
-/// the caller, the request's context and its `Idempotency-Key`, read in
-/// that order (the order decides which problem a bad request gets first).
-pub struct Writer {
+/// the caller, the request's context and its `Idempotency-Key` (required,
+/// or [`MaybeIdempotencyKey`] on a DELETE), read in that order (the order
+/// decides which problem a bad request gets first).
+pub struct Writer<K = IdempotencyKey> {
     pub principal: Principal,
     pub ctx: RequestContext,
-    pub key: IdempotencyKey,
+    pub key: K,
 }
 
-impl Writer {
-    /// The identity of this write on `route`.
-    pub fn context(&self, route: crate::paths::Route) -> crate::engine_client::WriteContext<'_> {
-        crate::engine_client::WriteContext::new(&self.principal, &self.ctx, route, Some(&self.key))
-    }
-}
-
-impl FromRequestParts<App> for Writer {
+impl<K: FromRequestParts<App, Rejection = Problem>> FromRequestParts<App> for Writer<K> {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
         let principal = Principal::from_request_parts(parts, app).await?;
         let ctx = RequestContext::from_request_parts(parts, app).await?;
-        let key = IdempotencyKey::from_request_parts(parts, app).await?;
+        let key = K::from_request_parts(parts, app).await?;
         Ok(Writer { principal, ctx, key })
     }
 }

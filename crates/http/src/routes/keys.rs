@@ -9,9 +9,7 @@ use crate::dto::{
     IdempotencyKeyHeader, KeyBody, KeyList, KeyRequest, OptionalIdempotencyKeyHeader, RotateRequest, parse_expiry,
 };
 use crate::engine_client::WriteContext;
-use crate::extract::{
-    IdempotencyKey, JsonBody, MaybeIdempotencyKey, OptionalJsonBody, PathId, Principal, RequestContext, Writer,
-};
+use crate::extract::{IdempotencyKey, JsonBody, MaybeIdempotencyKey, OptionalJsonBody, PathId, Principal, Writer};
 use crate::problem::{self, ApiResult, Problem};
 use crate::results::{Single, single};
 use axum::extract::State;
@@ -208,9 +206,7 @@ pub async fn list(State(app): State<App>, principal: Principal) -> ApiResult<axu
     security(("bearer" = [])))]
 pub async fn revoke(
     State(app): State<App>,
-    principal: Principal,
-    ctx: RequestContext,
-    MaybeIdempotencyKey(key): MaybeIdempotencyKey,
+    Writer { principal, ctx, key: MaybeIdempotencyKey(key) }: Writer<MaybeIdempotencyKey>,
     PathId(id): PathId,
 ) -> ApiResult<Response> {
     principal.require(&[Role::Admin])?;
