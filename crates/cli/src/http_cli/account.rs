@@ -2,7 +2,7 @@
 
 use super::client::{Api, encode};
 use super::output::{self, Table};
-use super::{CliError, Global, WriteOpts, to_body};
+use super::{CliError, Global, IdArgs, WriteOpts, to_body};
 use bursar_http::dto::{AccountBody, AccountCreated, AccountRequest, BalanceBody, Page, TransferBody};
 
 #[derive(clap::Args)]
@@ -43,10 +43,7 @@ pub fn create(a: CreateArgs) -> Result<(), CliError> {
         user_data_32: a.user_data_32,
     };
     let reply = api.post("/v1/accounts", &to_body(&req)?, &key)?;
-    if a.write.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let c: AccountCreated = reply.json()?;
+    let Some(c) = reply.parsed::<AccountCreated>(a.write.global.conn.json)? else { return Ok(()) };
     output::record(&[
         ("id", c.id.clone()),
         ("ledger", c.ledger.to_string()),
@@ -63,21 +60,10 @@ pub fn create(a: CreateArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-#[derive(clap::Args)]
-pub struct GetArgs {
-    /// Decimal or UUID.
-    pub id: String,
-    #[command(flatten)]
-    pub global: Global,
-}
-
-pub fn get(a: GetArgs) -> Result<(), CliError> {
+pub fn get(a: IdArgs) -> Result<(), CliError> {
     let api = a.global.api()?;
     let reply = api.get(&format!("/v1/accounts/{}", encode(&a.id)), &[])?;
-    if a.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let b: AccountBody = reply.json()?;
+    let Some(b) = reply.parsed::<AccountBody>(a.global.conn.json)? else { return Ok(()) };
     output::record(&[
         ("id", b.id),
         ("ledger", b.ledger.to_string()),

@@ -88,10 +88,7 @@ pub struct ListArgs {
 pub fn list(a: ListArgs) -> Result<(), CliError> {
     let api = a.global.api()?;
     let reply = api.get("/v1/keys", &[])?;
-    if a.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let keys: KeyList = reply.json()?;
+    let Some(keys) = reply.parsed::<KeyList>(a.global.conn.json)? else { return Ok(()) };
     let mut t = Table::new(&["id", "role", "ledgers", "name", "active", "created_at", "revoked_at"]);
     for k in keys.data {
         t.row(vec![
@@ -119,10 +116,7 @@ pub struct RevokeArgs {
 pub fn revoke(a: RevokeArgs) -> Result<(), CliError> {
     let (api, key) = a.write.open()?;
     let reply = api.delete(&format!("/v1/keys/{}", a.id), &key)?;
-    if a.write.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let k: KeyBody = reply.json()?;
+    let Some(k) = reply.parsed::<KeyBody>(a.write.global.conn.json)? else { return Ok(()) };
     output::record(&[
         ("id", k.id.to_string()),
         ("role", k.role),

@@ -23,10 +23,7 @@ pub fn create(a: CreateArgs) -> Result<(), CliError> {
     let (api, key) = a.write.open()?;
     let body = to_body(&LedgerRequest { id: a.id, asset: a.asset.clone(), scale: a.scale })?;
     let reply = api.post("/v1/ledgers", &body, &key)?;
-    if a.write.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let l: LedgerBody = reply.json()?;
+    let Some(l) = reply.parsed::<LedgerBody>(a.write.global.conn.json)? else { return Ok(()) };
     print_table(std::slice::from_ref(&l));
     if reply.status == 200 {
         output::err_line(&format!("note: ledger {} already existed with this asset and scale", l.id));

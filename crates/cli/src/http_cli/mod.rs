@@ -58,6 +58,15 @@ impl Global {
     }
 }
 
+/// A command on one record named by its id.
+#[derive(clap::Args)]
+pub struct IdArgs {
+    /// Decimal or UUID.
+    pub id: String,
+    #[command(flatten)]
+    pub global: Global,
+}
+
 /// The options of a write: its Idempotency-Key and [`Global`].
 #[derive(clap::Args, Clone, Debug)]
 pub struct WriteOpts {
@@ -136,7 +145,7 @@ pub enum AccountCommand {
     /// Create an account.
     Create(account::CreateArgs),
     /// Show an account with its balances.
-    Get(account::GetArgs),
+    Get(IdArgs),
     /// An account's transfers, a page at a time (or --all).
     Transfers(account::HistoryArgs),
     /// An account's balance after each change (accounts with the history flag).
@@ -149,7 +158,7 @@ pub enum TransferCommand {
     /// Create a transfer (plain, pending, post or void).
     Create(Box<transfer::CreateArgs>),
     /// Show a transfer.
-    Get(transfer::GetArgs),
+    Get(IdArgs),
 }
 
 /// Payment orders (operator creates and sends commands; every role reads,
@@ -159,7 +168,7 @@ pub enum OrderCommand {
     /// Create a payment order; the server resolves the fee and timeouts.
     Create(Box<order::CreateArgs>),
     /// Show an order.
-    Get(order::GetArgs),
+    Get(IdArgs),
     /// List orders by id, optionally in one state.
     List(order::ListArgs),
     /// Cancel an order (refunds held funds).
@@ -169,7 +178,7 @@ pub enum OrderCommand {
     /// Notify incoming funds for an order (what a bank integration sends).
     Funds(order::FundsArgs),
     /// An order's timeline.
-    Events(order::EventsArgs),
+    Events(IdArgs),
 }
 
 /// API keys (admin only).

@@ -2,7 +2,7 @@
 
 use super::client::{Api, encode};
 use super::output::{self, Table};
-use super::{CliError, Global, WriteOpts, idempotency_key, to_body};
+use super::{CliError, Global, IdArgs, WriteOpts, idempotency_key, to_body};
 use bursar_api::dto::Page;
 use bursar_api::dto_orders::{
     CancelRequest, FundsRequest, OrderBody, OrderEventList, OrderRequest, RecipientRequest, ReviewRequest,
@@ -56,10 +56,7 @@ pub fn create(a: CreateArgs) -> Result<(), CliError> {
         payout_at: a.payout_at.clone(),
     };
     let reply = api.post("/v1/orders", &to_body(&req)?, &key)?;
-    if a.write.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let o: OrderBody = reply.json()?;
+    let Some(o) = reply.parsed::<OrderBody>(a.write.global.conn.json)? else { return Ok(()) };
     let id = o.id.clone();
     print_record(o);
     if reply.status == 200 {
@@ -68,21 +65,12 @@ pub fn create(a: CreateArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-#[derive(clap::Args)]
-pub struct GetArgs {
-    /// Decimal or UUID.
-    pub id: String,
-    #[command(flatten)]
-    pub global: Global,
-}
-
-pub fn get(a: GetArgs) -> Result<(), CliError> {
+pub fn get(a: IdArgs) -> Result<(), CliError> {
     let api = a.global.api()?;
     let reply = api.get(&format!("/v1/orders/{}", encode(&a.id)), &[])?;
-    if a.global.conn.json {
-        return output::json_body(&reply.body);
+    if let Some(r) = reply.parsed(a.global.conn.json)? {
+        print_record(r);
     }
-    print_record(reply.json()?);
     Ok(())
 }
 
@@ -212,28 +200,16 @@ fn send_command(global: &Global, id: &str, what: &str, body: &[u8], key: &Option
     let api: Api = global.api()?;
     let key = idempotency_key(key)?;
     let reply = api.post(&format!("/v1/orders/{}/{what}", encode(id)), body, &key)?;
-    if global.conn.json {
-        return output::json_body(&reply.body);
+    if let Some(r) = reply.parsed(global.conn.json)? {
+        print_record(r);
     }
-    print_record(reply.json()?);
     Ok(())
 }
 
-#[derive(clap::Args)]
-pub struct EventsArgs {
-    /// Decimal or UUID.
-    pub id: String,
-    #[command(flatten)]
-    pub global: Global,
-}
-
-pub fn events(a: EventsArgs) -> Result<(), CliError> {
+pub fn events(a: IdArgs) -> Result<(), CliError> {
     let api = a.global.api()?;
     let reply = api.get(&format!("/v1/orders/{}/events", encode(&a.id)), &[])?;
-    if a.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let list: OrderEventList = reply.json()?;
+    let Some(list) = reply.parsed::<OrderEventList>(a.global.conn.json)? else { return Ok(()) };
     let mut t = Table::new(&["timestamp", "kind", "actor", "key_id", "from", "to", "result", "transfers", "reason"]);
     for e in list.data {
         t.row(vec![

@@ -41,10 +41,7 @@ pub fn create(a: CreateArgs) -> Result<(), CliError> {
     let (api, key) = a.write.open()?;
     let req = WebhookRequest { url: a.destination.clone(), types: a.types.clone(), secret: a.secret.clone() };
     let reply = api.post("/v1/webhooks", &to_body(&req)?, &key)?;
-    if a.write.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let w: WebhookBody = reply.json()?;
+    let Some(w) = reply.parsed::<WebhookBody>(a.write.global.conn.json)? else { return Ok(()) };
     let mut pairs = record(&w);
     if let Some(s) = &w.secret {
         pairs.push(("secret", s.clone()));
@@ -65,10 +62,7 @@ pub struct ListArgs {
 pub fn list(a: ListArgs) -> Result<(), CliError> {
     let api = a.global.api()?;
     let reply = api.get("/v1/webhooks", &[])?;
-    if a.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let list: WebhookList = reply.json()?;
+    let Some(list) = reply.parsed::<WebhookList>(a.global.conn.json)? else { return Ok(()) };
     let mut t = Table::new(&["id", "url", "types", "delivered_through", "dead_letters", "deleted_at"]);
     for w in list.data {
         t.row(vec![
@@ -125,10 +119,7 @@ pub fn dead_letters(a: DeadLettersArgs) -> Result<(), CliError> {
         query.push(("cursor", after.to_string()));
     }
     let reply = api.get(&format!("/v1/webhooks/{}/dead-letters", a.id), &query)?;
-    if a.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let page: Page<DeadLetterBody> = reply.json()?;
+    let Some(page) = reply.parsed::<Page<DeadLetterBody>>(a.global.conn.json)? else { return Ok(()) };
     let mut t = Table::new(&["seq", "dead_at", "attempts", "last_status", "last_error"]);
     for d in page.data {
         t.row(vec![
@@ -163,10 +154,7 @@ pub fn replay(a: ReplayArgs) -> Result<(), CliError> {
     let (api, key) = a.write.open()?;
     let req = ReplayRequest { seqs: (!a.seqs.is_empty()).then(|| a.seqs.clone()) };
     let reply = api.post(&format!("/v1/webhooks/{}/replay", a.id), &to_body(&req)?, &key)?;
-    if a.write.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let r: ReplayBody = reply.json()?;
+    let Some(r) = reply.parsed::<ReplayBody>(a.write.global.conn.json)? else { return Ok(()) };
     let missing = r.not_found.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     output::record(&[
         ("queued", r.queued.to_string()),
