@@ -52,10 +52,7 @@ pub struct LedgerQuery {
     params(LedgerQuery),
     responses(
         (status = 200, description = "A page of ledgers", body = Page<LedgerBody>),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::ListProblems,
     ),
     security(("bearer" = [])))]
 pub async fn list(

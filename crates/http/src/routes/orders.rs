@@ -194,10 +194,7 @@ pub struct OrderQuery {
     params(OrderQuery),
     responses(
         (status = 200, description = "A page of orders; personal data masked for auditors", body = Page<OrderBody>),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::ListProblems,
     ),
     security(("bearer" = [])))]
 pub async fn list(
