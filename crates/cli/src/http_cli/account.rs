@@ -61,9 +61,7 @@ pub fn create(a: CreateArgs) -> Result<(), CliError> {
 }
 
 pub fn get(a: IdArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let reply = api.get(&format!("/v1/accounts/{}", encode(&a.id)), &[])?;
-    let Some(b) = reply.parsed::<AccountBody>(a.global.conn.json)? else { return Ok(()) };
+    let Some(b) = a.global.get::<AccountBody>(&format!("/v1/accounts/{}", encode(&a.id)))? else { return Ok(()) };
     output::record(&[
         ("id", b.id),
         ("ledger", b.ledger.to_string()),

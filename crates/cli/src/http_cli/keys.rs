@@ -86,9 +86,7 @@ pub struct ListArgs {
 }
 
 pub fn list(a: ListArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let reply = api.get("/v1/keys", &[])?;
-    let Some(keys) = reply.parsed::<KeyList>(a.global.conn.json)? else { return Ok(()) };
+    let Some(keys) = a.global.get::<KeyList>("/v1/keys")? else { return Ok(()) };
     let mut t = Table::new(&["id", "role", "ledgers", "name", "active", "created_at", "revoked_at"]);
     for k in keys.data {
         t.row(vec![

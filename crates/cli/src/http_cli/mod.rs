@@ -56,6 +56,12 @@ impl Global {
     pub fn api(&self) -> Result<client::Api, CliError> {
         client::Api::new(&self.conn, Duration::from_secs(self.timeout))
     }
+
+    /// GETs `path`: `None` once `--json` printed the body as sent, else the
+    /// parsed body.
+    pub fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Option<T>, CliError> {
+        self.api()?.get(path, &[])?.parsed(self.conn.json)
+    }
 }
 
 /// A command on one record named by its id.

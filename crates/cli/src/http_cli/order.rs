@@ -66,9 +66,7 @@ pub fn create(a: CreateArgs) -> Result<(), CliError> {
 }
 
 pub fn get(a: IdArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let reply = api.get(&format!("/v1/orders/{}", encode(&a.id)), &[])?;
-    if let Some(r) = reply.parsed(a.global.conn.json)? {
+    if let Some(r) = a.global.get(&format!("/v1/orders/{}", encode(&a.id)))? {
         print_record(r);
     }
     Ok(())
@@ -207,9 +205,9 @@ fn send_command(global: &Global, id: &str, what: &str, body: &[u8], key: &Option
 }
 
 pub fn events(a: IdArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let reply = api.get(&format!("/v1/orders/{}/events", encode(&a.id)), &[])?;
-    let Some(list) = reply.parsed::<OrderEventList>(a.global.conn.json)? else { return Ok(()) };
+    let Some(list) = a.global.get::<OrderEventList>(&format!("/v1/orders/{}/events", encode(&a.id)))? else {
+        return Ok(());
+    };
     let mut t = Table::new(&["timestamp", "kind", "actor", "key_id", "from", "to", "result", "transfers", "reason"]);
     for e in list.data {
         t.row(vec![

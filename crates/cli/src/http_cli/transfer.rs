@@ -81,9 +81,7 @@ pub fn create(a: CreateArgs) -> Result<(), CliError> {
 }
 
 pub fn get(a: IdArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let reply = api.get(&format!("/v1/transfers/{}", encode(&a.id)), &[])?;
-    if let Some(r) = reply.parsed(a.global.conn.json)? {
+    if let Some(r) = a.global.get(&format!("/v1/transfers/{}", encode(&a.id)))? {
         print_record(r);
     }
     Ok(())

@@ -60,9 +60,7 @@ pub struct ListArgs {
 }
 
 pub fn list(a: ListArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let reply = api.get("/v1/webhooks", &[])?;
-    let Some(list) = reply.parsed::<WebhookList>(a.global.conn.json)? else { return Ok(()) };
+    let Some(list) = a.global.get::<WebhookList>("/v1/webhooks")? else { return Ok(()) };
     let mut t = Table::new(&["id", "url", "types", "delivered_through", "dead_letters", "deleted_at"]);
     for w in list.data {
         t.row(vec![
