@@ -153,6 +153,12 @@ problem_set! {
 }
 
 problem_set! {
+    /// What listing records can answer besides the page: no 403, since the
+    /// page holds only what the key may see.
+    ListProblems { 400 => BadRequest, 401 => Unauthorized, 500 => InternalError, 503 => Unavailable }
+}
+
+problem_set! {
     /// What a create with a JSON body can answer besides the record.
     CreateProblems {
         400 => BadRequest, 401 => Unauthorized, 403 => Forbidden, 409 => Conflict, 413 => PayloadTooLarge,

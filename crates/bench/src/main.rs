@@ -22,20 +22,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BURSAR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    match bursar_bench::run(Cli::parse().args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bursar bench: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bursar_chaos::tool::main("bursar bench", || bursar_bench::run(Cli::parse().args))
 }
 
 #[cfg(test)]

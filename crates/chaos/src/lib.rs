@@ -10,6 +10,7 @@ mod bank;
 mod checks;
 mod nemesis;
 pub mod procs;
+pub mod tool;
 
 use anyhow::{Context, anyhow, bail};
 use std::path::{Path, PathBuf};

@@ -21,20 +21,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BURSAR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    match bursar_chaos::run(Cli::parse().command) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("bursar chaos: error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bursar_chaos::tool::main("bursar chaos", || bursar_chaos::run(Cli::parse().command))
 }
 
 #[cfg(test)]

@@ -48,12 +48,17 @@ fn start(dir: &Path, http_port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    wait_for_http(http_port);
+    child
+}
+
+/// Waits until the server accepts connections on its HTTP port.
+fn wait_for_http(http_port: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", http_port)).is_err() {
         assert!(Instant::now() < deadline, "server did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    child
 }
 
 fn stop(mut child: Child) {
@@ -125,11 +130,7 @@ fn start_without_admin_key(dir: &Path, http_port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", http_port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_http(http_port);
     child
 }
 

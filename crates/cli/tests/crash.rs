@@ -5,8 +5,12 @@
 //! balances equal the sum of what is present, re-submitting acknowledged
 //! transfers applies nothing, and at the end `bursar verify` passes.
 
+#[path = "process_common/rng.rs"]
+mod rng;
+
 use bursar_client::{Client, ClientOptions};
 use bursar_core::{Account, CreateTransferResult, Ledger, Transfer};
+use rng::Rng;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,21 +20,6 @@ use std::time::{Duration, Instant};
 const ACCOUNTS: u128 = 40;
 const CYCLES: usize = 6;
 const CLIENTS: usize = 3;
-
-/// A small deterministic generator (the seed is printed on failure).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 enum Outcome {
     Acked,

@@ -13,9 +13,13 @@
 #[path = "../../http/tests/common/mod.rs"]
 mod common;
 
+#[path = "process_common/rng.rs"]
+mod rng;
+
 use bursar_testkit::postgres::TempPostgres;
 use common::{ADMIN_KEY, Client, Req};
 use reqwest::Method;
+use rng::Rng;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,20 +33,6 @@ const LEDGERS: [u32; 2] = [1, 2];
 const ACCOUNTS_PER_LEDGER: u128 = 12;
 /// How long the write load and the faults last.
 const CHAOS: Duration = Duration::from_secs(12);
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -298,20 +298,7 @@ impl PiiKeyring {
     /// Seals `pii` for `order_id` with the active key and a random nonce.
     /// The blob always fits [`PII_SLOT`].
     pub fn encrypt(&self, order_id: u128, pii: &OrderPii) -> Result<Vec<u8>, PiiError> {
-        let plaintext = pii.encode()?;
-        let key = self.active();
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(|e| PiiError::Random(e.to_string()))?;
-        let aad = order_id.to_le_bytes();
-        let sealed = key
-            .cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &plaintext, aad: &aad })
-            .map_err(|_| PiiError::Malformed("encryption failed".into()))?;
-        let mut blob = Vec::with_capacity(HEADER_LEN + sealed.len());
-        blob.push(BLOB_VERSION);
-        blob.extend_from_slice(&key.id.to_le_bytes());
-        blob.extend_from_slice(&nonce);
-        blob.extend_from_slice(&sealed);
+        let blob = self.seal(&order_id.to_le_bytes(), &pii.encode()?)?;
         if blob.len() > PII_SLOT {
             return Err(PiiError::TooLarge(blob.len()));
         }
@@ -321,21 +308,10 @@ impl PiiKeyring {
     /// Opens a blob sealed for `order_id` with whichever key it names.
     /// `blob` must be the real-length prefix of the slot, without padding.
     pub fn decrypt(&self, order_id: u128, blob: &[u8]) -> Result<OrderPii, PiiError> {
-        if blob.len() < HEADER_LEN + TAG_LEN || blob.len() > PII_SLOT {
+        if blob.len() > PII_SLOT {
             return Err(PiiError::Malformed(format!("blob length {} out of range", blob.len())));
         }
-        if blob[0] != BLOB_VERSION {
-            return Err(PiiError::Malformed(format!("unknown blob version {}", blob[0])));
-        }
-        // The length check above guarantees these fixed-size slices exist.
-        let id = u32::from_le_bytes([blob[1], blob[2], blob[3], blob[4]]);
-        let key = self.keys.iter().find(|k| k.id == id).ok_or(PiiError::UnknownKey(id))?;
-        let nonce = Nonce::from_slice(&blob[5..HEADER_LEN]);
-        let aad = order_id.to_le_bytes();
-        let plaintext = key
-            .cipher
-            .decrypt(nonce, Payload { msg: &blob[HEADER_LEN..], aad: &aad })
-            .map_err(|_| PiiError::Tampered)?;
+        let plaintext = self.open(&order_id.to_le_bytes(), blob)?;
         OrderPii::decode(&plaintext)
     }
 
@@ -365,6 +341,7 @@ impl PiiKeyring {
         if blob[0] != BLOB_VERSION {
             return Err(PiiError::Malformed(format!("unknown blob version {}", blob[0])));
         }
+        // The length check above guarantees these fixed-size slices exist.
         let id = u32::from_le_bytes([blob[1], blob[2], blob[3], blob[4]]);
         let key = self.keys.iter().find(|k| k.id == id).ok_or(PiiError::UnknownKey(id))?;
         let nonce = Nonce::from_slice(&blob[5..HEADER_LEN]);

@@ -213,3 +213,24 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
         Ok(RequestContext { request_id })
     }
 }
+
+/// What every idempotent write reads from its request besides the body:
+/// the caller, the request's context and its `Idempotency-Key` (required,
+/// or [`MaybeIdempotencyKey`] on a DELETE), read in that order (the order
+/// decides which problem a bad request gets first).
+pub struct Writer<K = IdempotencyKey> {
+    pub principal: Principal,
+    pub ctx: RequestContext,
+    pub key: K,
+}
+
+impl<K: FromRequestParts<App, Rejection = Problem>> FromRequestParts<App> for Writer<K> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        let principal = Principal::from_request_parts(parts, app).await?;
+        let ctx = RequestContext::from_request_parts(parts, app).await?;
+        let key = K::from_request_parts(parts, app).await?;
+        Ok(Writer { principal, ctx, key })
+    }
+}

@@ -4,14 +4,14 @@
 
 use crate::app::HttpConfig;
 use axum::Router;
+use bursar_server::net::PerIp;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -96,7 +96,7 @@ pub async fn accept_loop(
             drop(stream); // over the connection limit
             continue;
         };
-        let Some(slot) = per_ip.take(peer.ip(), config.max_connections_per_ip) else {
+        let Some(slot) = per_ip.take(client_address(peer.ip()), config.max_connections_per_ip) else {
             metrics::counter!("bursar_http_connections_refused_total", "reason" => "per_ip").increment(1);
             drop(stream); // this client holds its share already
             continue;
@@ -118,47 +118,10 @@ pub async fn accept_loop(
     }
 }
 
-/// Open connections per client address. An address has an entry only while
-/// it holds a connection, so there are at most `max_connections` entries.
-#[derive(Default)]
-struct PerIp {
-    open: Mutex<HashMap<IpAddr, usize>>,
-}
-
-impl PerIp {
-    /// A slot for one more connection from `ip`, unless it holds `max`.
-    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
-        // An IPv4 client reaching a dual-stack socket is the same client.
-        let ip = ip.to_canonical();
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let n = open.entry(ip).or_insert(0);
-        if *n >= max {
-            if *n == 0 {
-                open.remove(&ip);
-            }
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot { table: self.clone(), ip })
-    }
-}
-
-/// One connection's share of its address's limit, given back on drop.
-struct IpSlot {
-    table: Arc<PerIp>,
-    ip: IpAddr,
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut open = self.table.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
-            }
-        }
-    }
+/// The address a connection counts against: an IPv4 client reaching a
+/// dual-stack socket is the same client.
+fn client_address(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
 }
 
 async fn serve_connection<S>(stream: S, peer: SocketAddr, router: Router, config: &HttpConfig)
@@ -292,15 +255,15 @@ mod tests {
         let a: IpAddr = "10.0.0.1".parse().expect("an address");
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("an address");
         let b: IpAddr = "10.0.0.2".parse().expect("an address");
-        let first = table.take(a, 2).expect("room");
-        let second = table.take(mapped, 2).expect("room: the same client");
+        let first = table.take(client_address(a), 2).expect("room");
+        let second = table.take(client_address(mapped), 2).expect("room: the same client");
         assert!(table.take(a, 2).is_none(), "a third from the same client");
         let other = table.take(b, 2).expect("another client is not affected");
         drop(first);
         let third = table.take(a, 2).expect("a slot was given back");
         drop((second, third, other));
-        assert!(table.open.lock().expect("not poisoned").is_empty(), "no entry outlives its connections");
+        assert_eq!(table.addresses(), 0, "no entry outlives its connections");
         assert!(table.take(a, 0).is_none());
-        assert!(table.open.lock().expect("not poisoned").is_empty());
+        assert_eq!(table.addresses(), 0);
     }
 }

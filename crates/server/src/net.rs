@@ -81,25 +81,36 @@ enum Slot {
 }
 
 /// Open connections per address; an entry lives while its count is nonzero,
-/// so the map holds at most `max_connections` entries.
+/// so the map holds at most `max_connections` entries. The HTTP listener
+/// counts its clients with the same table.
 #[derive(Default)]
-struct PerIp(Mutex<HashMap<IpAddr, usize>>);
+pub struct PerIp(Mutex<HashMap<IpAddr, usize>>);
 
 /// One connection's place in [`PerIp`]; given back on drop.
-struct IpSlot {
+pub struct IpSlot {
     table: Arc<PerIp>,
     ip: IpAddr,
 }
 
 impl PerIp {
-    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
+    /// A slot for one more connection from `ip`, unless it holds `max`.
+    /// The caller decides what counts as one client's address.
+    pub fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
         let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let n = counts.entry(ip).or_insert(0);
         if *n >= max {
+            if *n == 0 {
+                counts.remove(&ip);
+            }
             return None;
         }
         *n += 1;
         Some(IpSlot { table: self.clone(), ip })
+    }
+
+    /// How many addresses hold a connection.
+    pub fn addresses(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 

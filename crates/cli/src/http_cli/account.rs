@@ -2,7 +2,7 @@
 
 use super::client::{Api, encode};
 use super::output::{self, Table};
-use super::{CliError, Global, idempotency_key, to_body};
+use super::{CliError, Global, IdArgs, WriteOpts, to_body};
 use bursar_http::dto::{AccountBody, AccountCreated, AccountRequest, BalanceBody, Page, TransferBody};
 
 #[derive(clap::Args)]
@@ -27,16 +27,12 @@ pub struct CreateArgs {
     pub user_data_64: Option<String>,
     #[arg(long)]
     pub user_data_32: Option<u32>,
-    /// Idempotency-Key to send (default: a fresh UUID).
-    #[arg(long, value_name = "KEY")]
-    pub idempotency_key: Option<String>,
     #[command(flatten)]
-    pub global: Global,
+    pub write: WriteOpts,
 }
 
 pub fn create(a: CreateArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let key = idempotency_key(&a.idempotency_key)?;
+    let (api, key) = a.write.open()?;
     let req = AccountRequest {
         id: a.id.clone(),
         ledger: a.ledger,
@@ -47,10 +43,7 @@ pub fn create(a: CreateArgs) -> Result<(), CliError> {
         user_data_32: a.user_data_32,
     };
     let reply = api.post("/v1/accounts", &to_body(&req)?, &key)?;
-    if a.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let c: AccountCreated = reply.json()?;
+    let Some(c) = reply.parsed::<AccountCreated>(a.write.global.conn.json)? else { return Ok(()) };
     output::record(&[
         ("id", c.id.clone()),
         ("ledger", c.ledger.to_string()),
@@ -67,21 +60,8 @@ pub fn create(a: CreateArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-#[derive(clap::Args)]
-pub struct GetArgs {
-    /// Decimal or UUID.
-    pub id: String,
-    #[command(flatten)]
-    pub global: Global,
-}
-
-pub fn get(a: GetArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let reply = api.get(&format!("/v1/accounts/{}", encode(&a.id)), &[])?;
-    if a.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let b: AccountBody = reply.json()?;
+pub fn get(a: IdArgs) -> Result<(), CliError> {
+    let Some(b) = a.global.get::<AccountBody>(&format!("/v1/accounts/{}", encode(&a.id)))? else { return Ok(()) };
     output::record(&[
         ("id", b.id),
         ("ledger", b.ledger.to_string()),

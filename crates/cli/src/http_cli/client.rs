@@ -30,6 +30,16 @@ impl Reply {
             ))
         })
     }
+
+    /// With `--json`, prints the body as the server sent it (`None`);
+    /// otherwise parses it for a table or a record.
+    pub fn parsed<T: serde::de::DeserializeOwned>(&self, json: bool) -> Result<Option<T>, CliError> {
+        if json {
+            super::output::json_body(&self.body)?;
+            return Ok(None);
+        }
+        self.json().map(Some)
+    }
 }
 
 pub struct Api {

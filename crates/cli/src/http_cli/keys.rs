@@ -1,7 +1,7 @@
 //! `bursar keys create|list|revoke|rotate` (admin).
 
 use super::output::{self, Table};
-use super::{CliError, Global, idempotency_key, to_body};
+use super::{CliError, Global, WriteOpts, to_body};
 use bursar_http::dto::{KeyBody, KeyList, KeyRequest, RateLimitBody, RotateRequest};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -27,16 +27,12 @@ pub struct CreateArgs {
     /// The key's own request rate, RPS[:BURST] (default: the server's).
     #[arg(long, value_name = "RPS[:BURST]", value_parser = bursar_server::rate_limit::RateLimit::parse)]
     pub rate_limit: Option<bursar_server::rate_limit::RateLimit>,
-    /// Idempotency-Key to send (default: a fresh UUID).
-    #[arg(long, value_name = "KEY")]
-    pub idempotency_key: Option<String>,
     #[command(flatten)]
-    pub global: Global,
+    pub write: WriteOpts,
 }
 
 pub fn create(a: CreateArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let key = idempotency_key(&a.idempotency_key)?;
+    let (api, key) = a.write.open()?;
     let role = format!("{:?}", a.role).to_lowercase();
     let req = KeyRequest {
         role,
@@ -46,7 +42,7 @@ pub fn create(a: CreateArgs) -> Result<(), CliError> {
         rate_limit: a.rate_limit.map(|r| RateLimitBody { per_second: r.per_second, burst: r.burst }),
     };
     let reply = api.post("/v1/keys", &to_body(&req)?, &key)?;
-    print_new_key(&a.global, &reply)
+    print_new_key(&a.write.global, &reply)
 }
 
 fn print_new_key(global: &Global, reply: &super::client::Reply) -> Result<(), CliError> {
@@ -90,12 +86,7 @@ pub struct ListArgs {
 }
 
 pub fn list(a: ListArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let reply = api.get("/v1/keys", &[])?;
-    if a.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let keys: KeyList = reply.json()?;
+    let Some(keys) = a.global.get::<KeyList>("/v1/keys")? else { return Ok(()) };
     let mut t = Table::new(&["id", "role", "ledgers", "name", "active", "created_at", "revoked_at"]);
     for k in keys.data {
         t.row(vec![
@@ -116,21 +107,14 @@ pub fn list(a: ListArgs) -> Result<(), CliError> {
 pub struct RevokeArgs {
     /// The key's id (from `bursar keys list`).
     pub id: u64,
-    /// Idempotency-Key to send (default: a fresh UUID).
-    #[arg(long, value_name = "KEY")]
-    pub idempotency_key: Option<String>,
     #[command(flatten)]
-    pub global: Global,
+    pub write: WriteOpts,
 }
 
 pub fn revoke(a: RevokeArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let key = idempotency_key(&a.idempotency_key)?;
+    let (api, key) = a.write.open()?;
     let reply = api.delete(&format!("/v1/keys/{}", a.id), &key)?;
-    if a.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let k: KeyBody = reply.json()?;
+    let Some(k) = reply.parsed::<KeyBody>(a.write.global.conn.json)? else { return Ok(()) };
     output::record(&[
         ("id", k.id.to_string()),
         ("role", k.role),
@@ -151,19 +135,15 @@ pub struct RotateArgs {
     /// When the new key expires: nanoseconds since the Unix epoch.
     #[arg(long, value_name = "NANOS")]
     pub expires_at: Option<u64>,
-    /// Idempotency-Key to send (default: a fresh UUID).
-    #[arg(long, value_name = "KEY")]
-    pub idempotency_key: Option<String>,
     #[command(flatten)]
-    pub global: Global,
+    pub write: WriteOpts,
 }
 
 pub fn rotate(a: RotateArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let key = idempotency_key(&a.idempotency_key)?;
+    let (api, key) = a.write.open()?;
     let req = RotateRequest { grace_seconds: a.grace_seconds, expires_at: a.expires_at.map(|t| t.to_string()) };
     let reply = api.post(&format!("/v1/keys/{}/rotate", a.id), &to_body(&req)?, &key)?;
-    print_new_key(&a.global, &reply)
+    print_new_key(&a.write.global, &reply)
 }
 
 fn ledgers(l: &[u32]) -> String {

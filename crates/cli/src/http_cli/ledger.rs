@@ -1,7 +1,7 @@
 //! `bursar ledger create|list`.
 
 use super::output::{self, Table};
-use super::{CliError, Global, idempotency_key, to_body};
+use super::{CliError, Global, WriteOpts, to_body};
 use bursar_http::dto::{LedgerBody, LedgerRequest, Page};
 
 #[derive(clap::Args)]
@@ -15,22 +15,15 @@ pub struct CreateArgs {
     /// Digits of one minor unit (0-38): 2 for cents.
     #[arg(long)]
     pub scale: u8,
-    /// Idempotency-Key to send (default: a fresh UUID).
-    #[arg(long, value_name = "KEY")]
-    pub idempotency_key: Option<String>,
     #[command(flatten)]
-    pub global: Global,
+    pub write: WriteOpts,
 }
 
 pub fn create(a: CreateArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let key = idempotency_key(&a.idempotency_key)?;
+    let (api, key) = a.write.open()?;
     let body = to_body(&LedgerRequest { id: a.id, asset: a.asset.clone(), scale: a.scale })?;
     let reply = api.post("/v1/ledgers", &body, &key)?;
-    if a.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let l: LedgerBody = reply.json()?;
+    let Some(l) = reply.parsed::<LedgerBody>(a.write.global.conn.json)? else { return Ok(()) };
     print_table(std::slice::from_ref(&l));
     if reply.status == 200 {
         output::err_line(&format!("note: ledger {} already existed with this asset and scale", l.id));

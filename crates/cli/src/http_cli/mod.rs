@@ -56,6 +56,39 @@ impl Global {
     pub fn api(&self) -> Result<client::Api, CliError> {
         client::Api::new(&self.conn, Duration::from_secs(self.timeout))
     }
+
+    /// GETs `path`: `None` once `--json` printed the body as sent, else the
+    /// parsed body.
+    pub fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Option<T>, CliError> {
+        self.api()?.get(path, &[])?.parsed(self.conn.json)
+    }
+}
+
+/// A command on one record named by its id.
+#[derive(clap::Args)]
+pub struct IdArgs {
+    /// Decimal or UUID.
+    pub id: String,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+/// The options of a write: its Idempotency-Key and [`Global`].
+#[derive(clap::Args, Clone, Debug)]
+pub struct WriteOpts {
+    /// Idempotency-Key to send (default: a fresh UUID).
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+impl WriteOpts {
+    /// The client, and the key to send: the one given (checked) or a fresh one.
+    pub fn open(&self) -> Result<(client::Api, String), CliError> {
+        let api = self.global.api()?;
+        Ok((api, idempotency_key(&self.idempotency_key)?))
+    }
 }
 
 /// A problem+json error of the API.
@@ -118,7 +151,7 @@ pub enum AccountCommand {
     /// Create an account.
     Create(account::CreateArgs),
     /// Show an account with its balances.
-    Get(account::GetArgs),
+    Get(IdArgs),
     /// An account's transfers, a page at a time (or --all).
     Transfers(account::HistoryArgs),
     /// An account's balance after each change (accounts with the history flag).
@@ -131,7 +164,7 @@ pub enum TransferCommand {
     /// Create a transfer (plain, pending, post or void).
     Create(Box<transfer::CreateArgs>),
     /// Show a transfer.
-    Get(transfer::GetArgs),
+    Get(IdArgs),
 }
 
 /// Payment orders (operator creates and sends commands; every role reads,
@@ -141,7 +174,7 @@ pub enum OrderCommand {
     /// Create a payment order; the server resolves the fee and timeouts.
     Create(Box<order::CreateArgs>),
     /// Show an order.
-    Get(order::GetArgs),
+    Get(IdArgs),
     /// List orders by id, optionally in one state.
     List(order::ListArgs),
     /// Cancel an order (refunds held funds).
@@ -151,7 +184,7 @@ pub enum OrderCommand {
     /// Notify incoming funds for an order (what a bank integration sends).
     Funds(order::FundsArgs),
     /// An order's timeline.
-    Events(order::EventsArgs),
+    Events(IdArgs),
 }
 
 /// API keys (admin only).

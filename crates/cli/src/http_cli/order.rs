@@ -2,7 +2,7 @@
 
 use super::client::{Api, encode};
 use super::output::{self, Table};
-use super::{CliError, Global, idempotency_key, to_body};
+use super::{CliError, Global, IdArgs, WriteOpts, idempotency_key, to_body};
 use bursar_api::dto::Page;
 use bursar_api::dto_orders::{
     CancelRequest, FundsRequest, OrderBody, OrderEventList, OrderRequest, RecipientRequest, ReviewRequest,
@@ -39,16 +39,12 @@ pub struct CreateArgs {
     /// Earliest payout time, nanoseconds since the Unix epoch.
     #[arg(long, value_name = "NANOS")]
     pub payout_at: Option<String>,
-    /// Idempotency-Key to send (default: a fresh UUID).
-    #[arg(long, value_name = "KEY")]
-    pub idempotency_key: Option<String>,
     #[command(flatten)]
-    pub global: Global,
+    pub write: WriteOpts,
 }
 
 pub fn create(a: CreateArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let key = idempotency_key(&a.idempotency_key)?;
+    let (api, key) = a.write.open()?;
     let req = OrderRequest {
         id: a.id.clone(),
         customer_id: a.customer.clone(),
@@ -60,10 +56,7 @@ pub fn create(a: CreateArgs) -> Result<(), CliError> {
         payout_at: a.payout_at.clone(),
     };
     let reply = api.post("/v1/orders", &to_body(&req)?, &key)?;
-    if a.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let o: OrderBody = reply.json()?;
+    let Some(o) = reply.parsed::<OrderBody>(a.write.global.conn.json)? else { return Ok(()) };
     let id = o.id.clone();
     print_record(o);
     if reply.status == 200 {
@@ -72,21 +65,10 @@ pub fn create(a: CreateArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-#[derive(clap::Args)]
-pub struct GetArgs {
-    /// Decimal or UUID.
-    pub id: String,
-    #[command(flatten)]
-    pub global: Global,
-}
-
-pub fn get(a: GetArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let reply = api.get(&format!("/v1/orders/{}", encode(&a.id)), &[])?;
-    if a.global.conn.json {
-        return output::json_body(&reply.body);
+pub fn get(a: IdArgs) -> Result<(), CliError> {
+    if let Some(r) = a.global.get(&format!("/v1/orders/{}", encode(&a.id)))? {
+        print_record(r);
     }
-    print_record(reply.json()?);
     Ok(())
 }
 
@@ -155,16 +137,13 @@ pub struct CancelArgs {
     /// Why (at most 128 bytes).
     #[arg(long)]
     pub reason: Option<String>,
-    /// Idempotency-Key to send (default: a fresh UUID).
-    #[arg(long, value_name = "KEY")]
-    pub idempotency_key: Option<String>,
     #[command(flatten)]
-    pub global: Global,
+    pub write: WriteOpts,
 }
 
 pub fn cancel(a: CancelArgs) -> Result<(), CliError> {
     let body = to_body(&CancelRequest { reason: a.reason.clone() })?;
-    send_command(&a.global, &a.id, "cancel", &body, &a.idempotency_key)
+    send_command(&a.write.global, &a.id, "cancel", &body, &a.write.idempotency_key)
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -182,17 +161,14 @@ pub struct ReviewArgs {
     /// Why (at most 128 bytes).
     #[arg(long)]
     pub reason: Option<String>,
-    /// Idempotency-Key to send (default: a fresh UUID).
-    #[arg(long, value_name = "KEY")]
-    pub idempotency_key: Option<String>,
     #[command(flatten)]
-    pub global: Global,
+    pub write: WriteOpts,
 }
 
 pub fn review(a: ReviewArgs) -> Result<(), CliError> {
     let decision = format!("{:?}", a.decision).to_lowercase();
     let body = to_body(&ReviewRequest { decision, reason: a.reason.clone() })?;
-    send_command(&a.global, &a.id, "review", &body, &a.idempotency_key)
+    send_command(&a.write.global, &a.id, "review", &body, &a.write.idempotency_key)
 }
 
 #[derive(clap::Args)]
@@ -222,28 +198,16 @@ fn send_command(global: &Global, id: &str, what: &str, body: &[u8], key: &Option
     let api: Api = global.api()?;
     let key = idempotency_key(key)?;
     let reply = api.post(&format!("/v1/orders/{}/{what}", encode(id)), body, &key)?;
-    if global.conn.json {
-        return output::json_body(&reply.body);
+    if let Some(r) = reply.parsed(global.conn.json)? {
+        print_record(r);
     }
-    print_record(reply.json()?);
     Ok(())
 }
 
-#[derive(clap::Args)]
-pub struct EventsArgs {
-    /// Decimal or UUID.
-    pub id: String,
-    #[command(flatten)]
-    pub global: Global,
-}
-
-pub fn events(a: EventsArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let reply = api.get(&format!("/v1/orders/{}/events", encode(&a.id)), &[])?;
-    if a.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let list: OrderEventList = reply.json()?;
+pub fn events(a: IdArgs) -> Result<(), CliError> {
+    let Some(list) = a.global.get::<OrderEventList>(&format!("/v1/orders/{}/events", encode(&a.id)))? else {
+        return Ok(());
+    };
     let mut t = Table::new(&["timestamp", "kind", "actor", "key_id", "from", "to", "result", "transfers", "reason"]);
     for e in list.data {
         t.row(vec![

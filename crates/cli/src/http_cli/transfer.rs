@@ -2,7 +2,7 @@
 
 use super::client::encode;
 use super::output::{self, Table};
-use super::{CliError, Conn, idempotency_key, to_body};
+use super::{CliError, Conn, IdArgs, idempotency_key, to_body};
 use bursar_http::dto::{TransferBody, TransferRequest};
 use std::time::Duration;
 
@@ -71,10 +71,7 @@ pub fn create(a: CreateArgs) -> Result<(), CliError> {
         user_data_32: a.user_data_32,
     };
     let reply = api.post("/v1/transfers", &to_body(&req)?, &key)?;
-    if a.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let t: TransferBody = reply.json()?;
+    let Some(t) = reply.parsed::<TransferBody>(a.conn.json)? else { return Ok(()) };
     let id = t.id.clone();
     print_record(t);
     if reply.status == 200 {
@@ -83,21 +80,10 @@ pub fn create(a: CreateArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-#[derive(clap::Args)]
-pub struct GetArgs {
-    /// Decimal or UUID.
-    pub id: String,
-    #[command(flatten)]
-    pub global: super::Global,
-}
-
-pub fn get(a: GetArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let reply = api.get(&format!("/v1/transfers/{}", encode(&a.id)), &[])?;
-    if a.global.conn.json {
-        return output::json_body(&reply.body);
+pub fn get(a: IdArgs) -> Result<(), CliError> {
+    if let Some(r) = a.global.get(&format!("/v1/transfers/{}", encode(&a.id)))? {
+        print_record(r);
     }
-    print_record(reply.json()?);
     Ok(())
 }
 

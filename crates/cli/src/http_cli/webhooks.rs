@@ -1,7 +1,7 @@
 //! `bursar webhooks list|create|delete|dead-letters|replay` (admin).
 
 use super::output::{self, Table};
-use super::{CliError, Global, idempotency_key, to_body};
+use super::{CliError, Global, WriteOpts, to_body};
 use bursar_http::dto::Page;
 use bursar_http::routes::webhooks::{
     DeadLetterBody, ReplayBody, ReplayRequest, WebhookBody, WebhookList, WebhookRequest,
@@ -20,11 +20,8 @@ pub struct CreateArgs {
     /// printed once).
     #[arg(long, env = "BURSAR_WEBHOOK_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
-    /// Idempotency-Key to send (default: a fresh UUID).
-    #[arg(long, value_name = "KEY")]
-    pub idempotency_key: Option<String>,
     #[command(flatten)]
-    pub global: Global,
+    pub write: WriteOpts,
 }
 
 fn record(w: &WebhookBody) -> Vec<(&'static str, String)> {
@@ -41,14 +38,10 @@ fn record(w: &WebhookBody) -> Vec<(&'static str, String)> {
 }
 
 pub fn create(a: CreateArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let key = idempotency_key(&a.idempotency_key)?;
+    let (api, key) = a.write.open()?;
     let req = WebhookRequest { url: a.destination.clone(), types: a.types.clone(), secret: a.secret.clone() };
     let reply = api.post("/v1/webhooks", &to_body(&req)?, &key)?;
-    if a.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let w: WebhookBody = reply.json()?;
+    let Some(w) = reply.parsed::<WebhookBody>(a.write.global.conn.json)? else { return Ok(()) };
     let mut pairs = record(&w);
     if let Some(s) = &w.secret {
         pairs.push(("secret", s.clone()));
@@ -67,12 +60,7 @@ pub struct ListArgs {
 }
 
 pub fn list(a: ListArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let reply = api.get("/v1/webhooks", &[])?;
-    if a.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let list: WebhookList = reply.json()?;
+    let Some(list) = a.global.get::<WebhookList>("/v1/webhooks")? else { return Ok(()) };
     let mut t = Table::new(&["id", "url", "types", "delivered_through", "dead_letters", "deleted_at"]);
     for w in list.data {
         t.row(vec![
@@ -93,18 +81,14 @@ pub struct DeleteArgs {
     /// The webhook's id.
     #[arg(long)]
     pub id: u64,
-    /// Idempotency-Key to send (default: a fresh UUID).
-    #[arg(long, value_name = "KEY")]
-    pub idempotency_key: Option<String>,
     #[command(flatten)]
-    pub global: Global,
+    pub write: WriteOpts,
 }
 
 pub fn delete(a: DeleteArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let key = idempotency_key(&a.idempotency_key)?;
+    let (api, key) = a.write.open()?;
     let reply = api.delete(&format!("/v1/webhooks/{}", a.id), &key)?;
-    if a.global.conn.json {
+    if a.write.global.conn.json {
         return output::json_body(&reply.body);
     }
     output::record(&record(&reply.json()?));
@@ -133,10 +117,7 @@ pub fn dead_letters(a: DeadLettersArgs) -> Result<(), CliError> {
         query.push(("cursor", after.to_string()));
     }
     let reply = api.get(&format!("/v1/webhooks/{}/dead-letters", a.id), &query)?;
-    if a.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let page: Page<DeadLetterBody> = reply.json()?;
+    let Some(page) = reply.parsed::<Page<DeadLetterBody>>(a.global.conn.json)? else { return Ok(()) };
     let mut t = Table::new(&["seq", "dead_at", "attempts", "last_status", "last_error"]);
     for d in page.data {
         t.row(vec![
@@ -163,22 +144,15 @@ pub struct ReplayArgs {
     /// default: all of them).
     #[arg(long = "seq", value_delimiter = ',')]
     pub seqs: Vec<u64>,
-    /// Idempotency-Key to send (default: a fresh UUID).
-    #[arg(long, value_name = "KEY")]
-    pub idempotency_key: Option<String>,
     #[command(flatten)]
-    pub global: Global,
+    pub write: WriteOpts,
 }
 
 pub fn replay(a: ReplayArgs) -> Result<(), CliError> {
-    let api = a.global.api()?;
-    let key = idempotency_key(&a.idempotency_key)?;
+    let (api, key) = a.write.open()?;
     let req = ReplayRequest { seqs: (!a.seqs.is_empty()).then(|| a.seqs.clone()) };
     let reply = api.post(&format!("/v1/webhooks/{}/replay", a.id), &to_body(&req)?, &key)?;
-    if a.global.conn.json {
-        return output::json_body(&reply.body);
-    }
-    let r: ReplayBody = reply.json()?;
+    let Some(r) = reply.parsed::<ReplayBody>(a.write.global.conn.json)? else { return Ok(()) };
     let missing = r.not_found.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     output::record(&[
         ("queued", r.queued.to_string()),

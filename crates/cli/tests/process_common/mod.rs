@@ -16,20 +16,11 @@ use std::time::{Duration, Instant};
 
 pub const TERMINAL: [&str; 6] = ["completed", "cancelled", "rejected", "refunded", "expired", "failed"];
 
-/// A small deterministic generator (the seed is printed).
-pub struct Rng(pub u64);
+mod rng;
 
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+// Not every test that includes this module draws numbers.
+#[allow(unused_imports)]
+pub use rng::Rng;
 
 pub fn append(path: &Path) -> std::fs::File {
     std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap()

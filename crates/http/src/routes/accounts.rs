@@ -9,7 +9,7 @@ use crate::dto::{
     IdempotencyKeyHeader, Page, TransferBody, parse_id,
 };
 use crate::engine_client::WriteContext;
-use crate::extract::{IdempotencyKey, JsonBody, PathId, Principal, QueryParams, RequestContext};
+use crate::extract::{JsonBody, PathId, Principal, QueryParams, Writer};
 use crate::problem::{self, ApiResult, Problem};
 use axum::extract::State;
 use axum::response::Response;
@@ -30,9 +30,7 @@ use utoipa::IntoParams;
     security(("bearer" = [])))]
 pub async fn create(
     State(app): State<App>,
-    principal: Principal,
-    ctx: RequestContext,
-    key: IdempotencyKey,
+    Writer { principal, ctx, key }: Writer,
     JsonBody(req): JsonBody<AccountRequest>,
 ) -> ApiResult<Response> {
     principal.require(&[Role::Operator])?;
@@ -52,9 +50,7 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn create_batch(
     State(app): State<App>,
-    principal: Principal,
-    ctx: RequestContext,
-    key: IdempotencyKey,
+    Writer { principal, ctx, key }: Writer,
     JsonBody(req): JsonBody<AccountBatchRequest>,
 ) -> ApiResult<Response> {
     principal.require(&[Role::Operator])?;

@@ -9,9 +9,7 @@ use crate::dto::{
     IdempotencyKeyHeader, KeyBody, KeyList, KeyRequest, OptionalIdempotencyKeyHeader, RotateRequest, parse_expiry,
 };
 use crate::engine_client::WriteContext;
-use crate::extract::{
-    IdempotencyKey, JsonBody, MaybeIdempotencyKey, OptionalJsonBody, PathId, Principal, RequestContext,
-};
+use crate::extract::{IdempotencyKey, JsonBody, MaybeIdempotencyKey, OptionalJsonBody, PathId, Principal, Writer};
 use crate::problem::{self, ApiResult, Problem};
 use crate::results::{Single, single};
 use axum::extract::State;
@@ -59,9 +57,7 @@ fn current(app: &App, id: u64) -> Option<KeyBody> {
     security(("bearer" = [])))]
 pub async fn create(
     State(app): State<App>,
-    principal: Principal,
-    ctx: RequestContext,
-    key: IdempotencyKey,
+    Writer { principal, ctx, key }: Writer,
     JsonBody(req): JsonBody<KeyRequest>,
 ) -> ApiResult<Response> {
     principal.require(&[Role::Admin])?;
@@ -156,9 +152,7 @@ pub const ROTATE_GRACE_DEFAULT: u64 = 3600;
     security(("bearer" = [])))]
 pub async fn rotate(
     State(app): State<App>,
-    principal: Principal,
-    ctx: RequestContext,
-    key: IdempotencyKey,
+    Writer { principal, ctx, key }: Writer,
     PathId(id): PathId,
     OptionalJsonBody(req): OptionalJsonBody<RotateRequest>,
 ) -> ApiResult<Response> {
@@ -212,9 +206,7 @@ pub async fn list(State(app): State<App>, principal: Principal) -> ApiResult<axu
     security(("bearer" = [])))]
 pub async fn revoke(
     State(app): State<App>,
-    principal: Principal,
-    ctx: RequestContext,
-    MaybeIdempotencyKey(key): MaybeIdempotencyKey,
+    Writer { principal, ctx, key: MaybeIdempotencyKey(key) }: Writer<MaybeIdempotencyKey>,
     PathId(id): PathId,
 ) -> ApiResult<Response> {
     principal.require(&[Role::Admin])?;

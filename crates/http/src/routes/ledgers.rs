@@ -6,7 +6,7 @@ use super::{page_limit, write_one};
 use crate::app::App;
 use crate::dto::{IdempotencyKeyHeader, LedgerBody, LedgerRequest, Page};
 use crate::engine_client::WriteContext;
-use crate::extract::{IdempotencyKey, JsonBody, Principal, QueryParams, RequestContext};
+use crate::extract::{JsonBody, Principal, QueryParams, Writer};
 use crate::problem::{self, ApiResult};
 use axum::extract::State;
 use axum::response::Response;
@@ -26,9 +26,7 @@ use utoipa::IntoParams;
     security(("bearer" = [])))]
 pub async fn create(
     State(app): State<App>,
-    principal: Principal,
-    ctx: RequestContext,
-    key: IdempotencyKey,
+    Writer { principal, ctx, key }: Writer,
     JsonBody(req): JsonBody<LedgerRequest>,
 ) -> ApiResult<Response> {
     principal.require(&[Role::Admin])?;
@@ -54,10 +52,7 @@ pub struct LedgerQuery {
     params(LedgerQuery),
     responses(
         (status = 200, description = "A page of ledgers", body = Page<LedgerBody>),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::ListProblems,
     ),
     security(("bearer" = [])))]
 pub async fn list(

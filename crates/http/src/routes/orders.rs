@@ -15,7 +15,7 @@ use crate::dto_orders::{
     ReviewRequest, pii_problem,
 };
 use crate::engine_client::WriteContext;
-use crate::extract::{IdempotencyKey, JsonBody, OptionalJsonBody, PathId, Principal, QueryParams, RequestContext};
+use crate::extract::{JsonBody, OptionalJsonBody, PathId, Principal, QueryParams, Writer};
 use crate::problem::{self, ApiResult, Problem};
 use crate::results::{Single, single};
 use axum::extract::State;
@@ -125,9 +125,7 @@ async fn lookup(app: &App, id: u128) -> ApiResult<Option<Order>> {
     security(("bearer" = [])))]
 pub async fn create(
     State(app): State<App>,
-    principal: Principal,
-    ctx: RequestContext,
-    key: IdempotencyKey,
+    Writer { principal, ctx, key }: Writer,
     JsonBody(req): JsonBody<OrderRequest>,
 ) -> ApiResult<Response> {
     principal.require(&[Role::Operator])?;
@@ -196,10 +194,7 @@ pub struct OrderQuery {
     params(OrderQuery),
     responses(
         (status = 200, description = "A page of orders; personal data masked for auditors", body = Page<OrderBody>),
-        (status = 400, response = problem::BadRequest),
-        (status = 401, response = problem::Unauthorized),
-        (status = 500, response = problem::InternalError),
-        (status = 503, response = problem::Unavailable),
+        problem::ListProblems,
     ),
     security(("bearer" = [])))]
 pub async fn list(
@@ -260,12 +255,9 @@ const MOVERS: &[Role] = &[Role::Operator];
 const REVIEWERS: &[Role] = &[Role::Operator, Role::Compliance];
 
 /// Applies one command to an order and answers with the order after it.
-#[allow(clippy::too_many_arguments)]
 async fn command(
     app: App,
-    principal: Principal,
-    ctx: RequestContext,
-    key: IdempotencyKey,
+    Writer { principal, ctx, key }: Writer,
     roles: &[Role],
     route: paths::Route,
     id: &str,
@@ -334,13 +326,11 @@ pub fn maker_checker_problem() -> Problem {
     security(("bearer" = [])))]
 pub async fn cancel(
     State(app): State<App>,
-    principal: Principal,
-    ctx: RequestContext,
-    key: IdempotencyKey,
+    w: Writer,
     PathId(id): PathId,
     OptionalJsonBody(req): OptionalJsonBody<CancelRequest>,
 ) -> ApiResult<Response> {
-    command(app, principal, ctx, key, MOVERS, paths::CANCEL_ORDER, &id, |id| req.to_command(id)).await
+    command(app, w, MOVERS, paths::CANCEL_ORDER, &id, |id| req.to_command(id)).await
 }
 
 /// Decide an order on hold (operator or compliance): approve or reject it.
@@ -355,13 +345,11 @@ pub async fn cancel(
     security(("bearer" = [])))]
 pub async fn review(
     State(app): State<App>,
-    principal: Principal,
-    ctx: RequestContext,
-    key: IdempotencyKey,
+    w: Writer,
     PathId(id): PathId,
     JsonBody(req): JsonBody<ReviewRequest>,
 ) -> ApiResult<Response> {
-    command(app, principal, ctx, key, REVIEWERS, paths::REVIEW_ORDER, &id, |id| req.to_command(id)).await
+    command(app, w, REVIEWERS, paths::REVIEW_ORDER, &id, |id| req.to_command(id)).await
 }
 
 /// Notify incoming funds (operator; what a bank integration calls). The
@@ -376,11 +364,9 @@ pub async fn review(
     security(("bearer" = [])))]
 pub async fn funds(
     State(app): State<App>,
-    principal: Principal,
-    ctx: RequestContext,
-    key: IdempotencyKey,
+    w: Writer,
     PathId(id): PathId,
     JsonBody(req): JsonBody<FundsRequest>,
 ) -> ApiResult<Response> {
-    command(app, principal, ctx, key, MOVERS, paths::ORDER_FUNDS_RECEIVED, &id, |id| req.to_command(id)).await
+    command(app, w, MOVERS, paths::ORDER_FUNDS_RECEIVED, &id, |id| req.to_command(id)).await
 }

@@ -8,7 +8,7 @@ use crate::dto::{
     BatchResult, Id, IdempotencyKeyHeader, TransferBatchRequest, TransferBody, TransferRequest, parse_id,
 };
 use crate::engine_client::WriteContext;
-use crate::extract::{IdempotencyKey, JsonBody, PathId, Principal, RequestContext};
+use crate::extract::{JsonBody, PathId, Principal, Writer};
 use crate::problem::{self, ApiResult, Problem};
 use axum::extract::State;
 use axum::response::Response;
@@ -34,9 +34,7 @@ fn check_scope(principal: &Principal, t: &Transfer) -> Result<(), Problem> {
     security(("bearer" = [])))]
 pub async fn create(
     State(app): State<App>,
-    principal: Principal,
-    ctx: RequestContext,
-    key: IdempotencyKey,
+    Writer { principal, ctx, key }: Writer,
     JsonBody(req): JsonBody<TransferRequest>,
 ) -> ApiResult<Response> {
     principal.require(&[Role::Operator])?;
@@ -56,9 +54,7 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn create_batch(
     State(app): State<App>,
-    principal: Principal,
-    ctx: RequestContext,
-    key: IdempotencyKey,
+    Writer { principal, ctx, key }: Writer,
     JsonBody(req): JsonBody<TransferBatchRequest>,
 ) -> ApiResult<Response> {
     principal.require(&[Role::Operator])?;

@@ -7,7 +7,7 @@ use crate::app::{App, WebhooksApi};
 use crate::dto::{OptionalIdempotencyKeyHeader, Page};
 use crate::dto_events::{kinds_mask, type_name};
 use crate::engine_client::WriteContext;
-use crate::extract::{JsonBody, MaybeIdempotencyKey, PathId, Principal, QueryParams, RequestContext};
+use crate::extract::{JsonBody, MaybeIdempotencyKey, PathId, Principal, QueryParams, Writer};
 use crate::problem::{self, ApiResult, Problem};
 use crate::webhooks::delivery::{decode_records, error_kind};
 use crate::webhooks::{DestinationError, SECRET_MAX, SECRET_MIN, Target, URL_MAX, generate_secret, secret_aad};
@@ -212,9 +212,7 @@ fn update_problem(code: u32, id: u64) -> Problem {
     security(("bearer" = [])))]
 pub async fn create(
     State(app): State<App>,
-    principal: Principal,
-    ctx: RequestContext,
-    MaybeIdempotencyKey(key): MaybeIdempotencyKey,
+    Writer { principal, ctx, key: MaybeIdempotencyKey(key) }: Writer<MaybeIdempotencyKey>,
     JsonBody(req): JsonBody<WebhookRequest>,
 ) -> ApiResult<Response> {
     principal.require(&[Role::Admin])?;
@@ -353,9 +351,7 @@ pub async fn get_one(
     security(("bearer" = [])))]
 pub async fn delete(
     State(app): State<App>,
-    principal: Principal,
-    ctx: RequestContext,
-    MaybeIdempotencyKey(key): MaybeIdempotencyKey,
+    Writer { principal, ctx, key: MaybeIdempotencyKey(key) }: Writer<MaybeIdempotencyKey>,
     PathId(id): PathId,
 ) -> ApiResult<Response> {
     principal.require(&[Role::Admin])?;
@@ -413,9 +409,7 @@ pub async fn dead_letters(
     security(("bearer" = [])))]
 pub async fn replay(
     State(app): State<App>,
-    principal: Principal,
-    ctx: RequestContext,
-    MaybeIdempotencyKey(key): MaybeIdempotencyKey,
+    Writer { principal, ctx, key: MaybeIdempotencyKey(key) }: Writer<MaybeIdempotencyKey>,
     PathId(id): PathId,
     JsonBody(req): JsonBody<ReplayRequest>,
 ) -> ApiResult<Response> {
