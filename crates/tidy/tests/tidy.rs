@@ -73,7 +73,7 @@ const LONG_FUNCTIONS: &[(&str, usize)] = &[
     ("crates/core/src/machine.rs::execute_inner", 97),
     ("crates/core/src/state/transfers.rs::create_new", 72),
     ("crates/core/src/state/transfers.rs::settle_pending", 98),
-    ("crates/http/src/routes/webhooks.rs::create", 95),
+    ("crates/http/src/routes/webhooks.rs::create", 93),
     ("crates/outbound/src/webhooks/delivery.rs::webhook", 71),
     ("crates/projection/src/apply.rs::add", 111),
     ("crates/projection/src/events.rs::decode_event", 74),
