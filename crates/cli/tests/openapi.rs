@@ -24,7 +24,7 @@ const ADMIN_KEY: &str = "openapi-test-admin-key-0123456789";
 /// Fixed, so a failure is reproducible with the same command.
 const SEED: &str = "20240611";
 /// Test cases per operation and phase, per run.
-const MAX_EXAMPLES: &str = "40";
+const EXAMPLES_MAX: &str = "40";
 
 /// The checks that mean "no 5xx" and "every response is as documented".
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,\
@@ -364,7 +364,7 @@ fn openapi_document_validates_and_the_server_conforms_to_it() {
         cmd.args(["run", &url])
             .args(["--header", &format!("Authorization: Bearer {key}")])
             .args(["--checks", CHECKS])
-            .args(["--seed", SEED, "--max-examples", MAX_EXAMPLES])
+            .args(["--seed", SEED, "--max-examples", EXAMPLES_MAX])
             .args(["--phases", "examples,coverage,fuzzing", "--workers", "1", "--request-timeout", "30"])
             .args(["--generation-database", "none", "--no-color"])
             .args(filter)

@@ -39,15 +39,15 @@ const TAG_LEN: usize = 16;
 const HEADER_LEN: usize = 1 + 4 + NONCE_LEN;
 const KEY_LEN: usize = 32;
 
-const MAX_NAME_LEN: usize = 128;
-const MAX_ACCOUNT_LEN: usize = 64;
+const NAME_LEN_MAX: usize = 128;
+const ACCOUNT_LEN_MAX: usize = 64;
 
 /// Largest possible plaintext: version byte, four length bytes, maximal fields.
-const MAX_PLAINTEXT_LEN: usize = 1 + 4 + MAX_NAME_LEN * 2 + 2 + MAX_ACCOUNT_LEN;
+const PLAINTEXT_LEN_MAX: usize = 1 + 4 + NAME_LEN_MAX * 2 + 2 + ACCOUNT_LEN_MAX;
 
 // The slot size is a contract with the core: prove at compile time that the
 // largest valid PII always fits.
-const _: () = assert!(HEADER_LEN + MAX_PLAINTEXT_LEN + TAG_LEN <= PII_SLOT);
+const _: () = assert!(HEADER_LEN + PLAINTEXT_LEN_MAX + TAG_LEN <= PII_SLOT);
 
 /// Why personal data could not be validated, encrypted, decrypted or keyed.
 /// No variant ever carries key material or plaintext field values.
@@ -115,7 +115,7 @@ impl OrderPii {
     /// also guarantees every length fits in a u8.
     pub fn encode(&self) -> Result<Vec<u8>, PiiError> {
         self.validate()?;
-        let mut out = Vec::with_capacity(MAX_PLAINTEXT_LEN);
+        let mut out = Vec::with_capacity(PLAINTEXT_LEN_MAX);
         out.push(PLAINTEXT_VERSION);
         for field in self.fields() {
             // validate() bounds every field to at most 128 bytes.
@@ -169,8 +169,8 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> PiiError {
 }
 
 fn validate_name(field: &'static str, value: &str) -> Result<(), PiiError> {
-    if value.is_empty() || value.len() > MAX_NAME_LEN {
-        return Err(invalid(field, format!("must be 1 to {MAX_NAME_LEN} bytes, got {}", value.len())));
+    if value.is_empty() || value.len() > NAME_LEN_MAX {
+        return Err(invalid(field, format!("must be 1 to {NAME_LEN_MAX} bytes, got {}", value.len())));
     }
     if value.chars().any(char::is_control) {
         return Err(invalid(field, "must not contain control characters"));
@@ -186,8 +186,8 @@ fn validate_country(field: &'static str, value: &str) -> Result<(), PiiError> {
 }
 
 fn validate_account(field: &'static str, value: &str) -> Result<(), PiiError> {
-    if value.is_empty() || value.len() > MAX_ACCOUNT_LEN {
-        return Err(invalid(field, format!("must be 1 to {MAX_ACCOUNT_LEN} bytes, got {}", value.len())));
+    if value.is_empty() || value.len() > ACCOUNT_LEN_MAX {
+        return Err(invalid(field, format!("must be 1 to {ACCOUNT_LEN_MAX} bytes, got {}", value.len())));
     }
     if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b' ' || b == b'-') {
         return Err(invalid(field, "may contain only letters, digits, spaces and hyphens"));

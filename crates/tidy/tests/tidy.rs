@@ -13,7 +13,8 @@
 //! 5. no function in a crate's `src/` is longer than 70 lines, except those
 //!    listed in `LONG_FUNCTIONS`, which may not grow (and leave the list
 //!    when short); tests may be longer, a scenario reads best in one piece;
-//! 6. no crate's top-level modules form a cycle.
+//! 6. no crate's top-level modules form a cycle;
+//! 7. limits are named `X_MAX`/`X_MIN`, never `MAX_X`.
 //!
 //! A rule that fails names the file and what to do.
 
@@ -265,6 +266,25 @@ fn batch_size_literals_live_in_limits_modules() {
         "batch-size literals outside a limits module (use the named limit):\n{}",
         problems.join("\n")
     );
+}
+
+#[test]
+fn limits_are_named_x_max() {
+    let mut problems = Vec::new();
+    for (_, dir) in crate_dirs() {
+        for file in rust_files(&dir) {
+            let text = fs::read_to_string(&file).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let code = line.trim_start();
+                let code = code.strip_prefix("pub(crate) ").or_else(|| code.strip_prefix("pub ")).unwrap_or(code);
+                let Some(name) = code.strip_prefix("const ").or_else(|| code.strip_prefix("static ")) else { continue };
+                if name.starts_with("MAX_") || name.starts_with("MIN_") {
+                    problems.push(format!("{}:{}: {}", relative(&file), n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "limits are named X_MAX / X_MIN, not MAX_X:\n{}", problems.join("\n"));
 }
 
 /// `fn name` at the start of a line (after visibility and qualifiers).
