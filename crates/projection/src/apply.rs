@@ -11,7 +11,6 @@ use std::io::Write as _;
 
 const NANOS_PER_DAY: u64 = 86_400_000_000_000;
 
-/// A signed amount kept as two u128 sums, so that no delta ever narrows.
 /// Why a batch could not be built or applied.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -28,6 +27,7 @@ pub enum ApplyError {
     Pg(#[from] postgres::Error),
 }
 
+/// A signed amount kept as two u128 sums, so that no delta ever narrows.
 #[derive(Default, Clone, Copy)]
 struct Signed {
     plus: u128,
@@ -134,15 +134,14 @@ impl Batch {
                 let day = e.timestamp / NANOS_PER_DAY;
                 let (debit, credit) = (t.debit_account_id, t.credit_account_id);
                 let seq = e.seq;
-                let mut both =
-                    |f: &mut dyn FnMut(&mut Daily, bool) -> Result<(), ApplyError>| -> Result<(), ApplyError> {
-                        let d = self.daily.entry((debit, day)).or_default();
-                        d.last_seq = seq;
-                        f(d, true)?;
-                        let c = self.daily.entry((credit, day)).or_default();
-                        c.last_seq = seq;
-                        f(c, false)
-                    };
+                let mut both = |f: &mut DailyUpdate<'_>| -> Result<(), ApplyError> {
+                    let d = self.daily.entry((debit, day)).or_default();
+                    d.last_seq = seq;
+                    f(d, true)?;
+                    let c = self.daily.entry((credit, day)).or_default();
+                    c.last_seq = seq;
+                    f(c, false)
+                };
                 match t.kind {
                     TransferKind::Single => both(&mut |d, is_debit| post(d, is_debit, t.amount))?,
                     TransferKind::Pending => both(&mut |d, is_debit| pending(d, is_debit, t.amount, true))?,
@@ -283,6 +282,9 @@ impl Batch {
         Ok(tx.commit()?)
     }
 }
+
+/// One side's change to a daily volume row (`true`: the debit side).
+type DailyUpdate<'a> = dyn FnMut(&mut Daily, bool) -> Result<(), ApplyError> + 'a;
 
 /// A PostgreSQL error with the server's message when there is one.
 pub fn pg_error(e: &postgres::Error) -> String {

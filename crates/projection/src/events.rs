@@ -251,38 +251,7 @@ fn decode_event(e: RawEvent) -> Result<Event, EventError> {
             timestamp: int(d.timestamp.as_deref(), "timestamp")?,
         }),
         t @ ("transfer.posted" | "transfer.pending" | "transfer.voided" | "transfer.expired") => {
-            let pending_id = int(d.pending_id.as_deref(), "pending_id")?;
-            let kind = match t {
-                "transfer.posted" if pending_id == 0 => TransferKind::Single,
-                "transfer.posted" => TransferKind::Post,
-                "transfer.pending" => TransferKind::Pending,
-                "transfer.voided" => TransferKind::Void,
-                _ => TransferKind::Expire,
-            };
-            let pending_amount = match kind {
-                TransferKind::Single | TransferKind::Pending => 0,
-                _ => int(
-                    Some(d.pending_amount.as_deref().ok_or(EventError::Missing { field: "pending_amount" })?),
-                    "pending_amount",
-                )?,
-            };
-            Body::Transfer(Transfer {
-                kind,
-                id: text_id(&d.id)?,
-                debit_account_id: int(d.debit_account_id.as_deref(), "debit_account_id")?,
-                credit_account_id: int(d.credit_account_id.as_deref(), "credit_account_id")?,
-                amount: int(d.amount.as_deref(), "amount")?,
-                pending_id,
-                pending_amount,
-                ledger: d.ledger.ok_or(without("transfer", "ledger"))?,
-                code: d.code.ok_or(without("transfer", "code"))?,
-                flags: d.flags,
-                timeout: d.timeout.unwrap_or(0),
-                user_data_128: int(d.user_data_128.as_deref(), "user_data_128")?,
-                user_data_64: int(d.user_data_64.as_deref(), "user_data_64")?,
-                user_data_32: d.user_data_32.unwrap_or(0),
-                timestamp: int(d.timestamp.as_deref(), "timestamp")?,
-            })
+            Body::Transfer(decode_transfer(t, d)?)
         }
         t if t.starts_with("order.") => Body::Order(Order {
             id: int(d.order_id.as_deref(), "order_id")?,
@@ -299,6 +268,42 @@ fn decode_event(e: RawEvent) -> Result<Event, EventError> {
         _ => Body::Other,
     };
     Ok(Event { seq: e.seq, timestamp, body })
+}
+
+/// A `transfer.*` event's data (the event type says which kind).
+fn decode_transfer(t: &str, d: RawData) -> Result<Transfer, EventError> {
+    let pending_id = int(d.pending_id.as_deref(), "pending_id")?;
+    let kind = match t {
+        "transfer.posted" if pending_id == 0 => TransferKind::Single,
+        "transfer.posted" => TransferKind::Post,
+        "transfer.pending" => TransferKind::Pending,
+        "transfer.voided" => TransferKind::Void,
+        _ => TransferKind::Expire,
+    };
+    let pending_amount = match kind {
+        TransferKind::Single | TransferKind::Pending => 0,
+        _ => int(
+            Some(d.pending_amount.as_deref().ok_or(EventError::Missing { field: "pending_amount" })?),
+            "pending_amount",
+        )?,
+    };
+    Ok(Transfer {
+        kind,
+        id: text_id(&d.id)?,
+        debit_account_id: int(d.debit_account_id.as_deref(), "debit_account_id")?,
+        credit_account_id: int(d.credit_account_id.as_deref(), "credit_account_id")?,
+        amount: int(d.amount.as_deref(), "amount")?,
+        pending_id,
+        pending_amount,
+        ledger: d.ledger.ok_or(without("transfer", "ledger"))?,
+        code: d.code.ok_or(without("transfer", "code"))?,
+        flags: d.flags,
+        timeout: d.timeout.unwrap_or(0),
+        user_data_128: int(d.user_data_128.as_deref(), "user_data_128")?,
+        user_data_64: int(d.user_data_64.as_deref(), "user_data_64")?,
+        user_data_32: d.user_data_32.unwrap_or(0),
+        timestamp: int(d.timestamp.as_deref(), "timestamp")?,
+    })
 }
 
 fn text_id(id: &Option<Id>) -> Result<u128, EventError> {

@@ -76,8 +76,7 @@ const LONG_FUNCTIONS: &[(&str, usize)] = &[
     ("crates/core/src/state/transfers.rs::settle_pending", 98),
     ("crates/http/src/routes/webhooks.rs::create", 93),
     ("crates/outbound/src/webhooks/delivery.rs::webhook", 71),
-    ("crates/projection/src/apply.rs::add", 111),
-    ("crates/projection/src/events.rs::decode_event", 74),
+    ("crates/projection/src/apply.rs::add", 110),
     ("crates/server/src/engine.rs::apply_committed", 81),
     ("crates/server/src/node.rs::start_with", 112),
 ];
