@@ -29,10 +29,11 @@ pub enum BootstrapError {
     SnapshotStore(#[source] LogError),
     #[error("listing local snapshots: {0}")]
     ListSnapshots(#[source] LogError),
-    /// Connecting, opening the log stream or reading the object store
-    /// (those modules still report text).
+    /// Connecting or reading the object store (those modules still report text).
     #[error("{0}")]
     Cluster(String),
+    #[error(transparent)]
+    Stream(#[from] crate::log_stream::StreamError),
     #[error(
         "the cluster's log starts at position {first} (older entries were purged) and the object store holds \
          no snapshot to start from: this replica cannot be rebuilt until one is uploaded"
@@ -100,7 +101,7 @@ async fn download_newest(config: &ClusterConfig, data_dir: &Path) -> Result<Opti
     tracing::info!(data_dir = %data_dir.display(), "the data directory is empty: bootstrapping from the cluster");
     let client = connect(config).await.map_err(BootstrapError::Cluster)?;
     let js = jetstream::new(client);
-    let state = log_stream::ensure_stream(&js, config).await.map_err(BootstrapError::Cluster)?.state;
+    let state = log_stream::ensure_stream(&js, config).await?.state;
     let objects = config.snapshot_objects();
     let Some(position) = snapshot_objects::newest(&js, &objects).await.map_err(BootstrapError::Cluster)? else {
         return no_snapshot(state.first_sequence, state.messages);

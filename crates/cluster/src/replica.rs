@@ -73,7 +73,7 @@ impl JetStreamReplicator {
     ) -> Result<ReplicaLink, String> {
         let client = connect(&self.config).await?;
         let js = jetstream::new(client.clone());
-        let state = log_stream::ensure_stream(&js, &self.config).await?.state;
+        let state = log_stream::ensure_stream(&js, &self.config).await.map_err(|e| e.to_string())?.state;
         check_position(after, state.first_sequence, state.last_sequence, state.messages)?;
         let node = self.config.node_id.to_string();
         let (proposals, queued) = mpsc::channel(PROPOSALS_QUEUED);
