@@ -29,7 +29,9 @@ pub enum BootstrapError {
     SnapshotStore(#[source] LogError),
     #[error("listing local snapshots: {0}")]
     ListSnapshots(#[source] LogError),
-    /// Connecting or reading the object store (those modules still report text).
+    #[error(transparent)]
+    Connect(#[from] crate::replica::ConnectError),
+    /// Reading the object store (that module still reports text).
     #[error("{0}")]
     Cluster(String),
     #[error(transparent)]
@@ -99,7 +101,7 @@ fn local_state(data_dir: &Path) -> Result<Local, BootstrapError> {
 /// there is none (then the log must still start at position 1).
 async fn download_newest(config: &ClusterConfig, data_dir: &Path) -> Result<Option<u64>, BootstrapError> {
     tracing::info!(data_dir = %data_dir.display(), "the data directory is empty: bootstrapping from the cluster");
-    let client = connect(config).await.map_err(BootstrapError::Cluster)?;
+    let client = connect(config).await?;
     let js = jetstream::new(client);
     let state = log_stream::ensure_stream(&js, config).await?.state;
     let objects = config.snapshot_objects();

@@ -71,10 +71,10 @@ impl JetStreamReplicator {
         after: u64,
         engine: mpsc::Sender<EngineMsg>,
     ) -> Result<ReplicaLink, String> {
-        let client = connect(&self.config).await?;
+        let client = connect(&self.config).await.map_err(|e| e.to_string())?;
         let js = jetstream::new(client.clone());
         let state = log_stream::ensure_stream(&js, &self.config).await.map_err(|e| e.to_string())?.state;
-        check_position(after, state.first_sequence, state.last_sequence, state.messages)?;
+        check_position(after, state.first_sequence, state.last_sequence, state.messages).map_err(|e| e.to_string())?;
         let node = self.config.node_id.to_string();
         let (proposals, queued) = mpsc::channel(PROPOSALS_QUEUED);
         let config = self.config.clone();
@@ -208,10 +208,45 @@ impl Replicator for JetStreamReplicator {
     }
 }
 
+/// Connecting to the cluster's NATS servers failed, or they cannot serve it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The connection itself (credentials, TLS, reachability).
+    #[error(transparent)]
+    Nats(#[from] bursar_nats::NatsError),
+    #[error(
+        "the NATS servers allow messages of {found} bytes; cluster mode needs max_payload of at least \
+         {MAX_PAYLOAD_MIN} (set `max_payload: 8MB` in every server's configuration)"
+    )]
+    SmallPayload { found: usize },
+    #[error(
+        "the NATS server is version {version}; cluster mode needs {}.{} or newer (2.9 servers were seen to \
+         order a clustered stream differently on different nodes)",
+        MIN_SERVER_VERSION.0,
+        MIN_SERVER_VERSION.1
+    )]
+    OldServer { version: String },
+}
+
+/// This replica's state cannot continue the cluster's log.
+#[derive(Debug, thiserror::Error)]
+pub enum PositionError {
+    #[error(
+        "this replica's state is at position {after} but the cluster's log ends at {last}: \
+         the data directory belongs to another cluster, or the log was lost"
+    )]
+    AheadOfLog { after: u64, last: u64 },
+    #[error(
+        "the cluster's log starts at position {first} but this replica's state is at {after}: \
+         the entries between were purged; start with an empty data directory to bootstrap from a snapshot"
+    )]
+    Purged { after: u64, first: u64 },
+}
+
 /// Connects to any of the cluster's servers and checks they accept entries
 /// as large as the engine proposes. Credentials, TLS and client
 /// certificates come from `config.nats`; a refusal says which was wrong.
-pub async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, String> {
+pub async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, ConnectError> {
     let node_id = config.node_id;
     let client = config
         .nats
@@ -223,13 +258,11 @@ pub async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, Strin
                 // the default minutes, so the replica moves to another one.
                 .ping_interval(std::time::Duration::from_secs(1))
         })
-        .await?;
+        .await
+        .map_err(ConnectError::Nats)?;
     let max_payload = client.server_info().max_payload;
     if max_payload < MAX_PAYLOAD_MIN {
-        return Err(format!(
-            "the NATS servers allow messages of {max_payload} bytes; cluster mode needs max_payload of at least \
-             {MAX_PAYLOAD_MIN} (set `max_payload: 8MB` in every server's configuration)"
-        ));
+        return Err(ConnectError::SmallPayload { found: max_payload });
     }
     check_server_version(&client.server_info().version)?;
     Ok(client)
@@ -239,32 +272,22 @@ pub async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, Strin
 /// cluster stored two concurrently published messages in different orders
 /// on different stream replicas, so consumers on different nodes saw
 /// different logs (caught by the divergence guard in a chaos soak).
-fn check_server_version(version: &str) -> Result<(), String> {
+fn check_server_version(version: &str) -> Result<(), ConnectError> {
     let mut parts = version.trim_start_matches('v').split(['.', '-']).map(|p| p.parse::<u64>().unwrap_or(0));
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     if (major, minor) < MIN_SERVER_VERSION {
-        return Err(format!(
-            "the NATS server is version {version}; cluster mode needs {}.{} or newer (2.9 servers were seen to \
-             order a clustered stream differently on different nodes)",
-            MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1
-        ));
+        return Err(ConnectError::OldServer { version: version.to_string() });
     }
     Ok(())
 }
 
 /// Refuses to join a log this replica's state cannot continue from.
-fn check_position(after: u64, first: u64, last: u64, messages: u64) -> Result<(), String> {
+fn check_position(after: u64, first: u64, last: u64, messages: u64) -> Result<(), PositionError> {
     if last < after {
-        return Err(format!(
-            "this replica's state is at position {after} but the cluster's log ends at {last}: \
-             the data directory belongs to another cluster, or the log was lost"
-        ));
+        return Err(PositionError::AheadOfLog { after, last });
     }
     if messages > 0 && first > after + 1 {
-        return Err(format!(
-            "the cluster's log starts at position {first} but this replica's state is at {after}: \
-             the entries between were purged; start with an empty data directory to bootstrap from a snapshot"
-        ));
+        return Err(PositionError::Purged { after, first });
     }
     Ok(())
 }
@@ -291,8 +314,8 @@ mod tests {
         assert!(check_position(0, 1, 10, 10).is_ok());
         assert!(check_position(5, 1, 10, 10).is_ok());
         assert!(check_position(10, 1, 10, 10).is_ok());
-        assert!(check_position(11, 1, 10, 10).unwrap_err().contains("another cluster"));
-        assert!(check_position(4, 6, 10, 5).unwrap_err().contains("purged"));
+        assert!(check_position(11, 1, 10, 10).unwrap_err().to_string().contains("another cluster"));
+        assert!(check_position(4, 6, 10, 5).unwrap_err().to_string().contains("purged"));
         assert!(check_position(5, 6, 10, 5).is_ok());
     }
 }
