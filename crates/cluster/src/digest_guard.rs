@@ -124,6 +124,13 @@ fn earliest<'a>(records: impl Iterator<Item = &'a Record>) -> Option<&'a Record>
     records.min_by(|a, b| (a.revision, &a.node).cmp(&(b.revision, &b.node)))
 }
 
+/// A node id that cannot be a key token of the digest bucket.
+#[derive(Debug, thiserror::Error)]
+#[error("node id {node_id:?} must be non-empty, of letters, digits and -/_=")]
+pub struct BadNodeId {
+    pub node_id: String,
+}
+
 /// Spawns the guard on the current tokio runtime. It records every
 /// `(position, digest)` received on `digests` and reports at most one
 /// [`Divergence`] (the caller logs it and exits). It ends after a report,
@@ -135,10 +142,10 @@ pub fn run(
     config: DigestGuardConfig,
     keys: ClusterKeys,
     digests: mpsc::Receiver<(u64, [u8; 32])>,
-) -> Result<oneshot::Receiver<Divergence>, String> {
+) -> Result<oneshot::Receiver<Divergence>, BadNodeId> {
     let valid = |c: char| c.is_ascii_alphanumeric() || "-/_=".contains(c);
     if node_id.is_empty() || !node_id.chars().all(valid) {
-        return Err(format!("node id {node_id:?} must be non-empty, of letters, digits and -/_="));
+        return Err(BadNodeId { node_id });
     }
     let (report, receiver) = oneshot::channel();
     tokio::spawn(guard(js, node_id, config, keys, digests, report));

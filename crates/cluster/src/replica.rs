@@ -82,7 +82,7 @@ impl JetStreamReplicator {
         runtime.spawn(log_stream::follow(js.clone(), config.clone(), after, engine));
         self.follow_lease(js.clone(), node.clone());
         let snapshot_written = self.snapshot_sharer(runtime, js.clone());
-        let checkpoints = guard_divergence(js, node, &config)?;
+        let checkpoints = guard_divergence(js, node, &config).map_err(|e| e.to_string())?;
         self.connected.send_replace(Some(client));
         tracing::info!(
             node = self.config.node_id,
@@ -176,10 +176,19 @@ async fn purge_log_through(js: &jetstream::Context, config: &ClusterConfig, posi
     Ok(())
 }
 
+/// Starting the divergence guard or the digest thread failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error(transparent)]
+    NodeId(#[from] digest_guard::BadNodeId),
+    #[error("starting the digest thread: {0}")]
+    DigestThread(#[source] std::io::Error),
+}
+
 /// Starts the divergence guard and the digest thread feeding it; returns
 /// where the engine sends its checkpoint views. A divergence stops the
 /// process: this replica's state differs from the others' at a position.
-fn guard_divergence(js: jetstream::Context, node: String, config: &ClusterConfig) -> Result<Checkpoints, String> {
+fn guard_divergence(js: jetstream::Context, node: String, config: &ClusterConfig) -> Result<Checkpoints, GuardError> {
     let (digests_tx, digests) = mpsc::channel(checkpoints::QUEUED_MAX);
     let guard_config = DigestGuardConfig { replicas: config.replicas, ..Default::default() };
     let divergence = digest_guard::run(js, node, guard_config, config.keys.clone(), digests)?;
@@ -191,7 +200,7 @@ fn guard_divergence(js: jetstream::Context, node: String, config: &ClusterConfig
         }
     });
     let (views, views_rx) = std::sync::mpsc::sync_channel(checkpoints::QUEUED_MAX);
-    checkpoints::spawn(views_rx, digests_tx).map_err(|e| format!("starting the digest thread: {e}"))?;
+    checkpoints::spawn(views_rx, digests_tx).map_err(GuardError::DigestThread)?;
     Ok(Checkpoints { every: config.checkpoint_every, views })
 }
 
