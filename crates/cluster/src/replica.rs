@@ -156,22 +156,30 @@ async fn share_snapshot(
     metrics::counter!("bursar_cluster_snapshot_uploads_total").increment(1);
     metrics::gauge!("bursar_cluster_snapshot_uploaded_position").set(position as f64);
     match snapshot_objects::prune(js, &objects, SNAPSHOT_OBJECTS_KEPT).await? {
-        Some(oldest) => purge_log_through(js, config, oldest).await,
+        Some(oldest) => purge_log_through(js, config, oldest).await.map_err(|e| e.to_string()),
         None => Ok(()),
     }
 }
 
+/// Purging the log up to a shared snapshot failed (logged; the next snapshot retries).
+#[derive(Debug, thiserror::Error)]
+pub enum PurgeError {
+    #[error("purging the log through {position}: {source}")]
+    Open { position: u64, source: jetstream::context::GetStreamError },
+    #[error("purging the log through {position}: {source}")]
+    Purge { position: u64, source: jetstream::stream::PurgeError },
+    #[error("purging the log through {position}: not done within {PURGE_TIMEOUT:?}")]
+    TimedOut { position: u64 },
+}
+
 /// Removes the log entries at positions up to and including `position`.
-async fn purge_log_through(js: &jetstream::Context, config: &ClusterConfig, position: u64) -> Result<(), String> {
+async fn purge_log_through(js: &jetstream::Context, config: &ClusterConfig, position: u64) -> Result<(), PurgeError> {
     let purge = async {
-        let stream = js.get_stream(&config.stream).await.map_err(|e| e.to_string())?;
+        let stream = js.get_stream(&config.stream).await.map_err(|source| PurgeError::Open { position, source })?;
         // JetStream purges the messages below the given sequence.
-        stream.purge().sequence(position + 1).await.map_err(|e| e.to_string())
+        stream.purge().sequence(position + 1).await.map_err(|source| PurgeError::Purge { position, source })
     };
-    let purged = tokio::time::timeout(PURGE_TIMEOUT, purge)
-        .await
-        .map_err(|_| format!("purging the log through {position}: not done within {PURGE_TIMEOUT:?}"))?
-        .map_err(|e| format!("purging the log through {position}: {e}"))?;
+    let purged = tokio::time::timeout(PURGE_TIMEOUT, purge).await.map_err(|_| PurgeError::TimedOut { position })??;
     tracing::info!(through = position, purged = purged.purged, "log purged up to the oldest kept snapshot");
     Ok(())
 }
