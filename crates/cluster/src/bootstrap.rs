@@ -13,9 +13,39 @@ use crate::log_stream;
 use crate::replica::connect;
 use crate::snapshot_objects;
 use async_nats::jetstream;
+use bursar_log::LogError;
 use bursar_log::{FileLog, FileLogOptions, SnapshotStore};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// Bootstrapping an empty data directory failed; names the step and its facts.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("starting a runtime for the bootstrap: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("reading the local log in {}: {source}", dir.display())]
+    ReadLog { dir: PathBuf, source: LogError },
+    #[error("{0}")]
+    SnapshotStore(#[source] LogError),
+    #[error("listing local snapshots: {0}")]
+    ListSnapshots(#[source] LogError),
+    #[error(transparent)]
+    Connect(#[from] crate::replica::ConnectError),
+    /// Reading the object store (that module still reports text).
+    #[error("{0}")]
+    Cluster(String),
+    #[error(transparent)]
+    Stream(#[from] crate::log_stream::StreamError),
+    #[error(
+        "the cluster's log starts at position {first} (older entries were purged) and the object store holds \
+         no snapshot to start from: this replica cannot be rebuilt until one is uploaded"
+    )]
+    NoSnapshot { first: u64 },
+    #[error("reading the snapshot at {position}: {source}")]
+    ReadSnapshot { position: u64, source: LogError },
+    #[error("seeding the local log after position {position}: {source}")]
+    Seed { position: u64, source: LogError },
+}
 
 /// What the data directory holds, as far as bootstrapping cares.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,15 +63,13 @@ enum Local {
 /// cluster's newest snapshot; returns that snapshot's position (`None`:
 /// nothing to do, or no snapshot and the log is whole from position 1).
 /// Fails if the log's start was purged and no snapshot covers it.
-pub fn bootstrap_if_empty(config: &ClusterConfig, data_dir: &Path) -> Result<Option<u64>, String> {
+pub fn bootstrap_if_empty(config: &ClusterConfig, data_dir: &Path) -> Result<Option<u64>, BootstrapError> {
     let position = match local_state(data_dir)? {
         Local::Started => return Ok(None),
         Local::SnapshotOnly(position) => position,
         Local::Empty => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("starting a runtime for the bootstrap: {e}"))?;
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(BootstrapError::Runtime)?;
             match runtime.block_on(download_newest(config, data_dir))? {
                 Some(position) => position,
                 None => return Ok(None),
@@ -52,36 +80,38 @@ pub fn bootstrap_if_empty(config: &ClusterConfig, data_dir: &Path) -> Result<Opt
     Ok(Some(position))
 }
 
-fn local_state(data_dir: &Path) -> Result<Local, String> {
+fn local_state(data_dir: &Path) -> Result<Local, BootstrapError> {
     if !data_dir.is_dir() {
         return Ok(Local::Empty);
     }
     if data_dir.join(bursar_log::file_log::LOG_DIR).is_dir() {
         let (log, open) = FileLog::open_read_only(FileLogOptions::new(data_dir))
-            .map_err(|e| format!("reading the local log in {}: {e}", data_dir.display()))?;
+            .map_err(|source| BootstrapError::ReadLog { dir: data_dir.to_path_buf(), source })?;
         drop(log);
         if open.last_position > 0 {
             return Ok(Local::Started);
         }
     }
-    let store = SnapshotStore::open_read_only(data_dir).map_err(|e| e.to_string())?;
-    let snapshots = store.list().map_err(|e| format!("listing local snapshots: {e}"))?;
+    let store = SnapshotStore::open_read_only(data_dir).map_err(BootstrapError::SnapshotStore)?;
+    let snapshots = store.list().map_err(BootstrapError::ListSnapshots)?;
     Ok(snapshots.last().map_or(Local::Empty, |p| Local::SnapshotOnly(*p)))
 }
 
 /// Downloads the newest snapshot object into the data dir's store, unless
 /// there is none (then the log must still start at position 1).
-async fn download_newest(config: &ClusterConfig, data_dir: &Path) -> Result<Option<u64>, String> {
+async fn download_newest(config: &ClusterConfig, data_dir: &Path) -> Result<Option<u64>, BootstrapError> {
     tracing::info!(data_dir = %data_dir.display(), "the data directory is empty: bootstrapping from the cluster");
     let client = connect(config).await?;
     let js = jetstream::new(client);
     let state = log_stream::ensure_stream(&js, config).await?.state;
     let objects = config.snapshot_objects();
-    let Some(position) = snapshot_objects::newest(&js, &objects).await? else {
+    let Some(position) = snapshot_objects::newest(&js, &objects).await.map_err(BootstrapError::Cluster)? else {
         return no_snapshot(state.first_sequence, state.messages);
     };
     let started = Instant::now();
-    snapshot_objects::download(&js, &objects, &config.keys, position, data_dir).await?;
+    snapshot_objects::download(&js, &objects, &config.keys, position, data_dir)
+        .await
+        .map_err(BootstrapError::Cluster)?;
     let ms = started.elapsed().as_millis() as u64;
     tracing::info!(position, ms, log_first = state.first_sequence, "bootstrapped from the cluster's snapshot");
     Ok(Some(position))
@@ -89,23 +119,20 @@ async fn download_newest(config: &ClusterConfig, data_dir: &Path) -> Result<Opti
 
 /// Without a snapshot a new replica replays the whole log, which it can
 /// only if nothing was purged from it.
-fn no_snapshot(first: u64, messages: u64) -> Result<Option<u64>, String> {
+fn no_snapshot(first: u64, messages: u64) -> Result<Option<u64>, BootstrapError> {
     if messages > 0 && first > 1 {
-        return Err(format!(
-            "the cluster's log starts at position {first} (older entries were purged) and the object store holds \
-             no snapshot to start from: this replica cannot be rebuilt until one is uploaded"
-        ));
+        return Err(BootstrapError::NoSnapshot { first });
     }
     Ok(None)
 }
 
 /// Seeds the empty local log to continue after the snapshot at `position`.
-fn seed_log(data_dir: &Path, position: u64) -> Result<(), String> {
-    let store = SnapshotStore::open_read_only(data_dir).map_err(|e| e.to_string())?;
-    let chain = store.load(position).map_err(|e| format!("reading the snapshot at {position}: {e}"))?.chain;
+fn seed_log(data_dir: &Path, position: u64) -> Result<(), BootstrapError> {
+    let store = SnapshotStore::open_read_only(data_dir).map_err(BootstrapError::SnapshotStore)?;
+    let chain = store.load(position).map_err(|source| BootstrapError::ReadSnapshot { position, source })?.chain;
     let (log, _) = FileLog::open_after(FileLogOptions::new(data_dir), position, chain)
-        .map_err(|e| format!("seeding the local log after position {position}: {e}"))?;
-    log.close().map_err(|e| format!("seeding the local log after position {position}: {e}"))?;
+        .map_err(|source| BootstrapError::Seed { position, source })?;
+    log.close().map_err(|source| BootstrapError::Seed { position, source })?;
     Ok(())
 }
 
@@ -115,10 +142,12 @@ mod tests {
 
     #[test]
     fn only_a_log_purged_without_a_snapshot_is_refused() {
-        assert_eq!(no_snapshot(0, 0), Ok(None));
-        assert_eq!(no_snapshot(1, 10), Ok(None));
-        assert_eq!(no_snapshot(11, 0), Ok(None), "an emptied log holds nothing to replay");
-        assert!(no_snapshot(11, 5).unwrap_err().contains("no snapshot"));
+        assert_eq!(no_snapshot(0, 0).unwrap(), None);
+        assert_eq!(no_snapshot(1, 10).unwrap(), None);
+        assert_eq!(no_snapshot(11, 0).unwrap(), None, "an emptied log holds nothing to replay");
+        let refused = no_snapshot(11, 5).unwrap_err();
+        assert!(matches!(refused, BootstrapError::NoSnapshot { first: 11 }));
+        assert!(refused.to_string().contains("no snapshot"));
     }
 
     #[test]

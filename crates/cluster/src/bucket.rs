@@ -3,20 +3,37 @@
 use async_nats::jetstream::{self, kv, stream};
 use std::time::Duration;
 
+/// Opening a KV bucket failed; names the bucket and the step.
+#[derive(Debug, thiserror::Error)]
+pub enum BucketError {
+    #[error("creating bucket {bucket}: {source}")]
+    Create { bucket: String, source: jetstream::context::CreateStreamError },
+    #[error("opening bucket {bucket}: {source}")]
+    Open { bucket: String, source: jetstream::context::KeyValueError },
+    #[error("opening bucket {bucket}: timed out")]
+    TimedOut { bucket: String },
+}
+
 /// Opens bucket `config.bucket` (its name, history, max_age and replicas
 /// are used), creating it when it does not exist yet; bounded by `limit`.
 /// An existing bucket is used as it is: callers check what they depend on.
-pub(crate) async fn open(js: &jetstream::Context, config: kv::Config, limit: Duration) -> Result<kv::Store, String> {
+pub(crate) async fn open(
+    js: &jetstream::Context,
+    config: kv::Config,
+    limit: Duration,
+) -> Result<kv::Store, BucketError> {
     let name = config.bucket.clone();
     let attempt = async {
         if let Ok(store) = js.get_key_value(&name).await {
             return Ok(store);
         }
         // Several replicas may race here; the server accepts an identical create.
-        js.create_stream(stream_config(&config)).await.map_err(|e| format!("creating bucket {name}: {e}"))?;
-        js.get_key_value(&name).await.map_err(|e| format!("opening bucket {name}: {e}"))
+        js.create_stream(stream_config(&config))
+            .await
+            .map_err(|source| BucketError::Create { bucket: name.clone(), source })?;
+        js.get_key_value(&name).await.map_err(|source| BucketError::Open { bucket: name.clone(), source })
     };
-    tokio::time::timeout(limit, attempt).await.map_err(|_| format!("opening bucket {name}: timed out"))?
+    tokio::time::timeout(limit, attempt).await.map_err(|_| BucketError::TimedOut { bucket: name.clone() })?
 }
 
 /// The stream behind a KV bucket, as the KV convention lays it out. Made by

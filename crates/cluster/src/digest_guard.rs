@@ -17,7 +17,7 @@
 //! ignored and counted, so it can neither stop a replica nor outvote one.
 //!
 //! Memory is bounded: only the latest `keep_positions` positions of our own
-//! digests are judged, with at most [`MAX_NODES`] digests each. Others'
+//! digests are judged, with at most [`NODES_MAX`] digests each. Others'
 //! digests for positions we have not reached are not kept: when we record
 //! a position, we read what the others already recorded for it.
 
@@ -32,7 +32,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most digests kept per position (a cluster has a handful of replicas).
-pub const MAX_NODES: usize = 64;
+pub const NODES_MAX: usize = 64;
 /// Attempts at reading the others' digests at a position we recorded.
 const FETCH_ATTEMPTS: usize = 3;
 
@@ -124,6 +124,13 @@ fn earliest<'a>(records: impl Iterator<Item = &'a Record>) -> Option<&'a Record>
     records.min_by(|a, b| (a.revision, &a.node).cmp(&(b.revision, &b.node)))
 }
 
+/// A node id that cannot be a key token of the digest bucket.
+#[derive(Debug, thiserror::Error)]
+#[error("node id {node_id:?} must be non-empty, of letters, digits and -/_=")]
+pub struct BadNodeId {
+    pub node_id: String,
+}
+
 /// Spawns the guard on the current tokio runtime. It records every
 /// `(position, digest)` received on `digests` and reports at most one
 /// [`Divergence`] (the caller logs it and exits). It ends after a report,
@@ -135,10 +142,10 @@ pub fn run(
     config: DigestGuardConfig,
     keys: ClusterKeys,
     digests: mpsc::Receiver<(u64, [u8; 32])>,
-) -> Result<oneshot::Receiver<Divergence>, String> {
+) -> Result<oneshot::Receiver<Divergence>, BadNodeId> {
     let valid = |c: char| c.is_ascii_alphanumeric() || "-/_=".contains(c);
     if node_id.is_empty() || !node_id.chars().all(valid) {
-        return Err(format!("node id {node_id:?} must be non-empty, of letters, digits and -/_="));
+        return Err(BadNodeId { node_id });
     }
     let (report, receiver) = oneshot::channel();
     tokio::spawn(guard(js, node_id, config, keys, digests, report));
@@ -292,7 +299,7 @@ impl Guard {
             let entry = entry?;
             let last = entry.delta == 0;
             entries.push(entry);
-            if last || entries.len() >= MAX_NODES {
+            if last || entries.len() >= NODES_MAX {
                 break;
             }
         }
@@ -326,7 +333,7 @@ impl Guard {
                 return None;
             }
         };
-        if records.len() >= MAX_NODES && !records.contains_key(node) {
+        if records.len() >= NODES_MAX && !records.contains_key(node) {
             return None;
         }
         records.insert(node.to_string(), (entry.revision, digest));

@@ -190,7 +190,11 @@ impl Lease {
                 num_replicas: self.config.replicas,
                 ..Default::default()
             };
-            match crate::bucket::open(&self.js, config, self.config.ttl).await.and_then(|kv| self.check(kv)) {
+            match crate::bucket::open(&self.js, config, self.config.ttl)
+                .await
+                .map_err(LeaseError::from)
+                .and_then(|kv| self.check(kv))
+            {
                 Ok(kv) => self.kv = Some(kv),
                 Err(e) => tracing::warn!(node = %self.node_id, error = %e, "lease bucket unavailable"),
             }
@@ -199,13 +203,10 @@ impl Lease {
     }
 
     /// The safety argument needs the key to live at least one TTL.
-    fn check(&self, kv: kv::Store) -> Result<kv::Store, String> {
+    fn check(&self, kv: kv::Store) -> Result<kv::Store, LeaseError> {
         let max_age = kv.stream.cached_info().config.max_age;
         if max_age < self.config.ttl {
-            return Err(format!(
-                "bucket {} has max_age {max_age:?} (0 = never), the lease needs at least the TTL {:?}",
-                self.config.bucket, self.config.ttl
-            ));
+            return Err(LeaseError::ShortMaxAge { bucket: self.config.bucket.clone(), max_age, ttl: self.config.ttl });
         }
         Ok(kv)
     }
@@ -222,10 +223,10 @@ impl Lease {
     }
 
     /// Writes the key if it is free: `Some(revision)` if we did.
-    async fn create(&self, kv: &kv::Store) -> Result<Option<u64>, String> {
+    async fn create(&self, kv: &kv::Store) -> Result<Option<u64>, LeaseError> {
         // The stream's end first, then the key: the key read is at least as new.
-        let end = kv.stream.get_info().await.map_err(|e| format!("reading the lease stream: {e}"))?.state.last_sequence;
-        let key_end = match kv.entry(KEY).await.map_err(|e| format!("reading the lease: {e}"))? {
+        let end = kv.stream.get_info().await.map_err(LeaseError::ReadStream)?.state.last_sequence;
+        let key_end = match kv.entry(KEY).await.map_err(LeaseError::Read)? {
             None => 0,
             Some(entry) if entry.operation == kv::Operation::Put => {
                 let holder = String::from_utf8_lossy(&entry.value);
@@ -239,7 +240,7 @@ impl Lease {
         match self.write(kv, Write::Hold, end, key_end).await {
             Ok(revision) => Ok(Some(revision)),
             Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(None),
-            Err(e) => Err(format!("writing the lease: {e}")),
+            Err(e) => Err(LeaseError::Write(e)),
         }
     }
 
@@ -332,4 +333,18 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
+}
+/// A step of holding the lease failed (logged; the loop retries).
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error(transparent)]
+    Bucket(#[from] crate::bucket::BucketError),
+    #[error("bucket {bucket} has max_age {max_age:?} (0 = never), the lease needs at least the TTL {ttl:?}")]
+    ShortMaxAge { bucket: String, max_age: Duration, ttl: Duration },
+    #[error("reading the lease stream: {0}")]
+    ReadStream(#[source] async_nats::jetstream::stream::InfoError),
+    #[error("reading the lease: {0}")]
+    Read(#[source] kv::EntryError),
+    #[error("writing the lease: {0}")]
+    Write(#[source] PublishError),
 }

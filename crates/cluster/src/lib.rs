@@ -17,7 +17,8 @@ pub mod snapshot_objects;
 use bursar_nats::{NatsEndpoint, NatsSecurity};
 use std::time::Duration;
 
-pub use bootstrap::bootstrap_if_empty;
+pub use bootstrap::{BootstrapError, bootstrap_if_empty};
+pub use bucket::BucketError;
 pub use cluster_key::{ClusterKeys, KeyError};
 pub use replica::{ClusterHandle, JetStreamReplicator};
 

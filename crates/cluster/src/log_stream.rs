@@ -32,9 +32,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Largest entry the engine may propose. The servers' `max_payload` must be
-/// at least [`MAX_PAYLOAD_MIN`]: a binary-protocol batch alone is 1 MiB.
+/// at least [`PAYLOAD_MAX_MIN`]: a binary-protocol batch alone is 1 MiB.
 pub const ENTRY_BYTES_MAX: usize = 7 << 20;
-pub const MAX_PAYLOAD_MIN: usize = 8 << 20;
+pub const PAYLOAD_MAX_MIN: usize = 8 << 20;
 /// Proposals published and not yet acknowledged, at most.
 const PUBLISHES_IN_FLIGHT: usize = 64;
 /// Silence after which the follower checks whether its consumer is stuck.
@@ -50,22 +50,63 @@ const PULL_BATCH: i64 = 32;
 /// but never delivered.
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
 
+/// Opening or checking the log stream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("opening the log stream {stream}: {source}")]
+    Open { stream: String, source: jetstream::context::CreateStreamError },
+    #[error("reading the log stream {stream}: {source}")]
+    Read { stream: String, source: jetstream::stream::InfoError },
+    #[error("{last} (retried for {retried:?})")]
+    GaveUp { last: Box<StreamError>, retried: Duration },
+    #[error("stream {stream} has subjects {found:?}, not [{expected:?}]: it is not this cluster's log")]
+    NotOurs { stream: String, found: Vec<String>, expected: String },
+    #[error(
+        "stream {stream}'s duplicate window ({window:?}) must be at least twice the proposal deadline ({deadline:?})"
+    )]
+    ShortDuplicateWindow { stream: String, window: Duration, deadline: Duration },
+}
+
+/// Following the log stopped (the follower logs it and resumes).
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error("opening the log stream: {0}")]
+    OpenStream(#[source] jetstream::context::GetStreamError),
+    #[error("reading the log stream: {0}")]
+    ReadStream(#[source] jetstream::stream::InfoError),
+    #[error("creating a consumer from position {next}: {source}")]
+    Consumer { next: u64, source: jetstream::stream::ConsumerError },
+    #[error("consuming: {0}")]
+    Consume(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the consumer ended")]
+    Ended,
+    #[error("message info: {0}")]
+    Info(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the consumer delivered nothing for {STALL_CHECK:?} while the log holds position {next}")]
+    Stalled { next: u64 },
+}
+
 /// Creates the log stream if it is missing and checks an existing one;
 /// returns its info.
-pub async fn ensure_stream(js: &jetstream::Context, config: &ClusterConfig) -> Result<jetstream::stream::Info, String> {
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+) -> Result<jetstream::stream::Info, StreamError> {
     let subject = config.log_subject();
     let info = open_stream(js, config).await?;
     if info.config.subjects != [subject.clone()] {
-        return Err(format!(
-            "stream {} has subjects {:?}, not [{subject:?}]: it is not this cluster's log",
-            config.stream, info.config.subjects
-        ));
+        return Err(StreamError::NotOurs {
+            stream: config.stream.clone(),
+            found: info.config.subjects,
+            expected: subject,
+        });
     }
     if info.config.duplicate_window < config.proposal_deadline * 2 {
-        return Err(format!(
-            "stream {}'s duplicate window ({:?}) must be at least twice the proposal deadline ({:?})",
-            config.stream, info.config.duplicate_window, config.proposal_deadline
-        ));
+        return Err(StreamError::ShortDuplicateWindow {
+            stream: config.stream.clone(),
+            window: info.config.duplicate_window,
+            deadline: config.proposal_deadline,
+        });
     }
     Ok(info)
 }
@@ -74,7 +115,7 @@ pub async fn ensure_stream(js: &jetstream::Context, config: &ClusterConfig) -> R
 /// JetStream answers nothing while it has no leader (a cluster that just
 /// started, or one electing a new leader after losing a node), and a
 /// replica started then must wait for it rather than exit.
-async fn open_stream(js: &jetstream::Context, config: &ClusterConfig) -> Result<jetstream::stream::Info, String> {
+async fn open_stream(js: &jetstream::Context, config: &ClusterConfig) -> Result<jetstream::stream::Info, StreamError> {
     let deadline = tokio::time::Instant::now() + config.connect_timeout;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
@@ -84,28 +125,31 @@ async fn open_stream(js: &jetstream::Context, config: &ClusterConfig) -> Result<
         };
         let wait = backoff.next_wait();
         if tokio::time::Instant::now() + wait >= deadline {
-            return Err(format!("{error} (retried for {:?})", config.connect_timeout));
+            return Err(StreamError::GaveUp { last: Box::new(error), retried: config.connect_timeout });
         }
         tracing::warn!("the log stream is not available yet; retrying: {error}");
         tokio::time::sleep(wait).await;
     }
 }
 
-async fn try_open_stream(js: &jetstream::Context, config: &ClusterConfig) -> Result<jetstream::stream::Info, String> {
+async fn try_open_stream(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+) -> Result<jetstream::stream::Info, StreamError> {
     let mut stream = js
         .get_or_create_stream(jetstream::stream::Config {
             name: config.stream.clone(),
             subjects: vec![config.log_subject()],
             storage: StorageType::File,
             num_replicas: config.replicas,
-            max_message_size: MAX_PAYLOAD_MIN as i32,
+            max_message_size: PAYLOAD_MAX_MIN as i32,
             duplicate_window: config.duplicate_window,
             deny_delete: true,
             ..Default::default()
         })
         .await
-        .map_err(|e| format!("opening the log stream {}: {e}", config.stream))?;
-    let info = stream.info().await.map_err(|e| format!("reading the log stream {}: {e}", config.stream))?;
+        .map_err(|source| StreamError::Open { stream: config.stream.clone(), source })?;
+    let info = stream.info().await.map_err(|source| StreamError::Read { stream: config.stream.clone(), source })?;
     Ok(info.clone())
 }
 
@@ -211,8 +255,8 @@ async fn follow_from(
     config: &ClusterConfig,
     next: &mut u64,
     engine: &mpsc::Sender<EngineMsg>,
-) -> Result<(), String> {
-    let stream = js.get_stream(&config.stream).await.map_err(|e| format!("opening the log stream: {e}"))?;
+) -> Result<(), FollowError> {
+    let stream = js.get_stream(&config.stream).await.map_err(FollowError::OpenStream)?;
     let consumer = stream
         .create_consumer(OrderedConfig {
             deliver_policy: jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: *next },
@@ -221,18 +265,18 @@ async fn follow_from(
             ..Default::default()
         })
         .await
-        .map_err(|e| format!("creating a consumer from position {next}: {e}"))?;
-    let mut messages = consumer.messages().await.map_err(|e| format!("consuming: {e}"))?;
+        .map_err(|source| FollowError::Consumer { next: *next, source })?;
+    let mut messages = consumer.messages().await.map_err(|e| FollowError::Consume(e.into()))?;
     loop {
         let message = match tokio::time::timeout(STALL_CHECK, messages.next()).await {
-            Ok(Some(message)) => message.map_err(|e| format!("consuming: {e}"))?,
-            Ok(None) => return Err("the consumer ended".to_string()),
+            Ok(Some(message)) => message.map_err(|e| FollowError::Consume(e.into()))?,
+            Ok(None) => return Err(FollowError::Ended),
             Err(_) => {
                 check_not_stalled(js, config, *next).await?;
                 continue;
             }
         };
-        let info = message.info().map_err(|e| format!("message info: {e}"))?;
+        let info = message.info().map_err(FollowError::Info)?;
         let position = info.stream_sequence;
         if position < *next {
             continue; // redelivered after a consumer restart
@@ -257,12 +301,12 @@ async fn follow_from(
 /// Nothing arrived for a while: fine if the log has nothing newer, but if
 /// it does, the consumer is stuck (its NATS node died, say; the client
 /// library's own recreation can take tens of seconds), so start over.
-async fn check_not_stalled(js: &jetstream::Context, config: &ClusterConfig, next: u64) -> Result<(), String> {
-    let mut stream = js.get_stream(&config.stream).await.map_err(|e| format!("opening the log stream: {e}"))?;
-    let last = stream.info().await.map_err(|e| format!("reading the log stream: {e}"))?.state.last_sequence;
+async fn check_not_stalled(js: &jetstream::Context, config: &ClusterConfig, next: u64) -> Result<(), FollowError> {
+    let mut stream = js.get_stream(&config.stream).await.map_err(FollowError::OpenStream)?;
+    let last = stream.info().await.map_err(FollowError::ReadStream)?.state.last_sequence;
     if last >= next {
         metrics::counter!("bursar_cluster_consumer_stalls_total").increment(1);
-        return Err(format!("the consumer delivered nothing for {STALL_CHECK:?} while the log holds position {next}"));
+        return Err(FollowError::Stalled { next });
     }
     Ok(())
 }

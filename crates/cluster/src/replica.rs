@@ -4,7 +4,7 @@
 
 use crate::digest_guard::{self, DigestGuardConfig};
 use crate::lease::{self, LeaseConfig};
-use crate::log_stream::{self, MAX_PAYLOAD_MIN};
+use crate::log_stream::{self, PAYLOAD_MAX_MIN};
 use crate::{ClusterConfig, checkpoints, snapshot_objects};
 use async_nats::jetstream;
 use bursar_server::message::EngineMsg;
@@ -24,7 +24,7 @@ const SNAPSHOT_OBJECTS_KEPT: usize = 2;
 /// publisher's queue, and delivery follows the commit.
 const COMMIT_DELIVERY_SLACK: Duration = Duration::from_secs(30);
 /// The oldest NATS server release cluster mode runs on (major, minor).
-const MIN_SERVER_VERSION: (u64, u64) = (2, 10);
+const SERVER_VERSION_MIN: (u64, u64) = (2, 10);
 /// Bound on purging the log stream.
 const PURGE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -71,10 +71,10 @@ impl JetStreamReplicator {
         after: u64,
         engine: mpsc::Sender<EngineMsg>,
     ) -> Result<ReplicaLink, String> {
-        let client = connect(&self.config).await?;
+        let client = connect(&self.config).await.map_err(|e| e.to_string())?;
         let js = jetstream::new(client.clone());
-        let state = log_stream::ensure_stream(&js, &self.config).await?.state;
-        check_position(after, state.first_sequence, state.last_sequence, state.messages)?;
+        let state = log_stream::ensure_stream(&js, &self.config).await.map_err(|e| e.to_string())?.state;
+        check_position(after, state.first_sequence, state.last_sequence, state.messages).map_err(|e| e.to_string())?;
         let node = self.config.node_id.to_string();
         let (proposals, queued) = mpsc::channel(PROPOSALS_QUEUED);
         let config = self.config.clone();
@@ -82,7 +82,7 @@ impl JetStreamReplicator {
         runtime.spawn(log_stream::follow(js.clone(), config.clone(), after, engine));
         self.follow_lease(js.clone(), node.clone());
         let snapshot_written = self.snapshot_sharer(runtime, js.clone());
-        let checkpoints = guard_divergence(js, node, &config)?;
+        let checkpoints = guard_divergence(js, node, &config).map_err(|e| e.to_string())?;
         self.connected.send_replace(Some(client));
         tracing::info!(
             node = self.config.node_id,
@@ -156,30 +156,47 @@ async fn share_snapshot(
     metrics::counter!("bursar_cluster_snapshot_uploads_total").increment(1);
     metrics::gauge!("bursar_cluster_snapshot_uploaded_position").set(position as f64);
     match snapshot_objects::prune(js, &objects, SNAPSHOT_OBJECTS_KEPT).await? {
-        Some(oldest) => purge_log_through(js, config, oldest).await,
+        Some(oldest) => purge_log_through(js, config, oldest).await.map_err(|e| e.to_string()),
         None => Ok(()),
     }
 }
 
+/// Purging the log up to a shared snapshot failed (logged; the next snapshot retries).
+#[derive(Debug, thiserror::Error)]
+pub enum PurgeError {
+    #[error("purging the log through {position}: {source}")]
+    Open { position: u64, source: jetstream::context::GetStreamError },
+    #[error("purging the log through {position}: {source}")]
+    Purge { position: u64, source: jetstream::stream::PurgeError },
+    #[error("purging the log through {position}: not done within {PURGE_TIMEOUT:?}")]
+    TimedOut { position: u64 },
+}
+
 /// Removes the log entries at positions up to and including `position`.
-async fn purge_log_through(js: &jetstream::Context, config: &ClusterConfig, position: u64) -> Result<(), String> {
+async fn purge_log_through(js: &jetstream::Context, config: &ClusterConfig, position: u64) -> Result<(), PurgeError> {
     let purge = async {
-        let stream = js.get_stream(&config.stream).await.map_err(|e| e.to_string())?;
+        let stream = js.get_stream(&config.stream).await.map_err(|source| PurgeError::Open { position, source })?;
         // JetStream purges the messages below the given sequence.
-        stream.purge().sequence(position + 1).await.map_err(|e| e.to_string())
+        stream.purge().sequence(position + 1).await.map_err(|source| PurgeError::Purge { position, source })
     };
-    let purged = tokio::time::timeout(PURGE_TIMEOUT, purge)
-        .await
-        .map_err(|_| format!("purging the log through {position}: not done within {PURGE_TIMEOUT:?}"))?
-        .map_err(|e| format!("purging the log through {position}: {e}"))?;
+    let purged = tokio::time::timeout(PURGE_TIMEOUT, purge).await.map_err(|_| PurgeError::TimedOut { position })??;
     tracing::info!(through = position, purged = purged.purged, "log purged up to the oldest kept snapshot");
     Ok(())
+}
+
+/// Starting the divergence guard or the digest thread failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error(transparent)]
+    NodeId(#[from] digest_guard::BadNodeId),
+    #[error("starting the digest thread: {0}")]
+    DigestThread(#[source] std::io::Error),
 }
 
 /// Starts the divergence guard and the digest thread feeding it; returns
 /// where the engine sends its checkpoint views. A divergence stops the
 /// process: this replica's state differs from the others' at a position.
-fn guard_divergence(js: jetstream::Context, node: String, config: &ClusterConfig) -> Result<Checkpoints, String> {
+fn guard_divergence(js: jetstream::Context, node: String, config: &ClusterConfig) -> Result<Checkpoints, GuardError> {
     let (digests_tx, digests) = mpsc::channel(checkpoints::QUEUED_MAX);
     let guard_config = DigestGuardConfig { replicas: config.replicas, ..Default::default() };
     let divergence = digest_guard::run(js, node, guard_config, config.keys.clone(), digests)?;
@@ -191,7 +208,7 @@ fn guard_divergence(js: jetstream::Context, node: String, config: &ClusterConfig
         }
     });
     let (views, views_rx) = std::sync::mpsc::sync_channel(checkpoints::QUEUED_MAX);
-    checkpoints::spawn(views_rx, digests_tx).map_err(|e| format!("starting the digest thread: {e}"))?;
+    checkpoints::spawn(views_rx, digests_tx).map_err(GuardError::DigestThread)?;
     Ok(Checkpoints { every: config.checkpoint_every, views })
 }
 
@@ -208,10 +225,45 @@ impl Replicator for JetStreamReplicator {
     }
 }
 
+/// Connecting to the cluster's NATS servers failed, or they cannot serve it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The connection itself (credentials, TLS, reachability).
+    #[error(transparent)]
+    Nats(#[from] bursar_nats::NatsError),
+    #[error(
+        "the NATS servers allow messages of {found} bytes; cluster mode needs max_payload of at least \
+         {PAYLOAD_MAX_MIN} (set `max_payload: 8MB` in every server's configuration)"
+    )]
+    SmallPayload { found: usize },
+    #[error(
+        "the NATS server is version {version}; cluster mode needs {}.{} or newer (2.9 servers were seen to \
+         order a clustered stream differently on different nodes)",
+        SERVER_VERSION_MIN.0,
+        SERVER_VERSION_MIN.1
+    )]
+    OldServer { version: String },
+}
+
+/// This replica's state cannot continue the cluster's log.
+#[derive(Debug, thiserror::Error)]
+pub enum PositionError {
+    #[error(
+        "this replica's state is at position {after} but the cluster's log ends at {last}: \
+         the data directory belongs to another cluster, or the log was lost"
+    )]
+    AheadOfLog { after: u64, last: u64 },
+    #[error(
+        "the cluster's log starts at position {first} but this replica's state is at {after}: \
+         the entries between were purged; start with an empty data directory to bootstrap from a snapshot"
+    )]
+    Purged { after: u64, first: u64 },
+}
+
 /// Connects to any of the cluster's servers and checks they accept entries
 /// as large as the engine proposes. Credentials, TLS and client
 /// certificates come from `config.nats`; a refusal says which was wrong.
-pub async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, String> {
+pub async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, ConnectError> {
     let node_id = config.node_id;
     let client = config
         .nats
@@ -223,13 +275,11 @@ pub async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, Strin
                 // the default minutes, so the replica moves to another one.
                 .ping_interval(std::time::Duration::from_secs(1))
         })
-        .await?;
+        .await
+        .map_err(ConnectError::Nats)?;
     let max_payload = client.server_info().max_payload;
-    if max_payload < MAX_PAYLOAD_MIN {
-        return Err(format!(
-            "the NATS servers allow messages of {max_payload} bytes; cluster mode needs max_payload of at least \
-             {MAX_PAYLOAD_MIN} (set `max_payload: 8MB` in every server's configuration)"
-        ));
+    if max_payload < PAYLOAD_MAX_MIN {
+        return Err(ConnectError::SmallPayload { found: max_payload });
     }
     check_server_version(&client.server_info().version)?;
     Ok(client)
@@ -239,32 +289,22 @@ pub async fn connect(config: &ClusterConfig) -> Result<async_nats::Client, Strin
 /// cluster stored two concurrently published messages in different orders
 /// on different stream replicas, so consumers on different nodes saw
 /// different logs (caught by the divergence guard in a chaos soak).
-fn check_server_version(version: &str) -> Result<(), String> {
+fn check_server_version(version: &str) -> Result<(), ConnectError> {
     let mut parts = version.trim_start_matches('v').split(['.', '-']).map(|p| p.parse::<u64>().unwrap_or(0));
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    if (major, minor) < MIN_SERVER_VERSION {
-        return Err(format!(
-            "the NATS server is version {version}; cluster mode needs {}.{} or newer (2.9 servers were seen to \
-             order a clustered stream differently on different nodes)",
-            MIN_SERVER_VERSION.0, MIN_SERVER_VERSION.1
-        ));
+    if (major, minor) < SERVER_VERSION_MIN {
+        return Err(ConnectError::OldServer { version: version.to_string() });
     }
     Ok(())
 }
 
 /// Refuses to join a log this replica's state cannot continue from.
-fn check_position(after: u64, first: u64, last: u64, messages: u64) -> Result<(), String> {
+fn check_position(after: u64, first: u64, last: u64, messages: u64) -> Result<(), PositionError> {
     if last < after {
-        return Err(format!(
-            "this replica's state is at position {after} but the cluster's log ends at {last}: \
-             the data directory belongs to another cluster, or the log was lost"
-        ));
+        return Err(PositionError::AheadOfLog { after, last });
     }
     if messages > 0 && first > after + 1 {
-        return Err(format!(
-            "the cluster's log starts at position {first} but this replica's state is at {after}: \
-             the entries between were purged; start with an empty data directory to bootstrap from a snapshot"
-        ));
+        return Err(PositionError::Purged { after, first });
     }
     Ok(())
 }
@@ -291,8 +331,8 @@ mod tests {
         assert!(check_position(0, 1, 10, 10).is_ok());
         assert!(check_position(5, 1, 10, 10).is_ok());
         assert!(check_position(10, 1, 10, 10).is_ok());
-        assert!(check_position(11, 1, 10, 10).unwrap_err().contains("another cluster"));
-        assert!(check_position(4, 6, 10, 5).unwrap_err().contains("purged"));
+        assert!(check_position(11, 1, 10, 10).unwrap_err().to_string().contains("another cluster"));
+        assert!(check_position(4, 6, 10, 5).unwrap_err().to_string().contains("purged"));
         assert!(check_position(5, 6, 10, 5).is_ok());
     }
 }

@@ -45,7 +45,7 @@ async fn refused(config: &ClusterConfig) -> String {
     let started = Instant::now();
     let message = match replica::connect(config).await {
         Ok(_) => panic!("connecting to {:?} should have been refused", config.nats),
-        Err(e) => e,
+        Err(e) => e.to_string(),
     };
     assert!(started.elapsed() < config.connect_timeout, "refused, not timed out: {message}");
     assert!(!message.contains(PASSWORD) && !message.contains("wrong-pw"), "a secret in: {message}");

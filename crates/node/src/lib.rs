@@ -40,8 +40,12 @@ pub struct HttpSettings {
 /// Why a node did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("bootstrapping {dir} from the cluster: {why}")]
-    Bootstrap { dir: String, why: String },
+    #[error("bootstrapping {dir} from the cluster: {source}")]
+    Bootstrap {
+        dir: String,
+        #[source]
+        source: bursar_cluster::BootstrapError,
+    },
     #[error("starting with data directory {dir}: {source}")]
     Engine { dir: String, source: Box<bursar_server::NodeError> },
     #[error("starting the HTTP API: {0}")]
@@ -94,7 +98,7 @@ pub fn start(settings: NodeSettings) -> Result<RunningNode, StartError> {
         Some(config) => {
             let started = std::time::Instant::now();
             bootstrapped_from = bursar_cluster::bootstrap_if_empty(&config, &settings.data_dir)
-                .map_err(|e| StartError::Bootstrap { dir: dir.clone(), why: e.to_string() })?
+                .map_err(|source| StartError::Bootstrap { dir: dir.clone(), source })?
                 .map(|position| (position, started.elapsed()));
             let (replicator, handle) = bursar_cluster::JetStreamReplicator::new(config);
             let replicator = replicator.share_snapshots_from(settings.data_dir.clone());
