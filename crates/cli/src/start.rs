@@ -258,7 +258,7 @@ pub fn start(args: StartArgs) -> anyhow::Result<()> {
         println!(
             "bursar: payment orders on (connectors: {}){}",
             args.workflows.connectors_url.as_deref().unwrap_or("built-in simulators"),
-            if node.cluster { "; executors run on the lease holder" } else { "" }
+            if node.is_replica() { "; executors run on the lease holder" } else { "" }
         );
     }
     node.run_until_signal();

@@ -64,7 +64,9 @@ pub struct RunningNode {
     /// The snapshot position this replica bootstrapped from and how long
     /// that took, if it did.
     pub bootstrapped_from: Option<(u64, std::time::Duration)>,
-    pub cluster: bool,
+    /// Cluster mode: the replica's handle. Held for the node's whole life:
+    /// dropping it stops the lease task (and so every side effect).
+    cluster: Option<bursar_cluster::ClusterHandle>,
 }
 
 impl RunningNode {
@@ -81,9 +83,16 @@ impl RunningNode {
         self.node.handle()
     }
 
+    /// Whether this node is a cluster replica.
+    pub fn is_replica(&self) -> bool {
+        self.cluster.is_some()
+    }
+
     /// Serves until a signal, or until a side effect's supervisor gives up.
     pub fn run_until_signal(self) {
-        self.node.run_until_signal_or(self.escalated);
+        let RunningNode { node, escalated, cluster, .. } = self;
+        node.run_until_signal_or(escalated);
+        drop(cluster);
     }
 }
 
@@ -129,5 +138,5 @@ pub fn start(settings: NodeSettings) -> Result<RunningNode, StartError> {
             Box::pin(async move { escalated.await.to_string() })
         }
     };
-    Ok(RunningNode { node, escalated, http_addr, bootstrapped_from, cluster: cluster.is_some() })
+    Ok(RunningNode { node, escalated, http_addr, bootstrapped_from, cluster })
 }
