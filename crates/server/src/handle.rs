@@ -131,3 +131,58 @@ fn op_name(op: RequestOp) -> &'static str {
         RequestOp::Authenticate => "authenticate",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Each way a request can fail to get an answer, against a stand-in
+    //! engine (a channel this test reads): the handle's waits are its own
+    //! logic, independent of what the engine does.
+    use super::*;
+    use crate::message::{error_response, ok_response};
+
+    const SHORT: Waits = Waits { queue: Duration::from_millis(50), reply: Duration::from_millis(50) };
+
+    fn request(engine: &EngineHandle) -> impl Future<Output = Result<Response, EngineError>> + '_ {
+        engine.request(Operation::LookupAccounts, Vec::new())
+    }
+
+    #[tokio::test]
+    async fn answers_pass_through_and_protocol_errors_are_refusals() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let engine = EngineHandle::new(tx, SHORT);
+        let serve = tokio::spawn(async move {
+            for ok in [true, false] {
+                let Some(EngineMsg::Request(r)) = rx.recv().await else { panic!("a request") };
+                let response = if ok {
+                    ok_response(r.op.code(), r.request_id, 0, Vec::new())
+                } else {
+                    error_response(r.op.code(), r.request_id, ProtocolError::ServerBusy, "busy")
+                };
+                r.reply.send(response).expect("the caller waits");
+            }
+        });
+        assert_eq!(request(&engine).await.expect("answered").status, 0);
+        let refused = request(&engine).await.unwrap_err();
+        assert_eq!(refused.protocol_error(), Some(ProtocolError::ServerBusy));
+        assert_eq!(refused.to_string(), "lookup_accounts failed: busy");
+        serve.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_a_silent_engine_and_a_dropped_reply_are_told_apart() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let engine = EngineHandle::new(tx, SHORT);
+        // Nobody reads: the first request waits in the queue unanswered, the second finds it full.
+        assert!(matches!(request(&engine).await, Err(EngineError::NoReply { waited: d, .. }) if d == SHORT.reply));
+        assert_eq!(request(&engine).await.unwrap_err(), EngineError::QueueFull(SHORT.queue));
+        // The engine takes a request and drops it without answering.
+        drop(rx.recv().await);
+        let drop_next = tokio::spawn(async move {
+            drop(rx.recv().await);
+            drop(rx);
+        });
+        assert_eq!(request(&engine).await.unwrap_err(), EngineError::Dropped);
+        drop_next.await.unwrap();
+        assert_eq!(request(&engine).await.unwrap_err(), EngineError::Stopped);
+    }
+}
