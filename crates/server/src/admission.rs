@@ -15,7 +15,10 @@ const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
 
 /// The next connection, or `None` once `stop` turns true (or its sender is
 /// gone). Accept errors are logged and retried, never returned.
-pub async fn next_connection(listener: &TcpListener, stop: &mut watch::Receiver<bool>) -> Option<(TcpStream, SocketAddr)> {
+pub async fn next_connection(
+    listener: &TcpListener,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr)> {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,

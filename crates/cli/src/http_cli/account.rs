@@ -2,7 +2,7 @@
 
 use super::client::{Api, encode};
 use super::output::{self, Table};
-use super::{CliError, UserDataArgs, flag_names, Global, IdArgs, WriteOpts, to_body};
+use super::{CliError, Global, IdArgs, UserDataArgs, WriteOpts, flag_names, to_body};
 use bursar_http::dto::{AccountBody, AccountCreated, AccountRequest, BalanceBody, Page, TransferBody};
 
 #[derive(clap::Args)]

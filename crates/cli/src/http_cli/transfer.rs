@@ -2,7 +2,7 @@
 
 use super::client::encode;
 use super::output::{self, Table};
-use super::{CliError, UserDataArgs, flag_names, Conn, IdArgs, idempotency_key, to_body};
+use super::{CliError, Conn, IdArgs, UserDataArgs, flag_names, idempotency_key, to_body};
 use bursar_http::dto::{TransferBody, TransferRequest};
 use std::time::Duration;
 
