@@ -19,14 +19,8 @@ pub struct ClusterBenchArgs {
     /// less, the reference batch of the design's cluster target).
     #[arg(long, default_value_t = BATCH_EVENTS_MAX as u64 - 1, value_parser = clap::value_parser!(u64).range(1..=BATCH_EVENTS_MAX as u64))]
     batch: u64,
-    /// Concurrent client connections (spread over the replicas in turn).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
-    clients: u64,
-    /// Requests each client keeps in flight.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
-    inflight: u64,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    clients: super::Clients,
     /// Working dir for the NATS stores and replicas (default: temporary).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -44,10 +38,10 @@ pub fn run(args: ClusterBenchArgs) -> anyhow::Result<()> {
         transfers: args.transfers,
         batch: args.batch as usize,
         distribution: Distribution::Uniform,
-        clients: args.clients as usize,
-        inflight: args.inflight as usize,
-        seed: args.seed,
-        ids: Ids { run: args.seed },
+        clients: args.clients.clients as usize,
+        inflight: args.clients.inflight as usize,
+        seed: args.clients.seed,
+        ids: Ids { run: args.clients.seed },
         key: Some(bursar_chaos::procs::ADMIN_KEY.to_string()),
     };
     load::setup(&addr, &p)?;

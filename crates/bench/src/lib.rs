@@ -65,14 +65,8 @@ pub struct LoadArgs {
     batch: u64,
     #[arg(long, value_enum, default_value_t = Distribution::Uniform)]
     distribution: Distribution,
-    /// Concurrent client connections.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
-    clients: u64,
-    /// Requests each client keeps in flight (pipelining).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
-    inflight: u64,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
+    #[command(flatten)]
+    clients: Clients,
     /// Drive the HTTP/JSON API instead of the binary protocol (one
     /// Idempotency-Key per request); --addr is then the HTTP address.
     #[arg(long)]
@@ -87,18 +81,32 @@ pub struct LoadArgs {
     snapshot_every_mib: u64,
 }
 
+/// How many clients drive the load, and the seed of what they send.
+#[derive(clap::Args, Clone)]
+pub struct Clients {
+    /// Concurrent client connections (in cluster mode spread over the
+    /// replicas in turn).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    clients: u64,
+    /// Requests each client keeps in flight (pipelining).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    inflight: u64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
 impl LoadArgs {
     fn params(&self) -> LoadParams {
         // A per-run id prefix: runs against one server never collide.
-        let run = (bursar_server::engine::now_nanos() >> 10) ^ self.seed;
+        let run = (bursar_server::engine::now_nanos() >> 10) ^ self.clients.seed;
         LoadParams {
             accounts: self.accounts,
             transfers: self.transfers,
             batch: self.batch as usize,
             distribution: self.distribution,
-            clients: self.clients as usize,
-            inflight: self.inflight as usize,
-            seed: self.seed,
+            clients: self.clients.clients as usize,
+            inflight: self.clients.inflight as usize,
+            seed: self.clients.seed,
             ids: Ids { run },
             key: self.key.clone(),
         }

@@ -81,13 +81,7 @@ enum AuditCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BURSAR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    bursar_runtime::logging::init_stderr();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Start(args) => start::start(*args),

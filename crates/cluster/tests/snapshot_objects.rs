@@ -30,14 +30,7 @@ fn keys() -> &'static bursar_cluster::ClusterKeys {
 const ACCOUNTS: u128 = 5000;
 
 async fn connect(urls: &str) -> jetstream::Context {
-    let servers: Vec<async_nats::ServerAddr> =
-        urls.split(',').map(|u| u.parse().unwrap_or_else(|e| panic!("{u}: {e}"))).collect();
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(servers)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to {urls}: {e}"));
-    jetstream::ContextBuilder::new().timeout(Duration::from_secs(5)).build(client)
+    bursar_testkit::jetstream::connect(urls, Duration::from_secs(5)).await
 }
 
 /// Retries `attempt` until it succeeds: only for waiting out leader

@@ -89,10 +89,7 @@ fn peak() -> u64 {
 }
 
 async fn connect(urls: &str) -> jetstream::Context {
-    let servers: Vec<async_nats::ServerAddr> =
-        urls.split(',').map(|u| u.parse().unwrap_or_else(|e| panic!("{u}: {e}"))).collect();
-    let client = async_nats::ConnectOptions::new().connect(servers).await.unwrap_or_else(|e| panic!("{urls}: {e}"));
-    jetstream::ContextBuilder::new().timeout(Duration::from_secs(5)).build(client)
+    bursar_testkit::jetstream::connect(urls, Duration::from_secs(5)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,10 +4,10 @@
 
 use crate::app::HttpConfig;
 use axum::Router;
-use bursar_server::net::PerIp;
+use bursar_server::admission::{Admission, next_connection};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 /// PEM files for HTTPS.
 #[derive(Clone, Debug)]
@@ -76,30 +76,12 @@ pub async fn accept_loop(
     config: HttpConfig,
     mut stop: watch::Receiver<bool>,
 ) {
-    let permits = Arc::new(Semaphore::new(config.max_connections));
-    let per_ip = Arc::new(PerIp::default());
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.changed() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            metrics::counter!("bursar_http_connections_refused_total", "reason" => "max_connections").increment(1);
-            drop(stream); // over the connection limit
-            continue;
-        };
-        let Some(slot) = per_ip.take(client_address(peer.ip()), config.max_connections_per_ip) else {
-            metrics::counter!("bursar_http_connections_refused_total", "reason" => "per_ip").increment(1);
-            drop(stream); // this client holds its share already
-            continue;
+    let admission = Admission::new(config.max_connections, config.max_connections_per_ip);
+    while let Some((stream, peer)) = next_connection(&listener, &mut stop).await {
+        let Ok(admitted) = admission.admit(peer.ip()).inspect_err(|refusal| {
+            metrics::counter!("bursar_http_connections_refused_total", "reason" => refusal.reason()).increment(1);
+        }) else {
+            continue; // dropping the stream closes it
         };
         let _ = stream.set_nodelay(true);
         let (router, tls, config) = (router.clone(), tls.clone(), config.clone());
@@ -113,15 +95,9 @@ pub async fn accept_loop(
                     Err(_) => tracing::debug!("TLS handshake timed out"),
                 },
             }
-            drop((slot, permit));
+            drop(admitted);
         });
     }
-}
-
-/// The address a connection counts against: an IPv4 client reaching a
-/// dual-stack socket is the same client.
-fn client_address(ip: IpAddr) -> IpAddr {
-    ip.to_canonical()
 }
 
 async fn serve_connection<S>(stream: S, peer: SocketAddr, router: Router, config: &HttpConfig)
@@ -242,28 +218,5 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ActivityIo<S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn per_ip_slots_are_bounded_and_given_back() {
-        let table = Arc::new(PerIp::default());
-        let a: IpAddr = "10.0.0.1".parse().expect("an address");
-        let mapped: IpAddr = "::ffff:10.0.0.1".parse().expect("an address");
-        let b: IpAddr = "10.0.0.2".parse().expect("an address");
-        let first = table.take(client_address(a), 2).expect("room");
-        let second = table.take(client_address(mapped), 2).expect("room: the same client");
-        assert!(table.take(a, 2).is_none(), "a third from the same client");
-        let other = table.take(b, 2).expect("another client is not affected");
-        drop(first);
-        let third = table.take(a, 2).expect("a slot was given back");
-        drop((second, third, other));
-        assert_eq!(table.addresses(), 0, "no entry outlives its connections");
-        assert!(table.take(a, 0).is_none());
-        assert_eq!(table.addresses(), 0);
     }
 }

@@ -13,14 +13,7 @@ use std::time::{Duration, Instant};
 const STREAM: &str = "LOG";
 
 async fn connect(urls: &str) -> jetstream::Context {
-    let servers: Vec<async_nats::ServerAddr> =
-        urls.split(',').map(|u| u.parse().unwrap_or_else(|e| panic!("{u}: {e}"))).collect();
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .connect(servers)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to {urls}: {e}"));
-    jetstream::ContextBuilder::new().timeout(Duration::from_secs(3)).build(client)
+    bursar_testkit::jetstream::connect(urls, Duration::from_secs(3)).await
 }
 
 /// Creates the R3 stream, retrying while the cluster elects its leaders.

@@ -1,6 +1,7 @@
 //! Bursar's server: recovery, the engine pipeline, background snapshots and
 //! the binary protocol listener, for one embedded node.
 
+pub mod admission;
 pub mod clock;
 pub mod engine;
 pub mod gate;

@@ -6,19 +6,18 @@
 //! slow connections are closed at a deadline, and one address may hold only
 //! so many connections, so they cannot crowd out other clients.
 
+use crate::admission::{Admission, Refusal, next_connection};
 use crate::engine::KeyTable;
 use crate::limits::AUTH_FAILURES_MAX;
 use crate::message::{EngineMsg, Request, Response, error_response, ok_response};
 use crate::session::{Session, authenticate, filter_reply, needs_account_check, unauthenticated};
 use bursar_core::Operation;
 use bursar_proto::{HEADER_SIZE, Header, ProtocolError, RequestOp, check_request};
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 #[derive(Clone, Debug)]
 pub struct NetLimits {
@@ -80,99 +79,29 @@ enum Slot {
     Pending(u8, u64, oneshot::Receiver<Response>, Option<Arc<[u32]>>),
 }
 
-/// Open connections per address; an entry lives while its count is nonzero,
-/// so the map holds at most `max_connections` entries. The HTTP listener
-/// counts its clients with the same table.
-#[derive(Default)]
-pub struct PerIp(Mutex<HashMap<IpAddr, usize>>);
-
-/// One connection's place in [`PerIp`]; given back on drop.
-pub struct IpSlot {
-    table: Arc<PerIp>,
-    ip: IpAddr,
-}
-
-impl PerIp {
-    /// A slot for one more connection from `ip`, unless it holds `max`.
-    /// The caller decides what counts as one client's address.
-    pub fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<IpSlot> {
-        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let n = counts.entry(ip).or_insert(0);
-        if *n >= max {
-            if *n == 0 {
-                counts.remove(&ip);
-            }
-            return None;
-        }
-        *n += 1;
-        Some(IpSlot { table: self.clone(), ip })
-    }
-
-    /// How many addresses hold a connection.
-    pub fn addresses(&self) -> usize {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-}
-
-impl Drop for IpSlot {
-    fn drop(&mut self) {
-        let mut counts = self.table.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = counts.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
-}
-
 /// Accepts connections until `stop` turns true.
 pub async fn serve(listener: TcpListener, shared: Listener, mut stop: watch::Receiver<bool>) {
-    let permits = Arc::new(Semaphore::new(shared.limits.max_connections));
-    let per_ip = Arc::new(PerIp::default());
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.changed() => return,
-        };
-        let (stream, peer) = match accepted {
+    let admission = Admission::new(shared.limits.max_connections, shared.limits.max_connections_per_ip);
+    while let Some((stream, peer)) = next_connection(&listener, &mut stop).await {
+        let admitted = match admission.admit(peer.ip()) {
             Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: wait, keep serving.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(refusal) => {
+                metrics::counter!("bursar_binary_refused_total", "reason" => refusal.reason()).increment(1);
+                let why = match refusal {
+                    Refusal::Full => "too many connections",
+                    Refusal::PerClient => "too many connections from this address",
+                };
+                tokio::spawn(refuse(stream, why));
                 continue;
             }
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tokio::spawn(refuse(stream, "too many connections"));
-            continue;
-        };
-        let Some(ip_slot) = per_ip.take(client_address(peer.ip()), shared.limits.max_connections_per_ip) else {
-            metrics::counter!("bursar_binary_refused_total", "reason" => "per_ip").increment(1);
-            tokio::spawn(refuse(stream, "too many connections from this address"));
-            continue;
         };
         let shared = shared.clone();
         tokio::spawn(async move {
             if let Err(e) = accept(stream, &shared).await {
                 tracing::debug!(%peer, "connection ended: {e}");
             }
-            drop((permit, ip_slot));
+            drop(admitted);
         });
-    }
-}
-
-/// The address a connection counts against: IPv4 addresses as they are
-/// (IPv4-mapped IPv6 ones too), IPv6 addresses by their /64, which one
-/// client usually holds whole.
-fn client_address(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX))),
-        },
-        v4 => v4,
     }
 }
 
@@ -473,17 +402,4 @@ async fn write_response<W: AsyncWriteExt + Unpin>(writer: &mut W, r: &Response) 
     }
     writer.write_all(&header).await?;
     writer.write_all(&r.body).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::client_address;
-
-    #[test]
-    fn ipv6_clients_count_by_their_64() {
-        let a = client_address("2001:db8:1:2:aaaa::1".parse().unwrap());
-        assert_eq!(a, client_address("2001:db8:1:2:bbbb::9".parse().unwrap()));
-        assert_ne!(a, client_address("2001:db8:1:3::1".parse().unwrap()));
-        assert_eq!(client_address("::ffff:10.0.0.1".parse().unwrap()), client_address("10.0.0.1".parse().unwrap()));
-    }
 }

@@ -4,6 +4,7 @@
 //! fail with a clear message when their binary is missing (they never skip).
 //!
 //! - `nats_server`: one nats-server with JetStream.
+//! - `jetstream`: connections to those servers.
 //! - `nats_cluster`: a 3-node JetStream cluster that can be paused, killed
 //!   and restarted node by node.
 //! - `postgres`: a throwaway PostgreSQL server.
@@ -12,6 +13,7 @@
 //! The harnesses fail with [`HarnessError`], the PKI with [`pki::PkiError`].
 
 pub mod error;
+pub mod jetstream;
 pub mod nats_cluster;
 pub mod nats_server;
 pub mod pki;

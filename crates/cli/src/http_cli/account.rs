@@ -2,7 +2,7 @@
 
 use super::client::{Api, encode};
 use super::output::{self, Table};
-use super::{CliError, Global, IdArgs, WriteOpts, to_body};
+use super::{CliError, Global, IdArgs, UserDataArgs, WriteOpts, flag_names, to_body};
 use bursar_http::dto::{AccountBody, AccountCreated, AccountRequest, BalanceBody, Page, TransferBody};
 
 #[derive(clap::Args)]
@@ -19,14 +19,8 @@ pub struct CreateArgs {
     /// credits_must_not_exceed_debits, history.
     #[arg(long, value_delimiter = ',')]
     pub flags: Vec<String>,
-    /// Decimal.
-    #[arg(long)]
-    pub user_data_128: Option<String>,
-    /// Decimal.
-    #[arg(long)]
-    pub user_data_64: Option<String>,
-    #[arg(long)]
-    pub user_data_32: Option<u32>,
+    #[command(flatten)]
+    pub user_data: UserDataArgs,
     #[command(flatten)]
     pub write: WriteOpts,
 }
@@ -37,10 +31,10 @@ pub fn create(a: CreateArgs) -> Result<(), CliError> {
         id: a.id.clone(),
         ledger: a.ledger,
         code: a.code,
-        flags: a.flags.iter().map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect(),
-        user_data_128: a.user_data_128.clone(),
-        user_data_64: a.user_data_64.clone(),
-        user_data_32: a.user_data_32,
+        flags: flag_names(&a.flags),
+        user_data_128: a.user_data.user_data_128.clone(),
+        user_data_64: a.user_data.user_data_64.clone(),
+        user_data_32: a.user_data.user_data_32,
     };
     let reply = api.post("/v1/accounts", &to_body(&req)?, &key)?;
     let Some(c) = reply.parsed::<AccountCreated>(a.write.global.conn.json)? else { return Ok(()) };

@@ -73,6 +73,24 @@ pub struct IdArgs {
     pub global: Global,
 }
 
+/// The three free-form fields accounts and transfers carry for the caller.
+#[derive(clap::Args)]
+pub struct UserDataArgs {
+    /// Decimal.
+    #[arg(long)]
+    pub user_data_128: Option<String>,
+    /// Decimal.
+    #[arg(long)]
+    pub user_data_64: Option<String>,
+    #[arg(long)]
+    pub user_data_32: Option<u32>,
+}
+
+/// `--flags a, b,,c` as the API wants them: trimmed, empty ones dropped.
+pub fn flag_names(flags: &[String]) -> Vec<String> {
+    flags.iter().map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect()
+}
+
 /// The options of a write: its Idempotency-Key and [`Global`].
 #[derive(clap::Args, Clone, Debug)]
 pub struct WriteOpts {

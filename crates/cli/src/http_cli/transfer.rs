@@ -2,7 +2,7 @@
 
 use super::client::encode;
 use super::output::{self, Table};
-use super::{CliError, Conn, IdArgs, idempotency_key, to_body};
+use super::{CliError, Conn, IdArgs, UserDataArgs, flag_names, idempotency_key, to_body};
 use bursar_http::dto::{TransferBody, TransferRequest};
 use std::time::Duration;
 
@@ -35,14 +35,8 @@ pub struct CreateArgs {
     /// time bound is --request-timeout here.)
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u32>,
-    /// Decimal.
-    #[arg(long)]
-    pub user_data_128: Option<String>,
-    /// Decimal.
-    #[arg(long)]
-    pub user_data_64: Option<String>,
-    #[arg(long)]
-    pub user_data_32: Option<u32>,
+    #[command(flatten)]
+    pub user_data: UserDataArgs,
     /// Idempotency-Key to send (default: a fresh UUID).
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
@@ -63,12 +57,12 @@ pub fn create(a: CreateArgs) -> Result<(), CliError> {
         amount: a.amount.clone(),
         ledger: a.ledger,
         code: a.code,
-        flags: a.flags.iter().map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect(),
+        flags: flag_names(&a.flags),
         pending_id: a.pending_id.clone(),
         timeout: a.timeout,
-        user_data_128: a.user_data_128.clone(),
-        user_data_64: a.user_data_64.clone(),
-        user_data_32: a.user_data_32,
+        user_data_128: a.user_data.user_data_128.clone(),
+        user_data_64: a.user_data.user_data_64.clone(),
+        user_data_32: a.user_data.user_data_32,
     };
     let reply = api.post("/v1/transfers", &to_body(&req)?, &key)?;
     let Some(t) = reply.parsed::<TransferBody>(a.conn.json)? else { return Ok(()) };

@@ -17,13 +17,5 @@ pub fn cluster(dir: &std::path::Path) -> NatsCluster {
 /// `urls` (comma-separated): servers the cluster advertises are ignored, so a
 /// connection to one node stays cut off when that node is paused.
 pub async fn connect(urls: &str) -> jetstream::Context {
-    let servers: Vec<async_nats::ServerAddr> =
-        urls.split(',').map(|u| u.parse().unwrap_or_else(|e| panic!("{u}: {e}"))).collect();
-    let client = async_nats::ConnectOptions::new()
-        .connection_timeout(Duration::from_secs(5))
-        .ignore_discovered_servers()
-        .connect(servers)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to {urls}: {e}"));
-    jetstream::ContextBuilder::new().timeout(Duration::from_secs(2)).build(client)
+    bursar_testkit::jetstream::connect_pinned(urls, Duration::from_secs(2)).await
 }
