@@ -142,6 +142,18 @@ impl JetStreamReplicator {
     }
 }
 
+/// Sharing a snapshot with the cluster failed (logged; the next snapshot
+/// tries again).
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    #[error(transparent)]
+    Upload(snapshot_objects::SnapshotObjectsError),
+    #[error(transparent)]
+    Prune(snapshot_objects::SnapshotObjectsError),
+    #[error(transparent)]
+    Purge(#[from] PurgeError),
+}
+
 /// Uploads the local snapshot at `position`, prunes old objects, and purges
 /// the log up to the oldest snapshot kept: a new replica starts from a
 /// snapshot, so the entries it covers are no longer needed.
@@ -150,13 +162,13 @@ async fn share_snapshot(
     config: &ClusterConfig,
     dir: &Path,
     position: u64,
-) -> Result<(), String> {
+) -> Result<(), ShareError> {
     let objects = config.snapshot_objects();
-    snapshot_objects::upload(js, &objects, &config.keys, dir, position).await?;
+    snapshot_objects::upload(js, &objects, &config.keys, dir, position).await.map_err(ShareError::Upload)?;
     metrics::counter!("bursar_cluster_snapshot_uploads_total").increment(1);
     metrics::gauge!("bursar_cluster_snapshot_uploaded_position").set(position as f64);
-    match snapshot_objects::prune(js, &objects, SNAPSHOT_OBJECTS_KEPT).await? {
-        Some(oldest) => purge_log_through(js, config, oldest).await.map_err(|e| e.to_string()),
+    match snapshot_objects::prune(js, &objects, SNAPSHOT_OBJECTS_KEPT).await.map_err(ShareError::Prune)? {
+        Some(oldest) => Ok(purge_log_through(js, config, oldest).await?),
         None => Ok(()),
     }
 }
