@@ -31,9 +31,9 @@ pub enum BootstrapError {
     ListSnapshots(#[source] LogError),
     #[error(transparent)]
     Connect(#[from] crate::replica::ConnectError),
-    /// Reading the object store (that module still reports text).
-    #[error("{0}")]
-    Cluster(String),
+    /// Finding or downloading the newest snapshot object.
+    #[error(transparent)]
+    SnapshotObjects(#[from] crate::snapshot_objects::SnapshotObjectsError),
     #[error(transparent)]
     Stream(#[from] crate::log_stream::StreamError),
     #[error(
@@ -105,13 +105,11 @@ async fn download_newest(config: &ClusterConfig, data_dir: &Path) -> Result<Opti
     let js = jetstream::new(client);
     let state = log_stream::ensure_stream(&js, config).await?.state;
     let objects = config.snapshot_objects();
-    let Some(position) = snapshot_objects::newest(&js, &objects).await.map_err(BootstrapError::Cluster)? else {
+    let Some(position) = snapshot_objects::newest(&js, &objects).await? else {
         return no_snapshot(state.first_sequence, state.messages);
     };
     let started = Instant::now();
-    snapshot_objects::download(&js, &objects, &config.keys, position, data_dir)
-        .await
-        .map_err(BootstrapError::Cluster)?;
+    snapshot_objects::download(&js, &objects, &config.keys, position, data_dir).await?;
     let ms = started.elapsed().as_millis() as u64;
     tracing::info!(position, ms, log_first = state.first_sequence, "bootstrapped from the cluster's snapshot");
     Ok(Some(position))

@@ -86,6 +86,27 @@ pub enum FollowError {
     Stalled { next: u64 },
 }
 
+/// A proposal's commit was not confirmed within the proposal deadline; its
+/// requests learn that the outcome is unknown (the entry may still commit).
+#[derive(Debug, thiserror::Error)]
+#[error("the replicated log did not confirm the write within {deadline:?}: {last}")]
+pub struct PublishError {
+    pub deadline: Duration,
+    /// Why the last attempt failed.
+    #[source]
+    pub last: PublishAttemptError,
+}
+
+/// Why one attempt at publishing a proposal failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishAttemptError {
+    /// The publish or its acknowledgement failed.
+    #[error("{0}")]
+    Nats(#[source] jetstream::context::PublishError),
+    #[error("no acknowledgement before the deadline")]
+    NoAck,
+}
+
 /// Creates the log stream if it is missing and checks an existing one;
 /// returns its info.
 pub async fn ensure_stream(
@@ -173,9 +194,11 @@ pub async fn publish_proposals(
                 in_flight.push(publish_until_acked(js.clone(), subject.clone(), headers, payload.into(), config.clone(), id));
             }
             Some((id, result)) = in_flight.next(), if !in_flight.is_empty() => {
-                if let Err(reason) = result {
+                if let Err(e) = result {
                     metrics::counter!("bursar_cluster_proposals_unconfirmed_total").increment(1);
-                    if engine.send(EngineMsg::ProposalFailed(ProposalFailed { id, reason })).await.is_err() {
+                    // The engine passes the reason on to clients as text.
+                    let failed = ProposalFailed { id, reason: e.to_string() };
+                    if engine.send(EngineMsg::ProposalFailed(failed)).await.is_err() {
                         return;
                     }
                 }
@@ -201,33 +224,24 @@ async fn publish_until_acked(
     body: bytes::Bytes,
     config: ClusterConfig,
     id: u64,
-) -> (u64, Result<(), String>) {
+) -> (u64, Result<(), PublishError>) {
     let deadline = tokio::time::Instant::now() + config.proposal_deadline;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     loop {
         let attempt = async {
-            let ack = js
-                .publish_with_headers(subject.clone(), headers.clone(), body.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-            ack.await.map_err(|e| e.to_string())
+            let ack = js.publish_with_headers(subject.clone(), headers.clone(), body.clone()).await?;
+            ack.await
         };
         let error = match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok(_)) => return (id, Ok(())),
-            Ok(Err(e)) => e,
-            Err(_) => "no acknowledgement before the deadline".to_string(),
+            Ok(Err(e)) => PublishAttemptError::Nats(e),
+            Err(_) => PublishAttemptError::NoAck,
         };
         let wait = backoff.next_wait();
         if tokio::time::Instant::now() + wait >= deadline {
-            return (
-                id,
-                Err(format!(
-                    "the replicated log did not confirm the write within {:?}: {error}",
-                    config.proposal_deadline
-                )),
-            );
+            return (id, Err(PublishError { deadline: config.proposal_deadline, last: error }));
         }
-        tracing::debug!(proposal = id, error, "publish not acknowledged; retrying with the same message id");
+        tracing::debug!(proposal = id, %error, "publish not acknowledged; retrying with the same message id");
         tokio::time::sleep(wait).await;
     }
 }

@@ -8,7 +8,7 @@ use crate::log_stream::{self, PAYLOAD_MAX_MIN};
 use crate::{ClusterConfig, checkpoints, snapshot_objects};
 use async_nats::jetstream;
 use bursar_server::message::EngineMsg;
-use bursar_server::replication::{Checkpoints, ReplicaLink, Replicator, SnapshotWritten};
+use bursar_server::replication::{Checkpoints, ReplicaLink, Replicator, ReplicatorError, SnapshotWritten};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,11 +70,11 @@ impl JetStreamReplicator {
         runtime: &tokio::runtime::Handle,
         after: u64,
         engine: mpsc::Sender<EngineMsg>,
-    ) -> Result<ReplicaLink, String> {
-        let client = connect(&self.config).await.map_err(|e| e.to_string())?;
+    ) -> Result<ReplicaLink, JoinError> {
+        let client = connect(&self.config).await?;
         let js = jetstream::new(client.clone());
-        let state = log_stream::ensure_stream(&js, &self.config).await.map_err(|e| e.to_string())?.state;
-        check_position(after, state.first_sequence, state.last_sequence, state.messages).map_err(|e| e.to_string())?;
+        let state = log_stream::ensure_stream(&js, &self.config).await?.state;
+        check_position(after, state.first_sequence, state.last_sequence, state.messages)?;
         let node = self.config.node_id.to_string();
         let (proposals, queued) = mpsc::channel(PROPOSALS_QUEUED);
         let config = self.config.clone();
@@ -82,7 +82,7 @@ impl JetStreamReplicator {
         runtime.spawn(log_stream::follow(js.clone(), config.clone(), after, engine));
         self.follow_lease(js.clone(), node.clone());
         let snapshot_written = self.snapshot_sharer(runtime, js.clone());
-        let checkpoints = guard_divergence(js, node, &config).map_err(|e| e.to_string())?;
+        let checkpoints = guard_divergence(js, node, &config)?;
         self.connected.send_replace(Some(client));
         tracing::info!(
             node = self.config.node_id,
@@ -142,6 +142,31 @@ impl JetStreamReplicator {
     }
 }
 
+/// Joining the cluster failed: the step that failed says why.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Stream(#[from] log_stream::StreamError),
+    #[error(transparent)]
+    Position(#[from] PositionError),
+    #[error(transparent)]
+    Guard(#[from] GuardError),
+}
+
+/// Sharing a snapshot with the cluster failed (logged; the next snapshot
+/// tries again).
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    #[error(transparent)]
+    Upload(snapshot_objects::SnapshotObjectsError),
+    #[error(transparent)]
+    Prune(snapshot_objects::SnapshotObjectsError),
+    #[error(transparent)]
+    Purge(#[from] PurgeError),
+}
+
 /// Uploads the local snapshot at `position`, prunes old objects, and purges
 /// the log up to the oldest snapshot kept: a new replica starts from a
 /// snapshot, so the entries it covers are no longer needed.
@@ -150,13 +175,13 @@ async fn share_snapshot(
     config: &ClusterConfig,
     dir: &Path,
     position: u64,
-) -> Result<(), String> {
+) -> Result<(), ShareError> {
     let objects = config.snapshot_objects();
-    snapshot_objects::upload(js, &objects, &config.keys, dir, position).await?;
+    snapshot_objects::upload(js, &objects, &config.keys, dir, position).await.map_err(ShareError::Upload)?;
     metrics::counter!("bursar_cluster_snapshot_uploads_total").increment(1);
     metrics::gauge!("bursar_cluster_snapshot_uploaded_position").set(position as f64);
-    match snapshot_objects::prune(js, &objects, SNAPSHOT_OBJECTS_KEPT).await? {
-        Some(oldest) => purge_log_through(js, config, oldest).await.map_err(|e| e.to_string()),
+    match snapshot_objects::prune(js, &objects, SNAPSHOT_OBJECTS_KEPT).await.map_err(ShareError::Prune)? {
+        Some(oldest) => Ok(purge_log_through(js, config, oldest).await?),
         None => Ok(()),
     }
 }
@@ -218,10 +243,10 @@ impl Replicator for JetStreamReplicator {
         runtime: &tokio::runtime::Handle,
         after: u64,
         engine: mpsc::Sender<EngineMsg>,
-    ) -> Result<ReplicaLink, String> {
+    ) -> Result<ReplicaLink, ReplicatorError> {
         let rt = runtime.clone();
         let _entered = runtime.enter();
-        runtime.block_on(self.join(&rt, after, engine))
+        runtime.block_on(self.join(&rt, after, engine)).map_err(ReplicatorError::new)
     }
 }
 

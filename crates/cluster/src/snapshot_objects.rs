@@ -21,18 +21,21 @@
 //! acknowledgement included) `call_timeout`, whole transfers (put, get,
 //! delete) `call_timeout` plus their size at the slowest rate tolerated.
 
+mod error;
+
 use crate::cluster_key::{ClusterKeys, MacError, Purpose};
+use SnapshotObjectsError as E;
 use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind, ObjectStoreError};
 use async_nats::jetstream::object_store::{self, GetErrorKind, InfoErrorKind, ObjectMetadata, ObjectStore};
 use async_nats::jetstream::stream::{StorageType, Stream};
 use async_nats::jetstream::{self, ErrorCode};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE;
-use bursar_log::{BundleInfo, SnapshotStore};
+use bursar_log::{BundleInfo, LogError, SnapshotStore};
 use bursar_runtime::resilience::Backoff;
+pub use error::{Call, CallError, ConfigError, PumpError, Refusal, SnapshotObjectsError, Task};
 use futures_util::TryStreamExt;
 use std::collections::HashSet;
-use std::fmt::Display;
 use std::future::IntoFuture;
 use std::io;
 use std::path::Path;
@@ -98,15 +101,16 @@ impl SnapshotObjectsConfig {
         self.call_timeout + Duration::from_secs_f64(bytes as f64 / self.min_bytes_per_second.max(1) as f64)
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), ConfigError> {
         if !(CHUNK_BYTES_MIN..=CHUNK_BYTES_MAX).contains(&self.chunk_bytes) {
-            return Err(format!("chunk_bytes {} is not in {CHUNK_BYTES_MIN}..={CHUNK_BYTES_MAX}", self.chunk_bytes));
+            let (chunk_bytes, min, max) = (self.chunk_bytes, CHUNK_BYTES_MIN, CHUNK_BYTES_MAX);
+            return Err(ConfigError::ChunkBytes { chunk_bytes, min, max });
         }
         if !(1..=5).contains(&self.replicas) {
-            return Err(format!("replicas {} is not in 1..=5", self.replicas));
+            return Err(ConfigError::Replicas { replicas: self.replicas });
         }
         if self.min_bytes_per_second == 0 {
-            return Err("min_bytes_per_second is 0".into());
+            return Err(ConfigError::NoTransferRate);
         }
         Ok(())
     }
@@ -137,7 +141,7 @@ pub async fn upload(
     keys: &ClusterKeys,
     store_dir: &Path,
     position: u64,
-) -> Result<u64, String> {
+) -> Result<u64, SnapshotObjectsError> {
     config.check()?;
     let started = Instant::now();
     let dir = store_dir.to_path_buf();
@@ -148,8 +152,8 @@ pub async fn upload(
         Ok::<_, bursar_log::LogError>((store, size, manifest))
     })
     .await
-    .map_err(|e| format!("reading the snapshot at {position}: {e}"))?
-    .map_err(|e| format!("reading the snapshot at {position}: {e}"))?;
+    .map_err(|source| E::Unfinished { task: Task::ReadSnapshot { position }, source })?
+    .map_err(|source| E::ReadSnapshot { position, source })?;
     let bucket = ensure_bucket(&scoped(js, config), config).await?;
 
     let (tx, rx) = mpsc::channel(PIPE_BLOCKS);
@@ -164,17 +168,18 @@ pub async fn upload(
         ..Default::default()
     };
     let mut reader = PipeReader { rx, state: ReadState::default() };
-    let what = format!("uploading {name} ({size} bytes)");
-    let put = within(config.transfer_timeout(size), what, bucket.put(meta, &mut reader)).await;
+    let call = Call::Upload { name: name.clone(), size };
+    let put = within(config.transfer_timeout(size), call, bucket.put(meta, &mut reader)).await;
     // A still-running export sees the pipe closed and stops.
     drop(reader);
-    let exported = export.await.map_err(|e| format!("the export of {name} did not finish: {e}"))?;
+    let exported =
+        export.await.map_err(|source| E::Unfinished { task: Task::Export { name: name.clone() }, source })?;
     let bundle = match (put, exported) {
-        (_, Err(Side::Failed(e))) => return Err(format!("exporting the snapshot at {position}: {e}")),
+        (_, Err(Side::Failed(source))) => return Err(E::Export { position, source }),
         (Err(e), _) => return Err(e),
-        (Ok(_), Err(Side::Abandoned)) => return Err(format!("{name}: the upload ended before the export")),
+        (Ok(_), Err(Side::Abandoned)) => return Err(E::UploadCutShort { name }),
         (Ok(info), Ok(bundle)) if info.size as u64 != bundle.bytes => {
-            return Err(format!("{name}: the object store took {} bytes of a {}-byte bundle", info.size, bundle.bytes));
+            return Err(E::UploadIncomplete { name, stored: info.size as u64, bundle: bundle.bytes });
         }
         (Ok(_), Ok(bundle)) => bundle,
     };
@@ -188,7 +193,7 @@ fn export_into(store: &SnapshotStore, position: u64, mut pipe: PipeWriter) -> Re
     match store.export_bundle(position, &mut pipe) {
         Ok(info) => pipe.finish().map(|()| info).map_err(|_| Side::Abandoned),
         Err(_) if pipe.abandoned => Err(Side::Abandoned),
-        Err(e) => Err(Side::Failed(e.to_string())),
+        Err(e) => Err(Side::Failed(e)),
     }
 }
 
@@ -196,7 +201,10 @@ fn export_into(store: &SnapshotStore, position: u64, mut pipe: PipeWriter) -> Re
 /// bucket). Read from the stream's subjects, which the stream leader
 /// reports: a listing through a consumer may be served by a lagging replica,
 /// or placed on a dead one.
-pub async fn positions(js: &jetstream::Context, config: &SnapshotObjectsConfig) -> Result<Vec<u64>, String> {
+pub async fn positions(
+    js: &jetstream::Context,
+    config: &SnapshotObjectsConfig,
+) -> Result<Vec<u64>, SnapshotObjectsError> {
     match open_stream(&scoped(js, config), config).await? {
         Some(stream) => listed(&stream, config).await,
         None => Ok(Vec::new()),
@@ -204,7 +212,10 @@ pub async fn positions(js: &jetstream::Context, config: &SnapshotObjectsConfig) 
 }
 
 /// The newest snapshot object's position.
-pub async fn newest(js: &jetstream::Context, config: &SnapshotObjectsConfig) -> Result<Option<u64>, String> {
+pub async fn newest(
+    js: &jetstream::Context,
+    config: &SnapshotObjectsConfig,
+) -> Result<Option<u64>, SnapshotObjectsError> {
     Ok(positions(js, config).await?.last().copied())
 }
 
@@ -216,9 +227,9 @@ pub async fn prune(
     js: &jetstream::Context,
     config: &SnapshotObjectsConfig,
     keep: usize,
-) -> Result<Option<u64>, String> {
+) -> Result<Option<u64>, SnapshotObjectsError> {
     if keep == 0 {
-        return Err("prune keeps at least one snapshot: the log is purged up to the oldest kept one".into());
+        return Err(E::KeepNone);
     }
     let js = scoped(js, config);
     let Some(stream) = open_stream(&js, config).await? else {
@@ -226,7 +237,8 @@ pub async fn prune(
     };
     let positions = listed(&stream, config).await?;
     let (old, kept) = positions.split_at(positions.len().saturating_sub(keep));
-    let bucket = open_bucket(&js, config).await?.ok_or_else(|| format!("bucket {} vanished", config.bucket))?;
+    let vanished = || E::BucketVanished { bucket: config.bucket.clone() };
+    let bucket = open_bucket(&js, config).await?.ok_or_else(vanished)?;
     for position in old {
         delete(&bucket, &stream, config, *position).await?;
         tracing::info!(position, bucket = %config.bucket, "snapshot object deleted");
@@ -249,7 +261,7 @@ pub async fn download(
     keys: &ClusterKeys,
     position: u64,
     store_dir: &Path,
-) -> Result<(), String> {
+) -> Result<(), SnapshotObjectsError> {
     config.check()?;
     let js = scoped(js, config);
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(8));
@@ -274,8 +286,8 @@ pub async fn download(
 
 /// Why a download failed: worth another attempt, or not.
 enum Failure {
-    Transfer(String),
-    Final(String),
+    Transfer(SnapshotObjectsError),
+    Final(SnapshotObjectsError),
 }
 
 /// One attempt at `download`; returns the bytes moved.
@@ -286,14 +298,15 @@ async fn download_once(
     position: u64,
     store_dir: &Path,
 ) -> Result<u64, Failure> {
+    use Failure::{Final, Transfer};
     let name = object_name(position);
-    let bucket = open_bucket(js, config).await.map_err(Failure::Transfer)?;
-    let bucket = bucket.ok_or_else(|| Failure::Final(format!("there is no bucket {}", config.bucket)))?;
-    let opened = limited(config.call_timeout, format!("opening {name}"), bucket.get(&name)).await;
-    let mut object = match opened.map_err(Failure::Transfer)? {
+    let bucket = open_bucket(js, config).await.map_err(Transfer)?;
+    let bucket = bucket.ok_or_else(|| Final(E::NoBucket { bucket: config.bucket.clone() }))?;
+    let call = Call::OpenObject { name: name.clone() };
+    let mut object = match limited(config.call_timeout, &call, bucket.get(&name)).await.map_err(Transfer)? {
         Ok(object) => object,
-        Err(e) if e.kind() == GetErrorKind::NotFound => return Err(Failure::Final(format!("{name}: {e}"))),
-        Err(e) => return Err(Failure::Transfer(format!("opening {name}: {e}"))),
+        Err(e) if e.kind() == GetErrorKind::NotFound => return Err(Final(E::failed(call, e))),
+        Err(e) => return Err(Transfer(E::failed(call, e))),
     };
     let size = object.info().size as u64;
     let mac = object.info().metadata.get(MAC_METADATA).cloned().unwrap_or_default();
@@ -301,27 +314,25 @@ async fn download_once(
     let (tx, rx) = mpsc::channel(PIPE_BLOCKS);
     let dir = store_dir.to_path_buf();
     let import = tokio::task::spawn_blocking(move || import_from(&dir, BlockingPipeReader::new(rx)));
-    let what = format!("downloading {name} ({size} bytes)");
+    let call = Call::Download { name: name.clone(), size };
     // `tx` lives in the pump: it is dropped when the pump ends or times out,
     // so the import never waits for a block that will not come.
-    let pumped = within(config.transfer_timeout(size), what, pump(&mut object, tx, config.chunk_bytes)).await;
-    let imported = import.await.map_err(|e| Failure::Final(format!("the import of {name} did not finish: {e}")))?;
+    let pumped = within(config.transfer_timeout(size), call, pump(&mut object, tx, config.chunk_bytes)).await;
+    let unfinished = |source| Final(E::Unfinished { task: Task::Import { name: name.clone() }, source });
+    let imported = import.await.map_err(unfinished)?;
     match (pumped, imported) {
-        (_, Err(Side::Failed(e))) => Err(Failure::Final(format!("importing {name}: {e}"))),
-        (Err(e), _) => Err(Failure::Transfer(e)),
-        (Ok(_), Err(Side::Abandoned)) => {
-            Err(Failure::Transfer(format!("{name}: the download ended before the import")))
-        }
-        (Ok(bytes), Ok(_)) if bytes != size => Err(Failure::Transfer(format!("{name}: read {bytes} bytes of {size}"))),
-        (Ok(_), Ok(imported)) if imported != position => {
-            Err(Failure::Final(format!("{name} holds the snapshot at position {imported}, not {position}")))
-        }
+        (_, Err(Side::Failed(source))) => Err(Final(E::Import { name, source })),
+        (Err(e), _) => Err(Transfer(e)),
+        (Ok(_), Err(Side::Abandoned)) => Err(Transfer(E::DownloadCutShort { name })),
+        (Ok(read), Ok(_)) if read != size => Err(Transfer(E::DownloadIncomplete { name, read, size })),
+        (Ok(_), Ok(found)) if found != position => Err(Final(E::WrongPosition { name, found, expected: position })),
         (Ok(bytes), Ok(_)) => {
             let (dir, keys, bucket) = (store_dir.to_path_buf(), keys.clone(), config.bucket.clone());
+            let task = Task::CheckMac { name: name.clone() };
             tokio::task::spawn_blocking(move || authenticate_import(&dir, &keys, &bucket, &name, position, &mac))
                 .await
-                .map_err(|e| Failure::Final(format!("checking the snapshot's MAC did not finish: {e}")))?
-                .map_err(Failure::Final)?;
+                .map_err(|source| Final(E::Unfinished { task, source }))?
+                .map_err(Final)?;
             Ok(bytes)
         }
     }
@@ -345,21 +356,22 @@ fn authenticate_import(
     name: &str,
     position: u64,
     mac: &str,
-) -> Result<(), String> {
-    let mut store = SnapshotStore::open(dir).map_err(|e| e.to_string())?;
-    let manifest = store.manifest_bytes(position).map_err(|e| e.to_string())?;
-    let verdict = match parse_mac(mac) {
-        None => Err("it carries no valid bursar-mac metadata"),
-        Some((id, mac)) => {
-            match keys.verify(id, Purpose::SnapshotObject, &[bucket.as_bytes(), name.as_bytes(), &manifest], &mac) {
+) -> Result<(), SnapshotObjectsError> {
+    let unreadable = |source: LogError| E::ReadImported { name: name.to_string(), source };
+    let mut store = SnapshotStore::open(dir).map_err(unreadable)?;
+    let manifest = store.manifest_bytes(position).map_err(unreadable)?;
+    let reason = match parse_mac(mac) {
+        None => Refusal::NoMac,
+        Some((key_id, mac)) => {
+            match keys.verify(key_id, Purpose::SnapshotObject, &[bucket.as_bytes(), name.as_bytes(), &manifest], &mac) {
                 Ok(()) => return Ok(()),
-                Err(MacError::UnknownKey) => Err("it is sealed under a cluster key this replica does not hold"),
-                Err(MacError::Mismatch) => Err("its MAC does not match: no replica of this cluster made it"),
+                Err(MacError::UnknownKey) => Refusal::UnknownKey { key_id },
+                Err(MacError::Mismatch) => Refusal::Mismatch,
             }
         }
     };
-    store.remove(position).map_err(|e| format!("removing the refused snapshot {name}: {e}"))?;
-    verdict.map_err(|why| format!("refusing snapshot object {name}: {why}"))
+    store.remove(position).map_err(|source| E::RemoveRefused { name: name.to_string(), reason, source })?;
+    Err(E::Refused { name: name.to_string(), reason })
 }
 
 fn parse_mac(text: &str) -> Option<(u32, [u8; 32])> {
@@ -376,26 +388,30 @@ fn parse_mac(text: &str) -> Option<(u32, [u8; 32])> {
 
 /// Runs in the blocking pool: the pipe into the local store.
 fn import_from(dir: &Path, mut pipe: BlockingPipeReader) -> Result<u64, Side> {
-    let mut store = SnapshotStore::open(dir).map_err(|e| Side::Failed(e.to_string()))?;
+    let mut store = SnapshotStore::open(dir).map_err(Side::Failed)?;
     match store.import_bundle(&mut pipe) {
         Ok(position) => Ok(position),
         Err(_) if pipe.abandoned => Err(Side::Abandoned),
-        Err(e) => Err(Side::Failed(e.to_string())),
+        Err(e) => Err(Side::Failed(e)),
     }
 }
 
 /// Copies the object into the pipe in blocks, then marks its end; returns
 /// the bytes read.
-async fn pump(object: &mut object_store::Object, tx: mpsc::Sender<Piece>, block_bytes: usize) -> Result<u64, String> {
+async fn pump(
+    object: &mut object_store::Object,
+    tx: mpsc::Sender<Piece>,
+    block_bytes: usize,
+) -> Result<u64, PumpError> {
     let mut total = 0u64;
     loop {
         let mut block = Vec::with_capacity(block_bytes);
         let mut end = false;
         while block.len() < block_bytes && !end {
-            end = object.read_buf(&mut block).await.map_err(|e| format!("reading the object: {e}"))? == 0;
+            end = object.read_buf(&mut block).await.map_err(PumpError::Read)? == 0;
         }
         total += block.len() as u64;
-        let closed = |_| "the import stopped reading".to_string();
+        let closed = |_| PumpError::ImportStopped;
         if !block.is_empty() {
             tx.send(Piece::Data(block)).await.map_err(closed)?;
         }
@@ -410,7 +426,7 @@ async fn pump(object: &mut object_store::Object, tx: mpsc::Sender<Piece>, block_
 enum Side {
     /// The other side stopped first; its error is the one to report.
     Abandoned,
-    Failed(String),
+    Failed(LogError),
 }
 
 /// `js` with `call_timeout` as its request timeout: it also bounds the wait
@@ -421,18 +437,18 @@ fn scoped(js: &jetstream::Context, config: &SnapshotObjectsConfig) -> jetstream:
     js
 }
 
-/// Runs `call` with a time limit; errors say what was being done.
-async fn within<T, E: Display>(
+/// Runs a NATS call with a time limit; its errors name the call.
+async fn within<T, F: Into<CallError>>(
     limit: Duration,
-    what: impl Display,
-    call: impl IntoFuture<Output = Result<T, E>>,
-) -> Result<T, String> {
-    limited(limit, &what, call).await?.map_err(|e| format!("{what}: {e}"))
+    call: Call,
+    future: impl IntoFuture<Output = Result<T, F>>,
+) -> Result<T, SnapshotObjectsError> {
+    limited(limit, &call, future).await?.map_err(|e| E::failed(call, e))
 }
 
-/// Runs `call` with a time limit, leaving its own errors to the caller.
-async fn limited<F: IntoFuture>(limit: Duration, what: impl Display, call: F) -> Result<F::Output, String> {
-    tokio::time::timeout(limit, call).await.map_err(|_| format!("{what}: not done within {limit:?}"))
+/// Runs `future` with a time limit, leaving its own errors to the caller.
+async fn limited<F: IntoFuture>(limit: Duration, call: &Call, future: F) -> Result<F::Output, SnapshotObjectsError> {
+    tokio::time::timeout(limit, future).await.map_err(|_| E::TimedOut { call: call.clone(), after: limit })
 }
 
 fn stream_missing(e: &GetStreamError) -> bool {
@@ -440,22 +456,28 @@ fn stream_missing(e: &GetStreamError) -> bool {
 }
 
 /// The stream behind the bucket, or `None` if there is no bucket.
-async fn open_stream(js: &jetstream::Context, config: &SnapshotObjectsConfig) -> Result<Option<Stream>, String> {
-    let what = format!("opening stream OBJ_{}", config.bucket);
-    match limited(config.call_timeout, &what, js.get_stream(format!("OBJ_{}", config.bucket))).await? {
+async fn open_stream(
+    js: &jetstream::Context,
+    config: &SnapshotObjectsConfig,
+) -> Result<Option<Stream>, SnapshotObjectsError> {
+    let call = Call::OpenStream { bucket: config.bucket.clone() };
+    match limited(config.call_timeout, &call, js.get_stream(format!("OBJ_{}", config.bucket))).await? {
         Ok(stream) => Ok(Some(stream)),
         Err(e) if stream_missing(&e) => Ok(None),
-        Err(e) => Err(format!("{what}: {e}")),
+        Err(e) => Err(E::failed(call, e)),
     }
 }
 
 /// The bucket, or `None` if it does not exist.
-async fn open_bucket(js: &jetstream::Context, config: &SnapshotObjectsConfig) -> Result<Option<ObjectStore>, String> {
-    let what = format!("opening bucket {}", config.bucket);
-    match limited(config.call_timeout, &what, js.get_object_store(&config.bucket)).await? {
+async fn open_bucket(
+    js: &jetstream::Context,
+    config: &SnapshotObjectsConfig,
+) -> Result<Option<ObjectStore>, SnapshotObjectsError> {
+    let call = Call::OpenBucket { bucket: config.bucket.clone() };
+    match limited(config.call_timeout, &call, js.get_object_store(&config.bucket)).await? {
         Ok(bucket) => Ok(Some(bucket)),
         Err(e) if bucket_missing(&e) => Ok(None),
-        Err(e) => Err(format!("{what}: {e}")),
+        Err(e) => Err(E::failed(call, e)),
     }
 }
 
@@ -464,7 +486,10 @@ fn bucket_missing(e: &ObjectStoreError) -> bool {
 }
 
 /// The bucket, created (file storage, `replicas` copies) if missing.
-async fn ensure_bucket(js: &jetstream::Context, config: &SnapshotObjectsConfig) -> Result<ObjectStore, String> {
+async fn ensure_bucket(
+    js: &jetstream::Context,
+    config: &SnapshotObjectsConfig,
+) -> Result<ObjectStore, SnapshotObjectsError> {
     if let Some(bucket) = open_bucket(js, config).await? {
         return Ok(bucket);
     }
@@ -475,8 +500,8 @@ async fn ensure_bucket(js: &jetstream::Context, config: &SnapshotObjectsConfig) 
         num_replicas: config.replicas,
         ..Default::default()
     };
-    let what = format!("creating bucket {} with {} replicas", config.bucket, config.replicas);
-    within(config.call_timeout, what, js.create_object_store(spec)).await
+    let call = Call::CreateBucket { bucket: config.bucket.clone(), replicas: config.replicas };
+    within(config.call_timeout, call, js.create_object_store(spec)).await
 }
 
 /// The stream's subjects matching `filter`, with their message counts.
@@ -484,14 +509,14 @@ async fn subjects(
     stream: &Stream,
     config: &SnapshotObjectsConfig,
     filter: &str,
-) -> Result<Vec<(String, usize)>, String> {
+) -> Result<Vec<(String, usize)>, SnapshotObjectsError> {
     let call = async { stream.info_with_subjects(filter).await?.try_collect::<Vec<_>>().await };
-    within(config.call_timeout, format!("listing subjects {filter}"), call).await
+    within(config.call_timeout, Call::ListSubjects { filter: filter.to_string() }, call).await
 }
 
 /// The positions of the objects with metadata in the bucket, ascending.
 /// Other objects are left alone (and logged).
-async fn listed(stream: &Stream, config: &SnapshotObjectsConfig) -> Result<Vec<u64>, String> {
+async fn listed(stream: &Stream, config: &SnapshotObjectsConfig) -> Result<Vec<u64>, SnapshotObjectsError> {
     let prefix = format!("$O.{}.M.", config.bucket);
     let mut out = Vec::new();
     for (subject, _) in subjects(stream, config, &format!("{prefix}>")).await? {
@@ -523,18 +548,20 @@ async fn delete(
     stream: &Stream,
     config: &SnapshotObjectsConfig,
     position: u64,
-) -> Result<(), String> {
+) -> Result<(), SnapshotObjectsError> {
     let name = object_name(position);
-    let info = match limited(config.call_timeout, format!("reading {name}"), bucket.info(&name)).await? {
+    let call = Call::ReadInfo { name: name.clone() };
+    let info = match limited(config.call_timeout, &call, bucket.info(&name)).await? {
         Ok(info) => Some(info),
         Err(e) if e.kind() == InfoErrorKind::NotFound => None,
-        Err(e) => return Err(format!("reading {name}: {e}")),
+        Err(e) => return Err(E::failed(call, e)),
     };
     if let Some(info) = info.filter(|info| !info.deleted) {
-        within(config.transfer_timeout(info.size as u64), format!("deleting {name}"), bucket.delete(&name)).await?;
+        let call = Call::Delete { name: name.clone() };
+        within(config.transfer_timeout(info.size as u64), call, bucket.delete(&name)).await?;
     }
     let purge = stream.purge().filter(meta_subject(config, &name));
-    within(config.call_timeout, format!("purging the tombstone of {name}"), purge).await?;
+    within(config.call_timeout, Call::PurgeTombstone { name }, purge).await?;
     Ok(())
 }
 
@@ -546,11 +573,12 @@ async fn sweep_orphans(
     stream: &Stream,
     config: &SnapshotObjectsConfig,
     kept: &[u64],
-) -> Result<usize, String> {
+) -> Result<usize, SnapshotObjectsError> {
     let mut live = HashSet::new();
     for position in kept {
         let name = object_name(*position);
-        live.insert(within(config.call_timeout, format!("reading {name}"), bucket.info(&name)).await?.nuid);
+        let call = Call::ReadInfo { name: name.clone() };
+        live.insert(within(config.call_timeout, call, bucket.info(&name)).await?.nuid);
     }
     let prefix = format!("$O.{}.C.", config.bucket);
     let mut purged = 0;
@@ -559,16 +587,21 @@ async fn sweep_orphans(
         if live.contains(nuid) || !orphan_is_old(stream, config, &subject).await? {
             continue;
         }
-        within(config.call_timeout, format!("purging {subject}"), stream.purge().filter(&subject)).await?;
+        let call = Call::PurgeChunks { subject: subject.clone() };
+        within(config.call_timeout, call, stream.purge().filter(&subject)).await?;
         tracing::warn!(subject, "purged chunks no snapshot object names (left by a failed upload)");
         purged += 1;
     }
     Ok(purged)
 }
 
-async fn orphan_is_old(stream: &Stream, config: &SnapshotObjectsConfig, subject: &str) -> Result<bool, String> {
-    let what = format!("reading the newest message of {subject}");
-    let last = within(config.call_timeout, what, stream.get_last_raw_message_by_subject(subject)).await?;
+async fn orphan_is_old(
+    stream: &Stream,
+    config: &SnapshotObjectsConfig,
+    subject: &str,
+) -> Result<bool, SnapshotObjectsError> {
+    let call = Call::ReadNewest { subject: subject.to_string() };
+    let last = within(config.call_timeout, call, stream.get_last_raw_message_by_subject(subject)).await?;
     let old_at = async_nats::datetime::add_std_duration(last.time, config.orphan_min_age);
     Ok(old_at.is_ok_and(|at| at <= async_nats::datetime::now()))
 }
@@ -727,8 +760,11 @@ mod tests {
         assert_eq!(config.transfer_timeout(0), Duration::from_secs(10));
         assert_eq!(config.transfer_timeout(2 << 30), Duration::from_secs(10 + 2048));
         assert!(config.check().is_ok());
-        assert!(SnapshotObjectsConfig { chunk_bytes: 8 << 20, ..config.clone() }.check().is_err());
-        assert!(SnapshotObjectsConfig { replicas: 0, ..config }.check().is_err());
+        let err = SnapshotObjectsConfig { chunk_bytes: 8 << 20, ..config.clone() }.check().unwrap_err();
+        assert!(matches!(err, ConfigError::ChunkBytes { chunk_bytes: 0x80_0000, .. }), "{err:?}");
+        assert_eq!(err.to_string(), "chunk_bytes 8388608 is not in 1024..=4194304");
+        let err = SnapshotObjectsConfig { replicas: 0, ..config }.check().unwrap_err();
+        assert!(matches!(err, ConfigError::Replicas { replicas: 0 }), "{err:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

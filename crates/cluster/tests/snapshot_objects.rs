@@ -35,7 +35,10 @@ async fn connect(urls: &str) -> jetstream::Context {
 
 /// Retries `attempt` until it succeeds: only for waiting out leader
 /// elections (cluster start, a killed node), never to hide a failure.
-async fn eventually<T, F: Future<Output = Result<T, String>>>(what: &str, mut attempt: impl FnMut() -> F) -> T {
+async fn eventually<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> T {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match attempt().await {
@@ -148,11 +151,11 @@ async fn snapshots_round_trip_through_an_r3_bucket_and_upload_with_a_node_down()
     assert_eq!(prune(&js, &config, 1).await.unwrap(), Some(second.position));
     assert_eq!(positions(&js, &config).await.unwrap(), vec![second.position]);
     let fresh = tempfile::tempdir().unwrap();
-    let err = download(&js, &config, keys(), first.position, fresh.path()).await.unwrap_err();
+    let err = download(&js, &config, keys(), first.position, fresh.path()).await.unwrap_err().to_string();
     assert!(err.contains(&object_name(first.position)), "{err}");
     // A replica holding other keys refuses the object and keeps nothing of it.
     let other = bursar_cluster::ClusterKeys::parse(&format!("1:{}", "ab".repeat(32))).unwrap();
-    let err = download(&js, &config, &other, second.position, fresh.path()).await.unwrap_err();
+    let err = download(&js, &config, &other, second.position, fresh.path()).await.unwrap_err().to_string();
     assert!(err.contains("MAC does not match"), "{err}");
     assert!(SnapshotStore::open(fresh.path()).unwrap().list().unwrap().is_empty(), "the refused snapshot is gone");
     download(&js, &config, keys(), second.position, fresh.path()).await.unwrap();
@@ -203,7 +206,7 @@ async fn damaged_objects_are_refused_and_failed_uploads_are_swept() {
         bucket.put(object_name(position).as_str(), &mut &bytes[..]).await.unwrap();
         assert_eq!(newest(&js, &config).await.unwrap(), Some(position));
         let fresh = tempfile::tempdir().unwrap();
-        let err = download(&js, &config, keys(), position, fresh.path()).await.unwrap_err();
+        let err = download(&js, &config, keys(), position, fresh.path()).await.unwrap_err().to_string();
         assert!(err.contains(expected), "{err}");
         let store = SnapshotStore::open(fresh.path()).unwrap();
         assert!(store.list().unwrap().is_empty(), "a damaged object left a snapshot");

@@ -44,7 +44,7 @@ pub enum StartError {
     Bootstrap {
         dir: String,
         #[source]
-        source: bursar_cluster::BootstrapError,
+        source: Box<bursar_cluster::BootstrapError>,
     },
     #[error("starting with data directory {dir}: {source}")]
     Engine { dir: String, source: Box<bursar_server::NodeError> },
@@ -107,7 +107,7 @@ pub fn start(settings: NodeSettings) -> Result<RunningNode, StartError> {
         Some(config) => {
             let started = std::time::Instant::now();
             bootstrapped_from = bursar_cluster::bootstrap_if_empty(&config, &settings.data_dir)
-                .map_err(|source| StartError::Bootstrap { dir: dir.clone(), source })?
+                .map_err(|source| StartError::Bootstrap { dir: dir.clone(), source: Box::new(source) })?
                 .map(|position| (position, started.elapsed()));
             let (replicator, handle) = bursar_cluster::JetStreamReplicator::new(config);
             let replicator = replicator.share_snapshots_from(settings.data_dir.clone());

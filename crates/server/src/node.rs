@@ -58,9 +58,9 @@ pub enum NodeError {
     Log(#[from] bursar_log::LogError),
     #[error("recovery failed: {0}")]
     Recovery(#[from] crate::recovery::RecoveryError),
-    /// The replicator could not join the cluster (its own message).
+    /// The replicator could not join the cluster.
     #[error("recovery failed: joining the cluster: {0}")]
-    Join(String),
+    Join(#[source] crate::replication::ReplicatorError),
     #[error("recovery failed: the local log failed while catching up to position {end}")]
     CatchUp { end: u64 },
     #[error("recovery failed: creating an API key failed: {0}")]

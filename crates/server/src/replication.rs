@@ -22,7 +22,31 @@ pub trait Replicator: Send {
         runtime: &tokio::runtime::Handle,
         after: u64,
         engine: mpsc::Sender<EngineMsg>,
-    ) -> Result<ReplicaLink, String>;
+    ) -> Result<ReplicaLink, ReplicatorError>;
+}
+
+/// A replicator could not start. The engine knows replicators only through
+/// [`Replicator`], so the implementation's own typed error travels boxed as
+/// the source (a caller that knows the implementation can downcast it), and
+/// its message is this error's. An associated error type would have made
+/// `Box<dyn Replicator>` name the implementation's error, and so the
+/// cluster, in this crate.
+#[derive(Debug, thiserror::Error)]
+#[error("{source}")]
+pub struct ReplicatorError {
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl ReplicatorError {
+    pub fn new(source: impl std::error::Error + Send + Sync + 'static) -> ReplicatorError {
+        ReplicatorError { source: Box::new(source) }
+    }
+
+    /// The implementation's error.
+    pub fn cause(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self.source.as_ref()
+    }
 }
 
 /// The engine's side of a started replicator.
@@ -56,3 +80,18 @@ pub struct Checkpoints {
 }
 
 pub type SnapshotWritten = Box<dyn Fn(u64) + Send>;
+
+#[cfg(test)]
+mod tests {
+    use super::ReplicatorError;
+
+    #[test]
+    fn a_replicator_error_reads_as_its_cause_and_keeps_it() {
+        let cause = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "no NATS server answered");
+        let err = ReplicatorError::new(cause);
+        assert_eq!(err.to_string(), "no NATS server answered");
+        let kept = err.cause().downcast_ref::<std::io::Error>().expect("the cause is the io::Error");
+        assert_eq!(kept.kind(), std::io::ErrorKind::ConnectionRefused);
+        assert!(std::error::Error::source(&err).is_some());
+    }
+}

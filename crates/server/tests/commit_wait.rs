@@ -18,7 +18,7 @@ use bursar_core::{Account, Ledger};
 use bursar_proto::ProtocolError;
 use bursar_server::message::Committed;
 use bursar_server::message::EngineMsg;
-use bursar_server::replication::{ReplicaLink, Replicator};
+use bursar_server::replication::{ReplicaLink, Replicator, ReplicatorError};
 use bursar_server::{Node, NodeConfig};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -67,7 +67,7 @@ impl Replicator for MemoryLog {
         runtime: &tokio::runtime::Handle,
         after: u64,
         engine: mpsc::Sender<EngineMsg>,
-    ) -> Result<ReplicaLink, String> {
+    ) -> Result<ReplicaLink, ReplicatorError> {
         assert_eq!(after, 0, "the test starts from an empty data dir");
         let (proposals, mut rx) = mpsc::channel::<bursar_server::message::Proposal>(16);
         self.inner.lock().unwrap().engine = Some(engine.clone());
