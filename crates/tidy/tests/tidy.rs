@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 const RANKS: &[(&str, u8)] = &[
     // Foundations: no Bursar dependencies.
     ("core", 0),
+    ("store", 0),
     ("runtime", 0),
     ("crypto", 0),
     ("tls", 0),

@@ -1,0 +1,46 @@
+//! The one error type of this crate. Corruption always names the file and
+//! the byte offset where it was found, and what exactly is wrong.
+
+use crate::block::BlockFault;
+use std::io;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An operating-system error on a file or directory.
+    #[error("I/O error on {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Stored bytes failed a check. Never skipped, never repaired silently.
+    #[error("corruption in {} at offset {offset}: {fault}", file.display())]
+    Corrupt { file: PathBuf, offset: u64, fault: Fault },
+}
+
+/// What is wrong with stored bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Fault {
+    /// A block failed its own checks.
+    #[error("{0}")]
+    Block(#[from] BlockFault),
+    /// The file ends before the data its metadata promises.
+    #[error("the file holds {len} bytes, {expected} expected")]
+    Truncated { len: u64, expected: u64 },
+}
+
+impl StoreError {
+    pub fn io(path: &Path, source: io::Error) -> StoreError {
+        StoreError::Io { path: path.to_path_buf(), source }
+    }
+
+    pub fn corrupt(file: &Path, offset: u64, fault: impl Into<Fault>) -> StoreError {
+        StoreError::Corrupt { file: file.to_path_buf(), offset, fault: fault.into() }
+    }
+
+    /// True for `Corrupt`.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, StoreError::Corrupt { .. })
+    }
+}
