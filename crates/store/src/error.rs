@@ -28,6 +28,9 @@ pub enum Fault {
     /// The file ends before the data its metadata promises.
     #[error("the file holds {len} bytes, {expected} expected")]
     Truncated { len: u64, expected: u64 },
+    /// Checked blocks whose content does not parse.
+    #[error("malformed {what}")]
+    Malformed { what: &'static str },
 }
 
 impl StoreError {

@@ -16,6 +16,10 @@
 //!   sparse index and a filter in memory, so a key that is absent almost
 //!   never costs a disk read. The building block of the indexes (id to
 //!   position, account to transfers).
+//! - `manifest`: the commit point of a checkpoint (its log position, its
+//!   files and the caller's body), written atomically; older checkpoints
+//!   are retained so a damaged newest one falls back, and files no retained
+//!   checkpoint names are garbage.
 //! - `cache`: a bounded cache of blocks, shared by all files, with hit and
 //!   miss counts.
 //!
@@ -25,5 +29,6 @@
 pub mod block;
 pub mod error;
 pub mod limits;
+pub mod manifest;
 
 pub use error::{Fault, StoreError};

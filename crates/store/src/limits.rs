@@ -9,6 +9,19 @@ pub const BLOCK_HEADER_SIZE: usize = 32;
 pub const BLOCK_PAYLOAD_MAX: usize = BLOCK_SIZE - BLOCK_HEADER_SIZE;
 
 const _: () = assert!(BLOCK_SIZE.is_power_of_two());
-const _: () = assert!(BLOCK_SIZE % 4096 == 0, "blocks are whole pages, so a block never straddles a page");
-const _: () = assert!(BLOCK_HEADER_SIZE % 16 == 0, "payloads stay 16-byte aligned for u128 records");
+const _: () = assert!(BLOCK_SIZE.is_multiple_of(4096), "blocks are whole pages, so a block never straddles a page");
+const _: () = assert!(BLOCK_HEADER_SIZE.is_multiple_of(16), "payloads stay 16-byte aligned for u128 records");
 const _: () = assert!(BLOCK_PAYLOAD_MAX >= 128 * 64, "a block holds at least 64 transfers");
+
+/// Data files one checkpoint may consist of.
+pub const MANIFEST_FILES_MAX: usize = 1 << 16;
+/// Bytes of a data file's name in a manifest.
+pub const MANIFEST_FILE_NAME_MAX: usize = 255;
+/// Bytes of the caller's body in a manifest (its small in-memory sections).
+pub const MANIFEST_BODY_MAX: usize = 1 << 30;
+/// Checkpoints retained at most (each pins its files and the log after it).
+pub const MANIFESTS_KEPT_MAX: usize = 16;
+
+const _: () = assert!(MANIFEST_FILE_NAME_MAX <= u16::MAX as usize, "names are stored with a u16 length");
+const _: () = assert!(MANIFEST_BODY_MAX <= u32::MAX as usize, "the body length is stored as a u32");
+const _: () = assert!(MANIFEST_FILES_MAX <= u32::MAX as usize, "the file count is stored as a u32");
