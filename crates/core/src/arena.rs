@@ -62,6 +62,11 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
         v
     }
 
+    /// Bytes of element storage held (whole chunks), for memory gauges.
+    pub fn heap_bytes(&self) -> u64 {
+        (self.chunks.len() * Self::CHUNK * std::mem::size_of::<T>()) as u64
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -190,6 +190,13 @@ impl IdIndex {
         (self.hasher.hash_one(id) >> 32) as u32
     }
 
+    /// Bytes of slots held (the table, and the next or old one while
+    /// growing), for memory gauges.
+    pub fn heap_bytes(&self) -> u64 {
+        let slots = |t: &Option<Table>| t.as_ref().map_or(0, |t| t.slots.len());
+        ((self.table.slots.len() + slots(&self.next) + slots(&self.old)) * std::mem::size_of::<Slot>()) as u64
+    }
+
     pub fn len(&self) -> usize {
         self.table.len + self.old.as_ref().map_or(0, |t| t.len)
     }

@@ -18,6 +18,7 @@ pub mod index;
 pub mod limits;
 pub mod machine;
 pub mod mem;
+pub mod memory;
 pub mod orders;
 pub mod query;
 pub mod records;

@@ -11,6 +11,7 @@ use crate::codes::EventResult;
 use crate::command::{Command, Entry, Envelope, LogCommand, Operation};
 use crate::entry::{EntryHeader, Origin, RejectReason, Rejection};
 use crate::error::{DecodeError, InvariantError};
+use crate::memory::MemoryUse;
 use crate::orders::{self, OrderBook, OrderCommand, OrderCreate};
 use crate::records::{NANOS_PER_SECOND, decode_at};
 use crate::service::access::{AccessEvent, AccessTrail};
@@ -59,6 +60,19 @@ pub struct Machine {
 impl Machine {
     pub fn new(limits: Limits) -> Machine {
         Machine { ledger: StateMachine::new(limits), ..Default::default() }
+    }
+
+    /// RAM held per structure (estimates, O(1) but for webhooks, which
+    /// are few; see `crate::memory`).
+    pub fn memory(&self) -> MemoryUse {
+        let mut out = MemoryUse::default();
+        self.ledger.memory(&mut out);
+        out.add("keys", self.keys.heap_bytes());
+        out.add("idempotency", self.idempotency.heap_bytes());
+        out.add("audit", self.audit.heap_bytes() + self.access.heap_bytes());
+        out.add("orders", self.orders.heap_bytes());
+        out.add("webhooks", self.webhooks.heap_bytes());
+        out
     }
 
     pub fn ledger(&self) -> &StateMachine {

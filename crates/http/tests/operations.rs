@@ -47,6 +47,8 @@ fn metrics_count_requests_idempotency_and_the_engine() {
         "bursar_log_append_seconds_bucket",
         "bursar_engine_entry_requests_size_bucket",
         "bursar_engine_queue_depth",
+        r#"bursar_state_memory_bytes{structure="transfers"}"#,
+        r#"bursar_state_memory_bytes{structure="transfer_index"}"#,
     ] {
         assert!(text.contains(needle), "/metrics lacks {needle}:\n{text}");
     }

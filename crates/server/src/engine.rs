@@ -30,6 +30,8 @@ use tokio::sync::mpsc;
 
 /// Applying one entry slower than this is logged.
 const SLOW_APPLY: std::time::Duration = std::time::Duration::from_millis(50);
+/// How often the memory gauges are refreshed.
+const MEMORY_GAUGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What the engine needs from a log; implemented by every log backend.
 pub trait EngineLog: Send {
@@ -63,6 +65,8 @@ pub struct Engine {
     /// Cluster mode: writes are proposed, not logged here.
     cluster: Option<Cluster>,
     group_bytes_max: usize,
+    /// When the memory gauges were last published.
+    memory_published: Option<Instant>,
 }
 
 /// The engine's cluster-mode state.
@@ -111,6 +115,7 @@ impl Engine {
             events_tail,
             cluster: None,
             group_bytes_max: GROUP_BYTES_MAX,
+            memory_published: None,
         }
     }
 
@@ -190,7 +195,22 @@ impl Engine {
             self.gate.release_after(self.sm.position(), replies.collect());
         }
         self.snapshots.maybe_take(&self.sm, || self.log.last_chain());
+        self.publish_memory();
         shutdown
+    }
+
+    /// `bursar_state_memory_bytes{structure}`: what the state holds in RAM,
+    /// at most once per `MEMORY_GAUGE_INTERVAL` (the engine ticks every
+    /// 100 ms even when idle).
+    fn publish_memory(&mut self) {
+        let now = Instant::now();
+        if self.memory_published.is_some_and(|at| now.duration_since(at) < MEMORY_GAUGE_INTERVAL) {
+            return;
+        }
+        self.memory_published = Some(now);
+        for (structure, bytes) in self.sm.memory().0 {
+            metrics::gauge!("bursar_state_memory_bytes", "structure" => structure).set(bytes as f64);
+        }
     }
 
     /// Logs the writes as one entry and applies it. An entry with no writes

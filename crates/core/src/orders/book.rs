@@ -4,6 +4,7 @@
 use super::records::{Order, OrderChange, OrderFilter, OrderState};
 use crate::error::{DecodeError, InvariantError};
 use crate::limits::{ORDER_PAGE_MAX, TIMELINE_MAX};
+use crate::memory::tree_bytes;
 use imbl::{OrdMap, OrdSet};
 use std::sync::Arc;
 
@@ -135,6 +136,19 @@ pub struct OrderBook {
 }
 
 impl OrderBook {
+    /// Estimated RAM held (see `crate::memory`): timelines are counted at
+    /// `TIMELINE_TYPICAL` events each (counting them exactly takes a walk).
+    pub fn heap_bytes(&self) -> u64 {
+        const TIMELINE_TYPICAL: u64 = 8;
+        let entry = (std::mem::size_of::<OrderEntry>()
+            + std::mem::size_of::<TimelineEvent>() * TIMELINE_TYPICAL as usize) as u64;
+        tree_bytes::<u128, Arc<OrderEntry>>(self.orders.len())
+            + self.orders.len() as u64 * entry
+            + tree_bytes::<(u8, u128), ()>(self.by_state.len())
+            + tree_bytes::<(u64, u128), ()>(self.deadlines.len())
+            + tree_bytes::<u64, u128>(self.changes.len())
+    }
+
     pub fn len(&self) -> usize {
         self.orders.len()
     }

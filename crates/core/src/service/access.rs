@@ -146,6 +146,11 @@ pub struct AccessTrail {
 }
 
 impl AccessTrail {
+    /// RAM held (see `crate::memory`).
+    pub fn heap_bytes(&self) -> u64 {
+        self.records.heap_bytes()
+    }
+
     pub fn len(&self) -> u64 {
         self.records.len() as u64
     }

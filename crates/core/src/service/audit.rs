@@ -164,6 +164,11 @@ pub struct AuditTrail {
 }
 
 impl AuditTrail {
+    /// RAM held (see `crate::memory`).
+    pub fn heap_bytes(&self) -> u64 {
+        self.bytes.heap_bytes() + self.offsets.heap_bytes()
+    }
+
     pub fn len(&self) -> u64 {
         self.offsets.len() as u64
     }

@@ -15,6 +15,7 @@
 
 use crate::codes::EventResult;
 use crate::limits::EXPIRIES_PER_ENTRY_MAX;
+use crate::memory::tree_bytes;
 use imbl::{OrdMap, Vector};
 use std::sync::Arc;
 
@@ -50,6 +51,11 @@ pub struct IdempotencyStore {
 }
 
 impl IdempotencyStore {
+    /// Estimated RAM held (see `crate::memory`).
+    pub fn heap_bytes(&self) -> u64 {
+        tree_bytes::<[u8; 16], IdempotencyRecord>(self.records.len()) + tree_bytes::<[u8; 16], u64>(self.queue.len())
+    }
+
     pub fn len(&self) -> usize {
         self.records.len()
     }

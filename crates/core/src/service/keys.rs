@@ -10,6 +10,7 @@
 //! usable), which is deterministic.
 
 use crate::limits::{KEY_LEDGERS_MAX, KEY_NAME_MAX, KEYS_MAX, RATE_LIMIT_MAX};
+use crate::memory::tree_bytes;
 use bytemuck::{Pod, Zeroable};
 use std::collections::BTreeMap;
 
@@ -269,6 +270,11 @@ impl Keys {
 
     pub fn iter(&self) -> impl Iterator<Item = &ApiKey> + '_ {
         self.by_id.values()
+    }
+
+    /// Estimated RAM held (see `crate::memory`).
+    pub fn heap_bytes(&self) -> u64 {
+        tree_bytes::<u64, ApiKey>(self.by_id.len()) + tree_bytes::<[u8; 32], u64>(self.by_hash.len())
     }
 
     pub fn len(&self) -> usize {

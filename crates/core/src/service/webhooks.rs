@@ -8,6 +8,7 @@
 //! cursor: delivery is at-least-once.
 
 use crate::limits::{DEAD_LETTERS_MAX, TOMBSTONES_MAX, WEBHOOKS_MAX};
+use crate::memory::tree_bytes;
 use bytemuck::{Pod, Zeroable};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -196,6 +197,15 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
+    /// Estimated RAM held (see `crate::memory`).
+    pub fn heap_bytes(&self) -> u64 {
+        let each = |w: &Webhook| {
+            (WebhookRecord::SIZE + w.dead.len() * std::mem::size_of::<DeadLetter>()) as u64
+                + tree_bytes::<u64, ()>(w.redeliver.len())
+        };
+        tree_bytes::<u64, Webhook>(self.by_id.len()) + self.by_id.values().map(each).sum::<u64>()
+    }
+
     /// The id the next webhook gets.
     pub fn next_id(&self) -> u64 {
         self.last_id + 1

@@ -27,6 +27,7 @@ use crate::codes::{CreateAccountResult, CreateTransferResult};
 use crate::events::{EventRef, OrderEventRef};
 use crate::index::IdIndex;
 use crate::limits::ENTRY_TIME_MAX;
+use crate::memory::{MemoryUse, VEC_HEADER, tree_bytes};
 use crate::records::{Account, BalanceRecord, FailedTransfer, Ledger, Transfer, decode_at};
 use crate::wide::Sum256;
 use bytemuck::Pod;
@@ -195,6 +196,27 @@ impl StateMachine {
 
     pub fn last_timestamp(&self) -> u64 {
         self.last_timestamp
+    }
+
+    /// RAM held per structure (estimates, O(1); see `crate::memory`).
+    pub fn memory(&self, out: &mut MemoryUse) {
+        out.add("transfers", self.transfers.heap_bytes());
+        out.add("transfer_index", self.transfer_index.heap_bytes());
+        out.add("transfer_states", self.transfer_states.heap_bytes());
+        out.add("accounts", self.accounts.heap_bytes());
+        out.add("account_index", self.account_index.heap_bytes());
+        // Each transfer is in its two accounts' lists, each balance record
+        // in one; a Vec grown by doubling is on average 3/4 full.
+        let entries = 2 * self.transfers.len() as u64 + self.history.len() as u64;
+        let lists = 2 * self.account_transfers.len() as u64 * VEC_HEADER;
+        out.add("account_lists", entries * 4 * 4 / 3 + lists);
+        out.add("balance_history", self.history.heap_bytes());
+        out.add("failed", self.failed.heap_bytes() + self.failed_index.heap_bytes());
+        out.add("journal", self.journal.heap_bytes() + self.order_events.heap_bytes());
+        out.add(
+            "pending",
+            tree_bytes::<(u64, u32), ()>(self.expiries.len()) + tree_bytes::<u32, ()>(self.live_pending.len()),
+        );
     }
 
     pub fn account_count(&self) -> usize {

@@ -4,6 +4,7 @@
 use super::*;
 use crate::codes::{CreateAccountResult as AR, CreateLedgerResult as LR, CreateTransferResult as TR};
 use crate::command::{Command, Operation};
+use crate::memory::MemoryUse;
 use crate::records::{AccountFilter, account_flags as AF, encode_all, transfer_flags as TF};
 
 struct Harness {
@@ -411,4 +412,31 @@ fn timestamps_are_strictly_increasing_even_if_the_clock_steps_back() {
     h.one(transfer(2, 1, 2, 1));
     let (a, b) = (h.sm.transfer(1).unwrap().timestamp, h.sm.transfer(2).unwrap().timestamp);
     assert!(b > a);
+}
+
+#[test]
+fn memory_follows_what_the_state_holds() {
+    let mut h = setup();
+    let mut before = MemoryUse::default();
+    h.sm.memory(&mut before);
+    let names: Vec<&str> = before.0.iter().map(|(n, _)| *n).collect();
+    let mut unique = names.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "each structure once: {names:?}");
+    assert_eq!(before.get("transfers"), Some(0), "no transfer yet");
+
+    let n = 70_000u128; // more than one transfer chunk (65,536)
+    let batch: Vec<Transfer> = (0..n).map(|i| transfer(1_000 + i, 1, 2, 1)).collect();
+    for chunk in batch.chunks(8_000) {
+        assert!(h.transfers(chunk).is_empty());
+    }
+    let mut after = MemoryUse::default();
+    h.sm.memory(&mut after);
+    let per = |name: &str| after.get(name).expect("listed") as f64 / n as f64;
+    assert!(per("transfers") >= 128.0, "whole chunks of 128-byte transfers: {after:?}");
+    assert!(per("transfer_index") >= 8.0, "8-byte slots: {after:?}");
+    assert!(per("account_lists") >= 8.0, "two 4-byte entries per transfer: {after:?}");
+    assert_eq!(after.0.len(), before.0.len(), "the same structures, in the same order");
+    assert!(after.total() > before.total() + 128 * n as u64);
 }
