@@ -59,7 +59,7 @@ const NEVER_IN_THE_BINARY: &[&str] =
 
 /// `Result<_, String>` still allowed per library crate. Only ever lower.
 const STRING_ERROR_BUDGET: &[(&str, usize)] =
-    &[("cluster", 22), ("core", 2), ("nats", 1), ("projection", 6), ("server", 3), ("workflow", 6)];
+    &[("cluster", 22), ("nats", 1), ("projection", 6), ("server", 3), ("workflow", 6)];
 
 /// Functions over `FUNCTION_LINES_MAX` lines that predate the rule, with
 /// their length then. They may shrink, not grow; once at or under the
