@@ -58,7 +58,7 @@ const NEVER_IN_THE_BINARY: &[&str] =
     &["bursar-testkit", "bursar-fuzz", "bursar-bench", "bursar-chaos", "hdrhistogram", "rand_distr", "rcgen"];
 
 /// `Result<_, String>` still allowed per library crate. Only ever lower.
-const STRING_ERROR_BUDGET: &[(&str, usize)] = &[("cluster", 22), ("server", 1), ("workflow", 6)];
+const STRING_ERROR_BUDGET: &[(&str, usize)] = &[("cluster", 22), ("server", 1)];
 
 /// Functions over `FUNCTION_LINES_MAX` lines that predate the rule, with
 /// their length then. They may shrink, not grow; once at or under the
