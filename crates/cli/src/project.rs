@@ -83,6 +83,6 @@ pub fn run(command: ProjectCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_sslmode(text: &str) -> Result<bursar_projection::pg_tls::SslMode, String> {
+fn parse_sslmode(text: &str) -> Result<bursar_projection::pg_tls::SslMode, bursar_projection::pg_tls::SslModeError> {
     text.parse()
 }

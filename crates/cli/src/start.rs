@@ -86,7 +86,9 @@ pub struct StartArgs {
     pub cluster: crate::cluster_args::ClusterArgs,
 }
 
-fn parse_rate_limit(s: &str) -> Result<bursar_server::rate_limit::RateLimit, String> {
+fn parse_rate_limit(
+    s: &str,
+) -> Result<bursar_server::rate_limit::RateLimit, bursar_server::rate_limit::RateLimitParseError> {
     bursar_server::rate_limit::RateLimit::parse(s)
 }
 

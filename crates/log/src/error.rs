@@ -14,6 +14,9 @@ pub enum LogError {
         source: io::Error,
     },
     /// Stored bytes failed a check. Never skipped, never repaired silently.
+    /// `reason` is the rendered fault (`HeaderFault`, `EntryFault`,
+    /// `FileFault` or a check's own text): it is matched by operators and
+    /// tests, and recovery adds context around it.
     #[error("corruption in {} at offset {offset}: {reason}", file.display())]
     Corrupt { file: PathBuf, offset: u64, reason: String },
     /// An entry body larger than `ENTRY_BODY_MAX`; nothing was written.

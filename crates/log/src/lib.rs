@@ -19,7 +19,10 @@ pub use fsutil::{DIR_MODE, FILE_MODE, create_private_dir_all, loose_modes};
 pub mod snapshot_store;
 
 pub use error::LogError;
-pub use file_log::{DurableCallback, Entry, EntryIter, FileLog, FileLogOptions, OpenReport, ScanStop, scan};
+pub use file_log::{
+    DurableCallback, Entry, EntryIter, FileLog, FileLogOptions, OpenReport, ScanCallbackError, ScanError, ScanStop,
+    scan,
+};
 pub use snapshot_store::{BundleInfo, LoadedSnapshot, SnapshotInfo, SnapshotStore};
 
 #[cfg(test)]

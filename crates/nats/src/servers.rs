@@ -94,7 +94,7 @@ fn parse_one(item: &str) -> Result<(ServerAddr, UrlCredentials), NatsError> {
     if url.host_str().is_none_or(str::is_empty) {
         return Err(bad("no host".to_string()));
     }
-    let credentials = credentials_of(&url).map_err(bad)?;
+    let credentials = credentials_of(&url, &bad)?;
     // Infallible for URLs with a host (checked above); the Err carries no data.
     url.set_username("")
         .and_then(|()| url.set_password(None))
@@ -103,20 +103,22 @@ fn parse_one(item: &str) -> Result<(ServerAddr, UrlCredentials), NatsError> {
     Ok((server, credentials))
 }
 
-fn credentials_of(url: &url::Url) -> Result<UrlCredentials, String> {
+/// The URL's user info as credentials; `bad` makes the `BadUrl` error that
+/// names the (redacted) URL.
+fn credentials_of(url: &url::Url, bad: &dyn Fn(String) -> NatsError) -> Result<UrlCredentials, NatsError> {
     let decode = |part: &str, what: &str| {
         percent_encoding::percent_decode_str(part)
             .decode_utf8()
             .map(|s| s.into_owned())
-            .map_err(|_| format!("the {what} is not UTF-8 once percent-decoded"))
+            .map_err(|_| bad(format!("the {what} is not UTF-8 once percent-decoded")))
     };
     let user = decode(url.username(), "user")?;
     match url.password() {
-        Some(_) if user.is_empty() => Err("a password without a user".to_string()),
+        Some(_) if user.is_empty() => Err(bad("a password without a user".to_string())),
         Some(password) => {
             let password = decode(password, "password")?;
             if password.is_empty() {
-                return Err("an empty password".to_string());
+                return Err(bad("an empty password".to_string()));
             }
             Ok(UrlCredentials::UserPassword { user, password })
         }

@@ -6,7 +6,7 @@
 //! old holder had in flight is not repeated by the connector.
 
 use bursar_outbound::webhooks::delivery::DeliveryError;
-use bursar_runtime::supervisor::{Escalation, WorkerError};
+use bursar_runtime::supervisor::Escalation;
 use bursar_server::node::NodeHandle;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -20,9 +20,8 @@ const STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Why the side effects did not start, or stopped for good.
 #[derive(Debug, thiserror::Error)]
 pub enum SideEffectError {
-    /// Boxed: whatever error the workflow crate's start reports.
     #[error("starting the order workflows: {0}")]
-    Workflows(#[source] WorkerError),
+    Workflows(#[source] bursar_workflow::runtime::StartError),
     #[error("starting the webhook workers: {0}")]
     Webhooks(#[source] DeliveryError),
     #[error("starting the lease thread: {0}")]
@@ -59,8 +58,7 @@ impl SideEffects {
     fn start(&self, node: &NodeHandle) -> Result<Running, SideEffectError> {
         let mut done = Vec::new();
         if let Some(settings) = &self.workflows {
-            let w = bursar_workflow::runtime::start(node, settings.clone())
-                .map_err(|e| SideEffectError::Workflows(e.into()))?;
+            let w = bursar_workflow::runtime::start(node, settings.clone()).map_err(SideEffectError::Workflows)?;
             done.push(("order workflows", w.done));
         }
         if let Some((api, settings)) = &self.webhooks {

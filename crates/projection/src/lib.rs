@@ -15,7 +15,7 @@ pub mod events;
 pub mod pg_tls;
 pub mod schema;
 
-use apply::{Batch, pg_error};
+use apply::{ApplyError, Batch, pg_error};
 use events::Page;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
@@ -81,15 +81,59 @@ pub struct Control {
     pub last_error: Mutex<Option<String>>,
 }
 
+/// Why the projection stopped, or why one session of it failed (then it
+/// retries). Never quotes the connection string.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("the batch size must be at least 1")]
+    ZeroBatch,
+    #[error("--server must start with http:// or https://, not {base:?}")]
+    ServerUrl { base: String },
+    #[error(transparent)]
+    Connect(#[from] pg_tls::PgConnectError),
+    #[error("{}", pg_error(.0))]
+    Pg(#[from] postgres::Error),
+    #[error("the stored cursor {stored} is negative")]
+    NegativeCursor { stored: i64 },
+    #[error("starting the fetch thread: {0}")]
+    FetchThread(#[source] std::io::Error),
+    #[error("the fetch thread stopped")]
+    FetchStopped,
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+/// Why one `GET /v1/events` failed (the fetcher retries).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("GET {url}: {source}")]
+    Request {
+        url: String,
+        #[source]
+        source: ureq::Error,
+    },
+    #[error("GET {url}: reading the body: {source}")]
+    Body {
+        url: String,
+        #[source]
+        source: ureq::Error,
+    },
+    /// Not 200; `text` is the start of the body.
+    #[error("GET {url}: {status}: {text}")]
+    Status { url: String, status: u16, text: String },
+    #[error(transparent)]
+    Page(#[from] events::PageError),
+}
+
 /// Runs until `control.stop` is set, retrying with backoff whenever the
 /// server or the database fails. Errors only for a configuration that can
 /// never work.
-pub fn run(config: &Config, control: &Control) -> Result<(), String> {
+pub fn run(config: &Config, control: &Control) -> Result<(), ProjectionError> {
     if config.batch == 0 {
-        return Err("the batch size must be at least 1".into());
+        return Err(ProjectionError::ZeroBatch);
     }
     let source = HttpSource::new(&config.server_url, config.key.clone(), config.wait_ms)?;
-    let pg = pg_tls::PgConnector::new(&config.pg_url, &config.pg_tls).map_err(|e| e.to_string())?;
+    let pg = pg_tls::PgConnector::new(&config.pg_url, &config.pg_tls)?;
     let mut rebuild = config.rebuild;
     let mut backoff = Backoff::default();
     while !control.stop.load(Ordering::Acquire) {
@@ -106,7 +150,7 @@ pub fn run(config: &Config, control: &Control) -> Result<(), String> {
                     eprintln!("project: {e}; retrying in {} ms", wait.as_millis());
                 }
                 if let Ok(mut last) = control.last_error.lock() {
-                    *last = Some(e);
+                    *last = Some(e.to_string());
                 }
                 sleep_unless_stopped(wait, &control.stop);
             }
@@ -124,24 +168,21 @@ fn session(
     source: &HttpSource,
     rebuild: &mut bool,
     progressed: &mut bool,
-) -> Result<(), String> {
-    let mut client = pg.connect().map_err(|e| e.to_string())?;
+) -> Result<(), ProjectionError> {
+    let mut client = pg.connect()?;
     // The advisory lock keeps two projectors starting at once from racing
     // on CREATE TABLE; the cursor check in every batch does the rest.
-    client
-        .batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock(4242001); {} COMMIT;", schema::CREATE))
-        .map_err(|e| pg_error(&e))?;
-    client.batch_execute(schema::STAGING).map_err(|e| pg_error(&e))?;
+    client.batch_execute(&format!("BEGIN; SELECT pg_advisory_xact_lock(4242001); {} COMMIT;", schema::CREATE))?;
+    client.batch_execute(schema::STAGING)?;
     if *rebuild {
-        client.batch_execute(&format!("BEGIN; {} COMMIT;", schema::TRUNCATE)).map_err(|e| pg_error(&e))?;
+        client.batch_execute(&format!("BEGIN; {} COMMIT;", schema::TRUNCATE))?;
         *rebuild = false;
         if config.verbose {
             eprintln!("project: rebuild: the read model is empty, replaying from the first event");
         }
     }
-    let stored: i64 =
-        client.query_one("SELECT last_seq FROM projection_state WHERE id = 1", &[]).map_err(|e| pg_error(&e))?.get(0);
-    let mut cursor = u64::try_from(stored).map_err(|_| format!("the stored cursor {stored} is negative"))?;
+    let stored: i64 = client.query_one("SELECT last_seq FROM projection_state WHERE id = 1", &[])?.get(0);
+    let mut cursor = u64::try_from(stored).map_err(|_| ProjectionError::NegativeCursor { stored })?;
     control.applied.store(cursor, Ordering::Release);
     if config.verbose {
         eprintln!("project: resuming after seq {cursor}");
@@ -156,7 +197,7 @@ fn session(
         std::thread::Builder::new()
             .name("project-fetch".into())
             .spawn(move || fetch_loop(&source, cursor, &pages_tx, &stop, verbose))
-            .map_err(|e| format!("starting the fetch thread: {e}"))?
+            .map_err(ProjectionError::FetchThread)?
     };
     let result = apply_loop(config, control, &mut client, &pages_rx, &mut cursor, progressed);
     // The fetcher sees the flag, or a closed channel, within one long poll;
@@ -174,25 +215,25 @@ fn apply_loop(
     pages: &Receiver<Page>,
     cursor: &mut u64,
     progressed: &mut bool,
-) -> Result<(), String> {
+) -> Result<(), ProjectionError> {
     let mut last_report = (Instant::now(), control.events.load(Ordering::Relaxed));
     while !control.stop.load(Ordering::Acquire) {
         let first = match pages.recv_timeout(Duration::from_millis(200)) {
             Ok(p) => p,
             Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return Err("the fetch thread stopped".into()),
+            Err(RecvTimeoutError::Disconnected) => return Err(ProjectionError::FetchStopped),
         };
         let mut batch = Batch::new(*cursor);
-        batch.push(first.after, first.next_after, &first.events).map_err(|e| e.to_string())?;
+        batch.push(first.after, first.next_after, &first.events)?;
         // Take whatever else is already fetched, up to the batch size.
         while (batch.events as usize) < config.batch {
             match pages.try_recv() {
-                Ok(p) => batch.push(p.after, p.next_after, &p.events).map_err(|e| e.to_string())?,
+                Ok(p) => batch.push(p.after, p.next_after, &p.events)?,
                 Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => return Err("the fetch thread stopped".into()),
+                Err(TryRecvError::Disconnected) => return Err(ProjectionError::FetchStopped),
             }
         }
-        batch.apply(client).map_err(|e| e.to_string())?;
+        batch.apply(client)?;
         *cursor = batch.to;
         *progressed = true;
         control.applied.store(batch.to, Ordering::Release);
@@ -278,10 +319,10 @@ pub struct HttpSource {
 const PAGE_BYTES_MAX: u64 = 32 << 20;
 
 impl HttpSource {
-    pub fn new(base: &str, key: Option<String>, wait_ms: u64) -> Result<HttpSource, String> {
+    pub fn new(base: &str, key: Option<String>, wait_ms: u64) -> Result<HttpSource, ProjectionError> {
         let base = base.trim_end_matches('/').to_string();
         if !base.starts_with("http://") && !base.starts_with("https://") {
-            return Err(format!("--server must start with http:// or https://, not {base:?}"));
+            return Err(ProjectionError::ServerUrl { base });
         }
         let wait_ms = wait_ms.min(30_000);
         let config = ureq::Agent::config_builder()
@@ -297,24 +338,24 @@ impl HttpSource {
     }
 
     /// The page of events after `after`, waiting for one if there is none yet.
-    pub fn fetch(&self, after: u64, limit: usize) -> Result<Page, String> {
+    pub fn fetch(&self, after: u64, limit: usize) -> Result<Page, FetchError> {
         let url = format!("{}/v1/events?after={after}&limit={limit}&types={TYPES}&wait_ms={}", self.base, self.wait_ms);
         let mut request = self.agent.get(&url).header("accept", "application/json");
         if let Some(a) = &self.auth {
             request = request.header("authorization", a);
         }
-        let mut response = request.call().map_err(|e| format!("GET {url}: {e}"))?;
+        let mut response = request.call().map_err(|source| FetchError::Request { url: url.clone(), source })?;
         let status = response.status().as_u16();
         let body = response
             .body_mut()
             .with_config()
             .limit(PAGE_BYTES_MAX)
             .read_to_vec()
-            .map_err(|e| format!("GET {url}: reading the body: {e}"))?;
+            .map_err(|source| FetchError::Body { url: url.clone(), source })?;
         if status != 200 {
             let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
-            return Err(format!("GET {url}: {status}: {text}"));
+            return Err(FetchError::Status { url, status, text });
         }
-        events::decode_page(after, &body).map_err(|e| e.to_string())
+        Ok(events::decode_page(after, &body)?)
     }
 }

@@ -37,10 +37,17 @@ pub enum SslMode {
     VerifyFull,
 }
 
-impl FromStr for SslMode {
-    type Err = String;
+/// An `sslmode` that is not one of the five offered.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("sslmode {given:?}: expected disable, prefer, require, verify-ca or verify-full")]
+pub struct SslModeError {
+    pub given: String,
+}
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl FromStr for SslMode {
+    type Err = SslModeError;
+
+    fn from_str(s: &str) -> Result<Self, SslModeError> {
         Ok(match s {
             "disable" => SslMode::Disable,
             "prefer" => SslMode::Prefer,
@@ -48,9 +55,7 @@ impl FromStr for SslMode {
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
             // `allow` would fall back to plain text after a TLS failure: not offered.
-            other => {
-                return Err(format!("sslmode {other:?}: expected disable, prefer, require, verify-ca or verify-full"));
-            }
+            other => return Err(SslModeError { given: other.into() }),
         })
     }
 }
@@ -65,9 +70,9 @@ pub enum PgConnectError {
     ConnInfo(#[source] ConnInfoError),
     #[error("the connection string: {0}")]
     Parse(#[source] postgres::Error),
-    /// `sslmode` in the connection string (`SslMode::from_str`'s message).
-    #[error("{0}")]
-    SslMode(String),
+    /// `sslmode` in the connection string.
+    #[error(transparent)]
+    SslMode(#[from] SslModeError),
     #[error(transparent)]
     Tls(#[from] PgTlsError),
     /// The server refused (its code and message).

@@ -24,15 +24,12 @@ pub struct RateLimit {
 
 impl RateLimit {
     /// Parses `RPS[:BURST]` (BURST defaults to RPS).
-    pub fn parse(s: &str) -> Result<RateLimit, String> {
+    pub fn parse(s: &str) -> Result<RateLimit, RateLimitParseError> {
         let (rate, burst) = s.split_once(':').unwrap_or((s, s));
-        let number = |what: &str, v: &str| -> Result<u32, String> {
-            match v.trim().parse::<u32>() {
-                Ok(n) if (1..=RATE_LIMIT_MAX).contains(&n) => Ok(n),
-                _ => Err(format!("the {what} in {s:?} must be a whole number from 1 to {RATE_LIMIT_MAX}")),
-            }
-        };
-        Ok(RateLimit { per_second: number("rate", rate)?, burst: number("burst", burst)? })
+        let number = |v: &str| v.trim().parse::<u32>().ok().filter(|n| (1..=RATE_LIMIT_MAX).contains(n));
+        let per_second = number(rate).ok_or_else(|| RateLimitParseError::BadRate { input: s.into() })?;
+        let burst = number(burst).ok_or_else(|| RateLimitParseError::BadBurst { input: s.into() })?;
+        Ok(RateLimit { per_second, burst })
     }
 
     /// A key's own limit, if it has one.
@@ -44,6 +41,15 @@ impl RateLimit {
     fn interval(self) -> u64 {
         (NANOS_PER_SECOND / u64::from(self.per_second)).max(1)
     }
+}
+
+/// Why an `RPS[:BURST]` text was refused (`input` is the whole text).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RateLimitParseError {
+    #[error("the rate in {input:?} must be a whole number from 1 to {RATE_LIMIT_MAX}")]
+    BadRate { input: String },
+    #[error("the burst in {input:?} must be a whole number from 1 to {RATE_LIMIT_MAX}")]
+    BadBurst { input: String },
 }
 
 #[derive(Clone, Copy, Debug)]

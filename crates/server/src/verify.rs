@@ -244,10 +244,9 @@ pub fn verify_audit(data_dir: &Path) -> Result<AuditReport, VerifyError> {
         return Err(VerifyError::NoLog(data_dir.to_path_buf()));
     }
     let mut sm = Machine::default();
-    // `scan` stops with the callback's message (as `LogError::Invalid`).
+    // `scan` stops with the callback's error (as `ScanError::Callback`).
     let scanned = bursar_log::scan(data_dir, |entry| {
-        crate::recovery::apply_logged(&mut sm, entry.position, entry.timestamp, &entry.body)
-            .map_err(|e| e.to_string())?;
+        crate::recovery::apply_logged(&mut sm, entry.position, entry.timestamp, &entry.body)?;
         Ok(())
     });
     if let Err(stop) = scanned {

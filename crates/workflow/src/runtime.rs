@@ -2,10 +2,11 @@
 //! (simulated by default, HTTP when configured), and the executor under the
 //! supervision tree.
 
+use crate::connectors::EndpointError;
 use crate::connectors::{
     HttpConnectorsConfig, HttpFxRates, HttpIncomingFunds, HttpPayoutRail, HttpScreening, Simulators, SimulatorsConfig,
 };
-use crate::engine_link::EngineLink;
+use crate::engine_link::{EngineLink, LinkError};
 use crate::executor::{Breakers, Connectors, Executor, ExecutorSettings};
 use bursar_core::orders::settings::OrdersConfig;
 use bursar_core::{Ledger, Operation};
@@ -53,6 +54,28 @@ impl WorkflowSettings {
     }
 }
 
+/// Why the workflows could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Creating the order ledgers got no answer from the engine.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("a CreateLedgers reply is not whole results")]
+    LedgerReply,
+    /// A configured asset's ledger exists with another asset or scale
+    /// (`result` is the CreateLedgers result's name).
+    #[error("order asset {asset} needs ledger {ledger} with scale {scale}: {result}")]
+    LedgerMismatch { asset: String, ledger: u32, scale: u8, result: &'static str },
+    #[error("cannot open the call log {}: {source}", path.display())]
+    CallLog {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+}
+
 /// The running workflows.
 pub struct Workflows {
     /// The simulators, when simulated (their call log and outage switches).
@@ -64,7 +87,7 @@ pub struct Workflows {
 
 /// Creates the configured asset ledgers that are missing, then starts the
 /// executor under a one-for-one root supervisor on the node's runtime.
-pub fn start(node: &NodeHandle, settings: WorkflowSettings) -> Result<Workflows, String> {
+pub fn start(node: &NodeHandle, settings: WorkflowSettings) -> Result<Workflows, StartError> {
     let link = EngineLink::new(&node.engine_handle());
     node.runtime.block_on(ensure_ledgers(&link, &settings.orders))?;
     let _guard = node.runtime.enter();
@@ -92,7 +115,7 @@ pub fn start(node: &NodeHandle, settings: WorkflowSettings) -> Result<Workflows,
 fn connectors(
     settings: &WorkflowSettings,
     funds_tx: mpsc::Sender<crate::connectors::FundsNotification>,
-) -> Result<(Option<Simulators>, Connectors), String> {
+) -> Result<(Option<Simulators>, Connectors), StartError> {
     let breakers = Breakers::new(|name| CircuitBreaker::new(name, settings.breaker.clone()));
     let (sims, screening, fx, payout, funds): (Option<Simulators>, _, _, _, _) = match &settings.connectors {
         ConnectorSource::Simulated(config) => {
@@ -100,7 +123,7 @@ fn connectors(
             if let Some(path) = &settings.sim_call_log {
                 controls = controls
                     .with_call_log_file(path)
-                    .map_err(|e| format!("cannot open the call log {}: {e}", path.display()))?;
+                    .map_err(|source| StartError::CallLog { path: path.clone(), source })?;
             }
             let sims = Simulators::with_controls((**config).clone(), controls, Some(funds_tx));
             let s = sims.clone();
@@ -132,7 +155,7 @@ fn connectors(
 
 /// Creates each configured asset's ledger if it is missing. A ledger that
 /// exists with another asset or scale is a configuration error.
-async fn ensure_ledgers(link: &EngineLink, config: &OrdersConfig) -> Result<(), String> {
+async fn ensure_ledgers(link: &EngineLink, config: &OrdersConfig) -> Result<(), StartError> {
     let ledgers: Vec<Ledger> = config
         .assets
         .iter()
@@ -145,18 +168,17 @@ async fn ensure_ledgers(link: &EngineLink, config: &OrdersConfig) -> Result<(), 
         .collect();
     let response = link.request(Operation::CreateLedgers, bytemuck::cast_slice(&ledgers).to_vec()).await?;
     let results: Vec<bursar_core::EventResult> =
-        bursar_core::records::decode_all(&response.body).ok_or("a CreateLedgers reply is not whole results")?;
+        bursar_core::records::decode_all(&response.body).ok_or(StartError::LedgerReply)?;
     for r in results {
         let code = bursar_core::CreateLedgerResult::from_code(r.code);
         if code != Some(bursar_core::CreateLedgerResult::Exists) {
             let asset = &config.assets[r.index as usize];
-            return Err(format!(
-                "order asset {} needs ledger {} with scale {}: {}",
-                asset.code,
-                asset.ledger,
-                asset.scale,
-                code.map_or("unknown code", |c| c.name())
-            ));
+            return Err(StartError::LedgerMismatch {
+                asset: asset.code.clone(),
+                ledger: asset.ledger,
+                scale: asset.scale,
+                result: code.map_or("unknown code", |c| c.name()),
+            });
         }
     }
     Ok(())

@@ -54,32 +54,55 @@ impl OrdersConfig {
     }
 
     /// Parses `CODE:LEDGER:SCALE,...` (for `--order-assets`).
-    pub fn parse_assets(spec: &str) -> Result<Vec<AssetSpec>, String> {
-        let parse_one = |item: &str| -> Result<AssetSpec, String> {
-            let parts: Vec<&str> = item.trim().split(':').collect();
-            let [code, ledger, scale] = parts[..] else {
-                return Err(format!("asset {item:?} is not CODE:LEDGER:SCALE"));
-            };
-            if crate::Ledger::pack_asset(code).is_none() {
-                return Err(format!("asset code {code:?} is not 1-16 of A-Z, 0-9, '_', '-', '.'"));
-            }
-            let ledger =
-                ledger.parse::<u32>().ok().filter(|l| *l != 0).ok_or(format!("ledger {ledger:?} is not 1..2^32"))?;
-            let scale =
-                scale.parse::<u8>().ok().filter(|s| *s <= 38).ok_or(format!("scale {scale:?} is not 0..=38"))?;
-            Ok(AssetSpec { code: code.into(), ledger, scale })
-        };
-        let assets = spec.split(',').filter(|s| !s.trim().is_empty()).map(parse_one).collect::<Result<Vec<_>, _>>()?;
+    pub fn parse_assets(spec: &str) -> Result<Vec<AssetSpec>, AssetSpecError> {
+        let assets =
+            spec.split(',').filter(|s| !s.trim().is_empty()).map(parse_asset).collect::<Result<Vec<_>, _>>()?;
         for (i, a) in assets.iter().enumerate() {
             if assets[..i].iter().any(|b| b.code == a.code || b.ledger == a.ledger) {
-                return Err(format!("asset {} or ledger {} is listed twice", a.code, a.ledger));
+                return Err(AssetSpecError::Duplicate { code: a.code.clone(), ledger: a.ledger });
             }
         }
         if assets.is_empty() {
-            return Err("no assets given".into());
+            return Err(AssetSpecError::Empty);
         }
         Ok(assets)
     }
+}
+
+/// Why an `--order-assets` list was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AssetSpecError {
+    #[error("asset {item:?} is not CODE:LEDGER:SCALE")]
+    Shape { item: String },
+    #[error("asset code {code:?} is not 1-16 of A-Z, 0-9, '_', '-', '.'")]
+    Code { code: String },
+    #[error("ledger {ledger:?} is not 1..2^32")]
+    Ledger { ledger: String },
+    #[error("scale {scale:?} is not 0..=38")]
+    Scale { scale: String },
+    #[error("asset {code} or ledger {ledger} is listed twice")]
+    Duplicate { code: String, ledger: u32 },
+    #[error("no assets given")]
+    Empty,
+}
+
+/// One `CODE:LEDGER:SCALE` item.
+fn parse_asset(item: &str) -> Result<AssetSpec, AssetSpecError> {
+    let parts: Vec<&str> = item.trim().split(':').collect();
+    let [code, ledger, scale] = parts[..] else {
+        return Err(AssetSpecError::Shape { item: item.into() });
+    };
+    if crate::Ledger::pack_asset(code).is_none() {
+        return Err(AssetSpecError::Code { code: code.into() });
+    }
+    let ledger = ledger
+        .parse::<u32>()
+        .ok()
+        .filter(|l| *l != 0)
+        .ok_or_else(|| AssetSpecError::Ledger { ledger: ledger.into() })?;
+    let scale =
+        scale.parse::<u8>().ok().filter(|s| *s <= 38).ok_or_else(|| AssetSpecError::Scale { scale: scale.into() })?;
+    Ok(AssetSpec { code: code.into(), ledger, scale })
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! 4 zero bytes. Written once, atomically, before any segment exists; it is
 //! read only while the first segment starts at P + 1 (or there is none).
 
+use super::format::FileFault;
 use crate::LogError;
 use crate::fsutil::{sync_dir, write_file_atomic};
 use std::io;
@@ -34,15 +35,16 @@ pub(crate) fn encode(base: Base) -> [u8; BASE_SIZE] {
     b
 }
 
-pub(crate) fn decode(bytes: &[u8]) -> Result<Base, String> {
-    let b: &[u8; BASE_SIZE] = bytes.try_into().map_err(|_| format!("{} bytes instead of {BASE_SIZE}", bytes.len()))?;
+pub(crate) fn decode(bytes: &[u8]) -> Result<Base, FileFault> {
+    let b: &[u8; BASE_SIZE] =
+        bytes.try_into().map_err(|_| FileFault::WrongSize { len: bytes.len(), expected: BASE_SIZE })?;
     let mut crc = [0u8; 4];
     crc.copy_from_slice(&b[40..44]);
     if u32::from_le_bytes(crc) != crc32c::crc32c(&b[0..40]) {
-        return Err("CRC mismatch".into());
+        return Err(FileFault::CrcMismatch);
     }
     if b[44..48] != [0; 4] {
-        return Err("reserved bytes are not zero".into());
+        return Err(FileFault::ReservedNotZero);
     }
     let mut position = [0u8; 8];
     position.copy_from_slice(&b[0..8]);
@@ -56,7 +58,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Base, String> {
 pub(crate) fn read(log_dir: &Path) -> Result<Option<Base>, LogError> {
     let path = log_dir.join(BASE_FILE);
     match std::fs::read(&path) {
-        Ok(bytes) => decode(&bytes).map(Some).map_err(|reason| LogError::corrupt(&path, 0, reason)),
+        Ok(bytes) => decode(&bytes).map(Some).map_err(|fault| LogError::corrupt(&path, 0, fault.to_string())),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(LogError::io(&path, e)),
     }

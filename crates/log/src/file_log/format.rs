@@ -19,6 +19,32 @@ pub(crate) struct Header {
     pub body_hash: [u8; 32],
 }
 
+/// Which check of the header's own bytes failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HeaderFault {
+    #[error("bad entry magic {found:#010x}")]
+    BadMagic { found: u32 },
+    #[error("entry header CRC mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    CrcMismatch { stored: u32, computed: u32 },
+    #[error("unsupported entry version {version}")]
+    UnsupportedVersion { version: u16 },
+    #[error("reserved entry header field is not zero")]
+    ReservedNotZero,
+    #[error("entry body length {len} exceeds the limit of {max}")]
+    BodyTooLong { len: u32, max: u32 },
+}
+
+/// Why a small fixed-size file (the base, the durable marker) was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum FileFault {
+    #[error("{len} bytes instead of {expected}")]
+    WrongSize { len: usize, expected: usize },
+    #[error("CRC mismatch")]
+    CrcMismatch,
+    #[error("reserved bytes are not zero")]
+    ReservedNotZero,
+}
+
 fn u16_at(b: &[u8; ENTRY_HEADER_SIZE], at: usize) -> u16 {
     let mut w = [0u8; 2];
     w.copy_from_slice(&b[at..at + 2]);
@@ -73,7 +99,7 @@ impl Header {
     }
 
     /// Decodes and checks a header; the error says which check failed.
-    pub fn decode(b: &[u8; ENTRY_HEADER_SIZE]) -> Result<Header, String> {
+    pub fn decode(b: &[u8; ENTRY_HEADER_SIZE]) -> Result<Header, HeaderFault> {
         let header = Header::decode_unchecked(b)?;
         // Every field is checked or copied: an accepted header is the only
         // encoding of itself, so its chain hash names exactly these bytes.
@@ -81,25 +107,25 @@ impl Header {
         Ok(header)
     }
 
-    fn decode_unchecked(b: &[u8; ENTRY_HEADER_SIZE]) -> Result<Header, String> {
+    fn decode_unchecked(b: &[u8; ENTRY_HEADER_SIZE]) -> Result<Header, HeaderFault> {
         let magic = u32_at(b, 0);
         if magic != ENTRY_MAGIC {
-            return Err(format!("bad entry magic {magic:#010x}"));
+            return Err(HeaderFault::BadMagic { found: magic });
         }
         let (stored, computed) = (u32_at(b, 4), crc32c::crc32c(&b[8..]));
         if stored != computed {
-            return Err(format!("entry header CRC mismatch (stored {stored:#010x}, computed {computed:#010x})"));
+            return Err(HeaderFault::CrcMismatch { stored, computed });
         }
         let version = u16_at(b, 8);
         if version != ENTRY_VERSION {
-            return Err(format!("unsupported entry version {version}"));
+            return Err(HeaderFault::UnsupportedVersion { version });
         }
         if u16_at(b, 10) != 0 {
-            return Err("reserved entry header field is not zero".into());
+            return Err(HeaderFault::ReservedNotZero);
         }
         let body_len = u32_at(b, 12);
         if body_len > ENTRY_BODY_MAX {
-            return Err(format!("entry body length {body_len} exceeds the limit of {ENTRY_BODY_MAX}"));
+            return Err(HeaderFault::BodyTooLong { len: body_len, max: ENTRY_BODY_MAX });
         }
         Ok(Header {
             position: u64_at(b, 16),
@@ -170,6 +196,6 @@ mod tests {
     fn oversized_body_is_rejected_even_with_a_valid_crc() {
         let h = Header { body_len: ENTRY_BODY_MAX + 1, ..sample() };
         // Forged bytes: `encode` itself refuses to write such a header.
-        assert!(Header::decode(&h.encode_unchecked()).unwrap_err().contains("exceeds"));
+        assert!(Header::decode(&h.encode_unchecked()).unwrap_err().to_string().contains("exceeds"));
     }
 }

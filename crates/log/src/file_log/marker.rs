@@ -8,6 +8,7 @@
 //! read. Recovery only uses it one way: an entry at or below the marker must
 //! be intact, so damage there is corruption and never a torn tail.
 
+use super::format::FileFault;
 use crate::LogError;
 use std::fs::File;
 use std::io;
@@ -26,17 +27,18 @@ pub(crate) fn encode(position: u64) -> [u8; MARKER_SIZE] {
     b
 }
 
-pub(crate) fn decode(bytes: &[u8]) -> Result<u64, String> {
-    let b: &[u8; MARKER_SIZE] = bytes.try_into().map_err(|_| format!("{} bytes instead of 16", bytes.len()))?;
+pub(crate) fn decode(bytes: &[u8]) -> Result<u64, FileFault> {
+    let b: &[u8; MARKER_SIZE] =
+        bytes.try_into().map_err(|_| FileFault::WrongSize { len: bytes.len(), expected: MARKER_SIZE })?;
     let mut pos = [0u8; 8];
     pos.copy_from_slice(&b[0..8]);
     let mut crc = [0u8; 4];
     crc.copy_from_slice(&b[8..12]);
     if u32::from_le_bytes(crc) != crc32c::crc32c(&pos) {
-        return Err("CRC mismatch".into());
+        return Err(FileFault::CrcMismatch);
     }
     if b[12..16] != [0; 4] {
-        return Err("reserved bytes are not zero".into());
+        return Err(FileFault::ReservedNotZero);
     }
     Ok(u64::from_le_bytes(pos))
 }
@@ -50,7 +52,7 @@ pub(crate) fn read(path: &Path) -> Result<Option<u64>, LogError> {
         Err(e) => return Err(LogError::io(path, e)),
     };
     Ok(Some(decode(&bytes).unwrap_or_else(|reason| {
-        tracing::warn!(file = %path.display(), reason, "durable marker is damaged; treating it as 0");
+        tracing::warn!(file = %path.display(), reason = %reason, "durable marker is damaged; treating it as 0");
         0
     })))
 }

@@ -75,7 +75,7 @@ mod syncer;
 use crate::limits::ENTRY_BODY_MAX;
 pub use format::{ENTRY_HEADER_SIZE, ENTRY_MAGIC, ENTRY_VERSION};
 pub use reader::{Entry, EntryIter};
-pub use scan::{ScanStop, scan};
+pub use scan::{ScanCallbackError, ScanError, ScanStop, scan};
 pub use syncer::DurableCallback;
 
 use crate::LogError;

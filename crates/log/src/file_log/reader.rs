@@ -2,7 +2,7 @@
 //! passes (used by recovery, `entries_from` and `chain_at`), and the public
 //! iterator over verified entries.
 
-use super::format::{ENTRY_HEADER_SIZE, Header, chain_of};
+use super::format::{ENTRY_HEADER_SIZE, Header, HeaderFault, chain_of};
 use crate::LogError;
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -29,7 +29,25 @@ pub(crate) struct Verified {
 #[derive(Debug)]
 pub(crate) struct Damage {
     pub offset: u64,
-    pub reason: String,
+    pub reason: EntryFault,
+}
+
+/// Why an entry failed a check (the header's own, its place in the chain,
+/// its length against the file, or its body hash).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum EntryFault {
+    #[error("file ends {remaining} bytes into an entry header")]
+    HeaderCut { remaining: u64 },
+    #[error(transparent)]
+    Header(#[from] HeaderFault),
+    #[error("entry has position {found}, expected {expected}")]
+    WrongPosition { found: u64, expected: u64 },
+    #[error("entry {position} does not link to the previous entry (prev_chain mismatch)")]
+    BrokenLink { position: u64 },
+    #[error("file ends inside entry {position}: it needs {needed} bytes but {remaining} remain in the file")]
+    BodyCut { position: u64, needed: u64, remaining: u64 },
+    #[error("body of entry {position} does not match its hash")]
+    BodyHash { position: u64 },
 }
 
 pub(crate) enum Step {
@@ -80,7 +98,7 @@ impl SegmentReader {
     }
 
     pub fn corrupt(&self, d: Damage) -> LogError {
-        LogError::corrupt(&self.path, d.offset, d.reason)
+        LogError::corrupt(&self.path, d.offset, d.reason.to_string())
     }
 
     /// Reads and checks the next entry. With `body`, the body is read into it
@@ -92,9 +110,9 @@ impl SegmentReader {
             return Ok(Step::End);
         }
         let offset = self.offset;
-        let damaged = |reason: String| Ok(Step::Damaged(Damage { offset, reason }));
+        let damaged = |reason: EntryFault| Ok(Step::Damaged(Damage { offset, reason }));
         if remaining < ENTRY_HEADER_SIZE as u64 {
-            return damaged(format!("file ends {remaining} bytes into an entry header"));
+            return damaged(EntryFault::HeaderCut { remaining });
         }
         let mut raw = [0u8; ENTRY_HEADER_SIZE];
         self.reader.read_exact(&mut raw).map_err(|e| LogError::io(&self.path, e))?;
@@ -118,20 +136,18 @@ impl SegmentReader {
         Ok(Step::Entry(Verified { header, chain }))
     }
 
-    fn check_header(&self, raw: &[u8; ENTRY_HEADER_SIZE], remaining: u64) -> Result<Header, String> {
+    fn check_header(&self, raw: &[u8; ENTRY_HEADER_SIZE], remaining: u64) -> Result<Header, EntryFault> {
         let header = Header::decode(raw)?;
         let expected = self.next_position;
         if header.position != expected {
-            return Err(format!("entry has position {}, expected {expected}", header.position));
+            return Err(EntryFault::WrongPosition { found: header.position, expected });
         }
         if self.prev_chain.is_some_and(|prev| prev != header.prev_chain) {
-            return Err(format!("entry {expected} does not link to the previous entry (prev_chain mismatch)"));
+            return Err(EntryFault::BrokenLink { position: expected });
         }
         let needed = ENTRY_HEADER_SIZE as u64 + u64::from(header.body_len);
         if remaining < needed {
-            return Err(format!(
-                "file ends inside entry {expected}: it needs {needed} bytes but {remaining} remain in the file"
-            ));
+            return Err(EntryFault::BodyCut { position: expected, needed, remaining });
         }
         Ok(header)
     }
@@ -139,7 +155,7 @@ impl SegmentReader {
     /// Reads and checks the body, or skips it. Returns the damage, if any.
     /// I/O errors are errors, never damage: an unreadable sector is not a
     /// torn write and must not be truncated away.
-    fn body(&mut self, header: &Header, body: Option<&mut Vec<u8>>) -> Result<Option<String>, LogError> {
+    fn body(&mut self, header: &Header, body: Option<&mut Vec<u8>>) -> Result<Option<EntryFault>, LogError> {
         let len = header.body_len as usize;
         let io = |e| LogError::io(&self.path, e);
         let Some(buf) = body else {
@@ -150,7 +166,7 @@ impl SegmentReader {
         buf.resize(len, 0);
         self.reader.read_exact(buf).map_err(io)?;
         if *blake3::hash(buf).as_bytes() != header.body_hash {
-            return Ok(Some(format!("body of entry {} does not match its hash", header.position)));
+            return Ok(Some(EntryFault::BodyHash { position: header.position }));
         }
         Ok(None)
     }

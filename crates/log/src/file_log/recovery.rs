@@ -210,7 +210,7 @@ impl Scan {
             offset = d.offset,
             bytes,
             position,
-            reason = d.reason,
+            reason = %d.reason,
             "removing the torn tail of the log (entries never acknowledged)"
         );
         if self.repair {

@@ -190,7 +190,9 @@ async fn set_down(
     let Json(body) = body.map_err(|rejection| BadRequest(rejection.body_text()))?;
     match &body.connector {
         None => sims.set_down(body.down),
-        Some(connector) => sims.controls().set_connector_down(connector, body.down).map_err(BadRequest)?,
+        Some(connector) => {
+            sims.controls().set_connector_down(connector, body.down).map_err(|e| BadRequest(e.to_string()))?
+        }
     }
     Ok(Json(body))
 }

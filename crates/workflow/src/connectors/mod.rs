@@ -44,7 +44,7 @@ pub use http_client::{
 pub use http_server::{SimServerOptions, serve_simulators, serve_simulators_with, simulators_router};
 pub use payout::{PayoutSettings, PayoutSimulator};
 pub use screening::{AssetLimits, ScreeningRules, ScreeningSimulator};
-pub use sim::{CallRecord, SimClock, SimConfig, SimControls, Simulators, SimulatorsConfig};
+pub use sim::{CallRecord, SimClock, SimConfig, SimControls, Simulators, SimulatorsConfig, UnknownConnector};
 
 /// A boxed, sendable future: what the connector traits return, so they stay
 /// object safe.
@@ -259,11 +259,20 @@ pub(crate) mod decimal {
     }
 
     /// Parses decimal digits into a u128.
-    pub fn parse(text: &str) -> Result<u128, String> {
+    pub fn parse(text: &str) -> Result<u128, AmountParseError> {
         if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-            return Err("expected a decimal string of digits".into());
+            return Err(AmountParseError::NotDigits);
         }
-        text.parse().map_err(|_| "decimal string exceeds 2^128 - 1".to_string())
+        text.parse().map_err(|_| AmountParseError::Overflow)
+    }
+
+    /// Why a decimal string was refused.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+    pub enum AmountParseError {
+        #[error("expected a decimal string of digits")]
+        NotDigits,
+        #[error("decimal string exceeds 2^128 - 1")]
+        Overflow,
     }
 }
 

@@ -31,6 +31,13 @@ const SIMULATED_HANG: Duration = Duration::from_secs(3600);
 /// The names connectors use in the call log and the control API.
 pub(crate) const CONNECTOR_NAMES: [&str; 4] = ["screening", "fx", "payout", "funds"];
 
+/// A connector name that is not one of `CONNECTOR_NAMES`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown connector {name:?}; expected one of {CONNECTOR_NAMES:?}")]
+pub struct UnknownConnector {
+    pub name: String,
+}
+
 /// Fault injection for one simulator. Rates are probabilities in `[0, 1]`
 /// (values outside are clamped), not money.
 #[derive(Debug, Clone, Default)]
@@ -196,9 +203,9 @@ impl SimControls {
 
     /// Turns the outage of one connector (`screening`, `fx`, `payout`,
     /// `funds`) on or off, independently of [`SimControls::set_down`].
-    pub fn set_connector_down(&self, connector: &str, down: bool) -> Result<(), String> {
+    pub fn set_connector_down(&self, connector: &str, down: bool) -> Result<(), UnknownConnector> {
         if !CONNECTOR_NAMES.contains(&connector) {
-            return Err(format!("unknown connector {connector:?}; expected one of {CONNECTOR_NAMES:?}"));
+            return Err(UnknownConnector { name: connector.into() });
         }
         let mut set = lock(&self.inner.down_connectors);
         if down {

@@ -14,7 +14,7 @@ mod steps;
 pub use steps::{PII_STATES, idempotency_key, is_actionable};
 
 use crate::connectors::{FundsNotification, FxRates, IncomingFunds, PayoutRail, Screening};
-use crate::engine_link::{CommandQueue, EngineLink, FeedOrder};
+use crate::engine_link::{CommandQueue, EngineLink, FeedOrder, LinkError};
 use bursar_core::orders::settings::OrdersConfig;
 use bursar_core::orders::{Actor, CommandKind, OrderChange, OrderCommand, OrderCommandResult, OrderState};
 use bursar_crypto::pii::PiiKeyring;
@@ -110,10 +110,18 @@ struct Work {
     backlog: VecDeque<FeedOrder>,
 }
 
+/// Why the executor stopped (its supervisor restarts it).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    /// Reading the order feed failed: the engine went away or refused.
+    #[error(transparent)]
+    Feed(#[from] LinkError),
+}
+
 impl Executor {
     /// Runs until the engine goes away; an error ends this worker and its
     /// supervisor restarts it.
-    pub async fn run(self) -> Result<(), String> {
+    pub async fn run(self) -> Result<(), ExecutorError> {
         let queue = CommandQueue::start(self.link.clone());
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(u128, Option<(Duration, FeedOrder)>)>();
         let mut work = Work {
