@@ -1,8 +1,8 @@
 //! Iterating a key range in order, one data block in memory at a time:
 //! how an account's page of transfers is read.
 
-use super::read::Table;
 use super::Entries;
+use super::read::Table;
 use crate::error::StoreError;
 use bytemuck::Pod;
 use std::ops::{Bound, RangeBounds};

@@ -55,7 +55,11 @@ impl<K: Pod + Ord, V: Pod> Table<K, V> {
         let min: K = bytemuck::pod_read_unaligned(&footer.min_key);
         let max: K = bytemuck::pod_read_unaligned(&footer.max_key);
         if min > max || (min == max) != (footer.layout.entries == 1) {
-            return Err(StoreError::corrupt(path, at * bs, TableFault::Footer("min and max key disagree with the count")));
+            return Err(StoreError::corrupt(
+                path,
+                at * bs,
+                TableFault::Footer("min and max key disagree with the count"),
+            ));
         }
         let layout = footer.layout;
         let index = read_index(&file, path, file_id, &layout, &min)?;
@@ -203,7 +207,11 @@ fn read_block(file: &File, path: &Path, kind: BlockKind, at: BlockAddress) -> Re
         }
         // The file shrank since it was opened (open checked its length).
         let len = file.metadata().map_err(|e| StoreError::io(path, e))?.len();
-        return Err(StoreError::corrupt(path, at.offset(), Fault::Truncated { len, expected: at.offset() + BLOCK_SIZE as u64 }));
+        return Err(StoreError::corrupt(
+            path,
+            at.offset(),
+            Fault::Truncated { len, expected: at.offset() + BLOCK_SIZE as u64 },
+        ));
     }
     let len = block::open(kind, at, &buf).map_err(|f| StoreError::corrupt(path, at.offset(), f))?.len();
     Ok(Arc::from(&buf[BLOCK_HEADER_SIZE..BLOCK_HEADER_SIZE + len]))
