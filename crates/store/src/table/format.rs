@@ -38,7 +38,8 @@ const FIXED: usize = 104;
 /// xorf caps a binary fuse segment at this many slots.
 const SEGMENT_LENGTH_MAX: u32 = 1 << 18;
 
-const _: () = assert!(BLOCK_PAYLOAD_MAX as u64 % FINGERPRINT_BYTES == 0, "no fingerprint straddles two blocks");
+const _: () =
+    assert!((BLOCK_PAYLOAD_MAX as u64).is_multiple_of(FINGERPRINT_BYTES), "no fingerprint straddles two blocks");
 
 /// The shape and counts of a table, from which every block position follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,7 +201,7 @@ fn check_filter(d: &Descriptor, l: &Layout) -> Result<(), TableFault> {
         && seg <= SEGMENT_LENGTH_MAX
         && d.segment_length_mask == seg - 1
         && d.segment_count_length >= seg
-        && d.segment_count_length % seg == 0
+        && d.segment_count_length.is_multiple_of(seg)
         && d.segment_count_length as u64 + 2 * seg as u64 == l.filter_len;
     if sane { Ok(()) } else { Err(TableFault::Footer("filter descriptor does not fit the filter's length")) }
 }

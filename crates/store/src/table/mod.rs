@@ -81,7 +81,7 @@ impl<'a, K: Pod + Ord, V: Pod> Entries<'a, K, V> {
 
     /// Panics unless `bytes` is whole entries: callers checked the length.
     fn new(bytes: &'a [u8]) -> Self {
-        assert!(bytes.len() % Self::ENTRY == 0, "a checked data block holds whole entries");
+        assert!(bytes.len().is_multiple_of(Self::ENTRY), "a checked data block holds whole entries");
         Entries { bytes, shape: PhantomData }
     }
 
