@@ -132,14 +132,10 @@ impl<K: Pod + Ord, V: Pod> TableWriter<K, V> {
         }
         let data_blocks = self.written;
         let index = std::mem::take(&mut self.index);
-        self.write_chunked(
-            BlockKind::TableIndex,
-            bytemuck::cast_slice::<K, u8>(&index).iter().copied(),
-            size_of::<K>(),
-        )?;
+        self.write_chunked(BlockKind::TableIndex, bytemuck::cast_slice(&index), size_of::<K>())?;
         let filter = build_filter(std::mem::take(&mut self.hashes));
-        let fingerprints = filter.fingerprints.iter().flat_map(|f| f.to_le_bytes());
-        self.write_chunked(BlockKind::TableFilter, fingerprints, FINGERPRINT_BYTES as usize)?;
+        let fingerprints: Vec<u8> = filter.fingerprints.iter().flat_map(|f| f.to_le_bytes()).collect();
+        self.write_chunked(BlockKind::TableFilter, &fingerprints, FINGERPRINT_BYTES as usize)?;
         let layout = Layout {
             key_size: size_of::<K>(),
             value_size: size_of::<V>(),
@@ -165,23 +161,10 @@ impl<K: Pod + Ord, V: Pod> TableWriter<K, V> {
 
     /// Writes `bytes` as blocks of `kind`, never splitting an item of
     /// `item` bytes across two blocks.
-    fn write_chunked(
-        &mut self,
-        kind: BlockKind,
-        bytes: impl Iterator<Item = u8>,
-        item: usize,
-    ) -> Result<(), StoreError> {
-        let per_block = BLOCK_PAYLOAD_MAX / item * item;
-        let mut payload = Vec::with_capacity(per_block);
-        for b in bytes {
-            payload.push(b);
-            if payload.len() == per_block {
-                self.write_block(kind, &payload)?;
-                payload.clear();
-            }
-        }
-        if !payload.is_empty() {
-            self.write_block(kind, &payload)?;
+    fn write_chunked(&mut self, kind: BlockKind, bytes: &[u8], item: usize) -> Result<(), StoreError> {
+        assert!(bytes.len().is_multiple_of(item), "whole items");
+        for payload in bytes.chunks(BLOCK_PAYLOAD_MAX / item * item) {
+            self.write_block(kind, payload)?;
         }
         Ok(())
     }
