@@ -147,3 +147,48 @@ fn a_missing_file_is_an_io_error() {
     let err = Table::<u64, u32>::open(&d.path().join("none"), 1).err().unwrap();
     assert!(matches!(err, StoreError::Io { .. }), "{err}");
 }
+
+/// Rewrites block `index` of a table with `change` applied to its payload,
+/// sealed with a valid checksum: bytes a buggy writer could have produced.
+fn reseal(path: &Path, file_id: u64, index: u64, kind: BlockKind, change: impl FnOnce(&mut Vec<u8>)) {
+    let mut bytes = fs::read(path).unwrap();
+    let at = BlockAddress { file_id, index };
+    let range = index as usize * BLOCK_SIZE..(index as usize + 1) * BLOCK_SIZE;
+    let mut payload = bursar_store::block::open(kind, at, &bytes[range.clone()]).unwrap().to_vec();
+    change(&mut payload);
+    let block: &mut [u8; BLOCK_SIZE] = (&mut bytes[range]).try_into().unwrap();
+    bursar_store::block::seal(kind, at, &payload, block);
+    fs::write(path, bytes).unwrap();
+}
+
+/// A footer that passes its checksum but lies in any one byte (every bit
+/// of it inverted) is refused with a typed fault: never a panic, never a
+/// table that reads. The same for an index block.
+#[test]
+fn every_byte_of_a_resealed_footer_or_index_is_checked() {
+    let d = dir();
+    let (path, info) = write(d.path(), "t", 6, (0..8_000u64).map(|i| (i * 5, i as u32)));
+    assert_eq!(info.data_blocks, 2);
+    let whole = fs::read(&path).unwrap();
+    let footer = info.blocks - 1;
+    let payloads = [(footer, BlockKind::TableFooter, 104 + 16), (info.data_blocks, BlockKind::TableIndex, 16)];
+    for (index, kind, len) in payloads {
+        for byte in 0..len {
+            reseal(&path, 6, index, kind, |p| {
+                assert_eq!(p.len(), len, "{kind:?} payload");
+                p[byte] ^= 0xff;
+            });
+            let (file, offset, fault) = corrupt_at(open_and_read(&path, 6).unwrap_err());
+            assert_eq!(file, path);
+            assert!(matches!(fault, Fault::Table(_)), "{kind:?} byte {byte}: {fault}");
+            // Found where the lie is, or at the block that contradicts it
+            // (a footer's min key against the index, an index key against
+            // its data block).
+            assert!(offset.is_multiple_of(BS) && offset < info.file_size, "{kind:?} byte {byte} at {offset}");
+            if (kind, byte) == (BlockKind::TableFooter, 0) {
+                assert_eq!(fault, Fault::Table(TableFault::Format { found: 0xfe, expected: 1 }));
+            }
+            fs::write(&path, &whole).unwrap();
+        }
+    }
+}
