@@ -62,7 +62,7 @@ impl<K: Pod + Ord, V: Pod> Table<K, V> {
             ));
         }
         let layout = footer.layout;
-        let index = read_index(&file, path, file_id, &layout, &min)?;
+        let index = read_index(&file, path, file_id, &layout, (&min, &max))?;
         let filter = read_filter(&file, path, file_id, &footer)?;
         let table = Table {
             path: path.to_path_buf(),
@@ -218,8 +218,14 @@ fn read_block(file: &File, path: &Path, kind: BlockKind, at: BlockAddress) -> Re
 }
 
 /// Reads the index blocks: the first key of each data block, strictly
-/// increasing from the table's min key.
-fn read_index<K: Pod + Ord>(file: &File, path: &Path, file_id: u64, l: &Layout, min: &K) -> Result<Vec<K>, StoreError> {
+/// increasing from the table's min key, none above its max.
+fn read_index<K: Pod + Ord>(
+    file: &File,
+    path: &Path,
+    file_id: u64,
+    l: &Layout,
+    (min, max): (&K, &K),
+) -> Result<Vec<K>, StoreError> {
     let mut index: Vec<K> = Vec::with_capacity(l.data_blocks() as usize);
     for i in 0..l.index_blocks() {
         let at = BlockAddress { file_id, index: l.first_index_block() + i };
@@ -235,8 +241,8 @@ fn read_index<K: Pod + Ord>(file: &File, path: &Path, file_id: u64, l: &Layout, 
                 Some(before) => *before < key,
                 None => key == *min,
             };
-            if !in_order {
-                return Err(corrupt("keys do not increase from the table's min key"));
+            if !in_order || key > *max {
+                return Err(corrupt("keys do not increase from the table's min key up to its max"));
             }
             index.push(key);
         }

@@ -166,8 +166,9 @@ fn memory_is_the_index_and_the_filter() {
 #[test]
 fn merge_keeps_the_newest_value_or_the_callers_choice() {
     let d = dir();
-    let (old, _) = write(d.path(), "old", 1, (0..3000u64).map(|i| (i * 2, i)));
-    let (new, _) = write(d.path(), "new", 2, (0..3000u64).map(|i| (i * 3, 1_000_000 + i)));
+    let (old, _) = write(d.path(), "old", 1, (0..10_000u64).map(|i| (i * 2, i)));
+    let (new, info) = write(d.path(), "new", 2, (0..10_000u64).map(|i| (i * 3, 1_000_000 + i)));
+    assert_eq!(info.data_blocks, 3, "merges cross block boundaries");
     let (old, new) = (Table::<u64, u64>::open(&old, 1).unwrap(), Table::<u64, u64>::open(&new, 2).unwrap());
     let merged = bursar_store::table::merge(&[&new, &old], &d.path().join("m"), 3).unwrap();
     let info = merged.finish().unwrap();
@@ -176,7 +177,9 @@ fn merge_keeps_the_newest_value_or_the_callers_choice() {
     assert_eq!(m.get(&6).unwrap(), Some(1_000_002), "the newest wins");
     assert_eq!(m.get(&4).unwrap(), Some(2));
     assert_eq!(m.get(&9).unwrap(), Some(1_000_003));
-    assert_eq!(m.len(), 3000 + 3000 - 1000, "keys divisible by 6 below 6000 are in both");
+    assert_eq!(m.len(), 20_000 - 3334, "keys divisible by 6 below 20,000 are in both");
+    assert_eq!(m.get(&29_997).unwrap(), Some(1_009_999));
+    assert_eq!(m.get(&19_996).unwrap(), Some(9998));
     let sum = bursar_store::table::merge_with(&[&new, &old], &d.path().join("s"), 4, |_, a, b| a + b).unwrap();
     sum.finish().unwrap();
     let s = Table::<u64, u64>::open(&d.path().join("s"), 4).unwrap();
