@@ -31,9 +31,13 @@
 //!   under every later build. Filter construction is deterministic too
 //!   (xorf's seeds come from a fixed sequence; no random fill), so a
 //!   table's bytes depend on its entries alone.
-//! - Keys compare by the caller's `Ord` on the decoded value, never as
-//!   bytes, so any `Pod + Ord` type works (a `#[repr(C)]` pair of `u64`s
-//!   with a derived `Ord` sorts by account, then position).
+//! - Keys compare by the caller's `Ord` on the decoded value, not as bytes,
+//!   so any `Pod + Ord` type works (a `#[repr(C)]` pair of `u64`s with a
+//!   derived `Ord` sorts by account, then position); no byte encoding that
+//!   sorts right is needed. The filter hashes a key's bytes, so keys that
+//!   `Ord` calls equal must have equal bytes: true of integers, arrays and
+//!   derived orders on `Pod` structs, false of a hand-written `Ord` that
+//!   ignores a field.
 //! - A table is written once, front to back, and fsynced by `finish`; the
 //!   caller makes it visible (manifest, directory fsync). A crash before
 //!   that leaves a file without a footer, which `open` refuses.

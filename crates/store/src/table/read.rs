@@ -126,7 +126,7 @@ impl<K: Pod + Ord, V: Pod> Table<K, V> {
         (self.index.len() * size_of::<K>()) as u64 + self.layout.filter_bytes() + size_of::<Self>() as u64
     }
 
-    /// Data blocks read from the file so far (through `data_block`).
+    /// Data blocks read from the file so far (by `load_data_block`).
     pub fn data_block_reads(&self) -> u64 {
         self.data_block_reads.load(Ordering::Relaxed)
     }
@@ -165,11 +165,18 @@ impl<K: Pod + Ord, V: Pod> Table<K, V> {
         self.index.partition_point(|first| first <= key).saturating_sub(1) as u64
     }
 
-    /// Reads and checks data block `block`. The seam where the shared block
-    /// cache plugs in: look up (file id, block), and on a miss do what this
-    /// does and insert the checked payload.
+    /// Data block `block`, checked. The seam where the shared block cache
+    /// plugs in (`cache.rs`, being built beside this): this becomes
+    /// `self.cache.get_or_load(at, || self.load_data_block(block))`, so a
+    /// hit skips the disk and the checks, which ran before it was kept.
     pub(super) fn data_block(&self, block: u64) -> Result<Arc<[u8]>, StoreError> {
         assert!(block < self.layout.data_blocks(), "data block {block} of {}", self.layout.data_blocks());
+        self.load_data_block(block)
+    }
+
+    /// Reads data block `block` from the file and checks it: the block's
+    /// own checks, then `check_data`.
+    fn load_data_block(&self, block: u64) -> Result<Arc<[u8]>, StoreError> {
         self.data_block_reads.fetch_add(1, Ordering::Relaxed);
         let at = BlockAddress { file_id: self.file_id, index: block };
         let payload = read_block(&self.file, &self.path, BlockKind::TableData, at)?;
