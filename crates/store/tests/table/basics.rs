@@ -67,6 +67,17 @@ fn many_blocks_read_one_block_per_lookup() {
     assert_eq!(got, (from..=to).map(|i| (id(i), i * 3)).collect::<Vec<_>>());
     let got = t.range((std::ops::Bound::Excluded(id(from)), std::ops::Bound::Excluded(id(to)))).count();
     assert_eq!(got as u64, to - from - 1);
+    // Ranges starting and ending at every block boundary.
+    use std::ops::Bound::{Excluded, Included};
+    for b in 1..info.data_blocks {
+        let (last, first) = (b * PER_BLOCK - 1, b * PER_BLOCK);
+        let next = |r: &mut dyn Iterator<Item = Result<(u128, u64), StoreError>>| r.next().unwrap().unwrap().0;
+        assert_eq!(next(&mut t.range((Excluded(id(last)), Included(id(first))))), id(first));
+        assert_eq!(next(&mut t.range(id(last)..)), id(last));
+        assert_eq!(t.range((Excluded(id(last)), Excluded(id(first)))).count(), 0);
+        assert_eq!(t.range(id(last)..id(first)).count(), 1);
+        assert_eq!(t.range(..=id(first)).count() as u64, first + 1);
+    }
     // Bounds between keys.
     let got: Vec<_> = t.range(id(10) + 1..id(12) + 1).map(Result::unwrap).collect();
     assert_eq!(got, vec![(id(11), 33), (id(12), 36)]);
