@@ -31,6 +31,10 @@ pub enum Fault {
     /// Checked blocks whose content does not parse.
     #[error("malformed {what}")]
     Malformed { what: &'static str },
+    /// A table's blocks are intact but disagree with each other or with the
+    /// key and value types it is read as.
+    #[error("{0}")]
+    Table(#[from] TableFault),
 }
 
 impl StoreError {
@@ -46,4 +50,23 @@ impl StoreError {
     pub fn is_corrupt(&self) -> bool {
         matches!(self, StoreError::Corrupt { .. })
     }
+}
+
+/// How a table's intact blocks disagree with each other, or with the key
+/// and value types the table is read as. Checked once at open (footer,
+/// index, filter) and at every data block read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TableFault {
+    #[error("table format {found}, this build reads format {expected}")]
+    Format { found: u32, expected: u32 },
+    #[error("table of {key_size}-byte keys and {value_size}-byte values, read as {expected_key} and {expected_value}")]
+    Shape { key_size: u32, value_size: u32, expected_key: u32, expected_value: u32 },
+    #[error("table footer: {0}")]
+    Footer(&'static str),
+    #[error("table index: {0}")]
+    Index(&'static str),
+    #[error("table filter: {0}")]
+    Filter(&'static str),
+    #[error("table data block: {0}")]
+    Data(&'static str),
 }

@@ -30,5 +30,6 @@ pub mod block;
 pub mod error;
 pub mod limits;
 pub mod manifest;
+pub mod table;
 
 pub use error::{Fault, StoreError};

@@ -25,3 +25,30 @@ pub const MANIFESTS_KEPT_MAX: usize = 16;
 const _: () = assert!(MANIFEST_FILE_NAME_MAX <= u16::MAX as usize, "names are stored with a u16 length");
 const _: () = assert!(MANIFEST_BODY_MAX <= u32::MAX as usize, "the body length is stored as a u32");
 const _: () = assert!(MANIFEST_FILES_MAX <= u32::MAX as usize, "the file count is stored as a u32");
+
+/// Entries one table may hold. Writing a table keeps 8 bytes of filter
+/// scratch per entry and xorf's construction needs about 25 more, so the
+/// largest table costs ~1 GiB of memory to write; an index that outgrows
+/// this is several tables. xorf sizes its arrays with `u32`.
+pub const TABLE_ENTRIES_MAX: u64 = 1 << 25;
+/// Bytes of a table key. Ids and (account, position) pairs are 16.
+pub const TABLE_KEY_SIZE_MAX: usize = 1024;
+/// Bytes of a table value (0 makes a set). Positions are 8.
+pub const TABLE_VALUE_SIZE_MAX: usize = 1024;
+/// Tables one merge reads at once: each holds one data block in memory.
+pub const TABLE_MERGE_INPUTS_MAX: usize = 64;
+
+const _: () = assert!(
+    BLOCK_PAYLOAD_MAX / (TABLE_KEY_SIZE_MAX + TABLE_VALUE_SIZE_MAX) >= 16,
+    "a data block holds at least 16 entries, so the index in memory is at most 1/16 of the keys"
+);
+const _: () = assert!(BLOCK_PAYLOAD_MAX / TABLE_KEY_SIZE_MAX >= 2, "an index block holds at least two first keys");
+const _: () = assert!(
+    128 + 2 * TABLE_KEY_SIZE_MAX <= BLOCK_PAYLOAD_MAX,
+    "a table's footer (fixed fields, min and max key) fits one block"
+);
+const _: () = assert!(
+    TABLE_ENTRIES_MAX * 5 / 4 < u32::MAX as u64,
+    "xorf's binary fuse arrays (about 1.125 slots per key) are sized with u32"
+);
+const _: () = assert!(TABLE_MERGE_INPUTS_MAX * BLOCK_SIZE <= 16 << 20, "a merge holds at most 16 MiB of blocks");
