@@ -28,6 +28,11 @@ pub enum Fault {
     /// The file ends before the data its metadata promises.
     #[error("the file holds {len} bytes, {expected} expected")]
     Truncated { len: u64, expected: u64 },
+    /// An intact record block whose payload is not the whole records its
+    /// place promises: exactly `expected` bytes for a full block, at least
+    /// `expected` (in whole records) for the last, partly filled one.
+    #[error("a record block with a {len}-byte payload, {expected} bytes of {record_size}-byte records expected")]
+    RecordPayload { len: u32, expected: u32, record_size: u32 },
 }
 
 impl StoreError {

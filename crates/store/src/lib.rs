@@ -23,6 +23,7 @@
 //! threads of its own. Callers decide when to write and when to sync.
 
 pub mod block;
+pub mod cache;
 pub mod error;
 pub mod limits;
 
