@@ -26,5 +26,6 @@ pub mod block;
 pub mod cache;
 pub mod error;
 pub mod limits;
+pub mod records;
 
 pub use error::{Fault, StoreError};
