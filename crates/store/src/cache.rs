@@ -24,7 +24,7 @@
 use crate::StoreError;
 use crate::block::{self, BlockAddress, BlockKind};
 use crate::error::Fault;
-use crate::limits::{BLOCK_SIZE, CACHE_BYTES_MAX, CACHE_BYTES_MIN, CACHE_SHARDS_MAX};
+use crate::limits::{BLOCK_HEADER_SIZE, BLOCK_SIZE, CACHE_BYTES_MAX, CACHE_BYTES_MIN, CACHE_SHARDS_MAX};
 use foldhash::fast::FixedState;
 use quick_cache::{Lifecycle, OptionsBuilder, Weighter};
 use std::fs::File;
@@ -34,12 +34,54 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A checked block payload, shared between the cache and its readers.
-pub type Payload = Arc<[u8]>;
+/// A checked block payload, shared between the cache and its readers. It
+/// keeps the whole block it was read into (no copy of the payload out of
+/// it) and derefs to the payload bytes.
+#[derive(Clone)]
+pub struct Payload {
+    bytes: Arc<Vec<u8>>,
+    start: usize,
+    end: usize,
+}
 
-/// Bytes counted per cached block besides its payload (key, `Arc` header,
-/// the cache's own entry): keeps empty payloads from weighing nothing
-/// (a weightless entry is never evicted) and the bound honest.
+impl Payload {
+    /// A payload of exactly `bytes`.
+    pub fn new(bytes: Vec<u8>) -> Payload {
+        let end = bytes.len();
+        Payload { bytes: Arc::new(bytes), start: 0, end }
+    }
+
+    /// The payload of a block read into `block`, `open` having found it at
+    /// `payload` (a sub-slice of `block`).
+    fn of_block(block: Vec<u8>, payload: std::ops::Range<usize>) -> Payload {
+        assert!(payload.start <= payload.end && payload.end <= block.len(), "the payload is inside its block");
+        Payload { bytes: Arc::new(block), start: payload.start, end: payload.end }
+    }
+
+    /// Bytes of memory the payload keeps alive.
+    fn held(&self) -> u64 {
+        self.bytes.capacity() as u64
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes[self.start..self.end]
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Payload({} bytes)", self.len())
+    }
+}
+
+/// Bytes counted per cached block besides the memory its payload keeps
+/// (key, `Arc` header, the cache's own entry): keeps empty payloads from
+/// weighing nothing (a weightless entry is never evicted) and the bound
+/// honest.
 const ENTRY_OVERHEAD: u64 = 64;
 /// The hasher's fixed seed: any constant will do, it must only never vary.
 const HASH_SEED: u64 = 0x6273_746f_7265_2e63;
@@ -62,7 +104,7 @@ struct ByBytes;
 
 impl Weighter<Key, Payload> for ByBytes {
     fn weight(&self, _key: &Key, payload: &Payload) -> u64 {
-        payload.len() as u64 + ENTRY_OVERHEAD
+        payload.held() + ENTRY_OVERHEAD
     }
 }
 
@@ -197,9 +239,9 @@ impl BlockCache {
 /// file that ends inside the block is `Truncated`; a damaged block names
 /// its offset and fault.
 pub fn read_block(file: &File, path: &Path, kind: BlockKind, at: BlockAddress) -> Result<Payload, StoreError> {
-    let mut buffer = vec![0u8; BLOCK_SIZE];
+    let mut block = vec![0u8; BLOCK_SIZE];
     let offset = at.offset();
-    if let Err(e) = file.read_exact_at(&mut buffer, offset) {
+    if let Err(e) = file.read_exact_at(&mut block, offset) {
         if e.kind() != io::ErrorKind::UnexpectedEof {
             return Err(StoreError::io(path, e));
         }
@@ -207,8 +249,8 @@ pub fn read_block(file: &File, path: &Path, kind: BlockKind, at: BlockAddress) -
         let expected = offset + BLOCK_SIZE as u64;
         return Err(StoreError::corrupt(path, len.min(offset), Fault::Truncated { len, expected }));
     }
-    let payload = block::open(kind, at, &buffer).map_err(|fault| StoreError::corrupt(path, offset, fault))?;
-    Ok(Payload::from(payload))
+    let len = block::open(kind, at, &block).map_err(|fault| StoreError::corrupt(path, offset, fault))?.len();
+    Ok(Payload::of_block(block, BLOCK_HEADER_SIZE..BLOCK_HEADER_SIZE + len))
 }
 
 #[cfg(test)]
@@ -221,7 +263,7 @@ mod tests {
     }
 
     fn payload(fill: u8, len: usize) -> Payload {
-        Payload::from(vec![fill; len])
+        Payload::new(vec![fill; len])
     }
 
     #[test]
