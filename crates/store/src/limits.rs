@@ -18,6 +18,10 @@ const _: () = assert!(BLOCK_PAYLOAD_MAX >= 128 * 64, "a block holds at least 64 
 /// Bytes of one record in a record file. Transfers are 128 bytes; 4 KiB
 /// keeps at least 15 records per block, so a block read serves many.
 pub const RECORD_SIZE_MAX: usize = 4096;
+/// Bytes of the smallest record: a tail slot's 16-byte header then fits
+/// beside the most records a tail holds (one fewer than a full block).
+/// Change-journal references are 16 bytes.
+pub const RECORD_SIZE_MIN: usize = 16;
 /// Blocks in one record file: 2^24 blocks of 64 KiB is 1 TiB, over 8
 /// billion transfers. A file that would grow past it is a caller's bug
 /// (it rolls to a new file first).
@@ -38,6 +42,7 @@ pub const CACHE_BYTES_MAX: u64 = 1 << 40;
 pub const CACHE_SHARDS_MAX: usize = 8;
 
 const _: () = assert!(RECORD_SIZE_MAX <= BLOCK_PAYLOAD_MAX / 8, "a block holds at least 8 of the largest records");
+const _: () = assert!(RECORD_SIZE_MIN <= RECORD_SIZE_MAX);
 const _: () = assert!(RECORD_SIZE_MAX.is_power_of_two(), "records of the largest size pack blocks without odd gaps");
 const _: () = assert!(
     RECORD_FILE_BLOCKS_MAX.checked_mul(BLOCK_SIZE as u64).is_some(),

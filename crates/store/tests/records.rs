@@ -99,10 +99,11 @@ fn records_appended_one_at_a_time_or_in_batches_read_back() {
     let mut page = Vec::new();
     file.read_range(500, 1100, &cache, &mut page).unwrap();
     assert_eq!(page, expected[500..1600]);
-    // The file holds the five full blocks; the tail is still in memory.
-    assert_eq!(std::fs::metadata(file.path()).unwrap().len(), 5 * BLOCK_SIZE as u64);
+    // The file holds the two tail slots and five full blocks; the tail
+    // goes to a slot on sync.
+    assert_eq!(std::fs::metadata(file.path()).unwrap().len(), 7 * BLOCK_SIZE as u64);
     assert_eq!(file.sync().unwrap(), 3000);
-    assert_eq!(std::fs::metadata(file.path()).unwrap().len(), 6 * BLOCK_SIZE as u64);
+    assert_eq!(std::fs::metadata(file.path()).unwrap().len(), 7 * BLOCK_SIZE as u64);
     let reopened = RecordFile::<Transfer>::open(&file_in(&dir), 1, 3000, &cache).unwrap();
     assert_eq!(read_all(&reopened, &cache), expected);
 }
@@ -124,7 +125,7 @@ fn a_crash_before_sync_reopens_at_the_durable_length() {
     let mut file = RecordFile::<Page>::open(&file_in(&dir), 2, 20, &cache).unwrap();
     assert_eq!((file.len(), file.durable_len()), (20, 20));
     assert_eq!(read_all(&file, &cache), records::<Page>(0, 20, 0));
-    assert_eq!(std::fs::metadata(file.path()).unwrap().len(), 2 * BLOCK_SIZE as u64, "cut back to the tail block");
+    assert_eq!(std::fs::metadata(file.path()).unwrap().len(), 3 * BLOCK_SIZE as u64, "cut back to one full block");
     // A new lineage after the crash: stale cached blocks never show through.
     file.append(&records::<Page>(20, 30, 1)).unwrap();
     let expected = [records::<Page>(0, 20, 0), records::<Page>(20, 30, 1)].concat();
@@ -143,19 +144,20 @@ fn a_file_shorter_than_its_durable_length_is_truncated_corruption_naming_the_fil
     file.append(&records::<Page>(0, 40, 0)).unwrap();
     file.sync().unwrap();
     drop(file);
-    let cut = 2 * BLOCK_SIZE as u64 + 100;
-    OpenOptions::new().write(true).open(&path).unwrap().set_len(cut).unwrap();
-    let (named, offset, fault) = expect_corrupt(RecordFile::<Page>::open(&path, 3, 40, &cache));
-    assert_eq!((named, offset), (path.clone(), cut));
-    assert_eq!(fault, Fault::Truncated { len: cut, expected: 3 * BLOCK_SIZE as u64 });
-    let message = RecordFile::<Page>::open(&path, 3, 40, &cache).err().unwrap().to_string();
-    assert!(message.contains("transfers.rec") && message.contains("offset"), "{message}");
     // Cut while open: the read of a full block names the cut.
     let file = RecordFile::<Page>::open(&path, 3, 30, &cache).unwrap();
-    OpenOptions::new().write(true).open(&path).unwrap().set_len(BLOCK_SIZE as u64 + 10).unwrap();
+    let cut = 3 * BLOCK_SIZE as u64 + 10;
+    OpenOptions::new().write(true).open(&path).unwrap().set_len(cut).unwrap();
     let (named, offset, fault) = expect_corrupt(file.get(15, &cache));
-    assert_eq!((named, offset), (path, BLOCK_SIZE as u64));
-    assert_eq!(fault, Fault::Truncated { len: BLOCK_SIZE as u64 + 10, expected: 2 * BLOCK_SIZE as u64 });
+    assert_eq!((named, offset), (path.clone(), 3 * BLOCK_SIZE as u64));
+    assert_eq!(fault, Fault::Truncated { len: cut, expected: 4 * BLOCK_SIZE as u64 });
+    drop(file);
+    // Cut before open.
+    let (named, offset, fault) = expect_corrupt(RecordFile::<Page>::open(&path, 3, 40, &cache));
+    assert_eq!((named, offset), (path.clone(), cut));
+    assert_eq!(fault, Fault::Truncated { len: cut, expected: 4 * BLOCK_SIZE as u64 });
+    let message = RecordFile::<Page>::open(&path, 3, 40, &cache).err().unwrap().to_string();
+    assert!(message.contains("transfers.rec") && message.contains("offset"), "{message}");
 }
 
 #[test]
@@ -169,42 +171,136 @@ fn every_flipped_bit_of_a_full_block_is_caught_on_read() {
     file.sync().unwrap();
     let file = RecordFile::<Transfer>::open(&path, 4, 511, &cache).unwrap();
     let flipper = Flipper::new(&path);
-    for bit in 0..BLOCK_SIZE as u64 * 8 {
+    let block = 2 * BLOCK_SIZE as u64; // after the two tail slots
+    for bit in block * 8..(block + BLOCK_SIZE as u64) * 8 {
         flipper.flip(bit);
-        let position = (bit / 8).saturating_sub(32) / 128;
+        let position = (bit / 8 - block).saturating_sub(32) / 128;
         let (named, offset, fault) = expect_corrupt(file.get(position.min(510), &cache));
-        assert_eq!((&named, offset, fault), (&path, 0, Fault::Block(BlockFault::Checksum)), "bit {bit}");
+        assert_eq!((&named, offset, fault), (&path, block, Fault::Block(BlockFault::Checksum)), "bit {bit}");
         flipper.flip(bit);
     }
     assert_eq!(read_all(&file, &cache), expected);
     assert_eq!(cache.stats().hits, 0, "the one-block cache keeps nothing: every read was checked");
 }
 
+/// The slot the last `sync` wrote: the one of the two whose bytes changed.
+fn slots(path: &Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes.truncate(2 * BLOCK_SIZE);
+    bytes
+}
+
+fn changed_slot(before: &[u8], after: &[u8]) -> Option<u64> {
+    (0..2u64).find(|s| {
+        let range = *s as usize * BLOCK_SIZE..(*s as usize + 1) * BLOCK_SIZE;
+        before[range.clone()] != after[range]
+    })
+}
+
 #[test]
-fn a_flipped_bit_in_every_byte_of_the_tail_block_is_caught_on_open() {
+fn a_torn_tail_write_keeps_the_tail_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = file_in(&dir);
     let cache = BlockCache::new(1 << 22);
     let mut file = RecordFile::<Page>::create(&path, 5, &cache).unwrap();
-    file.append(&records::<Page>(0, 18, 0)).unwrap();
+    file.append(&records::<Page>(0, 5, 0)).unwrap();
+    assert_eq!(file.sync().unwrap(), 5);
+    file.append(&records::<Page>(5, 4, 0)).unwrap();
+    let before = slots(&path);
     file.sync().unwrap();
     drop(file);
+    // The crash tore the second sync's write: its second half is old bytes.
+    let slot = changed_slot(&before, &slots(&path)).expect("the sync wrote a slot");
+    let half = slot * BLOCK_SIZE as u64 + BLOCK_SIZE as u64 / 2;
+    let old = &before[half as usize..(slot as usize + 1) * BLOCK_SIZE];
+    OpenOptions::new().write(true).open(&path).unwrap().write_all_at(old, half).unwrap();
+    let file = RecordFile::<Page>::open(&path, 5, 5, &cache).unwrap();
+    assert_eq!(read_all(&file, &cache), records::<Page>(0, 5, 0));
+    drop(file);
+    // The manifest cannot say 9 (that sync never returned), but if it did,
+    // the damage is named, not papered over.
+    let (named, offset, fault) = expect_corrupt(RecordFile::<Page>::open(&path, 5, 9, &cache));
+    assert_eq!((named, offset, fault), (path, slot * BLOCK_SIZE as u64, Fault::Block(BlockFault::Checksum)));
+}
+
+#[test]
+fn a_flipped_bit_in_either_tail_slot_falls_back_to_the_other_or_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_in(&dir);
+    let cache = BlockCache::new(1 << 22);
+    let mut file = RecordFile::<Page>::create(&path, 5, &cache).unwrap();
+    file.append(&records::<Page>(0, 8, 0)).unwrap();
+    file.sync().unwrap();
+    file.append(&records::<Page>(8, 4, 0)).unwrap();
+    let before = slots(&path);
+    file.sync().unwrap();
+    drop(file);
+    let newest = changed_slot(&before, &slots(&path)).unwrap();
     let flipper = Flipper::new(&path);
-    // Every byte of the block has a bit flipped (a step of 7 bits visits
-    // every byte and every bit position); every single-bit flip is covered
-    // by the full-block test above, through the same checked read.
-    for bit in (BLOCK_SIZE as u64 * 8..2 * BLOCK_SIZE as u64 * 8).step_by(7) {
+    // A step of 7 bits flips a bit in every byte, at every bit position;
+    // every single-bit flip is covered by the full-block test above.
+    for bit in (0..2 * BLOCK_SIZE as u64 * 8).step_by(7) {
         flipper.flip(bit);
-        let (named, offset, fault) = expect_corrupt(RecordFile::<Page>::open(&path, 5, 18, &cache));
-        assert_eq!(
-            (&named, offset, fault),
-            (&path, BLOCK_SIZE as u64, Fault::Block(BlockFault::Checksum)),
-            "bit {bit}"
-        );
+        let slot = bit / 8 / BLOCK_SIZE as u64;
+        // At 8 records, both slots hold the tail: either one will do.
+        let file = RecordFile::<Page>::open(&path, 5, 8, &cache).unwrap();
+        assert_eq!(read_all(&file, &cache), records::<Page>(0, 8, 0), "bit {bit}");
+        drop(file);
+        // At 12, only the newest does.
+        let opened = RecordFile::<Page>::open(&path, 5, 12, &cache);
+        if slot == newest {
+            let (named, offset, fault) = expect_corrupt(opened);
+            assert_eq!((&named, offset, fault), (&path, slot * BLOCK_SIZE as u64, Fault::Block(BlockFault::Checksum)));
+        } else {
+            assert_eq!(read_all(&opened.unwrap(), &cache), records::<Page>(0, 12, 0), "bit {bit}");
+        }
         flipper.flip(bit);
     }
-    let file = RecordFile::<Page>::open(&path, 5, 18, &cache).unwrap();
-    assert_eq!(read_all(&file, &cache), records::<Page>(0, 18, 0));
+}
+
+#[test]
+fn the_newest_tail_wins_over_a_longer_one_from_before_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_in(&dir);
+    let cache = BlockCache::new(1 << 22);
+    let mut file = RecordFile::<Page>::create(&path, 13, &cache).unwrap();
+    file.append(&records::<Page>(0, 4, 0)).unwrap();
+    assert_eq!(file.sync().unwrap(), 4);
+    // Lineage 0 reaches 10, then 12 records, in both slots; the manifest
+    // stays at 4.
+    file.append(&records::<Page>(4, 6, 0)).unwrap();
+    file.sync().unwrap();
+    file.append(&records::<Page>(10, 2, 0)).unwrap();
+    file.sync().unwrap();
+    drop(file);
+    let mut file = RecordFile::<Page>::open(&path, 13, 4, &cache).unwrap();
+    // Lineage 1 reaches 10 records in the other slot; the manifest says 10.
+    file.append(&records::<Page>(4, 6, 1)).unwrap();
+    assert_eq!(file.sync().unwrap(), 10);
+    drop(file);
+    let file = RecordFile::<Page>::open(&path, 13, 10, &cache).unwrap();
+    assert_eq!(read_all(&file, &cache), [records::<Page>(0, 4, 0), records::<Page>(4, 6, 1)].concat());
+}
+
+#[test]
+fn a_tail_that_filled_after_the_manifest_is_recovered_from_its_full_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = file_in(&dir);
+    let cache = BlockCache::new(1 << 22);
+    let mut file = RecordFile::<Page>::create(&path, 12, &cache).unwrap();
+    file.append(&records::<Page>(0, 20, 0)).unwrap();
+    assert_eq!(file.sync().unwrap(), 20);
+    // Block 1 fills and two more syncs move both slots on to block 2.
+    file.append(&records::<Page>(20, 12, 0)).unwrap();
+    file.sync().unwrap();
+    file.append(&records::<Page>(32, 1, 0)).unwrap();
+    file.sync().unwrap();
+    drop(file);
+    for _ in 0..2 {
+        let file = RecordFile::<Page>::open(&path, 12, 20, &cache).unwrap();
+        assert_eq!(read_all(&file, &cache), records::<Page>(0, 20, 0));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 3 * BLOCK_SIZE as u64);
+    }
 }
 
 #[test]
@@ -217,14 +313,14 @@ fn an_intact_file_under_another_id_is_misplaced() {
     file.sync().unwrap();
     drop(file);
     let (_, offset, fault) = expect_corrupt(RecordFile::<Page>::open(&path, 7, 20, &cache));
-    let expected = BlockAddress { file_id: 7, index: 1 };
-    let found = BlockAddress { file_id: 6, index: 1 };
-    assert_eq!((offset, fault), (BLOCK_SIZE as u64, Fault::Block(BlockFault::Misplaced { expected, found })));
-    let file = RecordFile::<Page>::open(&path, 7, 15, &cache).unwrap();
-    let (_, offset, fault) = expect_corrupt(file.get(3, &cache));
     let expected = BlockAddress { file_id: 7, index: 0 };
     let found = BlockAddress { file_id: 6, index: 0 };
     assert_eq!((offset, fault), (0, Fault::Block(BlockFault::Misplaced { expected, found })));
+    let file = RecordFile::<Page>::open(&path, 7, 15, &cache).unwrap();
+    let (_, offset, fault) = expect_corrupt(file.get(3, &cache));
+    let expected = BlockAddress { file_id: 7, index: 2 };
+    let found = BlockAddress { file_id: 6, index: 2 };
+    assert_eq!((offset, fault), (2 * BLOCK_SIZE as u64, Fault::Block(BlockFault::Misplaced { expected, found })));
 }
 
 #[test]
@@ -237,7 +333,7 @@ fn a_tail_with_fewer_records_than_promised_is_refused() {
     file.sync().unwrap();
     drop(file);
     let (_, offset, fault) = expect_corrupt(RecordFile::<Page>::open(&path, 8, 14, &cache));
-    assert_eq!((offset, fault), (0, Fault::RecordPayload { len: 3 * 4096, expected: 14 * 4096, record_size: 4096 }));
+    assert_eq!((offset, fault), (0, Fault::TailLost { block: 0, records: 14 }));
 }
 
 #[test]
@@ -285,6 +381,12 @@ enum Op {
     Sync,
     /// Drop without syncing and reopen at the durable length.
     Crash,
+    /// Sync, then crash before the caller's manifest records it: reopen at
+    /// the durable length before it.
+    UnrecordedSync,
+    /// Sync, but crash during it, tearing the slot it wrote (its second
+    /// half keeps the old bytes); reopen at the durable length before it.
+    TornSync,
     Get(u64),
     Range(u64, u64),
 }
@@ -294,6 +396,8 @@ fn ops(append_max: u64) -> impl Strategy<Value = Vec<Op>> {
         6 => (0..=append_max).prop_map(Op::Append),
         2 => Just(Op::Sync),
         1 => Just(Op::Crash),
+        1 => Just(Op::TornSync),
+        1 => Just(Op::UnrecordedSync),
         4 => any::<u64>().prop_map(Op::Get),
         2 => (any::<u64>(), 0..=append_max * 2).prop_map(|(f, c)| Op::Range(f, c)),
     ];
@@ -317,6 +421,20 @@ fn run_model<T: Make>(ops: &[Op], cache_blocks: u64) {
             Op::Sync => durable = file.sync().unwrap() as usize,
             Op::Crash => {
                 drop(file);
+                file = RecordFile::<T>::open(&path, 42, durable as u64, &cache).unwrap();
+                model.truncate(durable);
+                salt += 1;
+            }
+            Op::TornSync | Op::UnrecordedSync => {
+                let before = slots(&path);
+                file.sync().unwrap();
+                drop(file);
+                let torn = changed_slot(&before, &slots(&path)).filter(|_| matches!(op, Op::TornSync));
+                if let Some(slot) = torn {
+                    let half = slot as usize * BLOCK_SIZE + BLOCK_SIZE / 2;
+                    let old = &before[half..half + BLOCK_SIZE / 2];
+                    OpenOptions::new().write(true).open(&path).unwrap().write_all_at(old, half as u64).unwrap();
+                }
                 file = RecordFile::<T>::open(&path, 42, durable as u64, &cache).unwrap();
                 model.truncate(durable);
                 salt += 1;
