@@ -356,6 +356,31 @@ fn a_tiny_cache_sends_every_read_to_disk_and_a_large_one_only_the_first() {
 }
 
 #[test]
+fn readers_on_several_threads_share_one_file_and_one_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = BlockCache::new(4 * BLOCK_SIZE as u64);
+    let mut file = RecordFile::<Transfer>::create(&file_in(&dir), 14, &cache).unwrap();
+    file.append(&records::<Transfer>(0, 5000, 0)).unwrap();
+    let position = |reader: u64, i: u64| (i * 7919 + reader * 104_729) % 5000;
+    let (file, cache) = (&file, &cache);
+    std::thread::scope(|scope| {
+        for reader in 0..4 {
+            scope.spawn(move || {
+                for i in 0..2000 {
+                    let p = position(reader, i);
+                    assert_eq!(file.get(p, cache).unwrap(), Transfer::make(p, 0));
+                }
+            });
+        }
+    });
+    // Every read of a full block went through the cache; the tail's did not.
+    let full = 5000 / 511 * 511;
+    let cached = (0..4).flat_map(|r| (0..2000).map(move |i| position(r, i))).filter(|p| *p < full).count();
+    let stats = cache.stats();
+    assert_eq!(stats.hits + stats.misses, cached as u64);
+}
+
+#[test]
 fn create_refuses_an_existing_file() {
     let dir = tempfile::tempdir().unwrap();
     let cache = BlockCache::new(1 << 22);
