@@ -35,6 +35,15 @@ pub enum Fault {
     /// key and value types it is read as.
     #[error("{0}")]
     Table(#[from] TableFault),
+    /// An intact record block whose payload is not the whole records its
+    /// place promises: exactly `expected` bytes for a full block, at least
+    /// `expected` (in whole records) for the last, partly filled one.
+    #[error("a record block with a {len}-byte payload, {expected} bytes of {record_size}-byte records expected")]
+    RecordPayload { len: u32, expected: u32, record_size: u32 },
+    /// Neither tail slot of a record file (nor a full block written later)
+    /// holds the durable records of its last, partly filled block.
+    #[error("no tail slot holds the {records} durable records of block {block}, and the block is not in the file")]
+    TailLost { block: u64, records: u64 },
 }
 
 impl StoreError {

@@ -27,9 +27,11 @@
 //! threads of its own. Callers decide when to write and when to sync.
 
 pub mod block;
+pub mod cache;
 pub mod error;
 pub mod limits;
 pub mod manifest;
+pub mod records;
 pub mod table;
 
 pub use error::{Fault, StoreError};

@@ -3,10 +3,10 @@
 
 use super::Entries;
 use super::read::Table;
+use crate::cache::Payload;
 use crate::error::StoreError;
 use bytemuck::Pod;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
 
 /// The entries of a table in a key range, in key order. Yields an error
 /// once, for the first damaged block it reaches, and nothing after it.
@@ -16,7 +16,7 @@ pub struct TableRange<'t, K, V> {
     end: Bound<K>,
     /// The data block holding, or next to hold, the next entry.
     block: u64,
-    payload: Option<Arc<[u8]>>,
+    payload: Option<Payload>,
     at: usize,
     /// Whether the first block read still has entries before `start` to skip.
     seek: bool,

@@ -4,7 +4,8 @@
 use super::format::{FINGERPRINT_BYTES, Footer, Layout};
 use super::range::TableRange;
 use super::{Entries, assert_shape, key_hash};
-use crate::block::{self, BlockAddress, BlockKind};
+use crate::block::{BlockAddress, BlockKind};
+use crate::cache::{BlockCache, Payload, read_block};
 use crate::error::{Fault, StoreError, TableFault};
 use crate::limits::{BLOCK_HEADER_SIZE, BLOCK_PAYLOAD_MAX, BLOCK_SIZE};
 use bytemuck::Pod;
@@ -32,14 +33,18 @@ pub struct Table<K, V> {
     index: Vec<K>,
     filter: BinaryFuse16,
     data_block_reads: AtomicU64,
+    /// Data blocks are read through the store's shared cache.
+    cache: Arc<BlockCache>,
     shape: PhantomData<fn() -> V>,
 }
 
 impl<K: Pod + Ord, V: Pod> Table<K, V> {
     /// Opens the table at `path`, written as file `file_id`, checking its
     /// footer, index and filter. Damage anywhere there is `Corrupt`;
-    /// damage in a data block is found by the read that touches it.
-    pub fn open(path: &Path, file_id: u64) -> Result<Self, StoreError> {
+    /// damage in a data block is found by the read that touches it. Data
+    /// blocks are read through `cache` (file ids are unique in a store and
+    /// tables never change, so a cached block is always the file's).
+    pub fn open(path: &Path, file_id: u64, cache: &Arc<BlockCache>) -> Result<Self, StoreError> {
         const { assert_shape::<K, V>() };
         let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
         let len = file.metadata().map_err(|e| StoreError::io(path, e))?.len();
@@ -75,6 +80,7 @@ impl<K: Pod + Ord, V: Pod> Table<K, V> {
             index,
             filter,
             data_block_reads: AtomicU64::new(0),
+            cache: Arc::clone(cache),
             shape: PhantomData,
         };
         table.check_filter_holds_bounds(at)?;
@@ -126,7 +132,7 @@ impl<K: Pod + Ord, V: Pod> Table<K, V> {
         (self.index.len() * size_of::<K>()) as u64 + self.layout.filter_bytes() + size_of::<Self>() as u64
     }
 
-    /// Data blocks read from the file so far (by `load_data_block`).
+    /// Data blocks read from the file so far (cache misses).
     pub fn data_block_reads(&self) -> u64 {
         self.data_block_reads.load(Ordering::Relaxed)
     }
@@ -165,18 +171,17 @@ impl<K: Pod + Ord, V: Pod> Table<K, V> {
         self.index.partition_point(|first| first <= key).saturating_sub(1) as u64
     }
 
-    /// Data block `block`, checked. The seam where the shared block cache
-    /// plugs in (`cache.rs`, being built beside this): this becomes
-    /// `self.cache.get_or_load(at, || self.load_data_block(block))`, so a
-    /// hit skips the disk and the checks, which ran before it was kept.
-    pub(super) fn data_block(&self, block: u64) -> Result<Arc<[u8]>, StoreError> {
+    /// Data block `block`, checked: from the cache, or read from disk and
+    /// checked once before the cache keeps it.
+    pub(super) fn data_block(&self, block: u64) -> Result<Payload, StoreError> {
         assert!(block < self.layout.data_blocks(), "data block {block} of {}", self.layout.data_blocks());
-        self.load_data_block(block)
+        let at = BlockAddress { file_id: self.file_id, index: block };
+        self.cache.get_or_load(at, || self.load_data_block(block))
     }
 
     /// Reads data block `block` from the file and checks it: the block's
     /// own checks, then `check_data`.
-    fn load_data_block(&self, block: u64) -> Result<Arc<[u8]>, StoreError> {
+    fn load_data_block(&self, block: u64) -> Result<Payload, StoreError> {
         self.data_block_reads.fetch_add(1, Ordering::Relaxed);
         let at = BlockAddress { file_id: self.file_id, index: block };
         let payload = read_block(&self.file, &self.path, BlockKind::TableData, at)?;
@@ -203,25 +208,6 @@ impl<K: Pod + Ord, V: Pod> Table<K, V> {
         debug_assert!((1..entries.len()).all(|i| entries.key(i - 1) < entries.key(i)), "a block's keys increase");
         Ok(())
     }
-}
-
-/// Reads block `at` of `file` and returns its checked payload.
-fn read_block(file: &File, path: &Path, kind: BlockKind, at: BlockAddress) -> Result<Arc<[u8]>, StoreError> {
-    let mut buf = vec![0u8; BLOCK_SIZE];
-    if let Err(e) = file.read_exact_at(&mut buf, at.offset()) {
-        if e.kind() != ErrorKind::UnexpectedEof {
-            return Err(StoreError::io(path, e));
-        }
-        // The file shrank since it was opened (open checked its length).
-        let len = file.metadata().map_err(|e| StoreError::io(path, e))?.len();
-        return Err(StoreError::corrupt(
-            path,
-            at.offset(),
-            Fault::Truncated { len, expected: at.offset() + BLOCK_SIZE as u64 },
-        ));
-    }
-    let len = block::open(kind, at, &buf).map_err(|f| StoreError::corrupt(path, at.offset(), f))?.len();
-    Ok(Arc::from(&buf[BLOCK_HEADER_SIZE..BLOCK_HEADER_SIZE + len]))
 }
 
 /// Reads the index blocks: the first key of each data block, strictly

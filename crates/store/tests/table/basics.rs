@@ -20,7 +20,7 @@ fn a_table_of_one_entry() {
     assert_eq!((info.entries, info.min_key, info.max_key, info.data_blocks, info.blocks), (1, 42, 42, 1, 4));
     assert_eq!(info.file_size, 4 * BLOCK_SIZE as u64);
     assert_eq!(fs::metadata(&path).unwrap().len(), info.file_size);
-    let t = Table::<u128, u64>::open(&path, 5).unwrap();
+    let t = Table::<u128, u64>::open(&path, 5, &cache()).unwrap();
     assert_eq!((t.len(), t.min_key(), t.max_key(), t.data_blocks()), (1, 42, 42, 1));
     assert_eq!(t.get(&42).unwrap(), Some(7));
     for absent in [0, 41, 43, u128::MAX] {
@@ -38,14 +38,28 @@ fn exactly_one_full_block_then_one_more_entry() {
     let d = dir();
     let (path, info) = write(d.path(), "full", 1, ids(PER_BLOCK));
     assert_eq!((info.data_blocks, info.blocks), (1, 4));
-    let t = Table::<u128, u64>::open(&path, 1).unwrap();
+    let t = Table::<u128, u64>::open(&path, 1, &cache()).unwrap();
     assert_eq!(all(&t).unwrap(), ids(PER_BLOCK).collect::<Vec<_>>());
     let (path, info) = write(d.path(), "over", 2, ids(PER_BLOCK + 1));
     assert_eq!((info.data_blocks, info.blocks), (2, 5));
-    let t = Table::<u128, u64>::open(&path, 2).unwrap();
+    let t = Table::<u128, u64>::open(&path, 2, &cache()).unwrap();
     assert_eq!(t.get(&id(PER_BLOCK)).unwrap(), Some(PER_BLOCK * 3));
     assert_eq!(t.get(&id(PER_BLOCK - 1)).unwrap(), Some((PER_BLOCK - 1) * 3));
     assert_eq!(all(&t).unwrap(), ids(PER_BLOCK + 1).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_cached_block_is_read_once() {
+    let d = dir();
+    let (path, _) = write(d.path(), "t", 9, ids(PER_BLOCK * 3));
+    let cache = cache();
+    let t = Table::<u128, u64>::open(&path, 9, &cache).unwrap();
+    assert_eq!(t.get(&id(1)).unwrap(), Some(3));
+    assert_eq!(t.get(&id(2)).unwrap(), Some(6), "the same block");
+    assert_eq!(t.get(&id(PER_BLOCK + 1)).unwrap(), Some((PER_BLOCK + 1) * 3));
+    assert_eq!(t.data_block_reads(), 2, "each block once");
+    let stats = cache.stats();
+    assert_eq!((stats.hits, stats.misses), (1, 2));
 }
 
 #[test]
@@ -54,7 +68,8 @@ fn many_blocks_read_one_block_per_lookup() {
     let n = PER_BLOCK * 7 + 100;
     let (path, info) = write(d.path(), "t", 9, ids(n));
     assert_eq!(info.data_blocks, 8);
-    let t = Table::<u128, u64>::open(&path, 9).unwrap();
+    // The smallest cache keeps nothing: every lookup goes to the file.
+    let t = Table::<u128, u64>::open(&path, 9, &no_cache()).unwrap();
     assert_eq!(t.data_block_reads(), 0, "open reads footer, index and filter only");
     for i in (0..n).step_by(97).chain([0, n - 1, PER_BLOCK - 1, PER_BLOCK, PER_BLOCK * 3]) {
         let before = t.data_block_reads();
@@ -88,7 +103,7 @@ fn an_absent_key_almost_never_reads_a_data_block() {
     let d = dir();
     let n = PER_BLOCK * 4;
     let (path, _) = write(d.path(), "t", 3, ids(n));
-    let t = Table::<u128, u64>::open(&path, 3).unwrap();
+    let t = Table::<u128, u64>::open(&path, 3, &cache()).unwrap();
     // Absent keys inside the key range, so only the filter can rule them out.
     let probes = 200_000;
     let mut positives = 0;
@@ -117,7 +132,7 @@ fn several_index_blocks() {
     let d = dir();
     let (path, info) = write(d.path(), "wide", 4, (0..n).map(|i| (key(i), i as u8)));
     assert_eq!(info.data_blocks, per_index + 3, "more data blocks than one index block names");
-    let t = Table::<Key, u8>::open(&path, 4).unwrap();
+    let t = Table::<Key, u8>::open(&path, 4, &cache()).unwrap();
     for i in [0, per_block * per_index, per_block * per_index + 1, n - 1] {
         assert_eq!(t.get(&key(i)).unwrap(), Some(i as u8));
     }
@@ -143,7 +158,7 @@ fn an_accounts_page_is_a_range() {
         .into_iter()
         .collect();
     let (path, _) = write(d.path(), "acct", 11, entries);
-    let t = Table::<AccountPosition, ()>::open(&path, 11).unwrap();
+    let t = Table::<AccountPosition, ()>::open(&path, 11, &cache()).unwrap();
     let page: Vec<u64> = t
         .range(AccountPosition { account: 3, position: 500 }..=AccountPosition { account: 3, position: u64::MAX })
         .take(5)
@@ -168,7 +183,7 @@ fn memory_is_the_index_and_the_filter() {
     let d = dir();
     let n = PER_BLOCK * 20;
     let (path, info) = write(d.path(), "t", 1, ids(n));
-    let t = Table::<u128, u64>::open(&path, 1).unwrap();
+    let t = Table::<u128, u64>::open(&path, 1, &cache()).unwrap();
     let per_key = t.memory_bytes() as f64 / n as f64;
     assert!(info.filter_bytes as f64 / n as f64 <= 2.5, "16-bit fingerprints, ~1.13 slots per key");
     assert!(per_key < 2.6, "{per_key} bytes per key in memory");
@@ -180,10 +195,11 @@ fn merge_keeps_the_newest_value_or_the_callers_choice() {
     let (old, _) = write(d.path(), "old", 1, (0..10_000u64).map(|i| (i * 2, i)));
     let (new, info) = write(d.path(), "new", 2, (0..10_000u64).map(|i| (i * 3, 1_000_000 + i)));
     assert_eq!(info.data_blocks, 3, "merges cross block boundaries");
-    let (old, new) = (Table::<u64, u64>::open(&old, 1).unwrap(), Table::<u64, u64>::open(&new, 2).unwrap());
+    let (old, new) =
+        (Table::<u64, u64>::open(&old, 1, &cache()).unwrap(), Table::<u64, u64>::open(&new, 2, &cache()).unwrap());
     let merged = bursar_store::table::merge(&[&new, &old], &d.path().join("m"), 3).unwrap();
     let info = merged.finish().unwrap();
-    let m = Table::<u64, u64>::open(&d.path().join("m"), 3).unwrap();
+    let m = Table::<u64, u64>::open(&d.path().join("m"), 3, &cache()).unwrap();
     assert_eq!(info.entries, m.len());
     assert_eq!(m.get(&6).unwrap(), Some(1_000_002), "the newest wins");
     assert_eq!(m.get(&4).unwrap(), Some(2));
@@ -193,7 +209,7 @@ fn merge_keeps_the_newest_value_or_the_callers_choice() {
     assert_eq!(m.get(&19_996).unwrap(), Some(9998));
     let sum = bursar_store::table::merge_with(&[&new, &old], &d.path().join("s"), 4, |_, a, b| a + b).unwrap();
     sum.finish().unwrap();
-    let s = Table::<u64, u64>::open(&d.path().join("s"), 4).unwrap();
+    let s = Table::<u64, u64>::open(&d.path().join("s"), 4, &cache()).unwrap();
     assert_eq!(s.get(&6).unwrap(), Some(1_000_002 + 3));
 }
 

@@ -18,7 +18,7 @@ fn flip_bit(path: &Path, bit: u64) {
 
 /// Opens the table and reads every entry; the first error, if any.
 fn open_and_read(path: &Path, file_id: u64) -> Result<Vec<(u64, u32)>, StoreError> {
-    all(&Table::<u64, u32>::open(path, file_id)?)
+    all(&Table::<u64, u32>::open(path, file_id, &cache())?)
 }
 
 /// The bytes of each block that carry something: its header and its
@@ -67,7 +67,7 @@ fn a_damaged_data_block_is_found_by_the_read_that_touches_it() {
     let (path, info) = write(d.path(), "t", 2, (0..n).map(|i| (i, i as u32)));
     assert!(info.data_blocks >= 3);
     flip_bit(&path, (BS + 100) * 8);
-    let t = Table::<u64, u32>::open(&path, 2).expect("open reads no data block");
+    let t = Table::<u64, u32>::open(&path, 2, &cache()).expect("open reads no data block");
     assert_eq!(t.get(&0).unwrap(), Some(0), "block 0 is intact");
     assert_eq!(t.get(&(n - 1)).unwrap(), Some((n - 1) as u32));
     let in_block_1 = (BLOCK_SIZE as u64 - 32) / 12 + 5;
@@ -103,7 +103,7 @@ fn every_truncation_is_corruption() {
     }
     // Shrunk after open: the read that reaches past the end says so.
     fs::write(&path, &whole).unwrap();
-    let t = Table::<u64, u32>::open(&path, 8).unwrap();
+    let t = Table::<u64, u32>::open(&path, 8, &cache()).unwrap();
     OpenOptions::new().write(true).open(&path).unwrap().set_len(BS).unwrap();
     let (_, offset, fault) = corrupt_at(t.get(&9_999).unwrap_err());
     assert_eq!((offset, fault), (BS, Fault::Truncated { len: BS, expected: 2 * BS }));
@@ -114,10 +114,10 @@ fn a_table_read_as_other_types_or_under_another_id_is_refused() {
     let d = dir();
     let (path, info) = write(d.path(), "t", 8, (0..100u64).map(|i| (i, i as u32)));
     let footer = (info.blocks - 1) * BS;
-    let (_, offset, fault) = corrupt_at(Table::<u64, u64>::open(&path, 8).err().unwrap());
+    let (_, offset, fault) = corrupt_at(Table::<u64, u64>::open(&path, 8, &cache()).err().unwrap());
     let shape = TableFault::Shape { key_size: 8, value_size: 4, expected_key: 8, expected_value: 8 };
     assert_eq!((offset, fault), (footer, Fault::Table(shape)));
-    let (_, offset, fault) = corrupt_at(Table::<u64, u32>::open(&path, 9).err().unwrap());
+    let (_, offset, fault) = corrupt_at(Table::<u64, u32>::open(&path, 9, &cache()).err().unwrap());
     let misplaced = BlockFault::Misplaced {
         expected: BlockAddress { file_id: 9, index: info.blocks - 1 },
         found: BlockAddress { file_id: 8, index: info.blocks - 1 },
@@ -136,7 +136,7 @@ fn an_intact_block_from_another_table_is_refused() {
     let mut bytes = fs::read(&a).unwrap();
     bytes[BLOCK_SIZE..2 * BLOCK_SIZE].copy_from_slice(&fs::read(&b).unwrap()[BLOCK_SIZE..2 * BLOCK_SIZE]);
     fs::write(&a, bytes).unwrap();
-    let t = Table::<u64, u32>::open(&a, 8).unwrap();
+    let t = Table::<u64, u32>::open(&a, 8, &cache()).unwrap();
     let (_, offset, fault) = corrupt_at(all(&t).unwrap_err());
     assert_eq!((offset, fault), (BS, Fault::Table(TableFault::Data("its first key differs from the index"))));
 }
@@ -144,7 +144,7 @@ fn an_intact_block_from_another_table_is_refused() {
 #[test]
 fn a_missing_file_is_an_io_error() {
     let d = dir();
-    let err = Table::<u64, u32>::open(&d.path().join("none"), 1).err().unwrap();
+    let err = Table::<u64, u32>::open(&d.path().join("none"), 1, &cache()).err().unwrap();
     assert!(matches!(err, StoreError::Io { .. }), "{err}");
 }
 

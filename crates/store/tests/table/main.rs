@@ -10,6 +10,17 @@ use bursar_store::table::{Table, TableInfo, TableWriter};
 use bytemuck::Pod;
 use std::path::{Path, PathBuf};
 
+/// A cache for one opened table: each open gets its own, so a test that
+/// damages a file and reopens it never reads a block cached before.
+pub fn cache() -> std::sync::Arc<bursar_store::cache::BlockCache> {
+    std::sync::Arc::new(bursar_store::cache::BlockCache::new(4 << 20))
+}
+
+/// The smallest cache, which keeps nothing: every read goes to disk.
+pub fn no_cache() -> std::sync::Arc<bursar_store::cache::BlockCache> {
+    std::sync::Arc::new(bursar_store::cache::BlockCache::new(bursar_store::limits::CACHE_BYTES_MIN))
+}
+
 /// The test's tables live in one temporary directory.
 pub fn dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()

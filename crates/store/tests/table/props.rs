@@ -28,7 +28,7 @@ fn open(dir: &Path, name: &str, file_id: u64, m: &Model) -> Table<u32, u64> {
         (info.entries, info.min_key, info.max_key),
         (m.len() as u64, *m.keys().next().unwrap(), *m.keys().last().unwrap())
     );
-    Table::open(&path, file_id).unwrap()
+    Table::open(&path, file_id, &cache()).unwrap()
 }
 
 /// `BTreeMap::range` panics on a start after the end; tables answer empty.
@@ -96,7 +96,7 @@ proptest! {
             merge(&refs, &path, 99).unwrap()
         };
         prop_assert_eq!(writer.finish().unwrap().entries, expected.len() as u64);
-        let merged = Table::<u32, u64>::open(&path, 99).unwrap();
+        let merged = Table::<u32, u64>::open(&path, 99, &cache()).unwrap();
         prop_assert_eq!(all(&merged).unwrap(), expected.into_iter().collect::<Vec<_>>());
     }
 }
