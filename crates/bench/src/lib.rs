@@ -162,14 +162,16 @@ fn throughput(args: LoadArgs) -> anyhow::Result<()> {
     }
     let h = &outcome.latency_us;
     println!(
-        "bench: transfers={} seconds={:.2} tps={} batch_p50_ms={:.1} batch_p99_ms={:.1} batch_max_ms={:.1} rss_mb={}",
+        "bench: transfers={} seconds={:.2} tps={} batch_p50_ms={:.1} batch_p99_ms={:.1} batch_max_ms={:.1} rss_mb={} first_tenth_tps={} last_tenth_tps={}",
         outcome.tally.applied + outcome.tally.rejected,
         outcome.seconds,
         ((outcome.tally.applied + outcome.tally.rejected) as f64 / outcome.seconds) as u64,
         h.value_at_quantile(0.50) as f64 / 1000.0,
         h.value_at_quantile(0.99) as f64 / 1000.0,
         h.max() as f64 / 1000.0,
-        rss_mb
+        rss_mb,
+        outcome.first_tenth_tps,
+        outcome.last_tenth_tps,
     );
     if outcome.tally.rejected > 0 {
         bail!("{} transfers were rejected (first: {:?})", outcome.tally.rejected, outcome.tally.first_rejection);

@@ -27,6 +27,10 @@ pub struct LoadParams {
 
 pub struct LoadOutcome {
     pub seconds: f64,
+    /// Throughput of the first and of the last tenth of the transfers
+    /// (does the state slow down as history grows?).
+    pub first_tenth_tps: u64,
+    pub last_tenth_tps: u64,
     pub latency_us: Histogram<u64>,
     pub tally: Tally,
 }
@@ -80,6 +84,10 @@ pub fn run(addr: &str, p: &LoadParams, progress: bool) -> anyhow::Result<LoadOut
         std::thread::spawn(move || report_progress(&acked, &done))
     });
     let started = Instant::now();
+    let tenths = {
+        let (acked, done, total) = (acked.clone(), done.clone(), p.transfers);
+        std::thread::spawn(move || watch_tenths(&acked, &done, total, started))
+    };
     let per_client = p.transfers.div_ceil(p.clients as u64);
     let handles: Vec<_> = (0..p.clients as u64)
         .map(|c| {
@@ -106,10 +114,40 @@ pub fn run(addr: &str, p: &LoadParams, progress: bool) -> anyhow::Result<LoadOut
     if let Some(r) = reporter {
         let _ = r.join();
     }
+    let marks = tenths.join().expect("the tenths watcher does not panic");
     if let Some(e) = failure {
         return Err(e);
     }
-    Ok(LoadOutcome { seconds, latency_us: latency, tally })
+    let tenth_tps = |k: usize| {
+        let (from, to) = (marks[k], marks[k + 1]);
+        let transfers = tenth_boundary(p.transfers, k + 1) - tenth_boundary(p.transfers, k);
+        (transfers as f64 / (to - from).as_secs_f64().max(1e-6)) as u64
+    };
+    Ok(LoadOutcome { seconds, first_tenth_tps: tenth_tps(0), last_tenth_tps: tenth_tps(9), latency_us: latency, tally })
+}
+
+/// The number of transfers at the end of tenth `k` (0 to 10).
+fn tenth_boundary(total: u64, k: usize) -> u64 {
+    total * k as u64 / 10
+}
+
+/// When the acknowledged count passed each tenth of `total`: 11 instants
+/// (the start, then the end of each tenth), sampled every 5 ms; tenths not
+/// reached by the end (a failed run) get the end time.
+fn watch_tenths(acked: &AtomicU64, done: &AtomicBool, total: u64, started: Instant) -> Vec<Duration> {
+    let mut marks = vec![Duration::ZERO];
+    while marks.len() < 11 {
+        let finished = done.load(Ordering::Acquire);
+        let now = acked.load(Ordering::Relaxed);
+        while marks.len() < 11 && now >= tenth_boundary(total, marks.len()) {
+            marks.push(started.elapsed());
+        }
+        if finished {
+            marks.resize(11, started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    marks
 }
 
 fn new_histogram() -> Histogram<u64> {
