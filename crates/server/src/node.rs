@@ -34,6 +34,10 @@ pub struct NodeConfig {
     /// On a first start with no keys: the admin key to create (from
     /// `BURSAR_ADMIN_KEY`); `None` generates one and reports it once.
     pub admin_key: Option<String>,
+    /// Keep every log segment (`--log-retain`), for audit and for `verify`
+    /// from position 1. Without it, segments below the oldest retained
+    /// snapshot are removed after each snapshot (see docs/storage.md).
+    pub log_retain: bool,
 }
 
 impl NodeConfig {
@@ -48,6 +52,7 @@ impl NodeConfig {
             net: NetLimits::default(),
             io_threads: 2,
             admin_key: None,
+            log_retain: false,
         }
     }
 }
@@ -157,6 +162,9 @@ impl EngineLog for FileEngineLog {
     fn close(self: Box<Self>) -> Result<(), bursar_log::LogError> {
         self.0.close().map(|_| ())
     }
+    fn remove_before(&mut self, position: u64) -> Result<usize, bursar_log::LogError> {
+        self.0.remove_before(position).map(|r| r.segments)
+    }
 }
 
 /// Files and folders Bursar creates are private (0600, 0700); ones that
@@ -235,6 +243,7 @@ impl Node {
             Some(config.snapshot_every_bytes),
             recovered.snapshot_position.unwrap_or(0),
             link.as_mut().and_then(|l| l.snapshot_written.take()),
+            config.log_retain,
         );
         let mut engine = Engine::new(sm, Box::new(FileEngineLog(log)), gate.clone(), snapshots, keys.clone());
         let order_changes = engine.order_changes();
