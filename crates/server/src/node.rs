@@ -167,6 +167,15 @@ impl EngineLog for FileEngineLog {
     }
 }
 
+/// Starts the log's syncer: each fsync opens `local` up to what it made
+/// durable; a failed one is fatal.
+fn start_syncer(log: &mut FileLog, local: Arc<Gate>) {
+    log.start(Box::new(move |r| match r {
+        Ok(p) => local.durable(p),
+        Err(e) => fatal_storage_error(&local, &format!("fsync failed: {e}")),
+    }));
+}
+
 /// Files and folders Bursar creates are private (0600, 0700); ones that
 /// already exist with looser modes are reported, not changed.
 fn warn_loose_modes(dir: &std::path::Path) {
@@ -216,11 +225,7 @@ impl Node {
         // the engine applied it, without waiting for the local copy's fsync.
         let local = Arc::new(Gate::new(open.last_position));
         let gate = if replicator.is_some() { Arc::new(Gate::new(open.last_position)) } else { local.clone() };
-        let g = local.clone();
-        log.start(Box::new(move |r| match r {
-            Ok(p) => g.durable(p),
-            Err(e) => fatal_storage_error(&g, &format!("fsync failed: {e}")),
-        }));
+        start_syncer(&mut log, local.clone());
         let keys: KeyTable = Arc::new(std::sync::RwLock::new(Arc::new(Default::default())));
         let position = sm.position();
         let (engine_tx, engine_rx) = mpsc::channel(config.queue_depth);
