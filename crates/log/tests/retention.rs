@@ -193,3 +193,52 @@ fn every_flipped_bit_of_the_base_is_caught() {
     }
     assert!(FileLog::open(options(base.path(), SEG)).is_ok());
 }
+
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One step: append `n` entries, then remove below a position chosen
+    /// as a fraction (per mille) of the way from the first to the next one.
+    fn step() -> impl Strategy<Value = (u64, u64)> {
+        (0u64..12, 0u64..=1000)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Against a model (every entry ever appended): after any mix of
+        /// appends and removals, the log holds exactly the model's entries
+        /// from its first position, which never passes the position asked
+        /// for, never goes down, and survives a reopen.
+        #[test]
+        fn removals_keep_exactly_a_suffix_of_the_model(steps in proptest::collection::vec(step(), 1..12)) {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut log, _) = FileLog::open(options(dir.path(), SEG)).unwrap();
+            let mut appended = 0;
+            let mut first = 1;
+            for (n, permille) in steps {
+                append_range(&mut log, appended + 1, appended + n);
+                appended += n;
+                let position = first + (appended + 1 - first) * permille / 1000;
+                let removed = log.remove_before(position).unwrap();
+                prop_assert!(removed.first_position >= first && removed.first_position <= position.max(first));
+                first = removed.first_position;
+                prop_assert_eq!(log.first_position(), first);
+                let held: Vec<_> = log.entries_from(first).map(Result::unwrap).collect();
+                prop_assert_eq!(held.len() as u64, appended + 1 - first);
+                for e in &held {
+                    prop_assert_eq!((e.timestamp, &e.body), (timestamp(e.position), &body(e.position)));
+                }
+                if first > 1 {
+                    let below = log.entries_from(first - 1).next().unwrap();
+                    let out_of_range = matches!(below, Err(LogError::OutOfRange { .. }));
+                    prop_assert!(out_of_range, "below the first position: {:?}", below.map(|e| e.position));
+                }
+            }
+            log.close().unwrap();
+            let (log, report) = FileLog::open(options(dir.path(), SEG)).unwrap();
+            prop_assert_eq!((report.first_position, report.last_position), (first, appended));
+            prop_assert_eq!(log.entries_from(first).count() as u64, appended + 1 - first);
+        }
+    }
+}
