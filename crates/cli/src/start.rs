@@ -37,6 +37,11 @@ pub struct StartArgs {
     /// Roll to a new log segment after this many MiB.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub segment_mib: u64,
+    /// Keep every log segment, for audit and for `bursar verify` from
+    /// position 1 (costs disk). By default, segments below the oldest
+    /// retained snapshot are removed after each snapshot.
+    #[arg(long)]
+    pub log_retain: bool,
     /// Most concurrent client connections.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub max_connections: u64,
@@ -152,6 +157,7 @@ impl StartArgs {
         config.listen = self.addr.0;
         config.snapshot_every_bytes = self.snapshot_every_mib << 20;
         config.segment_bytes = self.segment_mib << 20;
+        config.log_retain = self.log_retain;
         config.net.max_connections = self.max_connections as usize;
         config.net.max_connections_per_ip = self.addr_max_connections_per_ip as usize;
         config.net.idle_timeout = std::time::Duration::from_secs(self.addr_idle_timeout_seconds);

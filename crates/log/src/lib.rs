@@ -20,8 +20,8 @@ pub mod snapshot_store;
 
 pub use error::LogError;
 pub use file_log::{
-    DurableCallback, Entry, EntryIter, FileLog, FileLogOptions, OpenReport, ScanCallbackError, ScanError, ScanStop,
-    scan,
+    DurableCallback, Entry, EntryIter, FileLog, FileLogOptions, OpenReport, Removed, ScanCallbackError, ScanError,
+    ScanStop, scan,
 };
 pub use snapshot_store::{BundleInfo, LoadedSnapshot, SnapshotInfo, SnapshotStore};
 

@@ -42,6 +42,9 @@ pub trait EngineLog: Send {
     fn last_chain(&self) -> [u8; 32];
     /// Stops after everything appended is durable.
     fn close(self: Box<Self>) -> Result<(), bursar_log::LogError>;
+    /// Removes whole old segments all of whose entries are below
+    /// `position` (see `FileLog::remove_before`); returns how many.
+    fn remove_before(&mut self, position: u64) -> Result<usize, bursar_log::LogError>;
 }
 
 /// The API keys as of the last applied entry, shared with the HTTP layer.
@@ -195,6 +198,7 @@ impl Engine {
             self.gate.release_after(self.sm.position(), replies.collect());
         }
         self.snapshots.maybe_take(&self.sm, || self.log.last_chain());
+        self.remove_old_log();
         self.publish_memory();
         shutdown
     }
@@ -202,6 +206,21 @@ impl Engine {
     /// `bursar_state_memory_bytes{structure}`: what the state holds in RAM,
     /// at most once per `MEMORY_GAUGE_INTERVAL` (the engine ticks every
     /// 100 ms even when idle).
+    /// Drops the log segments below the oldest retained snapshot once the
+    /// snapshot thread published a newer one. A failure is logged, not
+    /// fatal: the log stays whole and consistent (see `FileLog::remove_before`)
+    /// and the next snapshot tries again.
+    fn remove_old_log(&mut self) {
+        let Some(position) = self.snapshots.log_removable() else {
+            return;
+        };
+        match self.log.remove_before(position) {
+            Ok(0) => {}
+            Ok(segments) => tracing::info!(segments, below = position, "removed old log segments"),
+            Err(e) => tracing::warn!(below = position, "removing old log segments failed (they are kept): {e}"),
+        }
+    }
+
     fn publish_memory(&mut self) {
         let now = Instant::now();
         if self.memory_published.is_some_and(|at| now.duration_since(at) < MEMORY_GAUGE_INTERVAL) {

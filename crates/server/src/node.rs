@@ -34,6 +34,10 @@ pub struct NodeConfig {
     /// On a first start with no keys: the admin key to create (from
     /// `BURSAR_ADMIN_KEY`); `None` generates one and reports it once.
     pub admin_key: Option<String>,
+    /// Keep every log segment (`--log-retain`), for audit and for `verify`
+    /// from position 1. Without it, segments below the oldest retained
+    /// snapshot are removed after each snapshot (see docs/storage.md).
+    pub log_retain: bool,
 }
 
 impl NodeConfig {
@@ -48,6 +52,7 @@ impl NodeConfig {
             net: NetLimits::default(),
             io_threads: 2,
             admin_key: None,
+            log_retain: false,
         }
     }
 }
@@ -157,6 +162,18 @@ impl EngineLog for FileEngineLog {
     fn close(self: Box<Self>) -> Result<(), bursar_log::LogError> {
         self.0.close().map(|_| ())
     }
+    fn remove_before(&mut self, position: u64) -> Result<usize, bursar_log::LogError> {
+        self.0.remove_before(position).map(|r| r.segments)
+    }
+}
+
+/// Starts the log's syncer: each fsync opens `local` up to what it made
+/// durable; a failed one is fatal.
+fn start_syncer(log: &mut FileLog, local: Arc<Gate>) {
+    log.start(Box::new(move |r| match r {
+        Ok(p) => local.durable(p),
+        Err(e) => fatal_storage_error(&local, &format!("fsync failed: {e}")),
+    }));
 }
 
 /// Files and folders Bursar creates are private (0600, 0700); ones that
@@ -208,11 +225,7 @@ impl Node {
         // the engine applied it, without waiting for the local copy's fsync.
         let local = Arc::new(Gate::new(open.last_position));
         let gate = if replicator.is_some() { Arc::new(Gate::new(open.last_position)) } else { local.clone() };
-        let g = local.clone();
-        log.start(Box::new(move |r| match r {
-            Ok(p) => g.durable(p),
-            Err(e) => fatal_storage_error(&g, &format!("fsync failed: {e}")),
-        }));
+        start_syncer(&mut log, local.clone());
         let keys: KeyTable = Arc::new(std::sync::RwLock::new(Arc::new(Default::default())));
         let position = sm.position();
         let (engine_tx, engine_rx) = mpsc::channel(config.queue_depth);
@@ -235,6 +248,7 @@ impl Node {
             Some(config.snapshot_every_bytes),
             recovered.snapshot_position.unwrap_or(0),
             link.as_mut().and_then(|l| l.snapshot_written.take()),
+            config.log_retain,
         );
         let mut engine = Engine::new(sm, Box::new(FileEngineLog(log)), gate.clone(), snapshots, keys.clone());
         let order_changes = engine.order_changes();

@@ -3,6 +3,15 @@
 //! durable up to the snapshot's position (a snapshot must never get ahead of
 //! the log), writes it, and prunes old ones. A failed snapshot is logged,
 //! not fatal: the log stays the source of truth.
+//!
+//! Log retention: after a snapshot is written and old ones pruned, this
+//! thread publishes the oldest snapshot kept (`retained`). Entries at or
+//! below it are never needed by recovery (which falls back at most to that
+//! snapshot), so the engine thread, which owns the log, removes the
+//! segments below it (`log_removable`), at its next pass (a tick at the
+//! latest). At start the oldest snapshot already kept is published too.
+//! With `--log-retain` nothing is published and the log keeps every
+//! segment.
 
 use crate::gate::Gate;
 use crate::limits::SNAPSHOTS_KEPT;
@@ -10,7 +19,7 @@ use crate::replication::SnapshotWritten;
 use bursar_core::machine::{Machine, MachineSnapshot};
 use bursar_log::SnapshotStore;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
@@ -24,6 +33,11 @@ pub struct SnapshotTrigger {
     since_last: u64,
     last_position: u64,
     busy: Arc<AtomicBool>,
+    /// The oldest snapshot kept, published by the snapshot thread (0: none
+    /// yet); `None` when the log keeps every segment (`--log-retain`).
+    retained: Option<Arc<AtomicU64>>,
+    /// The `retained` value the engine last acted on.
+    removed_up_to: u64,
     tx: Option<SyncSender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -37,15 +51,32 @@ impl SnapshotTrigger {
         every_bytes: Option<u64>,
         last_position: u64,
         written: Option<SnapshotWritten>,
+        log_retain: bool,
     ) -> SnapshotTrigger {
         let (tx, rx) = sync_channel(1);
         let busy = Arc::new(AtomicBool::new(false));
-        let flag = busy.clone();
+        let retained = (!log_retain).then(|| Arc::new(AtomicU64::new(0)));
+        let (flag, oldest) = (busy.clone(), retained.clone());
         let thread = std::thread::Builder::new()
             .name("bursar-snapshot".into())
-            .spawn(move || write_loop(store, gate, rx, flag, written))
+            .spawn(move || write_loop(store, gate, rx, flag, written, oldest))
             .expect("spawning the snapshot thread");
-        SnapshotTrigger { every_bytes, since_last: 0, last_position, busy, tx: Some(tx), thread: Some(thread) }
+        let tx = Some(tx);
+        let thread = Some(thread);
+        SnapshotTrigger { every_bytes, since_last: 0, last_position, busy, retained, removed_up_to: 0, tx, thread }
+    }
+
+    /// The position the log may drop the segments below (the oldest
+    /// retained snapshot + 1), once each time the snapshot thread publishes
+    /// a newer one; `None` otherwise or with `--log-retain`. One atomic load:
+    /// cheap enough for every pass of the engine loop.
+    pub fn log_removable(&mut self) -> Option<u64> {
+        let oldest = self.retained.as_ref()?.load(Ordering::Acquire);
+        if oldest <= self.removed_up_to {
+            return None;
+        }
+        self.removed_up_to = oldest;
+        Some(oldest + 1)
     }
 
     /// Counts log bytes written since the last snapshot.
@@ -88,13 +119,32 @@ impl SnapshotTrigger {
     }
 }
 
+/// Publishes the oldest snapshot the store keeps (after a prune). A listing
+/// that fails publishes nothing: the log then keeps its segments.
+fn publish_oldest(store: &SnapshotStore, retained: &AtomicU64) {
+    match store.list() {
+        Ok(positions) => {
+            if let Some(oldest) = positions.first() {
+                retained.fetch_max(*oldest, Ordering::AcqRel);
+            }
+        }
+        Err(e) => tracing::warn!("listing snapshots failed; the log keeps its old segments: {e}"),
+    }
+}
+
 fn write_loop(
     mut store: SnapshotStore,
     gate: Arc<Gate>,
     rx: Receiver<Job>,
     busy: Arc<AtomicBool>,
     written: Option<SnapshotWritten>,
+    retained: Option<Arc<AtomicU64>>,
 ) {
+    // The snapshots kept from an earlier run count too: a restart removes
+    // what that run's last removal did not get to.
+    if let Some(retained) = &retained {
+        publish_oldest(&store, retained);
+    }
     for job in rx {
         let position = bursar_core::state::Snapshot::position(&job.snapshot);
         if !gate.wait_durable(position) {
@@ -117,6 +167,9 @@ fn write_loop(
                 );
                 if let Err(e) = store.prune(SNAPSHOTS_KEPT) {
                     tracing::warn!("pruning old snapshots failed: {e}");
+                }
+                if let Some(retained) = &retained {
+                    publish_oldest(&store, retained);
                 }
                 if let Some(written) = &written {
                     written(position);

@@ -32,6 +32,12 @@ pub enum VerifyError {
     #[error("the log starts at position {first} and there is no snapshot to start the replay from")]
     NoStartSnapshot { first: u64 },
     #[error(
+        "the log starts at position {first} (older segments were removed, or the log was seeded after a \
+         snapshot): the audit trail can only be recomputed from position 1; start the node with --log-retain \
+         to keep the whole history"
+    )]
+    AuditNeedsHistory { first: u64 },
+    #[error(
         "position {end} is before the oldest snapshot kept that the log continues from (at position {oldest}; \
          the log starts at {first}): the state at {end} cannot be rebuilt from this directory"
     )]
@@ -242,6 +248,13 @@ impl AuditReport {
 pub fn verify_audit(data_dir: &Path) -> Result<AuditReport, VerifyError> {
     if !data_dir.join("log").is_dir() {
         return Err(VerifyError::NoLog(data_dir.to_path_buf()));
+    }
+    let options = FileLogOptions { dir: data_dir.to_path_buf(), segment_bytes: u64::MAX };
+    // A damaged log fails this open: the scan below then names the damage.
+    if let Ok((_, open)) = FileLog::open_read_only(options)
+        && open.first_position > 1
+    {
+        return Err(VerifyError::AuditNeedsHistory { first: open.first_position });
     }
     let mut sm = Machine::default();
     // `scan` stops with the callback's error (as `ScanError::Callback`).

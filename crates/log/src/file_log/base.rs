@@ -5,9 +5,15 @@
 //! still knows its position and chain, and so that the first entry's link is
 //! checked against the snapshot's chain.
 //!
+//! It is also how a log whose oldest segments were removed (`prune`) keeps
+//! checking its first link: before unlinking, the base is rewritten to the
+//! first kept segment's start.
+//!
 //! 48 bytes: position u64, chain [u8; 32], crc32c of those 40 bytes u32,
-//! 4 zero bytes. Written once, atomically, before any segment exists; it is
-//! read only while the first segment starts at P + 1 (or there is none).
+//! 4 zero bytes. Written atomically (temp file, rename, directory sync):
+//! when a log is seeded, before any segment exists, and before each
+//! removal. Segments starting at or below P are leftovers of an
+//! interrupted removal; the first other segment must start at P + 1.
 
 use super::format::FileFault;
 use crate::LogError;

@@ -32,7 +32,8 @@
 //!   `segment_bytes`.
 //! - `durable`: the durable marker (see `marker`): the highest position
 //!   known to be fsynced, used by recovery to tell a torn tail from damage.
-//! - `base` (only in a log seeded after a snapshot, see `open_after`): the
+//! - `base` (only in a log seeded after a snapshot, see `open_after`, or
+//!   one whose old segments were removed, see `remove_before`): the
 //!   position and chain the log continues from (see `base`).
 //! - `lock`: held with `flock` while a `FileLog` is open, so two writers
 //!   cannot interleave entries.
@@ -63,10 +64,19 @@
 //!
 //! Corruption is an error naming the file and offset; an open that fails
 //! changes nothing.
+//!
+//! # Retention
+//!
+//! `remove_before(p)` unlinks whole sealed segments whose entries are all
+//! below `p` (the engine passes the oldest retained snapshot + 1; the
+//! active segment is never removed). The base is rewritten first, so a
+//! crash at any step leaves a log that opens (see `prune`); `first_position`
+//! moves up and `entries_from` below it is `OutOfRange`.
 
 mod base;
 mod format;
 mod marker;
+mod prune;
 mod reader;
 mod recovery;
 mod scan;
@@ -127,6 +137,17 @@ pub struct OpenReport {
     pub durable_marker: u64,
 }
 
+/// What `remove_before` removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Removed {
+    /// Segment files unlinked (oldest first).
+    pub segments: usize,
+    /// Their total size.
+    pub bytes: u64,
+    /// The log's first position afterwards.
+    pub first_position: u64,
+}
+
 /// The writing side; absent when the log was opened read-only.
 struct Writer {
     active: Arc<ActiveFile>,
@@ -172,11 +193,13 @@ impl FileLog {
         if let Some(seed) = seed {
             Self::seed(&log_dir, seed)?;
         }
-        let (recovered, marker) = Self::scan(&log_dir, true)?;
+        let (mut recovered, marker) = Self::scan(&log_dir, true)?;
         remove_temp_files(&log_dir)?;
+        prune::finish(&log_dir, std::mem::take(&mut recovered.stale))?;
         let truncated = recovered.truncated_bytes;
         let mut log = FileLog::from_recovered(log_dir, opts.segment_bytes, recovered, Some(lock));
         log.writer = Some(Writer::open(&log.log_dir, &mut log.segments, log.last_position, log.last_chain)?);
+        metrics::gauge!("bursar_log_first_position").set(log.first_position() as f64);
         let report = log.report(marker, truncated);
         Ok((log, report))
     }

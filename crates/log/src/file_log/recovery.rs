@@ -16,6 +16,11 @@
 //! - After that, the log must reach the durable marker, or acknowledged
 //!   entries are missing: corruption.
 //!
+//! - Segments at or below the base's position are left over from an
+//!   interrupted `remove_before` (see `prune`): they are not read, and the
+//!   first segment after them must start right after the base and link to
+//!   its chain.
+//!
 //! Nothing is modified before every check has passed, so an open that fails
 //! leaves the files exactly as it found them.
 
@@ -58,6 +63,10 @@ pub(crate) struct Recovered {
     pub last_chain: [u8; 32],
     /// Torn-tail bytes removed (or, read-only, ignored).
     pub truncated_bytes: u64,
+    /// Segments below the base, left by an interrupted `remove_before`
+    /// (oldest first): not read, not part of the log; a repairing open
+    /// unlinks them.
+    pub stale: Vec<PathBuf>,
 }
 
 /// Verifies `found` (sorted by first position) against the durable marker
@@ -69,6 +78,14 @@ pub(crate) fn recover(
     repair: bool,
     base: Option<Base>,
 ) -> Result<Recovered, LogError> {
+    let stale_count = super::prune::split_stale(found, base);
+    let (stale, found) = found.split_at(stale_count);
+    if let (Some((_, path)), Some(b)) = (stale.last(), base)
+        && found.is_empty()
+    {
+        let reason = format!("the log's base says it starts at position {} + 1, but no segment does", b.position);
+        return Err(LogError::corrupt(path, 0, reason));
+    }
     let start = base.unwrap_or(Base { position: 0, chain: [0; 32] });
     let mut scan = Scan {
         marker,
@@ -97,7 +114,8 @@ pub(crate) fn recover(
         segments.last().is_none_or(|s| s.first <= last_position + 1),
         "invariant: the last segment starts at or before the next position"
     );
-    Ok(Recovered { segments, last_position, last_chain, truncated_bytes })
+    let stale = stale.iter().map(|(_, path)| path.clone()).collect();
+    Ok(Recovered { segments, last_position, last_chain, truncated_bytes, stale })
 }
 
 struct Scan {
