@@ -32,12 +32,6 @@ pub enum VerifyError {
     #[error("the log starts at position {first} and there is no snapshot to start the replay from")]
     NoStartSnapshot { first: u64 },
     #[error(
-        "the log starts at position {first} (older segments were removed, or the log was seeded after a \
-         snapshot): the audit trail can only be recomputed from position 1; start the node with --log-retain \
-         to keep the whole history"
-    )]
-    AuditNeedsHistory { first: u64 },
-    #[error(
         "position {end} is before the oldest snapshot kept that the log continues from (at position {oldest}; \
          the log starts at {first}): the state at {end} cannot be rebuilt from this directory"
     )]
@@ -166,18 +160,8 @@ pub fn verify_until(data_dir: &Path, until: Option<u64>) -> Result<VerifyReport,
     let mut sm = if open.first_position <= 1 {
         Machine::default()
     } else {
-        let position = start_snapshot(&open, &snapshots, end)?;
-        let s = store.load(position)?;
-        if log.chain_at(position)? != s.chain {
-            return Err(VerifyError::ChainMismatch { position });
-        }
-        let sm = Machine::restore(bursar_core::Limits::default(), s.chunks)
-            .map_err(|source| VerifyError::SnapshotInconsistent { position, source })?;
-        if sm.digest() != s.digest {
-            return Err(VerifyError::DigestMismatch { position });
-        }
         checked += 1;
-        sm
+        start_from_snapshot(&store, &log, &open, &snapshots, end)?
     };
     let mut pending_checks: Vec<u64> = snapshots.iter().copied().filter(|p| *p > sm.position() && *p <= end).collect();
     pending_checks.reverse();
@@ -207,6 +191,29 @@ pub fn verify_until(data_dir: &Path, until: Option<u64>) -> Result<VerifyReport,
     })
 }
 
+/// The state a replay to `end` starts from when the log does not start at
+/// position 1: the oldest snapshot the log continues from, checked against
+/// the log's chain there and against its own digest.
+fn start_from_snapshot(
+    store: &SnapshotStore,
+    log: &FileLog,
+    open: &OpenReport,
+    snapshots: &[u64],
+    end: u64,
+) -> Result<Machine, VerifyError> {
+    let position = start_snapshot(open, snapshots, end)?;
+    let s = store.load(position)?;
+    if log.chain_at(position)? != s.chain {
+        return Err(VerifyError::ChainMismatch { position });
+    }
+    let sm = Machine::restore(bursar_core::Limits::default(), s.chunks)
+        .map_err(|source| VerifyError::SnapshotInconsistent { position, source })?;
+    if sm.digest() != s.digest {
+        return Err(VerifyError::DigestMismatch { position });
+    }
+    Ok(sm)
+}
+
 /// The snapshot a replay to `end` starts from when the log does not start
 /// at position 1 (older segments removed, or a log seeded after a
 /// snapshot): the oldest one the log continues from, which must not be
@@ -229,12 +236,16 @@ pub struct AuditReport {
     pub records: u64,
     pub head: [u8; 32],
     pub snapshots_checked: usize,
+    /// Older log segments were removed: the records up to this snapshot's
+    /// position come from it (their chain checked, not re-derived).
+    pub from_snapshot: Option<u64>,
 }
 
 impl AuditReport {
     pub fn summary(&self) -> String {
+        let from = self.from_snapshot.map(|p| format!(" from_snapshot={p}")).unwrap_or_default();
         format!(
-            "audit: ok records={} head={} snapshots_checked={}",
+            "audit: ok records={} head={} snapshots_checked={}{from}",
             self.records,
             hex(&self.head),
             self.snapshots_checked
@@ -251,10 +262,10 @@ pub fn verify_audit(data_dir: &Path) -> Result<AuditReport, VerifyError> {
     }
     let options = FileLogOptions { dir: data_dir.to_path_buf(), segment_bytes: u64::MAX };
     // A damaged log fails this open: the scan below then names the damage.
-    if let Ok((_, open)) = FileLog::open_read_only(options)
+    if let Ok((log, open)) = FileLog::open_read_only(options)
         && open.first_position > 1
     {
-        return Err(VerifyError::AuditNeedsHistory { first: open.first_position });
+        return verify_audit_from_snapshot(data_dir, &log, &open);
     }
     let mut sm = Machine::default();
     // `scan` stops with the callback's error (as `ScanError::Callback`).
@@ -283,7 +294,50 @@ pub fn verify_audit(data_dir: &Path) -> Result<AuditReport, VerifyError> {
         }
         checked += 1;
     }
-    Ok(AuditReport { records: sm.audit().len(), head: sm.audit().head(), snapshots_checked: checked })
+    Ok(AuditReport {
+        records: sm.audit().len(),
+        head: sm.audit().head(),
+        snapshots_checked: checked,
+        from_snapshot: None,
+    })
+}
+
+/// `verify_audit` of a log whose older segments were removed (or that was
+/// seeded after a snapshot): the records up to the oldest snapshot the log
+/// continues from are that snapshot's, whose hash chain is checked record
+/// by record (and the snapshot against the log's chain and its digest);
+/// every later record is re-derived from the log, and every later snapshot
+/// must hold the same records. Only `--log-retain` lets the earlier records
+/// be re-derived too.
+fn verify_audit_from_snapshot(data_dir: &Path, log: &FileLog, open: &OpenReport) -> Result<AuditReport, VerifyError> {
+    let store = SnapshotStore::open_read_only(data_dir)?;
+    let snapshots = store.list()?;
+    let mut sm = start_from_snapshot(&store, log, open, &snapshots, open.last_position)?;
+    let from = sm.position();
+    sm.audit().verify().map_err(|(seq, fault)| VerifyError::Audit { seq, fault })?;
+    let mut later: Vec<u64> = snapshots.iter().copied().filter(|p| *p > from).collect();
+    later.reverse();
+    let mut checked = 1;
+    replay(log, &mut sm, open.last_position, |sm| {
+        if later.last() == Some(&sm.position()) {
+            let position = later.pop().expect("checked above");
+            let loaded = store.load(position).map_err(|source| VerifyError::SnapshotUnreadable { position, source })?;
+            let snap = Machine::restore(bursar_core::Limits::default(), loaded.chunks)
+                .map_err(|source| VerifyError::SnapshotUnrestorable { position, source })?;
+            if snap.audit().len() != sm.audit().len() || snap.audit().head() != sm.audit().head() {
+                return Err(VerifyError::AuditDiffers { position });
+            }
+            checked += 1;
+        }
+        Ok(())
+    })?;
+    sm.audit().verify().map_err(|(seq, fault)| VerifyError::Audit { seq, fault })?;
+    Ok(AuditReport {
+        records: sm.audit().len(),
+        head: sm.audit().head(),
+        snapshots_checked: checked,
+        from_snapshot: Some(from),
+    })
 }
 
 #[cfg(test)]
