@@ -166,4 +166,8 @@ fn idempotent_replay_survives_kill_9_and_restart() {
     assert_eq!(c.balances(1), (0, 42, 0, 2));
     assert_eq!(c.send(Req::new(Method::GET, "/healthz")).status, 200);
     stop_clean(s);
+    // stderr was a file, not a terminal: the log carries no colour codes.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains(" INFO "), "the server logs at info by default:\n{text}");
+    assert!(!text.contains('\u{1b}'), "escape codes in a log written to a file:\n{text}");
 }
