@@ -5,49 +5,168 @@
 //! pointers: the snapshot writer serializes the chunks on another thread while
 //! the state machine keeps going, and the first write to a chunk that a
 //! snapshot still holds copies that chunk (copy-on-write).
+//!
+//! **Cold chunks.** A full chunk that a durable snapshot already holds on
+//! disk can leave RAM (`release`): the arena keeps only its hash, and reads
+//! go through a [`ChunkReader`] (the snapshot store's chunk files behind a
+//! bounded block cache). Memory then follows the working set, not the
+//! history. Reads return elements by value for that reason. A write to a
+//! cold chunk (rare: only undo of a linked chain reaches back that far)
+//! reads it back into RAM first. The arena's contents, and so every result
+//! and digest, are the same whether a chunk is hot or cold.
+//!
+//! A chunk that cannot be read back (its file damaged or gone) is a storage
+//! fault the state cannot apply around: `get` panics naming the chunk and
+//! the fault, and recovery restarts from an older snapshot plus the log.
 
+use bytemuck::Pod;
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::sync::Arc;
 
+/// A chunk stored on disk: the blake3 hash of its bytes (its name in the
+/// snapshot store) and its length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredChunk {
+    pub hash: [u8; 32],
+    pub len: u64,
+}
+
+/// Why a stored chunk could not be read (I/O error or damage, named by the
+/// implementation).
+pub type ChunkReadError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Reads bytes of stored chunks: the engine hands the state machine one
+/// backed by the snapshot store. Implementations check what they read
+/// (block checksums and addresses) and never return unchecked bytes.
+pub trait ChunkReader: Send + Sync {
+    /// Fills `out` with bytes `offset..offset + out.len()` of `chunk`.
+    fn read(&self, chunk: &StoredChunk, offset: u64, out: &mut [u8]) -> Result<(), ChunkReadError>;
+}
+
+/// One chunk: in memory, or on disk only.
+pub enum Chunk<T> {
+    Hot(Arc<Vec<T>>),
+    Cold(StoredChunk),
+}
+
+impl<T> Clone for Chunk<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Chunk::Hot(v) => Chunk::Hot(Arc::clone(v)),
+            Chunk::Cold(s) => Chunk::Cold(*s),
+        }
+    }
+}
+
+/// Reads element `index` of a cold chunk; a failure is fatal (module docs).
+fn read_cold<T: Pod>(reader: Option<&Arc<dyn ChunkReader>>, chunk: &StoredChunk, index: usize) -> T {
+    let reader = reader.expect("invariant: an arena holds cold chunks only once it has a reader");
+    let size = std::mem::size_of::<T>();
+    let mut value = T::zeroed();
+    let offset = (index * size) as u64;
+    assert!(offset + size as u64 <= chunk.len, "invariant: element {index} lies inside its stored chunk");
+    if let Err(e) = reader.read(chunk, offset, bytemuck::bytes_of_mut(&mut value)) {
+        panic!("storage fault: stored chunk {} cannot be read at byte {offset}: {e}", hex(&chunk.hash));
+    }
+    value
+}
+
+/// Reads a whole cold chunk back into memory; a failure is fatal.
+fn load_cold<T: Pod>(reader: Option<&Arc<dyn ChunkReader>>, chunk: &StoredChunk, capacity: usize) -> Vec<T> {
+    let reader = reader.expect("invariant: an arena holds cold chunks only once it has a reader");
+    let size = std::mem::size_of::<T>();
+    assert!(chunk.len.is_multiple_of(size as u64), "invariant: a stored chunk holds whole elements");
+    let count = (chunk.len / size as u64) as usize;
+    let mut items = vec![T::zeroed(); count];
+    items.reserve_exact(capacity.saturating_sub(count));
+    if let Err(e) = reader.read(chunk, 0, bytemuck::cast_slice_mut(&mut items)) {
+        panic!("storage fault: stored chunk {} cannot be read: {e}", hex(&chunk.hash));
+    }
+    items
+}
+
+fn hex(hash: &[u8; 32]) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Elements per chunk is `1 << SHIFT`.
-pub struct CowArena<T: Copy, const SHIFT: u32> {
-    chunks: Vec<Arc<Vec<T>>>,
+pub struct CowArena<T: Pod, const SHIFT: u32> {
+    chunks: Vec<Chunk<T>>,
     /// Per chunk: the number of views taken when it was last known to be
     /// unique. Below `views`, a view may still hold it, and only then does a
     /// write pay for the atomic uniqueness check (and maybe a copy).
     unique_since: Vec<u64>,
     views: Cell<u64>,
     len: usize,
+    /// Set once chunks may go cold.
+    reader: Option<Arc<dyn ChunkReader>>,
+    cold: usize,
 }
 
-impl<T: Copy, const SHIFT: u32> Default for CowArena<T, SHIFT> {
+impl<T: Pod, const SHIFT: u32> Default for CowArena<T, SHIFT> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
+impl<T: Pod, const SHIFT: u32> CowArena<T, SHIFT> {
     pub const CHUNK: usize = 1 << SHIFT;
     const MASK: usize = Self::CHUNK - 1;
+    /// Bytes of a full chunk, the only kind that goes cold.
+    pub const CHUNK_BYTES: u64 = (Self::CHUNK * std::mem::size_of::<T>()) as u64;
 
     pub fn new() -> Self {
-        CowArena { chunks: Vec::new(), unique_since: Vec::new(), views: Cell::new(0), len: 0 }
+        CowArena {
+            chunks: Vec::new(),
+            unique_since: Vec::new(),
+            views: Cell::new(0),
+            len: 0,
+            reader: None,
+            cold: 0,
+        }
     }
 
-    /// Rebuilds an arena from chunks as a snapshot stored them. Every chunk but
-    /// the last must be full.
-    pub fn from_chunks(chunks: Vec<Vec<T>>) -> Result<Self, crate::error::DecodeError> {
-        let mut len = 0;
+    /// Rebuilds an arena from chunks as a snapshot stored them: in memory,
+    /// or (with a reader) cold. Every chunk but the last must be full.
+    pub fn from_stored(
+        chunks: Vec<ChunkData<T>>,
+        reader: Option<Arc<dyn ChunkReader>>,
+    ) -> Result<Self, crate::error::DecodeError> {
+        let mut arena = Self::new();
+        arena.reader = reader;
         let count = chunks.len();
-        let mut out = Vec::with_capacity(count);
         for (i, chunk) in chunks.into_iter().enumerate() {
-            if chunk.len() > Self::CHUNK || (i + 1 < count && chunk.len() != Self::CHUNK) || chunk.is_empty() {
-                return Err(crate::error::DecodeError::ArenaChunk { index: i, len: chunk.len(), chunk: Self::CHUNK });
+            let len = chunk.len::<T>();
+            if len > Self::CHUNK || (i + 1 < count && len != Self::CHUNK) || len == 0 {
+                return Err(crate::error::DecodeError::ArenaChunk { index: i, len, chunk: Self::CHUNK });
             }
-            len += chunk.len();
-            out.push(Arc::new(Self::with_full_capacity(&chunk)));
+            match chunk {
+                ChunkData::Items(items) => arena.chunks.push(Chunk::Hot(Arc::new(Self::with_full_capacity(&items)))),
+                ChunkData::Stored(stored) if arena.reader.is_some() && len == Self::CHUNK => {
+                    arena.chunks.push(Chunk::Cold(stored));
+                    arena.cold += 1;
+                }
+                ChunkData::Stored(stored) => {
+                    let items = load_cold::<T>(arena.reader.as_ref(), &stored, Self::CHUNK);
+                    arena.chunks.push(Chunk::Hot(Arc::new(items)));
+                }
+            }
+            arena.unique_since.push(0);
+            arena.len += len;
         }
-        Ok(CowArena { unique_since: vec![0; out.len()], chunks: out, views: Cell::new(0), len })
+        Ok(arena)
+    }
+
+    /// Rebuilds an arena from in-memory chunks. Every chunk but the last
+    /// must be full.
+    pub fn from_chunks(chunks: Vec<Vec<T>>) -> Result<Self, crate::error::DecodeError> {
+        Self::from_stored(chunks.into_iter().map(ChunkData::Items).collect(), None)
+    }
+
+    /// Lets full chunks go cold from now on, read through `reader`.
+    pub fn set_reader(&mut self, reader: Arc<dyn ChunkReader>) {
+        self.reader = Some(reader);
     }
 
     fn with_full_capacity(items: &[T]) -> Vec<T> {
@@ -62,9 +181,20 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
         v
     }
 
-    /// Bytes of element storage held (whole chunks), for memory gauges.
+    /// Bytes of element storage held in RAM (whole hot chunks), for memory
+    /// gauges.
     pub fn heap_bytes(&self) -> u64 {
-        (self.chunks.len() * Self::CHUNK * std::mem::size_of::<T>()) as u64
+        ((self.chunks.len() - self.cold) * Self::CHUNK * std::mem::size_of::<T>()) as u64
+    }
+
+    /// Chunks, hot and cold.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    /// Chunks held on disk only.
+    pub fn cold_chunks(&self) -> usize {
+        self.cold
     }
 
     pub fn len(&self) -> usize {
@@ -75,13 +205,29 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
         self.len == 0
     }
 
+    /// Element `index`, from memory or its stored chunk.
     #[inline]
-    pub fn get(&self, index: usize) -> &T {
+    pub fn get(&self, index: usize) -> T {
         assert!(index < self.len, "arena index {index} out of bounds (len {})", self.len);
-        &self.chunks[index >> SHIFT][index & Self::MASK]
+        match &self.chunks[index >> SHIFT] {
+            Chunk::Hot(items) => items[index & Self::MASK],
+            Chunk::Cold(stored) => read_cold(self.reader.as_ref(), stored, index & Self::MASK),
+        }
     }
 
-    /// A mutable element; copies its chunk first if a snapshot still holds it.
+    /// Element `index` by reference, for arenas that never go cold (they
+    /// have no reader): accounts, whose balances change all the time.
+    #[inline]
+    pub fn get_hot(&self, index: usize) -> &T {
+        assert!(index < self.len, "arena index {index} out of bounds (len {})", self.len);
+        match &self.chunks[index >> SHIFT] {
+            Chunk::Hot(items) => &items[index & Self::MASK],
+            Chunk::Cold(_) => panic!("invariant: get_hot on an arena whose chunks go cold"),
+        }
+    }
+
+    /// A mutable element; copies its chunk first if a snapshot still holds
+    /// it, or reads it back if it is cold.
     #[inline]
     pub fn get_mut(&mut self, index: usize) -> &mut T {
         assert!(index < self.len, "arena index {index} out of bounds (len {})", self.len);
@@ -94,7 +240,7 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
     pub fn push(&mut self, value: T) -> usize {
         let index = self.len;
         if index & Self::MASK == 0 {
-            self.chunks.push(Arc::new(Self::new_chunk()));
+            self.chunks.push(Chunk::Hot(Arc::new(Self::new_chunk())));
             self.unique_since.push(self.views.get());
         }
         self.unshare(index >> SHIFT).push(value);
@@ -106,7 +252,7 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
     pub fn extend_from_slice(&mut self, mut items: &[T]) {
         while !items.is_empty() {
             if self.len & Self::MASK == 0 {
-                self.chunks.push(Arc::new(Self::new_chunk()));
+                self.chunks.push(Chunk::Hot(Arc::new(Self::new_chunk())));
                 self.unique_since.push(self.views.get());
             }
             let room = Self::CHUNK - (self.len & Self::MASK);
@@ -135,8 +281,13 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
 
     #[inline]
     fn unshare(&mut self, chunk: usize) -> &mut Vec<T> {
-        let arc = &mut self.chunks[chunk];
+        if let Chunk::Cold(stored) = &self.chunks[chunk] {
+            let items = load_cold::<T>(self.reader.as_ref(), stored, Self::CHUNK);
+            self.chunks[chunk] = Chunk::Hot(Arc::new(items));
+            self.cold -= 1;
+        }
         let views = self.views.get();
+        let Chunk::Hot(arc) = &mut self.chunks[chunk] else { unreachable!("a cold chunk was just read back") };
         if self.unique_since[chunk] < views {
             if Arc::get_mut(arc).is_none() {
                 *arc = Arc::new(Self::with_full_capacity(arc));
@@ -146,27 +297,95 @@ impl<T: Copy, const SHIFT: u32> CowArena<T, SHIFT> {
         Arc::get_mut(arc).expect("invariant: only views share chunks, and they are marked")
     }
 
+    /// Lets chunk `index` go cold if it is full, in memory and still the
+    /// very allocation `seen` (which a view held while `stored` was written
+    /// from it, so the bytes are the stored ones: the arena copies a chunk
+    /// a view holds before writing it). Returns whether it went cold.
+    pub fn release(&mut self, index: usize, seen: &Chunk<T>, stored: StoredChunk) -> bool {
+        let (Some(Chunk::Hot(now)), Chunk::Hot(seen)) = (self.chunks.get(index), seen) else { return false };
+        if self.reader.is_none() || !Arc::ptr_eq(now, seen) || now.len() != Self::CHUNK {
+            return false;
+        }
+        assert_eq!(stored.len, Self::CHUNK_BYTES, "invariant: a stored full chunk has a full chunk's bytes");
+        debug_assert_eq!(
+            blake3::hash(bytemuck::cast_slice(now)).as_bytes(),
+            &stored.hash,
+            "invariant: a chunk goes cold only with the hash of its own bytes"
+        );
+        self.chunks[index] = Chunk::Cold(stored);
+        self.cold += 1;
+        true
+    }
+
     /// A consistent, immutable view of the current contents. O(chunks).
     pub fn view(&self) -> ArenaView<T> {
         self.views.set(self.views.get() + 1);
-        ArenaView { chunks: self.chunks.clone(), len: self.len }
+        ArenaView { chunks: self.chunks.clone(), len: self.len, shift: SHIFT, reader: self.reader.clone() }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &T> + '_ {
-        self.chunks.iter().flat_map(|c| c.iter())
+    /// Every element in order, by value; a cold chunk is read back whole
+    /// while its elements are visited.
+    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        iter_chunks(&self.chunks, self.reader.as_ref())
+    }
+}
+
+fn iter_chunks<'a, T: Pod>(
+    chunks: &'a [Chunk<T>],
+    reader: Option<&'a Arc<dyn ChunkReader>>,
+) -> impl Iterator<Item = T> + 'a {
+    chunks.iter().flat_map(move |c| {
+        let items: Cow<'a, [T]> = match c {
+            Chunk::Hot(v) => Cow::Borrowed(v.as_slice()),
+            Chunk::Cold(stored) => Cow::Owned(load_cold::<T>(reader, stored, 0)),
+        };
+        (0..items.len()).map(move |i| items[i])
+    })
+}
+
+/// A chunk as a stored snapshot hands it back: its elements, or (for a
+/// store that reads lazily) where it is on disk.
+pub enum ChunkData<T> {
+    Items(Vec<T>),
+    Stored(StoredChunk),
+}
+
+impl<T> ChunkData<T> {
+    fn len<U>(&self) -> usize {
+        match self {
+            ChunkData::Items(items) => items.len(),
+            ChunkData::Stored(s) => (s.len / std::mem::size_of::<U>().max(1) as u64) as usize,
+        }
     }
 }
 
 /// A frozen copy of an arena, shared with the arena until it writes.
 #[derive(Clone)]
 pub struct ArenaView<T> {
-    pub chunks: Vec<Arc<Vec<T>>>,
+    pub chunks: Vec<Chunk<T>>,
     pub len: usize,
+    shift: u32,
+    reader: Option<Arc<dyn ChunkReader>>,
 }
 
-impl<T> ArenaView<T> {
-    pub fn iter(&self) -> impl Iterator<Item = &T> + '_ {
-        self.chunks.iter().flat_map(|c| c.iter())
+impl<T: Pod> ArenaView<T> {
+    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        iter_chunks(&self.chunks, self.reader.as_ref())
+    }
+
+    /// Element `index`, from memory or its stored chunk.
+    pub fn get(&self, index: usize) -> T {
+        assert!(index < self.len, "view index {index} out of bounds (len {})", self.len);
+        let mask = (1usize << self.shift) - 1;
+        match &self.chunks[index >> self.shift] {
+            Chunk::Hot(items) => items[index & mask],
+            Chunk::Cold(stored) => read_cold(self.reader.as_ref(), stored, index & mask),
+        }
+    }
+
+    /// The reader cold chunks are read through (none if all are hot).
+    pub fn reader(&self) -> Option<&Arc<dyn ChunkReader>> {
+        self.reader.as_ref()
     }
 }
 
@@ -183,15 +402,15 @@ mod tests {
             assert_eq!(a.push(i * 10), i as usize);
         }
         assert_eq!(a.len(), 10);
-        assert_eq!(*a.get(9), 90);
+        assert_eq!(a.get(9), 90);
         *a.get_mut(5) = 55;
-        assert_eq!(a.iter().copied().collect::<Vec<_>>(), vec![0, 10, 20, 30, 40, 55, 60, 70, 80, 90]);
+        assert_eq!(a.iter().collect::<Vec<_>>(), vec![0, 10, 20, 30, 40, 55, 60, 70, 80, 90]);
         assert_eq!(a.pop(), Some(90));
         assert_eq!(a.pop(), Some(80));
         assert_eq!(a.len(), 8);
         assert_eq!(a.view().chunks.len(), 2, "an emptied chunk is released");
         a.push(1);
-        assert_eq!(*a.get(8), 1);
+        assert_eq!(a.get(8), 1);
     }
 
     #[test]
@@ -200,9 +419,9 @@ mod tests {
         a.push(0);
         a.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8, 9]);
         a.extend_from_slice(&[]);
-        assert_eq!(a.iter().copied().collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+        assert_eq!(a.iter().collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
         assert_eq!(a.view().chunks.len(), 3);
-        assert_eq!(*a.get(9), 9);
+        assert_eq!(a.get(9), 9);
     }
 
     #[test]
@@ -216,11 +435,112 @@ mod tests {
         a.push(6);
         a.pop();
         a.pop();
-        assert_eq!(view.iter().copied().collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(view.iter().collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5]);
         assert_eq!(view.len, 6);
-        assert_eq!(a.iter().copied().collect::<Vec<_>>(), vec![100, 1, 2, 3, 4]);
-        let rebuilt = Small::from_chunks(view.chunks.iter().map(|c| c.to_vec()).collect()).unwrap();
-        assert_eq!(rebuilt.iter().copied().collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(a.iter().collect::<Vec<_>>(), vec![100, 1, 2, 3, 4]);
+        let rebuilt = Small::from_chunks(view.iter().collect::<Vec<_>>().chunks(4).map(|c| c.to_vec()).collect()).unwrap();
+        assert_eq!(rebuilt.iter().collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5]);
+    }
+
+    /// Stored chunks in memory, counting reads.
+    #[derive(Default)]
+    struct Disk {
+        chunks: std::sync::Mutex<Vec<([u8; 32], Vec<u8>)>>,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl ChunkReader for Disk {
+        fn read(&self, chunk: &StoredChunk, offset: u64, out: &mut [u8]) -> Result<(), ChunkReadError> {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let chunks = self.chunks.lock().unwrap();
+            let (_, bytes) = chunks.iter().find(|(h, _)| *h == chunk.hash).ok_or("missing")?;
+            out.copy_from_slice(&bytes[offset as usize..offset as usize + out.len()]);
+            Ok(())
+        }
+    }
+
+    impl Disk {
+        /// Stores every chunk of `view`, as a snapshot would.
+        fn store(&self, view: &ArenaView<u64>) -> Vec<StoredChunk> {
+            let all: Vec<u64> = view.iter().collect();
+            all.chunks(4)
+                .map(|c| {
+                    let bytes: &[u8] = bytemuck::cast_slice(c);
+                    let hash = *blake3::hash(bytes).as_bytes();
+                    self.chunks.lock().unwrap().push((hash, bytes.to_vec()));
+                    StoredChunk { hash, len: bytes.len() as u64 }
+                })
+                .collect()
+        }
+    }
+
+    fn cold_arena() -> (Small, Arc<Disk>, ArenaView<u64>, Vec<StoredChunk>) {
+        let disk = Arc::new(Disk::default());
+        let mut a = Small::new();
+        a.set_reader(disk.clone());
+        for i in 0..10 {
+            a.push(i);
+        }
+        let view = a.view();
+        let stored = disk.store(&view);
+        (a, disk, view, stored)
+    }
+
+    #[test]
+    fn stored_full_chunks_go_cold_and_read_the_same() {
+        let (mut a, disk, view, stored) = cold_arena();
+        let before: Vec<u64> = a.iter().collect();
+        let released: Vec<bool> = (0..3).map(|i| a.release(i, &view.chunks[i], stored[i])).collect();
+        assert_eq!(released, vec![true, true, false], "the short last chunk stays in memory");
+        assert_eq!((a.cold_chunks(), a.heap_bytes()), (2, 4 * 8));
+        assert_eq!(a.iter().collect::<Vec<_>>(), before);
+        assert_eq!((a.get(0), a.get(5), a.get(9)), (0, 5, 9));
+        assert!(disk.reads.load(std::sync::atomic::Ordering::Relaxed) >= 4);
+        assert!(!a.release(0, &view.chunks[0], stored[0]), "already cold");
+        // A write to a cold chunk reads it back first; a view taken while it
+        // was cold still reads the stored bytes.
+        let cold_view = a.view();
+        *a.get_mut(1) = 100;
+        assert_eq!((a.cold_chunks(), a.get(1), a.get(2)), (1, 100, 2));
+        assert_eq!(cold_view.iter().collect::<Vec<_>>(), before);
+        assert_eq!(cold_view.get(1), 1);
+        // Rebuilt from stored chunks, cold where a reader is given.
+        let chunks = vec![ChunkData::Stored(stored[0]), ChunkData::Stored(stored[1]), ChunkData::Items(vec![8, 9])];
+        let rebuilt = Small::from_stored(chunks, Some(disk.clone())).unwrap();
+        assert_eq!((rebuilt.cold_chunks(), rebuilt.iter().collect::<Vec<_>>()), (2, before));
+    }
+
+    #[test]
+    fn a_chunk_written_after_the_view_does_not_go_cold() {
+        let (mut a, _disk, view, stored) = cold_arena();
+        *a.get_mut(0) = 7;
+        assert!(!a.release(0, &view.chunks[0], stored[0]), "the view's bytes are no longer the arena's");
+        assert!(a.release(1, &view.chunks[1], stored[1]));
+        assert_eq!(a.get(0), 7);
+        let mut plain = Small::new();
+        (0..8).for_each(|i| {
+            plain.push(i);
+        });
+        let v = plain.view();
+        assert!(!plain.release(0, &v.chunks[0], stored[0]), "no reader, nothing goes cold");
+    }
+
+    #[test]
+    fn pops_reach_back_into_a_cold_chunk() {
+        let (mut a, _disk, view, stored) = cold_arena();
+        a.release(1, &view.chunks[1], stored[1]);
+        assert_eq!((a.pop(), a.pop(), a.pop()), (Some(9), Some(8), Some(7)));
+        assert_eq!(a.cold_chunks(), 0);
+        assert_eq!(a.iter().collect::<Vec<_>>(), (0..7).collect::<Vec<_>>());
+    }
+
+    #[test]
+    #[should_panic(expected = "storage fault")]
+    fn an_unreadable_cold_chunk_is_a_loud_storage_fault() {
+        let (mut a, disk, view, stored) = cold_arena();
+        a.release(0, &view.chunks[0], stored[0]);
+        disk.chunks.lock().unwrap().clear();
+        a.get(0);
     }
 
     #[test]

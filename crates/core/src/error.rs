@@ -53,6 +53,10 @@ pub enum DecodeError {
     ArenaChunk { index: usize, len: usize, chunk: usize },
     #[error("expected {expected} sections, found {found}")]
     Sections { expected: usize, found: usize },
+    #[error("a chunk was left on disk by the snapshot store but no chunk reader was given")]
+    StoredChunkWithoutReader,
+    #[error("a stored chunk cannot be read back: {reason}")]
+    StoredChunkUnreadable { reason: String },
     #[error("snapshot header is too short")]
     HeaderTooShort,
     #[error("snapshot header declares {count} ledgers but holds {len} bytes")]

@@ -34,6 +34,12 @@ pub const LAST_TIMESTAMP_MAX: u64 = u64::MAX - 1;
 
 // Ledger records.
 
+/// The newest chunks of each arena that stay in memory when a snapshot
+/// lets older ones go cold: the last one, which is still filling (only
+/// full chunks go cold). Reads of recent records in the chunk before it go
+/// through the block cache, where they stay while they are read.
+pub const HOT_TAIL_CHUNKS: usize = 1;
+
 /// Size of the largest ledger record (accounts and transfers): what a
 /// batch's bytes are computed from (`records.rs` asserts every record fits).
 pub const RECORD_SIZE_MAX: usize = 128;

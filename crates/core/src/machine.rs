@@ -20,6 +20,8 @@ use crate::service::idempotency::{Check, IdempotencyRecord, IdempotencyStore};
 use crate::service::keys::{ApiKey, KeyEvent, KeyRateLimit, Keys, RevokeEvent, RotateEvent};
 use crate::service::proposers::Proposers;
 use crate::service::webhooks::{WebhookCreate, WebhookUpdate, WebhookUpdateResult, Webhooks};
+use crate::arena::{ChunkReader, StoredChunk};
+use crate::state::snapshot::view_chunks;
 use crate::state::{Batch, ChunkBytes, Limits, Snapshot, SnapshotChunks, SnapshotSection, StateMachine, StateSnapshot};
 use std::sync::Arc;
 
@@ -408,13 +410,26 @@ impl Machine {
             ledger: self.ledger.snapshot(),
             keys: self.keys.iter().cloned().collect(),
             idempotency: self.idempotency.clone(),
-            audit_bytes: audit_bytes.chunks.iter().map(|c| c.clone() as Arc<dyn ChunkBytes>).collect(),
-            audit_offsets: audit_offsets.chunks.iter().map(|c| c.clone() as Arc<dyn ChunkBytes>).collect(),
+            audit_bytes: view_chunks(&audit_bytes),
+            audit_offsets: view_chunks(&audit_offsets),
             orders: self.orders.clone(),
             webhooks: self.webhooks.clone(),
-            access: self.access.view().chunks.iter().map(|c| c.clone() as Arc<dyn ChunkBytes>).collect(),
+            access: view_chunks(&self.access.view()),
             proposers: self.proposers.clone(),
         }
+    }
+
+    /// Lets the ledger's full chunks go cold from now on (see
+    /// `StateMachine::set_chunk_reader`).
+    pub fn set_chunk_reader(&mut self, reader: Arc<dyn ChunkReader>) {
+        self.ledger.set_chunk_reader(reader);
+    }
+
+    /// Lets the chunks of `view` that a durable snapshot stored leave RAM;
+    /// `stored` lists, per section of `view` (ledger sections first), each
+    /// chunk's place on disk. Returns how many chunks went cold.
+    pub fn release_stored(&mut self, view: &MachineSnapshot, stored: &[Vec<StoredChunk>]) -> usize {
+        self.ledger.release_stored(&view.ledger, stored)
     }
 
     pub fn digest(&self) -> [u8; 32] {
@@ -429,11 +444,22 @@ impl Machine {
 
     /// Rebuilds a machine from a stored snapshot, checking everything.
     pub fn restore(limits: Limits, stored: SnapshotChunks) -> Result<Machine, DecodeError> {
+        Self::restore_with(limits, stored, None)
+    }
+
+    /// `restore`, with a reader for chunks the store left on disk (they
+    /// stay there where the state allows cold chunks; see
+    /// `StateMachine::restore_with`).
+    pub fn restore_with(
+        limits: Limits,
+        stored: SnapshotChunks,
+        reader: Option<Arc<dyn ChunkReader>>,
+    ) -> Result<Machine, DecodeError> {
         let ledger_sections = crate::state::SECTIONS.len();
         let mut stored = stored;
         // Snapshots from before webhooks, the access trail or replay
         // protection lack the last sections: those start empty.
-        let defaults = [vec![Webhooks::default().encode()], Vec::new(), vec![Proposers::default().encode()]];
+        let defaults = [vec![Webhooks::default().encode().into()], Vec::new(), vec![Proposers::default().encode().into()]];
         let first_default = SERVICE_SECTIONS.len() - defaults.len();
         for (i, default) in defaults.into_iter().enumerate() {
             if stored.sections.len() == ledger_sections + first_default + i {
@@ -447,10 +473,14 @@ impl Machine {
             });
         }
         let mut sections = stored.sections;
-        let service = sections.split_off(ledger_sections);
+        let service = sections
+            .split_off(ledger_sections)
+            .into_iter()
+            .map(|s| s.into_iter().map(|c| c.into_bytes(reader.as_ref())).collect::<Result<Vec<_>, _>>())
+            .collect::<Result<Vec<_>, _>>()?;
         let [keys, idempotency, audit_bytes, audit_offsets, order_book, webhooks, access, proposers]: [Vec<Vec<u8>>;
             8] = service.try_into().expect("invariant: the section count was checked above");
-        let ledger = StateMachine::restore(limits, SnapshotChunks { header: stored.header, sections })?;
+        let ledger = StateMachine::restore_with(limits, SnapshotChunks { header: stored.header, sections }, reader)?;
         let mut machine = Machine { ledger, ..Default::default() };
         for key in decode_keys(&keys.concat())? {
             machine.keys.insert_restored(key)?;
@@ -759,7 +789,7 @@ mod tests {
         let digest = snap.digest();
         let stored = SnapshotChunks {
             header: snap.header(),
-            sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec()).collect()).collect(),
+            sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect()).collect(),
         };
         let restored = Machine::restore(Limits::default(), stored).unwrap();
         assert_eq!(restored.digest(), digest);
@@ -813,7 +843,7 @@ mod tests {
         let snap = m.snapshot();
         let stored = SnapshotChunks {
             header: snap.header(),
-            sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec()).collect()).collect(),
+            sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect()).collect(),
         };
         let restored = Machine::restore(Limits::default(), stored).unwrap();
         assert_eq!(restored.digest(), snap.digest());
@@ -852,7 +882,7 @@ mod tests {
         let snap = m.snapshot();
         let stored = SnapshotChunks {
             header: snap.header(),
-            sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec()).collect()).collect(),
+            sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect()).collect(),
         };
         let mut restored = Machine::restore(Limits::default(), stored).unwrap();
         assert_eq!(restored.digest(), snap.digest());

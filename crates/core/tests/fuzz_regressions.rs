@@ -116,11 +116,11 @@ fn regression_replay_with_more_results_than_events_underflowed() {
 fn regression_restore_accepted_orders_that_disagree_with_the_ledger() {
     let (m, _, _) = base();
     let orders = bursar_core::state::SECTIONS.len() + 4;
-    let len = stored(&m).sections[orders][0].len();
+    let len = stored(&m).sections[orders][0].bytes_mut().expect("in memory").len();
     for at in 0..len {
         for value in [0u8, 1, 0xff] {
             let mut s = stored(&m);
-            s.sections[orders][0][at] = value;
+            s.sections[orders][0].bytes_mut().expect("in memory")[at] = value;
             if let Ok(restored) = Machine::restore(Limits::default(), s) {
                 restored.check_invariants_deep().unwrap_or_else(|e| panic!("byte {at} = {value}: {e}"));
             }

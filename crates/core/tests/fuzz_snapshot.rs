@@ -18,7 +18,7 @@ use bursar_core::Limits;
 use bursar_core::command::{Command, LogCommand, Operation};
 use bursar_core::machine::Machine;
 use bursar_core::records::encode_all;
-use bursar_core::state::SnapshotChunks;
+use bursar_core::state::{SectionChunk, SnapshotChunks};
 use bursar_fuzz as fz;
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -54,7 +54,7 @@ fn edit() -> impl Strategy<Value = Edit> {
 }
 
 /// The chunks of a non-empty section (picked by `s`), if any section has one.
-fn chunks_of<'a>(stored: &'a mut SnapshotChunks, s: &Index) -> Option<&'a mut Vec<Vec<u8>>> {
+fn chunks_of<'a>(stored: &'a mut SnapshotChunks, s: &Index) -> Option<&'a mut Vec<SectionChunk>> {
     let with_chunks: Vec<usize> = (0..stored.sections.len()).filter(|i| !stored.sections[*i].is_empty()).collect();
     if with_chunks.is_empty() {
         return None;
@@ -69,15 +69,17 @@ fn apply(stored: &mut SnapshotChunks, e: &Edit) {
         Edit::Chunk(s, c, m) => {
             if let Some(chunks) = chunks_of(stored, s) {
                 let i = c.index(chunks.len());
-                chunks[i] = fz::mutated(std::mem::take(&mut chunks[i]), m);
+                let bytes = chunks[i].bytes_mut().expect("chunks in memory");
+                *bytes = fz::mutated(std::mem::take(bytes), m);
             }
         }
         Edit::Split(s, c, at) => {
             if let Some(chunks) = chunks_of(stored, s) {
                 let i = c.index(chunks.len());
-                let cut = at.index(chunks[i].len() + 1);
-                let tail = chunks[i].split_off(cut);
-                chunks.insert(i + 1, tail);
+                let bytes = chunks[i].bytes_mut().expect("chunks in memory");
+                let cut = at.index(bytes.len() + 1);
+                let tail = bytes.split_off(cut);
+                chunks.insert(i + 1, tail.into());
             }
         }
         Edit::DropChunk(s, c) => {

@@ -37,7 +37,10 @@ use bursar_core::{
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use reference::{Cmd, Model, ModelLimits};
+use bursar_core::state::{COLD_SECTIONS, ChunkBytes, ChunkReadError, ChunkReader, SectionChunk, StoredChunk};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use strategies::{
     AccountFault, AccountSpec, CaseSpec, CmdSpec, IdShape, PendingRef, QuerySpec, Resubmit, SettleAmount,
     TransferFault, TransferSpec, TsSel,
@@ -97,8 +100,58 @@ struct LoggedEntry {
     commands: Vec<Cmd>,
 }
 
+/// Chunk files kept in memory, as the snapshot store would keep them on
+/// disk: the harness stores a checkpoint after every entry and lets the
+/// stored full chunks go cold, so every later read of them goes through
+/// `read` (run with `--features small-chunks` for chunks of 8 records,
+/// where almost every record is cold).
+#[derive(Default)]
+struct ChunkStore {
+    chunks: Mutex<BTreeMap<[u8; 32], Vec<u8>>>,
+    reads: AtomicU64,
+}
+
+impl ChunkReader for ChunkStore {
+    fn read(&self, chunk: &StoredChunk, offset: u64, out: &mut [u8]) -> Result<(), ChunkReadError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let chunks = self.chunks.lock().unwrap();
+        let bytes = chunks.get(&chunk.hash).ok_or("no such chunk")?;
+        assert_eq!(bytes.len() as u64, chunk.len);
+        out.copy_from_slice(&bytes[offset as usize..offset as usize + out.len()]);
+        Ok(())
+    }
+}
+
+impl ChunkStore {
+    /// Stores the full chunks of the sections that may go cold and lets
+    /// them go cold in `sm`.
+    fn checkpoint(&self, sm: &mut StateMachine) -> usize {
+        let snap = sm.snapshot();
+        let stored: Vec<Vec<StoredChunk>> = snap
+            .sections()
+            .iter()
+            .map(|s| s.chunks.iter().map(|c| self.store(COLD_SECTIONS.contains(&s.name), c.as_ref())).collect())
+            .collect();
+        sm.release_stored(&snap, &stored)
+    }
+
+    fn store(&self, may_go_cold: bool, chunk: &dyn ChunkBytes) -> StoredChunk {
+        if let Some(stored) = chunk.stored() {
+            return stored;
+        }
+        if !may_go_cold {
+            return StoredChunk { hash: [0; 32], len: 0 };
+        }
+        let bytes = chunk.bytes();
+        let hash = *blake3::hash(bytes).as_bytes();
+        self.chunks.lock().unwrap().entry(hash).or_insert_with(|| bytes.to_vec());
+        StoredChunk { hash, len: bytes.len() as u64 }
+    }
+}
+
 struct Harness {
     sm: StateMachine,
+    cold: Arc<ChunkStore>,
     model: Model,
     shape: IdShape,
     position: u64,
@@ -110,8 +163,12 @@ struct Harness {
 impl Harness {
     fn new(limits: Option<(usize, usize, usize)>, shape: IdShape) -> Harness {
         let (limits, model_limits) = limits_of(limits);
+        let cold = Arc::new(ChunkStore::default());
+        let mut sm = StateMachine::new(limits);
+        sm.set_chunk_reader(cold.clone());
         Harness {
-            sm: StateMachine::new(limits),
+            sm,
+            cold,
             model: Model::new(model_limits),
             shape,
             position: 0,
@@ -148,6 +205,7 @@ impl Harness {
             logged.commands.push(cmd);
         }
         self.sm.end_entry();
+        self.cold.checkpoint(&mut self.sm);
         self.model.end_entry();
         self.log.push(logged);
         self.results.push(entry_results);
@@ -400,9 +458,9 @@ fn check_state(sm: &StateMachine, m: &Model, shape: IdShape) -> Check {
         prop_assert_eq!(sm.account(id).copied(), m.accounts.get(&id).copied(), "account {}", id);
     }
     for id in probes(42).chain(m.transfers.keys().copied()).chain(m.failed.keys().copied()) {
-        prop_assert_eq!(sm.transfer(id).copied(), m.transfers.get(&id).copied(), "transfer {}", id);
+        prop_assert_eq!(sm.transfer(id), m.transfers.get(&id).copied(), "transfer {}", id);
         prop_assert_eq!(sm.pending_state(id), m.states.get(&id).copied(), "pending state of {}", id);
-        prop_assert_eq!(sm.failed_transfer(id).copied(), m.failed.get(&id).copied(), "failed id {}", id);
+        prop_assert_eq!(sm.failed_transfer(id), m.failed.get(&id).copied(), "failed id {}", id);
     }
 
     let totals: BTreeMap<u32, (u64, [[u8; 32]; 4])> = sm
@@ -478,8 +536,18 @@ fn config(default_cases: u32) -> ProptestConfig {
 fn stored(snap: &StateSnapshot) -> SnapshotChunks {
     SnapshotChunks {
         header: snap.header(),
-        sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec()).collect()).collect(),
+        sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect()).collect(),
     }
+}
+
+/// The stored form of a snapshot as a lazily loading store hands it back:
+/// cold chunks stay on disk (in `ChunkStore`), the rest as bytes.
+fn stored_lazy(snap: &StateSnapshot) -> SnapshotChunks {
+    let chunk = |c: &Arc<dyn ChunkBytes>| match c.stored() {
+        Some(s) => SectionChunk::Stored(s),
+        None => c.bytes().to_vec().into(),
+    };
+    SnapshotChunks { header: snap.header(), sections: snap.sections().iter().map(|s| s.chunks.iter().map(chunk).collect()).collect() }
 }
 
 // --------------------------------------------------------------- properties
@@ -570,6 +638,13 @@ proptest! {
         let last = StateMachine::restore(limits, stored(&h.sm.snapshot())).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(last.digest(), h.sm.digest());
         check_state(&last, &h.model, h.shape)?;
+        // And restored lazily, its cold chunks staying on "disk".
+        let reader: Arc<dyn ChunkReader> = h.cold.clone();
+        let lazy = StateMachine::restore_with(limits, stored_lazy(&h.sm.snapshot()), Some(reader))
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(lazy.cold_chunks(), h.sm.cold_chunks());
+        prop_assert_eq!(lazy.digest(), h.sm.digest());
+        check_state(&lazy, &h.model, h.shape)?;
     }
 }
 
@@ -824,11 +899,11 @@ fn check_bulk(sm: &StateMachine, m: &Model, sample: &[u128]) {
         assert_eq!(sm.account(*id), Some(a));
     }
     for (id, t) in &m.transfers {
-        assert_eq!(sm.transfer(*id), Some(t));
+        assert_eq!(sm.transfer(*id), Some(*t));
         assert_eq!(sm.pending_state(*id), m.states.get(id).copied());
     }
     for (id, f) in &m.failed {
-        assert_eq!(sm.failed_transfer(*id), Some(f));
+        assert_eq!(sm.failed_transfer(*id), Some(*f));
     }
     for &id in sample {
         for flags in [FF::DEBITS | FF::CREDITS, FF::DEBITS | FF::CREDITS | FF::REVERSED] {
@@ -1004,6 +1079,15 @@ fn bulk_run(shape: IdShape, seed: u64) {
     let last = StateMachine::restore(Limits::default(), stored(&h.sm.snapshot())).unwrap();
     assert_eq!(last.digest(), h.sm.digest());
     check_bulk(&last, &h.model, &sample);
+    // Every arena crossed a chunk boundary, and checkpoints sent the full
+    // chunks of transfers, balance records, failed ids and the journal cold:
+    // the checks above read them back from the chunk store.
+    assert!(h.sm.cold_chunks() >= 4, "cold chunks: {}", h.sm.cold_chunks());
+    assert!(h.cold.reads.load(Ordering::Relaxed) > 0);
+    let reader: Arc<dyn ChunkReader> = h.cold.clone();
+    let lazy = StateMachine::restore_with(Limits::default(), stored_lazy(&h.sm.snapshot()), Some(reader)).unwrap();
+    assert_eq!((lazy.cold_chunks(), lazy.digest()), (h.sm.cold_chunks(), h.sm.digest()));
+    check_bulk(&lazy, &h.model, &sample);
 }
 
 #[test]

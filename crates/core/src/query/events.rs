@@ -30,7 +30,7 @@ impl Machine {
         let mut body = vec![0; 8];
         let mut count = 0;
         while seq < scan_end && count < limit {
-            let r = *journal.get(seq as usize);
+            let r = journal.get(seq as usize);
             seq += 1;
             if filter.kinds != 0 && filter.kinds & (1 << r.kind) == 0 {
                 continue;

@@ -194,7 +194,7 @@ impl AccessTrail {
         let mut out = Vec::new();
         let mut scanned_to = filter.after_seq.min(self.len());
         for i in start..end {
-            let r = *self.records.get(i);
+            let r = self.records.get(i);
             scanned_to = r.seq;
             if filter.kind == 0 || r.event.kind == filter.kind {
                 out.push(r);
@@ -256,7 +256,7 @@ mod tests {
         let only = AccessFilter { limit: 10, kind: AccessKind::Unauthorized as u8, ..Default::default() };
         let (page, scanned) = t.page(&only);
         assert_eq!((page.len(), page[0].event.count, scanned), (1, 9, 2));
-        let chunks = t.view().chunks.iter().map(|c| bytemuck::cast_slice(c).to_vec()).collect();
+        let chunks = crate::state::snapshot::view_chunks(&t.view()).iter().map(|c| c.bytes().to_vec()).collect();
         let restored = AccessTrail::restore(chunks).unwrap();
         assert_eq!(restored.page(&AccessFilter { limit: 10, ..Default::default() }).0, all);
         assert!(AccessTrail::restore(vec![vec![0; 159]]).is_err(), "damage is an error, not a panic");

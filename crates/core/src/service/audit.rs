@@ -226,12 +226,12 @@ impl AuditTrail {
             return Err(AuditFault::Missing);
         }
         let i = (seq - 1) as usize;
-        let start = *self.offsets.get(i) as usize;
-        let end = if i + 1 < self.offsets.len() { *self.offsets.get(i + 1) as usize } else { self.bytes.len() };
+        let start = self.offsets.get(i) as usize;
+        let end = if i + 1 < self.offsets.len() { self.offsets.get(i + 1) as usize } else { self.bytes.len() };
         if start > end || end > self.bytes.len() {
             return Err(AuditFault::Bounds);
         }
-        let bytes: Vec<u8> = (start..end).map(|p| *self.bytes.get(p)).collect();
+        let bytes: Vec<u8> = (start..end).map(|p| self.bytes.get(p)).collect();
         AuditRecord::decode(&bytes).map_err(|e| AuditFault::Undecodable(Box::new(e)))
     }
 
@@ -305,7 +305,7 @@ mod tests {
         assert_eq!(t.page(1, 10).len(), 1);
         // Flip one byte of the first record's request id: its hash no
         // longer matches.
-        let at = *t.offsets.get(0) as usize + 50;
+        let at = t.offsets.get(0) as usize + 50;
         *t.bytes.get_mut(at) ^= 1;
         assert_eq!(t.verify().unwrap_err().0, 1);
         *t.bytes.get_mut(at) ^= 1;

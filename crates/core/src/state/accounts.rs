@@ -12,7 +12,7 @@ impl StateMachine {
             return code;
         }
         if let Some(position) = self.find_account(a.id) {
-            return account_exists(a, self.accounts.get(position as usize));
+            return account_exists(a, &self.accounts.get(position as usize));
         }
         if !self.ledgers.contains_key(&a.ledger) {
             return R::LedgerNotFound;

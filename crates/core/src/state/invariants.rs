@@ -90,7 +90,7 @@ impl StateMachine {
             }
             if t.timeout != 0 {
                 scheduled += 1;
-                if !self.expiries.contains(&(super::transfers::expiry_of(t), p)) {
+                if !self.expiries.contains(&(super::transfers::expiry_of(&t), p)) {
                     return Err(E::NotScheduled { transfer: t.id });
                 }
             }

@@ -17,8 +17,10 @@ mod transfers;
 mod undo;
 
 pub use queries::{QueryError, QueryErrorKind};
+pub use crate::arena::{ChunkReadError, ChunkReader, StoredChunk};
 pub use snapshot::{
-    ChunkBytes, SECTIONS, Snapshot, SnapshotChunks, SnapshotSection, StateSnapshot, digest_from_chunk_hashes,
+    COLD_SECTIONS, ChunkBytes, SECTIONS, SectionChunk, Snapshot, SnapshotChunks, SnapshotSection, StateSnapshot,
+    chunk_hash, digest_from_chunk_hashes,
 };
 
 use crate::arena::CowArena;
@@ -35,14 +37,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use undo::Undo;
 
 /// Arena chunk sizes (log2 of elements per chunk): transfers 8 MiB chunks,
-/// accounts 512 KiB, so copy-on-write after a snapshot copies little.
-pub(crate) type Accounts = CowArena<Account, 12>;
-pub(crate) type Transfers = CowArena<Transfer, 16>;
-pub(crate) type TransferStates = CowArena<u8, 16>;
-pub(crate) type History = CowArena<BalanceRecord, 14>;
-pub(crate) type Failed = CowArena<FailedTransfer, 14>;
-pub(crate) type Journal = CowArena<EventRef, 16>;
-pub(crate) type OrderEvents = CowArena<OrderEventRef, 12>;
+/// accounts 512 KiB, so copy-on-write after a snapshot copies little. The
+/// `small-chunks` feature (tests only) makes every chunk 8 elements.
+const fn chunk_shift(normal: u32) -> u32 {
+    if cfg!(feature = "small-chunks") { 3 } else { normal }
+}
+pub(crate) type Accounts = CowArena<Account, { chunk_shift(12) }>;
+pub(crate) type Transfers = CowArena<Transfer, { chunk_shift(16) }>;
+pub(crate) type TransferStates = CowArena<u8, { chunk_shift(16) }>;
+pub(crate) type History = CowArena<BalanceRecord, { chunk_shift(14) }>;
+pub(crate) type Failed = CowArena<FailedTransfer, { chunk_shift(14) }>;
+pub(crate) type Journal = CowArena<EventRef, { chunk_shift(16) }>;
+pub(crate) type OrderEvents = CowArena<OrderEventRef, { chunk_shift(12) }>;
 
 /// A batch of ledger events of one kind, as `execute_batch` runs them: the
 /// bytes of whole records (a command's events).
@@ -233,16 +239,16 @@ impl StateMachine {
 
     /// The account at an arena slot (a journal reference).
     pub fn account_at(&self, position: u32) -> Account {
-        *self.accounts.get(position as usize)
+        self.accounts.get(position as usize)
     }
 
     /// The transfer at an arena slot (a journal reference).
     pub fn transfer_at(&self, position: u32) -> Transfer {
-        *self.transfers.get(position as usize)
+        self.transfers.get(position as usize)
     }
 
     pub fn order_event_at(&self, index: u32) -> OrderEventRef {
-        *self.order_events.get(index as usize)
+        self.order_events.get(index as usize)
     }
 
     /// Journals a committed change. Inside a linked chain the slot is
@@ -440,10 +446,10 @@ impl StateMachine {
     }
 
     pub fn account(&self, id: u128) -> Option<&Account> {
-        self.find_account(id).map(|p| self.accounts.get(p as usize))
+        self.find_account(id).map(|p| self.accounts.get_hot(p as usize))
     }
 
-    pub fn transfer(&self, id: u128) -> Option<&Transfer> {
+    pub fn transfer(&self, id: u128) -> Option<Transfer> {
         self.find_transfer(id).map(|p| self.transfers.get(p as usize))
     }
 
@@ -453,7 +459,7 @@ impl StateMachine {
     }
 
     /// The original rejection of a transfer id that can no longer be used.
-    pub fn failed_transfer(&self, id: u128) -> Option<&FailedTransfer> {
+    pub fn failed_transfer(&self, id: u128) -> Option<FailedTransfer> {
         self.find_failed(id).map(|p| self.failed.get(p as usize))
     }
 
@@ -462,7 +468,7 @@ impl StateMachine {
     }
 
     fn state_of(&self, position: u32) -> PendingState {
-        PendingState::from_byte(*self.transfer_states.get(position as usize))
+        PendingState::from_byte(self.transfer_states.get(position as usize))
             .expect("invariant: stored pending states are valid")
     }
 

@@ -40,7 +40,7 @@ impl StateMachine {
 
     /// The transfers that exist among `ids`, in the order asked.
     pub fn lookup_transfers(&self, ids: impl IntoIterator<Item = u128>) -> Vec<Transfer> {
-        ids.into_iter().filter_map(|id| self.transfer(id).copied()).collect()
+        ids.into_iter().filter_map(|id| self.transfer(id)).collect()
     }
 
     /// Ledgers with ids after `filter.after_id`, ascending.
@@ -62,16 +62,16 @@ impl StateMachine {
         let selected = select_range(list, filter, timestamp);
         let want_debits = filter.flags & FF::DEBITS != 0;
         let want_credits = filter.flags & FF::CREDITS != 0;
-        let keep = |t: &&Transfer| {
+        let keep = |t: &Transfer| {
             (want_debits && t.debit_account_id == filter.account_id)
                 || (want_credits && t.credit_account_id == filter.account_id)
         };
         let transfers = selected.iter().map(|p| self.transfers.get(*p as usize));
         let limit = filter.limit as usize;
         Ok(if filter.flags & FF::REVERSED != 0 {
-            transfers.rev().filter(keep).take(limit).copied().collect()
+            transfers.rev().filter(keep).take(limit).collect()
         } else {
-            transfers.filter(keep).take(limit).copied().collect()
+            transfers.filter(keep).take(limit).collect()
         })
     }
 
@@ -84,7 +84,7 @@ impl StateMachine {
         };
         let list = &self.account_history[account as usize];
         let selected = select_range(list, filter, |p| self.history.get(*p as usize).timestamp);
-        let records = selected.iter().map(|p| *self.history.get(*p as usize));
+        let records = selected.iter().map(|p| self.history.get(*p as usize));
         let limit = filter.limit as usize;
         Ok(if filter.flags & FF::REVERSED != 0 {
             records.rev().take(limit).collect()

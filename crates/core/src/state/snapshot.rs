@@ -8,7 +8,7 @@ use super::{
     Accounts, Failed, History, Journal, LedgerTotals, OrderEvents, PendingState, StateMachine, TransferStates,
     Transfers,
 };
-use crate::arena::ArenaView;
+use crate::arena::{ArenaView, Chunk, ChunkData, ChunkReader, StoredChunk};
 use crate::error::DecodeError;
 use crate::events::{EventRef, OrderEventRef};
 use crate::index::IdIndex;
@@ -16,11 +16,90 @@ use crate::records::{
     Account, BalanceRecord, FailedTransfer, Ledger, Transfer, account_flags as AF, transfer_flags as F,
 };
 use bytemuck::Pod;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-/// Bytes of a stored chunk of records.
+/// Bytes of a chunk of records, as a snapshot hands them to a writer.
 pub trait ChunkBytes: Send + Sync {
+    /// The bytes. For a chunk already stored on disk (`stored` is some)
+    /// this reads it back, once per view: writers and digests use the hash.
     fn bytes(&self) -> &[u8];
+
+    /// Where the chunk is already stored: its hash (so its name) and length.
+    fn stored(&self) -> Option<StoredChunk> {
+        None
+    }
+}
+
+/// The hash of a chunk's bytes: from the store if it is stored, else
+/// computed.
+pub fn chunk_hash(chunk: &dyn ChunkBytes) -> [u8; 32] {
+    match chunk.stored() {
+        Some(s) => s.hash,
+        None => *blake3::hash(chunk.bytes()).as_bytes(),
+    }
+}
+
+/// A cold chunk in a view: known by its hash, its bytes read back only if
+/// someone asks for them.
+struct ColdBytes {
+    stored: StoredChunk,
+    reader: Option<Arc<dyn ChunkReader>>,
+    bytes: OnceLock<Vec<u8>>,
+}
+
+impl ChunkBytes for ColdBytes {
+    fn bytes(&self) -> &[u8] {
+        self.bytes.get_or_init(|| {
+            let reader = self.reader.as_ref().expect("invariant: a view with cold chunks has the arena's reader");
+            let mut out = vec![0u8; self.stored.len as usize];
+            if let Err(e) = reader.read(&self.stored, 0, &mut out) {
+                panic!("storage fault: a stored chunk cannot be read back for a snapshot: {e}");
+            }
+            out
+        })
+    }
+
+    fn stored(&self) -> Option<StoredChunk> {
+        Some(self.stored)
+    }
+}
+
+/// A chunk of a stored snapshot as a store hands it back: its bytes, or
+/// where it is on disk (a store that loads lazily; restore then needs a
+/// reader).
+#[derive(Clone, Debug)]
+pub enum SectionChunk {
+    Bytes(Vec<u8>),
+    Stored(StoredChunk),
+}
+
+impl From<Vec<u8>> for SectionChunk {
+    fn from(bytes: Vec<u8>) -> SectionChunk {
+        SectionChunk::Bytes(bytes)
+    }
+}
+
+impl SectionChunk {
+    /// The bytes of a chunk held in memory (`None` for a stored one).
+    pub fn bytes_mut(&mut self) -> Option<&mut Vec<u8>> {
+        match self {
+            SectionChunk::Bytes(b) => Some(b),
+            SectionChunk::Stored(_) => None,
+        }
+    }
+
+    /// The bytes, reading a stored chunk back through `reader`.
+    pub fn into_bytes(self, reader: Option<&Arc<dyn ChunkReader>>) -> Result<Vec<u8>, DecodeError> {
+        match self {
+            SectionChunk::Bytes(b) => Ok(b),
+            SectionChunk::Stored(s) => {
+                let reader = reader.ok_or(DecodeError::StoredChunkWithoutReader)?;
+                let mut out = vec![0u8; s.len as usize];
+                reader.read(&s, 0, &mut out).map_err(|e| DecodeError::StoredChunkUnreadable { reason: e.to_string() })?;
+                Ok(out)
+            }
+        }
+    }
 }
 
 impl<T: Pod + Send + Sync> ChunkBytes for Vec<T> {
@@ -50,7 +129,7 @@ pub trait Snapshot: Send {
         let sections: Vec<(&str, Vec<[u8; 32]>)> = self
             .sections()
             .iter()
-            .map(|s| (s.name, s.chunks.iter().map(|c| *blake3::hash(c.bytes()).as_bytes()).collect()))
+            .map(|s| (s.name, s.chunks.iter().map(|c| chunk_hash(c.as_ref())).collect()))
             .collect();
         let refs: Vec<(&str, &[[u8; 32]])> = sections.iter().map(|(n, h)| (*n, h.as_slice())).collect();
         digest_from_chunk_hashes(&self.header(), &refs)
@@ -76,15 +155,36 @@ pub struct StateSnapshot {
 pub const SECTIONS: [&str; 7] =
     ["accounts", "transfers", "transfer_states", "history", "failed", "journal", "order_events"];
 
+/// Sections whose full chunks may leave RAM once a durable snapshot holds
+/// them: records that never change once appended (a write to one reads
+/// its chunk back). Accounts and pending states change all the time and
+/// stay in memory.
+pub const COLD_SECTIONS: [&str; 5] = ["transfers", "history", "failed", "journal", "order_events"];
+
 /// The stored form of a snapshot, as read back: the header and, per section
 /// in `SECTIONS` order, the chunks' bytes.
 pub struct SnapshotChunks {
     pub header: Vec<u8>,
-    pub sections: Vec<Vec<Vec<u8>>>,
+    pub sections: Vec<Vec<SectionChunk>>,
+}
+
+/// A view's chunks as a snapshot section: hot chunks by their `Arc` (so
+/// writers can tell an unchanged chunk by its address), cold ones by hash.
+pub(crate) fn view_chunks<T: Pod + Send + Sync>(view: &ArenaView<T>) -> Vec<Arc<dyn ChunkBytes>> {
+    view.chunks
+        .iter()
+        .map(|c| match c {
+            Chunk::Hot(items) => items.clone() as Arc<dyn ChunkBytes>,
+            Chunk::Cold(stored) => {
+                Arc::new(ColdBytes { stored: *stored, reader: view.reader().cloned(), bytes: OnceLock::new() })
+                    as Arc<dyn ChunkBytes>
+            }
+        })
+        .collect()
 }
 
 fn section<T: Pod + Send + Sync>(name: &'static str, view: &ArenaView<T>) -> SnapshotSection {
-    SnapshotSection { name, chunks: view.chunks.iter().map(|c| c.clone() as Arc<dyn ChunkBytes>).collect() }
+    SnapshotSection { name, chunks: view_chunks(view) }
 }
 
 impl StateSnapshot {
@@ -161,6 +261,39 @@ impl StateMachine {
         }
     }
 
+    /// Lets full chunks go cold from now on, read back through `reader`.
+    pub fn set_chunk_reader(&mut self, reader: Arc<dyn ChunkReader>) {
+        self.transfers.set_reader(reader.clone());
+        self.history.set_reader(reader.clone());
+        self.failed.set_reader(reader.clone());
+        self.journal.set_reader(reader.clone());
+        self.order_events.set_reader(reader);
+    }
+
+    /// Lets the chunks of `view` that a durable snapshot stored leave RAM:
+    /// `stored` holds, per section of `view` in `SECTIONS` order, where each
+    /// chunk is on disk. Only full chunks of `COLD_SECTIONS` that are still
+    /// the very allocations of `view` go cold, and the newest
+    /// `HOT_TAIL_CHUNKS` of each arena stay (recent records are read most).
+    /// Returns how many chunks went cold.
+    pub fn release_stored(&mut self, view: &StateSnapshot, stored: &[Vec<StoredChunk>]) -> usize {
+        assert!(stored.len() >= SECTIONS.len(), "invariant: every section of the view was stored");
+        release(&mut self.transfers, &view.transfers, &stored[1])
+            + release(&mut self.history, &view.history, &stored[3])
+            + release(&mut self.failed, &view.failed, &stored[4])
+            + release(&mut self.journal, &view.journal, &stored[5])
+            + release(&mut self.order_events, &view.order_events, &stored[6])
+    }
+
+    /// Chunks held on disk only, over all arenas.
+    pub fn cold_chunks(&self) -> usize {
+        self.transfers.cold_chunks()
+            + self.history.cold_chunks()
+            + self.failed.cold_chunks()
+            + self.journal.cold_chunks()
+            + self.order_events.cold_chunks()
+    }
+
     /// Shorthand for `snapshot().digest()`.
     pub fn digest(&self) -> [u8; 32] {
         Snapshot::digest(&self.snapshot())
@@ -169,8 +302,18 @@ impl StateMachine {
     /// Rebuilds a state from stored chunks, rebuilding every index and
     /// checking every invariant. Errors describe what is inconsistent.
     pub fn restore(limits: super::Limits, stored: SnapshotChunks) -> Result<StateMachine, DecodeError> {
+        Self::restore_with(limits, stored, None)
+    }
+
+    /// `restore`, with a reader for chunks the store left on disk: full
+    /// chunks of the sections that may go cold stay cold.
+    pub fn restore_with(
+        limits: super::Limits,
+        stored: SnapshotChunks,
+        reader: Option<Arc<dyn ChunkReader>>,
+    ) -> Result<StateMachine, DecodeError> {
         let (position, last_timestamp, ledgers) = decode_header(&stored.header)?;
-        let [accounts, transfers, states, history, failed, journal, order_events]: [Vec<Vec<u8>>; 7] = stored
+        let [accounts, transfers, states, history, failed, journal, order_events]: [Vec<SectionChunk>; 7] = stored
             .sections
             .try_into()
             .map_err(|s: Vec<_>| DecodeError::Sections { expected: SECTIONS.len(), found: s.len() })?;
@@ -183,13 +326,18 @@ impl StateMachine {
             }
             sm.totals.insert(l.id, LedgerTotals::default());
         }
-        sm.accounts = Accounts::from_chunks(decode_chunks(accounts, "accounts")?)?;
-        sm.transfers = Transfers::from_chunks(decode_chunks(transfers, "transfers")?)?;
-        sm.transfer_states = TransferStates::from_chunks(states)?;
-        sm.history = History::from_chunks(decode_chunks(history, "history")?)?;
-        sm.failed = Failed::from_chunks(decode_chunks(failed, "failed")?)?;
-        sm.journal = Journal::from_chunks(decode_chunks(journal, "journal")?)?;
-        sm.order_events = OrderEvents::from_chunks(decode_chunks(order_events, "order_events")?)?;
+        let r = reader.as_ref();
+        let cold = || reader.clone();
+        sm.accounts = Accounts::from_chunks(decode_records(accounts, "accounts", r)?)?;
+        sm.transfers = Transfers::from_stored(decode_chunks(transfers, "transfers", r)?, cold())?;
+        sm.transfer_states = TransferStates::from_chunks(decode_records(states, "transfer_states", r)?)?;
+        sm.history = History::from_stored(decode_chunks(history, "history", r)?, cold())?;
+        sm.failed = Failed::from_stored(decode_chunks(failed, "failed", r)?, cold())?;
+        sm.journal = Journal::from_stored(decode_chunks(journal, "journal", r)?, cold())?;
+        sm.order_events = OrderEvents::from_stored(decode_chunks(order_events, "order_events", r)?, cold())?;
+        if let Some(reader) = reader {
+            sm.set_chunk_reader(reader);
+        }
         sm.rebuild_accounts()?;
         sm.rebuild_transfers()?;
         sm.rebuild_history()?;
@@ -232,8 +380,8 @@ impl StateMachine {
             });
         }
         self.transfer_index = IdIndex::with_capacity(self.transfers.len());
-        for p in 0..self.transfers.len() {
-            let t = *self.transfers.get(p);
+        // By chunk, not by element: a cold chunk is read back once.
+        for (p, t) in self.transfers.iter().enumerate() {
             if self.find_transfer(t.id).is_some() {
                 return Err(DecodeError::StoredTwice { what: "transfer", id: t.id });
             }
@@ -243,7 +391,7 @@ impl StateMachine {
                     self.find_account(id).ok_or(DecodeError::TransferUnknownAccount { transfer: t.id, account: id })?;
                 self.account_transfers[a as usize].push(p as u32);
             }
-            let state = PendingState::from_byte(*self.transfer_states.get(p))
+            let state = PendingState::from_byte(self.transfer_states.get(p))
                 .ok_or(DecodeError::InvalidPendingState { transfer: t.id })?;
             if state == PendingState::Pending {
                 self.live_pending.insert(p as u32);
@@ -256,8 +404,7 @@ impl StateMachine {
     }
 
     fn rebuild_history(&mut self) -> Result<(), DecodeError> {
-        for p in 0..self.history.len() {
-            let r = *self.history.get(p);
+        for (p, r) in self.history.iter().enumerate() {
             let a =
                 self.find_account(r.account_id).ok_or(DecodeError::BalanceUnknownAccount { account: r.account_id })?;
             if !self.accounts.get(a as usize).has(AF::HISTORY) {
@@ -271,8 +418,7 @@ impl StateMachine {
     /// Every journal slot must point at a record that exists.
     fn check_journal(&self) -> Result<(), DecodeError> {
         use crate::events::kind as K;
-        for seq in 0..self.journal.len() {
-            let r = self.journal.get(seq);
+        for (seq, r) in self.journal.iter().enumerate() {
             let ok = match r.kind {
                 K::LEDGER_CREATED => self.ledgers.contains_key(&(r.aux as u32)),
                 K::ACCOUNT_CREATED => (r.index as usize) < self.accounts.len(),
@@ -292,8 +438,7 @@ impl StateMachine {
 
     fn rebuild_failed(&mut self) -> Result<(), DecodeError> {
         self.failed_index = IdIndex::with_capacity(self.failed.len());
-        for p in 0..self.failed.len() {
-            let f = *self.failed.get(p);
+        for (p, f) in self.failed.iter().enumerate() {
             if self.find_failed(f.id).is_some() {
                 return Err(DecodeError::StoredTwice { what: "failed transfer id", id: f.id });
             }
@@ -323,10 +468,51 @@ fn decode_header(header: &[u8]) -> Result<(u64, u64, Vec<Ledger>), DecodeError> 
     Ok((position, last_timestamp, ledgers))
 }
 
-fn decode_chunks<T: Pod>(chunks: Vec<Vec<u8>>, name: &'static str) -> Result<Vec<Vec<T>>, DecodeError> {
+/// One arena's part of `release_stored`.
+fn release<T: Pod, const SHIFT: u32>(
+    arena: &mut crate::arena::CowArena<T, SHIFT>,
+    view: &ArenaView<T>,
+    stored: &[StoredChunk],
+) -> usize {
+    assert_eq!(view.chunks.len(), stored.len(), "invariant: one stored chunk per chunk of the view");
+    let eligible = view.chunks.len().min(arena.chunk_count()).saturating_sub(crate::limits::HOT_TAIL_CHUNKS);
+    (0..eligible).filter(|&i| arena.release(i, &view.chunks[i], stored[i])).count()
+}
+
+/// A section's chunks decoded into records in memory (stored chunks read
+/// back through `reader`).
+fn decode_records<T: Pod>(
+    chunks: Vec<SectionChunk>,
+    name: &'static str,
+    reader: Option<&Arc<dyn ChunkReader>>,
+) -> Result<Vec<Vec<T>>, DecodeError> {
+    let bytes = chunks.into_iter().map(|c| c.into_bytes(reader).map(SectionChunk::Bytes)).collect::<Result<_, _>>()?;
+    decode_chunks(bytes, name, None)?
+        .into_iter()
+        .map(|c| match c {
+            ChunkData::Items(items) => Ok(items),
+            ChunkData::Stored(_) => unreachable!("chunks read back into memory are not stored ones"),
+        })
+        .collect()
+}
+
+/// A section's chunks as arena chunks: bytes decoded into records; a
+/// stored chunk stays on disk where the arena may keep it cold (`cold`
+/// reader given), else it is read back.
+fn decode_chunks<T: Pod>(
+    chunks: Vec<SectionChunk>,
+    name: &'static str,
+    reader: Option<&Arc<dyn ChunkReader>>,
+) -> Result<Vec<ChunkData<T>>, DecodeError> {
     chunks
         .into_iter()
-        .map(|bytes| {
+        .map(|chunk| {
+            let bytes = match chunk {
+                SectionChunk::Stored(s) if reader.is_some() && s.len % std::mem::size_of::<T>() as u64 == 0 => {
+                    return Ok(ChunkData::Stored(s));
+                }
+                other => other.into_bytes(reader)?,
+            };
             if bytes.len() % std::mem::size_of::<T>() != 0 {
                 return Err(DecodeError::ChunkMisaligned {
                     what: name,
@@ -334,7 +520,7 @@ fn decode_chunks<T: Pod>(chunks: Vec<Vec<u8>>, name: &'static str) -> Result<Vec
                     size: std::mem::size_of::<T>(),
                 });
             }
-            Ok(bytes.chunks_exact(std::mem::size_of::<T>()).map(bytemuck::pod_read_unaligned).collect())
+            Ok(ChunkData::Items(bytes.chunks_exact(std::mem::size_of::<T>()).map(bytemuck::pod_read_unaligned).collect()))
         })
         .collect()
 }

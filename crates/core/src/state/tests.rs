@@ -215,7 +215,7 @@ fn pending_post_partial_and_void() {
     );
     assert_eq!(h.balances(1), (0, 60, 0, 0));
     assert_eq!(h.balances(2), (0, 0, 0, 60));
-    let post = *h.sm.transfer(3).unwrap();
+    let post = h.sm.transfer(3).unwrap();
     assert_eq!(
         (post.debit_account_id, post.credit_account_id, post.ledger, post.code),
         (1, 2, 1, 1),
@@ -360,7 +360,7 @@ fn snapshot_restore_gives_the_same_state_and_digest() {
     let digest = snap.digest();
     let stored = SnapshotChunks {
         header: snap.header(),
-        sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec()).collect()).collect(),
+        sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect()).collect(),
     };
     let restored = StateMachine::restore(Limits::default(), stored).unwrap();
     assert_eq!(restored.digest(), digest);
@@ -379,16 +379,19 @@ fn restore_rejects_inconsistent_chunks() {
     let snap = h.sm.snapshot();
     let mut sections: Vec<Vec<Vec<u8>>> =
         snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec()).collect()).collect();
+    let stored = |sections: Vec<Vec<Vec<u8>>>| -> Vec<Vec<SectionChunk>> {
+        sections.into_iter().map(|s| s.into_iter().map(SectionChunk::from).collect()).collect()
+    };
     // Account 2 overwritten with account 1: a duplicate id.
     let (first, rest) = sections[0][0].split_at_mut(128);
     rest[..128].copy_from_slice(first);
     let err =
-        StateMachine::restore(Limits::default(), SnapshotChunks { header: snap.header(), sections: sections.clone() })
+        StateMachine::restore(Limits::default(), SnapshotChunks { header: snap.header(), sections: stored(sections.clone()) })
             .err()
             .unwrap();
     assert!(err.to_string().contains("stored twice"), "{err}");
     sections[0][0].truncate(100);
-    assert!(StateMachine::restore(Limits::default(), SnapshotChunks { header: snap.header(), sections }).is_err());
+    assert!(StateMachine::restore(Limits::default(), SnapshotChunks { header: snap.header(), sections: stored(sections) }).is_err());
 }
 
 #[test]

@@ -12,7 +12,7 @@ impl StateMachine {
             return code;
         }
         if let Some(position) = self.find_transfer(t.id) {
-            return self.transfer_exists(t, self.transfers.get(position as usize));
+            return self.transfer_exists(t, &self.transfers.get(position as usize));
         }
         if self.find_failed(t.id).is_some() {
             return R::IdAlreadyFailed;
@@ -32,8 +32,8 @@ impl StateMachine {
         let Some(cr_pos) = self.find_account(t.credit_account_id) else {
             return R::CreditAccountNotFound;
         };
-        let dr = *self.accounts.get(dr_pos as usize);
-        let cr = *self.accounts.get(cr_pos as usize);
+        let dr = self.accounts.get(dr_pos as usize);
+        let cr = self.accounts.get(cr_pos as usize);
         if dr.ledger != cr.ledger {
             return R::AccountsMustHaveTheSameLedger;
         }
@@ -103,7 +103,7 @@ impl StateMachine {
         let Some(p_pos) = self.find_transfer(t.pending_id) else {
             return R::PendingTransferNotFound;
         };
-        let p = *self.transfers.get(p_pos as usize);
+        let p = self.transfers.get(p_pos as usize);
         if !p.has(F::PENDING) {
             return R::PendingTransferNotPending;
         }
@@ -202,7 +202,7 @@ impl StateMachine {
     pub(super) fn accounts_of(&self, t: &Transfer) -> (u32, Account, u32, Account) {
         let dr = self.find_account(t.debit_account_id).expect("invariant: a stored transfer's debit account exists");
         let cr = self.find_account(t.credit_account_id).expect("invariant: a stored transfer's credit account exists");
-        (dr, *self.accounts.get(dr as usize), cr, *self.accounts.get(cr as usize))
+        (dr, self.accounts.get(dr as usize), cr, self.accounts.get(cr as usize))
     }
 
     /// Takes a live pending transfer's amount out of the pending balances and
