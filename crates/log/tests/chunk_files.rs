@@ -185,3 +185,36 @@ fn every_chunk_of_a_snapshot_reads_back_cold() {
     }
     assert!(cold.cache().stats().hits > 0);
 }
+
+#[test]
+fn threads_share_one_reader_and_its_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = machine();
+    SnapshotStore::open(dir.path()).unwrap().write(&m.snapshot(), CHAIN).unwrap();
+    let loaded = SnapshotStore::open_read_only(dir.path()).unwrap().load(m.position()).unwrap();
+    let biggest = loaded.chunks.sections.iter().flatten().max_by_key(|p| p.len()).unwrap().clone();
+    let hash = *blake3::hash(&biggest).as_bytes();
+    // Two blocks' bytes keep one block: the threads keep evicting each other.
+    let cold = Arc::new(ColdChunks::new(dir.path(), Arc::new(BlockCache::new(2 * BLOCK_SIZE as u64))));
+    let biggest = Arc::new(biggest);
+    let readers: Vec<_> = (0..4u64)
+        .map(|t| {
+            let (cold, payload) = (Arc::clone(&cold), Arc::clone(&biggest));
+            std::thread::spawn(move || {
+                let len = payload.len() as u64;
+                for i in 0..200u64 {
+                    let offset = (t * 7919 + i * 104_729) % len;
+                    let n = ((i * 613) % 300).min(len - offset);
+                    let mut out = vec![0u8; n as usize];
+                    cold.read(&hash, len, offset, &mut out).unwrap();
+                    assert_eq!(out, payload[offset as usize..(offset + n) as usize], "thread {t} read {i}");
+                }
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().unwrap();
+    }
+    let stats = cold.cache().stats();
+    assert!(stats.blocks <= 1 && stats.hits + stats.misses >= 700, "{stats:?}");
+}

@@ -22,8 +22,10 @@
 //! the manifest, so what a snapshot loads is exactly what it named.
 //!
 //! The file id is the hash's first 8 bytes: a chunk file's blocks are
-//! cached under it beside the store's other files, whose ids are small
-//! counters, so two files sharing a cache key takes a 64-bit collision.
+//! cached under it beside the store's other files (record files and tables,
+//! whose owners assign their ids), so two files sharing cache keys takes a
+//! 64-bit collision; a cold read still checks each cached block's payload
+//! length against its place in the chunk.
 
 use super::manifest::ChunkRef;
 use super::parse_chunk_name;
