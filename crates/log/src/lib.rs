@@ -23,7 +23,7 @@ pub use file_log::{
     DurableCallback, Entry, EntryIter, FileLog, FileLogOptions, OpenReport, Removed, ScanCallbackError, ScanError,
     ScanStop, scan,
 };
-pub use snapshot_store::{BundleInfo, LoadedSnapshot, SnapshotInfo, SnapshotStore};
+pub use snapshot_store::{BundleInfo, ColdChunks, LoadedSnapshot, SnapshotInfo, SnapshotStore};
 
 #[cfg(test)]
 mod tests {
@@ -34,6 +34,7 @@ mod tests {
         send::<crate::FileLog>();
         send::<crate::EntryIter>();
         send::<crate::SnapshotStore>();
+        send::<crate::ColdChunks>();
         send::<crate::LogError>();
     }
 }

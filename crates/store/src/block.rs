@@ -40,6 +40,8 @@ pub enum BlockKind {
     TableFooter = 5,
     /// A checkpoint's manifest.
     Manifest = 6,
+    /// A piece of a snapshot chunk (an arena chunk of the state machine).
+    SnapshotChunk = 7,
 }
 
 impl BlockKind {
@@ -51,6 +53,7 @@ impl BlockKind {
             BlockKind::TableFilter,
             BlockKind::TableFooter,
             BlockKind::Manifest,
+            BlockKind::SnapshotChunk,
         ]
         .into_iter()
         .find(|k| *k as u8 == code)
@@ -207,6 +210,17 @@ mod tests {
         assert_eq!(open(BlockKind::Records, AT, &[0; 100]), Err(BlockFault::Size { len: 100 }));
         // A hole in a sparse file reads as zeros: never a valid block.
         assert_eq!(open(BlockKind::Records, AT, &[0; BLOCK_SIZE]), Err(BlockFault::Checksum));
+    }
+
+    #[test]
+    fn every_kind_reads_back_from_its_code() {
+        for code in 0..=u8::MAX {
+            if let Some(kind) = BlockKind::from_code(code) {
+                assert_eq!(kind as u8, code);
+            }
+        }
+        assert_eq!(BlockKind::from_code(7), Some(BlockKind::SnapshotChunk));
+        assert_eq!((1..=u8::MAX).filter(|c| BlockKind::from_code(*c).is_some()).count(), 7);
     }
 
     #[test]

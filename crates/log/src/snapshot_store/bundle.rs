@@ -1,8 +1,9 @@
 //! Snapshot bundles: one snapshot (its manifest and every chunk the manifest
 //! names) as a single self-describing byte stream, so that a snapshot can be
 //! shipped to another machine (cluster mode keeps them in JetStream's object
-//! store). Both directions stream through one copy buffer, so memory does
-//! not grow with the snapshot, which may be gigabytes.
+//! store). Both directions stream one block at a time, so memory does not
+//! grow with the snapshot, which may be gigabytes. The bundle carries the
+//! payloads, not the chunk files: it does not change with their format.
 //!
 //! ```text
 //! magic u32 = "BURB" | version u16 = 1 | reserved u16 = 0
@@ -18,11 +19,13 @@
 //! checked out: a crash or a bad bundle leaves only unreferenced chunks
 //! (removed by the next prune), never a visible snapshot.
 
+use super::chunk_file::{BlockWriter, read_pieces};
 use super::manifest::{self, ChunkRef, Manifest};
-use super::{CHUNK_HEADER, SnapshotStore, chunk_header, chunk_name, manifest_name, open_chunk};
+use super::{SnapshotStore, chunk_name, manifest_name};
 use crate::LogError;
-use crate::fsutil::{sync_dir, write_file_atomic, write_file_atomic_with};
+use crate::fsutil::{TEMP_SUFFIX, sync_dir, write_file_atomic, write_file_atomic_with};
 use crate::limits::MANIFEST_BYTES_MAX;
+use bursar_store::limits::BLOCK_PAYLOAD_MAX;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -36,8 +39,6 @@ const KIND_CHUNK: u8 = 2;
 const HEADER: u64 = 8;
 const RECORD_HEADER: u64 = 1 + 32 + 8;
 const TRAILER: u64 = 32;
-/// The copy buffer: all an export or import holds besides the manifest.
-const COPY_BUFFER: usize = 256 << 10;
 /// The "file" named by I/O errors on the bundle stream itself.
 const STREAM: &str = "<snapshot bundle stream>";
 
@@ -98,9 +99,8 @@ impl SnapshotStore {
         w.write(&bundle_header())?;
         w.record_header(KIND_MANIFEST, blake3::hash(&raw).as_bytes(), raw.len() as u64)?;
         w.write(&raw)?;
-        let mut buffer = vec![0u8; COPY_BUFFER];
         for chunk in distinct_chunks(&m) {
-            self.export_chunk(&chunk, &mut w, &mut buffer)?;
+            self.export_chunk(&chunk, &mut w)?;
         }
         w.write(&[KIND_END])?;
         let trailer = w.hasher.finalize();
@@ -110,28 +110,12 @@ impl SnapshotStore {
         Ok(BundleInfo { position, bytes })
     }
 
-    fn export_chunk<W: Write>(
-        &self,
-        chunk: &ChunkRef,
-        w: &mut HashingWriter<'_, W>,
-        buffer: &mut [u8],
-    ) -> Result<(), LogError> {
-        let path = self.chunk_path(&chunk.hash);
-        let mut file = open_chunk(&path, chunk)?;
+    /// Copies one chunk's payload into the bundle, each block checked as it
+    /// is read and the whole against its hash at the end (through the one
+    /// reader of chunk files, either format).
+    fn export_chunk<W: Write>(&self, chunk: &ChunkRef, w: &mut HashingWriter<'_, W>) -> Result<(), LogError> {
         w.record_header(KIND_CHUNK, &chunk.hash, chunk.len)?;
-        let mut hasher = blake3::Hasher::new();
-        let mut left = chunk.len;
-        while left > 0 {
-            let piece = &mut buffer[..left.min(COPY_BUFFER as u64) as usize];
-            file.read_exact(piece).map_err(|e| LogError::io(&path, e))?;
-            hasher.update(piece);
-            w.write(piece)?;
-            left -= piece.len() as u64;
-        }
-        if *hasher.finalize().as_bytes() != chunk.hash {
-            return Err(LogError::corrupt(&path, CHUNK_HEADER as u64, "chunk payload does not match its hash"));
-        }
-        Ok(())
+        read_pieces(&self.chunk_path(&chunk.hash), chunk, |piece| w.write(piece))
     }
 
     /// Reads a bundle and stores its snapshot; returns its position. Chunks
@@ -144,7 +128,7 @@ impl SnapshotStore {
         read_bundle_header(&mut r)?;
         let (raw, m) = read_manifest_record(&mut r)?;
         let mut expected = expected_chunks(&m, r.offset)?;
-        let mut buffer = vec![0u8; COPY_BUFFER];
+        let mut buffer = vec![0u8; BLOCK_PAYLOAD_MAX];
         loop {
             let at = r.offset;
             match r.u8("a record kind")? {
@@ -187,19 +171,19 @@ impl SnapshotStore {
             }
             Some(_) => {}
         }
-        let path = self.chunk_path(&hash);
-        write_file_atomic_with(&self.chunks_dir, &chunk_name(&hash), |file| {
-            file.write_all(&chunk_header(len)).map_err(|e| LogError::io(&path, e))?;
+        let name = chunk_name(&hash);
+        let temp = self.chunks_dir.join(format!("{name}{TEMP_SUFFIX}"));
+        write_file_atomic_with(&self.chunks_dir, &name, |file| {
             let start = r.offset;
             let mut hasher = blake3::Hasher::new();
-            let mut left = len;
-            while left > 0 {
-                let piece = &mut buffer[..left.min(COPY_BUFFER as u64) as usize];
+            let mut w = BlockWriter::new(file, &temp, hash, len);
+            while !w.done() {
+                let piece = &mut buffer[..w.next_len()];
                 r.fill(piece, "a chunk payload", true)?;
                 hasher.update(piece);
-                file.write_all(piece).map_err(|e| LogError::io(&path, e))?;
-                left -= piece.len() as u64;
+                w.put(piece)?;
             }
+            w.finish();
             if *hasher.finalize().as_bytes() != hash {
                 return Err(bad(start, format!("chunk {} does not match its content address", hex(&hash))));
             }
@@ -569,6 +553,16 @@ mod tests {
         bytes[last] ^= 1;
         fs::write(&victim, bytes).unwrap();
         let err = store.export_bundle(m.position(), &mut io::sink()).unwrap_err();
-        assert!(err.is_corrupt() && err.to_string().contains("does not match its hash"), "{err}");
+        // The last byte is in the last block (its padding or its payload):
+        // that block's checksum catches it, before the chunk's hash would.
+        let last_block =
+            (last as u64 / bursar_store::limits::BLOCK_SIZE as u64) * bursar_store::limits::BLOCK_SIZE as u64;
+        match &err {
+            LogError::Corrupt { file, offset, reason } => {
+                assert_eq!((file, *offset), (&victim, last_block), "{err}");
+                assert!(reason.contains("checksum mismatch"), "{err}");
+            }
+            _ => panic!("not corruption: {err}"),
+        }
     }
 }

@@ -2,8 +2,7 @@
 //! snapshot, under `<data dir>/snapshots/`.
 //!
 //! ```text
-//! chunks/<blake3 hex of payload>.chunk   16-byte header + payload
-//!     magic u32 = "BURC" | version u16 = 1 | reserved u16 = 0 | payload_len u64
+//! chunks/<blake3 hex of payload>.chunk   the payload in checksummed 64 KiB blocks, see `chunk_file`
 //! snapshot-<position, 20 digits>.manifest   see `manifest`
 //! ```
 //!
@@ -22,21 +21,31 @@
 //!
 //! A snapshot also travels as one stream, a bundle (`export_bundle`,
 //! `import_bundle`; see `bundle`), for copying it to another machine.
+//!
+//! A chunk file is randomly readable: `cold::ColdChunks` reads a range of
+//! a chunk that left RAM, one checked block at a time, through the block
+//! cache. Chunk files of the first format (header + raw payload) are still
+//! read, and a writable open rewrites them in blocks.
 
 mod bundle;
+mod chunk_file;
+mod cold;
 mod manifest;
 
 pub use bundle::{BUNDLE_MAGIC, BUNDLE_VERSION, BundleInfo};
+pub use chunk_file::{CHUNK_MAGIC, CHUNK_VERSION};
+pub use cold::ColdChunks;
 pub use manifest::{MANIFEST_MAGIC, MANIFEST_VERSION};
 
 use crate::LogError;
 use crate::fsutil::{create_dir_durable, list_files, parse_numbered, remove_temp_files, sync_dir, write_file_atomic};
 use crate::limits::{CHUNK_PAYLOAD_MAX, MANIFEST_BYTES_MAX};
 use bursar_core::state::{Snapshot, SnapshotChunks};
+use chunk_file::{read_chunk, verify_chunk, write_chunk};
 use manifest::{ChunkRef, Manifest, SectionRefs};
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File};
-use std::io::{self, Read};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -46,10 +55,6 @@ const CHUNKS_DIR: &str = "chunks";
 const MANIFEST_PREFIX: &str = "snapshot-";
 const MANIFEST_SUFFIX: &str = ".manifest";
 const CHUNK_SUFFIX: &str = ".chunk";
-/// "BURC" as little-endian bytes.
-pub const CHUNK_MAGIC: u32 = 0x4352_5542;
-pub const CHUNK_VERSION: u16 = 1;
-const CHUNK_HEADER: usize = 16;
 
 /// What a `write` did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,59 +123,16 @@ fn parse_chunk_name(name: &str) -> Option<[u8; 32]> {
     blake3::Hash::from_hex(hex).ok().map(|h| *h.as_bytes())
 }
 
-fn chunk_header(len: u64) -> [u8; CHUNK_HEADER] {
-    let mut h = [0u8; CHUNK_HEADER];
-    h[0..4].copy_from_slice(&CHUNK_MAGIC.to_le_bytes());
-    h[4..6].copy_from_slice(&CHUNK_VERSION.to_le_bytes());
-    h[8..16].copy_from_slice(&len.to_le_bytes());
-    h
-}
-
-/// Reads a chunk file and checks it against the manifest's hash and length.
-/// A missing file is corruption (a manifest names it).
-fn read_chunk(path: &Path, stored: &ChunkRef) -> Result<Vec<u8>, LogError> {
-    let mut file = open_chunk(path, stored)?;
-    let mut payload = vec![0u8; stored.len as usize];
-    file.read_exact(&mut payload).map_err(|e| LogError::io(path, e))?;
-    if *blake3::hash(&payload).as_bytes() != stored.hash {
-        return Err(LogError::corrupt(path, CHUNK_HEADER as u64, "chunk payload does not match its hash"));
-    }
-    assert_eq!(payload.len() as u64, stored.len, "invariant: a chunk reads back with the length the manifest names");
-    Ok(payload)
-}
-
-/// Opens a chunk file and checks its length and header, leaving it at the
-/// start of the payload; the caller checks the payload's hash.
-fn open_chunk(path: &Path, stored: &ChunkRef) -> Result<File, LogError> {
-    let mut file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(LogError::corrupt(path, 0, "chunk file named by a manifest is missing"));
-        }
-        Err(e) => return Err(LogError::io(path, e)),
-    };
-    let expected = CHUNK_HEADER as u64 + stored.len;
-    let actual = file.metadata().map_err(|e| LogError::io(path, e))?.len();
-    if actual != expected {
-        let reason = format!("chunk file holds {actual} bytes, expected {expected}");
-        return Err(LogError::corrupt(path, actual.min(expected), reason));
-    }
-    let mut header = [0u8; CHUNK_HEADER];
-    file.read_exact(&mut header).map_err(|e| LogError::io(path, e))?;
-    if header != chunk_header(stored.len) {
-        return Err(LogError::corrupt(path, 0, "bad chunk header (magic, version, reserved or length)"));
-    }
-    Ok(file)
-}
-
 impl SnapshotStore {
-    /// Opens the store in `<dir>/snapshots/`, creating it if needed and
-    /// removing temp files left by an interrupted write.
+    /// Opens the store in `<dir>/snapshots/`, creating it if needed,
+    /// removing temp files left by an interrupted write and rewriting chunk
+    /// files of the first format in blocks (`chunk_file`).
     pub fn open(dir: &Path) -> Result<SnapshotStore, LogError> {
         let store = SnapshotStore::new(dir, false);
         create_dir_durable(&store.chunks_dir)?;
         remove_temp_files(&store.root)?;
         remove_temp_files(&store.chunks_dir)?;
+        chunk_file::upgrade_v1_files(&store.chunks_dir)?;
         Ok(store)
     }
 
@@ -195,6 +157,14 @@ impl SnapshotStore {
 
     fn chunk_path(&self, hash: &[u8; 32]) -> PathBuf {
         self.chunks_dir.join(chunk_name(hash))
+    }
+
+    /// Checks the chunk file of chunk `hash` (`len` payload bytes, as a
+    /// manifest names it) completely: every block, the file's length and
+    /// the payload's blake3, holding one block in memory. For a load that
+    /// does not keep the chunk's bytes.
+    pub fn verify_chunk(&self, hash: &[u8; 32], len: u64) -> Result<(), LogError> {
+        verify_chunk(&self.chunk_path(hash), &ChunkRef { hash: *hash, len })
     }
 
     fn manifest_path(&self, position: u64) -> PathBuf {
@@ -274,11 +244,10 @@ impl SnapshotStore {
             });
         }
         let stored = ChunkRef { hash: *blake3::hash(bytes).as_bytes(), len: bytes.len() as u64 };
-        if read_chunk(&self.chunk_path(&stored.hash), &stored).is_ok() {
+        if verify_chunk(&self.chunk_path(&stored.hash), &stored).is_ok() {
             info.chunks_reused += 1;
         } else {
-            let header = chunk_header(stored.len);
-            info.bytes_written += write_file_atomic(&self.chunks_dir, &chunk_name(&stored.hash), &[&header, bytes])?;
+            info.bytes_written += write_chunk(&self.chunks_dir, &chunk_name(&stored.hash), &stored.hash, bytes)?;
             info.chunks_written += 1;
         }
         Ok(stored)
