@@ -67,3 +67,5 @@ echo "== clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== tests"
 cargo test --workspace
+echo "== model test with 8-record chunks (almost every record read back cold)"
+cargo test -p bursar-core --features small-chunks --test model

@@ -42,6 +42,13 @@ pub struct StartArgs {
     /// retained snapshot are removed after each snapshot.
     #[arg(long)]
     pub log_retain: bool,
+    /// MiB of RAM caching history that left memory (transfers, balance
+    /// records, events older than the newest snapshot, read from the
+    /// snapshot's files on disk). More makes old lookups faster; the working
+    /// set (accounts, pending transfers, indexes) is in RAM regardless.
+    #[arg(long, default_value_t = bursar_server::limits::CACHE_BYTES_DEFAULT >> 20,
+          value_parser = clap::value_parser!(u64).range(bursar_server::limits::CACHE_MIB_MIN..=bursar_server::limits::CACHE_MIB_MAX))]
+    pub cache_mib: u64,
     /// Most concurrent client connections.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub max_connections: u64,
@@ -158,6 +165,7 @@ impl StartArgs {
         config.snapshot_every_bytes = self.snapshot_every_mib << 20;
         config.segment_bytes = self.segment_mib << 20;
         config.log_retain = self.log_retain;
+        config.cache_bytes = self.cache_mib << 20;
         config.net.max_connections = self.max_connections as usize;
         config.net.max_connections_per_ip = self.addr_max_connections_per_ip as usize;
         config.net.idle_timeout = std::time::Duration::from_secs(self.addr_idle_timeout_seconds);

@@ -4,6 +4,12 @@
 //! exactly once, every request whose reply was lost is all-or-nothing, the
 //! balances equal the sum of what is present, re-submitting acknowledged
 //! transfers applies nothing, and at the end `bursar verify` passes.
+//!
+//! History on disk: the server runs with a 1 MiB block cache and first gets
+//! three arena chunks' worth of transfers, so snapshots send the older
+//! chunks cold (checked on `/metrics`); the kills then land while snapshots
+//! are written and chunks leave memory, every restart loads the snapshot
+//! lazily, and the checks read old transfers back through the tiny cache.
 
 #[path = "process_common/rng.rs"]
 mod rng;
@@ -32,24 +38,30 @@ type Record = Arc<Mutex<Vec<(Vec<Transfer>, Outcome)>>>;
 /// The first admin key of every server (it may also write over the binary protocol).
 const ADMIN_KEY: &str = "crash-test-admin-key-0123456789abcdef";
 
+/// Transfers written before the kills: three full chunks of the transfer
+/// arena (65,536 each), so that two of them go cold.
+const PRELOAD: u128 = 3 * 65_536 + 1_000;
+
 struct Server {
     child: Child,
     addr: String,
+    http: String,
 }
 
-fn start_server(dir: &Path, port: u16, log: &Path) -> Server {
+fn start_server(dir: &Path, (port, http_port): (u16, u16), log: &Path) -> Server {
     let bin = env!("CARGO_BIN_EXE_bursar");
     let addr = format!("127.0.0.1:{port}");
+    let http = format!("127.0.0.1:{http_port}");
     let child = Command::new(bin)
-        .args(["start", "--snapshot-every-mib", "1", "--segment-mib", "1", "--data-dir"])
+        .args(["start", "--snapshot-every-mib", "1", "--segment-mib", "1", "--cache-mib", "1", "--data-dir"])
         .arg(dir)
-        .args(["--addr", &addr])
+        .args(["--addr", &addr, "--http", &http])
         .env("BURSAR_ADMIN_KEY", ADMIN_KEY)
         .stdout(Stdio::null())
         .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
         .spawn()
         .expect("the bursar binary starts");
-    let mut server = Server { child, addr };
+    let mut server = Server { child, addr, http };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = server.child.try_wait().unwrap() {
@@ -68,8 +80,67 @@ fn connect(addr: &str) -> Option<Client> {
     Client::connect(addr, &ClientOptions { timeout: Duration::from_secs(10), key, ..Default::default() }).ok()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// Two distinct free ports (both held until both are chosen).
+fn free_ports() -> (u16, u16) {
+    let bind = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (a, b) = (bind(), bind());
+    (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
+}
+
+/// The value of a gauge on the server's `/metrics` (0 if absent), over a
+/// plain HTTP/1.1 request (the server speaks cleartext on loopback).
+fn gauge(server: &Server, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut text = String::new();
+    if let Ok(mut s) = std::net::TcpStream::connect(&server.http) {
+        let request = format!(
+            "GET /metrics HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {ADMIN_KEY}\r\nconnection: close\r\n\r\n",
+            server.http
+        );
+        let _ = s.write_all(request.as_bytes()).and_then(|_| s.read_to_string(&mut text));
+    }
+    text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// Writes `PRELOAD` transfers in full batches and waits until snapshots
+/// sent the older chunks cold; returns them.
+fn preload(server: &Server, next_id: &AtomicU64) -> Vec<Transfer> {
+    let mut c = connect(&server.addr).unwrap();
+    let all: Vec<Transfer> = (0..PRELOAD)
+        .map(|i| Transfer {
+            id: u128::from(next_id.fetch_add(1, Ordering::Relaxed)),
+            debit_account_id: 1 + i % ACCOUNTS,
+            credit_account_id: 1 + (i + 1) % ACCOUNTS,
+            amount: 1 + i % 997,
+            ledger: 1,
+            code: 1,
+            ..Default::default()
+        })
+        .collect();
+    for batch in all.chunks(bursar_core::limits::BATCH_EVENTS_MAX) {
+        assert!(c.create_transfers(batch).unwrap().is_empty());
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while gauge(server, "bursar_state_cold_chunks") < 2.0 {
+        assert!(Instant::now() < deadline, "no chunk of history left memory in 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    all
+}
+
+/// Looks up a spread of the preloaded transfers: every field as written.
+fn check_preloaded(addr: &str, preloaded: &[Transfer], rng: &mut Rng) {
+    let mut c = connect(addr).unwrap();
+    let sample: Vec<Transfer> = (0..2_000).map(|_| preloaded[rng.below(preloaded.len() as u64) as usize]).collect();
+    let ids: Vec<u128> = sample.iter().map(|t| t.id).collect();
+    let found = c.lookup_transfers(&ids).unwrap();
+    assert_eq!(found.len(), sample.len(), "old transfers are missing");
+    for (t, f) in sample.iter().zip(&found) {
+        assert_eq!(
+            (t.id, t.debit_account_id, t.credit_account_id, t.amount),
+            (f.id, f.debit_account_id, f.credit_account_id, f.amount)
+        );
+    }
 }
 
 /// Sends random batches until `stop`; records every batch and its outcome.
@@ -171,7 +242,7 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let log = tmp.path().join("server.log");
-    let port = free_port();
+    let port = free_ports();
     let mut server = start_server(&dir, port, &log);
     {
         let mut c = connect(&server.addr).unwrap();
@@ -182,7 +253,9 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged() {
         assert!(c.create_accounts(&accounts).unwrap().is_empty());
     }
     let next_id = Arc::new(AtomicU64::new(1));
-    let mut applied = Vec::new();
+    let preloaded = preload(&server, &next_id);
+    check_preloaded(&server.addr, &preloaded, &mut rng);
+    let mut applied = preloaded.clone();
     for cycle in 0..CYCLES {
         let stop = Arc::new(AtomicBool::new(false));
         let record = Arc::new(Mutex::new(Vec::new()));
@@ -204,6 +277,7 @@ fn kill_9_at_random_moments_loses_nothing_acknowledged() {
         let record = std::mem::take(&mut *record.lock().unwrap());
         let batches = record.len();
         check(&server.addr, record, &mut applied, &mut rng);
+        check_preloaded(&server.addr, &preloaded, &mut rng);
         eprintln!("cycle {cycle}: {batches} batches, {} transfers applied in total", applied.len());
         assert!(batches > 0, "the clients sent nothing before the kill");
     }

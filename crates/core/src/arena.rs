@@ -117,14 +117,7 @@ impl<T: Pod, const SHIFT: u32> CowArena<T, SHIFT> {
     pub const CHUNK_BYTES: u64 = (Self::CHUNK * std::mem::size_of::<T>()) as u64;
 
     pub fn new() -> Self {
-        CowArena {
-            chunks: Vec::new(),
-            unique_since: Vec::new(),
-            views: Cell::new(0),
-            len: 0,
-            reader: None,
-            cold: 0,
-        }
+        CowArena { chunks: Vec::new(), unique_since: Vec::new(), views: Cell::new(0), len: 0, reader: None, cold: 0 }
     }
 
     /// Rebuilds an arena from chunks as a snapshot stored them: in memory,
@@ -438,7 +431,8 @@ mod tests {
         assert_eq!(view.iter().collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5]);
         assert_eq!(view.len, 6);
         assert_eq!(a.iter().collect::<Vec<_>>(), vec![100, 1, 2, 3, 4]);
-        let rebuilt = Small::from_chunks(view.iter().collect::<Vec<_>>().chunks(4).map(|c| c.to_vec()).collect()).unwrap();
+        let rebuilt =
+            Small::from_chunks(view.iter().collect::<Vec<_>>().chunks(4).map(|c| c.to_vec()).collect()).unwrap();
         assert_eq!(rebuilt.iter().collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 5]);
     }
 

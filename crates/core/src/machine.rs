@@ -7,6 +7,7 @@
 //! record, then the audit record. A plain (binary protocol) command executes
 //! and gets an audit record with key id 0.
 
+use crate::arena::{ChunkReader, StoredChunk};
 use crate::codes::EventResult;
 use crate::command::{Command, Entry, Envelope, LogCommand, Operation};
 use crate::entry::{EntryHeader, Origin, RejectReason, Rejection};
@@ -20,7 +21,6 @@ use crate::service::idempotency::{Check, IdempotencyRecord, IdempotencyStore};
 use crate::service::keys::{ApiKey, KeyEvent, KeyRateLimit, Keys, RevokeEvent, RotateEvent};
 use crate::service::proposers::Proposers;
 use crate::service::webhooks::{WebhookCreate, WebhookUpdate, WebhookUpdateResult, Webhooks};
-use crate::arena::{ChunkReader, StoredChunk};
 use crate::state::snapshot::view_chunks;
 use crate::state::{Batch, ChunkBytes, Limits, Snapshot, SnapshotChunks, SnapshotSection, StateMachine, StateSnapshot};
 use std::sync::Arc;
@@ -459,7 +459,8 @@ impl Machine {
         let mut stored = stored;
         // Snapshots from before webhooks, the access trail or replay
         // protection lack the last sections: those start empty.
-        let defaults = [vec![Webhooks::default().encode().into()], Vec::new(), vec![Proposers::default().encode().into()]];
+        let defaults =
+            [vec![Webhooks::default().encode().into()], Vec::new(), vec![Proposers::default().encode().into()]];
         let first_default = SERVICE_SECTIONS.len() - defaults.len();
         for (i, default) in defaults.into_iter().enumerate() {
             if stored.sections.len() == ledger_sections + first_default + i {
@@ -789,7 +790,11 @@ mod tests {
         let digest = snap.digest();
         let stored = SnapshotChunks {
             header: snap.header(),
-            sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect()).collect(),
+            sections: snap
+                .sections()
+                .iter()
+                .map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect())
+                .collect(),
         };
         let restored = Machine::restore(Limits::default(), stored).unwrap();
         assert_eq!(restored.digest(), digest);
@@ -843,7 +848,11 @@ mod tests {
         let snap = m.snapshot();
         let stored = SnapshotChunks {
             header: snap.header(),
-            sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect()).collect(),
+            sections: snap
+                .sections()
+                .iter()
+                .map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect())
+                .collect(),
         };
         let restored = Machine::restore(Limits::default(), stored).unwrap();
         assert_eq!(restored.digest(), snap.digest());
@@ -882,7 +891,11 @@ mod tests {
         let snap = m.snapshot();
         let stored = SnapshotChunks {
             header: snap.header(),
-            sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect()).collect(),
+            sections: snap
+                .sections()
+                .iter()
+                .map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect())
+                .collect(),
         };
         let mut restored = Machine::restore(Limits::default(), stored).unwrap();
         assert_eq!(restored.digest(), snap.digest());

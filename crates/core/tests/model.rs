@@ -30,6 +30,7 @@ use bursar_core::command::{Command, Operation};
 use bursar_core::limits::{BATCH_EVENTS_MAX, EXPIRIES_PER_ENTRY_MAX, QUERY_PAGE_MAX};
 use bursar_core::records::{account_flags as AF, encode_all, filter_flags as FF, transfer_flags as TF};
 use bursar_core::state::Snapshot;
+use bursar_core::state::{COLD_SECTIONS, ChunkBytes, ChunkReadError, ChunkReader, SectionChunk, StoredChunk};
 use bursar_core::state::{SnapshotChunks, StateSnapshot};
 use bursar_core::{
     Account, AccountFilter, EventResult, Ledger, LedgerFilter, Limits, PendingState, StateMachine, Transfer,
@@ -37,7 +38,6 @@ use bursar_core::{
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use reference::{Cmd, Model, ModelLimits};
-use bursar_core::state::{COLD_SECTIONS, ChunkBytes, ChunkReadError, ChunkReader, SectionChunk, StoredChunk};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -166,15 +166,7 @@ impl Harness {
         let cold = Arc::new(ChunkStore::default());
         let mut sm = StateMachine::new(limits);
         sm.set_chunk_reader(cold.clone());
-        Harness {
-            sm,
-            cold,
-            model: Model::new(model_limits),
-            shape,
-            position: 0,
-            log: Vec::new(),
-            results: Vec::new(),
-        }
+        Harness { sm, cold, model: Model::new(model_limits), shape, position: 0, log: Vec::new(), results: Vec::new() }
     }
 
     /// Applies one entry to both sides, command by command (the machine
@@ -536,7 +528,11 @@ fn config(default_cases: u32) -> ProptestConfig {
 fn stored(snap: &StateSnapshot) -> SnapshotChunks {
     SnapshotChunks {
         header: snap.header(),
-        sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect()).collect(),
+        sections: snap
+            .sections()
+            .iter()
+            .map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect())
+            .collect(),
     }
 }
 
@@ -547,7 +543,10 @@ fn stored_lazy(snap: &StateSnapshot) -> SnapshotChunks {
         Some(s) => SectionChunk::Stored(s),
         None => c.bytes().to_vec().into(),
     };
-    SnapshotChunks { header: snap.header(), sections: snap.sections().iter().map(|s| s.chunks.iter().map(chunk).collect()).collect() }
+    SnapshotChunks {
+        header: snap.header(),
+        sections: snap.sections().iter().map(|s| s.chunks.iter().map(chunk).collect()).collect(),
+    }
 }
 
 // --------------------------------------------------------------- properties

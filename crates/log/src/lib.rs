@@ -23,7 +23,7 @@ pub use file_log::{
     DurableCallback, Entry, EntryIter, FileLog, FileLogOptions, OpenReport, Removed, ScanCallbackError, ScanError,
     ScanStop, scan,
 };
-pub use snapshot_store::{BundleInfo, ColdChunks, LoadedSnapshot, SnapshotInfo, SnapshotStore};
+pub use snapshot_store::{BundleInfo, ColdChunks, LoadedSnapshot, Loading, SnapshotInfo, SnapshotStore};
 
 #[cfg(test)]
 mod tests {

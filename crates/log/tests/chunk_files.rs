@@ -6,6 +6,7 @@
 use bursar_core::command::{Command, LogCommand, Operation};
 use bursar_core::machine::Machine;
 use bursar_core::records::encode_all;
+use bursar_core::state::SectionChunk;
 use bursar_core::{Account, Ledger, Limits, Transfer};
 use bursar_log::snapshot_store::{CHUNK_MAGIC, CHUNK_VERSION};
 use bursar_log::{ColdChunks, LoadedSnapshot, SnapshotStore};
@@ -51,9 +52,18 @@ fn chunk_path(dir: &Path, payload: &[u8]) -> PathBuf {
     dir.join(format!("snapshots/chunks/{}.chunk", blake3::hash(payload).to_hex()))
 }
 
+/// Every chunk's bytes of a wholly loaded snapshot.
+fn loaded_bytes(s: &LoadedSnapshot) -> Vec<Vec<u8>> {
+    let bytes = |c: &SectionChunk| match c {
+        SectionChunk::Bytes(b) => b.clone(),
+        SectionChunk::Stored(_) => panic!("a whole load holds every chunk's bytes"),
+    };
+    s.chunks.sections.iter().flatten().map(bytes).collect()
+}
+
 /// Every chunk payload of a loaded snapshot, by file.
 fn payloads(s: &LoadedSnapshot, dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    s.chunks.sections.iter().flatten().map(|p| (chunk_path(dir, p), p.clone())).collect()
+    loaded_bytes(s).into_iter().map(|p| (chunk_path(dir, &p), p)).collect()
 }
 
 /// Every chunk file's bytes.
@@ -169,7 +179,7 @@ fn every_chunk_of_a_snapshot_reads_back_cold() {
     SnapshotStore::open(dir.path()).unwrap().write(&m.snapshot(), CHAIN).unwrap();
     let loaded = SnapshotStore::open_read_only(dir.path()).unwrap().load(m.position()).unwrap();
     let cold = ColdChunks::new(dir.path(), Arc::new(BlockCache::new(4 << 20)));
-    for payload in loaded.chunks.sections.iter().flatten() {
+    for payload in &loaded_bytes(&loaded) {
         let hash = *blake3::hash(payload).as_bytes();
         let len = payload.len() as u64;
         let mut whole = vec![0u8; payload.len()];
@@ -192,7 +202,7 @@ fn threads_share_one_reader_and_its_cache() {
     let m = machine();
     SnapshotStore::open(dir.path()).unwrap().write(&m.snapshot(), CHAIN).unwrap();
     let loaded = SnapshotStore::open_read_only(dir.path()).unwrap().load(m.position()).unwrap();
-    let biggest = loaded.chunks.sections.iter().flatten().max_by_key(|p| p.len()).unwrap().clone();
+    let biggest = loaded_bytes(&loaded).into_iter().max_by_key(|p| p.len()).unwrap();
     let hash = *blake3::hash(&biggest).as_bytes();
     // Two blocks' bytes keep one block: the threads keep evicting each other.
     let cold = Arc::new(ColdChunks::new(dir.path(), Arc::new(BlockCache::new(2 * BLOCK_SIZE as u64))));

@@ -164,7 +164,7 @@ impl Snapshot for Edited {
 fn edited(header_edits: &[fz::Mutation], section: &Index, chunk: &Index, edits: &[fz::Mutation]) -> Edited {
     let snap = machine().snapshot();
     let mut sections: Vec<(&'static str, Vec<Vec<u8>>)> =
-        snap.sections().iter().map(|s| (s.name, s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect())).collect();
+        snap.sections().iter().map(|s| (s.name, s.chunks.iter().map(|c| c.bytes().to_vec()).collect())).collect();
     let with_chunks: Vec<usize> = (0..sections.len()).filter(|i| !sections[*i].1.is_empty()).collect();
     let s = with_chunks[section.index(with_chunks.len())];
     let chunks = &mut sections[s].1;

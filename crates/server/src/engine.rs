@@ -22,6 +22,7 @@ use bursar_core::service::keys::Keys;
 use bursar_core::state::QueryErrorKind;
 use bursar_core::{Command, EventResult, Operation};
 use bursar_proto::{PING, ProtocolError, RequestOp};
+use bursar_store::cache::BlockCache;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -70,6 +71,8 @@ pub struct Engine {
     group_bytes_max: usize,
     /// When the memory gauges were last published.
     memory_published: Option<Instant>,
+    /// The cache in front of cold chunks, for its gauges.
+    block_cache: Option<Arc<BlockCache>>,
 }
 
 /// The engine's cluster-mode state.
@@ -119,7 +122,14 @@ impl Engine {
             cluster: None,
             group_bytes_max: GROUP_BYTES_MAX,
             memory_published: None,
+            block_cache: None,
         }
+    }
+
+    /// Publishes the gauges of the block cache cold chunks are read through.
+    pub fn with_block_cache(mut self, cache: Arc<BlockCache>) -> Engine {
+        self.block_cache = Some(cache);
+        self
     }
 
     /// Cluster mode: writes go to the replicated log through `link`, and
@@ -199,13 +209,11 @@ impl Engine {
         }
         self.snapshots.maybe_take(&self.sm, || self.log.last_chain());
         self.remove_old_log();
+        self.release_cold();
         self.publish_memory();
         shutdown
     }
 
-    /// `bursar_state_memory_bytes{structure}`: what the state holds in RAM,
-    /// at most once per `MEMORY_GAUGE_INTERVAL` (the engine ticks every
-    /// 100 ms even when idle).
     /// Drops the log segments below the oldest retained snapshot once the
     /// snapshot thread published a newer one. A failure is logged, not
     /// fatal: the log stays whole and consistent (see `FileLog::remove_before`)
@@ -221,6 +229,23 @@ impl Engine {
         }
     }
 
+    /// Lets the full chunks the newest written snapshot holds leave RAM.
+    /// O(chunks of the view), once per snapshot.
+    fn release_cold(&mut self) {
+        let Some(stored) = self.snapshots.take_stored() else {
+            return;
+        };
+        let released = self.sm.release_stored(&stored.snapshot, &stored.chunks);
+        if released > 0 {
+            metrics::counter!("bursar_state_chunks_released_total").increment(released as u64);
+            tracing::debug!(released, cold = self.sm.ledger().cold_chunks(), "state chunks left memory");
+        }
+        metrics::gauge!("bursar_state_cold_chunks").set(self.sm.ledger().cold_chunks() as f64);
+    }
+
+    /// `bursar_state_memory_bytes{structure}`: what the state holds in RAM,
+    /// at most once per `MEMORY_GAUGE_INTERVAL` (the engine ticks every
+    /// 100 ms even when idle).
     fn publish_memory(&mut self) {
         let now = Instant::now();
         if self.memory_published.is_some_and(|at| now.duration_since(at) < MEMORY_GAUGE_INTERVAL) {
@@ -229,6 +254,17 @@ impl Engine {
         self.memory_published = Some(now);
         for (structure, bytes) in self.sm.memory().0 {
             metrics::gauge!("bursar_state_memory_bytes", "structure" => structure).set(bytes as f64);
+        }
+        if let Some(cache) = &self.block_cache {
+            let s = cache.stats();
+            metrics::gauge!("bursar_block_cache_bytes").set(s.bytes as f64);
+            metrics::gauge!("bursar_block_cache_capacity_bytes").set(s.capacity_bytes as f64);
+            metrics::gauge!("bursar_block_cache_hits_total").set(s.hits as f64);
+            metrics::gauge!("bursar_block_cache_misses_total").set(s.misses as f64);
+            metrics::gauge!("bursar_block_cache_evictions_total").set(s.evictions as f64);
+            let reads = s.hits + s.misses;
+            let rate = if reads == 0 { 1.0 } else { s.hits as f64 / reads as f64 };
+            metrics::gauge!("bursar_block_cache_hit_ratio").set(rate);
         }
     }
 
@@ -498,7 +534,7 @@ impl Engine {
             }
             Operation::CreateTransfers => {
                 let t: bursar_core::Transfer = decode_at(command.events, 0);
-                ledger.transfer(t.id).map(|r| bytemuck::bytes_of(r).to_vec()).unwrap_or_default()
+                ledger.transfer(t.id).map(|r| bytemuck::bytes_of(&r).to_vec()).unwrap_or_default()
             }
             Operation::CreateOrders | Operation::OrderCommands => {
                 let id =

@@ -5,6 +5,18 @@
 
 use bursar_core::limits::{ENVELOPE_MAX, IDEMPOTENCY_KEY_MAX, REQUEST_ID_MAX, ROUTE_MAX};
 
+// The cache of cold state.
+
+/// Default size of the block cache in front of cold state chunks
+/// (`--cache-mib`): 256 MiB hold 2M transfers' worth of history blocks.
+pub const CACHE_BYTES_DEFAULT: u64 = 256 << 20;
+/// Smallest and largest `--cache-mib`: one MiB still works (every cold read
+/// goes to disk); the largest is the store's own bound.
+pub const CACHE_MIB_MIN: u64 = 1;
+pub const CACHE_MIB_MAX: u64 = bursar_store::limits::CACHE_BYTES_MAX >> 20;
+const _: () = assert!(CACHE_MIB_MIN << 20 >= bursar_store::limits::CACHE_BYTES_MIN);
+const _: () = assert!(CACHE_BYTES_DEFAULT >= CACHE_MIB_MIN << 20 && CACHE_BYTES_DEFAULT <= CACHE_MIB_MAX << 20);
+
 // Group commit.
 
 /// Most requests folded into one log entry.

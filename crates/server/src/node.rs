@@ -38,6 +38,10 @@ pub struct NodeConfig {
     /// from position 1. Without it, segments below the oldest retained
     /// snapshot are removed after each snapshot (see docs/storage.md).
     pub log_retain: bool,
+    /// Bytes of the block cache in front of the state's cold chunks
+    /// (`--cache-mib`): how much history stays in RAM besides the working
+    /// set.
+    pub cache_bytes: u64,
 }
 
 impl NodeConfig {
@@ -53,6 +57,7 @@ impl NodeConfig {
             io_threads: 2,
             admin_key: None,
             log_retain: false,
+            cache_bytes: crate::limits::CACHE_BYTES_DEFAULT,
         }
     }
 }
@@ -204,7 +209,9 @@ impl Node {
         let options = FileLogOptions { dir: config.data_dir.clone(), segment_bytes: config.segment_bytes };
         let (mut log, open) = FileLog::open(options)?;
         let store = SnapshotStore::open(&config.data_dir)?;
-        let recovered = recover(&log, &open, &store)?;
+        let cache = Arc::new(bursar_store::cache::BlockCache::new(config.cache_bytes));
+        let cold = Arc::new(bursar_log::ColdChunks::new(&config.data_dir, cache.clone()));
+        let recovered = recover(&log, &open, &store, Some(cold))?;
         let sm = recovered.state;
         let needs_admin = sm.keys().is_empty();
         let mut report = StartReport {
@@ -250,7 +257,8 @@ impl Node {
             link.as_mut().and_then(|l| l.snapshot_written.take()),
             config.log_retain,
         );
-        let mut engine = Engine::new(sm, Box::new(FileEngineLog(log)), gate.clone(), snapshots, keys.clone());
+        let mut engine = Engine::new(sm, Box::new(FileEngineLog(log)), gate.clone(), snapshots, keys.clone())
+            .with_block_cache(cache);
         let order_changes = engine.order_changes();
         let events_tail = engine.events_tail();
         if let Some(link) = link {

@@ -7,7 +7,9 @@ use bursar_core::Limits;
 use bursar_core::command::decode_entry;
 use bursar_core::entry::RejectReason;
 use bursar_core::machine::Machine;
-use bursar_log::{FileLog, LogError, OpenReport, SnapshotStore};
+use bursar_core::state::ChunkReader;
+use bursar_log::{ColdChunks, FileLog, Loading, LogError, OpenReport, SnapshotStore};
+use std::sync::Arc;
 
 /// Why recovery (or a replay) stopped; each names the position concerned.
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +46,18 @@ pub struct Recovered {
     pub replayed_entries: u64,
 }
 
-pub fn recover(log: &FileLog, open: &OpenReport, store: &SnapshotStore) -> Result<Recovered, RecoveryError> {
-    let (mut sm, snapshot_position) = match store.load_latest()? {
+/// Recovers the state. With `cold`, the snapshot is loaded lazily (the
+/// chunks that may go cold stay on disk, read through `cold`) and the
+/// state sends stored chunks cold after later snapshots.
+pub fn recover(
+    log: &FileLog,
+    open: &OpenReport,
+    store: &SnapshotStore,
+    cold: Option<Arc<ColdChunks>>,
+) -> Result<Recovered, RecoveryError> {
+    let loading = if cold.is_some() { Loading::Lazy } else { Loading::Whole };
+    let reader = cold.map(|c| c as Arc<dyn ChunkReader>);
+    let (mut sm, snapshot_position) = match store.load_latest_with(loading)? {
         Some(snapshot) => {
             let position = snapshot.position;
             if position > open.last_position {
@@ -60,7 +72,7 @@ pub fn recover(log: &FileLog, open: &OpenReport, store: &SnapshotStore) -> Resul
                 }
             }
             let digest = snapshot.digest;
-            let sm = Machine::restore(Limits::default(), snapshot.chunks)
+            let sm = Machine::restore_with(Limits::default(), snapshot.chunks, reader.clone())
                 .map_err(|source| RecoveryError::SnapshotInconsistent { position, source })?;
             if sm.digest() != digest {
                 return Err(RecoveryError::DigestMismatch { position });
@@ -74,6 +86,9 @@ pub fn recover(log: &FileLog, open: &OpenReport, store: &SnapshotStore) -> Resul
             (Machine::default(), None)
         }
     };
+    if let Some(reader) = reader {
+        sm.set_chunk_reader(reader);
+    }
     let replayed = replay(log, &mut sm, open.last_position, |_| Ok::<(), RecoveryError>(()))?;
     Ok(Recovered { state: sm, snapshot_position, replayed_entries: replayed })
 }
@@ -154,7 +169,7 @@ mod tests {
     #[test]
     fn a_log_seeded_after_the_snapshot_recovers_from_it() {
         let (_dir, log, open, store) = seeded([5; 32]);
-        let recovered = recover(&log, &open, &store).unwrap();
+        let recovered = recover(&log, &open, &store, None).unwrap();
         assert_eq!((recovered.snapshot_position, recovered.replayed_entries), (Some(3), 0));
         assert_eq!(recovered.state.position(), 3);
     }
@@ -162,7 +177,7 @@ mod tests {
     #[test]
     fn a_log_seeded_with_another_chain_is_refused() {
         let (_dir, log, open, store) = seeded([6; 32]);
-        let err = recover(&log, &open, &store).err().unwrap();
+        let err = recover(&log, &open, &store, None).err().unwrap();
         assert!(err.to_string().contains("does not match the log's hash chain"), "{err}");
     }
 }

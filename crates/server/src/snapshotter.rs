@@ -12,21 +12,38 @@
 //! latest). At start the oldest snapshot already kept is published too.
 //! With `--log-retain` nothing is published and the log keeps every
 //! segment.
+//!
+//! Cold chunks: after a write, the written view and where each of its
+//! chunks now is go back to the engine (`take_stored`), which lets the full
+//! chunks the store now holds leave RAM (`Machine::release_stored`). The
+//! view is handed back, not just the hashes, because holding it keeps the
+//! chunks shared until then: the state copies a shared chunk before writing
+//! it, so a chunk still being the view's allocation has the stored bytes.
 
 use crate::gate::Gate;
 use crate::limits::SNAPSHOTS_KEPT;
 use crate::replication::SnapshotWritten;
 use bursar_core::machine::{Machine, MachineSnapshot};
+use bursar_core::state::StoredChunk;
 use bursar_log::SnapshotStore;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 struct Job {
     snapshot: MachineSnapshot,
     chain: [u8; 32],
 }
+
+/// A written snapshot's view and where its chunks are, per section.
+pub struct Stored {
+    pub snapshot: MachineSnapshot,
+    pub chunks: Vec<Vec<StoredChunk>>,
+}
+
+/// The newest written snapshot the engine has not taken yet.
+type StoredSlot = Arc<Mutex<Option<Stored>>>;
 
 pub struct SnapshotTrigger {
     every_bytes: Option<u64>,
@@ -40,6 +57,7 @@ pub struct SnapshotTrigger {
     removed_up_to: u64,
     tx: Option<SyncSender<Job>>,
     thread: Option<JoinHandle<()>>,
+    stored: StoredSlot,
 }
 
 impl SnapshotTrigger {
@@ -57,13 +75,31 @@ impl SnapshotTrigger {
         let busy = Arc::new(AtomicBool::new(false));
         let retained = (!log_retain).then(|| Arc::new(AtomicU64::new(0)));
         let (flag, oldest) = (busy.clone(), retained.clone());
+        let stored = StoredSlot::default();
+        let out = Outputs { busy: flag, written, retained: oldest, stored: stored.clone() };
         let thread = std::thread::Builder::new()
             .name("bursar-snapshot".into())
-            .spawn(move || write_loop(store, gate, rx, flag, written, oldest))
+            .spawn(move || write_loop(store, gate, rx, out))
             .expect("spawning the snapshot thread");
         let tx = Some(tx);
         let thread = Some(thread);
-        SnapshotTrigger { every_bytes, since_last: 0, last_position, busy, retained, removed_up_to: 0, tx, thread }
+        SnapshotTrigger {
+            every_bytes,
+            since_last: 0,
+            last_position,
+            busy,
+            retained,
+            removed_up_to: 0,
+            tx,
+            thread,
+            stored,
+        }
+    }
+
+    /// The newest snapshot written since the last call, with where its
+    /// chunks are (see the module docs).
+    pub fn take_stored(&mut self) -> Option<Stored> {
+        self.stored.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
     }
 
     /// The position the log may drop the segments below (the oldest
@@ -132,14 +168,17 @@ fn publish_oldest(store: &SnapshotStore, retained: &AtomicU64) {
     }
 }
 
-fn write_loop(
-    mut store: SnapshotStore,
-    gate: Arc<Gate>,
-    rx: Receiver<Job>,
+/// What the snapshot thread reports back.
+struct Outputs {
     busy: Arc<AtomicBool>,
+    /// Runs after each write (cluster mode uploads the snapshot).
     written: Option<SnapshotWritten>,
     retained: Option<Arc<AtomicU64>>,
-) {
+    stored: StoredSlot,
+}
+
+fn write_loop(mut store: SnapshotStore, gate: Arc<Gate>, rx: Receiver<Job>, out: Outputs) {
+    let Outputs { busy, written, retained, stored } = out;
     // The snapshots kept from an earlier run count too: a restart removes
     // what that run's last removal did not get to.
     if let Some(retained) = &retained {
@@ -174,10 +213,14 @@ fn write_loop(
                 if let Some(written) = &written {
                     written(position);
                 }
+                let view = Stored { snapshot: job.snapshot, chunks: info.stored };
+                *stored.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(view);
             }
-            Err(e) => tracing::error!(position, "writing a snapshot failed (the log still has everything): {e}"),
+            Err(e) => {
+                tracing::error!(position, "writing a snapshot failed (the log still has everything): {e}");
+                drop(job);
+            }
         }
-        drop(job);
         busy.store(false, Ordering::Release);
     }
 }

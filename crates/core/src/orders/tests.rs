@@ -318,7 +318,11 @@ fn orders_survive_a_snapshot_with_the_same_digest() {
     let snap = h.m.snapshot();
     let stored = SnapshotChunks {
         header: snap.header(),
-        sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect()).collect(),
+        sections: snap
+            .sections()
+            .iter()
+            .map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect())
+            .collect(),
     };
     let restored = Machine::restore(Limits::default(), stored).unwrap();
     assert_eq!(restored.digest(), h.m.digest());
@@ -466,7 +470,11 @@ fn maker_checker_refuses_a_review_by_the_creating_key_in_apply() {
     let snap = h.m.snapshot();
     let stored = SnapshotChunks {
         header: snap.header(),
-        sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect()).collect(),
+        sections: snap
+            .sections()
+            .iter()
+            .map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect())
+            .collect(),
     };
     let mut restored =
         H { m: Machine::restore(Limits::default(), stored).unwrap(), position: h.position, time: h.time };

@@ -151,7 +151,11 @@ fn snapshots_and_replays_give_the_same_events() {
     let snap = h.m.snapshot();
     let stored = SnapshotChunks {
         header: snap.header(),
-        sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect()).collect(),
+        sections: snap
+            .sections()
+            .iter()
+            .map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect())
+            .collect(),
     };
     let restored = Machine::restore(Limits::default(), stored).unwrap();
     assert_eq!(all(&restored), all(&h.m));

@@ -16,8 +16,8 @@ pub(crate) mod snapshot;
 mod transfers;
 mod undo;
 
-pub use queries::{QueryError, QueryErrorKind};
 pub use crate::arena::{ChunkReadError, ChunkReader, StoredChunk};
+pub use queries::{QueryError, QueryErrorKind};
 pub use snapshot::{
     COLD_SECTIONS, ChunkBytes, SECTIONS, SectionChunk, Snapshot, SnapshotChunks, SnapshotSection, StateSnapshot,
     chunk_hash, digest_from_chunk_hashes,

@@ -95,7 +95,9 @@ impl SectionChunk {
             SectionChunk::Stored(s) => {
                 let reader = reader.ok_or(DecodeError::StoredChunkWithoutReader)?;
                 let mut out = vec![0u8; s.len as usize];
-                reader.read(&s, 0, &mut out).map_err(|e| DecodeError::StoredChunkUnreadable { reason: e.to_string() })?;
+                reader
+                    .read(&s, 0, &mut out)
+                    .map_err(|e| DecodeError::StoredChunkUnreadable { reason: e.to_string() })?;
                 Ok(out)
             }
         }
@@ -520,7 +522,9 @@ fn decode_chunks<T: Pod>(
                     size: std::mem::size_of::<T>(),
                 });
             }
-            Ok(ChunkData::Items(bytes.chunks_exact(std::mem::size_of::<T>()).map(bytemuck::pod_read_unaligned).collect()))
+            Ok(ChunkData::Items(
+                bytes.chunks_exact(std::mem::size_of::<T>()).map(bytemuck::pod_read_unaligned).collect(),
+            ))
         })
         .collect()
 }

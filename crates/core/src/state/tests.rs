@@ -360,7 +360,11 @@ fn snapshot_restore_gives_the_same_state_and_digest() {
     let digest = snap.digest();
     let stored = SnapshotChunks {
         header: snap.header(),
-        sections: snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect()).collect(),
+        sections: snap
+            .sections()
+            .iter()
+            .map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect())
+            .collect(),
     };
     let restored = StateMachine::restore(Limits::default(), stored).unwrap();
     assert_eq!(restored.digest(), digest);
@@ -385,13 +389,18 @@ fn restore_rejects_inconsistent_chunks() {
     // Account 2 overwritten with account 1: a duplicate id.
     let (first, rest) = sections[0][0].split_at_mut(128);
     rest[..128].copy_from_slice(first);
-    let err =
-        StateMachine::restore(Limits::default(), SnapshotChunks { header: snap.header(), sections: stored(sections.clone()) })
-            .err()
-            .unwrap();
+    let err = StateMachine::restore(
+        Limits::default(),
+        SnapshotChunks { header: snap.header(), sections: stored(sections.clone()) },
+    )
+    .err()
+    .unwrap();
     assert!(err.to_string().contains("stored twice"), "{err}");
     sections[0][0].truncate(100);
-    assert!(StateMachine::restore(Limits::default(), SnapshotChunks { header: snap.header(), sections: stored(sections) }).is_err());
+    assert!(
+        StateMachine::restore(Limits::default(), SnapshotChunks { header: snap.header(), sections: stored(sections) })
+            .is_err()
+    );
 }
 
 #[test]

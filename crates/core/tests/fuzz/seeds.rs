@@ -139,6 +139,7 @@ pub fn enveloped_body(operation: Operation, events: &[u8], key: &str) -> Vec<u8>
 /// The stored form of a snapshot, as a store reads it back.
 pub fn stored(m: &Machine) -> SnapshotChunks {
     let snap = m.snapshot();
-    let sections = snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect()).collect();
+    let sections =
+        snap.sections().iter().map(|s| s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect()).collect();
     SnapshotChunks { header: snap.header(), sections }
 }

@@ -32,6 +32,7 @@ use super::parse_chunk_name;
 use crate::LogError;
 use crate::fsutil::{TEMP_SUFFIX, list_files, sync_dir, write_file_atomic_with};
 use crate::limits::CHUNK_PAYLOAD_MAX;
+use bursar_core::state::{SectionChunk, StoredChunk};
 use bursar_store::StoreError;
 use bursar_store::block::{self, BlockAddress, BlockKind};
 use bursar_store::limits::{BLOCK_PAYLOAD_MAX, BLOCK_SIZE};
@@ -123,6 +124,19 @@ pub(crate) fn open_named(path: &Path) -> Result<File, LogError> {
         }
         Err(e) => Err(LogError::io(path, e)),
     }
+}
+
+/// A chunk left on disk by a lazy load: a version 2 file of the right
+/// length is named `Stored` (its blocks are checked as they are read),
+/// anything else is read and checked whole.
+pub(crate) fn stored_or_read(path: &Path, stored: &ChunkRef) -> Result<SectionChunk, LogError> {
+    let file = open_named(path)?;
+    if is_v1(&file, path)? {
+        return read_chunk(path, stored).map(SectionChunk::Bytes);
+    }
+    let actual = file.metadata().map_err(|e| LogError::io(path, e))?.len();
+    check_file_len(path, actual, stored.len)?;
+    Ok(SectionChunk::Stored(StoredChunk { hash: stored.hash, len: stored.len }))
 }
 
 /// True if the file starts with the version 1 magic. A version 2 file

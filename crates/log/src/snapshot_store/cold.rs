@@ -111,6 +111,18 @@ fn load_block(path: &Path, hash: &[u8; 32], len: u64, index: u64) -> Result<Payl
     Ok(payload)
 }
 
+/// The state machine reads its cold chunks through this.
+impl bursar_core::state::ChunkReader for ColdChunks {
+    fn read(
+        &self,
+        chunk: &bursar_core::state::StoredChunk,
+        offset: u64,
+        out: &mut [u8],
+    ) -> Result<(), bursar_core::state::ChunkReadError> {
+        ColdChunks::read(self, &chunk.hash, chunk.len, offset, out).map_err(|e| Box::new(e) as _)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

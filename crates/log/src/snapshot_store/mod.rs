@@ -40,7 +40,7 @@ pub use manifest::{MANIFEST_MAGIC, MANIFEST_VERSION};
 use crate::LogError;
 use crate::fsutil::{create_dir_durable, list_files, parse_numbered, remove_temp_files, sync_dir, write_file_atomic};
 use crate::limits::{CHUNK_PAYLOAD_MAX, MANIFEST_BYTES_MAX};
-use bursar_core::state::{Snapshot, SnapshotChunks};
+use bursar_core::state::{COLD_SECTIONS, SectionChunk, Snapshot, SnapshotChunks, StoredChunk};
 use chunk_file::{read_chunk, verify_chunk, write_chunk};
 use manifest::{ChunkRef, Manifest, SectionRefs};
 use std::collections::{HashMap, HashSet};
@@ -56,6 +56,15 @@ const MANIFEST_PREFIX: &str = "snapshot-";
 const MANIFEST_SUFFIX: &str = ".manifest";
 const CHUNK_SUFFIX: &str = ".chunk";
 
+/// How a snapshot's chunks are loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loading {
+    /// Every chunk read into memory and checked against its hash.
+    Whole,
+    /// Chunks that may go cold left on disk (see `load_with`).
+    Lazy,
+}
+
 /// What a `write` did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotInfo {
@@ -66,6 +75,9 @@ pub struct SnapshotInfo {
     pub chunks_reused: usize,
     /// Chunk and manifest bytes written.
     pub bytes_written: u64,
+    /// Where each chunk is, per section in the snapshot's order: what lets
+    /// the state send stored chunks cold (`Machine::release_stored`).
+    pub stored: Vec<Vec<StoredChunk>>,
 }
 
 /// A verified snapshot, ready for `StateMachine::restore`. The caller should
@@ -183,12 +195,17 @@ impl SnapshotStore {
             chunks_written: 0,
             chunks_reused: 0,
             bytes_written: 0,
+            stored: Vec::new(),
         };
         let mut known = HashMap::new();
         let mut sections = Vec::new();
         for s in snap.sections() {
             let mut chunks = Vec::with_capacity(s.chunks.len());
             for chunk in s.chunks {
+                if let Some(on_disk) = chunk.stored() {
+                    chunks.push(self.reuse_stored(on_disk, &mut info)?);
+                    continue;
+                }
                 let key = Arc::as_ptr(&chunk) as *const () as usize;
                 let stored = self.store_chunk(key, chunk.bytes(), &known, &mut info)?;
                 known.insert(key, KnownChunk { _keep_alive: Box::new(chunk), stored });
@@ -206,6 +223,10 @@ impl SnapshotStore {
         let parts: Vec<(&str, &[[u8; 32]])> =
             sections.iter().zip(&hashes).map(|(s, h)| (s.name.as_str(), h.as_slice())).collect();
         info.digest = bursar_core::state::digest_from_chunk_hashes(&header, &parts);
+        info.stored = sections
+            .iter()
+            .map(|s| s.chunks.iter().map(|c| StoredChunk { hash: c.hash, len: c.len }).collect())
+            .collect();
         let manifest = Manifest { position: snap.position(), chain, digest: info.digest, header, sections };
         let bytes = manifest::encode(&manifest)?;
         debug_assert_eq!(
@@ -221,6 +242,18 @@ impl SnapshotStore {
         );
         self.previous = known;
         Ok(info)
+    }
+
+    /// A chunk the state holds on disk only (cold): its file must still be
+    /// there, since nothing else has its bytes. Prune never removes it, as
+    /// every snapshot since it went cold names it.
+    fn reuse_stored(&self, on_disk: StoredChunk, info: &mut SnapshotInfo) -> Result<ChunkRef, LogError> {
+        let path = self.chunk_path(&on_disk.hash);
+        if !path.is_file() {
+            return Err(LogError::corrupt(&path, 0, "the chunk file of a chunk held on disk only is missing"));
+        }
+        info.chunks_reused += 1;
+        Ok(ChunkRef { hash: on_disk.hash, len: on_disk.len })
     }
 
     /// Makes sure one chunk is stored: known by identity (`key`, the
@@ -304,13 +337,26 @@ impl SnapshotStore {
     /// Loads and verifies the snapshot at `position`: the manifest trailer
     /// and every chunk's length and hash.
     pub fn load(&self, position: u64) -> Result<LoadedSnapshot, LogError> {
+        self.load_with(position, Loading::Whole)
+    }
+
+    /// Loads the snapshot at `position`: wholly as `load` does, or lazily,
+    /// leaving the chunks of the sections that may go cold
+    /// (`COLD_SECTIONS`) on disk after checking their files' format and
+    /// length; their blocks are checked as they are read (restore reads
+    /// every one of them to rebuild the indexes).
+    pub fn load_with(&self, position: u64, loading: Loading) -> Result<LoadedSnapshot, LogError> {
         let m = self.read_manifest(position)?;
         let mut sections = Vec::with_capacity(m.sections.len());
         for s in &m.sections {
-            let chunks = s.chunks.iter().map(|c| read_chunk(&self.chunk_path(&c.hash), c)).collect::<Result<_, _>>()?;
-            sections.push(chunks);
+            let lazy = loading == Loading::Lazy && COLD_SECTIONS.contains(&s.name.as_str());
+            let chunk = |c: &ChunkRef| {
+                let path = self.chunk_path(&c.hash);
+                if lazy { chunk_file::stored_or_read(&path, c) } else { read_chunk(&path, c).map(SectionChunk::Bytes) }
+            };
+            sections.push(s.chunks.iter().map(chunk).collect::<Result<Vec<_>, _>>()?);
         }
-        let counts = |s: &[Vec<Vec<u8>>]| s.iter().map(Vec::len).collect::<Vec<_>>();
+        let counts = |s: &[Vec<SectionChunk>]| s.iter().map(Vec::len).collect::<Vec<_>>();
         assert_eq!(
             counts(&sections),
             m.sections.iter().map(|s| s.chunks.len()).collect::<Vec<_>>(),
@@ -323,9 +369,14 @@ impl SnapshotStore {
     /// The newest snapshot that verifies. Damaged newer ones are skipped with
     /// a warning and listed in `skipped`. `None` if no snapshot verifies.
     pub fn load_latest(&self) -> Result<Option<LoadedSnapshot>, LogError> {
+        self.load_latest_with(Loading::Whole)
+    }
+
+    /// `load_latest`, loading as `loading` says (see `load_with`).
+    pub fn load_latest_with(&self, loading: Loading) -> Result<Option<LoadedSnapshot>, LogError> {
         let mut skipped = Vec::new();
         for position in self.list()?.into_iter().rev() {
-            match self.load(position) {
+            match self.load_with(position, loading) {
                 Ok(mut s) => {
                     s.skipped = skipped;
                     return Ok(Some(s));
