@@ -48,6 +48,14 @@ struct Server {
     http: String,
 }
 
+/// A test that fails must not leave its server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start_server(dir: &Path, (port, http_port): (u16, u16), log: &Path) -> Server {
     let bin = env!("CARGO_BIN_EXE_bursar");
     let addr = format!("127.0.0.1:{port}");

@@ -57,6 +57,8 @@ pub enum DecodeError {
     StoredChunkWithoutReader,
     #[error("a stored chunk cannot be read back: {reason}")]
     StoredChunkUnreadable { reason: String },
+    #[error("stored {what} ids cover {covered} records, but the snapshot holds {records}")]
+    StoredIdsAhead { what: &'static str, covered: u64, records: u64 },
     #[error("snapshot header is too short")]
     HeaderTooShort,
     #[error("snapshot header declares {count} ledgers but holds {len} bytes")]

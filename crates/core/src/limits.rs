@@ -40,6 +40,12 @@ pub const LAST_TIMESTAMP_MAX: u64 = u64::MAX - 1;
 /// through the block cache, where they stay while they are read.
 pub const HOT_TAIL_CHUNKS: usize = 1;
 
+/// RAM generations of an id index (`state::ids`): one starts at each
+/// snapshot and drops out once stored tables cover it, so a few are held
+/// while the tables keep up. At the limit the newest keeps growing rather
+/// than make every lookup of a new id probe more of them.
+pub const ID_GENERATIONS_MAX: usize = 8;
+
 /// Size of the largest ledger record (accounts and transfers): what a
 /// batch's bytes are computed from (`records.rs` asserts every record fits).
 pub const RECORD_SIZE_MAX: usize = 128;

@@ -21,6 +21,7 @@ use crate::service::idempotency::{Check, IdempotencyRecord, IdempotencyStore};
 use crate::service::keys::{ApiKey, KeyEvent, KeyRateLimit, Keys, RevokeEvent, RotateEvent};
 use crate::service::proposers::Proposers;
 use crate::service::webhooks::{WebhookCreate, WebhookUpdate, WebhookUpdateResult, Webhooks};
+use crate::state::OnDisk;
 use crate::state::snapshot::view_chunks;
 use crate::state::{Batch, ChunkBytes, Limits, Snapshot, SnapshotChunks, SnapshotSection, StateMachine, StateSnapshot};
 use std::sync::Arc;
@@ -444,17 +445,14 @@ impl Machine {
 
     /// Rebuilds a machine from a stored snapshot, checking everything.
     pub fn restore(limits: Limits, stored: SnapshotChunks) -> Result<Machine, DecodeError> {
-        Self::restore_with(limits, stored, None)
+        Self::restore_with(limits, stored, OnDisk::default())
     }
 
     /// `restore`, with a reader for chunks the store left on disk (they
     /// stay there where the state allows cold chunks; see
     /// `StateMachine::restore_with`).
-    pub fn restore_with(
-        limits: Limits,
-        stored: SnapshotChunks,
-        reader: Option<Arc<dyn ChunkReader>>,
-    ) -> Result<Machine, DecodeError> {
+    pub fn restore_with(limits: Limits, stored: SnapshotChunks, disk: OnDisk) -> Result<Machine, DecodeError> {
+        let reader = disk.chunks.clone();
         let ledger_sections = crate::state::SECTIONS.len();
         let mut stored = stored;
         // Snapshots from before webhooks, the access trail or replay
@@ -481,7 +479,7 @@ impl Machine {
             .collect::<Result<Vec<_>, _>>()?;
         let [keys, idempotency, audit_bytes, audit_offsets, order_book, webhooks, access, proposers]: [Vec<Vec<u8>>;
             8] = service.try_into().expect("invariant: the section count was checked above");
-        let ledger = StateMachine::restore_with(limits, SnapshotChunks { header: stored.header, sections }, reader)?;
+        let ledger = StateMachine::restore_with(limits, SnapshotChunks { header: stored.header, sections }, disk)?;
         let mut machine = Machine { ledger, ..Default::default() };
         for key in decode_keys(&keys.concat())? {
             machine.keys.insert_restored(key)?;

@@ -30,7 +30,9 @@ use bursar_core::command::{Command, Operation};
 use bursar_core::limits::{BATCH_EVENTS_MAX, EXPIRIES_PER_ENTRY_MAX, QUERY_PAGE_MAX};
 use bursar_core::records::{account_flags as AF, encode_all, filter_flags as FF, transfer_flags as TF};
 use bursar_core::state::Snapshot;
-use bursar_core::state::{COLD_SECTIONS, ChunkBytes, ChunkReadError, ChunkReader, SectionChunk, StoredChunk};
+use bursar_core::state::{
+    COLD_SECTIONS, ChunkBytes, ChunkReadError, ChunkReader, OnDisk, SectionChunk, StoredChunk, StoredIds, StoredIndexes,
+};
 use bursar_core::state::{SnapshotChunks, StateSnapshot};
 use bursar_core::{
     Account, AccountFilter, EventResult, Ledger, LedgerFilter, Limits, PendingState, StateMachine, Transfer,
@@ -149,6 +151,39 @@ impl ChunkStore {
     }
 }
 
+/// Stored id tables in memory: the ids of the first `covered` records.
+struct IdTable {
+    by_id: BTreeMap<u128, u64>,
+    covered: u64,
+}
+
+impl StoredIds for IdTable {
+    fn covered(&self) -> u64 {
+        self.covered
+    }
+    fn find(&self, id: u128) -> Result<Option<u64>, ChunkReadError> {
+        Ok(self.by_id.get(&id).copied())
+    }
+    fn memory_bytes(&self) -> u64 {
+        0
+    }
+}
+
+/// Hands all but the newest third of the transfer and failed ids over to
+/// stored tables, as the engine does once runs are built, so that lookups
+/// of old ids (duplicates, posts of old pending transfers) go to them.
+fn store_old_ids(sm: &StateMachine) -> StoredIndexes {
+    let (t_covered, f_covered) = sm.stored_ids_covered();
+    let t_end = (sm.transfer_count() as u64 * 2 / 3).max(t_covered);
+    let f_end = (sm.failed_count() as u64 * 2 / 3).max(f_covered);
+    let transfers = (0..t_end).map(|p| (sm.transfer_at(p as u32).id, p)).collect();
+    let failed = (0..f_end).map(|p| (sm.failed_at(p as u32).id, p)).collect();
+    StoredIndexes {
+        transfers: Arc::new(IdTable { by_id: transfers, covered: t_end }),
+        failed: Arc::new(IdTable { by_id: failed, covered: f_end }),
+    }
+}
+
 struct Harness {
     sm: StateMachine,
     cold: Arc<ChunkStore>,
@@ -198,6 +233,10 @@ impl Harness {
         }
         self.sm.end_entry();
         self.cold.checkpoint(&mut self.sm);
+        if self.position % 4 == 0 {
+            let stored = store_old_ids(&self.sm);
+            self.sm.install_stored_ids(stored);
+        }
         self.model.end_entry();
         self.log.push(logged);
         self.results.push(entry_results);
@@ -639,7 +678,7 @@ proptest! {
         check_state(&last, &h.model, h.shape)?;
         // And restored lazily, its cold chunks staying on "disk".
         let reader: Arc<dyn ChunkReader> = h.cold.clone();
-        let lazy = StateMachine::restore_with(limits, stored_lazy(&h.sm.snapshot()), Some(reader))
+        let lazy = StateMachine::restore_with(limits, stored_lazy(&h.sm.snapshot()), OnDisk { chunks: Some(reader), ids: Some(store_old_ids(&h.sm)) })
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(lazy.cold_chunks(), h.sm.cold_chunks());
         prop_assert_eq!(lazy.digest(), h.sm.digest());
@@ -1083,8 +1122,17 @@ fn bulk_run(shape: IdShape, seed: u64) {
     // the checks above read them back from the chunk store.
     assert!(h.sm.cold_chunks() >= 4, "cold chunks: {}", h.sm.cold_chunks());
     assert!(h.cold.reads.load(Ordering::Relaxed) > 0);
+    // Stored tables took over the older ids: RAM holds only the newest.
+    let ((in_memory, generations), _) = h.sm.ids_in_memory();
+    assert!(in_memory < h.model.transfers.len() / 2, "{in_memory} ids in RAM of {}", h.model.transfers.len());
+    assert!(generations <= bursar_core::limits::ID_GENERATIONS_MAX);
     let reader: Arc<dyn ChunkReader> = h.cold.clone();
-    let lazy = StateMachine::restore_with(Limits::default(), stored_lazy(&h.sm.snapshot()), Some(reader)).unwrap();
+    let lazy = StateMachine::restore_with(
+        Limits::default(),
+        stored_lazy(&h.sm.snapshot()),
+        OnDisk { chunks: Some(reader), ids: Some(store_old_ids(&h.sm)) },
+    )
+    .unwrap();
     assert_eq!((lazy.cold_chunks(), lazy.digest()), (h.sm.cold_chunks(), h.sm.digest()));
     check_bulk(&lazy, &h.model, &sample);
 }

@@ -7,7 +7,7 @@ use bursar_core::Limits;
 use bursar_core::command::decode_entry;
 use bursar_core::entry::RejectReason;
 use bursar_core::machine::Machine;
-use bursar_core::state::ChunkReader;
+use bursar_core::state::{ChunkReader, OnDisk};
 use bursar_log::{ColdChunks, FileLog, Loading, LogError, OpenReport, SnapshotStore};
 use std::sync::Arc;
 
@@ -72,7 +72,8 @@ pub fn recover(
                 }
             }
             let digest = snapshot.digest;
-            let sm = Machine::restore_with(Limits::default(), snapshot.chunks, reader.clone())
+            let disk = OnDisk { chunks: reader.clone(), ids: None };
+            let sm = Machine::restore_with(Limits::default(), snapshot.chunks, disk)
                 .map_err(|source| RecoveryError::SnapshotInconsistent { position, source })?;
             if sm.digest() != digest {
                 return Err(RecoveryError::DigestMismatch { position });

@@ -9,6 +9,7 @@
 
 mod accounts;
 mod expiry;
+pub(crate) mod ids;
 mod invariants;
 mod ledgers;
 mod queries;
@@ -17,10 +18,11 @@ mod transfers;
 mod undo;
 
 pub use crate::arena::{ChunkReadError, ChunkReader, StoredChunk};
+pub use ids::StoredIds;
 pub use queries::{QueryError, QueryErrorKind};
 pub use snapshot::{
-    COLD_SECTIONS, ChunkBytes, SECTIONS, SectionChunk, Snapshot, SnapshotChunks, SnapshotSection, StateSnapshot,
-    chunk_hash, digest_from_chunk_hashes,
+    COLD_SECTIONS, ChunkBytes, OnDisk, SECTIONS, SectionChunk, Snapshot, SnapshotChunks, SnapshotSection,
+    StateSnapshot, StoredIndexes, chunk_hash, digest_from_chunk_hashes,
 };
 
 use crate::arena::CowArena;
@@ -33,6 +35,7 @@ use crate::memory::{MemoryUse, VEC_HEADER, tree_bytes};
 use crate::records::{Account, BalanceRecord, FailedTransfer, Ledger, Transfer, decode_at};
 use crate::wide::Sum256;
 use bytemuck::Pod;
+use ids::Ids;
 use std::collections::{BTreeMap, BTreeSet};
 use undo::Undo;
 
@@ -130,7 +133,7 @@ pub struct StateMachine {
     /// Per account (by position): its balance records' positions, oldest first.
     account_history: Vec<Vec<u32>>,
     transfers: Transfers,
-    transfer_index: IdIndex,
+    transfer_index: Ids,
     transfer_states: TransferStates,
     /// Live pending transfers with a timeout, by (expires_at, position).
     expiries: BTreeSet<(u64, u32)>,
@@ -138,7 +141,7 @@ pub struct StateMachine {
     live_pending: BTreeSet<u32>,
     history: History,
     failed: Failed,
-    failed_index: IdIndex,
+    failed_index: Ids,
     /// The change journal (`crate::events`): one slot per committed change.
     journal: Journal,
     order_events: OrderEvents,
@@ -168,13 +171,13 @@ impl StateMachine {
             account_transfers: Vec::new(),
             account_history: Vec::new(),
             transfers: Transfers::new(),
-            transfer_index: IdIndex::default(),
+            transfer_index: Ids::default(),
             transfer_states: TransferStates::new(),
             expiries: BTreeSet::new(),
             live_pending: BTreeSet::new(),
             history: History::new(),
             failed: Failed::new(),
-            failed_index: IdIndex::default(),
+            failed_index: Ids::default(),
             journal: Journal::new(),
             order_events: OrderEvents::new(),
             undo: Vec::new(),
@@ -240,6 +243,15 @@ impl StateMachine {
     /// The account at an arena slot (a journal reference).
     pub fn account_at(&self, position: u32) -> Account {
         self.accounts.get(position as usize)
+    }
+
+    pub fn failed_count(&self) -> usize {
+        self.failed.len()
+    }
+
+    /// The failed id record at an arena slot.
+    pub fn failed_at(&self, position: u32) -> FailedTransfer {
+        self.failed.get(position as usize)
     }
 
     /// The transfer at an arena slot (a journal reference).
@@ -438,11 +450,11 @@ impl StateMachine {
 
     #[inline]
     fn find_transfer(&self, id: u128) -> Option<u32> {
-        self.transfer_index.find(id, |p| self.transfers.get(p as usize).id)
+        self.transfer_index.find(id, |p| self.transfers.get(p as usize).id).map(narrow)
     }
 
     fn find_failed(&self, id: u128) -> Option<u32> {
-        self.failed_index.find(id, |p| self.failed.get(p as usize).id)
+        self.failed_index.find(id, |p| self.failed.get(p as usize).id).map(narrow)
     }
 
     pub fn account(&self, id: u128) -> Option<&Account> {
@@ -522,3 +534,10 @@ impl StateMachine {
 
 #[cfg(test)]
 mod tests;
+
+/// A position as the state still stores it (`u32`: `Limits` keep every
+/// count below `u32::MAX`; the id index itself is `u64`-wide).
+#[inline]
+fn narrow(position: u64) -> u32 {
+    u32::try_from(position).expect("invariant: Limits keep positions below u32::MAX")
+}

@@ -4,6 +4,7 @@
 //! Only the records are stored (ledgers, accounts, transfers, pending states,
 //! balance records, failed ids); every index is rebuilt on load.
 
+use super::ids::{Ids, StoredIds};
 use super::{
     Accounts, Failed, History, Journal, LedgerTotals, OrderEvents, PendingState, StateMachine, TransferStates,
     Transfers,
@@ -157,6 +158,20 @@ pub struct StateSnapshot {
 pub const SECTIONS: [&str; 7] =
     ["accounts", "transfers", "transfer_states", "history", "failed", "journal", "order_events"];
 
+/// What a restore may leave on disk: cold chunks (read through `chunks`)
+/// and ids below the stored tables' coverage.
+#[derive(Default)]
+pub struct OnDisk {
+    pub chunks: Option<Arc<dyn ChunkReader>>,
+    pub ids: Option<StoredIndexes>,
+}
+
+/// Stored id tables to restore with (see `state::ids`).
+pub struct StoredIndexes {
+    pub transfers: Arc<dyn StoredIds>,
+    pub failed: Arc<dyn StoredIds>,
+}
+
 /// Sections whose full chunks may leave RAM once a durable snapshot holds
 /// them: records that never change once appended (a write to one reads
 /// its chunk back). Accounts and pending states change all the time and
@@ -280,11 +295,38 @@ impl StateMachine {
     /// Returns how many chunks went cold.
     pub fn release_stored(&mut self, view: &StateSnapshot, stored: &[Vec<StoredChunk>]) -> usize {
         assert!(stored.len() >= SECTIONS.len(), "invariant: every section of the view was stored");
-        release(&mut self.transfers, &view.transfers, &stored[1])
+        let released = release(&mut self.transfers, &view.transfers, &stored[1])
             + release(&mut self.history, &view.history, &stored[3])
             + release(&mut self.failed, &view.failed, &stored[4])
             + release(&mut self.journal, &view.journal, &stored[5])
-            + release(&mut self.order_events, &view.order_events, &stored[6])
+            + release(&mut self.order_events, &view.order_events, &stored[6]);
+        // Ids from here on go to new RAM generations: the current ones
+        // hold only records the store now has, which stored tables can be
+        // built from and then replace.
+        self.transfer_index.seal(self.transfers.len() as u64);
+        self.failed_index.seal(self.failed.len() as u64);
+        released
+    }
+
+    /// Hands the ids of transfers and of failed transfers below each
+    /// table's `covered()` over to stored tables (see `state::ids`); the
+    /// RAM generations they cover are dropped.
+    pub fn install_stored_ids(&mut self, stored: StoredIndexes) {
+        self.transfer_index.install(stored.transfers, self.transfers.len() as u64);
+        self.failed_index.install(stored.failed, self.failed.len() as u64);
+    }
+
+    /// Positions below which transfer ids and failed ids come from stored
+    /// tables: what the next stored runs start from.
+    pub fn stored_ids_covered(&self) -> (u64, u64) {
+        (self.transfer_index.covered(), self.failed_index.covered())
+    }
+
+    /// Ids held in RAM (transfers, failed), and RAM generations of each.
+    pub fn ids_in_memory(&self) -> ((usize, usize), (usize, usize)) {
+        let t = &self.transfer_index;
+        let f = &self.failed_index;
+        ((t.len_in_memory(), t.generations()), (f.len_in_memory(), f.generations()))
     }
 
     /// Chunks held on disk only, over all arenas.
@@ -304,7 +346,7 @@ impl StateMachine {
     /// Rebuilds a state from stored chunks, rebuilding every index and
     /// checking every invariant. Errors describe what is inconsistent.
     pub fn restore(limits: super::Limits, stored: SnapshotChunks) -> Result<StateMachine, DecodeError> {
-        Self::restore_with(limits, stored, None)
+        Self::restore_with(limits, stored, OnDisk::default())
     }
 
     /// `restore`, with a reader for chunks the store left on disk: full
@@ -312,8 +354,9 @@ impl StateMachine {
     pub fn restore_with(
         limits: super::Limits,
         stored: SnapshotChunks,
-        reader: Option<Arc<dyn ChunkReader>>,
+        disk: OnDisk,
     ) -> Result<StateMachine, DecodeError> {
+        let OnDisk { chunks: reader, ids } = disk;
         let (position, last_timestamp, ledgers) = decode_header(&stored.header)?;
         let [accounts, transfers, states, history, failed, journal, order_events]: [Vec<SectionChunk>; 7] = stored
             .sections
@@ -341,9 +384,13 @@ impl StateMachine {
             sm.set_chunk_reader(reader);
         }
         sm.rebuild_accounts()?;
-        sm.rebuild_transfers()?;
+        let covered = |which: fn(&StoredIndexes) -> &Arc<dyn StoredIds>| ids.as_ref().map_or(0, |i| which(i).covered());
+        sm.rebuild_transfers(covered(|i| &i.transfers))?;
         sm.rebuild_history()?;
-        sm.rebuild_failed()?;
+        sm.rebuild_failed(covered(|i| &i.failed))?;
+        if let Some(ids) = ids {
+            sm.install_stored_ids(ids);
+        }
         sm.check_journal()?;
         sm.check_invariants_deep()?;
         Ok(sm)
@@ -374,20 +421,28 @@ impl StateMachine {
         Ok(())
     }
 
-    fn rebuild_transfers(&mut self) -> Result<(), DecodeError> {
+    /// Rebuilds the id index for transfers from `covered` on (stored tables
+    /// hold those below), the accounts' transfer lists and the pending set.
+    fn rebuild_transfers(&mut self, covered: u64) -> Result<(), DecodeError> {
         if self.transfer_states.len() != self.transfers.len() {
             return Err(DecodeError::PendingStates {
                 states: self.transfer_states.len(),
                 transfers: self.transfers.len(),
             });
         }
-        self.transfer_index = IdIndex::with_capacity(self.transfers.len());
+        let len = self.transfers.len() as u64;
+        if covered > len {
+            return Err(DecodeError::StoredIdsAhead { what: "transfer", covered, records: len });
+        }
+        self.transfer_index = Ids::with_capacity(covered, (len - covered) as usize);
         // By chunk, not by element: a cold chunk is read back once.
         for (p, t) in self.transfers.iter().enumerate() {
-            if self.find_transfer(t.id).is_some() {
-                return Err(DecodeError::StoredTwice { what: "transfer", id: t.id });
+            if p as u64 >= covered {
+                if self.find_transfer(t.id).is_some() {
+                    return Err(DecodeError::StoredTwice { what: "transfer", id: t.id });
+                }
+                self.transfer_index.insert(t.id, p as u64);
             }
-            self.transfer_index.insert(t.id, p as u32);
             for id in [t.debit_account_id, t.credit_account_id] {
                 let a =
                     self.find_account(id).ok_or(DecodeError::TransferUnknownAccount { transfer: t.id, account: id })?;
@@ -438,13 +493,17 @@ impl StateMachine {
         Ok(())
     }
 
-    fn rebuild_failed(&mut self) -> Result<(), DecodeError> {
-        self.failed_index = IdIndex::with_capacity(self.failed.len());
-        for (p, f) in self.failed.iter().enumerate() {
+    fn rebuild_failed(&mut self, covered: u64) -> Result<(), DecodeError> {
+        let len = self.failed.len() as u64;
+        if covered > len {
+            return Err(DecodeError::StoredIdsAhead { what: "failed transfer", covered, records: len });
+        }
+        self.failed_index = Ids::with_capacity(covered, (len - covered) as usize);
+        for (p, f) in self.failed.iter().enumerate().skip(covered as usize) {
             if self.find_failed(f.id).is_some() {
                 return Err(DecodeError::StoredTwice { what: "failed transfer id", id: f.id });
             }
-            self.failed_index.insert(f.id, p as u32);
+            self.failed_index.insert(f.id, p as u64);
         }
         Ok(())
     }

@@ -242,7 +242,7 @@ impl StateMachine {
     fn push_transfer(&mut self, t: Transfer, state: PendingState, dr_pos: u32, cr_pos: u32) -> u32 {
         let position = self.transfers.push(t) as u32;
         self.transfer_states.push(state as u8);
-        self.transfer_index.insert(t.id, position);
+        self.transfer_index.insert(t.id, u64::from(position));
         self.account_transfers[dr_pos as usize].push(position);
         self.account_transfers[cr_pos as usize].push(position);
         if self.journaling {
@@ -294,7 +294,7 @@ impl StateMachine {
         }
         debug_assert!(!self.journaling, "failures are recorded after the chain rolled back");
         let position = self.failed.push(FailedTransfer { id: t.id, timestamp, code, reserved: 0 }) as u32;
-        self.failed_index.insert(t.id, position);
+        self.failed_index.insert(t.id, u64::from(position));
     }
 
     /// Compares a re-submitted transfer with the stored one. For post and

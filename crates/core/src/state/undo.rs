@@ -74,7 +74,7 @@ impl StateMachine {
                 let transfer = self.transfers.pop().expect("invariant: undo of a created transfer");
                 self.transfer_states.pop();
                 let position = self.transfers.len() as u32;
-                self.transfer_index.remove(transfer.id, position);
+                self.transfer_index.remove(transfer.id, u64::from(position));
                 for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
                     let account =
                         self.find_account(account_id).expect("invariant: accounts of a created transfer exist");
