@@ -233,7 +233,7 @@ impl Harness {
         }
         self.sm.end_entry();
         self.cold.checkpoint(&mut self.sm);
-        if self.position % 4 == 0 {
+        if self.position.is_multiple_of(4) {
             let stored = store_old_ids(&self.sm);
             self.sm.install_stored_ids(stored);
         }
