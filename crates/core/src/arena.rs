@@ -376,6 +376,14 @@ impl<T: Pod> ArenaView<T> {
         }
     }
 
+    /// Elements from `start` on, in order; cold chunks read back whole, one
+    /// at a time.
+    pub fn iter_from(&self, start: usize) -> impl Iterator<Item = T> + '_ {
+        let first = (start >> self.shift).min(self.chunks.len());
+        let skip = start - (first << self.shift).min(start);
+        iter_chunks(&self.chunks[first..], self.reader.as_ref()).skip(skip)
+    }
+
     /// The reader cold chunks are read through (none if all are hot).
     pub fn reader(&self) -> Option<&Arc<dyn ChunkReader>> {
         self.reader.as_ref()
@@ -517,6 +525,18 @@ mod tests {
         });
         let v = plain.view();
         assert!(!plain.release(0, &v.chunks[0], stored[0]), "no reader, nothing goes cold");
+    }
+
+    #[test]
+    fn a_view_iterates_from_any_position() {
+        let (mut a, _disk, view, stored) = cold_arena();
+        a.release(0, &view.chunks[0], stored[0]);
+        for view in [view, a.view()] {
+            for start in 0..=12 {
+                let want: Vec<u64> = (start.min(10) as u64..10).collect();
+                assert_eq!(view.iter_from(start).collect::<Vec<_>>(), want, "from {start}");
+            }
+        }
     }
 
     #[test]

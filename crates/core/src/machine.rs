@@ -573,6 +573,13 @@ pub struct MachineSnapshot {
     proposers: Proposers,
 }
 
+impl MachineSnapshot {
+    /// The ledger's part of the view.
+    pub fn ledger(&self) -> &StateSnapshot {
+        &self.ledger
+    }
+}
+
 impl Snapshot for MachineSnapshot {
     fn position(&self) -> u64 {
         self.ledger.position

@@ -205,6 +205,27 @@ fn section<T: Pod + Send + Sync>(name: &'static str, view: &ArenaView<T>) -> Sna
 }
 
 impl StateSnapshot {
+    /// Transfers in the view.
+    pub fn transfer_count(&self) -> u64 {
+        self.transfers.len as u64
+    }
+
+    /// Failed ids in the view.
+    pub fn failed_count(&self) -> u64 {
+        self.failed.len as u64
+    }
+
+    /// (id, position) of the view's transfers from position `from` on: what
+    /// stored id tables are built from.
+    pub fn transfer_ids(&self, from: u64) -> impl Iterator<Item = (u128, u64)> + '_ {
+        self.transfers.iter_from(from as usize).zip(from..).map(|(t, p)| (t.id, p))
+    }
+
+    /// (id, position) of the view's failed ids from position `from` on.
+    pub fn failed_ids(&self, from: u64) -> impl Iterator<Item = (u128, u64)> + '_ {
+        self.failed.iter_from(from as usize).zip(from..).map(|(f, p)| (f.id, p))
+    }
+
     /// Position, last timestamp and the ledgers.
     pub fn header(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(24 + self.ledgers.len() * Ledger::SIZE);
