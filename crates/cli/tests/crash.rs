@@ -7,9 +7,12 @@
 //!
 //! History on disk: the server runs with a 1 MiB block cache and first gets
 //! three arena chunks' worth of transfers, so snapshots send the older
-//! chunks cold (checked on `/metrics`); the kills then land while snapshots
-//! are written and chunks leave memory, every restart loads the snapshot
-//! lazily, and the checks read old transfers back through the tiny cache.
+//! chunks cold and the indexer hands their ids to stored tables (both
+//! checked on `/metrics`); the kills then land while snapshots are written,
+//! chunks leave memory and tables are built and merged; every restart loads
+//! the snapshot lazily with the tables, and the checks (lookups, and
+//! re-submissions that must come back `exists`) read old transfers and ids
+//! back through the tiny cache.
 
 #[path = "process_common/rng.rs"]
 mod rng;
@@ -129,8 +132,8 @@ fn preload(server: &Server, next_id: &AtomicU64) -> Vec<Transfer> {
         assert!(c.create_transfers(batch).unwrap().is_empty());
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while gauge(server, "bursar_state_cold_chunks") < 2.0 {
-        assert!(Instant::now() < deadline, "no chunk of history left memory in 60 s");
+    while gauge(server, "bursar_state_cold_chunks") < 2.0 || gauge(server, "bursar_state_ids_stored_below") < 65_536.0 {
+        assert!(Instant::now() < deadline, "no chunk of history and no ids left memory in 60 s");
         std::thread::sleep(Duration::from_millis(100));
     }
     all

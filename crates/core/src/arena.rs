@@ -321,6 +321,13 @@ impl<T: Pod, const SHIFT: u32> CowArena<T, SHIFT> {
     pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
         iter_chunks(&self.chunks, self.reader.as_ref())
     }
+
+    /// Elements from `start` on, in order (see `iter`).
+    pub fn iter_from(&self, start: usize) -> impl Iterator<Item = T> + '_ {
+        let first = (start >> SHIFT).min(self.chunks.len());
+        let skip = start - (first << SHIFT).min(start);
+        iter_chunks(&self.chunks[first..], self.reader.as_ref()).skip(skip)
+    }
 }
 
 fn iter_chunks<'a, T: Pod>(

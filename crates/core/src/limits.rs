@@ -46,6 +46,11 @@ pub const HOT_TAIL_CHUNKS: usize = 1;
 /// than make every lookup of a new id probe more of them.
 pub const ID_GENERATIONS_MAX: usize = 8;
 
+/// Stored list entries read per table query while scanning an account's
+/// transfers or balances: a page of 100 results with a side filter rarely
+/// needs a second read.
+pub const LIST_SCAN_PAGE: usize = 256;
+
 /// Size of the largest ledger record (accounts and transfers): what a
 /// batch's bytes are computed from (`records.rs` asserts every record fits).
 pub const RECORD_SIZE_MAX: usize = 128;

@@ -433,6 +433,11 @@ impl Machine {
         self.ledger.release_stored(&view.ledger, stored)
     }
 
+    /// Hands old ids over to stored tables (see `state::ids`).
+    pub fn install_stored_ids(&mut self, stored: crate::state::StoredIndexes) {
+        self.ledger.install_stored_ids(stored);
+    }
+
     pub fn digest(&self) -> [u8; 32] {
         self.snapshot().digest()
     }

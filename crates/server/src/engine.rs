@@ -13,6 +13,7 @@ use crate::message::{
     Committed, EngineMsg, Proposal, ProposalFailed, ReplyTo, Request, Response, error_response, ok_response,
 };
 use crate::replication::ReplicaLink;
+use crate::indexer::Indexer;
 use crate::snapshotter::SnapshotTrigger;
 use bursar_core::command::{LogCommand, decode_body, envelope_prefix};
 use bursar_core::entry::{EntryHeader, Origin, RejectReason};
@@ -73,6 +74,8 @@ pub struct Engine {
     memory_published: Option<Instant>,
     /// The cache in front of cold chunks, for its gauges.
     block_cache: Option<Arc<BlockCache>>,
+    /// Builds stored id tables from written snapshots.
+    indexer: Option<Indexer>,
 }
 
 /// The engine's cluster-mode state.
@@ -123,7 +126,14 @@ impl Engine {
             group_bytes_max: GROUP_BYTES_MAX,
             memory_published: None,
             block_cache: None,
+            indexer: None,
         }
+    }
+
+    /// Builds stored id tables from each written snapshot and installs them.
+    pub fn with_indexer(mut self, indexer: Indexer) -> Engine {
+        self.indexer = Some(indexer);
+        self
     }
 
     /// Publishes the gauges of the block cache cold chunks are read through.
@@ -210,6 +220,7 @@ impl Engine {
         self.snapshots.maybe_take(&self.sm, || self.log.last_chain());
         self.remove_old_log();
         self.release_cold();
+        self.install_stored_ids();
         self.publish_memory();
         shutdown
     }
@@ -241,6 +252,22 @@ impl Engine {
             tracing::debug!(released, cold = self.sm.ledger().cold_chunks(), "state chunks left memory");
         }
         metrics::gauge!("bursar_state_cold_chunks").set(self.sm.ledger().cold_chunks() as f64);
+        if let Some(indexer) = &self.indexer {
+            indexer.offer(stored.snapshot);
+        }
+    }
+
+    /// Installs stored id tables the indexer finished: the RAM generations
+    /// they cover drop out.
+    fn install_stored_ids(&mut self) {
+        let Some(ids) = self.indexer.as_ref().and_then(Indexer::take_ready) else {
+            return;
+        };
+        self.sm.install_stored_ids(ids);
+        let ((in_memory, generations), _) = self.sm.ledger().ids_in_memory();
+        let (covered, _) = self.sm.ledger().stored_ids_covered();
+        tracing::debug!(covered, in_memory, generations, "stored id tables installed");
+        metrics::gauge!("bursar_state_ids_stored_below").set(covered as f64);
     }
 
     /// `bursar_state_memory_bytes{structure}`: what the state holds in RAM,

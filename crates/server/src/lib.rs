@@ -6,6 +6,7 @@ pub mod clock;
 pub mod engine;
 pub mod gate;
 pub mod handle;
+pub mod indexer;
 pub mod keys;
 pub mod limits;
 pub mod message;

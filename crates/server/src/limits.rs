@@ -17,6 +17,16 @@ pub const CACHE_MIB_MAX: u64 = bursar_store::limits::CACHE_BYTES_MAX >> 20;
 const _: () = assert!(CACHE_MIB_MIN << 20 >= bursar_store::limits::CACHE_BYTES_MIN);
 const _: () = assert!(CACHE_BYTES_DEFAULT >= CACHE_MIB_MIN << 20 && CACHE_BYTES_DEFAULT <= CACHE_MIB_MAX << 20);
 
+// Stored id tables.
+
+/// Ids sorted and written as one table by the indexer: 2M (id, position)
+/// pairs are 64 MiB to sort, and the table's filter needs ~25 B per key
+/// while it is built.
+pub const INDEX_RUN_ENTRIES_MAX: usize = 2 << 20;
+/// Snapshot views waiting for the indexer: one; a newer view covers what
+/// an older one would have.
+pub const INDEXER_QUEUE_MAX: usize = 1;
+
 // Group commit.
 
 /// Most requests folded into one log entry.

@@ -5,7 +5,8 @@ use crate::engine::{Engine, EngineLog, KeyTable, fatal_storage_error};
 use crate::gate::Gate;
 use crate::message::{EngineMsg, OwnedEnvelope, Request};
 use crate::net::{Listener, NetLimits, serve};
-use crate::recovery::recover;
+use crate::indexer::{Indexer, IdStores};
+use crate::recovery::{Disk, recover};
 use crate::replication::Replicator;
 use crate::snapshotter::SnapshotTrigger;
 use bursar_log::{FileLog, FileLogOptions, SnapshotStore};
@@ -68,6 +69,8 @@ pub enum NodeError {
     Log(#[from] bursar_log::LogError),
     #[error("recovery failed: {0}")]
     Recovery(#[from] crate::recovery::RecoveryError),
+    #[error("recovery failed: the stored id tables: {0}")]
+    Index(#[source] bursar_store::StoreError),
     /// The replicator could not join the cluster.
     #[error("recovery failed: joining the cluster: {0}")]
     Join(#[source] crate::replication::ReplicatorError),
@@ -211,7 +214,12 @@ impl Node {
         let store = SnapshotStore::open(&config.data_dir)?;
         let cache = Arc::new(bursar_store::cache::BlockCache::new(config.cache_bytes));
         let cold = Arc::new(bursar_log::ColdChunks::new(&config.data_dir, cache.clone()));
-        let recovered = recover(&log, &open, &store, Some(cold))?;
+        let mut id_stores = IdStores::open(&config.data_dir, cache.clone()).map_err(NodeError::Index)?;
+        let disk = Disk { cold: Some(cold), ids: Some(id_stores.installed()) };
+        let recovered = recover(&log, &open, &store, disk)?;
+        if !recovered.ids_installed {
+            id_stores = id_stores.reset(cache.clone()).map_err(NodeError::Index)?;
+        }
         let sm = recovered.state;
         let needs_admin = sm.keys().is_empty();
         let mut report = StartReport {
@@ -258,7 +266,8 @@ impl Node {
             config.log_retain,
         );
         let mut engine = Engine::new(sm, Box::new(FileEngineLog(log)), gate.clone(), snapshots, keys.clone())
-            .with_block_cache(cache);
+            .with_block_cache(cache)
+            .with_indexer(Indexer::start(id_stores)?);
         let order_changes = engine.order_changes();
         let events_tail = engine.events_tail();
         if let Some(link) = link {

@@ -7,8 +7,8 @@ use bursar_core::Limits;
 use bursar_core::command::decode_entry;
 use bursar_core::entry::RejectReason;
 use bursar_core::machine::Machine;
-use bursar_core::state::{ChunkReader, OnDisk};
-use bursar_log::{ColdChunks, FileLog, Loading, LogError, OpenReport, SnapshotStore};
+use bursar_core::state::{ChunkReader, OnDisk, StoredIndexes};
+use bursar_log::{ColdChunks, FileLog, LoadedSnapshot, Loading, LogError, OpenReport, SnapshotStore};
 use std::sync::Arc;
 
 /// Why recovery (or a replay) stopped; each names the position concerned.
@@ -44,17 +44,26 @@ pub struct Recovered {
     pub state: Machine,
     pub snapshot_position: Option<u64>,
     pub replayed_entries: u64,
+    /// Whether the stored id tables given were installed; if not, they
+    /// cover more than the state recovered from and must be rebuilt.
+    pub ids_installed: bool,
 }
 
-/// Recovers the state. With `cold`, the snapshot is loaded lazily (the
-/// chunks that may go cold stay on disk, read through `cold`) and the
-/// state sends stored chunks cold after later snapshots.
-pub fn recover(
-    log: &FileLog,
-    open: &OpenReport,
-    store: &SnapshotStore,
-    cold: Option<Arc<ColdChunks>>,
-) -> Result<Recovered, RecoveryError> {
+/// What recovery may leave on disk.
+#[derive(Default)]
+pub struct Disk {
+    /// Cold chunks: the snapshot is loaded lazily (the chunks that may go
+    /// cold stay on disk, read through this) and later snapshots send
+    /// stored chunks cold.
+    pub cold: Option<Arc<ColdChunks>>,
+    /// Stored id tables: ids below their coverage are not rebuilt in RAM.
+    pub ids: Option<StoredIndexes>,
+}
+
+/// Recovers the state from the newest snapshot that verifies and the log.
+pub fn recover(log: &FileLog, open: &OpenReport, store: &SnapshotStore, disk: Disk) -> Result<Recovered, RecoveryError> {
+    let Disk { cold, mut ids } = disk;
+    let wanted = ids.as_ref().map(|i| (i.transfers.covered(), i.failed.covered()));
     let loading = if cold.is_some() { Loading::Lazy } else { Loading::Whole };
     let reader = cold.map(|c| c as Arc<dyn ChunkReader>);
     let (mut sm, snapshot_position) = match store.load_latest_with(loading)? {
@@ -71,13 +80,20 @@ pub fn recover(
                     return Err(RecoveryError::ChainMismatch { position });
                 }
             }
-            let digest = snapshot.digest;
-            let disk = OnDisk { chunks: reader.clone(), ids: None };
-            let sm = Machine::restore_with(Limits::default(), snapshot.chunks, disk)
-                .map_err(|source| RecoveryError::SnapshotInconsistent { position, source })?;
-            if sm.digest() != digest {
-                return Err(RecoveryError::DigestMismatch { position });
-            }
+            let disk = OnDisk { chunks: reader.clone(), ids: ids.take() };
+            let tried_ids = disk.ids.is_some();
+            let sm = match restore_checked(snapshot, disk) {
+                // Tables built from a newer snapshot that did not verify:
+                // restore without them (they will be rebuilt).
+                Err(RecoveryError::SnapshotInconsistent { source: DecodeError::StoredIdsAhead { .. }, .. })
+                    if tried_ids =>
+                {
+                    tracing::warn!(position, "stored id tables are ahead of the snapshot; they will be rebuilt");
+                    let again = store.load_with(position, loading)?;
+                    restore_checked(again, OnDisk { chunks: reader.clone(), ids: None })?
+                }
+                restored => restored?,
+            };
             (sm, Some(position))
         }
         None => {
@@ -87,11 +103,24 @@ pub fn recover(
             (Machine::default(), None)
         }
     };
+    let ids_installed = wanted.is_none_or(|w| sm.ledger().stored_ids_covered() == w);
     if let Some(reader) = reader {
         sm.set_chunk_reader(reader);
     }
     let replayed = replay(log, &mut sm, open.last_position, |_| Ok::<(), RecoveryError>(()))?;
-    Ok(Recovered { state: sm, snapshot_position, replayed_entries: replayed })
+    Ok(Recovered { state: sm, snapshot_position, replayed_entries: replayed, ids_installed })
+}
+
+/// Restores a loaded snapshot and checks its digest.
+fn restore_checked(snapshot: LoadedSnapshot, disk: OnDisk) -> Result<Machine, RecoveryError> {
+    let position = snapshot.position;
+    let digest = snapshot.digest;
+    let sm = Machine::restore_with(Limits::default(), snapshot.chunks, disk)
+        .map_err(|source| RecoveryError::SnapshotInconsistent { position, source })?;
+    if sm.digest() != digest {
+        return Err(RecoveryError::DigestMismatch { position });
+    }
+    Ok(sm)
 }
 
 /// Applies log entries after the state's position up to `until`. `after`
@@ -170,7 +199,7 @@ mod tests {
     #[test]
     fn a_log_seeded_after_the_snapshot_recovers_from_it() {
         let (_dir, log, open, store) = seeded([5; 32]);
-        let recovered = recover(&log, &open, &store, None).unwrap();
+        let recovered = recover(&log, &open, &store, Disk::default()).unwrap();
         assert_eq!((recovered.snapshot_position, recovered.replayed_entries), (Some(3), 0));
         assert_eq!(recovered.state.position(), 3);
     }
@@ -178,7 +207,7 @@ mod tests {
     #[test]
     fn a_log_seeded_with_another_chain_is_refused() {
         let (_dir, log, open, store) = seeded([6; 32]);
-        let err = recover(&log, &open, &store, None).err().unwrap();
+        let err = recover(&log, &open, &store, Disk::default()).err().unwrap();
         assert!(err.to_string().contains("does not match the log's hash chain"), "{err}");
     }
 }

@@ -22,8 +22,8 @@ impl StateMachine {
         }
         let position = self.accounts.push(Account { flags: a.flags & !F::LINKED, timestamp, ..*a }) as u32;
         self.account_index.insert(a.id, position);
-        self.account_transfers.push(Vec::new());
-        self.account_history.push(Vec::new());
+        self.account_transfers.push_account();
+        self.account_history.push_account();
         self.totals.get_mut(&a.ledger).expect("invariant: an existing ledger has totals").accounts += 1;
         if self.journaling {
             self.undo.push(Undo::AccountCreated);

@@ -71,7 +71,7 @@ impl StateMachine {
                 return Err(E::CreditsExceedDebits { account: a.id, credits, debits_posted: a.debits_posted });
             }
         }
-        if self.account_transfers.len() != self.accounts.len() || self.account_history.len() != self.accounts.len() {
+        if self.account_transfers.accounts() != self.accounts.len() || self.account_history.accounts() != self.accounts.len() {
             return Err(E::AccountIndexes);
         }
         Ok(())
@@ -121,24 +121,28 @@ impl StateMachine {
     }
 
     fn check_transfer_states(&self) -> Result<(), E> {
+        self.check_transfers_from(0)
+    }
+
+    /// Transfers from position `start` on are in time order and agree with
+    /// their pending states, and the live pending set counts every pending
+    /// state (one byte each, all of them).
+    pub(super) fn check_transfers_from(&self, start: u64) -> Result<(), E> {
         if self.transfer_states.len() != self.transfers.len() {
             return Err(E::PendingStates);
         }
-        let mut live = 0usize;
-        let mut last = 0u64;
-        for (i, t) in self.transfers.iter().enumerate() {
+        let mut last = if start == 0 { 0 } else { self.transfers.get(start as usize - 1).timestamp };
+        for (t, p) in self.transfers.iter_from(start as usize).zip(start..) {
             if t.timestamp <= last {
                 return Err(E::TimestampOrder { transfer: t.id, timestamp: t.timestamp, previous: last });
             }
             last = t.timestamp;
-            let state = self.state_of(i as u32);
+            let state = self.state_of(p as u32);
             if (state == PendingState::None) == t.has(F::PENDING) {
                 return Err(E::PendingFlag { transfer: t.id, state: format!("{state:?}") });
             }
-            if state == PendingState::Pending {
-                live += 1;
-            }
         }
+        let live = self.transfer_states.iter().filter(|s| *s == PendingState::Pending as u8).count();
         if live != self.live_pending.len() {
             return Err(E::LiveCount { live, listed: self.live_pending.len() });
         }

@@ -10,6 +10,7 @@
 mod accounts;
 mod expiry;
 pub(crate) mod ids;
+pub(crate) mod lists;
 mod invariants;
 mod ledgers;
 mod queries;
@@ -19,6 +20,7 @@ mod undo;
 
 pub use crate::arena::{ChunkReadError, ChunkReader, StoredChunk};
 pub use ids::StoredIds;
+pub use lists::{SIDE_CREDIT, SIDE_DEBIT, StoredLists};
 pub use queries::{QueryError, QueryErrorKind};
 pub use snapshot::{
     COLD_SECTIONS, ChunkBytes, OnDisk, SECTIONS, SectionChunk, Snapshot, SnapshotChunks, SnapshotSection,
@@ -36,6 +38,7 @@ use crate::records::{Account, BalanceRecord, FailedTransfer, Ledger, Transfer, d
 use crate::wide::Sum256;
 use bytemuck::Pod;
 use ids::Ids;
+use lists::AccountLists;
 use std::collections::{BTreeMap, BTreeSet};
 use undo::Undo;
 
@@ -129,9 +132,9 @@ pub struct StateMachine {
     accounts: Accounts,
     account_index: IdIndex,
     /// Per account (by position): its transfers' positions, oldest first.
-    account_transfers: Vec<Vec<u32>>,
+    account_transfers: AccountLists,
     /// Per account (by position): its balance records' positions, oldest first.
-    account_history: Vec<Vec<u32>>,
+    account_history: AccountLists,
     transfers: Transfers,
     transfer_index: Ids,
     transfer_states: TransferStates,
@@ -168,8 +171,8 @@ impl StateMachine {
             totals: BTreeMap::new(),
             accounts: Accounts::new(),
             account_index: IdIndex::default(),
-            account_transfers: Vec::new(),
-            account_history: Vec::new(),
+            account_transfers: AccountLists::default(),
+            account_history: AccountLists::default(),
             transfers: Transfers::new(),
             transfer_index: Ids::default(),
             transfer_states: TransferStates::new(),
@@ -214,11 +217,7 @@ impl StateMachine {
         out.add("transfer_states", self.transfer_states.heap_bytes());
         out.add("accounts", self.accounts.heap_bytes());
         out.add("account_index", self.account_index.heap_bytes());
-        // Each transfer is in its two accounts' lists, each balance record
-        // in one; a Vec grown by doubling is on average 3/4 full.
-        let entries = 2 * self.transfers.len() as u64 + self.history.len() as u64;
-        let lists = 2 * self.account_transfers.len() as u64 * VEC_HEADER;
-        out.add("account_lists", entries * 4 * 4 / 3 + lists);
+        out.add("account_lists", self.account_transfers.heap_bytes() + self.account_history.heap_bytes());
         out.add("balance_history", self.history.heap_bytes());
         out.add("failed", self.failed.heap_bytes() + self.failed_index.heap_bytes());
         out.add("journal", self.journal.heap_bytes() + self.order_events.heap_bytes());
@@ -243,6 +242,15 @@ impl StateMachine {
     /// The account at an arena slot (a journal reference).
     pub fn account_at(&self, position: u32) -> Account {
         self.accounts.get(position as usize)
+    }
+
+    pub fn balance_record_count(&self) -> usize {
+        self.history.len()
+    }
+
+    /// The balance record at an arena slot.
+    pub fn balance_record_at(&self, position: u32) -> BalanceRecord {
+        self.history.get(position as usize)
     }
 
     pub fn failed_count(&self) -> usize {
@@ -525,7 +533,7 @@ impl StateMachine {
             reserved: 0,
         };
         let position = self.history.push(record) as u32;
-        self.account_history[account_position as usize].push(position);
+        self.account_history.push(account_position, position);
         if self.journaling {
             self.undo.push(Undo::HistoryAdded { account_position });
         }

@@ -1,6 +1,7 @@
 //! Read-only queries over the applied state.
 
 use super::StateMachine;
+use super::lists::{SIDE_CREDIT, SIDE_DEBIT};
 use crate::limits::QUERY_PAGE_MAX;
 use crate::records::{Account, AccountFilter, BalanceRecord, Ledger, LedgerFilter, Transfer, filter_flags as FF};
 
@@ -57,22 +58,30 @@ impl StateMachine {
         let Some(account) = self.find_account(filter.account_id) else {
             return Ok(Vec::new());
         };
-        let list = &self.account_transfers[account as usize];
-        let timestamp = |p: &u32| self.transfers.get(*p as usize).timestamp;
-        let selected = select_range(list, filter, timestamp);
+        let (lo, hi) = time_bounds(self.transfers.len(), filter, |p| self.transfers.get(p).timestamp);
         let want_debits = filter.flags & FF::DEBITS != 0;
         let want_credits = filter.flags & FF::CREDITS != 0;
-        let keep = |t: &Transfer| {
-            (want_debits && t.debit_account_id == filter.account_id)
-                || (want_credits && t.credit_account_id == filter.account_id)
-        };
-        let transfers = selected.iter().map(|p| self.transfers.get(*p as usize));
         let limit = filter.limit as usize;
-        Ok(if filter.flags & FF::REVERSED != 0 {
-            transfers.rev().filter(keep).take(limit).collect()
-        } else {
-            transfers.filter(keep).take(limit).collect()
-        })
+        let mut out = Vec::with_capacity(limit.min(PAGE_RESERVE));
+        let reversed = filter.flags & FF::REVERSED != 0;
+        self.account_transfers.scan((account, filter.account_id), (lo, hi), reversed, |p, side| {
+            // A stored entry names its side: skip without reading it.
+            let maybe = match side {
+                Some(SIDE_DEBIT) => want_debits,
+                Some(SIDE_CREDIT) => want_credits,
+                _ => true,
+            };
+            if maybe {
+                let t = self.transfers.get(p as usize);
+                if (want_debits && t.debit_account_id == filter.account_id)
+                    || (want_credits && t.credit_account_id == filter.account_id)
+                {
+                    out.push(t);
+                }
+            }
+            out.len() < limit
+        });
+        Ok(out)
     }
 
     /// An account's balances after each change within a time range, for
@@ -82,16 +91,40 @@ impl StateMachine {
         let Some(account) = self.find_account(filter.account_id) else {
             return Ok(Vec::new());
         };
-        let list = &self.account_history[account as usize];
-        let selected = select_range(list, filter, |p| self.history.get(*p as usize).timestamp);
-        let records = selected.iter().map(|p| self.history.get(*p as usize));
+        let (lo, hi) = time_bounds(self.history.len(), filter, |p| self.history.get(p).timestamp);
         let limit = filter.limit as usize;
-        Ok(if filter.flags & FF::REVERSED != 0 {
-            records.rev().take(limit).collect()
-        } else {
-            records.take(limit).collect()
-        })
+        let mut out = Vec::with_capacity(limit.min(PAGE_RESERVE));
+        let reversed = filter.flags & FF::REVERSED != 0;
+        self.account_history.scan((account, filter.account_id), (lo, hi), reversed, |p, _| {
+            out.push(self.history.get(p as usize));
+            out.len() < limit
+        });
+        Ok(out)
     }
+}
+
+/// Results reserved up front for a page (a page may be up to 8190).
+const PAGE_RESERVE: usize = 128;
+
+/// The positions `[lo, hi)` of an arena of `len` records, in time order,
+/// whose timestamps are within the filter's range (`timestamp` reads one
+/// record's).
+fn time_bounds(len: usize, f: &AccountFilter, timestamp: impl Fn(usize) -> u64) -> (u64, u64) {
+    let max = if f.timestamp_max == 0 { u64::MAX } else { f.timestamp_max };
+    let lo = if f.timestamp_min == 0 { 0 } else { partition(len, |p| timestamp(p) < f.timestamp_min) };
+    let hi = if max == u64::MAX { len } else { partition(len, |p| timestamp(p) <= max) };
+    (lo as u64, hi.max(lo) as u64)
+}
+
+/// The first position in `0..len` where `pred` is false (`pred` holds on a
+/// prefix): a binary search that reads O(log len) records.
+fn partition(len: usize, pred: impl Fn(usize) -> bool) -> usize {
+    let (mut lo, mut hi) = (0, len);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) { lo = mid + 1 } else { hi = mid }
+    }
+    lo
 }
 
 fn check_limit(limit: u32) -> Result<(), QueryError> {
@@ -122,12 +155,4 @@ fn check_filter(f: &AccountFilter, sides_required: bool) -> Result<(), QueryErro
         return Err(invalid("reserved bytes must be zero"));
     }
     Ok(())
-}
-
-/// The part of a timestamp-ordered list within the filter's time range.
-fn select_range<'a>(list: &'a [u32], f: &AccountFilter, timestamp: impl Fn(&u32) -> u64) -> &'a [u32] {
-    let max = if f.timestamp_max == 0 { u64::MAX } else { f.timestamp_max };
-    let start = list.partition_point(|p| timestamp(p) < f.timestamp_min);
-    let end = list.partition_point(|p| timestamp(p) <= max);
-    &list[start..end.max(start)]
 }

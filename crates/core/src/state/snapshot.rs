@@ -5,6 +5,7 @@
 //! balance records, failed ids); every index is rebuilt on load.
 
 use super::ids::{Ids, StoredIds};
+use super::lists::{AccountLists, StoredLists};
 use super::{
     Accounts, Failed, History, Journal, LedgerTotals, OrderEvents, PendingState, StateMachine, TransferStates,
     Transfers,
@@ -166,10 +167,28 @@ pub struct OnDisk {
     pub ids: Option<StoredIndexes>,
 }
 
-/// Stored id tables to restore with (see `state::ids`).
+/// Stored tables of old ids and list entries (see `state::ids` and
+/// `state::lists`), to install or to restore with.
 pub struct StoredIndexes {
     pub transfers: Arc<dyn StoredIds>,
     pub failed: Arc<dyn StoredIds>,
+    /// Accounts' transfer lists, over transfer positions.
+    pub account_transfers: Arc<dyn StoredLists>,
+    /// Accounts' balance-record lists, over balance-record positions.
+    pub account_history: Arc<dyn StoredLists>,
+}
+
+impl StoredIndexes {
+    /// What each part covers: (transfer ids, failed ids, transfer lists,
+    /// balance lists).
+    pub fn covered(&self) -> [u64; 4] {
+        [
+            self.transfers.covered(),
+            self.failed.covered(),
+            self.account_transfers.covered(),
+            self.account_history.covered(),
+        ]
+    }
 }
 
 /// Sections whose full chunks may leave RAM once a durable snapshot holds
@@ -333,21 +352,34 @@ impl StateMachine {
     /// table's `covered()` over to stored tables (see `state::ids`); the
     /// RAM generations they cover are dropped.
     pub fn install_stored_ids(&mut self, stored: StoredIndexes) {
-        self.transfer_index.install(stored.transfers, self.transfers.len() as u64);
+        let (transfers, history) = (self.transfers.len() as u64, self.history.len() as u64);
+        self.transfer_index.install(stored.transfers, transfers);
         self.failed_index.install(stored.failed, self.failed.len() as u64);
+        self.account_transfers.install(stored.account_transfers, transfers);
+        self.account_history.install(stored.account_history, history);
     }
 
-    /// Positions below which transfer ids and failed ids come from stored
-    /// tables: what the next stored runs start from.
-    pub fn stored_ids_covered(&self) -> (u64, u64) {
-        (self.transfer_index.covered(), self.failed_index.covered())
+    /// Positions below which each part comes from stored tables, in the
+    /// order of `StoredIndexes::covered`: what the next runs start from.
+    pub fn stored_covered(&self) -> [u64; 4] {
+        [
+            self.transfer_index.covered(),
+            self.failed_index.covered(),
+            self.account_transfers.covered(),
+            self.account_history.covered(),
+        ]
     }
 
-    /// Ids held in RAM (transfers, failed), and RAM generations of each.
-    pub fn ids_in_memory(&self) -> ((usize, usize), (usize, usize)) {
-        let t = &self.transfer_index;
-        let f = &self.failed_index;
-        ((t.len_in_memory(), t.generations()), (f.len_in_memory(), f.generations()))
+    /// Entries held in RAM: transfer ids, failed ids, transfer-list and
+    /// balance-list entries; and the id indexes' RAM generations.
+    pub fn indexes_in_memory(&self) -> ([usize; 4], usize) {
+        let held = [
+            self.transfer_index.len_in_memory(),
+            self.failed_index.len_in_memory(),
+            self.account_transfers.len_in_memory(),
+            self.account_history.len_in_memory(),
+        ];
+        (held, self.transfer_index.generations().max(self.failed_index.generations()))
     }
 
     /// Chunks held on disk only, over all arenas.
@@ -405,15 +437,18 @@ impl StateMachine {
             sm.set_chunk_reader(reader);
         }
         sm.rebuild_accounts()?;
-        let covered = |which: fn(&StoredIndexes) -> &Arc<dyn StoredIds>| ids.as_ref().map_or(0, |i| which(i).covered());
-        sm.rebuild_transfers(covered(|i| &i.transfers))?;
-        sm.rebuild_history()?;
-        sm.rebuild_failed(covered(|i| &i.failed))?;
+        let [ids_t, ids_f, lists_t, lists_h] = ids.as_ref().map_or([0; 4], StoredIndexes::covered);
+        sm.rebuild_transfers(ids_t, lists_t)?;
+        sm.rebuild_history(lists_h)?;
+        sm.rebuild_failed(ids_f)?;
         if let Some(ids) = ids {
             sm.install_stored_ids(ids);
         }
         sm.check_journal()?;
-        sm.check_invariants_deep()?;
+        // History the stored tables cover was checked when it was first
+        // restored or applied; only what follows is read again.
+        sm.check_invariants()?;
+        sm.check_transfers_from(ids_t.min(lists_t))?;
         Ok(sm)
     }
 
@@ -437,14 +472,14 @@ impl StateMachine {
             totals.credits_posted = totals.credits_posted.plus(a.credits_posted);
             totals.accounts += 1;
         }
-        self.account_transfers = vec![Vec::new(); self.accounts.len()];
-        self.account_history = vec![Vec::new(); self.accounts.len()];
+        self.account_transfers = AccountLists::with_accounts(self.accounts.len());
+        self.account_history = AccountLists::with_accounts(self.accounts.len());
         Ok(())
     }
 
     /// Rebuilds the id index for transfers from `covered` on (stored tables
     /// hold those below), the accounts' transfer lists and the pending set.
-    fn rebuild_transfers(&mut self, covered: u64) -> Result<(), DecodeError> {
+    fn rebuild_transfers(&mut self, covered: u64, lists_covered: u64) -> Result<(), DecodeError> {
         if self.transfer_states.len() != self.transfers.len() {
             return Err(DecodeError::PendingStates {
                 states: self.transfer_states.len(),
@@ -452,43 +487,67 @@ impl StateMachine {
             });
         }
         let len = self.transfers.len() as u64;
-        if covered > len {
-            return Err(DecodeError::StoredIdsAhead { what: "transfer", covered, records: len });
+        for (what, c) in [("transfer", covered), ("transfer list", lists_covered)] {
+            if c > len {
+                return Err(DecodeError::StoredIdsAhead { what, covered: c, records: len });
+            }
         }
         self.transfer_index = Ids::with_capacity(covered, (len - covered) as usize);
-        // By chunk, not by element: a cold chunk is read back once.
-        for (p, t) in self.transfers.iter().enumerate() {
-            if p as u64 >= covered {
+        // By chunk, not by element: a cold chunk is read back once. What
+        // the stored tables cover is not read at all.
+        let start = covered.min(lists_covered);
+        for (t, p) in self.transfers.iter_from(start as usize).zip(start..) {
+            if p >= covered {
                 if self.find_transfer(t.id).is_some() {
                     return Err(DecodeError::StoredTwice { what: "transfer", id: t.id });
                 }
-                self.transfer_index.insert(t.id, p as u64);
+                self.transfer_index.insert(t.id, p);
             }
-            for id in [t.debit_account_id, t.credit_account_id] {
-                let a =
-                    self.find_account(id).ok_or(DecodeError::TransferUnknownAccount { transfer: t.id, account: id })?;
-                self.account_transfers[a as usize].push(p as u32);
-            }
-            let state = PendingState::from_byte(self.transfer_states.get(p))
-                .ok_or(DecodeError::InvalidPendingState { transfer: t.id })?;
-            if state == PendingState::Pending {
-                self.live_pending.insert(p as u32);
-                if t.timeout != 0 && t.has(F::PENDING) {
-                    self.expiries.insert((super::transfers::expiry_of(&t), p as u32));
+            if p >= lists_covered {
+                for id in [t.debit_account_id, t.credit_account_id] {
+                    let a = self
+                        .find_account(id)
+                        .ok_or(DecodeError::TransferUnknownAccount { transfer: t.id, account: id })?;
+                    self.account_transfers.push(a, p as u32);
                 }
+            }
+        }
+        self.rebuild_pending()
+    }
+
+    /// The live pending transfers and their expiries, from the pending
+    /// states (one byte per transfer, in RAM): only pending transfers are
+    /// read.
+    fn rebuild_pending(&mut self) -> Result<(), DecodeError> {
+        let pending: Vec<u32> = (0..self.transfer_states.len())
+            .filter(|p| self.transfer_states.get(*p) == PendingState::Pending as u8)
+            .map(|p| p as u32)
+            .collect();
+        if let Some(p) = (0..self.transfer_states.len()).find(|p| PendingState::from_byte(self.transfer_states.get(*p)).is_none()) {
+            return Err(DecodeError::InvalidPendingState { transfer: self.transfers.get(p).id });
+        }
+        for p in pending {
+            let t = self.transfers.get(p as usize);
+            self.live_pending.insert(p);
+            if t.timeout != 0 && t.has(F::PENDING) {
+                self.expiries.insert((super::transfers::expiry_of(&t), p));
             }
         }
         Ok(())
     }
 
-    fn rebuild_history(&mut self) -> Result<(), DecodeError> {
-        for (p, r) in self.history.iter().enumerate() {
+    fn rebuild_history(&mut self, covered: u64) -> Result<(), DecodeError> {
+        let len = self.history.len() as u64;
+        if covered > len {
+            return Err(DecodeError::StoredIdsAhead { what: "balance list", covered, records: len });
+        }
+        for (r, p) in self.history.iter_from(covered as usize).zip(covered as usize..) {
             let a =
                 self.find_account(r.account_id).ok_or(DecodeError::BalanceUnknownAccount { account: r.account_id })?;
             if !self.accounts.get(a as usize).has(AF::HISTORY) {
                 return Err(DecodeError::BalanceWithoutHistory { account: r.account_id });
             }
-            self.account_history[a as usize].push(p as u32);
+            self.account_history.push(a, p as u32);
         }
         Ok(())
     }

@@ -243,8 +243,8 @@ impl StateMachine {
         let position = self.transfers.push(t) as u32;
         self.transfer_states.push(state as u8);
         self.transfer_index.insert(t.id, u64::from(position));
-        self.account_transfers[dr_pos as usize].push(position);
-        self.account_transfers[cr_pos as usize].push(position);
+        self.account_transfers.push(dr_pos, position);
+        self.account_transfers.push(cr_pos, position);
         if self.journaling {
             self.undo.push(Undo::TransferCreated);
         }

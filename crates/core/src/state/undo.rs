@@ -65,8 +65,8 @@ impl StateMachine {
                 let account = self.accounts.pop().expect("invariant: undo of a created account");
                 let position = self.accounts.len() as u32;
                 self.account_index.remove(account.id, position);
-                self.account_transfers.pop();
-                self.account_history.pop();
+                self.account_transfers.pop_account();
+                self.account_history.pop_account();
                 let totals = self.totals.get_mut(&account.ledger).expect("invariant: ledger of a created account");
                 totals.accounts -= 1;
             }
@@ -78,7 +78,7 @@ impl StateMachine {
                 for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
                     let account =
                         self.find_account(account_id).expect("invariant: accounts of a created transfer exist");
-                    let popped = self.account_transfers[account as usize].pop();
+                    let popped = self.account_transfers.pop(account);
                     assert_eq!(popped, Some(position), "undo: the account's last transfer is the one undone");
                 }
             }
@@ -104,7 +104,7 @@ impl StateMachine {
             }
             Undo::HistoryAdded { account_position } => {
                 self.history.pop().expect("invariant: undo of a balance record");
-                let popped = self.account_history[account_position as usize].pop();
+                let popped = self.account_history.pop(account_position);
                 assert_eq!(
                     popped,
                     Some(self.history.len() as u32),
