@@ -45,15 +45,19 @@ fn check(set: &Set, model: &Model, covered: u64, probes: &[u128], ranges: &[(u12
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn a_tier_set_answers_as_the_model(
-        ops in prop::collection::vec(op(), 1..24),
+        ops in prop::collection::vec(op(), 1..32),
         probes in prop::collection::vec(small_key(), 64),
         ranges in prop::collection::vec((small_key(), small_key(), any::<bool>(), 0..600usize), 12),
     ) {
         let d = tempfile::tempdir().unwrap();
+        // One cache across reopens (as a process that reopens a set keeps
+        // its cache), alternating with one that keeps nothing.
+        let shared = cache();
+        let mut reopens = 0;
         let mut set = open(d.path());
         let mut model = Model::new();
         let mut covered = 0;
@@ -75,7 +79,9 @@ proptest! {
                 }
                 Op::Reopen => {
                     drop(set);
-                    set = open(d.path());
+                    reopens += 1;
+                    let cache = if reopens % 2 == 0 { no_cache() } else { Arc::clone(&shared) };
+                    set = Tiers::open(d.path(), NAME, cache).unwrap();
                     prop_assert!(!set.recovery().fell_back());
                 }
             }
