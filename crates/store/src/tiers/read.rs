@@ -2,7 +2,7 @@
 //! merged in key order (ascending or descending), each over one snapshot
 //! of the live set taken when the read starts.
 
-use super::Tiers;
+use super::{Live, Tiers};
 use crate::error::StoreError;
 use crate::limits::TIERS_RANGE_LIMIT_MAX;
 use bytemuck::Pod;
@@ -69,6 +69,18 @@ impl<K: Pod + Ord + Send + Sync, V: Pod + Send + Sync> Tiers<K, V> {
             });
         }
         merge_sources(sources, reversed, limit)
+    }
+}
+
+impl<K: Pod + Ord, V: Pod> Live<K, V> {
+    /// Whether a table holds `key` (no counters: for checks).
+    pub(super) fn holds(&self, key: &K) -> Result<bool, StoreError> {
+        for tier in &self.tables {
+            if tier.table.get(key)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 

@@ -74,6 +74,7 @@ impl<K: Pod + Ord + Send + Sync, V: Pod + Send + Sync> Tiers<K, V> {
         let mut next = entries.next();
         let mut last: Option<K> = None;
         let mut pushed = 0u64;
+        let earlier = self.live();
         while next.is_some() {
             let count = (expected_count - pushed).min(TIERS_TABLE_ENTRIES_MAX);
             assert!(count > 0, "a run of more than the {expected_count} entries expected");
@@ -83,6 +84,7 @@ impl<K: Pod + Ord + Send + Sync, V: Pod + Send + Sync> Tiers<K, V> {
             while writer.len() < count {
                 let Some((key, value)) = next else { break };
                 assert!(last.is_none_or(|l| l < key), "a run's keys are strictly ascending");
+                debug_assert!(!earlier.holds(&key)?, "a run's key is in an earlier run");
                 writer.push(key, value)?;
                 last = Some(key);
                 next = entries.next();

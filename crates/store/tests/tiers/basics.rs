@@ -140,3 +140,13 @@ fn duplicates_are_found_exactly_after_many_merges() {
     );
     assert!(fp * 10_000 < probes.max(1), "false positives {fp} of {probes} probes");
 }
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "a run's key is in an earlier run")]
+fn a_key_added_twice_is_a_caller_bug() {
+    let d = tempfile::tempdir().unwrap();
+    let set = open(d.path());
+    set.add_run([(1u128, 1u64), (5, 1)], 2, 1).unwrap();
+    set.add_run([(3u128, 1u64), (5, 2)], 2, 2).unwrap();
+}
