@@ -28,9 +28,12 @@ impl<K: Pod + Ord + Send + Sync, V: Pod + Send + Sync> Tiers<K, V> {
     ///
     /// Damage in everything retained, with damaged manifests set aside now
     /// or before, is an error: the set never silently starts empty.
+    ///
+    /// One set per directory. Sets sharing a cache must have distinct
+    /// names: a table's blocks are cached under a hash of its file name.
     pub fn open(dir: &Path, name: &str, cache: Arc<BlockCache>) -> Result<Self, StoreError> {
         check_name(name);
-        fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir).map_err(|e| StoreError::io(dir, e))?;
+        create_dir(dir)?;
         let (mut manifests, found) = Manifests::open(dir, TIERS_MANIFESTS_KEPT_MAX)?;
         let mut recovery = Recovery { damaged: found.damaged, ..Recovery::default() };
         refuse_other_types::<K, V>(&manifests)?;
@@ -69,6 +72,16 @@ impl<K: Pod + Ord + Send + Sync, V: Pod + Send + Sync> Tiers<K, V> {
         tiers.recovery.removed = removed;
         Ok(tiers)
     }
+}
+
+/// Creates `dir` if missing (owner only), and makes its entry durable.
+fn create_dir(dir: &Path) -> Result<(), StoreError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir).map_err(|e| StoreError::io(dir, e))?;
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    fs::File::open(parent).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(parent, e))
 }
 
 /// A set written with other key or value sizes is an error before any

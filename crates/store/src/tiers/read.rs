@@ -38,11 +38,19 @@ impl<K: Pod + Ord + Send + Sync, V: Pod + Send + Sync> Tiers<K, V> {
             false_positives += 1;
         }
         let c = &self.counters;
-        c.gets.fetch_add(1, Ordering::Relaxed);
-        c.range_skips.fetch_add(range_skips, Ordering::Relaxed);
-        c.filter_skips.fetch_add(filter_skips, Ordering::Relaxed);
-        c.table_reads.fetch_add(reads, Ordering::Relaxed);
-        c.false_positives.fetch_add(false_positives, Ordering::Relaxed);
+        // Shared counters, touched only when they change (readers on
+        // several threads would otherwise fight over their cache lines).
+        for (counter, n) in [
+            (&c.gets, 1),
+            (&c.range_skips, range_skips),
+            (&c.filter_skips, filter_skips),
+            (&c.table_reads, reads),
+            (&c.false_positives, false_positives),
+        ] {
+            if n > 0 {
+                counter.fetch_add(n, Ordering::Relaxed);
+            }
+        }
         Ok(found)
     }
 
