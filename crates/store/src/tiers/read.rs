@@ -55,28 +55,32 @@ impl<K: Pod + Ord + Send + Sync, V: Pod + Send + Sync> Tiers<K, V> {
     }
 
     /// At most `limit` entries with keys in `lo..=hi`, ascending, or
-    /// descending from `hi` if `reversed`. Reads one data block of each
-    /// table whose key range meets the bounds, then one per block used up:
-    /// O(limit + tables) block reads. Panics if `limit` exceeds
-    /// `TIERS_RANGE_LIMIT_MAX`.
+    /// descending from `hi` if `reversed`. A table is opened (its first
+    /// data block in range read) only once the merge reaches its key
+    /// range, then read one block at a time: O(limit + tables) block
+    /// reads, and for tables of disjoint key ranges (ids that grow with
+    /// time) only the blocks the answer comes from. Panics if `limit`
+    /// exceeds `TIERS_RANGE_LIMIT_MAX`.
     pub fn range(&self, lo: K, hi: K, reversed: bool, limit: usize) -> Result<Vec<(K, V)>, StoreError> {
         assert!(limit <= TIERS_RANGE_LIMIT_MAX, "a range of {limit} entries, more than {TIERS_RANGE_LIMIT_MAX}");
         if lo > hi || limit == 0 {
             return Ok(Vec::new());
         }
         let live = self.live();
-        let mut sources: Vec<Source<'_, K, V>> = Vec::new();
+        let mut sources: Vec<(K, Source<'_, K, V>)> = Vec::new();
         for tier in &live.tables {
             let table = &tier.table;
             if table.max_key() < lo || table.min_key() > hi {
                 continue;
             }
             sources.push(match reversed {
-                false => Box::new(table.range(lo..=hi)),
-                true => Box::new(table.range_rev(lo..=hi)),
+                false => (table.min_key().max(lo), Box::new(table.range(lo..=hi))),
+                true => (table.max_key().min(hi), Box::new(table.range_rev(lo..=hi))),
             });
         }
-        merge_sources(sources, reversed, limit)
+        // In the order the merge reaches them (a stable sort: deterministic).
+        sources.sort_by(|a, b| if reversed { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) });
+        Merge::new(sources, reversed).take(limit)
     }
 }
 
@@ -121,35 +125,67 @@ impl<K: Ord> PartialEq for Head<K> {
 
 impl<K: Ord> Eq for Head<K> {}
 
-/// Merges sorted `sources` (each in the range's direction) into at most
-/// `limit` entries. Keys are unique across tables (checked in debug builds).
-fn merge_sources<K: Pod + Ord, V: Pod>(
-    mut sources: Vec<Source<'_, K, V>>,
+/// A k-way merge of sorted sources (each in the range's direction),
+/// opening each only when the merge reaches its first possible key.
+struct Merge<'t, K, V> {
+    /// Each source's first possible key, in the order they are reached.
+    starts: Vec<K>,
+    sources: Vec<Source<'t, K, V>>,
+    opened: usize,
+    values: Vec<Option<V>>,
+    heap: BinaryHeap<Head<K>>,
     reversed: bool,
-    limit: usize,
-) -> Result<Vec<(K, V)>, StoreError> {
-    let mut values: Vec<Option<V>> = vec![None; sources.len()];
-    let mut heap = BinaryHeap::with_capacity(sources.len());
-    for (source, iter) in sources.iter_mut().enumerate() {
-        if let Some(next) = iter.next() {
-            let (key, value) = next?;
-            values[source] = Some(value);
-            heap.push(Head { key, source, reversed });
-        }
+}
+
+impl<'t, K: Pod + Ord, V: Pod> Merge<'t, K, V> {
+    fn new(sources: Vec<(K, Source<'t, K, V>)>, reversed: bool) -> Self {
+        let values = vec![None; sources.len()];
+        let heap = BinaryHeap::with_capacity(sources.len());
+        let (starts, sources) = sources.into_iter().unzip();
+        Merge { starts, sources, opened: 0, values, heap, reversed }
     }
-    let mut out: Vec<(K, V)> = Vec::with_capacity(limit.min(1024));
-    while out.len() < limit {
-        let Some(Head { key, source, .. }) = heap.pop() else { break };
-        debug_assert!(out.last().is_none_or(|(k, _)| *k != key), "a key is in two tables");
-        out.push((key, values[source].take().expect("a head has its value")));
-        if out.len() == limit {
-            break;
+
+    /// The next `limit` entries. Keys are unique across tables (checked in
+    /// debug builds).
+    fn take(mut self, limit: usize) -> Result<Vec<(K, V)>, StoreError> {
+        let mut out: Vec<(K, V)> = Vec::with_capacity(limit.min(1024));
+        while out.len() < limit {
+            self.open_reached()?;
+            let Some(Head { key, source, .. }) = self.heap.pop() else { break };
+            debug_assert!(out.last().is_none_or(|(k, _)| *k != key), "a key is in two tables");
+            out.push((key, self.values[source].take().expect("a head has its value")));
+            if out.len() < limit {
+                self.advance(source)?;
+            }
         }
-        if let Some(next) = sources[source].next() {
-            let (key, value) = next?;
-            values[source] = Some(value);
-            heap.push(Head { key, source, reversed });
-        }
+        Ok(out)
     }
-    Ok(out)
+
+    /// Opens every source whose first possible key is not beyond the next
+    /// entry: an unopened source then holds only keys after it.
+    fn open_reached(&mut self) -> Result<(), StoreError> {
+        while self.opened < self.sources.len() {
+            let start = &self.starts[self.opened];
+            let reached = match self.heap.peek() {
+                None => true,
+                Some(top) if self.reversed => *start >= top.key,
+                Some(top) => *start <= top.key,
+            };
+            if !reached {
+                break;
+            }
+            self.opened += 1;
+            self.advance(self.opened - 1)?;
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, source: usize) -> Result<(), StoreError> {
+        if let Some(next) = self.sources[source].next() {
+            let (key, value) = next?;
+            self.values[source] = Some(value);
+            self.heap.push(Head { key, source, reversed: self.reversed });
+        }
+        Ok(())
+    }
 }

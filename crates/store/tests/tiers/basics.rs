@@ -106,6 +106,24 @@ fn a_range_reads_blocks_for_its_limit_not_for_the_tables() {
     }
 }
 
+/// Tables of disjoint key ranges (ids that grow with time) are opened
+/// only when the merge reaches them: a page reads the blocks it comes from.
+#[test]
+fn a_range_over_ascending_ids_reads_only_the_blocks_it_returns() {
+    let d = tempfile::tempdir().unwrap();
+    let set = Tiers::<u128, u64>::open(d.path(), NAME, no_cache()).unwrap();
+    for t in 0..8u64 {
+        set.add_run((t * 5000..(t + 1) * 5000).map(|i| (u128::from(i), i)), 5000, t + 1).unwrap();
+    }
+    for (lo, reversed, first) in [(12_000, false, 12_000), (0, true, 39_999), (4990, false, 4990)] {
+        let before = set.data_block_reads();
+        let hi = if reversed { 39_999 } else { u128::MAX };
+        let got = set.range(lo, hi, reversed, 100).unwrap();
+        assert_eq!((got.len(), got[0].0), (100, first));
+        assert!(set.data_block_reads() - before <= 3, "{} reads", set.data_block_reads() - before);
+    }
+}
+
 /// Duplicate detection stays exact through many runs and merges: every
 /// key added is found, none of 100,000 others is; filter false positives
 /// (which cost one block read each) are counted.
