@@ -54,9 +54,11 @@
 //! positives), newest table first, and reads one data block (through the
 //! block cache) only from a table that may hold the key: a new id almost
 //! never touches the disk, and one above every table's range (ids that
-//! grow with time) not even a filter. `range` reads one data block per
-//! table whose key range meets the bounds, then one more each time a
-//! table's block is used up: O(limit + tables) blocks, never a table's size.
+//! grow with time) not even a filter. `range` reads at most one data
+//! block per table whose key range meets the bounds, opening a table only
+//! once the merge reaches its key range, then one more each time a
+//! table's block is used up: O(limit + tables) blocks, never a table's
+//! size, and for tables of disjoint key ranges only the blocks returned.
 
 mod catalog;
 mod compact;
