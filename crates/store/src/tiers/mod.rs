@@ -127,7 +127,8 @@ pub struct Recovery {
 }
 
 impl Recovery {
-    /// True if open used an older manifest than the newest on disk.
+    /// True if open found damage: a manifest it set aside, or a table that
+    /// made it use an older manifest than the newest.
     pub fn fell_back(&self) -> bool {
         !self.damaged.is_empty()
     }
