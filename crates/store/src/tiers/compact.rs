@@ -9,11 +9,14 @@ use crate::limits::{
 };
 use crate::table::{Table, merge_with};
 use bytemuck::Pod;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Tables chosen to be merged into one. Holds them open, so they stay
 /// readable while it runs even if a concurrent plan replaced them.
 pub struct CompactionPlan<K, V> {
+    /// The directory of the set that made the plan: the one it runs on.
+    dir: PathBuf,
     /// The inputs, oldest first (their order in the live set).
     inputs: Vec<Arc<Tier<K, V>>>,
 }
@@ -30,7 +33,7 @@ impl<K: Pod + Ord + Send + Sync, V: Pod + Send + Sync> Tiers<K, V> {
         let sizes: Vec<(u64, u64)> = live.tables.iter().map(|t| (t.table.len(), t.number)).collect();
         let chosen = choose(&sizes)?;
         let inputs = live.tables.iter().filter(|t| chosen.contains(&t.number)).cloned().collect();
-        Some(CompactionPlan { inputs })
+        Some(CompactionPlan { dir: self.dir.clone(), inputs })
     }
 }
 
@@ -75,6 +78,7 @@ impl<K: Pod + Ord + Send + Sync, V: Pod + Send + Sync> CompactionPlan<K, V> {
     /// it). On an error before the commit nothing changes and the output
     /// is deleted; if the commit itself fails, the next open decides.
     pub fn run(self, tiers: &Tiers<K, V>) -> Result<bool, StoreError> {
+        assert_eq!(self.dir, tiers.dir, "a compaction plan runs on the set that made it");
         let number = tiers.take_number();
         let output = match self.merge(tiers, number) {
             Ok(output) => output,
