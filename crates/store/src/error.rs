@@ -25,6 +25,9 @@ pub enum Fault {
     /// A block failed its own checks.
     #[error("{0}")]
     Block(#[from] BlockFault),
+    /// A file a manifest names is not in its directory.
+    #[error("the file is missing")]
+    Missing,
     /// The file ends before the data its metadata promises.
     #[error("the file holds {len} bytes, {expected} expected")]
     Truncated { len: u64, expected: u64 },

@@ -33,5 +33,6 @@ pub mod limits;
 pub mod manifest;
 pub mod records;
 pub mod table;
+pub mod tiers;
 
 pub use error::{Fault, StoreError};

@@ -94,3 +94,55 @@ const _: () = assert!(
 const _: () = assert!(CACHE_BYTES_MIN >= BLOCK_SIZE as u64, "no cache is smaller than what one read brings in");
 const _: () = assert!(CACHE_BYTES_MIN < CACHE_BYTES_MAX);
 const _: () = assert!(CACHE_SHARDS_MAX.is_power_of_two(), "the cache's shard count is a power of two");
+// Tiers (`tiers/`): an index kept as a set of tables, merged in the background.
+
+/// Bytes of memory writing a table costs per entry: 8 of filter scratch
+/// (the keys' hashes, `table::TableWriter`) and about 25 in xorf's binary
+/// fuse construction, which needs every key at once.
+pub const TABLE_BUILD_BYTES_PER_ENTRY: u64 = 33;
+/// Bytes of memory writing one tier table may cost (a run or a merge):
+/// it happens beside a running node, so it must stay a small slice of RAM.
+pub const TIERS_TABLE_BUILD_BYTES_MAX: u64 = 256 << 20;
+/// Entries in one tier table: the most whose construction stays within
+/// `TIERS_TABLE_BUILD_BYTES_MAX` (7 Mi entries, 231 MiB). A larger run is
+/// written as several tables; merges stop growing a table at this size.
+pub const TIERS_TABLE_ENTRIES_MAX: u64 = 7 << 20;
+/// Entries one run (`Tiers::add_run`) may hand over: 128 full tables.
+pub const TIERS_RUN_ENTRIES_MAX: u64 = TIERS_TABLE_ENTRIES_MAX * 128;
+/// Tables live at once. Every `get` of a key inside a table's key range
+/// probes its filter, so this bounds a lookup's cost; compaction keeps the
+/// count near log4 of the history, so reaching it is a caller's bug (no
+/// compaction running).
+pub const TIERS_TABLES_MAX: usize = 1024;
+/// Tables one compaction merges at most.
+pub const TIERS_MERGE_INPUTS_MAX: usize = 8;
+/// Tables one compaction merges at least, unless its output fills half a
+/// table: merging fewer would rewrite each entry more often.
+pub const TIERS_MERGE_INPUTS_MIN: usize = 4;
+/// How many times larger than the smallest input a compaction input may be
+/// (size-tiered: tables of similar size merge, so each entry is rewritten
+/// about once per tier).
+pub const TIERS_MERGE_SIZE_RATIO_MAX: u64 = 4;
+/// Entries one `Tiers::range` call returns at most: a page.
+pub const TIERS_RANGE_LIMIT_MAX: usize = 1 << 16;
+/// Manifests a tier set keeps: the newest and one to fall back to. Each
+/// keeps the tables it names on disk until a later commit prunes it.
+pub const TIERS_MANIFESTS_KEPT_MAX: usize = 2;
+/// Bytes of a tier set's name (the prefix of its table files).
+pub const TIERS_NAME_MAX: usize = 64;
+
+const _: () = assert!(
+    TIERS_TABLE_ENTRIES_MAX * TABLE_BUILD_BYTES_PER_ENTRY <= TIERS_TABLE_BUILD_BYTES_MAX,
+    "writing the largest tier table stays within its memory budget"
+);
+const _: () = assert!(TIERS_TABLE_ENTRIES_MAX <= TABLE_ENTRIES_MAX, "a tier table is a table");
+const _: () = assert!(TIERS_RUN_ENTRIES_MAX / TIERS_TABLE_ENTRIES_MAX <= TIERS_TABLES_MAX as u64);
+const _: () = assert!(TIERS_MERGE_INPUTS_MAX <= TABLE_MERGE_INPUTS_MAX, "a compaction is one table merge");
+const _: () = assert!(2 <= TIERS_MERGE_INPUTS_MIN && TIERS_MERGE_INPUTS_MIN <= TIERS_MERGE_INPUTS_MAX);
+const _: () = assert!(TIERS_MERGE_SIZE_RATIO_MAX >= 2);
+const _: () = assert!(TIERS_TABLES_MAX <= MANIFEST_FILES_MAX, "one manifest names every live table");
+const _: () =
+    assert!(TIERS_TABLES_MAX * BLOCK_SIZE <= 64 << 20, "a range holds one data block of each table: at most 64 MiB");
+const _: () = assert!(TIERS_RANGE_LIMIT_MAX <= READ_RANGE_RECORDS_MAX, "a range is a page");
+const _: () = assert!(2 <= TIERS_MANIFESTS_KEPT_MAX && TIERS_MANIFESTS_KEPT_MAX <= MANIFESTS_KEPT_MAX);
+const _: () = assert!(TIERS_NAME_MAX + 25 <= MANIFEST_FILE_NAME_MAX, "name, dash, 20 digits and .bst fit a file name");

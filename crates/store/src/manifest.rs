@@ -117,6 +117,23 @@ impl Manifests {
         &self.retained
     }
 
+    /// The file of the manifest with `sequence`.
+    pub fn path_of(&self, sequence: u64) -> PathBuf {
+        manifest_path(&self.dir, sequence)
+    }
+
+    /// Sets the newest retained checkpoint aside (renamed to
+    /// `….bsm.damaged`, like a manifest that failed its checks), for a
+    /// caller that found damage in what it names; the previous one becomes
+    /// the newest. Its sequence is never reused. Returns the renamed path.
+    pub fn set_aside_newest(&mut self) -> Result<PathBuf, StoreError> {
+        let newest = self.retained.pop().expect("a retained checkpoint to set aside");
+        let path = manifest_path(&self.dir, newest.sequence);
+        set_aside(&path)?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(&self.dir, e))?;
+        Ok(path.with_extension("bsm.damaged"))
+    }
+
     /// Data files in the directory that no retained manifest names: safe to
     /// delete (sorted by name).
     pub fn garbage(&self) -> Result<Vec<PathBuf>, StoreError> {

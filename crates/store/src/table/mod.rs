@@ -48,11 +48,13 @@
 mod format;
 mod merge;
 mod range;
+mod range_rev;
 mod read;
 mod write;
 
 pub use merge::{merge, merge_with};
 pub use range::TableRange;
+pub use range_rev::TableRangeRev;
 pub use read::Table;
 pub use write::{TableInfo, TableWriter};
 

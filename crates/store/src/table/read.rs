@@ -3,6 +3,7 @@
 
 use super::format::{FINGERPRINT_BYTES, Footer, Layout};
 use super::range::TableRange;
+use super::range_rev::TableRangeRev;
 use super::{Entries, assert_shape, key_hash};
 use crate::block::{BlockAddress, BlockKind};
 use crate::cache::{BlockCache, Payload, read_block};
@@ -161,6 +162,11 @@ impl<K: Pod + Ord, V: Pod> Table<K, V> {
     /// The entries with keys in `range`, in key order.
     pub fn range<R: RangeBounds<K>>(&self, range: R) -> TableRange<'_, K, V> {
         TableRange::new(self, range)
+    }
+
+    /// The entries with keys in `range`, in descending key order.
+    pub fn range_rev<R: RangeBounds<K>>(&self, range: R) -> TableRangeRev<'_, K, V> {
+        TableRangeRev::new(self, range)
     }
 
     /// The data block whose keys would include `key` (the first for keys

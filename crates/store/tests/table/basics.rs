@@ -92,7 +92,15 @@ fn many_blocks_read_one_block_per_lookup() {
         assert_eq!(t.range((Excluded(id(last)), Excluded(id(first)))).count(), 0);
         assert_eq!(t.range(id(last)..id(first)).count(), 1);
         assert_eq!(t.range(..=id(first)).count() as u64, first + 1);
+        // Descending, across the same boundary.
+        assert_eq!(next(&mut t.range_rev((Included(id(last)), Excluded(id(first))))), id(last));
+        assert_eq!(next(&mut t.range_rev(..=id(first))), id(first));
+        assert_eq!(next(&mut t.range_rev(..id(first))), id(last));
+        assert_eq!(t.range_rev((Excluded(id(last)), Excluded(id(first)))).count(), 0);
+        assert_eq!(t.range_rev(id(first)..).count() as u64, n - first);
     }
+    let down: Vec<_> = t.range_rev(..).map(|r| r.unwrap().0).collect();
+    assert_eq!(down, (0..n).rev().map(id).collect::<Vec<_>>());
     // Bounds between keys.
     let got: Vec<_> = t.range(id(10) + 1..id(12) + 1).map(Result::unwrap).collect();
     assert_eq!(got, vec![(id(11), 33), (id(12), 36)]);

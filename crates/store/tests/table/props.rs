@@ -66,7 +66,11 @@ proptest! {
         prop_assert_eq!(all(&t).unwrap(), m.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>());
         for (start, end) in ranges {
             let got: Vec<_> = t.range((start, end)).map(Result::unwrap).collect();
-            prop_assert_eq!(got, model_range(&m, start, end), "range {:?}..{:?}", start, end);
+            let mut expected = model_range(&m, start, end);
+            prop_assert_eq!(got, expected.clone(), "range {:?}..{:?}", start, end);
+            let got_rev: Vec<_> = t.range_rev((start, end)).map(Result::unwrap).collect();
+            expected.reverse();
+            prop_assert_eq!(got_rev, expected, "reversed range {:?}..{:?}", start, end);
         }
     }
 
