@@ -31,7 +31,8 @@ use bursar_core::limits::{BATCH_EVENTS_MAX, EXPIRIES_PER_ENTRY_MAX, QUERY_PAGE_M
 use bursar_core::records::{account_flags as AF, encode_all, filter_flags as FF, transfer_flags as TF};
 use bursar_core::state::Snapshot;
 use bursar_core::state::{
-    COLD_SECTIONS, ChunkBytes, ChunkReadError, ChunkReader, OnDisk, SectionChunk, StoredChunk, StoredIds, StoredIndexes,
+    COLD_SECTIONS, ChunkBytes, ChunkReadError, ChunkReader, OnDisk, SIDE_CREDIT, SIDE_DEBIT, SectionChunk, StoredChunk,
+    StoredIds, StoredIndexes, StoredLists,
 };
 use bursar_core::state::{SnapshotChunks, StateSnapshot};
 use bursar_core::{
@@ -169,18 +170,48 @@ impl StoredIds for IdTable {
     }
 }
 
-/// Hands all but the newest third of the transfer and failed ids over to
+/// Stored list entries in memory: those of the first `covered` records.
+struct ListTable {
+    entries: BTreeMap<(u128, u64), u8>,
+    covered: u64,
+}
+
+impl StoredLists for ListTable {
+    fn covered(&self) -> u64 {
+        self.covered
+    }
+    fn range(&self, a: u128, lo: u64, hi: u64, reversed: bool, limit: usize) -> Result<Vec<(u64, u8)>, ChunkReadError> {
+        let r = self.entries.range((a, lo)..(a, hi)).map(|((_, p), t)| (*p, *t));
+        Ok(if reversed { r.rev().take(limit).collect() } else { r.take(limit).collect() })
+    }
+    fn memory_bytes(&self) -> u64 {
+        0
+    }
+}
+
+/// Hands all but the newest third of the ids and list entries over to
 /// stored tables, as the engine does once runs are built, so that lookups
-/// of old ids (duplicates, posts of old pending transfers) go to them.
+/// of old ids (duplicates, posts of old pending transfers) and pages of
+/// accounts' old transfers and balances go to them.
 fn store_old_ids(sm: &StateMachine) -> StoredIndexes {
-    let (t_covered, f_covered) = sm.stored_ids_covered();
-    let t_end = (sm.transfer_count() as u64 * 2 / 3).max(t_covered);
-    let f_end = (sm.failed_count() as u64 * 2 / 3).max(f_covered);
+    let covered = sm.stored_covered();
+    let upto = |count: usize, i: usize| (count as u64 * 2 / 3).max(covered[i]);
+    let (t_end, f_end) = (upto(sm.transfer_count(), 0), upto(sm.failed_count(), 1));
+    let (tl_end, hl_end) = (upto(sm.transfer_count(), 2), upto(sm.balance_record_count(), 3));
     let transfers = (0..t_end).map(|p| (sm.transfer_at(p as u32).id, p)).collect();
     let failed = (0..f_end).map(|p| (sm.failed_at(p as u32).id, p)).collect();
+    let mut transfer_lists = BTreeMap::new();
+    for p in 0..tl_end {
+        let t = sm.transfer_at(p as u32);
+        transfer_lists.insert((t.debit_account_id, p), SIDE_DEBIT);
+        transfer_lists.insert((t.credit_account_id, p), SIDE_CREDIT);
+    }
+    let balance_lists = (0..hl_end).map(|p| ((sm.balance_record_at(p as u32).account_id, p), 0)).collect();
     StoredIndexes {
         transfers: Arc::new(IdTable { by_id: transfers, covered: t_end }),
         failed: Arc::new(IdTable { by_id: failed, covered: f_end }),
+        account_transfers: Arc::new(ListTable { entries: transfer_lists, covered: tl_end }),
+        account_history: Arc::new(ListTable { entries: balance_lists, covered: hl_end }),
     }
 }
 
@@ -1123,8 +1154,9 @@ fn bulk_run(shape: IdShape, seed: u64) {
     assert!(h.sm.cold_chunks() >= 4, "cold chunks: {}", h.sm.cold_chunks());
     assert!(h.cold.reads.load(Ordering::Relaxed) > 0);
     // Stored tables took over the older ids: RAM holds only the newest.
-    let ((in_memory, generations), _) = h.sm.ids_in_memory();
+    let ([in_memory, _, list_entries, _], generations) = h.sm.indexes_in_memory();
     assert!(in_memory < h.model.transfers.len() / 2, "{in_memory} ids in RAM of {}", h.model.transfers.len());
+    assert!(list_entries < h.model.transfers.len(), "{list_entries} list entries in RAM");
     assert!(generations <= bursar_core::limits::ID_GENERATIONS_MAX);
     let reader: Arc<dyn ChunkReader> = h.cold.clone();
     let lazy = StateMachine::restore_with(

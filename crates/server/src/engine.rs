@@ -8,12 +8,12 @@
 //! state that a crash could take back.
 
 use crate::gate::Gate;
+use crate::indexer::Indexer;
 use crate::limits::{BOOTS_KEPT, CLUSTER_GROUP_BYTES_MAX, GROUP_BYTES_MAX, GROUP_REQUESTS_MAX, WAITING_PROPOSALS_MAX};
 use crate::message::{
     Committed, EngineMsg, Proposal, ProposalFailed, ReplyTo, Request, Response, error_response, ok_response,
 };
 use crate::replication::ReplicaLink;
-use crate::indexer::Indexer;
 use crate::snapshotter::SnapshotTrigger;
 use bursar_core::command::{LogCommand, decode_body, envelope_prefix};
 use bursar_core::entry::{EntryHeader, Origin, RejectReason};
@@ -264,10 +264,10 @@ impl Engine {
             return;
         };
         self.sm.install_stored_ids(ids);
-        let ((in_memory, generations), _) = self.sm.ledger().ids_in_memory();
-        let (covered, _) = self.sm.ledger().stored_ids_covered();
-        tracing::debug!(covered, in_memory, generations, "stored id tables installed");
-        metrics::gauge!("bursar_state_ids_stored_below").set(covered as f64);
+        let (in_memory, generations) = self.sm.ledger().indexes_in_memory();
+        let covered = self.sm.ledger().stored_covered();
+        tracing::debug!(?covered, ?in_memory, generations, "stored index tables installed");
+        metrics::gauge!("bursar_state_ids_stored_below").set(covered[0] as f64);
     }
 
     /// `bursar_state_memory_bytes{structure}`: what the state holds in RAM,

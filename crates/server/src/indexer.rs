@@ -1,15 +1,18 @@
-//! Stored id tables: the indexer thread builds them from history that a
+//! Stored index tables: the indexer thread builds them from history that a
 //! durable snapshot already holds and hands them to the engine.
 //!
-//! The state machine keeps ids in RAM generations (`core::state::ids`), one
-//! started at each snapshot. After a snapshot is written, the engine passes
-//! its view here; this thread reads the ids of the transfers and failed ids
-//! the tables do not cover yet (cold chunks are read through the block
-//! cache), sorts them in runs of at most `RUN_ENTRIES_MAX`, and adds each
-//! run as a table (`store::tiers`), which also records how far the tables
-//! now cover. It then merges tables of similar size, and publishes the new
-//! coverage; the engine installs it (`Machine::install_stored_ids`) and
-//! the generations the tables cover drop out of RAM.
+//! The state machine keeps recent ids (`core::state::ids`) and recent
+//! entries of accounts' lists (`core::state::lists`) in RAM. After a
+//! snapshot is written, the engine passes its view here; this thread reads
+//! the records the tables do not cover yet (cold chunks come through the
+//! block cache), sorts their keys in runs of at most
+//! `INDEX_RUN_ENTRIES_MAX`, and adds each run as a table (`store::tiers`),
+//! which also records how far the tables now cover. Four sets of tables:
+//! transfer id → position, failed id → position, (account id, transfer
+//! position) → side, (account id, balance record position). It then merges
+//! tables of similar size and publishes the new coverage; the engine
+//! installs it (`Machine::install_stored_ids`) and what the tables cover
+//! drops out of RAM.
 //!
 //! Nothing here is part of the state: answers are the same whichever part
 //! holds an id, and a crash anywhere leaves the tables either before or
@@ -19,7 +22,9 @@
 
 use crate::limits::{INDEX_RUN_ENTRIES_MAX, INDEXER_QUEUE_MAX};
 use bursar_core::machine::MachineSnapshot;
-use bursar_core::state::{ChunkReadError, StateSnapshot, StoredIds, StoredIndexes};
+use bursar_core::state::{
+    ChunkReadError, SIDE_CREDIT, SIDE_DEBIT, StateSnapshot, StoredIds, StoredIndexes, StoredLists,
+};
 use bursar_store::StoreError;
 use bursar_store::cache::BlockCache;
 use bursar_store::tiers::Tiers;
@@ -32,9 +37,18 @@ use std::thread::JoinHandle;
 pub const INDEX_DIR: &str = "index";
 const TRANSFER_IDS: &str = "transfer-ids";
 const FAILED_IDS: &str = "failed-ids";
+const TRANSFER_LISTS: &str = "transfer-lists";
+const BALANCE_LISTS: &str = "balance-lists";
 
 /// Id → position tables of one kind of record.
 type IdTables = Tiers<u128, u64>;
+/// (account id high, low, record position) → tag tables of one kind of
+/// list (arrays of `u64` order lexicographically, as the tuple would).
+type ListTables = Tiers<[u64; 3], u8>;
+
+fn list_key(account: u128, position: u64) -> [u64; 3] {
+    [(account >> 64) as u64, account as u64, position]
+}
 
 /// The stored ids the state reads: the tables, and the coverage they had
 /// when handed over (the tables may cover more by the time they are read;
@@ -59,78 +73,170 @@ impl StoredIds for Installed {
     }
 }
 
-/// The transfer-id and failed-id tables of a data directory.
+/// Stored lists as the state reads them (see `Installed`).
+struct InstalledLists {
+    tables: Arc<ListTables>,
+    covered: u64,
+}
+
+impl StoredLists for InstalledLists {
+    fn covered(&self) -> u64 {
+        self.covered
+    }
+
+    fn range(
+        &self,
+        account: u128,
+        lo: u64,
+        hi: u64,
+        reversed: bool,
+        limit: usize,
+    ) -> Result<Vec<(u64, u8)>, ChunkReadError> {
+        if lo >= hi.min(self.covered) {
+            return Ok(Vec::new());
+        }
+        let (first, last) = (list_key(account, lo), list_key(account, hi.min(self.covered) - 1));
+        let found = self.tables.range(first, last, reversed, limit).map_err(|e| Box::new(e) as ChunkReadError)?;
+        Ok(found.into_iter().map(|(k, tag)| (k[2], tag)).collect())
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        self.tables.memory_bytes()
+    }
+}
+
+/// The index tables of a data directory.
 #[derive(Clone)]
 pub struct IdStores {
     transfers: Arc<IdTables>,
     failed: Arc<IdTables>,
+    transfer_lists: Arc<ListTables>,
+    balance_lists: Arc<ListTables>,
     dir: PathBuf,
 }
 
 impl IdStores {
-    /// Opens (or creates) the tables under `<data_dir>/index`.
+    /// Opens (or creates) the tables under `<data_dir>/index`. Tables that
+    /// cannot be opened at all are removed and rebuilt: they are derived
+    /// from the snapshots, never the only copy of anything.
     pub fn open(data_dir: &Path, cache: Arc<BlockCache>) -> Result<IdStores, StoreError> {
         let dir = data_dir.join(INDEX_DIR);
-        let transfers = Arc::new(Tiers::open(&dir, TRANSFER_IDS, cache.clone())?);
-        let failed = Arc::new(Tiers::open(&dir, FAILED_IDS, cache)?);
-        Ok(IdStores { transfers, failed, dir })
+        match Self::open_in(&dir, &cache) {
+            Ok(stores) => Ok(stores),
+            Err(e) => {
+                tracing::warn!("the index tables cannot be opened; they are rebuilt: {e}");
+                remove_dir(&dir)?;
+                Self::open_in(&dir, &cache)
+            }
+        }
+    }
+
+    fn open_in(dir: &Path, cache: &Arc<BlockCache>) -> Result<IdStores, StoreError> {
+        Ok(IdStores {
+            transfers: Arc::new(Tiers::open(dir, TRANSFER_IDS, cache.clone())?),
+            failed: Arc::new(Tiers::open(dir, FAILED_IDS, cache.clone())?),
+            transfer_lists: Arc::new(Tiers::open(dir, TRANSFER_LISTS, cache.clone())?),
+            balance_lists: Arc::new(Tiers::open(dir, BALANCE_LISTS, cache.clone())?),
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Removes every table and opens the stores empty: the tables covered
     /// more than the state recovery started from.
     pub fn reset(self, cache: Arc<BlockCache>) -> Result<IdStores, StoreError> {
-        let IdStores { transfers, failed, dir } = self;
-        drop((transfers, failed));
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(StoreError::io(&dir, e)),
-            _ => {}
-        }
-        let data_dir = dir.parent().expect("invariant: the index dir is inside the data dir").to_path_buf();
-        IdStores::open(&data_dir, cache)
+        let dir = self.dir.clone();
+        drop(self);
+        remove_dir(&dir)?;
+        Self::open_in(&dir, &cache)
     }
 
     /// What the state installs: the tables with their current coverage.
     pub fn installed(&self) -> StoredIndexes {
-        let part = |t: &Arc<IdTables>| Arc::new(Installed { tables: t.clone(), covered: t.covered() });
-        StoredIndexes { transfers: part(&self.transfers), failed: part(&self.failed) }
+        let ids = |t: &Arc<IdTables>| Arc::new(Installed { tables: t.clone(), covered: t.covered() });
+        let lists = |t: &Arc<ListTables>| Arc::new(InstalledLists { tables: t.clone(), covered: t.covered() });
+        StoredIndexes {
+            transfers: ids(&self.transfers),
+            failed: ids(&self.failed),
+            account_transfers: lists(&self.transfer_lists),
+            account_history: lists(&self.balance_lists),
+        }
     }
 
     /// Adds runs for everything `view` holds beyond the tables' coverage,
     /// then merges tables. Returns whether anything was added.
     fn catch_up(&self, view: &StateSnapshot) -> Result<bool, StoreError> {
-        let t = add_runs(&self.transfers, view.transfer_count(), |from| view.transfer_ids(from))?;
-        let f = add_runs(&self.failed, view.failed_count(), |from| view.failed_ids(from))?;
-        for tables in [&self.transfers, &self.failed] {
-            while let Some(plan) = tables.compaction() {
-                plan.run(tables)?;
-            }
-        }
-        Ok(t || f)
+        let transfer_sides = |from| {
+            view.transfers_from(from).flat_map(|(t, p)| {
+                [(list_key(t.debit_account_id, p), SIDE_DEBIT), (list_key(t.credit_account_id, p), SIDE_CREDIT)]
+            })
+        };
+        let added = [
+            add_runs(&self.transfers, view.transfer_count(), 1, |from| view.transfer_ids(from))?,
+            add_runs(&self.failed, view.failed_count(), 1, |from| view.failed_ids(from))?,
+            add_runs(&self.transfer_lists, view.transfer_count(), 2, transfer_sides)?,
+            add_runs(&self.balance_lists, view.balance_record_count(), 1, |from| {
+                view.balance_records_from(from).map(|(r, p)| (list_key(r.account_id, p), 0u8))
+            })?,
+        ];
+        compact(&self.transfers)?;
+        compact(&self.failed)?;
+        compact(&self.transfer_lists)?;
+        compact(&self.balance_lists)?;
+        Ok(added.contains(&true))
     }
 }
 
-/// Adds sorted runs of at most `INDEX_RUN_ENTRIES_MAX` ids from the
-/// tables' coverage up to `end`.
-fn add_runs<I: Iterator<Item = (u128, u64)>>(
-    tables: &IdTables,
+fn remove_dir(dir: &Path) -> Result<(), StoreError> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::io(dir, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Merges tables of similar size until none are left to merge.
+fn compact<K, V>(tables: &Tiers<K, V>) -> Result<(), StoreError>
+where
+    K: bytemuck::Pod + Ord + Send + Sync,
+    V: bytemuck::Pod + Send + Sync,
+{
+    while let Some(plan) = tables.compaction() {
+        if !plan.run(tables)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Adds sorted runs from the tables' coverage up to `end` (record
+/// positions); `per_record` keys per record, at most
+/// `INDEX_RUN_ENTRIES_MAX` keys per run.
+fn add_runs<K, V, I>(
+    tables: &Tiers<K, V>,
     end: u64,
-    ids_from: impl Fn(u64) -> I,
-) -> Result<bool, StoreError> {
+    per_record: u64,
+    from: impl Fn(u64) -> I,
+) -> Result<bool, StoreError>
+where
+    K: bytemuck::Pod + Ord + Send + Sync,
+    V: bytemuck::Pod + Send + Sync,
+    I: Iterator<Item = (K, V)>,
+{
     let start = tables.covered();
     if start >= end {
         return Ok(false);
     }
-    let mut ids = ids_from(start);
-    let mut from = start;
-    while from < end {
-        let to = (from + INDEX_RUN_ENTRIES_MAX as u64).min(end);
-        let mut run: Vec<(u128, u64)> = ids.by_ref().take((to - from) as usize).collect();
-        assert_eq!(run.len() as u64, to - from, "invariant: the view holds every record below its count");
-        run.sort_unstable_by_key(|(id, _)| *id);
-        debug_assert!(run.windows(2).all(|w| w[0].0 < w[1].0), "invariant: ids are unique");
-        let count = run.len() as u64;
-        tables.add_run(run.into_iter(), count, to)?;
-        from = to;
+    let mut entries = from(start);
+    let records_per_run = (INDEX_RUN_ENTRIES_MAX as u64 / per_record).max(1);
+    let mut at = start;
+    while at < end {
+        let to = (at + records_per_run).min(end);
+        let want = ((to - at) * per_record) as usize;
+        let mut run: Vec<(K, V)> = entries.by_ref().take(want).collect();
+        assert_eq!(run.len(), want, "invariant: the view holds every record below its count");
+        run.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        debug_assert!(run.windows(2).all(|w| w[0].0 < w[1].0), "invariant: keys are unique");
+        tables.add_run(run, want as u64, to)?;
+        at = to;
     }
     assert_eq!(tables.covered(), end, "invariant: the runs cover the view");
     Ok(true)

@@ -3,9 +3,9 @@
 
 use crate::engine::{Engine, EngineLog, KeyTable, fatal_storage_error};
 use crate::gate::Gate;
+use crate::indexer::{IdStores, Indexer};
 use crate::message::{EngineMsg, OwnedEnvelope, Request};
 use crate::net::{Listener, NetLimits, serve};
-use crate::indexer::{Indexer, IdStores};
 use crate::recovery::{Disk, recover};
 use crate::replication::Replicator;
 use crate::snapshotter::SnapshotTrigger;

@@ -61,9 +61,14 @@ pub struct Disk {
 }
 
 /// Recovers the state from the newest snapshot that verifies and the log.
-pub fn recover(log: &FileLog, open: &OpenReport, store: &SnapshotStore, disk: Disk) -> Result<Recovered, RecoveryError> {
+pub fn recover(
+    log: &FileLog,
+    open: &OpenReport,
+    store: &SnapshotStore,
+    disk: Disk,
+) -> Result<Recovered, RecoveryError> {
     let Disk { cold, mut ids } = disk;
-    let wanted = ids.as_ref().map(|i| (i.transfers.covered(), i.failed.covered()));
+    let wanted = ids.as_ref().map(StoredIndexes::covered);
     let loading = if cold.is_some() { Loading::Lazy } else { Loading::Whole };
     let reader = cold.map(|c| c as Arc<dyn ChunkReader>);
     let (mut sm, snapshot_position) = match store.load_latest_with(loading)? {
@@ -103,7 +108,7 @@ pub fn recover(log: &FileLog, open: &OpenReport, store: &SnapshotStore, disk: Di
             (Machine::default(), None)
         }
     };
-    let ids_installed = wanted.is_none_or(|w| sm.ledger().stored_ids_covered() == w);
+    let ids_installed = wanted.is_none_or(|w| sm.ledger().stored_covered() == w);
     if let Some(reader) = reader {
         sm.set_chunk_reader(reader);
     }

@@ -71,7 +71,9 @@ impl StateMachine {
                 return Err(E::CreditsExceedDebits { account: a.id, credits, debits_posted: a.debits_posted });
             }
         }
-        if self.account_transfers.accounts() != self.accounts.len() || self.account_history.accounts() != self.accounts.len() {
+        if self.account_transfers.accounts() != self.accounts.len()
+            || self.account_history.accounts() != self.accounts.len()
+        {
             return Err(E::AccountIndexes);
         }
         Ok(())

@@ -201,7 +201,14 @@ mod tests {
         fn covered(&self) -> u64 {
             self.covered
         }
-        fn range(&self, a: u128, lo: u64, hi: u64, reversed: bool, limit: usize) -> Result<Vec<(u64, u8)>, ChunkReadError> {
+        fn range(
+            &self,
+            a: u128,
+            lo: u64,
+            hi: u64,
+            reversed: bool,
+            limit: usize,
+        ) -> Result<Vec<(u64, u8)>, ChunkReadError> {
             let r = self.entries.range((a, lo)..(a, hi)).map(|((_, p), t)| (*p, *t));
             Ok(if reversed { r.rev().take(limit).collect() } else { r.take(limit).collect() })
         }

@@ -234,6 +234,21 @@ impl StateSnapshot {
         self.failed.len as u64
     }
 
+    /// Balance records in the view.
+    pub fn balance_record_count(&self) -> u64 {
+        self.history.len as u64
+    }
+
+    /// The view's transfers from position `from` on, with their positions.
+    pub fn transfers_from(&self, from: u64) -> impl Iterator<Item = (Transfer, u64)> + '_ {
+        self.transfers.iter_from(from as usize).zip(from..)
+    }
+
+    /// The view's balance records from position `from` on, with positions.
+    pub fn balance_records_from(&self, from: u64) -> impl Iterator<Item = (BalanceRecord, u64)> + '_ {
+        self.history.iter_from(from as usize).zip(from..)
+    }
+
     /// (id, position) of the view's transfers from position `from` on: what
     /// stored id tables are built from.
     pub fn transfer_ids(&self, from: u64) -> impl Iterator<Item = (u128, u64)> + '_ {
@@ -523,7 +538,9 @@ impl StateMachine {
             .filter(|p| self.transfer_states.get(*p) == PendingState::Pending as u8)
             .map(|p| p as u32)
             .collect();
-        if let Some(p) = (0..self.transfer_states.len()).find(|p| PendingState::from_byte(self.transfer_states.get(*p)).is_none()) {
+        if let Some(p) =
+            (0..self.transfer_states.len()).find(|p| PendingState::from_byte(self.transfer_states.get(*p)).is_none())
+        {
             return Err(DecodeError::InvalidPendingState { transfer: self.transfers.get(p).id });
         }
         for p in pending {
