@@ -35,10 +35,10 @@ use std::thread::JoinHandle;
 
 /// The indexes' directory inside the data dir.
 pub const INDEX_DIR: &str = "index";
-const TRANSFER_IDS: &str = "transfer-ids";
-const FAILED_IDS: &str = "failed-ids";
-const TRANSFER_LISTS: &str = "transfer-lists";
-const BALANCE_LISTS: &str = "balance-lists";
+const TRANSFER_IDS: &str = "transfer_ids";
+const FAILED_IDS: &str = "failed_ids";
+const TRANSFER_LISTS: &str = "transfer_lists";
+const BALANCE_LISTS: &str = "balance_lists";
 
 /// Id → position tables of one kind of record.
 type IdTables = Tiers<u128, u64>;
