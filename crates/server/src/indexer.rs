@@ -113,6 +113,8 @@ pub struct IdStores {
     transfer_lists: Arc<ListTables>,
     balance_lists: Arc<ListTables>,
     dir: PathBuf,
+    /// The tables were removed to be rebuilt.
+    rebuilt: bool,
 }
 
 impl IdStores {
@@ -126,18 +128,20 @@ impl IdStores {
             Err(e) => {
                 tracing::warn!("the index tables cannot be opened; they are rebuilt: {e}");
                 remove_dir(&dir)?;
-                Self::open_in(&dir, &cache)
+                Ok(IdStores { rebuilt: true, ..Self::open_in(&dir, &cache)? })
             }
         }
     }
 
     fn open_in(dir: &Path, cache: &Arc<BlockCache>) -> Result<IdStores, StoreError> {
         Ok(IdStores {
-            transfers: Arc::new(Tiers::open(dir, TRANSFER_IDS, cache.clone())?),
-            failed: Arc::new(Tiers::open(dir, FAILED_IDS, cache.clone())?),
-            transfer_lists: Arc::new(Tiers::open(dir, TRANSFER_LISTS, cache.clone())?),
-            balance_lists: Arc::new(Tiers::open(dir, BALANCE_LISTS, cache.clone())?),
+            // One directory per set: each has its own manifests.
+            transfers: Arc::new(Tiers::open(&dir.join(TRANSFER_IDS), TRANSFER_IDS, cache.clone())?),
+            failed: Arc::new(Tiers::open(&dir.join(FAILED_IDS), FAILED_IDS, cache.clone())?),
+            transfer_lists: Arc::new(Tiers::open(&dir.join(TRANSFER_LISTS), TRANSFER_LISTS, cache.clone())?),
+            balance_lists: Arc::new(Tiers::open(&dir.join(BALANCE_LISTS), BALANCE_LISTS, cache.clone())?),
             dir: dir.to_path_buf(),
+            rebuilt: false,
         })
     }
 
@@ -147,7 +151,12 @@ impl IdStores {
         let dir = self.dir.clone();
         drop(self);
         remove_dir(&dir)?;
-        Self::open_in(&dir, &cache)
+        Ok(IdStores { rebuilt: true, ..Self::open_in(&dir, &cache)? })
+    }
+
+    /// Whether the tables were removed to be rebuilt.
+    pub fn rebuilt(&self) -> bool {
+        self.rebuilt
     }
 
     /// What the state installs: the tables with their current coverage.

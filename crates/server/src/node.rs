@@ -118,6 +118,9 @@ pub struct StartReport {
     pub accounts: usize,
     pub transfers: usize,
     pub recovery: Duration,
+    /// The stored index tables could not be used (damaged, or ahead of the
+    /// snapshot recovery started from) and are being rebuilt.
+    pub indexes_rebuilt: bool,
     /// Set on a first start: the admin key created, and whether it was
     /// generated (then it is shown only this once).
     pub admin_key: Option<(String, bool)>,
@@ -218,8 +221,10 @@ impl Node {
         let disk = Disk { cold: Some(cold), ids: Some(id_stores.installed()) };
         let recovered = recover(&log, &open, &store, disk)?;
         if !recovered.ids_installed {
+            tracing::warn!("the index tables are ahead of the state recovered; they are rebuilt");
             id_stores = id_stores.reset(cache.clone()).map_err(NodeError::Index)?;
         }
+        let indexes_rebuilt = id_stores.rebuilt();
         let sm = recovered.state;
         let needs_admin = sm.keys().is_empty();
         let mut report = StartReport {
@@ -230,6 +235,7 @@ impl Node {
             accounts: sm.ledger().account_count(),
             transfers: sm.ledger().transfer_count(),
             recovery: started.elapsed(),
+            indexes_rebuilt,
             caught_up_entries: 0,
             admin_key: None,
         };

@@ -215,4 +215,62 @@ mod tests {
         let err = recover(&log, &open, &store, Disk::default()).err().unwrap();
         assert!(err.to_string().contains("does not match the log's hash chain"), "{err}");
     }
+
+    /// Stored tables that cover `covered` records and hold nothing.
+    struct Empty(u64);
+
+    impl bursar_core::state::StoredIds for Empty {
+        fn covered(&self) -> u64 {
+            self.0
+        }
+        fn find(&self, _: u128) -> Result<Option<u64>, bursar_core::state::ChunkReadError> {
+            Ok(None)
+        }
+        fn memory_bytes(&self) -> u64 {
+            0
+        }
+    }
+
+    impl bursar_core::state::StoredLists for Empty {
+        fn covered(&self) -> u64 {
+            self.0
+        }
+        fn range(
+            &self,
+            _: u128,
+            _: u64,
+            _: u64,
+            _: bool,
+            _: usize,
+        ) -> Result<Vec<(u64, u8)>, bursar_core::state::ChunkReadError> {
+            Ok(Vec::new())
+        }
+        fn memory_bytes(&self) -> u64 {
+            0
+        }
+    }
+
+    fn tables(transfers: u64) -> Disk {
+        let ids = StoredIndexes {
+            transfers: Arc::new(Empty(transfers)),
+            failed: Arc::new(Empty(0)),
+            account_transfers: Arc::new(Empty(0)),
+            account_history: Arc::new(Empty(0)),
+        };
+        Disk { cold: None, ids: Some(ids) }
+    }
+
+    #[test]
+    fn index_tables_ahead_of_the_snapshot_are_not_installed() {
+        let (_dir, log, open, store) = seeded([5; 32]);
+        // The snapshot holds no transfers; tables claiming 5 are ahead of it
+        // (built from a newer snapshot that did not verify).
+        let ahead = recover(&log, &open, &store, tables(5)).unwrap();
+        assert!(!ahead.ids_installed, "the caller rebuilds them");
+        assert_eq!(ahead.state.ledger().stored_covered(), [0; 4]);
+        assert_eq!(ahead.state.position(), 3);
+        let fitting = recover(&log, &open, &store, tables(0)).unwrap();
+        assert!(fitting.ids_installed);
+        assert_eq!(fitting.state.digest(), ahead.state.digest(), "tables never change the state");
+    }
 }
