@@ -242,7 +242,7 @@ where
         let want = ((to - at) * per_record) as usize;
         let mut run: Vec<(K, V)> = entries.by_ref().take(want).collect();
         assert_eq!(run.len(), want, "invariant: the view holds every record below its count");
-        run.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        run.sort_unstable_by_key(|e| e.0);
         debug_assert!(run.windows(2).all(|w| w[0].0 < w[1].0), "invariant: keys are unique");
         tables.add_run(run, want as u64, to)?;
         at = to;

@@ -200,6 +200,41 @@ fn warn_loose_modes(dir: &std::path::Path) {
     }
 }
 
+/// Binds the binary protocol's listener and serves it until `stop`.
+fn listen(
+    runtime: &tokio::runtime::Runtime,
+    at: SocketAddr,
+    shared: Listener,
+    stop: watch::Receiver<bool>,
+) -> Result<SocketAddr, NodeError> {
+    let listener =
+        runtime.block_on(tokio::net::TcpListener::bind(at)).map_err(|source| NodeError::Listen { addr: at, source })?;
+    let addr = listener.local_addr()?;
+    runtime.spawn(serve(listener, shared, stop));
+    Ok(addr)
+}
+
+/// Recovers the state with history on disk: cold chunks read through
+/// `cache`, and the stored index tables (rebuilt if recovery cannot use
+/// them).
+fn recover_with_disk(
+    config: &NodeConfig,
+    log: &FileLog,
+    open: &bursar_log::OpenReport,
+    store: &SnapshotStore,
+    cache: &Arc<bursar_store::cache::BlockCache>,
+) -> Result<(crate::recovery::Recovered, IdStores), NodeError> {
+    let cold = Arc::new(bursar_log::ColdChunks::new(&config.data_dir, cache.clone()));
+    let mut id_stores = IdStores::open(&config.data_dir, cache.clone()).map_err(NodeError::Index)?;
+    let disk = Disk { cold: Some(cold), ids: Some(id_stores.installed()) };
+    let recovered = recover(log, open, store, disk)?;
+    if !recovered.ids_installed {
+        tracing::warn!("the index tables are ahead of the state recovered; they are rebuilt");
+        id_stores = id_stores.reset(cache.clone()).map_err(NodeError::Index)?;
+    }
+    Ok((recovered, id_stores))
+}
+
 impl Node {
     pub fn start(config: NodeConfig) -> Result<Node, NodeError> {
         Node::start_with(config, None)
@@ -216,14 +251,7 @@ impl Node {
         let (mut log, open) = FileLog::open(options)?;
         let store = SnapshotStore::open(&config.data_dir)?;
         let cache = Arc::new(bursar_store::cache::BlockCache::new(config.cache_bytes));
-        let cold = Arc::new(bursar_log::ColdChunks::new(&config.data_dir, cache.clone()));
-        let mut id_stores = IdStores::open(&config.data_dir, cache.clone()).map_err(NodeError::Index)?;
-        let disk = Disk { cold: Some(cold), ids: Some(id_stores.installed()) };
-        let recovered = recover(&log, &open, &store, disk)?;
-        if !recovered.ids_installed {
-            tracing::warn!("the index tables are ahead of the state recovered; they are rebuilt");
-            id_stores = id_stores.reset(cache.clone()).map_err(NodeError::Index)?;
-        }
+        let (recovered, id_stores) = recover_with_disk(&config, &log, &open, &store, &cache)?;
         let indexes_rebuilt = id_stores.rebuilt();
         let sm = recovered.state;
         let needs_admin = sm.keys().is_empty();
@@ -294,23 +322,13 @@ impl Node {
             report.admin_key = Some(bootstrap_admin_key(&engine_tx, config.admin_key.clone(), clustered)?);
         }
         let (stop_tx, stop_rx) = watch::channel(false);
-        let addr = match config.listen {
-            Some(listen) => {
-                let listener = runtime
-                    .block_on(tokio::net::TcpListener::bind(listen))
-                    .map_err(|source| NodeError::Listen { addr: listen, source })?;
-                let shared = Listener {
-                    engine: engine_tx.clone(),
-                    keys: keys.clone(),
-                    limits: config.net.clone(),
-                    tls: config.binary_tls.clone(),
-                };
-                let addr = listener.local_addr()?;
-                runtime.spawn(serve(listener, shared, stop_rx.clone()));
-                Some(addr)
-            }
-            None => None,
+        let shared = Listener {
+            engine: engine_tx.clone(),
+            keys: keys.clone(),
+            limits: config.net.clone(),
+            tls: config.binary_tls.clone(),
         };
+        let addr = config.listen.map(|at| listen(&runtime, at, shared, stop_rx.clone())).transpose()?;
         runtime.spawn(tick(engine_tx.clone(), stop_rx));
         let signals = runtime.block_on(async {
             use tokio::signal::unix::{SignalKind, signal};

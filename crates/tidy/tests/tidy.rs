@@ -74,7 +74,7 @@ const LONG_FUNCTIONS: &[(&str, usize)] = &[
     ("crates/outbound/src/webhooks/delivery.rs::webhook", 71),
     ("crates/projection/src/apply.rs::add", 110),
     ("crates/server/src/engine.rs::apply_committed", 81),
-    ("crates/server/src/node.rs::start_with", 112),
+    ("crates/server/src/node.rs::start_with", 104),
 ];
 
 const FUNCTION_LINES_MAX: usize = 70;

@@ -228,7 +228,7 @@ mod tests {
         // also to account 0), so lists interleave.
         let owners = |p: u64| {
             let mut o = vec![(p % 3) as u32];
-            if p % 7 == 0 && p % 3 != 0 {
+            if p.is_multiple_of(7) && !p.is_multiple_of(3) {
                 o.push(0);
             }
             o
