@@ -20,7 +20,7 @@
 //! they are. If the tables cover more than the snapshot recovery starts
 //! from (a damaged newest snapshot), they are discarded and rebuilt.
 
-use crate::limits::{INDEX_RUN_ENTRIES_MAX, INDEXER_QUEUE_MAX};
+use crate::limits::{INDEX_RUN_ENTRIES_MAX, INDEXER_NICE, INDEXER_QUEUE_MAX};
 use bursar_core::machine::MachineSnapshot;
 use bursar_core::state::{
     ChunkReadError, SIDE_CREDIT, SIDE_DEBIT, StateSnapshot, StoredIds, StoredIndexes, StoredLists,
@@ -297,7 +297,26 @@ impl Drop for Indexer {
     }
 }
 
+/// The indexer works behind the engine: on a machine with few cores it
+/// takes what the engine leaves rather than delay entries. Failing to
+/// lower it only costs speed.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority on this thread's own id take no
+        // pointers and change only this thread's scheduling.
+        let done = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, INDEXER_NICE)
+        };
+        if done != 0 {
+            tracing::debug!("the indexer thread keeps its priority: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
 fn run(stores: IdStores, rx: Receiver<MachineSnapshot>, ready: Arc<Mutex<Option<StoredIndexes>>>) {
+    lower_priority();
     for view in rx {
         let started = std::time::Instant::now();
         match stores.catch_up(view.ledger()) {

@@ -26,6 +26,9 @@ pub const INDEX_RUN_ENTRIES_MAX: usize = 2 << 20;
 /// Snapshot views waiting for the indexer: one; a newer view covers what
 /// an older one would have.
 pub const INDEXER_QUEUE_MAX: usize = 1;
+/// The indexer thread's nice value: below the engine, which applies
+/// entries while the indexer catches up.
+pub const INDEXER_NICE: i32 = 10;
 
 // Group commit.
 
