@@ -56,6 +56,10 @@ fn list_key(account: u128, position: u64) -> [u64; 3] {
 struct Installed {
     tables: Arc<IdTables>,
     covered: u64,
+    /// The key range of the tables when installed: an id outside it is not
+    /// among the covered records, answered without touching the tables
+    /// (new ids that grow with time all are).
+    bounds: Option<(u128, u128)>,
 }
 
 impl StoredIds for Installed {
@@ -64,6 +68,9 @@ impl StoredIds for Installed {
     }
 
     fn find(&self, id: u128) -> Result<Option<u64>, ChunkReadError> {
+        if !self.bounds.is_some_and(|(min, max)| (min..=max).contains(&id)) {
+            return Ok(None);
+        }
         let found = self.tables.get(&id).map_err(|e| Box::new(e) as ChunkReadError)?;
         Ok(found.filter(|p| *p < self.covered))
     }
@@ -161,7 +168,12 @@ impl IdStores {
 
     /// What the state installs: the tables with their current coverage.
     pub fn installed(&self) -> StoredIndexes {
-        let ids = |t: &Arc<IdTables>| Arc::new(Installed { tables: t.clone(), covered: t.covered() });
+        let ids = |t: &Arc<IdTables>| {
+            // Coverage before bounds: a run added in between only widens
+            // the bounds, never hides a covered id.
+            let covered = t.covered();
+            Arc::new(Installed { tables: t.clone(), covered, bounds: t.key_bounds() })
+        };
         let lists = |t: &Arc<ListTables>| Arc::new(InstalledLists { tables: t.clone(), covered: t.covered() });
         StoredIndexes {
             transfers: ids(&self.transfers),

@@ -82,11 +82,13 @@ impl Ids {
         }
     }
 
-    /// Starts loading the bucket `id` would be in, in the newest
-    /// generation (where almost every lookup of a new id ends).
+    /// Starts loading the buckets `id` would be in, in every generation
+    /// (a new id is looked up in all of them).
     #[inline]
     pub fn prefetch(&self, id: u128) {
-        self.newest().index.prefetch(id);
+        for g in &self.generations {
+            g.index.prefetch(id);
+        }
     }
 
     /// Adds `id` at `position`, past every position held. The caller has

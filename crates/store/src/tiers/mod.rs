@@ -245,6 +245,16 @@ impl<K: Pod + Ord + Send + Sync, V: Pod + Send + Sync> Tiers<K, V> {
     }
 
     /// The current live set: a pointer copy under the lock.
+    /// The smallest and largest key of the live tables (`None` if there
+    /// are none). Runs and merges never change the set of keys a run
+    /// added, so these bound every key added so far.
+    pub fn key_bounds(&self) -> Option<(K, K)> {
+        let live = self.live();
+        let min = live.tables.iter().map(|t| t.table.min_key()).min()?;
+        let max = live.tables.iter().map(|t| t.table.max_key()).max()?;
+        Some((min, max))
+    }
+
     fn live(&self) -> Arc<Live<K, V>> {
         Arc::clone(&self.live.read().expect("the live set lock is never poisoned"))
     }
