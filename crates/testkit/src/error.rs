@@ -39,6 +39,10 @@ pub enum HarnessError {
     Exited { name: String, status: ExitStatus, log: String },
     #[error("{name} not listening on port {port} after {waited:?}:\n{log}")]
     NotListening { name: String, port: u16, waited: Duration, log: String },
+    /// The servers run, but JetStream never became able to place a
+    /// replicated stream (no meta leader, or peers it has not heard from).
+    #[error("JetStream on the {size}-node cluster not ready after {waited:?} ({state}); the nodes' logs:\n{logs}")]
+    JetStreamNotReady { size: usize, waited: Duration, state: String, logs: String },
     #[error("cannot give {} to {user}", path.display())]
     Chown { path: PathBuf, user: &'static str },
     #[error(

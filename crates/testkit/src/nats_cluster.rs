@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 /// about 1 MiB, with room for envelopes.
 pub const PAYLOAD_MAX: &str = "8MB";
 
+/// How long a new cluster may take to elect a JetStream meta leader that
+/// knows every node (about a second when idle; much more on a loaded CI).
+const JETSTREAM_READY_TIMEOUT: Duration = Duration::from_secs(90);
+
 struct Node {
     name: String,
     port: u16,
@@ -34,8 +38,8 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     /// Starts `size` clustered JetStream servers under `dir` and waits until
-    /// each accepts connections (JetStream's meta leader may take a moment
-    /// longer; see [`NatsCluster::urls`] users' retries).
+    /// each accepts connections and JetStream can place a stream on all of
+    /// them (see [`NatsCluster::wait_jetstream_ready`]).
     pub fn start(dir: &Path, size: usize) -> Result<NatsCluster, HarnessError> {
         NatsCluster::start_with(dir, size, "")
     }
@@ -103,6 +107,7 @@ impl NatsCluster {
         for i in 0..size {
             cluster.restart(i)?;
         }
+        cluster.wait_jetstream_ready()?;
         Ok(cluster)
     }
 
@@ -133,13 +138,74 @@ impl NatsCluster {
     /// each running node's `/connz`), if any node answers that it is.
     pub fn node_of_client(&self, client_name: &str) -> Option<usize> {
         (0..self.nodes.len()).find(|&i| {
-            let Some(body) = self.nodes[i].child.as_ref().and_then(|_| connz(self.nodes[i].monitor_port)) else {
+            let port = self.nodes[i].monitor_port;
+            let Some(body) = self.nodes[i].child.as_ref().and_then(|_| monitor_get(port, "/connz?limit=1024")) else {
                 return false;
             };
             let Ok(json) = serde_json::from_str::<serde_json::Value>(&body) else { return false };
             let connections = json["connections"].as_array().map(Vec::as_slice).unwrap_or_default();
             connections.iter().any(|c| c["name"].as_str() == Some(client_name))
         })
+    }
+
+    /// Waits until JetStream could place a stream with one copy per node:
+    /// a meta leader reports every other node by name, current and online
+    /// (single node: JetStream is enabled). Tests then measure Bursar, not
+    /// the cluster forming on a loaded machine; a cluster that never forms
+    /// fails with every node's log.
+    pub fn wait_jetstream_ready(&self) -> Result<(), HarnessError> {
+        let deadline = Instant::now() + JETSTREAM_READY_TIMEOUT;
+        loop {
+            let Err(state) = self.jetstream_state() else { return Ok(()) };
+            if Instant::now() > deadline {
+                let logs = (0..self.nodes.len())
+                    .map(|i| format!("--- {}\n{}", self.nodes[i].name, self.log_tail(i)))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                return Err(HarnessError::JetStreamNotReady {
+                    size: self.nodes.len(),
+                    waited: JETSTREAM_READY_TIMEOUT,
+                    state,
+                    logs,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `Ok` when JetStream is ready, else what is still missing.
+    fn jetstream_state(&self) -> Result<(), String> {
+        let size = self.nodes.len();
+        let mut missing = String::from("no node answered /jsz");
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let Some(json) = monitor_get(node.monitor_port, "/jsz")
+                .and_then(|body| serde_json::from_str::<serde_json::Value>(&body).ok())
+            else {
+                continue;
+            };
+            if json["disabled"].as_bool() == Some(true) {
+                missing = format!("JetStream is disabled on {}", node.name);
+                continue;
+            }
+            if size == 1 {
+                return Ok(());
+            }
+            let meta = &json["meta_cluster"];
+            if meta["leader"].as_str() != Some(node.name.as_str()) {
+                missing = format!("{} is not the meta leader ({})", node.name, meta["leader"]);
+                continue;
+            }
+            let peers = meta["replicas"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let ready = peers.iter().filter(|p| {
+                let known = self.nodes.iter().any(|n| p["name"].as_str() == Some(n.name.as_str()));
+                known && p["current"].as_bool() == Some(true) && p["offline"].as_bool() != Some(true)
+            });
+            if ready.count() == size - 1 {
+                return Ok(());
+            }
+            missing = format!("meta leader {} sees its peers as {}", node.name, meta["replicas"]);
+        }
+        Err(missing)
     }
 
     /// SIGKILL node `i` (no-op if it is down).
@@ -224,16 +290,16 @@ impl Drop for NatsCluster {
     }
 }
 
-/// `GET /connz` from a monitoring port (plain HTTP/1.0, bounded by
+/// `GET path` from a monitoring port (plain HTTP/1.0, bounded by
 /// timeouts: a paused node must not hang the caller).
-fn connz(port: u16) -> Option<String> {
+fn monitor_get(port: u16, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let timeout = Duration::from_secs(2);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
     stream.set_read_timeout(Some(timeout)).ok()?;
     stream.set_write_timeout(Some(timeout)).ok()?;
-    stream.write_all(b"GET /connz?limit=1024 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).ok()?;
     let mut response = String::new();
     stream.take(16 << 20).read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
