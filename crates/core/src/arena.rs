@@ -190,6 +190,13 @@ impl<T: Pod, const SHIFT: u32> CowArena<T, SHIFT> {
         self.cold
     }
 
+    /// The first position after the newest cold chunk (0 if none is
+    /// cold): what a restore reads to check records, since cold chunks
+    /// hold bytes a checked state wrote (and their hashes are verified).
+    pub fn hot_tail_start(&self) -> usize {
+        self.chunks.iter().rposition(|c| matches!(c, Chunk::Cold(_))).map_or(0, |i| (i + 1) << SHIFT)
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -505,15 +505,18 @@ impl Machine {
 
     /// Every service reference in the journal names something that exists
     /// (the ledger's own references are checked by `StateMachine::restore`).
+    /// Only the journal's hot tail is read, as there: keys, audit records
+    /// and orders are never removed, so a slot checked once stays valid.
     pub(crate) fn check_journal_refs(&self) -> Result<(), DecodeError> {
         let ledger = self.ledger();
-        for (slot, r) in ledger.journal().iter().enumerate() {
+        let start = ledger.journal().hot_tail_start();
+        for (r, slot) in ledger.journal().iter_from(start).zip(start..) {
             let ok = match r.kind {
                 crate::events::kind::KEY_CREATED => self.keys().get(r.aux).is_some(),
                 crate::events::kind::KEY_REVOKED => self.keys().get(r.aux).is_some_and(|k| k.revoked_at != 0),
                 crate::events::kind::AUDIT_RECORDED => r.aux >= 1 && r.aux <= self.audit().len(),
                 crate::events::kind::ORDER => {
-                    let o = ledger.order_event_at(r.index);
+                    let o = ledger.order_event_at(r.index());
                     self.orders().get(o.order_id).is_some_and(|e| (o.timeline as usize) < e.timeline.len())
                 }
                 _ => true,

@@ -198,15 +198,15 @@ fn store_old_ids(sm: &StateMachine) -> StoredIndexes {
     let upto = |count: usize, i: usize| (count as u64 * 2 / 3).max(covered[i]);
     let (t_end, f_end) = (upto(sm.transfer_count(), 0), upto(sm.failed_count(), 1));
     let (tl_end, hl_end) = (upto(sm.transfer_count(), 2), upto(sm.balance_record_count(), 3));
-    let transfers = (0..t_end).map(|p| (sm.transfer_at(p as u32).id, p)).collect();
-    let failed = (0..f_end).map(|p| (sm.failed_at(p as u32).id, p)).collect();
+    let transfers = (0..t_end).map(|p| (sm.transfer_at(p).id, p)).collect();
+    let failed = (0..f_end).map(|p| (sm.failed_at(p).id, p)).collect();
     let mut transfer_lists = BTreeMap::new();
     for p in 0..tl_end {
-        let t = sm.transfer_at(p as u32);
+        let t = sm.transfer_at(p);
         transfer_lists.insert((t.debit_account_id, p), SIDE_DEBIT);
         transfer_lists.insert((t.credit_account_id, p), SIDE_CREDIT);
     }
-    let balance_lists = (0..hl_end).map(|p| ((sm.balance_record_at(p as u32).account_id, p), 0)).collect();
+    let balance_lists = (0..hl_end).map(|p| ((sm.balance_record_at(p).account_id, p), 0)).collect();
     StoredIndexes {
         transfers: Arc::new(IdTable { by_id: transfers, covered: t_end }),
         failed: Arc::new(IdTable { by_id: failed, covered: f_end }),

@@ -64,7 +64,9 @@ impl Machine {
                 l.timestamp
             }
             kind::ACCOUNT_CREATED => {
-                let a = ledger.account_at(r.index);
+                let a = ledger.account_at(
+                    u32::try_from(r.index()).expect("invariant: an account slot fits u32 (accounts are u32-addressed)"),
+                );
                 // Balances change later; the event carries the account as created.
                 let created =
                     Account { debits_pending: 0, debits_posted: 0, credits_pending: 0, credits_posted: 0, ..a };
@@ -72,7 +74,7 @@ impl Machine {
                 a.timestamp
             }
             kind::TRANSFER_POSTED | kind::TRANSFER_PENDING | kind::TRANSFER_VOIDED | kind::TRANSFER_EXPIRED => {
-                let t = ledger.transfer_at(r.index);
+                let t = ledger.transfer_at(r.index());
                 let pending_amount = if r.kind == kind::TRANSFER_EXPIRED {
                     t.amount
                 } else if t.pending_id != 0 {
@@ -84,7 +86,7 @@ impl Machine {
                 out.extend_from_slice(&pending_amount.to_le_bytes());
                 if r.kind == kind::TRANSFER_EXPIRED { r.aux } else { t.timestamp }
             }
-            kind::ORDER => self.render_order(ledger.order_event_at(r.index), out),
+            kind::ORDER => self.render_order(ledger.order_event_at(r.index()), out),
             kind::KEY_CREATED | kind::KEY_REVOKED => {
                 let k = self.keys().get(r.aux).expect("invariant: a journaled key exists");
                 out.extend_from_slice(&k.id.to_le_bytes());

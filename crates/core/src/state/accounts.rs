@@ -28,7 +28,7 @@ impl StateMachine {
         if self.journaling {
             self.undo.push(Undo::AccountCreated);
         }
-        self.record_event(crate::events::kind::ACCOUNT_CREATED, position, 0);
+        self.record_event(crate::events::kind::ACCOUNT_CREATED, u64::from(position), 0);
         R::Ok
     }
 }

@@ -15,7 +15,7 @@ impl StateMachine {
         }
     }
 
-    fn expire(&mut self, position: u32) {
+    fn expire(&mut self, position: u64) {
         let p = self.transfers.get(position as usize);
         let (dr_pos, mut dr, cr_pos, mut cr) = self.accounts_of(&p);
         self.release_pending(position, &p, &mut dr, &mut cr, PendingState::Expired);

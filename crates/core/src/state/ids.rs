@@ -93,12 +93,20 @@ impl Ids {
 
     /// Adds `id` at `position`, past every position held. The caller has
     /// checked that `id` is absent.
+    ///
+    /// A generation spans at most `POSITION_MAX` positions; past that a new
+    /// one starts whatever `ID_GENERATIONS_MAX` says, so history is never
+    /// capped (only a state that never stores tables, such as a replay of
+    /// billions of records in RAM, gets there).
     #[inline]
     pub fn insert(&mut self, id: u128, position: u64) {
-        let g = self.newest_mut();
-        let rel = position.checked_sub(g.base).expect("invariant: a new record is past the newest generation's base");
-        assert!(rel <= u64::from(POSITION_MAX), "a generation spans at most {POSITION_MAX} positions");
-        g.index.insert(id, rel as u32);
+        let base = self.newest().base;
+        let rel = position.checked_sub(base).expect("invariant: a new record is past the newest generation's base");
+        if rel > u64::from(POSITION_MAX) {
+            self.generations.push(Generation { base: position, index: IdIndex::default() });
+            return self.insert(id, position);
+        }
+        self.newest_mut().index.insert(id, rel as u32);
     }
 
     /// Removes `id`, which was inserted at `position` in this entry (undo).
@@ -241,5 +249,22 @@ mod tests {
             ids.install(table(&arena, 5), arena.len() as u64);
         }));
         assert!(back.is_err(), "covering less than before is a bug");
+    }
+
+    #[test]
+    fn positions_beyond_a_generation_span_start_a_new_one() {
+        let far = [0, 5, u64::from(POSITION_MAX), u64::from(POSITION_MAX) + 1, 3 << 33, (3 << 33) + 1, 1 << 50];
+        let at = |q: u64| far.iter().position(|p| *p == q).map_or(0, |i| i as u128 + 100);
+        let mut ids = Ids::default();
+        for (i, p) in far.iter().enumerate() {
+            ids.insert(i as u128 + 100, *p);
+        }
+        assert!(ids.generations() >= 3, "every jump past a span starts a generation");
+        for (i, p) in far.iter().enumerate() {
+            assert_eq!(ids.find(i as u128 + 100, at), Some(*p));
+        }
+        ids.remove(far.len() as u128 + 99, 1 << 50);
+        assert_eq!(ids.find(far.len() as u128 + 99, at), None);
+        assert_eq!(ids.find(100, at), Some(0));
     }
 }

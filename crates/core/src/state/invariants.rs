@@ -122,13 +122,20 @@ impl StateMachine {
         Ok(())
     }
 
+    /// Every transfer agrees with its pending state, and the live pending
+    /// set counts every pending state (one byte each, all of them).
     fn check_transfer_states(&self) -> Result<(), E> {
-        self.check_transfers_from(0)
+        self.check_transfers_from(0)?;
+        let live = self.transfer_states.iter().filter(|s| *s == PendingState::Pending as u8).count();
+        if live != self.live_pending.len() {
+            return Err(E::LiveCount { live, listed: self.live_pending.len() });
+        }
+        Ok(())
     }
 
     /// Transfers from position `start` on are in time order and agree with
-    /// their pending states, and the live pending set counts every pending
-    /// state (one byte each, all of them).
+    /// their pending states. (A restore builds the live pending set from
+    /// the states, so it needs no count.)
     pub(super) fn check_transfers_from(&self, start: u64) -> Result<(), E> {
         if self.transfer_states.len() != self.transfers.len() {
             return Err(E::PendingStates);
@@ -139,14 +146,10 @@ impl StateMachine {
                 return Err(E::TimestampOrder { transfer: t.id, timestamp: t.timestamp, previous: last });
             }
             last = t.timestamp;
-            let state = self.state_of(p as u32);
+            let state = self.state_of(p);
             if (state == PendingState::None) == t.has(F::PENDING) {
                 return Err(E::PendingFlag { transfer: t.id, state: format!("{state:?}") });
             }
-        }
-        let live = self.transfer_states.iter().filter(|s| *s == PendingState::Pending as u8).count();
-        if live != self.live_pending.len() {
-            return Err(E::LiveCount { live, listed: self.live_pending.len() });
         }
         Ok(())
     }

@@ -11,6 +11,11 @@
 //!
 //! Stored entries carry a small tag (for transfers: which side the account
 //! is on), so a scan can skip entries without reading their records.
+//!
+//! RAM entries are 32-bit offsets from a base that moves up with the
+//! tables, so the lists hold 4 bytes per entry without capping history at
+//! 2^32 records: only the records not yet in tables (the working set) must
+//! span fewer than 2^32 positions.
 
 use crate::arena::ChunkReadError;
 use crate::limits::LIST_SCAN_PAGE;
@@ -45,15 +50,18 @@ pub trait StoredLists: Send + Sync {
 /// Per account, the positions of its records (see the module docs).
 #[derive(Default)]
 pub struct AccountLists {
-    /// Per account position: positions at or above `covered()`, ascending.
+    /// Per account position: positions at or above `covered()`, ascending,
+    /// as offsets from `base`.
     recent: Vec<Vec<u32>>,
+    /// Every RAM entry is `base + offset`; at most `covered()`.
+    base: u64,
     stored: Option<Arc<dyn StoredLists>>,
 }
 
 impl AccountLists {
     /// Lists for `accounts` accounts, all empty.
     pub fn with_accounts(accounts: usize) -> AccountLists {
-        AccountLists { recent: vec![Vec::new(); accounts], stored: None }
+        AccountLists { recent: vec![Vec::new(); accounts], base: 0, stored: None }
     }
 
     /// Accounts with a list (every account has one).
@@ -73,16 +81,22 @@ impl AccountLists {
     }
 
     /// Appends `position` (past every position held) to `account`'s list.
+    /// Records not yet in stored tables span fewer than 2^32 positions (a
+    /// working-set limit: 2^32 records is hundreds of GB of RAM).
     #[inline]
-    pub fn push(&mut self, account: u32, position: u32) {
+    pub fn push(&mut self, account: u32, position: u64) {
+        let offset = position
+            .checked_sub(self.base)
+            .and_then(|o| u32::try_from(o).ok())
+            .expect("invariant: records not yet in stored lists span fewer than 2^32 positions");
         let list = &mut self.recent[account as usize];
-        debug_assert!(list.last().is_none_or(|last| *last < position), "invariant: lists are in position order");
-        list.push(position);
+        debug_assert!(list.last().is_none_or(|last| *last < offset), "invariant: lists are in position order");
+        list.push(offset);
     }
 
     /// Removes and returns `account`'s newest entry (undo within an entry).
-    pub fn pop(&mut self, account: u32) -> Option<u32> {
-        self.recent[account as usize].pop()
+    pub fn pop(&mut self, account: u32) -> Option<u64> {
+        self.recent[account as usize].pop().map(|o| self.base + u64::from(o))
     }
 
     /// Hands entries of records below `stored.covered()` over to stored
@@ -94,15 +108,23 @@ impl AccountLists {
         if let Some(old) = &self.stored {
             assert!(covered >= old.covered(), "invariant: stored lists never cover less than before");
         }
+        // The base moves up to `covered`: entries left are at or above it.
+        // A move of 2^32 or more leaves none (offsets are below 2^32).
+        let shift = u32::try_from(covered - self.base).ok();
         for list in &mut self.recent {
-            let cut = list.partition_point(|p| u64::from(*p) < covered);
+            let cut = list.partition_point(|o| self.base + u64::from(*o) < covered);
             if cut > 0 {
                 list.drain(..cut);
                 if list.capacity() > 2 * list.len() + 8 {
                     list.shrink_to_fit();
                 }
             }
+            match shift {
+                Some(shift) => list.iter_mut().for_each(|o| *o -= shift),
+                None => assert!(list.is_empty(), "invariant: RAM entries are within 2^32 of the base"),
+            }
         }
+        self.base = covered;
         self.stored = Some(stored);
     }
 
@@ -116,8 +138,9 @@ impl AccountLists {
         self.recent.iter().map(Vec::len).sum()
     }
 
-    /// Entries of `account` held in RAM, oldest first.
-    pub fn recent(&self, account: u32) -> &[u32] {
+    /// Entries of `account` held in RAM, oldest first, as offsets from
+    /// `self.base`.
+    fn recent(&self, account: u32) -> &[u32] {
         &self.recent[account as usize]
     }
 
@@ -140,17 +163,17 @@ impl AccountLists {
         reversed: bool,
         mut visit: impl FnMut(u64, Option<u8>) -> bool,
     ) {
-        let covered = self.covered();
+        let (covered, base) = (self.covered(), self.base);
         let recent = self.recent(account);
-        let from = recent.partition_point(|p| u64::from(*p) < lo.max(covered));
-        let to = recent.partition_point(|p| u64::from(*p) < hi);
+        let from = recent.partition_point(|o| base + u64::from(*o) < lo.max(covered));
+        let to = recent.partition_point(|o| base + u64::from(*o) < hi);
         let recent = &recent[from..to.max(from)];
         if reversed {
-            if recent.iter().rev().all(|p| visit(u64::from(*p), None)) {
+            if recent.iter().rev().all(|o| visit(base + u64::from(*o), None)) {
                 self.scan_stored(id, lo, hi.min(covered), true, &mut visit);
             }
         } else if self.scan_stored(id, lo, hi.min(covered), false, &mut visit) {
-            recent.iter().all(|p| visit(u64::from(*p), None));
+            recent.iter().all(|o| visit(base + u64::from(*o), None));
         }
     }
 
@@ -224,6 +247,24 @@ mod tests {
 
     #[test]
     fn scans_agree_however_history_is_split() {
+        scans_agree_from(0);
+    }
+
+    #[test]
+    fn positions_past_2_pow_32_are_held_as_offsets() {
+        scans_agree_from(5 << 32);
+    }
+
+    #[test]
+    #[should_panic(expected = "fewer than 2^32 positions")]
+    fn a_working_set_of_2_pow_32_positions_is_refused() {
+        let mut lists = AccountLists::with_accounts(1);
+        lists.push(0, 1 << 32);
+    }
+
+    /// Records `start..start + 3000`; tables first cover everything below
+    /// `start` (none of these accounts' entries).
+    fn scans_agree_from(start: u64) {
         // 3 accounts; record p belongs to account p % 3 (and p % 7 == 0
         // also to account 0), so lists interleave.
         let owners = |p: u64| {
@@ -233,12 +274,15 @@ mod tests {
             }
             o
         };
-        let records = 3_000u64;
+        let records = start + 3_000;
         let mut lists = AccountLists::with_accounts(3);
         let mut all: BTreeMap<(u128, u64), u8> = BTreeMap::new();
-        for p in 0..records {
+        if start > 0 {
+            lists.install(Arc::new(Table { entries: BTreeMap::new(), covered: start }), start);
+        }
+        for p in start..records {
             for a in owners(p) {
-                lists.push(a, p as u32);
+                lists.push(a, p);
                 all.insert((id_of(a), p), (p % 2) as u8 + 1);
             }
             if p % 700 == 699 {
@@ -249,7 +293,8 @@ mod tests {
         }
         assert!(lists.len_in_memory() < all.len() / 4, "covered entries left RAM");
         for a in 0..3u32 {
-            for (lo, hi) in [(0, records), (5, 2_000), (2_050, 2_150), (2_900, 3_000), (10, 10)] {
+            let windows = [(0, 3_000), (5, 2_000), (2_050, 2_150), (2_900, 3_000), (10, 10)];
+            for (lo, hi) in windows.map(|(lo, hi)| (start + lo, start + hi)).into_iter().chain([(0, records)]) {
                 let want: Vec<u64> = all.range((id_of(a), lo)..(id_of(a), hi)).map(|((_, p), _)| *p).collect();
                 for reversed in [false, true] {
                     for stop_after in [1usize, 7, LIST_SCAN_PAGE + 3, usize::MAX] {

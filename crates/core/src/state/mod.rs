@@ -110,8 +110,13 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        // Positions are u32; one slot is kept free.
-        Limits { ledgers: 1 << 16, accounts: u32::MAX as usize - 1, transfers: u32::MAX as usize - 1 }
+        // Accounts are the working set, addressed by u32 (one slot kept
+        // free); transfers are history, as far as a journal slot reaches.
+        Limits {
+            ledgers: 1 << 16,
+            accounts: u32::MAX as usize - 1,
+            transfers: usize::try_from(crate::events::EVENT_INDEX_MAX).unwrap_or(usize::MAX),
+        }
     }
 }
 
@@ -139,9 +144,9 @@ pub struct StateMachine {
     transfer_index: Ids,
     transfer_states: TransferStates,
     /// Live pending transfers with a timeout, by (expires_at, position).
-    expiries: BTreeSet<(u64, u32)>,
+    expiries: BTreeSet<(u64, u64)>,
     /// Every live pending transfer, by position.
-    live_pending: BTreeSet<u32>,
+    live_pending: BTreeSet<u64>,
     history: History,
     failed: Failed,
     failed_index: Ids,
@@ -223,7 +228,7 @@ impl StateMachine {
         out.add("journal", self.journal.heap_bytes() + self.order_events.heap_bytes());
         out.add(
             "pending",
-            tree_bytes::<(u64, u32), ()>(self.expiries.len()) + tree_bytes::<u32, ()>(self.live_pending.len()),
+            tree_bytes::<(u64, u64), ()>(self.expiries.len()) + tree_bytes::<u64, ()>(self.live_pending.len()),
         );
     }
 
@@ -249,7 +254,7 @@ impl StateMachine {
     }
 
     /// The balance record at an arena slot.
-    pub fn balance_record_at(&self, position: u32) -> BalanceRecord {
+    pub fn balance_record_at(&self, position: u64) -> BalanceRecord {
         self.history.get(position as usize)
     }
 
@@ -258,24 +263,24 @@ impl StateMachine {
     }
 
     /// The failed id record at an arena slot.
-    pub fn failed_at(&self, position: u32) -> FailedTransfer {
+    pub fn failed_at(&self, position: u64) -> FailedTransfer {
         self.failed.get(position as usize)
     }
 
     /// The transfer at an arena slot (a journal reference).
-    pub fn transfer_at(&self, position: u32) -> Transfer {
+    pub fn transfer_at(&self, position: u64) -> Transfer {
         self.transfers.get(position as usize)
     }
 
-    pub fn order_event_at(&self, index: u32) -> OrderEventRef {
+    pub fn order_event_at(&self, index: u64) -> OrderEventRef {
         self.order_events.get(index as usize)
     }
 
     /// Journals a committed change. Inside a linked chain the slot is
     /// undone with the chain.
-    pub(crate) fn record_event(&mut self, kind: u8, index: u32, aux: u64) {
+    pub(crate) fn record_event(&mut self, kind: u8, index: u64, aux: u64) {
         debug_assert!(kind != 0 && kind <= crate::events::kind::MAX);
-        self.journal.push(EventRef { kind, reserved: [0; 3], index, aux });
+        self.journal.push(EventRef::new(kind, index, aux));
         if self.journaling {
             self.undo.push(Undo::EventRecorded);
         }
@@ -285,7 +290,7 @@ impl StateMachine {
     /// order's money movements have committed by then).
     pub fn record_order_event(&mut self, order_id: u128, timeline: usize) {
         assert!(!self.journaling, "order events are journaled after their chain commits");
-        let index = u32::try_from(self.order_events.len()).expect("invariant: order events fit u32 (ORDERS_MAX x 16)");
+        let index = self.order_events.len() as u64;
         let timeline = u32::try_from(timeline).expect("invariant: timelines are capped");
         self.order_events.push(OrderEventRef { order_id, timeline, reserved: [0; 12] });
         self.record_event(crate::events::kind::ORDER, index, 0);
@@ -457,12 +462,12 @@ impl StateMachine {
     }
 
     #[inline]
-    fn find_transfer(&self, id: u128) -> Option<u32> {
-        self.transfer_index.find(id, |p| self.transfers.get(p as usize).id).map(narrow)
+    fn find_transfer(&self, id: u128) -> Option<u64> {
+        self.transfer_index.find(id, |p| self.transfers.get(p as usize).id)
     }
 
-    fn find_failed(&self, id: u128) -> Option<u32> {
-        self.failed_index.find(id, |p| self.failed.get(p as usize).id).map(narrow)
+    fn find_failed(&self, id: u128) -> Option<u64> {
+        self.failed_index.find(id, |p| self.failed.get(p as usize).id)
     }
 
     pub fn account(&self, id: u128) -> Option<&Account> {
@@ -487,7 +492,7 @@ impl StateMachine {
         self.ledgers.get(&id)
     }
 
-    fn state_of(&self, position: u32) -> PendingState {
+    fn state_of(&self, position: u64) -> PendingState {
         PendingState::from_byte(self.transfer_states.get(position as usize))
             .expect("invariant: stored pending states are valid")
     }
@@ -501,7 +506,7 @@ impl StateMachine {
         *slot = account;
     }
 
-    fn set_transfer_state(&mut self, position: u32, state: PendingState) {
+    fn set_transfer_state(&mut self, position: u64, state: PendingState) {
         let slot = self.transfer_states.get_mut(position as usize);
         if self.journaling {
             self.undo.push(Undo::TransferState { position, before: *slot });
@@ -532,7 +537,7 @@ impl StateMachine {
             timestamp,
             reserved: 0,
         };
-        let position = self.history.push(record) as u32;
+        let position = self.history.push(record) as u64;
         self.account_history.push(account_position, position);
         if self.journaling {
             self.undo.push(Undo::HistoryAdded { account_position });
@@ -542,10 +547,3 @@ impl StateMachine {
 
 #[cfg(test)]
 mod tests;
-
-/// A position as the state still stores it (`u32`: `Limits` keep every
-/// count below `u32::MAX`; the id index itself is `u64`-wide).
-#[inline]
-fn narrow(position: u64) -> u32 {
-    u32::try_from(position).expect("invariant: Limits keep positions below u32::MAX")
-}

@@ -192,10 +192,11 @@ impl StoredIndexes {
 }
 
 /// Sections whose full chunks may leave RAM once a durable snapshot holds
-/// them: records that never change once appended (a write to one reads
-/// its chunk back). Accounts and pending states change all the time and
-/// stay in memory.
-pub const COLD_SECTIONS: [&str; 5] = ["transfers", "history", "failed", "journal", "order_events"];
+/// them: records that rarely change once appended (a write to one reads
+/// its chunk back: undo of a chain, or a pending transfer's state when it
+/// is posted, voided or expires long after it was made). Accounts change
+/// all the time and stay in memory.
+pub const COLD_SECTIONS: [&str; 6] = ["transfers", "transfer_states", "history", "failed", "journal", "order_events"];
 
 /// The stored form of a snapshot, as read back: the header and, per section
 /// in `SECTIONS` order, the chunks' bytes.
@@ -336,6 +337,7 @@ impl StateMachine {
     /// Lets full chunks go cold from now on, read back through `reader`.
     pub fn set_chunk_reader(&mut self, reader: Arc<dyn ChunkReader>) {
         self.transfers.set_reader(reader.clone());
+        self.transfer_states.set_reader(reader.clone());
         self.history.set_reader(reader.clone());
         self.failed.set_reader(reader.clone());
         self.journal.set_reader(reader.clone());
@@ -351,6 +353,7 @@ impl StateMachine {
     pub fn release_stored(&mut self, view: &StateSnapshot, stored: &[Vec<StoredChunk>]) -> usize {
         assert!(stored.len() >= SECTIONS.len(), "invariant: every section of the view was stored");
         let released = release(&mut self.transfers, &view.transfers, &stored[1])
+            + release(&mut self.transfer_states, &view.transfer_states, &stored[2])
             + release(&mut self.history, &view.history, &stored[3])
             + release(&mut self.failed, &view.failed, &stored[4])
             + release(&mut self.journal, &view.journal, &stored[5])
@@ -443,7 +446,7 @@ impl StateMachine {
         let cold = || reader.clone();
         sm.accounts = Accounts::from_chunks(decode_records(accounts, "accounts", r)?)?;
         sm.transfers = Transfers::from_stored(decode_chunks(transfers, "transfers", r)?, cold())?;
-        sm.transfer_states = TransferStates::from_chunks(decode_records(states, "transfer_states", r)?)?;
+        sm.transfer_states = TransferStates::from_stored(decode_chunks(states, "transfer_states", r)?, cold())?;
         sm.history = History::from_stored(decode_chunks(history, "history", r)?, cold())?;
         sm.failed = Failed::from_stored(decode_chunks(failed, "failed", r)?, cold())?;
         sm.journal = Journal::from_stored(decode_chunks(journal, "journal", r)?, cold())?;
@@ -523,7 +526,7 @@ impl StateMachine {
                     let a = self
                         .find_account(id)
                         .ok_or(DecodeError::TransferUnknownAccount { transfer: t.id, account: id })?;
-                    self.account_transfers.push(a, p as u32);
+                    self.account_transfers.push(a, p);
                 }
             }
         }
@@ -531,17 +534,16 @@ impl StateMachine {
     }
 
     /// The live pending transfers and their expiries, from the pending
-    /// states (one byte per transfer, in RAM): only pending transfers are
-    /// read.
+    /// states (one byte per transfer, read a chunk at a time, from disk
+    /// where cold): only pending transfers themselves are read.
     fn rebuild_pending(&mut self) -> Result<(), DecodeError> {
-        let pending: Vec<u32> = (0..self.transfer_states.len())
-            .filter(|p| self.transfer_states.get(*p) == PendingState::Pending as u8)
-            .map(|p| p as u32)
-            .collect();
-        if let Some(p) =
-            (0..self.transfer_states.len()).find(|p| PendingState::from_byte(self.transfer_states.get(*p)).is_none())
-        {
-            return Err(DecodeError::InvalidPendingState { transfer: self.transfers.get(p).id });
+        let mut pending = Vec::new();
+        for (state, p) in self.transfer_states.iter().zip(0u64..) {
+            match PendingState::from_byte(state) {
+                None => return Err(DecodeError::InvalidPendingState { transfer: self.transfers.get(p as usize).id }),
+                Some(PendingState::Pending) => pending.push(p),
+                Some(_) => {}
+            }
         }
         for p in pending {
             let t = self.transfers.get(p as usize);
@@ -564,22 +566,26 @@ impl StateMachine {
             if !self.accounts.get(a as usize).has(AF::HISTORY) {
                 return Err(DecodeError::BalanceWithoutHistory { account: r.account_id });
             }
-            self.account_history.push(a, p as u32);
+            self.account_history.push(a, p as u64);
         }
         Ok(())
     }
 
-    /// Every journal slot must point at a record that exists.
+    /// Every journal slot must point at a record that exists. Slots in
+    /// cold chunks were checked when they were written or first restored,
+    /// and records are never removed, so only the hot tail is read: a
+    /// restore does not read the history's journal back.
     fn check_journal(&self) -> Result<(), DecodeError> {
         use crate::events::kind as K;
-        for (seq, r) in self.journal.iter().enumerate() {
+        let start = self.journal.hot_tail_start();
+        for (r, seq) in self.journal.iter_from(start).zip(start..) {
             let ok = match r.kind {
                 K::LEDGER_CREATED => self.ledgers.contains_key(&(r.aux as u32)),
-                K::ACCOUNT_CREATED => (r.index as usize) < self.accounts.len(),
+                K::ACCOUNT_CREATED => r.index() < self.accounts.len() as u64,
                 K::TRANSFER_POSTED | K::TRANSFER_PENDING | K::TRANSFER_VOIDED | K::TRANSFER_EXPIRED => {
-                    (r.index as usize) < self.transfers.len()
+                    r.index() < self.transfers.len() as u64
                 }
-                K::ORDER => (r.index as usize) < self.order_events.len(),
+                K::ORDER => r.index() < self.order_events.len() as u64,
                 K::KEY_CREATED | K::KEY_REVOKED | K::AUDIT_RECORDED => true,
                 _ => false,
             };

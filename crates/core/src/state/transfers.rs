@@ -210,7 +210,7 @@ impl StateMachine {
     /// transfer reopens the accounts it closed; posting keeps them closed.
     pub(super) fn release_pending(
         &mut self,
-        p_pos: u32,
+        p_pos: u64,
         p: &Transfer,
         dr: &mut Account,
         cr: &mut Account,
@@ -239,10 +239,10 @@ impl StateMachine {
         self.remove_live_pending(p_pos, p);
     }
 
-    fn push_transfer(&mut self, t: Transfer, state: PendingState, dr_pos: u32, cr_pos: u32) -> u32 {
-        let position = self.transfers.push(t) as u32;
+    fn push_transfer(&mut self, t: Transfer, state: PendingState, dr_pos: u32, cr_pos: u32) -> u64 {
+        let position = self.transfers.push(t) as u64;
         self.transfer_states.push(state as u8);
-        self.transfer_index.insert(t.id, u64::from(position));
+        self.transfer_index.insert(t.id, position);
         self.account_transfers.push(dr_pos, position);
         self.account_transfers.push(cr_pos, position);
         if self.journaling {
@@ -259,7 +259,7 @@ impl StateMachine {
         position
     }
 
-    fn add_live_pending(&mut self, position: u32, expires_at: Option<u64>) {
+    fn add_live_pending(&mut self, position: u64, expires_at: Option<u64>) {
         self.live_pending.insert(position);
         if self.journaling {
             self.undo.push(Undo::LivePendingAdded { position });
@@ -272,7 +272,7 @@ impl StateMachine {
         }
     }
 
-    fn remove_live_pending(&mut self, position: u32, p: &Transfer) {
+    fn remove_live_pending(&mut self, position: u64, p: &Transfer) {
         assert!(self.live_pending.remove(&position), "invariant: a settled transfer was live");
         if self.journaling {
             self.undo.push(Undo::LivePendingRemoved { position });
@@ -293,8 +293,8 @@ impl StateMachine {
             return;
         }
         debug_assert!(!self.journaling, "failures are recorded after the chain rolled back");
-        let position = self.failed.push(FailedTransfer { id: t.id, timestamp, code, reserved: 0 }) as u32;
-        self.failed_index.insert(t.id, u64::from(position));
+        let position = self.failed.push(FailedTransfer { id: t.id, timestamp, code, reserved: 0 }) as u64;
+        self.failed_index.insert(t.id, position);
     }
 
     /// Compares a re-submitted transfer with the stored one. For post and

@@ -14,7 +14,7 @@ pub(super) enum Undo {
         before: Account,
     },
     TransferState {
-        position: u32,
+        position: u64,
         before: u8,
     },
     Totals {
@@ -22,16 +22,16 @@ pub(super) enum Undo {
         before: LedgerTotals,
     },
     ExpiryAdded {
-        key: (u64, u32),
+        key: (u64, u64),
     },
     ExpiryRemoved {
-        key: (u64, u32),
+        key: (u64, u64),
     },
     LivePendingAdded {
-        position: u32,
+        position: u64,
     },
     LivePendingRemoved {
-        position: u32,
+        position: u64,
     },
     /// The last journal slot was recorded.
     EventRecorded,
@@ -73,8 +73,8 @@ impl StateMachine {
             Undo::TransferCreated => {
                 let transfer = self.transfers.pop().expect("invariant: undo of a created transfer");
                 self.transfer_states.pop();
-                let position = self.transfers.len() as u32;
-                self.transfer_index.remove(transfer.id, u64::from(position));
+                let position = self.transfers.len() as u64;
+                self.transfer_index.remove(transfer.id, position);
                 for account_id in [transfer.debit_account_id, transfer.credit_account_id] {
                     let account =
                         self.find_account(account_id).expect("invariant: accounts of a created transfer exist");
@@ -107,7 +107,7 @@ impl StateMachine {
                 let popped = self.account_history.pop(account_position);
                 assert_eq!(
                     popped,
-                    Some(self.history.len() as u32),
+                    Some(self.history.len() as u64),
                     "undo: the account's last balance record is the one undone"
                 );
             }
