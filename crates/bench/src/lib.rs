@@ -1,9 +1,11 @@
 //! `bursar bench`: throughput and latency of durable transfers through the
-//! client protocol, checked against the benchmark's own tally; and
-//! `bursar bench recovery`: time to serve again after `kill -9`.
+//! client protocol, checked against the benchmark's own tally;
+//! `bursar bench recovery`: time to serve again after `kill -9`; and
+//! `bursar bench history`: reads of old history from a data directory.
 
 mod cluster;
 mod failover;
+mod history;
 mod http;
 mod load;
 mod orders;
@@ -34,6 +36,8 @@ pub struct BenchArgs {
 enum BenchCommand {
     /// Load a server process, kill -9 it, and time the restart until it serves.
     Recovery(recovery::RecoveryArgs),
+    /// Time lookups of old transfers and pages of accounts' old history in a data dir written earlier.
+    History(history::HistoryArgs),
     /// Drive payment orders to completion through the simulators; verify the ledger.
     Orders(orders::OrdersArgs),
     /// Drain a backlog of events into a local nats-server through the JetStream relay; verify the stream.
@@ -116,6 +120,7 @@ impl LoadArgs {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         Some(BenchCommand::Recovery(r)) => recovery::run(r),
+        Some(BenchCommand::History(h)) => history::run(h),
         Some(BenchCommand::Orders(o)) => orders::run(o),
         Some(BenchCommand::RelayNats(r)) => relay_nats::run(r),
         Some(BenchCommand::ProjectPostgres(a)) => project_postgres::run(a),
