@@ -156,7 +156,7 @@ impl NatsCluster {
     pub fn wait_jetstream_ready(&self) -> Result<(), HarnessError> {
         let deadline = Instant::now() + JETSTREAM_READY_TIMEOUT;
         loop {
-            let Err(state) = self.jetstream_state() else { return Ok(()) };
+            let Some(state) = self.jetstream_not_ready() else { return Ok(()) };
             if Instant::now() > deadline {
                 let logs = (0..self.nodes.len())
                     .map(|i| format!("--- {}\n{}", self.nodes[i].name, self.log_tail(i)))
@@ -173,8 +173,8 @@ impl NatsCluster {
         }
     }
 
-    /// `Ok` when JetStream is ready, else what is still missing.
-    fn jetstream_state(&self) -> Result<(), String> {
+    /// What JetStream still lacks, `None` when it is ready.
+    fn jetstream_not_ready(&self) -> Option<String> {
         let size = self.nodes.len();
         let mut missing = String::from("no node answered /jsz");
         for node in self.nodes.iter().filter(|n| n.child.is_some()) {
@@ -188,7 +188,7 @@ impl NatsCluster {
                 continue;
             }
             if size == 1 {
-                return Ok(());
+                return None;
             }
             let meta = &json["meta_cluster"];
             if meta["leader"].as_str() != Some(node.name.as_str()) {
@@ -201,11 +201,11 @@ impl NatsCluster {
                 known && p["current"].as_bool() == Some(true) && p["offline"].as_bool() != Some(true)
             });
             if ready.count() == size - 1 {
-                return Ok(());
+                return None;
             }
             missing = format!("meta leader {} sees its peers as {}", node.name, meta["replicas"]);
         }
-        Err(missing)
+        Some(missing)
     }
 
     /// SIGKILL node `i` (no-op if it is down).
