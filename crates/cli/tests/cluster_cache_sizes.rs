@@ -377,7 +377,9 @@ fn replicas_with_1_8_and_256_mib_caches_record_equal_state_digests() {
     assert_same_reads(&replicas[0], &mut c1, &mut c2);
     assert_running(&mut procs);
     for (r, proc) in replicas.iter().zip(&procs) {
-        eprintln!("replica {} (--cache-mib {}): rss_mib={}", r.node, CACHE_MIB[r.node as usize - 1], rss_mib(proc));
+        let digest_s = gauge(r, "bursar_cluster_digest_seconds_sum");
+        let mib = CACHE_MIB[r.node as usize - 1];
+        eprintln!("replica {} (--cache-mib {mib}): rss_mib={} digest_seconds={digest_s:.3}", r.node, rss_mib(proc));
     }
 
     // Offline, each stopped replica's data dir replays (its whole log, with
