@@ -7,7 +7,8 @@
 //! shared with the previous view (same allocation) has the same bytes,
 //! because the state copies a chunk before writing to it while a view
 //! holds it. The previous view's sections are kept alive so no cached
-//! address can be reused by a new allocation.
+//! address can be reused by a new allocation. Chunks already on disk
+//! (cold history) are never read back: their stored hash is their hash.
 
 use bursar_core::machine::MachineSnapshot;
 use bursar_core::state::{Snapshot, SnapshotSection, digest_from_chunk_hashes};
@@ -37,6 +38,14 @@ impl Digester {
                     .chunks
                     .iter()
                     .map(|c| {
+                        // A cold chunk is known by the hash it is stored
+                        // under (blake3 of its bytes, as below): reading it
+                        // back would cost a disk read per checkpoint, and
+                        // the view kept in `previous` would hold its bytes,
+                        // so every cold chunk would come back into RAM.
+                        if let Some(stored) = c.stored() {
+                            return stored.hash;
+                        }
                         let bytes = c.bytes();
                         let key = (bytes.as_ptr() as usize, bytes.len());
                         let hash = match self.known.get(&key) {
@@ -80,9 +89,58 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::Digester;
+    use bursar_core::arena::{ChunkReadError, ChunkReader, StoredChunk};
     use bursar_core::command::{Command, LogCommand, Operation};
     use bursar_core::machine::Machine;
     use bursar_core::records::{Account, Ledger, Transfer, encode_all};
+    use bursar_core::state::{COLD_SECTIONS, Snapshot};
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// Chunks "on disk" in memory, counting every read back.
+    #[derive(Default)]
+    struct CountingStore {
+        chunks: Mutex<HashMap<[u8; 32], Vec<u8>>>,
+        reads: AtomicUsize,
+    }
+
+    impl ChunkReader for CountingStore {
+        fn read(&self, chunk: &StoredChunk, offset: u64, out: &mut [u8]) -> Result<(), ChunkReadError> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let chunks = self.chunks.lock().unwrap();
+            let bytes = chunks.get(&chunk.hash).ok_or("no such chunk")?;
+            out.copy_from_slice(&bytes[offset as usize..offset as usize + out.len()]);
+            Ok(())
+        }
+    }
+
+    impl CountingStore {
+        /// Stores every chunk of `view` that may go cold, as a snapshot
+        /// store would (named by the blake3 of its bytes), and lets them go
+        /// cold in `m`; returns how many did.
+        fn checkpoint(&self, m: &mut Machine) -> usize {
+            let view = m.snapshot();
+            let stored: Vec<Vec<StoredChunk>> = view
+                .sections()
+                .iter()
+                .map(|s| {
+                    s.chunks
+                        .iter()
+                        .map(|c| {
+                            if !COLD_SECTIONS.contains(&s.name) {
+                                return StoredChunk { hash: [0; 32], len: 0 };
+                            }
+                            let hash = *blake3::hash(c.bytes()).as_bytes();
+                            self.chunks.lock().unwrap().insert(hash, c.bytes().to_vec());
+                            StoredChunk { hash, len: c.bytes().len() as u64 }
+                        })
+                        .collect()
+                })
+                .collect();
+            m.release_stored(&view, &stored)
+        }
+    }
 
     fn apply(m: &mut Machine, op: Operation, events: &[u8]) {
         let position = m.position() + 1;
@@ -130,5 +188,33 @@ mod tests {
         }
         seen.dedup();
         assert_eq!(seen.len(), 6, "every change changes the digest");
+    }
+
+    /// Cold history is hashed by the hash it is stored under: the digest is
+    /// the one of the same state in RAM, and nothing is read back from disk
+    /// (a read per cold chunk per checkpoint, and the bytes kept with the
+    /// previous view, would bring all history back into memory).
+    #[test]
+    fn cold_chunks_are_digested_by_their_stored_hash_without_reading_them() {
+        let mut m = Machine::default();
+        let ledger = [Ledger { id: 1, scale: 2, asset: Ledger::pack_asset("USD").unwrap(), ..Default::default() }];
+        apply(&mut m, Operation::CreateLedgers, encode_all(&ledger));
+        let accounts: Vec<Account> =
+            (1..=50).map(|id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();
+        apply(&mut m, Operation::CreateAccounts, encode_all(&accounts));
+        let store = Arc::new(CountingStore::default());
+        m.set_chunk_reader(store.clone());
+        for batch in 0..25 {
+            apply(&mut m, Operation::CreateTransfers, encode_all(&transfers(1 + batch * 8_000, 8_000)));
+        }
+        let mut digester = Digester::default();
+        let hot = digester.digest(&m.snapshot());
+        assert_eq!(hot, m.digest(), "all in RAM: the incremental digest is the full one");
+        let released = store.checkpoint(&mut m);
+        assert!(released >= 2, "three full transfer chunks: the older ones (and their events) go cold, not {released}");
+        assert_eq!(Digester::default().digest(&m.snapshot()), hot, "a fresh digester over cold chunks");
+        assert_eq!(digester.digest(&m.snapshot()), hot, "the digester that saw the chunks hot");
+        assert_eq!(digester.digest(&m.snapshot()), hot, "again, from what it remembers");
+        assert_eq!(store.reads.load(Ordering::Relaxed), 0, "no cold chunk was read back to be digested");
     }
 }
