@@ -169,6 +169,12 @@ impl WorkflowArgs {
             return Ok(Arc::new(PiiKeyring::parse(&spec).context("BURSAR_PII_KEYS")?));
         }
         let path = self.pii_keys_file.clone().unwrap_or_else(|| beside(data_dir, "pii-keys"));
+        // A data dir whose parent does not exist yet is created by the
+        // server; the key file beside it needs that parent first.
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+            bursar_log::create_private_dir_all(parent)
+                .with_context(|| format!("creating {} for the personal-data keys", parent.display()))?;
+        }
         let (keyring, created) =
             PiiKeyring::load_or_create(&path).with_context(|| format!("personal-data keys {}", path.display()))?;
         if created {

@@ -668,12 +668,13 @@ fn https_with_a_self_signed_certificate() {
 }
 
 /// Every file and folder `bursar start` creates for a new data directory is
-/// private to the owner (0600 / 0700), the personal-data key file beside it too.
+/// private to the owner (0600 / 0700), the personal-data key file beside it
+/// too; missing parent folders are created (private as well).
 #[test]
 fn bursar_start_creates_private_files_and_folders() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    let data = dir.path().join("missing/parent/data");
     let http = format!("127.0.0.1:{}", free_port());
     let mut child = Command::new(BIN)
         .arg("start")
@@ -716,6 +717,6 @@ fn bursar_start_creates_private_files_and_folders() {
         }
     }
     assert!(dirs >= 3 && files >= 3, "the data directory holds a log and snapshots ({dirs} folders, {files} files)");
-    let keys = dir.path().join("data.pii-keys");
+    let keys = dir.path().join("missing/parent/data.pii-keys");
     assert_eq!(std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777, 0o600, "{}", keys.display());
 }

@@ -22,6 +22,7 @@
 //!   checkpoint names are garbage.
 //! - `cache`: a bounded cache of blocks, shared by all files, with hit and
 //!   miss counts.
+//! - `files`: every file and directory created is the owner's only.
 //!
 //! Architecture invariant: no Bursar dependency; no clock, randomness or
 //! threads of its own. Callers decide when to write and when to sync.
@@ -29,6 +30,7 @@
 pub mod block;
 pub mod cache;
 pub mod error;
+pub mod files;
 pub mod limits;
 pub mod manifest;
 pub mod records;

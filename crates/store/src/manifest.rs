@@ -72,7 +72,7 @@ impl Manifests {
     /// Opens `dir` (created if missing), keeping the newest `keep` manifests.
     pub fn open(dir: &Path, keep: usize) -> Result<(Manifests, Found), StoreError> {
         assert!((1..=MANIFESTS_KEPT_MAX).contains(&keep), "keep {keep} manifests: 1 to {MANIFESTS_KEPT_MAX}");
-        fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        crate::files::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         remove_temporaries(dir)?;
         let sequences = listed(dir)?;
         let mut found = Found::default();
@@ -235,7 +235,7 @@ fn valid_name(name: &str) -> bool {
 fn write_atomically(dir: &Path, sequence: u64, bytes: &[u8]) -> Result<(), StoreError> {
     let path = manifest_path(dir, sequence);
     let temp = path.with_extension(format!("bsm{TEMP_SUFFIX}"));
-    let mut file = File::create(&temp).map_err(|e| StoreError::io(&temp, e))?;
+    let mut file = crate::files::create_truncated(&temp).map_err(|e| StoreError::io(&temp, e))?;
     let mut block = vec![0u8; BLOCK_SIZE];
     for (index, payload) in bytes.chunks(BLOCK_PAYLOAD_MAX).enumerate() {
         let at = BlockAddress { file_id: sequence, index: index as u64 };

@@ -128,12 +128,7 @@ impl<T: Pod> RecordFile<T> {
     /// of `file_id` still in `cache` (from an earlier file with the same
     /// id) are dropped.
     pub fn create(path: &Path, file_id: u64, cache: &BlockCache) -> Result<RecordFile<T>, StoreError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map_err(|e| StoreError::io(path, e))?;
+        let file = crate::files::create_new(path).map_err(|e| StoreError::io(path, e))?;
         cache.forget(file_id, 0);
         let mut created =
             Self::with(path, file, file_id, 0, Recovered { tail: Vec::new(), slot: 1, sequence: 0, rewrite: false });

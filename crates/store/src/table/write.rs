@@ -65,7 +65,7 @@ impl<K: Pod + Ord, V: Pod> TableWriter<K, V> {
             (1..=TABLE_ENTRIES_MAX).contains(&expected_count),
             "a table holds 1..={TABLE_ENTRIES_MAX} entries, not {expected_count}"
         );
-        let file = File::create_new(path).map_err(|e| StoreError::io(path, e))?;
+        let file = crate::files::create_new(path).map_err(|e| StoreError::io(path, e))?;
         Ok(TableWriter {
             path: path.to_path_buf(),
             file,

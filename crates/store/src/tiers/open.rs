@@ -13,12 +13,8 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::mem::size_of;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-
-/// Mode of a tier set's directory: its owner's only, like the log's.
-const DIR_MODE: u32 = 0o700;
 
 impl<K: Pod + Ord + Send + Sync, V: Pod + Send + Sync> Tiers<K, V> {
     /// Opens the set `name` in `dir` (created if missing), reading through
@@ -79,7 +75,7 @@ fn create_dir(dir: &Path) -> Result<(), StoreError> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir).map_err(|e| StoreError::io(dir, e))?;
+    crate::files::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
     let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::File::open(parent).and_then(|d| d.sync_all()).map_err(|e| StoreError::io(parent, e))
 }
