@@ -27,6 +27,7 @@ use bursar_core::state::{
 };
 use bursar_store::StoreError;
 use bursar_store::cache::BlockCache;
+use bursar_store::table::Lookups;
 use bursar_store::tiers::Tiers;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -141,12 +142,19 @@ impl IdStores {
     }
 
     fn open_in(dir: &Path, cache: &Arc<BlockCache>) -> Result<IdStores, StoreError> {
+        let ranges = Lookups::RangesOnly;
         Ok(IdStores {
             // One directory per set: each has its own manifests.
             transfers: Arc::new(Tiers::open(&dir.join(TRANSFER_IDS), TRANSFER_IDS, cache.clone())?),
             failed: Arc::new(Tiers::open(&dir.join(FAILED_IDS), FAILED_IDS, cache.clone())?),
-            transfer_lists: Arc::new(Tiers::open(&dir.join(TRANSFER_LISTS), TRANSFER_LISTS, cache.clone())?),
-            balance_lists: Arc::new(Tiers::open(&dir.join(BALANCE_LISTS), BALANCE_LISTS, cache.clone())?),
+            // Lists are only read by ranges: their filters stay on disk.
+            transfer_lists: Arc::new(Tiers::open_for(
+                &dir.join(TRANSFER_LISTS),
+                TRANSFER_LISTS,
+                cache.clone(),
+                ranges,
+            )?),
+            balance_lists: Arc::new(Tiers::open_for(&dir.join(BALANCE_LISTS), BALANCE_LISTS, cache.clone(), ranges)?),
             dir: dir.to_path_buf(),
             rebuilt: false,
         })

@@ -55,7 +55,7 @@ mod write;
 pub use merge::{merge, merge_with};
 pub use range::TableRange;
 pub use range_rev::TableRangeRev;
-pub use read::Table;
+pub use read::{Lookups, Table};
 pub use write::{TableInfo, TableWriter};
 
 use crate::limits::{TABLE_KEY_SIZE_MAX, TABLE_VALUE_SIZE_MAX};

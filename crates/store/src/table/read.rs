@@ -19,6 +19,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use xorf::{BinaryFuse16, Filter};
 
+/// What a table is opened for. Every table file has a filter; only point
+/// lookups gain from it, so a table read by ranges only (accounts' lists)
+/// leaves it on disk and saves its RAM (2 bytes per entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookups {
+    /// `get` and ranges: the filter is read, checked and kept in memory.
+    Points,
+    /// Ranges: the filter is not read; a `get` still answers, reading the
+    /// key's block whenever the key is within the table's key range.
+    RangesOnly,
+}
+
 /// An open table: its file, and its index and filter in memory.
 pub struct Table<K, V> {
     path: PathBuf,
@@ -30,7 +42,8 @@ pub struct Table<K, V> {
     max: K,
     /// The first key of each data block.
     index: Vec<K>,
-    filter: BinaryFuse16,
+    /// `None` when opened for `Lookups::RangesOnly`.
+    filter: Option<BinaryFuse16>,
     data_block_reads: AtomicU64,
     /// Data blocks are read through the store's shared cache.
     cache: Arc<BlockCache>,
@@ -44,6 +57,12 @@ impl<K: Pod + Ord, V: Pod> Table<K, V> {
     /// blocks are read through `cache` (file ids are unique in a store and
     /// tables never change, so a cached block is always the file's).
     pub fn open(path: &Path, file_id: u64, cache: &Arc<BlockCache>) -> Result<Self, StoreError> {
+        Self::open_for(path, file_id, cache, Lookups::Points)
+    }
+
+    /// `open`, for `lookups`: with `RangesOnly` the filter stays on disk
+    /// (unread, so unchecked until a later `Points` open).
+    pub fn open_for(path: &Path, file_id: u64, cache: &Arc<BlockCache>, lookups: Lookups) -> Result<Self, StoreError> {
         const { assert_shape::<K, V>() };
         let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
         let len = file.metadata().map_err(|e| StoreError::io(path, e))?.len();
@@ -67,7 +86,10 @@ impl<K: Pod + Ord, V: Pod> Table<K, V> {
         }
         let layout = footer.layout;
         let index = read_index(&file, path, file_id, &layout, (&min, &max))?;
-        let filter = read_filter(&file, path, file_id, &footer)?;
+        let filter = match lookups {
+            Lookups::Points => Some(read_filter(&file, path, file_id, &footer)?),
+            Lookups::RangesOnly => None,
+        };
         let table = Table {
             path: path.to_path_buf(),
             file,
@@ -128,7 +150,8 @@ impl<K: Pod + Ord, V: Pod> Table<K, V> {
 
     /// Bytes this open table keeps in memory: the index and the filter.
     pub fn memory_bytes(&self) -> u64 {
-        (self.index.len() * size_of::<K>()) as u64 + self.layout.filter_bytes() + size_of::<Self>() as u64
+        let filter = if self.filter.is_some() { self.layout.filter_bytes() } else { 0 };
+        (self.index.len() * size_of::<K>()) as u64 + filter + size_of::<Self>() as u64
     }
 
     /// Data blocks read from the file so far (cache misses).
@@ -137,7 +160,7 @@ impl<K: Pod + Ord, V: Pod> Table<K, V> {
     }
 
     fn filter_holds(&self, key: &K) -> bool {
-        self.filter.contains(&key_hash(self.hash_seed, key))
+        self.filter.as_ref().is_none_or(|f| f.contains(&key_hash(self.hash_seed, key)))
     }
 
     /// False if the table certainly does not hold `key`; true if it holds

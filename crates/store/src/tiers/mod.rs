@@ -71,7 +71,7 @@ pub use compact::CompactionPlan;
 use crate::cache::BlockCache;
 use crate::error::StoreError;
 use crate::manifest::Manifests;
-use crate::table::Table;
+use crate::table::{Lookups, Table};
 use bytemuck::Pod;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -84,6 +84,8 @@ pub struct Tiers<K, V> {
     dir: PathBuf,
     name: String,
     cache: Arc<BlockCache>,
+    /// How its tables are opened (filters in RAM or not).
+    lookups: Lookups,
     live: RwLock<Arc<Live<K, V>>>,
     writer: Mutex<Writer>,
     /// Held through a whole `add_run`: runs commit in the order they come.

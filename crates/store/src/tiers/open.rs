@@ -7,7 +7,7 @@ use crate::cache::BlockCache;
 use crate::error::{Fault, StoreError};
 use crate::limits::TIERS_MANIFESTS_KEPT_MAX;
 use crate::manifest::{Checkpoint, Manifests};
-use crate::table::Table;
+use crate::table::{Lookups, Table};
 use bytemuck::Pod;
 use std::collections::BTreeSet;
 use std::fs;
@@ -28,6 +28,12 @@ impl<K: Pod + Ord + Send + Sync, V: Pod + Send + Sync> Tiers<K, V> {
     /// One set per directory. Sets sharing a cache must have distinct
     /// names: a table's blocks are cached under a hash of its file name.
     pub fn open(dir: &Path, name: &str, cache: Arc<BlockCache>) -> Result<Self, StoreError> {
+        Self::open_for(dir, name, cache, Lookups::Points)
+    }
+
+    /// `open`, for `lookups`: a set read only by ranges keeps its tables'
+    /// filters on disk (see `Lookups`).
+    pub fn open_for(dir: &Path, name: &str, cache: Arc<BlockCache>, lookups: Lookups) -> Result<Self, StoreError> {
         check_name(name);
         create_dir(dir)?;
         let (mut manifests, found) = Manifests::open(dir, TIERS_MANIFESTS_KEPT_MAX)?;
@@ -38,7 +44,7 @@ impl<K: Pod + Ord + Send + Sync, V: Pod + Send + Sync> Tiers<K, V> {
                 refuse_if_damaged(dir, &mut recovery)?;
                 break (Vec::new(), 0, 0);
             };
-            match load_tables(&manifests, &newest, (dir, name), &cache) {
+            match load_tables(&manifests, &newest, (dir, name), (&cache, lookups)) {
                 Ok((tables, next)) => {
                     recovery.manifest = Some(newest.sequence);
                     break (tables, newest.position, next);
@@ -56,6 +62,7 @@ impl<K: Pod + Ord + Send + Sync, V: Pod + Send + Sync> Tiers<K, V> {
             dir: dir.to_path_buf(),
             name: name.to_string(),
             cache,
+            lookups,
             live: RwLock::new(Arc::new(Live { tables, covered })),
             writer: Mutex::new(writer),
             adding: Mutex::new(()),
@@ -104,7 +111,7 @@ fn load_tables<K: Pod + Ord, V: Pod>(
     manifests: &Manifests,
     checkpoint: &Checkpoint,
     (dir, name): (&Path, &str),
-    cache: &Arc<BlockCache>,
+    (cache, lookups): (&Arc<BlockCache>, Lookups),
 ) -> Result<(Vec<Arc<Tier<K, V>>>, u64), StoreError> {
     let manifest = manifests.path_of(checkpoint.sequence);
     let bad = |what| StoreError::corrupt(&manifest, 0, Fault::Malformed { what });
@@ -122,7 +129,7 @@ fn load_tables<K: Pod + Ord, V: Pod>(
             return Err(bad("tier set manifest: a table number repeated or not below the next"));
         }
         let path = dir.join(file);
-        let table = open_table(&path, file_id(name, number), cache)?;
+        let table = open_table(&path, file_id(name, number), cache, lookups)?;
         if table.len() != entries {
             return Err(StoreError::corrupt(
                 &path,
@@ -135,8 +142,13 @@ fn load_tables<K: Pod + Ord, V: Pod>(
     Ok((tables, body.next_number))
 }
 
-fn open_table<K: Pod + Ord, V: Pod>(path: &Path, id: u64, cache: &Arc<BlockCache>) -> Result<Table<K, V>, StoreError> {
-    match Table::open(path, id, cache) {
+fn open_table<K: Pod + Ord, V: Pod>(
+    path: &Path,
+    id: u64,
+    cache: &Arc<BlockCache>,
+    lookups: Lookups,
+) -> Result<Table<K, V>, StoreError> {
+    match Table::open_for(path, id, cache, lookups) {
         Err(StoreError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             Err(StoreError::corrupt(path, 0, Fault::Missing))
         }

@@ -118,7 +118,7 @@ impl<K: Pod + Ord + Send + Sync, V: Pod + Send + Sync> Tiers<K, V> {
     ) -> Result<Arc<Tier<K, V>>, StoreError> {
         let info = writer.finish()?;
         self.step(Step::TableWritten);
-        let table = Table::open(&path, info.file_id, &self.cache)?;
+        let table = Table::open_for(&path, info.file_id, &self.cache, self.lookups)?;
         assert_eq!(table.len(), info.entries, "a table opens as written");
         Ok(Arc::new(Tier { number, table }))
     }

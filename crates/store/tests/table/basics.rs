@@ -254,3 +254,21 @@ fn an_empty_table_is_a_caller_bug() {
     let w = TableWriter::<u64, u64>::new(&d.path().join("t"), 1, 1).unwrap();
     let _ = w.finish();
 }
+
+#[test]
+fn a_table_opened_for_ranges_only_answers_the_same_without_its_filter_in_ram() {
+    use bursar_store::table::Lookups;
+    let d = dir();
+    let (path, info) = write(d.path(), "t", 4, ids(PER_BLOCK * 2 + 5));
+    let points = Table::<u128, u64>::open(&path, 4, &cache()).unwrap();
+    let ranges = Table::<u128, u64>::open_for(&path, 4, &cache(), Lookups::RangesOnly).unwrap();
+    assert_eq!(all(&ranges).unwrap(), all(&points).unwrap());
+    assert_eq!(ranges.range_rev(..).collect::<Result<Vec<_>, _>>().unwrap().len(), PER_BLOCK as usize * 2 + 5);
+    for i in [0, 1, PER_BLOCK, PER_BLOCK * 2 + 4] {
+        assert_eq!(ranges.get(&id(i)).unwrap(), Some(i * 3));
+    }
+    // Absent keys inside the key range: without the filter, a block read.
+    let absent = id(1) + 1;
+    assert_eq!((points.get(&absent).unwrap(), ranges.get(&absent).unwrap()), (None, None));
+    assert_eq!(points.memory_bytes() - ranges.memory_bytes(), info.filter_bytes, "only the filter left RAM");
+}
