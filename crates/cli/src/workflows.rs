@@ -172,7 +172,11 @@ impl WorkflowArgs {
         // A data dir whose parent does not exist yet is created by the
         // server; the key file beside it needs that parent first.
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
-            bursar_log::create_private_dir_all(parent)
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
                 .with_context(|| format!("creating {} for the personal-data keys", parent.display()))?;
         }
         let (keyring, created) =
