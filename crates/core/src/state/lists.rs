@@ -55,13 +55,20 @@ pub struct AccountLists {
     recent: Vec<Vec<u32>>,
     /// Every RAM entry is `base + offset`; at most `covered()`.
     base: u64,
+    /// `install` moves the base up once records span more than this past
+    /// it (rarely: rewriting every offset costs a pass over RAM entries).
+    rebase_after: u64,
     stored: Option<Arc<dyn StoredLists>>,
 }
+
+/// Default `rebase_after`: half the offsets' range, so pushes never run
+/// out while tables keep up.
+const REBASE_AFTER: u64 = 1 << 31;
 
 impl AccountLists {
     /// Lists for `accounts` accounts, all empty.
     pub fn with_accounts(accounts: usize) -> AccountLists {
-        AccountLists { recent: vec![Vec::new(); accounts], base: 0, stored: None }
+        AccountLists { recent: vec![Vec::new(); accounts], base: 0, rebase_after: REBASE_AFTER, stored: None }
     }
 
     /// Accounts with a list (every account has one).
@@ -108,9 +115,11 @@ impl AccountLists {
         if let Some(old) = &self.stored {
             assert!(covered >= old.covered(), "invariant: stored lists never cover less than before");
         }
-        // The base moves up to `covered`: entries left are at or above it.
-        // A move of 2^32 or more leaves none (offsets are below 2^32).
-        let shift = u32::try_from(covered - self.base).ok();
+        // The base moves up to `covered` when records outgrow half the
+        // offsets' range: entries left are at or above it. A move of 2^32
+        // or more leaves none (offsets are below 2^32).
+        let base = if end - self.base > self.rebase_after { covered } else { self.base };
+        let shift = u32::try_from(base - self.base).ok();
         for list in &mut self.recent {
             let cut = list.partition_point(|o| self.base + u64::from(*o) < covered);
             if cut > 0 {
@@ -120,11 +129,12 @@ impl AccountLists {
                 }
             }
             match shift {
+                Some(0) => {}
                 Some(shift) => list.iter_mut().for_each(|o| *o -= shift),
                 None => assert!(list.is_empty(), "invariant: RAM entries are within 2^32 of the base"),
             }
         }
-        self.base = covered;
+        self.base = base;
         self.stored = Some(stored);
     }
 
@@ -256,6 +266,12 @@ mod tests {
     }
 
     #[test]
+    fn offsets_survive_every_rebase() {
+        scans_agree_with(0, 1);
+        scans_agree_with(7 << 32, 500);
+    }
+
+    #[test]
     #[should_panic(expected = "fewer than 2^32 positions")]
     fn a_working_set_of_2_pow_32_positions_is_refused() {
         let mut lists = AccountLists::with_accounts(1);
@@ -265,6 +281,11 @@ mod tests {
     /// Records `start..start + 3000`; tables first cover everything below
     /// `start` (none of these accounts' entries).
     fn scans_agree_from(start: u64) {
+        scans_agree_with(start, REBASE_AFTER);
+    }
+
+    /// `scans_agree_from`, rebasing once records span `rebase_after`.
+    fn scans_agree_with(start: u64, rebase_after: u64) {
         // 3 accounts; record p belongs to account p % 3 (and p % 7 == 0
         // also to account 0), so lists interleave.
         let owners = |p: u64| {
@@ -276,6 +297,7 @@ mod tests {
         };
         let records = start + 3_000;
         let mut lists = AccountLists::with_accounts(3);
+        lists.rebase_after = rebase_after;
         let mut all: BTreeMap<(u128, u64), u8> = BTreeMap::new();
         if start > 0 {
             lists.install(Arc::new(Table { entries: BTreeMap::new(), covered: start }), start);
@@ -286,7 +308,7 @@ mod tests {
                 all.insert((id_of(a), p), (p % 2) as u8 + 1);
             }
             if p % 700 == 699 {
-                let covered = p + 1 - 100;
+                let covered = (p + 1 - 100).max(start);
                 let entries = all.range(..).filter(|((_, q), _)| *q < covered).map(|(k, v)| (*k, *v)).collect();
                 lists.install(Arc::new(Table { entries, covered }), p + 1);
             }
