@@ -161,14 +161,20 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn incremental_digests_equal_full_digests_as_the_state_changes() {
+    /// A machine with ledger 1 and accounts 1 to 50.
+    fn machine_with_accounts() -> Machine {
         let mut m = Machine::default();
         let ledger = [Ledger { id: 1, scale: 2, asset: Ledger::pack_asset("USD").unwrap(), ..Default::default() }];
         apply(&mut m, Operation::CreateLedgers, encode_all(&ledger));
         let accounts: Vec<Account> =
             (1..=50).map(|id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();
         apply(&mut m, Operation::CreateAccounts, encode_all(&accounts));
+        m
+    }
+
+    #[test]
+    fn incremental_digests_equal_full_digests_as_the_state_changes() {
+        let mut m = machine_with_accounts();
         let mut digester = Digester::default();
         let mut seen = Vec::new();
         for round in 0..6u128 {
@@ -196,12 +202,7 @@ mod tests {
     /// previous view, would bring all history back into memory).
     #[test]
     fn cold_chunks_are_digested_by_their_stored_hash_without_reading_them() {
-        let mut m = Machine::default();
-        let ledger = [Ledger { id: 1, scale: 2, asset: Ledger::pack_asset("USD").unwrap(), ..Default::default() }];
-        apply(&mut m, Operation::CreateLedgers, encode_all(&ledger));
-        let accounts: Vec<Account> =
-            (1..=50).map(|id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();
-        apply(&mut m, Operation::CreateAccounts, encode_all(&accounts));
+        let mut m = machine_with_accounts();
         let store = Arc::new(CountingStore::default());
         m.set_chunk_reader(store.clone());
         for batch in 0..25 {

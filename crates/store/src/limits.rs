@@ -37,6 +37,11 @@ pub const TABLE_KEY_SIZE_MAX: usize = 1024;
 pub const TABLE_VALUE_SIZE_MAX: usize = 1024;
 /// Tables one merge reads at once: each holds one data block in memory.
 pub const TABLE_MERGE_INPUTS_MAX: usize = 64;
+/// A table being written is synced every this many blocks (8 MiB), so a
+/// merge writing a large table never leaves hundreds of MiB dirty for one
+/// final fsync that would stall the log's own syncs behind it.
+pub const TABLE_SYNC_EVERY_BLOCKS: u64 = 128;
+const _: () = assert!(TABLE_SYNC_EVERY_BLOCKS >= 16, "syncs stay large enough to be cheap");
 
 const _: () = assert!(
     BLOCK_PAYLOAD_MAX / (TABLE_KEY_SIZE_MAX + TABLE_VALUE_SIZE_MAX) >= 16,

@@ -7,7 +7,7 @@ use super::format::{FINGERPRINT_BYTES, Footer, HASH_SEED, Layout};
 use super::{assert_shape, key_hash};
 use crate::block::{self, BlockAddress, BlockKind};
 use crate::error::StoreError;
-use crate::limits::{BLOCK_PAYLOAD_MAX, BLOCK_SIZE, TABLE_ENTRIES_MAX};
+use crate::limits::{BLOCK_PAYLOAD_MAX, BLOCK_SIZE, TABLE_ENTRIES_MAX, TABLE_SYNC_EVERY_BLOCKS};
 use bytemuck::Pod;
 use std::fs::File;
 use std::io::Write;
@@ -174,6 +174,9 @@ impl<K: Pod + Ord, V: Pod> TableWriter<K, V> {
         block::seal(kind, at, payload, &mut self.block);
         self.file.write_all(self.block.as_slice()).map_err(|e| StoreError::io(&self.path, e))?;
         self.written += 1;
+        if self.written.is_multiple_of(TABLE_SYNC_EVERY_BLOCKS) {
+            self.file.sync_data().map_err(|e| StoreError::io(&self.path, e))?;
+        }
         Ok(())
     }
 }
