@@ -249,9 +249,9 @@ impl Engine {
         let released = self.sm.release_stored(&stored.snapshot, &stored.chunks);
         if released > 0 {
             metrics::counter!("bursar_state_chunks_released_total").increment(released as u64);
-            tracing::debug!(released, cold = self.sm.ledger().cold_chunks(), "state chunks left memory");
+            tracing::debug!(released, cold = self.sm.cold_chunks(), "state chunks left memory");
         }
-        metrics::gauge!("bursar_state_cold_chunks").set(self.sm.ledger().cold_chunks() as f64);
+        metrics::gauge!("bursar_state_cold_chunks").set(self.sm.cold_chunks() as f64);
         if let Some(indexer) = &self.indexer {
             indexer.offer(stored.snapshot);
         }
