@@ -442,10 +442,11 @@ impl<T: Pod> ArenaView<T> {
 #[cfg(test)]
 pub(crate) mod testing {
     use super::{ArenaView, ChunkReadError, ChunkReader, StoredChunk};
+    use crate::state::ChunkBytes;
     use bytemuck::Pod;
     use std::collections::HashMap;
-    use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
 
     #[derive(Default)]
     pub(crate) struct MemDisk {
@@ -470,7 +471,12 @@ pub(crate) mod testing {
     impl MemDisk {
         /// Stores every chunk of `view`, as a snapshot write would.
         pub(crate) fn store<T: Pod + Send + Sync>(&self, view: &ArenaView<T>) -> Vec<StoredChunk> {
-            crate::state::snapshot::view_chunks(view)
+            self.store_chunks(&crate::state::snapshot::view_chunks(view))
+        }
+
+        /// Stores chunks of a snapshot section, named by their hashes.
+        pub(crate) fn store_chunks(&self, chunks: &[Arc<dyn ChunkBytes>]) -> Vec<StoredChunk> {
+            chunks
                 .iter()
                 .map(|c| {
                     let bytes = c.bytes().to_vec();

@@ -847,6 +847,85 @@ mod tests {
         m.check_invariants_deep().unwrap();
     }
 
+    /// Stores the chunks of every section in `COLD_SECTIONS` as a snapshot
+    /// store would (others get a placeholder: they never go cold).
+    fn store_cold(disk: &crate::arena::testing::MemDisk, snap: &MachineSnapshot) -> Vec<Vec<StoredChunk>> {
+        let placeholder = |n| vec![StoredChunk { hash: [0; 32], len: 0 }; n];
+        snap.sections()
+            .iter()
+            .map(|s| {
+                if crate::state::COLD_SECTIONS.contains(&s.name) {
+                    disk.store_chunks(&s.chunks)
+                } else {
+                    placeholder(s.chunks.len())
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_trails_go_cold_read_the_same_and_restore_lazily() {
+        use crate::service::access::{AccessFilter, AccessKind};
+        // More than two chunks of the audit arenas, one of the access trail.
+        let n: u64 = if cfg!(feature = "small-chunks") { 300 } else { 18_000 };
+        let mut m = setup();
+        let disk = Arc::new(crate::arena::testing::MemDisk::default());
+        m.set_chunk_reader(disk.clone());
+        for i in 0..n {
+            let t = [Transfer {
+                id: u128::from(i) + 1,
+                debit_account_id: 1,
+                credit_account_id: 2,
+                amount: 1,
+                ledger: 1,
+                code: 1,
+                ..Default::default()
+            }];
+            let access = AccessEvent::new(AccessKind::PiiRead, 5, "GET /v1/orders/{id}", u128::from(i), 200);
+            let c1 = Command { operation: Operation::CreateTransfers, events: encode_all(&t) };
+            let c2 = Command { operation: Operation::RecordAccess, events: bytemuck::bytes_of(&access) };
+            m.apply_entry(i + 2, (i + 2) * 1000, &[LogCommand::Plain(c1), LogCommand::Plain(c2)]);
+        }
+        let events = |m: &Machine| m.events_page(&crate::events::EventFilter { limit: 50, ..Default::default() }).body;
+        let access = |m: &Machine| m.access().page(&AccessFilter { after_seq: 2, limit: 20, ..Default::default() }).0;
+        let (digest, events_before, access_before, audit_before) =
+            (m.digest(), events(&m), access(&m), m.audit().page(0, 20));
+        let view = m.snapshot();
+        let released = m.release_stored(&view, &store_cold(&disk, &view));
+        drop(view);
+        assert!(m.audit().cold_chunks() >= 2 && m.access().cold_chunks() >= 1, "released {released}");
+        assert_eq!(m.cold_chunks(), released);
+        assert_eq!(m.digest(), digest, "digests are over chunk hashes, hot or cold");
+        assert_eq!(
+            (events(&m), access(&m), m.audit().page(0, 20)),
+            (events_before.clone(), access_before.clone(), audit_before.clone())
+        );
+        m.check_invariants_deep().unwrap();
+        // A lazy load hands every chunk of the cold sections over as stored.
+        let snap = m.snapshot();
+        let stored = store_cold(&disk, &snap);
+        let sections = snap
+            .sections()
+            .iter()
+            .zip(&stored)
+            .map(|(s, on_disk)| match crate::state::COLD_SECTIONS.contains(&s.name) {
+                true => on_disk.iter().map(|c| SectionChunk::Stored(*c)).collect(),
+                false => s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect(),
+            })
+            .collect();
+        let chunks = SnapshotChunks { header: snap.header(), sections };
+        let restored =
+            Machine::restore_with(Limits::default(), chunks, OnDisk { chunks: Some(disk.clone()), ids: None }).unwrap();
+        assert!(restored.audit().cold_chunks() >= 2 && restored.access().cold_chunks() >= 1);
+        assert_eq!(restored.digest(), digest);
+        assert_eq!(
+            (events(&restored), access(&restored), restored.audit().page(0, 20)),
+            (events_before, access_before, audit_before)
+        );
+        assert_eq!(restored.audit().head(), m.audit().head());
+        restored.check_invariants_deep().unwrap();
+    }
+
     #[test]
     fn keys_and_snapshot_round_trip() {
         let mut m = setup();
