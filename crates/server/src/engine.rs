@@ -272,7 +272,9 @@ impl Engine {
 
     /// `bursar_state_memory_bytes{structure}`: what the state holds in RAM,
     /// at most once per `MEMORY_GAUGE_INTERVAL` (the engine ticks every
-    /// 100 ms even when idle).
+    /// 100 ms even when idle). The cold chunk count too, so that it is
+    /// right after a restart, before any snapshot (a lazy restore leaves
+    /// chunks cold).
     fn publish_memory(&mut self) {
         let now = Instant::now();
         if self.memory_published.is_some_and(|at| now.duration_since(at) < MEMORY_GAUGE_INTERVAL) {
@@ -282,6 +284,7 @@ impl Engine {
         for (structure, bytes) in self.sm.memory().0 {
             metrics::gauge!("bursar_state_memory_bytes", "structure" => structure).set(bytes as f64);
         }
+        metrics::gauge!("bursar_state_cold_chunks").set(self.sm.cold_chunks() as f64);
         if let Some(cache) = &self.block_cache {
             let s = cache.stats();
             metrics::gauge!("bursar_block_cache_bytes").set(s.bytes as f64);
