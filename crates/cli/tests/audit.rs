@@ -233,11 +233,25 @@ fn send_small_requests(addr: &str) {
     threads.into_iter().for_each(|t| t.join().unwrap());
 }
 
-/// Waits until at least `chunks` chunks are held on disk only.
-fn wait_for_cold(port: u16, chunks: f64) {
+/// The trail's RAM with every chunk in memory: its records take about
+/// 2.6 MB, so three 1 MiB chunks of bytes and three 64 KiB chunks of
+/// offsets (gauges count whole chunks).
+const MIB: f64 = 1024.0 * 1024.0;
+const AUDIT_RAM_ALL_HOT: f64 = 3.0 * MIB + 3.0 * 64.0 * 1024.0;
+/// After a restart every full chunk stays on disk: only the last, partly
+/// filled chunk of each arena is in RAM.
+const AUDIT_RAM_RESTARTED: f64 = MIB + 64.0 * 1024.0;
+
+/// Waits until at least `chunks` chunks are held on disk only and the
+/// trail's memory gauge is at most `ram_max`; returns that gauge.
+fn wait_for_cold(port: u16, chunks: f64, ram_max: f64) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while gauge(port, "bursar_state_cold_chunks") < chunks {
-        assert!(Instant::now() < deadline, "no chunk of the audit trail left memory in 60 s");
+    loop {
+        let ram = gauge(port, r#"bursar_state_memory_bytes{structure="audit"}"#);
+        if gauge(port, "bursar_state_cold_chunks") >= chunks && ram > 0.0 && ram <= ram_max {
+            return ram;
+        }
+        assert!(Instant::now() < deadline, "the audit trail did not leave memory in 60 s (RAM {ram} bytes)");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -251,7 +265,9 @@ fn old_audit_records_go_cold_and_read_back_the_same_after_a_restart() {
     send_small_requests(&addr);
     // Fewer transfers than one chunk of the ledger's arenas (65,536), so
     // every cold chunk is the audit trail's: its record bytes and offsets.
-    wait_for_cold(port, 2.0);
+    // The last snapshot leaves the newest full chunk of each arena hot.
+    let ram = wait_for_cold(port, 2.0, AUDIT_RAM_ALL_HOT - MIB - 64.0 * 1024.0);
+    println!("audit trail: records={} ram_bytes={ram} all_hot_bytes={AUDIT_RAM_ALL_HOT}", COLD_REQUESTS + 3);
     let first = http(port, "GET", "/v1/audit?limit=3", ADMIN, None, "");
     let middle = http(port, "GET", "/v1/audit?limit=3&cursor=9000", ADMIN, None, "");
     assert_eq!((first.0, middle.0), (200, 200), "{first:?} {middle:?}");
@@ -267,7 +283,8 @@ fn old_audit_records_go_cold_and_read_back_the_same_after_a_restart() {
     // A restart restores the trail lazily: its old chunks stay on disk
     // and read back the same.
     let (server, _) = start_cold(&dir, port);
-    wait_for_cold(port, 2.0);
+    let ram = wait_for_cold(port, 4.0, AUDIT_RAM_RESTARTED);
+    println!("audit trail after restart: ram_bytes={ram}");
     assert_eq!(http(port, "GET", "/v1/audit?limit=3", ADMIN, None, ""), first);
     assert_eq!(http(port, "GET", "/v1/audit?limit=3&cursor=9000", ADMIN, None, ""), middle);
     stop(server);
