@@ -1,6 +1,7 @@
 //! The audit trail through the real binary: `bursar audit verify` passes on
 //! a real log, and editing one byte of an audit entry on disk makes it fail
-//! and name that entry.
+//! and name that entry; and the trail's old chunks leave RAM like the
+//! ledger's records and read back the same, before and after a restart.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -160,4 +161,131 @@ fn a_first_start_without_bursar_admin_key_prints_a_working_key_once() {
     assert_eq!(http(port, "GET", "/v1/keys", &wrong, None, "").0, 401);
     let out = stop_and_read(server);
     assert!(!out.contains("bsk_"), "the key is printed only on the first start: {out}");
+}
+
+/// Requests sent for the cold-trail test: one audit record each (about 140
+/// bytes for a one-transfer binary request), so more than two full chunks
+/// of the record bytes (1 MiB) and of their offsets (8,192 per chunk).
+const COLD_REQUESTS: u64 = 18_000;
+/// Concurrent clients sending them (group commit keeps this quick).
+const COLD_CLIENTS: u64 = 8;
+
+/// A server that snapshots every MiB of log through a 1 MiB block cache;
+/// returns it with its binary address.
+fn start_cold(dir: &Path, http_port: u16) -> (Child, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_bursar"))
+        .args(["start", "--no-orders", "--snapshot-every-mib", "1", "--segment-mib", "1", "--cache-mib", "1"])
+        .args(["--addr", &addr, "--http", &format!("127.0.0.1:{http_port}"), "--data-dir"])
+        .arg(dir)
+        .env("BURSAR_ADMIN_KEY", ADMIN)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_http(http_port);
+    (child, addr)
+}
+
+fn client(addr: &str) -> bursar_client::Client {
+    let options = bursar_client::ClientOptions {
+        timeout: Duration::from_secs(30),
+        key: Some(ADMIN.to_string()),
+        ..Default::default()
+    };
+    bursar_client::Client::connect(addr, &options).unwrap()
+}
+
+/// The value of a gauge on `/metrics` (0 if absent).
+fn gauge(port: u16, name: &str) -> f64 {
+    let (_, text) = http(port, "GET", "/metrics", ADMIN, None, "");
+    text.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+/// One small transfer per request, from several clients at once.
+fn send_small_requests(addr: &str) {
+    use bursar_core::{Account, Ledger, Transfer};
+    let mut c = client(addr);
+    let usd = Ledger { id: 1, scale: 2, asset: Ledger::pack_asset("USD").unwrap(), ..Default::default() };
+    assert!(c.create_ledgers(&[usd]).unwrap().is_empty());
+    let accounts: Vec<Account> = (1..=2).map(|id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();
+    assert!(c.create_accounts(&accounts).unwrap().is_empty());
+    let threads: Vec<_> = (0..COLD_CLIENTS)
+        .map(|k| {
+            let addr = addr.to_string();
+            std::thread::spawn(move || {
+                let mut c = client(&addr);
+                for i in (k..COLD_REQUESTS).step_by(COLD_CLIENTS as usize) {
+                    let t = Transfer {
+                        id: u128::from(i) + 1,
+                        debit_account_id: 1,
+                        credit_account_id: 2,
+                        amount: 1,
+                        ledger: 1,
+                        code: 1,
+                        ..Default::default()
+                    };
+                    assert!(c.create_transfers(&[t]).unwrap().is_empty());
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+}
+
+/// The trail's RAM with every chunk in memory: its records take about
+/// 2.6 MB, so three 1 MiB chunks of bytes and three 64 KiB chunks of
+/// offsets (gauges count whole chunks).
+const MIB: f64 = 1024.0 * 1024.0;
+const AUDIT_RAM_ALL_HOT: f64 = 3.0 * MIB + 3.0 * 64.0 * 1024.0;
+/// After a restart every full chunk stays on disk: only the last, partly
+/// filled chunk of each arena is in RAM.
+const AUDIT_RAM_RESTARTED: f64 = MIB + 64.0 * 1024.0;
+
+/// Waits until at least `chunks` chunks are held on disk only and the
+/// trail's memory gauge is at most `ram_max`; returns that gauge.
+fn wait_for_cold(port: u16, chunks: f64, ram_max: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ram = gauge(port, r#"bursar_state_memory_bytes{structure="audit"}"#);
+        if gauge(port, "bursar_state_cold_chunks") >= chunks && ram > 0.0 && ram <= ram_max {
+            return ram;
+        }
+        assert!(Instant::now() < deadline, "the audit trail did not leave memory in 60 s (RAM {ram} bytes)");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn old_audit_records_go_cold_and_read_back_the_same_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let port = free_port();
+    let (server, addr) = start_cold(&dir, port);
+    send_small_requests(&addr);
+    // Fewer transfers than one chunk of the ledger's arenas (65,536), so
+    // every cold chunk is the audit trail's: its record bytes and offsets.
+    // The last snapshot leaves the newest full chunk of each arena hot.
+    let ram = wait_for_cold(port, 2.0, AUDIT_RAM_ALL_HOT - MIB - 64.0 * 1024.0);
+    println!("audit trail: records={} ram_bytes={ram} all_hot_bytes={AUDIT_RAM_ALL_HOT}", COLD_REQUESTS + 3);
+    let first = http(port, "GET", "/v1/audit?limit=3", ADMIN, None, "");
+    let middle = http(port, "GET", "/v1/audit?limit=3&cursor=9000", ADMIN, None, "");
+    assert_eq!((first.0, middle.0), (200, 200), "{first:?} {middle:?}");
+    assert!(first.1.contains(r#""seq":1"#) && middle.1.contains(r#""seq":9001"#), "{first:?} {middle:?}");
+    stop(server);
+
+    let out = audit_verify(&dir);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    // Bootstrap key, ledger, accounts, one record per transfer request.
+    assert!(text.starts_with(&format!("audit: ok records={} head=", COLD_REQUESTS + 3)), "{text}");
+
+    // A restart restores the trail lazily: its old chunks stay on disk
+    // and read back the same.
+    let (server, _) = start_cold(&dir, port);
+    let ram = wait_for_cold(port, 4.0, AUDIT_RAM_RESTARTED);
+    println!("audit trail after restart: ram_bytes={ram}");
+    assert_eq!(http(port, "GET", "/v1/audit?limit=3", ADMIN, None, ""), first);
+    assert_eq!(http(port, "GET", "/v1/audit?limit=3&cursor=9000", ADMIN, None, ""), middle);
+    stop(server);
 }

@@ -72,6 +72,18 @@ fn read_cold<T: Pod>(reader: Option<&Arc<dyn ChunkReader>>, chunk: &StoredChunk,
     value
 }
 
+/// Reads elements `index..index + out.len()` of a cold chunk in one read;
+/// a failure is fatal (module docs).
+fn read_cold_into<T: Pod>(reader: Option<&Arc<dyn ChunkReader>>, chunk: &StoredChunk, index: usize, out: &mut [T]) {
+    let reader = reader.expect("invariant: an arena holds cold chunks only once it has a reader");
+    let offset = (index * std::mem::size_of::<T>()) as u64;
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(out);
+    assert!(offset + bytes.len() as u64 <= chunk.len, "invariant: elements read lie inside their stored chunk");
+    if let Err(e) = reader.read(chunk, offset, bytes) {
+        panic!("storage fault: stored chunk {} cannot be read at byte {offset}: {e}", hex(&chunk.hash));
+    }
+}
+
 /// Reads a whole cold chunk back into memory; a failure is fatal.
 fn load_cold<T: Pod>(reader: Option<&Arc<dyn ChunkReader>>, chunk: &StoredChunk, capacity: usize) -> Vec<T> {
     let reader = reader.expect("invariant: an arena holds cold chunks only once it has a reader");
@@ -212,6 +224,26 @@ impl<T: Pod, const SHIFT: u32> CowArena<T, SHIFT> {
         match &self.chunks[index >> SHIFT] {
             Chunk::Hot(items) => items[index & Self::MASK],
             Chunk::Cold(stored) => read_cold(self.reader.as_ref(), stored, index & Self::MASK),
+        }
+    }
+
+    /// Copies elements `start..start + out.len()` into `out`: from memory,
+    /// or with one read per cold chunk the range touches (records of
+    /// variable length, such as audit records, span chunks).
+    pub fn copy_range(&self, start: usize, out: &mut [T]) {
+        let end = start.checked_add(out.len()).expect("invariant: a range end fits in usize");
+        assert!(end <= self.len, "arena range {start}..{end} out of bounds (len {})", self.len);
+        let mut done = 0;
+        while done < out.len() {
+            let at = start + done;
+            let within = at & Self::MASK;
+            let n = (Self::CHUNK - within).min(out.len() - done);
+            let dst = &mut out[done..done + n];
+            match &self.chunks[at >> SHIFT] {
+                Chunk::Hot(items) => dst.copy_from_slice(&items[within..within + n]),
+                Chunk::Cold(stored) => read_cold_into(self.reader.as_ref(), stored, within, dst),
+            }
+            done += n;
         }
     }
 
@@ -404,6 +436,81 @@ impl<T: Pod> ArenaView<T> {
     }
 }
 
+/// Stored chunks in memory for unit tests of arenas that go cold: named by
+/// the blake3 of their bytes as the snapshot store names them, checked on
+/// every read as the store checks its blocks, and counting reads.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::{ArenaView, ChunkReadError, ChunkReader, StoredChunk};
+    use crate::state::ChunkBytes;
+    use bytemuck::Pod;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    pub(crate) struct MemDisk {
+        chunks: Mutex<HashMap<[u8; 32], Vec<u8>>>,
+        reads: AtomicUsize,
+    }
+
+    impl ChunkReader for MemDisk {
+        fn read(&self, chunk: &StoredChunk, offset: u64, out: &mut [u8]) -> Result<(), ChunkReadError> {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+            let chunks = self.chunks.lock().unwrap();
+            let bytes = chunks.get(&chunk.hash).ok_or("no such chunk file")?;
+            if blake3::hash(bytes).as_bytes() != &chunk.hash {
+                return Err("checksum mismatch".into());
+            }
+            let start = usize::try_from(offset)?;
+            out.copy_from_slice(bytes.get(start..start + out.len()).ok_or("read past the end")?);
+            Ok(())
+        }
+    }
+
+    impl MemDisk {
+        /// Stores every chunk of `view`, as a snapshot write would.
+        pub(crate) fn store<T: Pod + Send + Sync>(&self, view: &ArenaView<T>) -> Vec<StoredChunk> {
+            self.store_chunks(&crate::state::snapshot::view_chunks(view))
+        }
+
+        /// Stores chunks of a snapshot section, named by their hashes.
+        pub(crate) fn store_chunks(&self, chunks: &[Arc<dyn ChunkBytes>]) -> Vec<StoredChunk> {
+            chunks
+                .iter()
+                .map(|c| {
+                    let bytes = c.bytes().to_vec();
+                    let stored = StoredChunk { hash: *blake3::hash(&bytes).as_bytes(), len: bytes.len() as u64 };
+                    self.chunks.lock().unwrap().insert(stored.hash, bytes);
+                    stored
+                })
+                .collect()
+        }
+
+        /// Reads so far.
+        pub(crate) fn reads(&self) -> usize {
+            self.reads.load(Ordering::Relaxed)
+        }
+
+        /// Flips one byte of the stored chunk `hash`.
+        pub(crate) fn damage(&self, hash: &[u8; 32]) {
+            self.chunks.lock().unwrap().get_mut(hash).expect("a stored chunk")[0] ^= 1;
+        }
+    }
+
+    /// The message of a panic caught by `catch_unwind`.
+    pub(crate) fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+        match panic.downcast::<String>() {
+            Ok(s) => *s,
+            Err(p) => p.downcast_ref::<&str>().map(|s| s.to_string()).unwrap_or_default(),
+        }
+    }
+
+    pub(crate) fn hex(hash: &[u8; 32]) -> String {
+        super::hex(hash)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,6 +618,9 @@ mod tests {
         assert_eq!((a.cold_chunks(), a.heap_bytes()), (2, 4 * 8));
         assert_eq!(a.iter().collect::<Vec<_>>(), before);
         assert_eq!((a.get(0), a.get(5), a.get(9)), (0, 5, 9));
+        let mut range = [0u64; 7];
+        a.copy_range(2, &mut range);
+        assert_eq!(range, [2, 3, 4, 5, 6, 7, 8], "a range across cold and hot chunks");
         assert!(disk.reads.load(std::sync::atomic::Ordering::Relaxed) >= 4);
         assert!(!a.release(0, &view.chunks[0], stored[0]), "already cold");
         // A write to a cold chunk reads it back first; a view taken while it

@@ -7,6 +7,7 @@
 //! record, then the audit record. A plain (binary protocol) command executes
 //! and gets an audit record with key id 0.
 
+use crate::arena::ArenaView;
 use crate::arena::{ChunkReader, StoredChunk};
 use crate::codes::EventResult;
 use crate::command::{Command, Entry, Envelope, LogCommand, Operation};
@@ -15,6 +16,7 @@ use crate::error::{DecodeError, InvariantError};
 use crate::memory::MemoryUse;
 use crate::orders::{self, OrderBook, OrderCommand, OrderCreate};
 use crate::records::{NANOS_PER_SECOND, decode_at};
+use crate::service::access::AccessRecord;
 use crate::service::access::{AccessEvent, AccessTrail};
 use crate::service::audit::{AuditFacts, AuditOutcome, AuditTrail};
 use crate::service::idempotency::{Check, IdempotencyRecord, IdempotencyStore};
@@ -22,8 +24,10 @@ use crate::service::keys::{ApiKey, KeyEvent, KeyRateLimit, Keys, RevokeEvent, Ro
 use crate::service::proposers::Proposers;
 use crate::service::webhooks::{WebhookCreate, WebhookUpdate, WebhookUpdateResult, Webhooks};
 use crate::state::OnDisk;
-use crate::state::snapshot::view_chunks;
-use crate::state::{Batch, ChunkBytes, Limits, Snapshot, SnapshotChunks, SnapshotSection, StateMachine, StateSnapshot};
+use crate::state::snapshot::{decode_chunks, view_chunks};
+use crate::state::{
+    Batch, ChunkBytes, Limits, SectionChunk, Snapshot, SnapshotChunks, SnapshotSection, StateMachine, StateSnapshot,
+};
 use std::sync::Arc;
 
 /// What applying one log command did.
@@ -411,26 +415,39 @@ impl Machine {
             ledger: self.ledger.snapshot(),
             keys: self.keys.iter().cloned().collect(),
             idempotency: self.idempotency.clone(),
-            audit_bytes: view_chunks(&audit_bytes),
-            audit_offsets: view_chunks(&audit_offsets),
+            audit: (audit_bytes, audit_offsets),
             orders: self.orders.clone(),
             webhooks: self.webhooks.clone(),
-            access: view_chunks(&self.access.view()),
+            access: self.access.view(),
             proposers: self.proposers.clone(),
         }
     }
 
-    /// Lets the ledger's full chunks go cold from now on (see
+    /// Lets full chunks of the ledger's records and of the audit and
+    /// access trails go cold from now on (see
     /// `StateMachine::set_chunk_reader`).
     pub fn set_chunk_reader(&mut self, reader: Arc<dyn ChunkReader>) {
-        self.ledger.set_chunk_reader(reader);
+        self.ledger.set_chunk_reader(reader.clone());
+        self.audit.set_reader(reader.clone());
+        self.access.set_reader(reader);
     }
 
     /// Lets the chunks of `view` that a durable snapshot stored leave RAM;
     /// `stored` lists, per section of `view` (ledger sections first), each
-    /// chunk's place on disk. Returns how many chunks went cold.
+    /// chunk's place on disk. The same rules as the ledger's
+    /// (`StateMachine::release_stored`) hold for the audit and access
+    /// trails. Returns how many chunks went cold.
     pub fn release_stored(&mut self, view: &MachineSnapshot, stored: &[Vec<StoredChunk>]) -> usize {
-        self.ledger.release_stored(&view.ledger, stored)
+        let l = crate::state::SECTIONS.len();
+        assert!(stored.len() >= l + SERVICE_SECTIONS.len(), "invariant: every section of the view was stored");
+        let ledger = self.ledger.release_stored(&view.ledger, stored);
+        let audit = self.audit.release_stored(&view.audit, &stored[l + AUDIT_BYTES], &stored[l + AUDIT_OFFSETS]);
+        ledger + audit + self.access.release_stored(&view.access, &stored[l + ACCESS_RECORDS])
+    }
+
+    /// Chunks held on disk only: the ledger's and the trails'.
+    pub fn cold_chunks(&self) -> usize {
+        self.ledger.cold_chunks() + self.audit.cold_chunks() + self.access.cold_chunks()
     }
 
     /// Hands old ids over to stored tables (see `state::ids`).
@@ -477,30 +494,45 @@ impl Machine {
             });
         }
         let mut sections = stored.sections;
-        let service = sections
-            .split_off(ledger_sections)
-            .into_iter()
-            .map(|s| s.into_iter().map(|c| c.into_bytes(reader.as_ref())).collect::<Result<Vec<_>, _>>())
-            .collect::<Result<Vec<_>, _>>()?;
-        let [keys, idempotency, audit_bytes, audit_offsets, order_book, webhooks, access, proposers]: [Vec<Vec<u8>>;
-            8] = service.try_into().expect("invariant: the section count was checked above");
+        let service = sections.split_off(ledger_sections);
         let ledger = StateMachine::restore_with(limits, SnapshotChunks { header: stored.header, sections }, disk)?;
         let mut machine = Machine { ledger, ..Default::default() };
-        for key in decode_keys(&keys.concat())? {
-            machine.keys.insert_restored(key)?;
-        }
-        machine.idempotency = IdempotencyStore::decode(&idempotency.concat())?;
-        let offsets = audit_offsets.into_iter().map(|c| decode_u64s(&c)).collect::<Result<Vec<_>, _>>()?;
-        machine.audit = AuditTrail::restore(audit_bytes, offsets)?;
-        machine.orders = OrderBook::decode(&order_book.concat())?;
-        // Orders must agree with the ledger they move money in (the ledger's
-        // own invariants were checked by its restore).
-        orders::invariants::check(&machine.ledger, &machine.orders)?;
-        machine.webhooks = Webhooks::decode(&webhooks.concat())?;
-        machine.access = AccessTrail::restore(access)?;
-        machine.proposers = Proposers::decode(&proposers.concat())?;
+        machine.restore_service(service, reader)?;
         machine.check_journal_refs()?;
         Ok(machine)
+    }
+
+    /// The service sections of `restore_with`, in `SERVICE_SECTIONS` order:
+    /// the trails' stored full chunks stay on disk where `reader` is given
+    /// (`COLD_SECTIONS`), the other sections are read into memory.
+    fn restore_service(
+        &mut self,
+        service: Vec<Vec<SectionChunk>>,
+        reader: Option<Arc<dyn ChunkReader>>,
+    ) -> Result<(), DecodeError> {
+        let [keys, idempotency, audit_bytes, audit_offsets, order_book, webhooks, access, proposers]: [Vec<
+            SectionChunk,
+        >; 8] = service.try_into().expect("invariant: the section count was checked by the caller");
+        let r = reader.as_ref();
+        let bytes = |s: Vec<SectionChunk>| -> Result<Vec<u8>, DecodeError> {
+            Ok(s.into_iter().map(|c| c.into_bytes(r)).collect::<Result<Vec<_>, _>>()?.concat())
+        };
+        for key in decode_keys(&bytes(keys)?)? {
+            self.keys.insert_restored(key)?;
+        }
+        self.idempotency = IdempotencyStore::decode(&bytes(idempotency)?)?;
+        let audit_bytes = decode_chunks::<u8>(audit_bytes, SERVICE_SECTIONS[AUDIT_BYTES], r)?;
+        let audit_offsets = decode_chunks::<u64>(audit_offsets, SERVICE_SECTIONS[AUDIT_OFFSETS], r)?;
+        self.audit = AuditTrail::restore(audit_bytes, audit_offsets, reader.clone())?;
+        self.orders = OrderBook::decode(&bytes(order_book)?)?;
+        // Orders must agree with the ledger they move money in (the ledger's
+        // own invariants were checked by its restore).
+        orders::invariants::check(&self.ledger, &self.orders)?;
+        self.webhooks = Webhooks::decode(&bytes(webhooks)?)?;
+        let access = decode_chunks::<AccessRecord>(access, SERVICE_SECTIONS[ACCESS_RECORDS], r)?;
+        self.access = AccessTrail::restore(access, reader.clone())?;
+        self.proposers = Proposers::decode(&bytes(proposers)?)?;
+        Ok(())
     }
 
     /// Every service reference in the journal names something that exists
@@ -534,9 +566,41 @@ impl Machine {
     }
 }
 
-/// Section names after the ledger's, in stored order.
+/// Section names after the ledger's, in stored order. The trails' three
+/// (`AUDIT_BYTES`, `AUDIT_OFFSETS`, `ACCESS_RECORDS`) are arenas whose full
+/// chunks go cold, so they are in `state::COLD_SECTIONS` too.
 pub const SERVICE_SECTIONS: [&str; 8] =
     ["keys", "idempotency", "audit_bytes", "audit_offsets", "orders", "webhooks", "access_records", "proposers"];
+
+/// Indexes into `SERVICE_SECTIONS` of the trails' arenas.
+const AUDIT_BYTES: usize = 2;
+const AUDIT_OFFSETS: usize = 3;
+const ACCESS_RECORDS: usize = 6;
+
+const _: () = {
+    // The trails' sections must be named in COLD_SECTIONS, or a lazy load
+    // would read them whole and a release would find no stored chunks.
+    let cold = crate::state::COLD_SECTIONS;
+    assert!(const_eq(cold[6], SERVICE_SECTIONS[AUDIT_BYTES]));
+    assert!(const_eq(cold[7], SERVICE_SECTIONS[AUDIT_OFFSETS]));
+    assert!(const_eq(cold[8], SERVICE_SECTIONS[ACCESS_RECORDS]));
+};
+
+/// String equality usable in a constant.
+const fn const_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
 /// Largest piece an encoded section is split into.
 const SECTION_CHUNK: usize = 8 << 20;
@@ -573,11 +637,10 @@ pub struct MachineSnapshot {
     ledger: StateSnapshot,
     keys: Vec<ApiKey>,
     idempotency: IdempotencyStore,
-    audit_bytes: Vec<Arc<dyn ChunkBytes>>,
-    audit_offsets: Vec<Arc<dyn ChunkBytes>>,
+    audit: (ArenaView<u8>, ArenaView<u64>),
     orders: OrderBook,
     webhooks: Webhooks,
-    access: Vec<Arc<dyn ChunkBytes>>,
+    access: ArenaView<AccessRecord>,
     proposers: Proposers,
 }
 
@@ -601,11 +664,11 @@ impl Snapshot for MachineSnapshot {
         let mut out = self.ledger.sections();
         out.push(encoded_section(SERVICE_SECTIONS[0], encode_keys(&self.keys)));
         out.push(encoded_section(SERVICE_SECTIONS[1], self.idempotency.encode()));
-        out.push(SnapshotSection { name: SERVICE_SECTIONS[2], chunks: self.audit_bytes.clone() });
-        out.push(SnapshotSection { name: SERVICE_SECTIONS[3], chunks: self.audit_offsets.clone() });
+        out.push(SnapshotSection { name: SERVICE_SECTIONS[AUDIT_BYTES], chunks: view_chunks(&self.audit.0) });
+        out.push(SnapshotSection { name: SERVICE_SECTIONS[AUDIT_OFFSETS], chunks: view_chunks(&self.audit.1) });
         out.push(encoded_section(SERVICE_SECTIONS[4], self.orders.encode()));
         out.push(encoded_section(SERVICE_SECTIONS[5], self.webhooks.encode()));
-        out.push(SnapshotSection { name: SERVICE_SECTIONS[6], chunks: self.access.clone() });
+        out.push(SnapshotSection { name: SERVICE_SECTIONS[ACCESS_RECORDS], chunks: view_chunks(&self.access) });
         out.push(encoded_section(SERVICE_SECTIONS[7], self.proposers.encode()));
         out
     }
@@ -689,13 +752,6 @@ fn decode_keys(bytes: &[u8]) -> Result<Vec<ApiKey>, DecodeError> {
     }
     c.finish()?;
     Ok(keys)
-}
-
-fn decode_u64s(bytes: &[u8]) -> Result<Vec<u64>, DecodeError> {
-    if !bytes.len().is_multiple_of(8) {
-        return Err(DecodeError::ChunkMisaligned { what: "audit offsets", len: bytes.len(), size: 8 });
-    }
-    Ok(bytes.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))).collect())
 }
 
 /// The ledger's side of a command: the state machine runs ledger batches and
@@ -789,6 +845,85 @@ mod tests {
         assert_eq!(m.audit().get(4).unwrap().outcome, AuditOutcome::Replayed);
         assert_eq!(m.audit().get(5).unwrap().outcome, AuditOutcome::Conflict);
         m.check_invariants_deep().unwrap();
+    }
+
+    /// Stores the chunks of every section in `COLD_SECTIONS` as a snapshot
+    /// store would (others get a placeholder: they never go cold).
+    fn store_cold(disk: &crate::arena::testing::MemDisk, snap: &MachineSnapshot) -> Vec<Vec<StoredChunk>> {
+        let placeholder = |n| vec![StoredChunk { hash: [0; 32], len: 0 }; n];
+        snap.sections()
+            .iter()
+            .map(|s| {
+                if crate::state::COLD_SECTIONS.contains(&s.name) {
+                    disk.store_chunks(&s.chunks)
+                } else {
+                    placeholder(s.chunks.len())
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_trails_go_cold_read_the_same_and_restore_lazily() {
+        use crate::service::access::{AccessFilter, AccessKind};
+        // More than two chunks of the audit arenas, one of the access trail.
+        let n: u64 = if cfg!(feature = "small-chunks") { 300 } else { 18_000 };
+        let mut m = setup();
+        let disk = Arc::new(crate::arena::testing::MemDisk::default());
+        m.set_chunk_reader(disk.clone());
+        for i in 0..n {
+            let t = [Transfer {
+                id: u128::from(i) + 1,
+                debit_account_id: 1,
+                credit_account_id: 2,
+                amount: 1,
+                ledger: 1,
+                code: 1,
+                ..Default::default()
+            }];
+            let access = AccessEvent::new(AccessKind::PiiRead, 5, "GET /v1/orders/{id}", u128::from(i), 200);
+            let c1 = Command { operation: Operation::CreateTransfers, events: encode_all(&t) };
+            let c2 = Command { operation: Operation::RecordAccess, events: bytemuck::bytes_of(&access) };
+            m.apply_entry(i + 2, (i + 2) * 1000, &[LogCommand::Plain(c1), LogCommand::Plain(c2)]);
+        }
+        let events = |m: &Machine| m.events_page(&crate::events::EventFilter { limit: 50, ..Default::default() }).body;
+        let access = |m: &Machine| m.access().page(&AccessFilter { after_seq: 2, limit: 20, ..Default::default() }).0;
+        let (digest, events_before, access_before, audit_before) =
+            (m.digest(), events(&m), access(&m), m.audit().page(0, 20));
+        let view = m.snapshot();
+        let released = m.release_stored(&view, &store_cold(&disk, &view));
+        drop(view);
+        assert!(m.audit().cold_chunks() >= 2 && m.access().cold_chunks() >= 1, "released {released}");
+        assert_eq!(m.cold_chunks(), released);
+        assert_eq!(m.digest(), digest, "digests are over chunk hashes, hot or cold");
+        assert_eq!(
+            (events(&m), access(&m), m.audit().page(0, 20)),
+            (events_before.clone(), access_before.clone(), audit_before.clone())
+        );
+        m.check_invariants_deep().unwrap();
+        // A lazy load hands every chunk of the cold sections over as stored.
+        let snap = m.snapshot();
+        let stored = store_cold(&disk, &snap);
+        let sections = snap
+            .sections()
+            .iter()
+            .zip(&stored)
+            .map(|(s, on_disk)| match crate::state::COLD_SECTIONS.contains(&s.name) {
+                true => on_disk.iter().map(|c| SectionChunk::Stored(*c)).collect(),
+                false => s.chunks.iter().map(|c| c.bytes().to_vec().into()).collect(),
+            })
+            .collect();
+        let chunks = SnapshotChunks { header: snap.header(), sections };
+        let restored =
+            Machine::restore_with(Limits::default(), chunks, OnDisk { chunks: Some(disk.clone()), ids: None }).unwrap();
+        assert!(restored.audit().cold_chunks() >= 2 && restored.access().cold_chunks() >= 1);
+        assert_eq!(restored.digest(), digest);
+        assert_eq!(
+            (events(&restored), access(&restored), restored.audit().page(0, 20)),
+            (events_before, access_before, audit_before)
+        );
+        assert_eq!(restored.audit().head(), m.audit().head());
+        restored.check_invariants_deep().unwrap();
     }
 
     #[test]

@@ -249,9 +249,9 @@ impl Engine {
         let released = self.sm.release_stored(&stored.snapshot, &stored.chunks);
         if released > 0 {
             metrics::counter!("bursar_state_chunks_released_total").increment(released as u64);
-            tracing::debug!(released, cold = self.sm.ledger().cold_chunks(), "state chunks left memory");
+            tracing::debug!(released, cold = self.sm.cold_chunks(), "state chunks left memory");
         }
-        metrics::gauge!("bursar_state_cold_chunks").set(self.sm.ledger().cold_chunks() as f64);
+        metrics::gauge!("bursar_state_cold_chunks").set(self.sm.cold_chunks() as f64);
         if let Some(indexer) = &self.indexer {
             indexer.offer(stored.snapshot);
         }
@@ -272,7 +272,9 @@ impl Engine {
 
     /// `bursar_state_memory_bytes{structure}`: what the state holds in RAM,
     /// at most once per `MEMORY_GAUGE_INTERVAL` (the engine ticks every
-    /// 100 ms even when idle).
+    /// 100 ms even when idle). The cold chunk count too, so that it is
+    /// right after a restart, before any snapshot (a lazy restore leaves
+    /// chunks cold).
     fn publish_memory(&mut self) {
         let now = Instant::now();
         if self.memory_published.is_some_and(|at| now.duration_since(at) < MEMORY_GAUGE_INTERVAL) {
@@ -282,6 +284,7 @@ impl Engine {
         for (structure, bytes) in self.sm.memory().0 {
             metrics::gauge!("bursar_state_memory_bytes", "structure" => structure).set(bytes as f64);
         }
+        metrics::gauge!("bursar_state_cold_chunks").set(self.sm.cold_chunks() as f64);
         if let Some(cache) = &self.block_cache {
             let s = cache.stats();
             metrics::gauge!("bursar_block_cache_bytes").set(s.bytes as f64);

@@ -5,11 +5,15 @@
 //! like everything else, and their time is the log entry's.
 //!
 //! Stored as one append-only arena of fixed-size records, so a snapshot only
-//! writes the chunks that are new.
+//! writes the chunks that are new; its full chunks leave RAM once a durable
+//! snapshot holds them, like the ledger's records, and pages read records by
+//! value from memory or through the chunk reader.
 
-use crate::arena::CowArena;
+use crate::arena::{ArenaView, ChunkData, ChunkReader, CowArena, StoredChunk};
 use crate::limits::{ACCESS_PAGE_MAX, ACCESS_ROUTE_MAX};
+use crate::state::chunk_shift;
 use bytemuck::{Pod, Zeroable};
+use std::sync::Arc;
 
 /// What an access record is about. Codes are stable.
 #[repr(u8)]
@@ -140,9 +144,12 @@ crate::codes::result_codes! {
     }
 }
 
+/// 2.5 MiB chunks (8 records with the `small-chunks` test feature).
+type AccessRecords = CowArena<AccessRecord, { chunk_shift(14) }>;
+
 #[derive(Default)]
 pub struct AccessTrail {
-    records: CowArena<AccessRecord, 14>,
+    records: AccessRecords,
 }
 
 impl AccessTrail {
@@ -157,6 +164,11 @@ impl AccessTrail {
 
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// Chunks held on disk only.
+    pub fn cold_chunks(&self) -> usize {
+        self.records.cold_chunks()
     }
 
     /// Checks in the order of `RecordAccessResult`, then appends.
@@ -206,28 +218,36 @@ impl AccessTrail {
         (out, scanned_to)
     }
 
-    pub(crate) fn view(&self) -> crate::arena::ArenaView<AccessRecord> {
+    pub(crate) fn view(&self) -> ArenaView<AccessRecord> {
         self.records.view()
     }
 
-    /// Rebuilds the trail from snapshot chunks, checking the sequence.
-    pub(crate) fn restore(chunks: Vec<Vec<u8>>) -> Result<AccessTrail, crate::error::DecodeError> {
-        use crate::error::DecodeError;
-        let mut decoded = Vec::with_capacity(chunks.len());
-        for c in chunks {
-            if !c.len().is_multiple_of(AccessRecord::SIZE) {
-                return Err(DecodeError::ChunkMisaligned {
-                    what: "access record",
-                    len: c.len(),
-                    size: AccessRecord::SIZE,
-                });
-            }
-            decoded.push(c.chunks_exact(AccessRecord::SIZE).map(bytemuck::pod_read_unaligned).collect());
-        }
-        let trail = AccessTrail { records: CowArena::from_chunks(decoded)? };
-        for (i, r) in trail.records.iter().enumerate() {
+    /// Lets full chunks go cold from now on, read through `reader`.
+    pub(crate) fn set_reader(&mut self, reader: Arc<dyn ChunkReader>) {
+        self.records.set_reader(reader);
+    }
+
+    /// Lets the chunks of a durable snapshot's view leave RAM (see
+    /// `StateMachine::release_stored`); returns how many did.
+    pub(crate) fn release_stored(&mut self, view: &ArenaView<AccessRecord>, stored: &[StoredChunk]) -> usize {
+        crate::state::snapshot::release(&mut self.records, view, stored)
+    }
+
+    /// Rebuilds the trail from snapshot chunks (stored full chunks stay on
+    /// disk where `reader` is given), checking the sequence of the hot tail
+    /// and of the record before it. Cold chunks are files named by the
+    /// blake3 of their bytes that a checked state wrote, so their sequence
+    /// is not read back: a restore costs the tail, not the history.
+    pub(crate) fn restore(
+        chunks: Vec<ChunkData<AccessRecord>>,
+        reader: Option<Arc<dyn ChunkReader>>,
+    ) -> Result<AccessTrail, crate::error::DecodeError> {
+        let trail = AccessTrail { records: CowArena::from_stored(chunks, reader)? };
+        let hot = trail.records.hot_tail_start();
+        let before = hot.checked_sub(1).map(|i| (trail.records.get(i), i));
+        for (r, i) in before.into_iter().chain(trail.records.iter_from(hot).zip(hot..)) {
             if r.seq != i as u64 + 1 {
-                return Err(DecodeError::AccessSeq { index: i as u64 + 1, seq: r.seq });
+                return Err(crate::error::DecodeError::AccessSeq { index: i as u64 + 1, seq: r.seq });
             }
         }
         Ok(trail)
@@ -237,6 +257,7 @@ impl AccessTrail {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arena::testing::{MemDisk, hex, panic_message};
 
     #[test]
     fn records_checks_pages_and_restores() {
@@ -256,9 +277,66 @@ mod tests {
         let only = AccessFilter { limit: 10, kind: AccessKind::Unauthorized as u8, ..Default::default() };
         let (page, scanned) = t.page(&only);
         assert_eq!((page.len(), page[0].event.count, scanned), (1, 9, 2));
-        let chunks = crate::state::snapshot::view_chunks(&t.view()).iter().map(|c| c.bytes().to_vec()).collect();
-        let restored = AccessTrail::restore(chunks).unwrap();
+        let chunks = crate::state::snapshot::view_chunks(&t.view()).iter().map(|c| c.bytes().to_vec().into()).collect();
+        let decoded = crate::state::snapshot::decode_chunks(chunks, "access_records", None).unwrap();
+        let restored = AccessTrail::restore(decoded, None).unwrap();
         assert_eq!(restored.page(&AccessFilter { limit: 10, ..Default::default() }).0, all);
-        assert!(AccessTrail::restore(vec![vec![0; 159]]).is_err(), "damage is an error, not a panic");
+        let short = vec![vec![0u8; 159].into()];
+        let damaged = crate::state::snapshot::decode_chunks::<AccessRecord>(short, "access_records", None);
+        assert!(damaged.is_err(), "damage is an error, not a panic");
+        let wrong_seq = vec![ChunkData::Items(vec![AccessRecord { seq: 2, ..all[0] }])];
+        assert!(AccessTrail::restore(wrong_seq, None).is_err());
+    }
+
+    /// Enough records for at least two full chunks, in either chunk size.
+    const RECORDS: u64 = if cfg!(feature = "small-chunks") { 100 } else { 40_000 };
+
+    fn trail(n: u64, disk: &Arc<MemDisk>) -> AccessTrail {
+        let mut t = AccessTrail::default();
+        t.set_reader(disk.clone());
+        for i in 0..n {
+            let e = AccessEvent::new(AccessKind::ALL[(i % 4) as usize], i, "GET /v1/orders/{id}", u128::from(i), 200);
+            assert_eq!(t.record(&e, 1_000 + i, i + 1), RecordAccessResult::Ok);
+        }
+        t
+    }
+
+    fn all(t: &AccessTrail) -> Vec<AccessRecord> {
+        (0..t.records.len()).map(|i| t.records.get(i)).collect()
+    }
+
+    #[test]
+    fn records_read_the_same_hot_or_cold_and_restore_reads_the_tail() {
+        let disk = Arc::new(MemDisk::default());
+        let mut t = trail(RECORDS, &disk);
+        let before = all(&t);
+        let view = t.view();
+        let stored = disk.store(&view);
+        assert!(t.release_stored(&view, &stored) >= 1 && t.cold_chunks() >= 1);
+        assert_eq!(all(&t), before);
+        let page =
+            t.page(&AccessFilter { after_seq: 3, limit: 4, kind: AccessKind::Forbidden as u8, ..Default::default() });
+        assert_eq!(page.0, before.iter().skip(3).filter(|r| r.event.kind == 3).take(4).copied().collect::<Vec<_>>());
+        let reads = disk.reads();
+        let chunks = stored.iter().map(|c| ChunkData::Stored(*c)).collect();
+        let restored = AccessTrail::restore(chunks, Some(disk.clone())).unwrap();
+        // The short last chunk, and the one record before the hot tail.
+        assert!(disk.reads() - reads <= 2, "a restore read {} times", disk.reads() - reads);
+        assert!(restored.cold_chunks() >= 1);
+        assert_eq!(all(&restored), before);
+    }
+
+    #[test]
+    fn a_damaged_stored_chunk_is_named_when_read() {
+        let disk = Arc::new(MemDisk::default());
+        let mut t = trail(RECORDS, &disk);
+        let view = t.view();
+        let stored = disk.store(&view);
+        t.release_stored(&view, &stored);
+        disk.damage(&stored[0].hash);
+        let filter = AccessFilter { limit: 1, ..Default::default() };
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.page(&filter))).expect_err("a fault");
+        let message = panic_message(panic);
+        assert!(message.contains("storage fault") && message.contains(&hex(&stored[0].hash)), "{message}");
     }
 }

@@ -4,11 +4,17 @@
 //! they exist exactly when the effect does.
 //!
 //! Stored as two append-only arenas (the encoded records back to back, and
-//! the offset of each), so snapshots only write what is new.
+//! the offset of each), so snapshots only write what is new. Like the
+//! ledger's records, their full chunks leave RAM once a durable snapshot
+//! holds them (`release_stored`), and records are read by value, from
+//! memory or through the chunk reader: one audit record per mutating
+//! request must not make RAM grow with history.
 
-use crate::arena::CowArena;
+use crate::arena::{ArenaView, ChunkData, ChunkReader, CowArena, StoredChunk};
 use crate::error::{AuditFault, DecodeError};
 use crate::limits::{IDEMPOTENCY_KEY_MAX, REQUEST_ID_MAX, ROUTE_MAX};
+use crate::state::chunk_shift;
+use std::sync::Arc;
 
 /// What happened to the request.
 #[repr(u8)]
@@ -155,11 +161,17 @@ pub struct AuditFacts<'a> {
     pub idempotency_key: &'a str,
 }
 
+/// Encoded records back to back: 1 MiB chunks (8 bytes with the
+/// `small-chunks` test feature, so records span chunks).
+type AuditBytes = CowArena<u8, { chunk_shift(20) }>;
+/// Start of each record: 64 KiB chunks.
+type AuditOffsets = CowArena<u64, { chunk_shift(13) }>;
+
 #[derive(Default)]
 pub struct AuditTrail {
-    bytes: CowArena<u8, 20>,
+    bytes: AuditBytes,
     /// Start of each record in `bytes`.
-    offsets: CowArena<u64, 13>,
+    offsets: AuditOffsets,
     head: [u8; 32],
 }
 
@@ -175,6 +187,11 @@ impl AuditTrail {
 
     pub fn is_empty(&self) -> bool {
         self.offsets.is_empty()
+    }
+
+    /// Chunks held on disk only.
+    pub fn cold_chunks(&self) -> usize {
+        self.bytes.cold_chunks() + self.offsets.cold_chunks()
     }
 
     /// The hash of the newest record (zeros when empty).
@@ -231,7 +248,13 @@ impl AuditTrail {
         if start > end || end > self.bytes.len() {
             return Err(AuditFault::Bounds);
         }
-        let bytes: Vec<u8> = (start..end).map(|p| self.bytes.get(p)).collect();
+        // Bounded: a record's fields have limits, so a damaged offset
+        // cannot make this allocate more than a record's worth.
+        if end - start > RECORD_BYTES_MAX {
+            return Err(AuditFault::Bounds);
+        }
+        let mut bytes = vec![0u8; end - start];
+        self.bytes.copy_range(start, &mut bytes);
         AuditRecord::decode(&bytes).map_err(|e| AuditFault::Undecodable(Box::new(e)))
     }
 
@@ -241,40 +264,116 @@ impl AuditTrail {
     }
 
     /// Recomputes every record's hash and link; the first broken record.
+    /// Reads the whole trail, cold chunks included (`bursar audit verify`,
+    /// `check_invariants_deep`).
     pub fn verify(&self) -> Result<(), (u64, AuditFault)> {
-        let mut prev = [0u8; 32];
-        for seq in 1..=self.len() {
-            let r = self.decode(seq).map_err(|e| (seq, e))?;
-            if r.seq != seq {
-                return Err((seq, AuditFault::WrongSeq(r.seq)));
-            }
-            if r.prev_hash != prev {
-                return Err((seq, AuditFault::BrokenLink));
-            }
-            if r.compute_hash() != r.hash {
-                return Err((seq, AuditFault::HashMismatch));
-            }
-            prev = r.hash;
-        }
-        Ok(())
+        self.verify_from(1).map(|_| ())
     }
 
-    pub(crate) fn views(&self) -> (crate::arena::ArenaView<u8>, crate::arena::ArenaView<u64>) {
+    /// Checks records `first..=len`: each one's sequence number, hash and
+    /// link to the one before; for `first > 1` also record `first - 1`'s
+    /// own hash, which the link of `first` leads into. Returns the newest
+    /// record's hash (zeros when empty).
+    fn verify_from(&self, first: u64) -> Result<[u8; 32], (u64, AuditFault)> {
+        let mut prev = [0u8; 32];
+        if first > 1 {
+            prev = self.check_record(first - 1, None)?;
+        }
+        for seq in first..=self.len() {
+            prev = self.check_record(seq, Some(prev))?;
+        }
+        Ok(prev)
+    }
+
+    /// Record `seq`'s number and hash, and its link to `prev` if given;
+    /// returns its hash.
+    fn check_record(&self, seq: u64, prev: Option<[u8; 32]>) -> Result<[u8; 32], (u64, AuditFault)> {
+        let r = self.decode(seq).map_err(|e| (seq, e))?;
+        if r.seq != seq {
+            return Err((seq, AuditFault::WrongSeq(r.seq)));
+        }
+        if prev.is_some_and(|p| r.prev_hash != p) {
+            return Err((seq, AuditFault::BrokenLink));
+        }
+        if r.compute_hash() != r.hash {
+            return Err((seq, AuditFault::HashMismatch));
+        }
+        Ok(r.hash)
+    }
+
+    /// The first record whose offset and bytes both lie after the newest
+    /// cold chunk of their arena: where a restore starts checking.
+    fn hot_tail_seq(&self) -> u64 {
+        let bytes_hot = self.bytes.hot_tail_start() as u64;
+        // Offsets ascend in a trail a checked state wrote, so a binary
+        // search over the hot offsets finds the first record in hot bytes;
+        // damaged offsets only move where the check starts, and the check
+        // itself then fails on them.
+        let (mut lo, mut hi) = (self.offsets.hot_tail_start(), self.offsets.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.offsets.get(mid) < bytes_hot {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo as u64 + 1
+    }
+
+    pub(crate) fn views(&self) -> (ArenaView<u8>, ArenaView<u64>) {
         (self.bytes.view(), self.offsets.view())
     }
 
-    pub(crate) fn restore(bytes: Vec<Vec<u8>>, offsets: Vec<Vec<u64>>) -> Result<AuditTrail, DecodeError> {
-        let trail = AuditTrail {
-            bytes: CowArena::from_chunks(bytes)?,
-            offsets: CowArena::from_chunks(offsets)?,
+    /// Lets full chunks go cold from now on, read through `reader`.
+    pub(crate) fn set_reader(&mut self, reader: Arc<dyn ChunkReader>) {
+        self.bytes.set_reader(reader.clone());
+        self.offsets.set_reader(reader);
+    }
+
+    /// Lets the chunks of a durable snapshot's view leave RAM (see
+    /// `StateMachine::release_stored`); returns how many did.
+    pub(crate) fn release_stored(
+        &mut self,
+        view: &(ArenaView<u8>, ArenaView<u64>),
+        stored_bytes: &[StoredChunk],
+        stored_offsets: &[StoredChunk],
+    ) -> usize {
+        crate::state::snapshot::release(&mut self.bytes, &view.0, stored_bytes)
+            + crate::state::snapshot::release(&mut self.offsets, &view.1, stored_offsets)
+    }
+
+    /// Rebuilds the trail from a snapshot's chunks; stored full chunks stay
+    /// on disk where `reader` is given.
+    ///
+    /// Only the hot tail is checked (from the first record after the newest
+    /// cold chunk, plus the link into it from the record before): cold
+    /// chunks are files named by the blake3 of their bytes, which a state
+    /// that had checked those records wrote (and the store checks each
+    /// block as it is read), so reading the whole trail back would re-prove
+    /// what the chunk names already pin, at a cost growing with history.
+    /// The full chain check remains in `verify` (`bursar audit verify`,
+    /// `check_invariants_deep`).
+    pub(crate) fn restore(
+        bytes: Vec<ChunkData<u8>>,
+        offsets: Vec<ChunkData<u64>>,
+        reader: Option<Arc<dyn ChunkReader>>,
+    ) -> Result<AuditTrail, DecodeError> {
+        let mut trail = AuditTrail {
+            bytes: CowArena::from_stored(bytes, reader.clone())?,
+            offsets: CowArena::from_stored(offsets, reader)?,
             head: [0; 32],
         };
-        let mut trail = trail;
-        trail.verify().map_err(|(seq, fault)| DecodeError::Audit { seq, fault })?;
-        trail.head = trail.get(trail.len()).map_or([0; 32], |r| r.hash);
+        let first = trail.hot_tail_seq();
+        trail.head = trail.verify_from(first).map_err(|(seq, fault)| DecodeError::Audit { seq, fault })?;
         Ok(trail)
     }
 }
+
+/// The most bytes one encoded record can take: its fixed fields, three
+/// strings as long as their length prefixes allow (not today's limits, so
+/// records written under other limits still read), and two hashes.
+const RECORD_BYTES_MAX: usize = 48 + (1 + u8::MAX as usize) * 2 + 2 + u16::MAX as usize + 64;
 
 fn truncate(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);
@@ -287,6 +386,100 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arena::testing::{MemDisk, hex, panic_message};
+
+    /// Enough records for at least two full chunks of each arena (so that
+    /// one goes cold past the hot tail), in either chunk size.
+    const RECORDS: u64 = if cfg!(feature = "small-chunks") { 200 } else { 20_000 };
+
+    fn trail(n: u64) -> AuditTrail {
+        let mut t = AuditTrail::default();
+        for i in 0..n {
+            let request_id = format!("req-{i}");
+            let facts = AuditFacts {
+                key_id: i % 3,
+                request_id: &request_id,
+                route: "POST /v1/transfers",
+                ..Default::default()
+            };
+            t.append(&facts, 1_000 + i, i + 1, 3, AuditOutcome::Executed, 1, 1, None);
+        }
+        t
+    }
+
+    /// Stores the trail's chunks as a snapshot would and lets them go cold.
+    fn checkpoint(t: &mut AuditTrail, disk: &MemDisk) -> (usize, Vec<StoredChunk>, Vec<StoredChunk>) {
+        let views = t.views();
+        let (bytes, offsets) = (disk.store(&views.0), disk.store(&views.1));
+        (t.release_stored(&views, &bytes, &offsets), bytes, offsets)
+    }
+
+    #[test]
+    fn records_read_the_same_hot_or_cold() {
+        let disk = Arc::new(MemDisk::default());
+        let mut t = trail(RECORDS);
+        t.set_reader(disk.clone());
+        let before: Vec<AuditRecord> = (1..=RECORDS).map(|s| t.get(s).unwrap()).collect();
+        let heap = t.heap_bytes();
+        let (released, _, _) = checkpoint(&mut t, &disk);
+        assert!(released >= 2 && t.cold_chunks() == released, "released {released}");
+        assert!(t.bytes.cold_chunks() >= 1 && t.offsets.cold_chunks() >= 1, "both arenas go cold");
+        assert!(t.heap_bytes() < heap, "cold chunks leave RAM");
+        let after: Vec<AuditRecord> = (1..=RECORDS).map(|s| t.get(s).unwrap()).collect();
+        assert_eq!(after, before);
+        assert_eq!(t.page(0, 5), before[..5].to_vec());
+        assert!(t.verify().is_ok());
+        // Appending after chunks went cold links to the same head.
+        t.append(&AuditFacts::default(), 9, 9, 1, AuditOutcome::Refused, 0, 0, None);
+        assert_eq!(t.get(RECORDS + 1).unwrap().prev_hash, before.last().unwrap().hash);
+        assert!(t.verify().is_ok());
+    }
+
+    #[test]
+    fn a_restore_with_cold_chunks_reads_only_the_tail() {
+        let disk = Arc::new(MemDisk::default());
+        let mut t = trail(RECORDS);
+        t.set_reader(disk.clone());
+        let (_, bytes, offsets) = checkpoint(&mut t, &disk);
+        // As a lazy load hands them over: every chunk on disk.
+        fn stored<T>(s: &[StoredChunk]) -> Vec<ChunkData<T>> {
+            s.iter().map(|c| ChunkData::Stored(*c)).collect()
+        }
+        let reads = disk.reads();
+        let restored = AuditTrail::restore(stored(&bytes), stored(&offsets), Some(disk.clone())).unwrap();
+        let restore_reads = disk.reads() - reads;
+        assert!(restored.cold_chunks() >= 2);
+        assert_eq!((restored.len(), restored.head()), (t.len(), t.head()));
+        let reads = disk.reads();
+        assert!(restored.verify().is_ok());
+        let verify_reads = disk.reads() - reads;
+        // Two short last chunks, the link record's offsets and bytes.
+        assert!(restore_reads <= 32, "a restore read {restore_reads} times");
+        assert!(verify_reads > 10 * restore_reads, "a full verify read {verify_reads} times");
+        assert_eq!(restored.get(1), t.get(1));
+        // Damage in the hot tail is still found on restore.
+        let mut hot = stored(&bytes);
+        let last = hot.len() - 1;
+        let mut tail = vec![0u8; bytes[last].len as usize];
+        disk.read(&bytes[last], 0, &mut tail).unwrap();
+        *tail.last_mut().unwrap() ^= 1; // the newest record's hash
+        hot[last] = ChunkData::Items(tail);
+        let err = AuditTrail::restore(hot, stored(&offsets), Some(disk.clone())).err().expect("damage is found");
+        assert!(matches!(err, DecodeError::Audit { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_damaged_stored_chunk_is_named_when_read() {
+        let disk = Arc::new(MemDisk::default());
+        let mut t = trail(RECORDS);
+        t.set_reader(disk.clone());
+        let (_, bytes, _) = checkpoint(&mut t, &disk);
+        disk.damage(&bytes[0].hash);
+        let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.get(1))).expect_err("a fault");
+        let message = panic_message(panic);
+        assert!(message.contains("storage fault"), "{message}");
+        assert!(message.contains(&hex(&bytes[0].hash)), "the chunk is named: {message}");
+    }
 
     #[test]
     fn append_verify_and_detect_tampering() {

@@ -45,7 +45,7 @@ use undo::Undo;
 /// Arena chunk sizes (log2 of elements per chunk): transfers 8 MiB chunks,
 /// accounts 512 KiB, so copy-on-write after a snapshot copies little. The
 /// `small-chunks` feature (tests only) makes every chunk 8 elements.
-const fn chunk_shift(normal: u32) -> u32 {
+pub(crate) const fn chunk_shift(normal: u32) -> u32 {
     if cfg!(feature = "small-chunks") { 3 } else { normal }
 }
 pub(crate) type Accounts = CowArena<Account, { chunk_shift(12) }>;

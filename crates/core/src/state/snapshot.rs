@@ -195,8 +195,22 @@ impl StoredIndexes {
 /// them: records that rarely change once appended (a write to one reads
 /// its chunk back: undo of a chain, or a pending transfer's state when it
 /// is posted, voided or expires long after it was made). Accounts change
-/// all the time and stay in memory.
-pub const COLD_SECTIONS: [&str; 6] = ["transfers", "transfer_states", "history", "failed", "journal", "order_events"];
+/// all the time and stay in memory. The last three are the machine's
+/// service sections (`machine::SERVICE_SECTIONS`): the audit trail and the
+/// access trail, which are only ever appended to. One list for the state,
+/// the machine and the snapshot store, which leaves these sections on disk
+/// when it loads lazily.
+pub const COLD_SECTIONS: [&str; 9] = [
+    "transfers",
+    "transfer_states",
+    "history",
+    "failed",
+    "journal",
+    "order_events",
+    "audit_bytes",
+    "audit_offsets",
+    "access_records",
+];
 
 /// The stored form of a snapshot, as read back: the header and, per section
 /// in `SECTIONS` order, the chunks' bytes.
@@ -403,6 +417,7 @@ impl StateMachine {
     /// Chunks held on disk only, over all arenas.
     pub fn cold_chunks(&self) -> usize {
         self.transfers.cold_chunks()
+            + self.transfer_states.cold_chunks()
             + self.history.cold_chunks()
             + self.failed.cold_chunks()
             + self.journal.cold_chunks()
@@ -633,7 +648,7 @@ fn decode_header(header: &[u8]) -> Result<(u64, u64, Vec<Ledger>), DecodeError> 
 }
 
 /// One arena's part of `release_stored`.
-fn release<T: Pod, const SHIFT: u32>(
+pub(crate) fn release<T: Pod, const SHIFT: u32>(
     arena: &mut crate::arena::CowArena<T, SHIFT>,
     view: &ArenaView<T>,
     stored: &[StoredChunk],
@@ -663,7 +678,7 @@ fn decode_records<T: Pod>(
 /// A section's chunks as arena chunks: bytes decoded into records; a
 /// stored chunk stays on disk where the arena may keep it cold (`cold`
 /// reader given), else it is read back.
-fn decode_chunks<T: Pod>(
+pub(crate) fn decode_chunks<T: Pod>(
     chunks: Vec<SectionChunk>,
     name: &'static str,
     reader: Option<&Arc<dyn ChunkReader>>,
