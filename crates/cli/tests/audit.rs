@@ -33,16 +33,17 @@ fn http(port: u16, method: &str, path: &str, key: &str, idem: Option<&str>, body
 }
 
 fn start(dir: &Path, http_port: u16) -> Child {
+    spawn(dir, http_port, &[]).0
+}
+
+/// `bursar start --no-orders` on `dir` with `extra` flags; returns the
+/// child and its binary-protocol address once the HTTP API answers.
+fn spawn(dir: &Path, http_port: u16, extra: &[&str]) -> (Child, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
     let child = Command::new(env!("CARGO_BIN_EXE_bursar"))
-        .args([
-            "start",
-            "--no-orders",
-            "--addr",
-            &format!("127.0.0.1:{}", free_port()),
-            "--http",
-            &format!("127.0.0.1:{http_port}"),
-        ])
-        .arg("--data-dir")
+        .args(["start", "--no-orders"])
+        .args(extra)
+        .args(["--addr", &addr, "--http", &format!("127.0.0.1:{http_port}"), "--data-dir"])
         .arg(dir)
         .env("BURSAR_ADMIN_KEY", ADMIN)
         .stdout(Stdio::null())
@@ -50,7 +51,7 @@ fn start(dir: &Path, http_port: u16) -> Child {
         .spawn()
         .unwrap();
     wait_for_http(http_port);
-    child
+    (child, addr)
 }
 
 /// Waits until the server accepts connections on its HTTP port.
@@ -173,18 +174,7 @@ const COLD_CLIENTS: u64 = 8;
 /// A server that snapshots every MiB of log through a 1 MiB block cache;
 /// returns it with its binary address.
 fn start_cold(dir: &Path, http_port: u16) -> (Child, String) {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_bursar"))
-        .args(["start", "--no-orders", "--snapshot-every-mib", "1", "--segment-mib", "1", "--cache-mib", "1"])
-        .args(["--addr", &addr, "--http", &format!("127.0.0.1:{http_port}"), "--data-dir"])
-        .arg(dir)
-        .env("BURSAR_ADMIN_KEY", ADMIN)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_http(http_port);
-    (child, addr)
+    spawn(dir, http_port, &["--snapshot-every-mib", "1", "--segment-mib", "1", "--cache-mib", "1"])
 }
 
 fn client(addr: &str) -> bursar_client::Client {
