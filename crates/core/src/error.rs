@@ -188,6 +188,10 @@ pub enum InvariantError {
     OrderNoDeadline { order: u128 },
     #[error("the deadline index has stale entries")]
     StaleDeadlines,
+    #[error("order {order} is terminal but still open")]
+    TerminalOrderOpen { order: u128 },
+    #[error("the final orders do not read back: {0}")]
+    FinalOrders(Box<DecodeError>),
     #[error("order {order} in state {state} has a deadline")]
     UnexpectedDeadline { order: u128, state: &'static str },
     #[error("ledger {ledger}: escrow holds {held}, orders hold {expected}")]

@@ -14,6 +14,7 @@ pub(crate) mod cursor;
 pub mod entry;
 pub mod error;
 pub mod events;
+pub mod final_index;
 pub mod index;
 pub mod limits;
 pub mod machine;

@@ -90,8 +90,10 @@ pub const DEAD_LETTERS_PAGE_MAX: usize = 10_000;
 
 // Orders.
 
-/// Most orders the state machine holds; a create beyond it is refused.
-pub const ORDERS_MAX: usize = 16 << 20;
+/// Most open (not yet final) orders the state machine holds in RAM; a
+/// create beyond it is refused (`orders_limit_reached`). Final orders have
+/// no limit: they move to disk (`orders::finals`).
+pub const OPEN_ORDERS_MAX: usize = 16 << 20;
 
 /// Most events kept per order. Transitions are always kept (an order has at
 /// most a dozen); refusals and deferrals beyond the cap are only counted.

@@ -14,7 +14,9 @@ use crate::command::{Command, Entry, Envelope, LogCommand, Operation};
 use crate::entry::{EntryHeader, Origin, RejectReason, Rejection};
 use crate::error::{DecodeError, InvariantError};
 use crate::memory::MemoryUse;
-use crate::orders::{self, OrderBook, OrderCommand, OrderCreate};
+use crate::orders::book::OpenOrders;
+use crate::orders::finals::FinalOrders;
+use crate::orders::{self, FinalRef, OrderBook, OrderCommand, OrderCreate};
 use crate::records::{NANOS_PER_SECOND, decode_at};
 use crate::service::access::AccessRecord;
 use crate::service::access::{AccessEvent, AccessTrail};
@@ -416,19 +418,21 @@ impl Machine {
             keys: self.keys.iter().cloned().collect(),
             idempotency: self.idempotency.clone(),
             audit: (audit_bytes, audit_offsets),
-            orders: self.orders.clone(),
+            orders: self.orders.open_view(),
+            finals: self.orders.final_views(),
             webhooks: self.webhooks.clone(),
             access: self.access.view(),
             proposers: self.proposers.clone(),
         }
     }
 
-    /// Lets full chunks of the ledger's records and of the audit and
-    /// access trails go cold from now on (see
+    /// Lets full chunks of the ledger's records, of the audit and access
+    /// trails and of the final orders go cold from now on (see
     /// `StateMachine::set_chunk_reader`).
     pub fn set_chunk_reader(&mut self, reader: Arc<dyn ChunkReader>) {
         self.ledger.set_chunk_reader(reader.clone());
         self.audit.set_reader(reader.clone());
+        self.orders.set_reader(reader.clone());
         self.access.set_reader(reader);
     }
 
@@ -442,16 +446,27 @@ impl Machine {
         assert!(stored.len() >= l + SERVICE_SECTIONS.len(), "invariant: every section of the view was stored");
         let ledger = self.ledger.release_stored(&view.ledger, stored);
         let audit = self.audit.release_stored(&view.audit, &stored[l + AUDIT_BYTES], &stored[l + AUDIT_OFFSETS]);
-        ledger + audit + self.access.release_stored(&view.access, &stored[l + ACCESS_RECORDS])
+        let finals = self.orders.release_stored(&view.finals, &stored[l + FINAL_REFS], &stored[l + FINAL_BYTES]);
+        ledger + audit + finals + self.access.release_stored(&view.access, &stored[l + ACCESS_RECORDS])
     }
 
-    /// Chunks held on disk only: the ledger's and the trails'.
+    /// Chunks held on disk only: the ledger's, the trails' and the final
+    /// orders'.
     pub fn cold_chunks(&self) -> usize {
-        self.ledger.cold_chunks() + self.audit.cold_chunks() + self.access.cold_chunks()
+        self.ledger.cold_chunks() + self.audit.cold_chunks() + self.access.cold_chunks() + self.orders.cold_chunks()
     }
 
-    /// Hands old ids over to stored tables (see `state::ids`).
+    /// What the installed stored tables cover, in the order of
+    /// `StoredIndexes::covered`.
+    pub fn stored_covered(&self) -> [u64; 5] {
+        let [t, f, tl, bl] = self.ledger.stored_covered();
+        [t, f, tl, bl, self.orders.finals().covered()]
+    }
+
+    /// Hands old ids and final orders over to stored tables (see
+    /// `state::ids`, `orders::finals`).
     pub fn install_stored_ids(&mut self, stored: crate::state::StoredIndexes) {
+        self.orders.install_stored(stored.orders.clone());
         self.ledger.install_stored_ids(stored);
     }
 
@@ -462,6 +477,7 @@ impl Machine {
     pub fn check_invariants_deep(&self) -> Result<(), InvariantError> {
         self.ledger.check_invariants_deep()?;
         orders::invariants::check(&self.ledger, &self.orders)?;
+        self.orders.verify_finals()?;
         self.audit.verify().map_err(|(seq, fault)| InvariantError::Audit { seq, fault })
     }
 
@@ -477,10 +493,16 @@ impl Machine {
         let reader = disk.chunks.clone();
         let ledger_sections = crate::state::SECTIONS.len();
         let mut stored = stored;
-        // Snapshots from before webhooks, the access trail or replay
-        // protection lack the last sections: those start empty.
-        let defaults =
-            [vec![Webhooks::default().encode().into()], Vec::new(), vec![Proposers::default().encode().into()]];
+        // Snapshots from before webhooks, the access trail, replay
+        // protection or final orders lack the last sections: those start
+        // empty.
+        let defaults = [
+            vec![Webhooks::default().encode().into()],
+            Vec::new(),
+            vec![Proposers::default().encode().into()],
+            Vec::new(),
+            Vec::new(),
+        ];
         let first_default = SERVICE_SECTIONS.len() - defaults.len();
         for (i, default) in defaults.into_iter().enumerate() {
             if stored.sections.len() == ledger_sections + first_default + i {
@@ -495,9 +517,10 @@ impl Machine {
         }
         let mut sections = stored.sections;
         let service = sections.split_off(ledger_sections);
+        let stored_orders = disk.ids.as_ref().map(|ids| ids.orders.clone());
         let ledger = StateMachine::restore_with(limits, SnapshotChunks { header: stored.header, sections }, disk)?;
         let mut machine = Machine { ledger, ..Default::default() };
-        machine.restore_service(service, reader)?;
+        machine.restore_service(service, reader, stored_orders)?;
         machine.check_journal_refs()?;
         Ok(machine)
     }
@@ -509,10 +532,12 @@ impl Machine {
         &mut self,
         service: Vec<Vec<SectionChunk>>,
         reader: Option<Arc<dyn ChunkReader>>,
+        stored_orders: Option<Arc<dyn orders::StoredOrders>>,
     ) -> Result<(), DecodeError> {
-        let [keys, idempotency, audit_bytes, audit_offsets, order_book, webhooks, access, proposers]: [Vec<
+        let [keys, idempotency, audit_bytes, audit_offsets, order_book, webhooks, access, proposers, refs, final_bytes]: [Vec<
             SectionChunk,
-        >; 8] = service.try_into().expect("invariant: the section count was checked by the caller");
+        >;
+            10] = service.try_into().expect("invariant: the section count was checked by the caller");
         let r = reader.as_ref();
         let bytes = |s: Vec<SectionChunk>| -> Result<Vec<u8>, DecodeError> {
             Ok(s.into_iter().map(|c| c.into_bytes(r)).collect::<Result<Vec<_>, _>>()?.concat())
@@ -524,7 +549,10 @@ impl Machine {
         let audit_bytes = decode_chunks::<u8>(audit_bytes, SERVICE_SECTIONS[AUDIT_BYTES], r)?;
         let audit_offsets = decode_chunks::<u64>(audit_offsets, SERVICE_SECTIONS[AUDIT_OFFSETS], r)?;
         self.audit = AuditTrail::restore(audit_bytes, audit_offsets, reader.clone())?;
-        self.orders = OrderBook::decode(&bytes(order_book)?)?;
+        let refs = decode_chunks::<FinalRef>(refs, SERVICE_SECTIONS[FINAL_REFS], r)?;
+        let final_bytes = decode_chunks::<u8>(final_bytes, SERVICE_SECTIONS[FINAL_BYTES], r)?;
+        let finals = FinalOrders::restore(refs, final_bytes, reader.clone(), stored_orders)?;
+        self.orders = OrderBook::restore(&bytes(order_book)?, finals)?;
         // Orders must agree with the ledger they move money in (the ledger's
         // own invariants were checked by its restore).
         orders::invariants::check(&self.ledger, &self.orders)?;
@@ -567,15 +595,28 @@ impl Machine {
 }
 
 /// Section names after the ledger's, in stored order. The trails' three
-/// (`AUDIT_BYTES`, `AUDIT_OFFSETS`, `ACCESS_RECORDS`) are arenas whose full
-/// chunks go cold, so they are in `state::COLD_SECTIONS` too.
-pub const SERVICE_SECTIONS: [&str; 8] =
-    ["keys", "idempotency", "audit_bytes", "audit_offsets", "orders", "webhooks", "access_records", "proposers"];
+/// (`AUDIT_BYTES`, `AUDIT_OFFSETS`, `ACCESS_RECORDS`) and the final orders'
+/// two (`FINAL_REFS`, `FINAL_BYTES`) are arenas whose full chunks go cold,
+/// so they are in `state::COLD_SECTIONS` too. "orders" holds open orders.
+pub const SERVICE_SECTIONS: [&str; 10] = [
+    "keys",
+    "idempotency",
+    "audit_bytes",
+    "audit_offsets",
+    "orders",
+    "webhooks",
+    "access_records",
+    "proposers",
+    "final_orders",
+    "final_order_bytes",
+];
 
-/// Indexes into `SERVICE_SECTIONS` of the trails' arenas.
+/// Indexes into `SERVICE_SECTIONS` of the arenas.
 const AUDIT_BYTES: usize = 2;
 const AUDIT_OFFSETS: usize = 3;
 const ACCESS_RECORDS: usize = 6;
+const FINAL_REFS: usize = 8;
+const FINAL_BYTES: usize = 9;
 
 const _: () = {
     // The trails' sections must be named in COLD_SECTIONS, or a lazy load
@@ -584,6 +625,8 @@ const _: () = {
     assert!(const_eq(cold[6], SERVICE_SECTIONS[AUDIT_BYTES]));
     assert!(const_eq(cold[7], SERVICE_SECTIONS[AUDIT_OFFSETS]));
     assert!(const_eq(cold[8], SERVICE_SECTIONS[ACCESS_RECORDS]));
+    assert!(const_eq(cold[9], SERVICE_SECTIONS[FINAL_REFS]));
+    assert!(const_eq(cold[10], SERVICE_SECTIONS[FINAL_BYTES]));
 };
 
 /// String equality usable in a constant.
@@ -638,7 +681,8 @@ pub struct MachineSnapshot {
     keys: Vec<ApiKey>,
     idempotency: IdempotencyStore,
     audit: (ArenaView<u8>, ArenaView<u64>),
-    orders: OrderBook,
+    orders: OpenOrders,
+    finals: (ArenaView<FinalRef>, ArenaView<u8>),
     webhooks: Webhooks,
     access: ArenaView<AccessRecord>,
     proposers: Proposers,
@@ -648,6 +692,16 @@ impl MachineSnapshot {
     /// The ledger's part of the view.
     pub fn ledger(&self) -> &StateSnapshot {
         &self.ledger
+    }
+
+    /// Final orders in the view.
+    pub fn final_order_count(&self) -> u64 {
+        self.finals.0.len as u64
+    }
+
+    /// (ref, index) of the view's final orders from index `from` on.
+    pub fn final_orders_from(&self, from: u64) -> impl Iterator<Item = (FinalRef, u64)> + '_ {
+        self.finals.0.iter_from(from as usize).zip(from..)
     }
 }
 
@@ -670,6 +724,8 @@ impl Snapshot for MachineSnapshot {
         out.push(encoded_section(SERVICE_SECTIONS[5], self.webhooks.encode()));
         out.push(SnapshotSection { name: SERVICE_SECTIONS[ACCESS_RECORDS], chunks: view_chunks(&self.access) });
         out.push(encoded_section(SERVICE_SECTIONS[7], self.proposers.encode()));
+        out.push(SnapshotSection { name: SERVICE_SECTIONS[FINAL_REFS], chunks: view_chunks(&self.finals.0) });
+        out.push(SnapshotSection { name: SERVICE_SECTIONS[FINAL_BYTES], chunks: view_chunks(&self.finals.1) });
         out
     }
 }

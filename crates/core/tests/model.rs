@@ -212,6 +212,7 @@ fn store_old_ids(sm: &StateMachine) -> StoredIndexes {
         failed: Arc::new(IdTable { by_id: failed, covered: f_end }),
         account_transfers: Arc::new(ListTable { entries: transfer_lists, covered: tl_end }),
         account_history: Arc::new(ListTable { entries: balance_lists, covered: hl_end }),
+        orders: Arc::new(bursar_core::orders::NoStoredOrders),
     }
 }
 

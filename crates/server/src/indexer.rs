@@ -7,9 +7,11 @@
 //! the records the tables do not cover yet (cold chunks come through the
 //! block cache), sorts their keys in runs of at most
 //! `INDEX_RUN_ENTRIES_MAX`, and adds each run as a table (`store::tiers`),
-//! which also records how far the tables now cover. Four sets of tables:
+//! which also records how far the tables now cover. Six sets of tables:
 //! transfer id → position, failed id → position, (account id, transfer
-//! position) → side, (account id, balance record position). It then merges
+//! position) → side, (account id, balance record position), and for final
+//! orders (`core::orders::finals`) (0, id) → index and (state, id) →
+//! index, in one set so that one coverage holds for both. It then merges
 //! tables of similar size and publishes the new coverage; the engine
 //! installs it (`Machine::install_stored_ids`) and what the tables cover
 //! drops out of RAM.
@@ -22,9 +24,8 @@
 
 use crate::limits::{INDEX_RUN_ENTRIES_MAX, INDEXER_NICE, INDEXER_QUEUE_MAX};
 use bursar_core::machine::MachineSnapshot;
-use bursar_core::state::{
-    ChunkReadError, SIDE_CREDIT, SIDE_DEBIT, StateSnapshot, StoredIds, StoredIndexes, StoredLists,
-};
+use bursar_core::orders::StoredOrders;
+use bursar_core::state::{ChunkReadError, SIDE_CREDIT, SIDE_DEBIT, StoredIds, StoredIndexes, StoredLists};
 use bursar_store::StoreError;
 use bursar_store::cache::BlockCache;
 use bursar_store::table::Lookups;
@@ -40,6 +41,7 @@ const TRANSFER_IDS: &str = "transfer_ids";
 const FAILED_IDS: &str = "failed_ids";
 const TRANSFER_LISTS: &str = "transfer_lists";
 const BALANCE_LISTS: &str = "balance_lists";
+const FINAL_ORDERS: &str = "final_orders";
 
 /// Id → position tables of one kind of record.
 type IdTables = Tiers<u128, u64>;
@@ -47,8 +49,16 @@ type IdTables = Tiers<u128, u64>;
 /// list (arrays of `u64` order lexicographically, as the tuple would).
 type ListTables = Tiers<[u64; 3], u8>;
 
+/// (state or 0, order id high, low) → final-order index tables: state 0
+/// lists every final order by id, and answers lookups.
+type OrderTables = Tiers<[u64; 3], u64>;
+
 fn list_key(account: u128, position: u64) -> [u64; 3] {
     [(account >> 64) as u64, account as u64, position]
+}
+
+fn order_key(state: u8, id: u128) -> [u64; 3] {
+    [u64::from(state), (id >> 64) as u64, id as u64]
 }
 
 /// The stored ids the state reads: the tables, and the coverage they had
@@ -113,6 +123,36 @@ impl StoredLists for InstalledLists {
     }
 }
 
+/// Stored final orders as the state reads them (see `Installed`).
+struct InstalledOrders {
+    tables: Arc<OrderTables>,
+    covered: u64,
+}
+
+impl StoredOrders for InstalledOrders {
+    fn covered(&self) -> u64 {
+        self.covered
+    }
+
+    fn find(&self, id: u128) -> Result<Option<u64>, ChunkReadError> {
+        let found = self.tables.get(&order_key(0, id)).map_err(|e| Box::new(e) as ChunkReadError)?;
+        Ok(found.filter(|i| *i < self.covered))
+    }
+
+    fn page(&self, state: u8, after: u128, limit: usize) -> Result<Vec<(u128, u64)>, ChunkReadError> {
+        let Some(first) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let (lo, hi) = (order_key(state, first), order_key(state, u128::MAX));
+        let rows = self.tables.range(lo, hi, false, limit).map_err(|e| Box::new(e) as ChunkReadError)?;
+        Ok(rows.into_iter().map(|(k, index)| ((u128::from(k[1]) << 64) | u128::from(k[2]), index)).collect())
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        self.tables.memory_bytes()
+    }
+}
+
 /// The index tables of a data directory.
 #[derive(Clone)]
 pub struct IdStores {
@@ -120,6 +160,7 @@ pub struct IdStores {
     failed: Arc<IdTables>,
     transfer_lists: Arc<ListTables>,
     balance_lists: Arc<ListTables>,
+    final_orders: Arc<OrderTables>,
     dir: PathBuf,
     /// The tables were removed to be rebuilt.
     rebuilt: bool,
@@ -155,6 +196,7 @@ impl IdStores {
                 ranges,
             )?),
             balance_lists: Arc::new(Tiers::open_for(&dir.join(BALANCE_LISTS), BALANCE_LISTS, cache.clone(), ranges)?),
+            final_orders: Arc::new(Tiers::open(&dir.join(FINAL_ORDERS), FINAL_ORDERS, cache.clone())?),
             dir: dir.to_path_buf(),
             rebuilt: false,
         })
@@ -182,18 +224,21 @@ impl IdStores {
             let covered = t.covered();
             Arc::new(Installed { tables: t.clone(), covered, bounds: t.key_bounds() })
         };
+        let orders = InstalledOrders { tables: self.final_orders.clone(), covered: self.final_orders.covered() };
         let lists = |t: &Arc<ListTables>| Arc::new(InstalledLists { tables: t.clone(), covered: t.covered() });
         StoredIndexes {
             transfers: ids(&self.transfers),
             failed: ids(&self.failed),
             account_transfers: lists(&self.transfer_lists),
             account_history: lists(&self.balance_lists),
+            orders: Arc::new(orders),
         }
     }
 
     /// Adds runs for everything `view` holds beyond the tables' coverage,
     /// then merges tables. Returns whether anything was added.
-    fn catch_up(&self, view: &StateSnapshot) -> Result<bool, StoreError> {
+    fn catch_up(&self, machine: &MachineSnapshot) -> Result<bool, StoreError> {
+        let view = machine.ledger();
         let transfer_sides = |from| {
             view.transfers_from(from).flat_map(|(t, p)| {
                 [(list_key(t.debit_account_id, p), SIDE_DEBIT), (list_key(t.credit_account_id, p), SIDE_CREDIT)]
@@ -206,11 +251,17 @@ impl IdStores {
             add_runs(&self.balance_lists, view.balance_record_count(), 1, |from| {
                 view.balance_records_from(from).map(|(r, p)| (list_key(r.account_id, p), 0u8))
             })?,
+            add_runs(&self.final_orders, machine.final_order_count(), 2, |from| {
+                machine
+                    .final_orders_from(from)
+                    .flat_map(|(r, i)| [(order_key(0, r.id), i), (order_key(r.state, r.id), i)])
+            })?,
         ];
         compact(&self.transfers)?;
         compact(&self.failed)?;
         compact(&self.transfer_lists)?;
         compact(&self.balance_lists)?;
+        compact(&self.final_orders)?;
         Ok(added.contains(&true))
     }
 }
@@ -339,7 +390,7 @@ fn run(stores: IdStores, rx: Receiver<MachineSnapshot>, ready: Arc<Mutex<Option<
     lower_priority();
     for view in rx {
         let started = std::time::Instant::now();
-        match stores.catch_up(view.ledger()) {
+        match stores.catch_up(&view) {
             Ok(false) => {}
             Ok(true) => {
                 metrics::histogram!("bursar_indexer_seconds").record(started.elapsed().as_secs_f64());

@@ -108,7 +108,7 @@ pub fn recover(
             (Machine::default(), None)
         }
     };
-    let ids_installed = wanted.is_none_or(|w| sm.ledger().stored_covered() == w);
+    let ids_installed = wanted.is_none_or(|w| sm.stored_covered() == w);
     if let Some(reader) = reader {
         sm.set_chunk_reader(reader);
     }
@@ -256,6 +256,7 @@ mod tests {
             failed: Arc::new(Empty(0)),
             account_transfers: Arc::new(Empty(0)),
             account_history: Arc::new(Empty(0)),
+            orders: Arc::new(bursar_core::orders::NoStoredOrders),
         };
         Disk { cold: None, ids: Some(ids) }
     }

@@ -54,7 +54,7 @@ pub fn create(sm: &mut StateMachine, book: &mut OrderBook, e: &OrderCreate, ctx:
     if sm.ledger(e.target_ledger).is_none() {
         return R::TargetLedgerNotFound;
     }
-    if book.len() >= crate::limits::ORDERS_MAX {
+    if book.open_len() >= crate::limits::OPEN_ORDERS_MAX {
         return R::OrdersLimitReached;
     }
     if !ensure_accounts(sm, e.source_ledger, Some(e.customer_id)) || !ensure_accounts(sm, e.target_ledger, None) {
@@ -176,6 +176,13 @@ pub fn command(sm: &mut StateMachine, book: &mut OrderBook, c: &OrderCommand, ct
     let kind = CommandKind::from_code(c.kind).expect("validated");
     let actor = if ctx.api { Actor::Api } else { Actor::from_code(c.actor).expect("validated") };
     let reason = c.reason_str().expect("validated");
+    if let Some(entry) = book.get_final(c.order_id) {
+        // Frozen (see `finals`): refused as its terminal state refuses every
+        // command, and not recorded on its timeline.
+        let refused = plan(kind, &entry.order, c, ctx).err();
+        debug_assert!(refused.is_some(), "invariant: no command moves a terminal order");
+        return refused.unwrap_or(C::in_state(entry.order.state()));
+    }
     let mut code = C::OrderNotFound;
     // In place: copying the entry would copy its whole timeline per command.
     book.update(c.order_id, |entry| {

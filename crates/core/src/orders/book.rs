@@ -1,7 +1,10 @@
-//! Where orders are kept: persistent (copy-on-write) ordered maps, so a
-//! snapshot is an O(1) clone and iteration order never depends on hashing.
+//! Where orders are kept. Open orders live in persistent (copy-on-write)
+//! ordered maps, so a snapshot is an O(1) clone and iteration order never
+//! depends on hashing; final orders move to `finals` (history on disk).
 
+use super::finals::{FinalOrders, FinalRef, StoredOrders, decode_entry, encode_entry};
 use super::records::{Order, OrderChange, OrderFilter, OrderState};
+use crate::arena::{ArenaView, ChunkReader, StoredChunk};
 use crate::error::{DecodeError, InvariantError};
 use crate::limits::{ORDER_PAGE_MAX, TIMELINE_MAX};
 use crate::memory::tree_bytes;
@@ -124,8 +127,9 @@ impl OrderEntry {
     }
 }
 
+/// Orders not yet final, and their indexes.
 #[derive(Clone, Default)]
-pub struct OrderBook {
+pub struct OpenOrders {
     orders: OrdMap<u128, Arc<OrderEntry>>,
     by_state: OrdSet<(u8, u128)>,
     /// Orders waiting with a deadline (funds or review), by (deadline, id).
@@ -135,7 +139,7 @@ pub struct OrderBook {
     last_change: u64,
 }
 
-impl OrderBook {
+impl OpenOrders {
     /// Estimated RAM held (see `crate::memory`): timelines are counted at
     /// `TIMELINE_TYPICAL` events each (counting them exactly takes a walk).
     pub fn heap_bytes(&self) -> u64 {
@@ -230,57 +234,6 @@ impl OrderBook {
         true
     }
 
-    /// A page of orders per `filter` (see `OrderFilter`); summaries are
-    /// listed as the orders they summarize.
-    pub fn list(&self, filter: &OrderFilter) -> Vec<Order> {
-        let mut out = Vec::new();
-        self.visit(filter, |o| out.push(*o));
-        out
-    }
-
-    /// A page per `filter` as a reply body: whole orders, or with `changes`
-    /// = 2 summaries, each followed by the personal data the filter asks
-    /// for. Written straight into the body, without an intermediate list.
-    /// Returns the body and the number of records.
-    pub fn encode_list(&self, filter: &OrderFilter) -> (Vec<u8>, usize) {
-        let (mut out, mut count) = (Vec::new(), 0);
-        if filter.changes == OrderFilter::CHANGES_SUMMARIES {
-            self.visit(filter, |o| {
-                let with_pii = o.state < 16 && filter.pii_states & (1 << o.state) != 0;
-                let pii = if with_pii { o.pii() } else { &[] };
-                let change = OrderChange::of(o, pii.len() as u16);
-                out.extend_from_slice(bytemuck::bytes_of(&change));
-                out.extend_from_slice(pii);
-                count += 1;
-            });
-        } else {
-            self.visit(filter, |o| {
-                out.extend_from_slice(bytemuck::bytes_of(o));
-                count += 1;
-            });
-        }
-        (out, count)
-    }
-
-    fn visit(&self, filter: &OrderFilter, mut f: impl FnMut(&Order)) {
-        use std::ops::Bound::{Excluded, Unbounded};
-        let limit = filter.limit.clamp(1, ORDER_PAGE_MAX) as usize;
-        let order = |id: &u128| &self.orders[id].order;
-        if filter.changes != 0 {
-            self.changes.range((Excluded(filter.after_seq), Unbounded)).take(limit).for_each(|(_, id)| f(order(id)));
-        } else if filter.state == 0 {
-            self.orders.range((Excluded(filter.after_id), Unbounded)).take(limit).for_each(|(_, e)| f(&e.order));
-        } else {
-            let start = (filter.state, filter.after_id);
-            self.by_state
-                .range(start..)
-                .skip_while(|k| **k == start)
-                .take_while(|(s, _)| *s == filter.state)
-                .take(limit)
-                .for_each(|(_, id)| f(order(id)));
-        }
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = &OrderEntry> + '_ {
         self.orders.values().map(|e| e.as_ref())
     }
@@ -293,7 +246,11 @@ impl OrderBook {
         let mut deadlines = 0;
         for e in self.iter() {
             let o = &e.order;
-            OrderState::from_code(o.state).ok_or(InvariantError::OrderState { order: o.id, state: o.state })?;
+            let state =
+                OrderState::from_code(o.state).ok_or(InvariantError::OrderState { order: o.id, state: o.state })?;
+            if state.is_terminal() {
+                return Err(InvariantError::TerminalOrderOpen { order: o.id });
+            }
             if !self.by_state.contains(&(o.state, o.id)) || self.changes.get(&o.change_seq) != Some(&o.id) {
                 return Err(InvariantError::OrderNotIndexed { order: o.id });
             }
@@ -313,38 +270,256 @@ impl OrderBook {
         Ok(())
     }
 
-    /// The snapshot encoding: last change, count, then each order, its
-    /// dropped-event count and its timeline.
+    /// Takes `id` out with its index entries (it became final).
+    fn remove(&mut self, id: u128) -> Option<Arc<OrderEntry>> {
+        let entry = self.orders.remove(&id)?;
+        let o = &entry.order;
+        self.by_state.remove(&(o.state, id));
+        self.deadlines.remove(&(o.deadline, id));
+        self.changes.remove(&o.change_seq);
+        Some(entry)
+    }
+
+    /// The snapshot encoding: last change, count, then each open order
+    /// (`finals::encode_entry`).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 + self.orders.len() * (Order::SIZE + 512));
         out.extend_from_slice(&self.last_change.to_le_bytes());
         out.extend_from_slice(&(self.orders.len() as u64).to_le_bytes());
         for e in self.iter() {
-            out.extend_from_slice(bytemuck::bytes_of(&e.order));
-            out.extend_from_slice(&e.dropped_events.to_le_bytes());
-            out.extend_from_slice(&e.encode_timeline());
+            encode_entry(e, &mut out);
         }
         out
     }
+}
 
-    pub fn decode(bytes: &[u8]) -> Result<OrderBook, DecodeError> {
-        let mut c = crate::cursor::Cursor::new(bytes);
+/// Every order: open ones in RAM, final ones in `finals` (see there).
+#[derive(Default)]
+pub struct OrderBook {
+    open: OpenOrders,
+    finals: FinalOrders,
+}
+
+impl OrderBook {
+    /// Estimated RAM held (see `crate::memory`).
+    pub fn heap_bytes(&self) -> u64 {
+        self.open.heap_bytes() + self.finals.heap_bytes()
+    }
+
+    /// Orders not final: what `OPEN_ORDERS_MAX` bounds.
+    pub fn open_len(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn finals(&self) -> &FinalOrders {
+        &self.finals
+    }
+
+    /// Open and final orders.
+    pub fn len(&self) -> u64 {
+        self.open.len() as u64 + self.finals.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Order `id` with its timeline: shared if open, read back if final.
+    pub fn get(&self, id: u128) -> Option<Arc<OrderEntry>> {
+        match self.open.orders.get(&id) {
+            Some(entry) => Some(entry.clone()),
+            None => self.finals.get(id).map(Arc::new),
+        }
+    }
+
+    /// Final order `id`, if it is one.
+    pub fn get_final(&self, id: u128) -> Option<OrderEntry> {
+        self.finals.get(id)
+    }
+
+    pub fn last_change(&self) -> u64 {
+        self.open.last_change
+    }
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.open.next_deadline()
+    }
+
+    pub fn due(&self, now: u64, max: usize) -> Vec<u128> {
+        self.open.due(now, max)
+    }
+
+    /// Stores a new order (see `OpenOrders::put`); a terminal one goes
+    /// straight to the final orders.
+    pub fn put(&mut self, entry: OrderEntry, changed: bool) {
+        let id = entry.order.id;
+        self.open.put(entry, changed);
+        self.finalize_if_terminal(id);
+    }
+
+    /// Changes open order `id` in place (see `OpenOrders::update`); if it
+    /// ends terminal it moves to the final orders in the same step. False
+    /// if no open order has that id.
+    pub fn update(&mut self, id: u128, f: impl FnOnce(&mut OrderEntry) -> bool) -> bool {
+        if !self.open.update(id, f) {
+            return false;
+        }
+        self.finalize_if_terminal(id);
+        true
+    }
+
+    fn finalize_if_terminal(&mut self, id: u128) {
+        let terminal = self.open.get(id).is_some_and(|e| e.order.state().is_terminal());
+        if terminal {
+            let entry = self.open.remove(id).expect("invariant: the order was just read");
+            self.finals.push(&entry);
+        }
+    }
+
+    /// Open orders (final ones hold no money and no deadline).
+    pub fn iter_open(&self) -> impl Iterator<Item = &OrderEntry> + '_ {
+        self.open.iter()
+    }
+
+    /// Checks the open orders' indexes (the final orders are checked by
+    /// `verify_finals`, which reads history).
+    pub fn check_indexes(&self) -> Result<(), InvariantError> {
+        self.open.check_indexes()
+    }
+
+    /// Reads every final order back (see `FinalOrders::verify`).
+    pub fn verify_finals(&self) -> Result<(), InvariantError> {
+        self.finals.verify().map_err(|e| InvariantError::FinalOrders(Box::new(e)))
+    }
+
+    /// A page of orders per `filter` (see `OrderFilter`); summaries are
+    /// listed as the orders they summarize.
+    pub fn list(&self, filter: &OrderFilter) -> Vec<Order> {
+        self.page(filter)
+    }
+
+    /// A page per `filter` as a reply body: whole orders, or with `changes`
+    /// = 2 summaries, each followed by the personal data the filter asks
+    /// for. Returns the body and the number of records.
+    pub fn encode_list(&self, filter: &OrderFilter) -> (Vec<u8>, usize) {
+        let page = self.page(filter);
+        let mut out = Vec::with_capacity(page.len() * Order::SIZE);
+        for o in &page {
+            if filter.changes == OrderFilter::CHANGES_SUMMARIES {
+                let with_pii = o.state < 16 && filter.pii_states & (1 << o.state) != 0;
+                let pii = if with_pii { o.pii() } else { &[] };
+                let change = OrderChange::of(o, pii.len() as u16);
+                out.extend_from_slice(bytemuck::bytes_of(&change));
+                out.extend_from_slice(pii);
+            } else {
+                out.extend_from_slice(bytemuck::bytes_of(o));
+            }
+        }
+        (out, page.len())
+    }
+
+    /// Open and final orders merged: by change sequence for the feed, by
+    /// id otherwise. A state filter reads one side only: open orders are
+    /// never terminal and final ones always are.
+    fn page(&self, filter: &OrderFilter) -> Vec<Order> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let limit = filter.limit.clamp(1, ORDER_PAGE_MAX) as usize;
+        let open = |id: &u128| self.open.orders[id].order;
+        if filter.changes != 0 {
+            let open_rows = self.open.changes.range((Excluded(filter.after_seq), Unbounded)).take(limit);
+            let mut rows: Vec<(u64, Order)> = open_rows.map(|(seq, id)| (*seq, open(id))).collect();
+            rows.extend(
+                self.finals.changes_after(filter.after_seq, limit).into_iter().map(|(s, i)| (s, self.finals.order(i))),
+            );
+            rows.sort_unstable_by_key(|(seq, _)| *seq);
+            return rows.into_iter().take(limit).map(|(_, o)| o).collect();
+        }
+        let terminal = OrderState::from_code(filter.state).is_some_and(|s| s.is_terminal());
+        let mut rows: Vec<(u128, Order)> = Vec::new();
+        if filter.state == 0 {
+            let open_rows = self.open.orders.range((Excluded(filter.after_id), Unbounded)).take(limit);
+            rows.extend(open_rows.map(|(id, e)| (*id, e.order)));
+        } else if !terminal {
+            let start = (filter.state, filter.after_id);
+            let ids = self.open.by_state.range(start..).skip_while(|k| **k == start);
+            rows.extend(ids.take_while(|(s, _)| *s == filter.state).take(limit).map(|(_, id)| (*id, open(id))));
+        }
+        if filter.state == 0 || terminal {
+            let finals = self.finals.page(filter.state, filter.after_id, limit);
+            rows.extend(finals.into_iter().map(|(id, i)| (id, self.finals.order(i))));
+        }
+        rows.sort_unstable_by_key(|(id, _)| *id);
+        rows.into_iter().take(limit).map(|(_, o)| o).collect()
+    }
+
+    /// Hands final orders below the tables' coverage over to them.
+    pub fn install_stored(&mut self, stored: Arc<dyn StoredOrders>) {
+        self.finals.install(stored);
+    }
+
+    pub(crate) fn open_view(&self) -> OpenOrders {
+        self.open.clone()
+    }
+
+    pub(crate) fn final_views(&self) -> (ArenaView<FinalRef>, ArenaView<u8>) {
+        self.finals.views()
+    }
+
+    pub(crate) fn set_reader(&mut self, reader: Arc<dyn ChunkReader>) {
+        self.finals.set_reader(reader);
+    }
+
+    pub(crate) fn release_stored(
+        &mut self,
+        view: &(ArenaView<FinalRef>, ArenaView<u8>),
+        refs: &[StoredChunk],
+        bytes: &[StoredChunk],
+    ) -> usize {
+        self.finals.release_stored(view, refs, bytes)
+    }
+
+    pub fn cold_chunks(&self) -> usize {
+        self.finals.cold_chunks()
+    }
+
+    /// Rebuilds the book from a snapshot's "orders" section (open orders)
+    /// and its final orders. A snapshot from before final orders left the
+    /// book holds them in the section: they move to the final orders, in
+    /// change order, as they would have when they became final.
+    pub(crate) fn restore(open: &[u8], finals: FinalOrders) -> Result<OrderBook, DecodeError> {
+        let mut c = crate::cursor::Cursor::new(open);
         let last_change = c.u64()?;
         let count = c.u64()?;
-        let mut book = OrderBook::default();
+        let mut book = OrderBook { open: OpenOrders::default(), finals };
+        let mut terminal = Vec::new();
         for _ in 0..count {
-            let order: Order = bytemuck::pod_read_unaligned(c.take(Order::SIZE)?);
-            let dropped_events = c.u32()?;
-            let events = c.u32()? as usize;
-            let timeline = (0..events).map(|_| TimelineEvent::decode(&mut c)).collect::<Result<Vec<_>, _>>()?;
-            if book.orders.contains_key(&order.id) {
-                return Err(DecodeError::StoredTwice { what: "order", id: order.id });
+            let entry = decode_entry(&mut c)?;
+            let id = entry.order.id;
+            let state = OrderState::from_code(entry.order.state)
+                .ok_or(DecodeError::InvalidOrStoredTwice { what: "order", id })?;
+            if book.open.orders.contains_key(&id) || book.finals.find(id).is_some() {
+                return Err(DecodeError::StoredTwice { what: "order", id });
             }
-            book.put(OrderEntry { order, timeline, dropped_events }, false);
+            if state.is_terminal() {
+                terminal.push(entry);
+            } else {
+                book.open.put(entry, false);
+            }
         }
         c.finish()?;
-        book.last_change = last_change;
-        book.check_indexes()?;
+        terminal.sort_unstable_by_key(|e| e.order.change_seq);
+        for entry in terminal {
+            let seq = entry.order.change_seq;
+            if book.finals.last_seq().is_some_and(|s| seq <= s) || book.open.changes.contains_key(&seq) {
+                return Err(DecodeError::InvalidOrStoredTwice { what: "order", id: entry.order.id });
+            }
+            book.finals.push(&entry);
+        }
+        if book.finals.last_seq().is_some_and(|s| s > last_change) {
+            return Err(DecodeError::InvalidOrStoredTwice { what: "final order", id: 0 });
+        }
+        book.open.last_change = last_change;
+        book.open.check_indexes()?;
         Ok(book)
     }
 }

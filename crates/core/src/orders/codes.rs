@@ -19,7 +19,7 @@ crate::codes::result_codes! {
         ExistsWithDifferentFields = 12 => "An order with this id exists with different fields.",
         SourceLedgerNotFound = 13 => "The source ledger does not exist.",
         TargetLedgerNotFound = 14 => "The target ledger does not exist.",
-        OrdersLimitReached = 15 => "The state machine holds the most orders it may.",
+        OrdersLimitReached = 15 => "The state machine holds the most open orders it may (OPEN_ORDERS_MAX); final orders do not count.",
         LedgerRejected = 16 => "The order's ledger accounts could not be created (an account id is taken with other fields).",
     }
 }

@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod book;
 pub mod codes;
+pub mod finals;
 pub mod invariants;
 pub mod money;
 pub mod records;
@@ -15,6 +16,7 @@ pub mod settings;
 pub use apply::Ctx;
 pub use book::{OrderBook, OrderEntry, TimelineEvent};
 pub use codes::{CreateOrderResult, OrderCommandResult};
+pub use finals::{FinalRef, NoStoredOrders, StoredOrders};
 pub use records::{
     Actor, CommandKind, Order, OrderChange, OrderCommand, OrderCreate, OrderFilter, OrderState, PII_SLOT, Verdict,
     order_flags,

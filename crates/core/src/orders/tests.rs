@@ -152,9 +152,10 @@ fn illegal_commands_name_the_state_and_change_nothing() {
     assert_eq!(h.order(1).state(), OrderState::Created);
     assert_eq!(h.cmd(exec(1, CommandKind::Cancel)), OrderCommandResult::Ok);
     assert!(h.order(1).change_seq > seq);
+    let t = h.m.orders().get(1).unwrap().timeline.clone();
+    assert_eq!(t.iter().filter(|e| e.result != 0).count(), 2, "refusals of an open order are on its timeline");
     assert_eq!(h.cmd(funds(1, 10_000)), OrderCommandResult::OrderIsCancelled);
-    let t = &h.m.orders().get(1).unwrap().timeline;
-    assert_eq!(t.iter().filter(|e| e.result != 0).count(), 3, "refusals of a known order are on its timeline");
+    assert_eq!(h.m.orders().get(1).unwrap().timeline, t, "a final order is frozen: refused, not recorded");
     assert_eq!(h.create(new_order(1)), CreateOrderResult::Exists.code());
     let other = OrderCreate { source_amount: 1, fee_amount: 0, ..new_order(1) };
     assert_eq!(h.create(other), CreateOrderResult::ExistsWithDifferentFields.code());
@@ -485,3 +486,6 @@ fn maker_checker_refuses_a_review_by_the_creating_key_in_apply() {
     h.on_hold_created_by(7, new_order(2));
     assert_eq!(h.review_as(7, 2, Verdict::Pass), OrderCommandResult::Ok);
 }
+
+#[path = "finals_tests.rs"]
+mod finals_tests;

@@ -176,17 +176,20 @@ pub struct StoredIndexes {
     pub account_transfers: Arc<dyn StoredLists>,
     /// Accounts' balance-record lists, over balance-record positions.
     pub account_history: Arc<dyn StoredLists>,
+    /// Final orders by id and by (state, id), over final-order indexes.
+    pub orders: Arc<dyn crate::final_index::StoredOrders>,
 }
 
 impl StoredIndexes {
     /// What each part covers: (transfer ids, failed ids, transfer lists,
-    /// balance lists).
-    pub fn covered(&self) -> [u64; 4] {
+    /// balance lists, final orders), as `Machine::stored_covered`.
+    pub fn covered(&self) -> [u64; 5] {
         [
             self.transfers.covered(),
             self.failed.covered(),
             self.account_transfers.covered(),
             self.account_history.covered(),
+            self.orders.covered(),
         ]
     }
 }
@@ -195,12 +198,12 @@ impl StoredIndexes {
 /// them: records that rarely change once appended (a write to one reads
 /// its chunk back: undo of a chain, or a pending transfer's state when it
 /// is posted, voided or expires long after it was made). Accounts change
-/// all the time and stay in memory. The last three are the machine's
-/// service sections (`machine::SERVICE_SECTIONS`): the audit trail and the
-/// access trail, which are only ever appended to. One list for the state,
+/// all the time and stay in memory. The last five are the machine's
+/// service sections (`machine::SERVICE_SECTIONS`): the audit trail, the
+/// access trail and the final orders, which are only ever appended to. One list for the state,
 /// the machine and the snapshot store, which leaves these sections on disk
 /// when it loads lazily.
-pub const COLD_SECTIONS: [&str; 9] = [
+pub const COLD_SECTIONS: [&str; 11] = [
     "transfers",
     "transfer_states",
     "history",
@@ -210,6 +213,8 @@ pub const COLD_SECTIONS: [&str; 9] = [
     "audit_bytes",
     "audit_offsets",
     "access_records",
+    "final_orders",
+    "final_order_bytes",
 ];
 
 /// The stored form of a snapshot, as read back: the header and, per section
@@ -470,7 +475,7 @@ impl StateMachine {
             sm.set_chunk_reader(reader);
         }
         sm.rebuild_accounts()?;
-        let [ids_t, ids_f, lists_t, lists_h] = ids.as_ref().map_or([0; 4], StoredIndexes::covered);
+        let [ids_t, ids_f, lists_t, lists_h, _] = ids.as_ref().map_or([0; 5], StoredIndexes::covered);
         sm.rebuild_transfers(ids_t, lists_t)?;
         sm.rebuild_history(lists_h)?;
         sm.rebuild_failed(ids_f)?;

@@ -222,8 +222,8 @@ pub async fn list(
     Ok(axum::Json(Page { data, next_cursor }))
 }
 
-/// An order's timeline: its creation, every command (refused ones too) and
-/// deadlines, with the ledger transfers each step made.
+/// An order's timeline: its creation, every command (refused ones too, while
+/// the order is open) and deadlines, with the ledger transfers each step made.
 #[utoipa::path(get, path = paths::GET_ORDER_EVENTS.path, operation_id = "get_order_events", tag = "orders",
     params(("id" = Id, Path, description = "Decimal or UUID", example = "1001")),
     responses(
