@@ -268,6 +268,9 @@ impl Engine {
         let covered = self.sm.ledger().stored_covered();
         tracing::debug!(?covered, ?in_memory, generations, "stored index tables installed");
         metrics::gauge!("bursar_state_ids_stored_below").set(covered[0] as f64);
+        let finals = self.sm.orders().finals();
+        metrics::gauge!("bursar_state_final_orders_stored_below").set(finals.covered() as f64);
+        metrics::gauge!("bursar_state_final_orders_in_memory").set(finals.recent_len() as f64);
     }
 
     /// `bursar_state_memory_bytes{structure}`: what the state holds in RAM,
