@@ -69,6 +69,8 @@ pub enum DecodeError {
     PendingStates { states: usize, transfers: usize },
     #[error("transfer {transfer} names unknown account {account}")]
     TransferUnknownAccount { transfer: u128, account: u128 },
+    #[error("transfer {transfer} debits and credits the same account {account}")]
+    TransferSameAccounts { transfer: u128, account: u128 },
     #[error("transfer {transfer} has an invalid pending state")]
     InvalidPendingState { transfer: u128 },
     #[error("balance record for unknown account {account}")]

@@ -16,6 +16,7 @@
 use bursar_core::Limits;
 use bursar_core::command::{Command, LogCommand, Operation};
 use bursar_core::machine::Machine;
+use bursar_core::orders::{Actor, CommandKind, OrderCommand, OrderCreate};
 use bursar_core::records::encode_all;
 use bursar_core::state::{ChunkBytes, Snapshot, SnapshotSection};
 use bursar_core::{Account, Ledger, Transfer};
@@ -30,9 +31,29 @@ use std::sync::{Arc, OnceLock};
 const CHAIN: [u8; 32] = [7; 32];
 const SEC: u64 = 1_000_000_000;
 
-/// A small machine with ledgers, accounts and transfers (plain and pending).
+/// A payment order from ledger 1 to ledger 2.
+fn order(id: u128) -> OrderCreate {
+    let mut o = OrderCreate {
+        id,
+        customer_id: 77,
+        source_amount: 10_000,
+        fee_amount: 150,
+        source_ledger: 1,
+        target_ledger: 2,
+        funds_timeout_seconds: 60,
+        review_timeout_seconds: 600,
+        pii_len: 3,
+        ..Default::default()
+    };
+    o.pii[..3].copy_from_slice(b"xyz");
+    o
+}
+
+/// A small machine with ledgers, accounts, transfers (plain and pending)
+/// and orders (open, and final: those are in their own sections).
 fn machine() -> Machine {
     let usd = Ledger { id: 1, scale: 2, asset: Ledger::pack_asset("USD").expect("asset"), ..Default::default() };
+    let eur = Ledger { id: 2, scale: 2, asset: Ledger::pack_asset("EUR").expect("asset"), ..Default::default() };
     let accounts: Vec<Account> = (1..=4).map(|id| Account { id, ledger: 1, code: 1, ..Default::default() }).collect();
     let t = |id: u128, flags: u16, timeout: u32| Transfer {
         id,
@@ -46,12 +67,19 @@ fn machine() -> Machine {
         ..Default::default()
     };
     let transfers = [t(10, 0, 0), t(11, 2, 60), t(12, 0, 0), t(13, 2, 0)];
-    let ledgers = [usd];
+    let ledgers = [usd, eur];
+    let orders = [order(50), order(51), order(52)];
+    let cancels = [
+        OrderCommand::new(50, CommandKind::Cancel, Actor::Executor),
+        OrderCommand::new(52, CommandKind::Cancel, Actor::Executor),
+    ];
     let mut m = Machine::new(Limits::default());
-    let entries: [(Operation, &[u8]); 3] = [
+    let entries: [(Operation, &[u8]); 5] = [
         (Operation::CreateLedgers, encode_all(&ledgers)),
         (Operation::CreateAccounts, encode_all(&accounts)),
         (Operation::CreateTransfers, encode_all(&transfers)),
+        (Operation::CreateOrders, encode_all(&orders)),
+        (Operation::OrderCommands, encode_all(&cancels)),
     ];
     for (i, (operation, events)) in entries.into_iter().enumerate() {
         let command = LogCommand::Plain(Command { operation, events });
@@ -245,6 +273,7 @@ fn undamaged_snapshot_and_bundle_restore() {
     let loaded = store.load_latest().unwrap().unwrap();
     let m = Machine::restore(Limits::default(), loaded.chunks).unwrap();
     assert_eq!(m.digest(), machine().digest());
+    assert_eq!((m.orders().open_len(), m.orders().finals().len()), (1, 2), "the fuzzed snapshot holds final orders");
     let work = tempfile::tempdir().unwrap();
     SnapshotStore::open(work.path()).unwrap().import_bundle(&mut bundle()).unwrap();
     let loaded = SnapshotStore::open_read_only(work.path()).unwrap().load_latest().unwrap().unwrap();

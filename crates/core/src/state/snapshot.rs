@@ -542,6 +542,11 @@ impl StateMachine {
                 self.transfer_index.insert(t.id, p);
             }
             if p >= lists_covered {
+                // Apply never stores such a transfer; damaged bytes could,
+                // and would list it twice on one account.
+                if t.debit_account_id == t.credit_account_id {
+                    return Err(DecodeError::TransferSameAccounts { transfer: t.id, account: t.debit_account_id });
+                }
                 for id in [t.debit_account_id, t.credit_account_id] {
                     let a = self
                         .find_account(id)
