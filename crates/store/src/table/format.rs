@@ -194,8 +194,14 @@ fn check_counts(p: &[u8], l: &Layout, at: u64) -> Result<(), TableFault> {
 }
 
 /// The descriptor must keep every probe inside the fingerprints: xorf
-/// indexes them unchecked by these fields (it would panic, not err).
+/// indexes them unchecked by these fields (it would panic, not err). A
+/// table written for ranges only has no filter: no fingerprints and a
+/// descriptor of zeros.
 fn check_filter(d: &Descriptor, l: &Layout) -> Result<(), TableFault> {
+    if l.filter_len == 0 {
+        let none = d.seed == 0 && d.segment_length == 0 && d.segment_length_mask == 0 && d.segment_count_length == 0;
+        return if none { Ok(()) } else { Err(TableFault::Footer("a descriptor without fingerprints")) };
+    }
     let seg = d.segment_length;
     let sane = seg.is_power_of_two()
         && seg <= SEGMENT_LENGTH_MAX

@@ -3,7 +3,7 @@
 //! first.
 
 use super::range::TableRange;
-use super::read::Table;
+use super::read::{Lookups, Table};
 use super::write::TableWriter;
 use crate::error::StoreError;
 use crate::limits::{TABLE_ENTRIES_MAX, TABLE_MERGE_INPUTS_MAX};
@@ -42,7 +42,9 @@ pub fn merge_with<K: Pod + Ord, V: Pod>(
     );
     let total: u64 = inputs.iter().map(|t| t.len()).sum();
     assert!(total <= TABLE_ENTRIES_MAX, "the inputs hold {total} entries, more than one table's {TABLE_ENTRIES_MAX}");
-    let mut writer = TableWriter::new(path, file_id, total)?;
+    // A filter if any input has one: a table for point lookups keeps it.
+    let lookups = if inputs.iter().any(|t| t.has_filter()) { Lookups::Points } else { Lookups::RangesOnly };
+    let mut writer = TableWriter::new_for(path, file_id, total, lookups)?;
     let mut heads = Heads::new(inputs)?;
     while let Some((key, source)) = heads.pop() {
         let mut value = heads.take(source)?;

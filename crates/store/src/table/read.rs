@@ -19,9 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use xorf::{BinaryFuse16, Filter};
 
-/// What a table is opened for. Every table file has a filter; only point
-/// lookups gain from it, so a table read by ranges only (accounts' lists)
-/// leaves it on disk and saves its RAM (2 bytes per entry).
+/// What a table is written and opened for. Only point lookups gain from a
+/// filter, so a table read by ranges only (accounts' lists) is written
+/// without one (building it was a third of the indexer's work) and opened
+/// without reading it; a table written before that has one, left on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lookups {
     /// `get` and ranges: the filter is read, checked and kept in memory.
@@ -87,6 +88,10 @@ impl<K: Pod + Ord, V: Pod> Table<K, V> {
         let layout = footer.layout;
         let index = read_index(&file, path, file_id, &layout, (&min, &max))?;
         let filter = match lookups {
+            Lookups::Points if layout.filter_len == 0 => {
+                let fault = TableFault::Filter("the table has no filter: it was written to be read by ranges only");
+                return Err(StoreError::corrupt(path, at * bs, fault));
+            }
             Lookups::Points => Some(read_filter(&file, path, file_id, &footer)?),
             Lookups::RangesOnly => None,
         };
@@ -127,6 +132,11 @@ impl<K: Pod + Ord, V: Pod> Table<K, V> {
     }
 
     /// Entries in the table (at least one).
+    /// Whether the file holds a filter (see `Lookups`).
+    pub fn has_filter(&self) -> bool {
+        self.layout.filter_len > 0
+    }
+
     pub fn len(&self) -> u64 {
         self.layout.entries
     }

@@ -3,6 +3,7 @@
 //! one block, the index (one key per data block) and 8 bytes of filter
 //! scratch per entry.
 
+use super::Lookups;
 use super::format::{FINGERPRINT_BYTES, Footer, HASH_SEED, Layout};
 use super::{assert_shape, key_hash};
 use crate::block::{self, BlockAddress, BlockKind};
@@ -14,7 +15,7 @@ use std::io::Write;
 use std::marker::PhantomData;
 use std::mem::size_of;
 use std::path::{Path, PathBuf};
-use xorf::BinaryFuse16;
+use xorf::{BinaryFuse16, Descriptor};
 
 /// What a finished table holds and where.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,7 +48,8 @@ pub struct TableWriter<K, V> {
     min: Option<K>,
     last: Option<K>,
     index: Vec<K>,
-    hashes: Vec<u64>,
+    /// The keys' hashes, for the filter (`None`: written without one).
+    hashes: Option<Vec<u64>>,
     block: Box<[u8; BLOCK_SIZE]>,
     shape: PhantomData<fn(V)>,
 }
@@ -59,7 +61,13 @@ impl<K: Pod + Ord, V: Pod> TableWriter<K, V> {
     /// Creates the file at `path`, which must not exist: tables are
     /// immutable, a name is never reused. `expected_count` is the most
     /// entries the table will get (asserted by `push`).
+    /// A table with a filter, for point lookups.
     pub fn new(path: &Path, file_id: u64, expected_count: u64) -> Result<Self, StoreError> {
+        Self::new_for(path, file_id, expected_count, Lookups::Points)
+    }
+
+    /// A table for `lookups`: `RangesOnly` writes no filter (see `Lookups`).
+    pub fn new_for(path: &Path, file_id: u64, expected_count: u64, lookups: Lookups) -> Result<Self, StoreError> {
         const { assert_shape::<K, V>() };
         assert!(
             (1..=TABLE_ENTRIES_MAX).contains(&expected_count),
@@ -77,7 +85,7 @@ impl<K: Pod + Ord, V: Pod> TableWriter<K, V> {
             min: None,
             last: None,
             index: Vec::new(),
-            hashes: Vec::with_capacity(expected_count as usize),
+            hashes: (lookups == Lookups::Points).then(|| Vec::with_capacity(expected_count as usize)),
             block: Box::new([0; BLOCK_SIZE]),
             shape: PhantomData,
         })
@@ -104,7 +112,9 @@ impl<K: Pod + Ord, V: Pod> TableWriter<K, V> {
         }
         self.pending.extend_from_slice(bytemuck::bytes_of(&key));
         self.pending.extend_from_slice(bytemuck::bytes_of(&value));
-        self.hashes.push(key_hash(HASH_SEED, &key));
+        if let Some(hashes) = &mut self.hashes {
+            hashes.push(key_hash(HASH_SEED, &key));
+        }
         self.min.get_or_insert(key);
         self.last = Some(key);
         self.entries += 1;
@@ -133,19 +143,20 @@ impl<K: Pod + Ord, V: Pod> TableWriter<K, V> {
         let data_blocks = self.written;
         let index = std::mem::take(&mut self.index);
         self.write_chunked(BlockKind::TableIndex, bytemuck::cast_slice(&index), size_of::<K>())?;
-        let filter = build_filter(std::mem::take(&mut self.hashes));
-        let fingerprints: Vec<u8> = filter.fingerprints.iter().flat_map(|f| f.to_le_bytes()).collect();
-        self.write_chunked(BlockKind::TableFilter, &fingerprints, FINGERPRINT_BYTES as usize)?;
-        let layout = Layout {
-            key_size: size_of::<K>(),
-            value_size: size_of::<V>(),
-            entries: self.entries,
-            filter_len: filter.fingerprints.len() as u64,
+        let (filter_len, descriptor) = match self.hashes.take() {
+            Some(hashes) => {
+                let filter = build_filter(hashes);
+                let fingerprints: Vec<u8> = filter.fingerprints.iter().flat_map(|f| f.to_le_bytes()).collect();
+                self.write_chunked(BlockKind::TableFilter, &fingerprints, FINGERPRINT_BYTES as usize)?;
+                (filter.fingerprints.len() as u64, filter.descriptor)
+            }
+            None => (0, Descriptor { seed: 0, segment_length: 0, segment_length_mask: 0, segment_count_length: 0 }),
         };
+        let layout = Layout { key_size: size_of::<K>(), value_size: size_of::<V>(), entries: self.entries, filter_len };
         let footer = Footer {
             layout,
             hash_seed: HASH_SEED,
-            filter: filter.descriptor.clone(),
+            filter: descriptor,
             min_key: bytemuck::bytes_of(&min).to_vec(),
             max_key: bytemuck::bytes_of(&max).to_vec(),
         };

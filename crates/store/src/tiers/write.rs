@@ -104,7 +104,7 @@ impl<K: Pod + Ord + Send + Sync, V: Pod + Send + Sync> Tiers<K, V> {
     pub(super) fn create_table(&self, number: u64, count: u64) -> Result<(PathBuf, TableWriter<K, V>), StoreError> {
         let path = self.dir.join(table_file(&self.name, number));
         self.cache.forget(file_id(&self.name, number), 0);
-        let writer = TableWriter::new(&path, file_id(&self.name, number), count)?;
+        let writer = TableWriter::new_for(&path, file_id(&self.name, number), count, self.lookups)?;
         self.step(Step::TableCreated);
         Ok((path, writer))
     }

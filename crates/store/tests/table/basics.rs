@@ -272,3 +272,34 @@ fn a_table_opened_for_ranges_only_answers_the_same_without_its_filter_in_ram() {
     assert_eq!((points.get(&absent).unwrap(), ranges.get(&absent).unwrap()), (None, None));
     assert_eq!(points.memory_bytes() - ranges.memory_bytes(), info.filter_bytes, "only the filter left RAM");
 }
+
+#[test]
+fn a_table_written_for_ranges_has_no_filter_and_refuses_point_opens() {
+    use bursar_store::table::Lookups;
+    let d = dir();
+    let n = PER_BLOCK * 2 + 5;
+    let (with_filter, filtered) = write(d.path(), "f", 5, ids(n));
+    let path = d.path().join("r");
+    let mut w = TableWriter::new_for(&path, 6, n, Lookups::RangesOnly).unwrap();
+    for (k, v) in ids(n) {
+        w.push(k, v).unwrap();
+    }
+    let info = w.finish().unwrap();
+    assert_eq!(info.filter_bytes, 0);
+    assert!(info.file_size < filtered.file_size, "no filter blocks");
+    let ranges = Table::<u128, u64>::open_for(&path, 6, &cache(), Lookups::RangesOnly).unwrap();
+    let points = Table::<u128, u64>::open(&with_filter, 5, &cache()).unwrap();
+    assert!(!ranges.has_filter() && points.has_filter());
+    assert_eq!(all(&ranges).unwrap(), all(&points).unwrap());
+    assert_eq!(ranges.get(&id(PER_BLOCK)).unwrap(), Some(PER_BLOCK * 3));
+    // A point open would lose every lookup's filter: refused, named.
+    let err = Table::<u128, u64>::open(&path, 6, &cache()).err().unwrap();
+    let (file, _, fault) = corrupt_at(err);
+    assert_eq!(file, path);
+    assert!(fault.to_string().contains("no filter"), "{fault}");
+    // A merge keeps a filter if any input has one, and writes none otherwise.
+    let merged = bursar_store::table::merge(&[&ranges, &ranges], &d.path().join("m1"), 7).unwrap().finish().unwrap();
+    assert_eq!(merged.filter_bytes, 0);
+    let merged = bursar_store::table::merge(&[&ranges, &points], &d.path().join("m2"), 8).unwrap().finish().unwrap();
+    assert!(merged.filter_bytes > 0);
+}
