@@ -428,8 +428,10 @@ impl OrderBook {
         if filter.changes != 0 {
             let open_rows = self.open.changes.range((Excluded(filter.after_seq), Unbounded)).take(limit);
             let mut rows: Vec<(u64, Order)> = open_rows.map(|(seq, id)| (*seq, open(id))).collect();
+            let summaries = filter.changes == OrderFilter::CHANGES_SUMMARIES;
+            let final_order = |i| if summaries { self.finals.order_from_ref(i) } else { self.finals.order(i) };
             rows.extend(
-                self.finals.changes_after(filter.after_seq, limit).into_iter().map(|(s, i)| (s, self.finals.order(i))),
+                self.finals.changes_after(filter.after_seq, limit).into_iter().map(|(s, i)| (s, final_order(i))),
             );
             rows.sort_unstable_by_key(|(seq, _)| *seq);
             return rows.into_iter().take(limit).map(|(_, o)| o).collect();

@@ -164,6 +164,14 @@ impl FinalOrders {
         bytemuck::pod_read_unaligned(&bytes)
     }
 
+    /// The order at `index` as far as its ref knows it: id, state and last
+    /// change; every other field zero. What a feed summary of a final
+    /// order carries (see `OrderFilter::pii_states`), at a ref's read.
+    pub fn order_from_ref(&self, index: u64) -> Order {
+        let r = self.refs.get(index as usize);
+        Order { id: r.id, state: r.state, change_seq: r.seq, ..Zeroable::zeroed() }
+    }
+
     fn try_entry(&self, index: u64) -> Result<OrderEntry, DecodeError> {
         let (start, end) = self.bounds(index)?;
         let mut bytes = vec![0u8; end - start];

@@ -390,7 +390,10 @@ pub struct OrderFilter {
     /// `OrderChange` summaries (the executor's feed).
     pub changes: u8,
     /// With `changes` = 2: the states (bit `1 << state`) whose summaries
-    /// carry the order's personal data.
+    /// carry the order's personal data. Summaries of final orders carry
+    /// only their id, state and change sequence (read from their refs, not
+    /// their records: an executor acts on open orders only, and reading
+    /// its feed from the start must not read every settled order back).
     pub pii_states: u16,
 }
 
