@@ -20,6 +20,9 @@ pub const PAYLOAD_MAX: &str = "8MB";
 /// knows every node (about a second when idle; much more on a loaded CI).
 const JETSTREAM_READY_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How long a SIGSTOPped node may take to show as stopped.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 struct Node {
     name: String,
     port: u16,
@@ -254,9 +257,24 @@ impl NatsCluster {
     }
 
     /// SIGSTOP node `i`: alive but silent (a pause, like a long GC or a VM
-    /// stall), so peers must time it out.
+    /// stall), so peers must time it out. Returns once the kernel shows it
+    /// stopped: the signal is delivered asynchronously, and a node still
+    /// running for a moment could acknowledge what a test sends next.
     pub fn pause(&mut self, i: usize) {
         self.signal(i, libc::SIGSTOP);
+        let Some(child) = &self.nodes[i].child else { return };
+        let stat = format!("/proc/{}/stat", child.id());
+        let deadline = Instant::now() + PAUSE_TIMEOUT;
+        while Instant::now() < deadline {
+            // The state is the field after the parenthesized command name.
+            let text = std::fs::read_to_string(&stat).unwrap_or_default();
+            let state = text.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+            if matches!(state, Some("T" | "t")) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        panic!("node {i} did not stop within {PAUSE_TIMEOUT:?} of SIGSTOP");
     }
 
     /// SIGCONT node `i` after [`NatsCluster::pause`].
