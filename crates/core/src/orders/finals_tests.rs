@@ -142,6 +142,21 @@ fn many_orders(h: &mut H, n: u128) -> Vec<u128> {
     vec![1, 2, n / 3, n / 3 + 1, 7 * (n / 7), n, n + 1]
 }
 
+/// The executor's feed: a final order's summary comes from its ref (id,
+/// state, change) without reading its record; an open one's is whole.
+fn summaries_of_final_orders_come_from_refs(m: &Machine, orders: usize) {
+    let feed = OrderFilter { changes: OrderFilter::CHANGES_SUMMARIES, limit: 8_000, ..Default::default() };
+    let (body, count) = m.orders().encode_list(&feed);
+    let summaries = OrderChange::decode_feed(&body).unwrap();
+    assert_eq!(count, orders);
+    for (s, _) in &summaries {
+        let whole = m.orders().get(s.id).unwrap().order;
+        assert_eq!((s.state, s.change_seq), (whole.state, whole.change_seq));
+        let final_ = whole.state().is_terminal();
+        assert_eq!(s.source_amount, if final_ { 0 } else { whole.source_amount }, "order {}", s.id);
+    }
+}
+
 #[test]
 fn final_orders_read_the_same_from_ram_cold_chunks_stored_tables_and_a_lazy_restore() {
     let n: u128 = 6_000;
@@ -154,18 +169,7 @@ fn final_orders_read_the_same_from_ram_cold_chunks_stored_tables_and_a_lazy_rest
     assert_eq!(h.m.orders().finals().len(), n as u64 - open as u64);
     h.m.check_invariants_deep().unwrap();
     let (before, digest) = (reads(&h.m, &ids), h.m.digest());
-    // The executor's feed: a final order's summary comes from its ref (id,
-    // state, change) without reading its record; an open one's is whole.
-    let feed = OrderFilter { changes: OrderFilter::CHANGES_SUMMARIES, limit: 8_000, ..Default::default() };
-    let (body, count) = h.m.orders().encode_list(&feed);
-    let summaries = OrderChange::decode_feed(&body).unwrap();
-    assert_eq!(count, n as usize);
-    for (s, _) in &summaries {
-        let whole = h.m.orders().get(s.id).unwrap().order;
-        assert_eq!((s.state, s.change_seq), (whole.state, whole.change_seq));
-        let final_ = whole.state().is_terminal();
-        assert_eq!(s.source_amount, if final_ { 0 } else { whole.source_amount }, "order {}", s.id);
-    }
+    summaries_of_final_orders_come_from_refs(&h.m, n as usize);
 
     // Cold chunks.
     let view = h.m.snapshot();
