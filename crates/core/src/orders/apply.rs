@@ -176,7 +176,9 @@ pub fn command(sm: &mut StateMachine, book: &mut OrderBook, c: &OrderCommand, ct
     let kind = CommandKind::from_code(c.kind).expect("validated");
     let actor = if ctx.api { Actor::Api } else { Actor::from_code(c.actor).expect("validated") };
     let reason = c.reason_str().expect("validated");
-    if let Some(entry) = book.get_final(c.order_id) {
+    // Open orders first: most commands are for them, and looking for a
+    // final order may read the stored tables.
+    if let Some(entry) = (!book.is_open(c.order_id)).then(|| book.get_final(c.order_id)).flatten() {
         // Frozen (see `finals`): refused as its terminal state refuses every
         // command, and not recorded on its timeline.
         let refused = plan(kind, &entry.order, c, ctx).err();

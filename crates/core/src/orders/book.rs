@@ -332,6 +332,11 @@ impl OrderBook {
         }
     }
 
+    /// Whether `id` is an open order (RAM only).
+    pub fn is_open(&self, id: u128) -> bool {
+        self.open.orders.contains_key(&id)
+    }
+
     /// Final order `id`, if it is one.
     pub fn get_final(&self, id: u128) -> Option<OrderEntry> {
         self.finals.get(id)
